@@ -1,0 +1,53 @@
+//! `runwarden`: run and inspect sandboxed remediation runbooks.
+
+mod runbook;
+
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// WebAssembly-sandboxed runbooks with capability grants and a full trace of every host call.
+#[derive(Parser)]
+#[command(name = "runwarden", version, about, propagate_version = true)]
+struct Cli {
+    /// Data directory (compiled-artifact cache, keys). Default: $XDG_DATA_HOME/runwarden.
+    #[arg(long, global = true, env = "RUNWARDEN_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Write, build, inspect and run runbook components.
+    #[command(subcommand)]
+    Runbook(runbook::RunbookCommand),
+}
+
+/// Where runwarden keeps its state.
+fn data_dir(flag: Option<PathBuf>) -> anyhow::Result<PathBuf> {
+    if let Some(d) = flag {
+        return Ok(d);
+    }
+    if let Some(x) = std::env::var_os("XDG_DATA_HOME").filter(|v| !v.is_empty()) {
+        return Ok(PathBuf::from(x).join("runwarden"));
+    }
+    match std::env::var_os("HOME").filter(|v| !v.is_empty()) {
+        Some(h) => Ok(PathBuf::from(h).join(".local/share/runwarden")),
+        None => anyhow::bail!("no data directory: set RUNWARDEN_DATA_DIR or pass --data-dir"),
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Runbook(cmd) => data_dir(cli.data_dir).and_then(|d| runbook::run(cmd, d)),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}

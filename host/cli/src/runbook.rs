@@ -1,0 +1,233 @@
+//! `runwarden runbook …`
+
+use anyhow::{Context, bail};
+use clap::Subcommand;
+use runwarden_runtime::{Invocation, Policy, RunOptions, Runtime, RuntimeConfig};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+#[derive(Subcommand)]
+pub enum RunbookCommand {
+    /// Scaffold a new runbook crate from the SDK template.
+    New {
+        /// Runbook name: lower-case letters, digits and dashes.
+        name: String,
+        /// Parent directory to create the crate in.
+        #[arg(long, default_value = ".")]
+        dir: PathBuf,
+        /// Path to the runwarden Rust SDK (sdk/rust). Default: the SDK of this source tree.
+        #[arg(long)]
+        sdk: Option<PathBuf>,
+    },
+    /// Build a runbook crate to a component and print the .wasm path.
+    Build {
+        /// The crate (or guest workspace) directory.
+        dir: PathBuf,
+    },
+    /// Print a component's manifest and SHA-256.
+    Describe {
+        /// The component.
+        file: PathBuf,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run a component once under a host policy.
+    Run {
+        /// The component.
+        file: PathBuf,
+        /// The host policy (TOML).
+        #[arg(long)]
+        policy: PathBuf,
+        /// Params as a JSON object, or @FILE to read them from a file.
+        #[arg(long, default_value = "{}")]
+        params: String,
+        /// Simulate mutating calls (service changes, exec, non-GET HTTP, file changes).
+        #[arg(long)]
+        dry_run: bool,
+        /// Print one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+pub fn run(cmd: RunbookCommand, data_dir: PathBuf) -> anyhow::Result<ExitCode> {
+    match cmd {
+        RunbookCommand::New { name, dir, sdk } => new(&name, &dir, sdk).map(|_| ExitCode::SUCCESS),
+        RunbookCommand::Build { dir } => {
+            println!("{}", build(&dir)?.display());
+            Ok(ExitCode::SUCCESS)
+        }
+        RunbookCommand::Describe { file, json } => {
+            let rt = runtime(data_dir)?;
+            let loaded = load(&rt, &file)?;
+            let m = loaded.manifest();
+            if json {
+                let mut v = serde_json::to_value(m)?;
+                v["sha256"] = loaded.sha256().into();
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            } else {
+                println!("{} {} — {}", m.name, m.version, m.summary);
+                println!("sha256:       {}", loaded.sha256());
+                println!("risk:         {}", serde_json::to_value(m.risk)?.as_str().unwrap_or("?"));
+                let platforms = if m.platforms.is_empty() { "any".to_string() } else { m.platforms.join(", ") };
+                println!("platforms:    {platforms}");
+                println!("capabilities:");
+                for c in &m.capabilities {
+                    println!("  - {c}");
+                }
+                println!("params schema: {}", serde_json::to_string_pretty(&m.params_schema)?);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        RunbookCommand::Run { file, policy, params, dry_run, json } => {
+            let policy = Arc::new(Policy::load(&policy)?);
+            let params = parse_params(&params)?;
+            let rt = runtime(data_dir)?;
+            let loaded = load(&rt, &file)?;
+            let inv = rt.invoke(&loaded, &policy, RunOptions { params, dry_run });
+            if json {
+                println!("{}", serde_json::to_string(&inv)?);
+            } else {
+                print_human(&inv);
+            }
+            Ok(if inv.outcome.status.is_success() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+        }
+    }
+}
+
+fn runtime(data_dir: PathBuf) -> anyhow::Result<Runtime> {
+    Ok(Runtime::new(RuntimeConfig { data_dir })?)
+}
+
+fn load(rt: &Runtime, file: &Path) -> anyhow::Result<Arc<runwarden_runtime::Loaded>> {
+    let bytes = std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
+    rt.load(&bytes).with_context(|| format!("{}", file.display()))
+}
+
+fn parse_params(text: &str) -> anyhow::Result<serde_json::Value> {
+    let (text, origin) = match text.strip_prefix('@') {
+        Some(path) => (
+            std::fs::read_to_string(path).with_context(|| format!("cannot read params file {path}"))?,
+            path.to_string(),
+        ),
+        None => (text.to_string(), "--params".to_string()),
+    };
+    let v: serde_json::Value =
+        serde_json::from_str(&text).with_context(|| format!("{origin} is not valid JSON"))?;
+    if !v.is_object() {
+        bail!("{origin} must be a JSON object, e.g. '{{\"unit\": \"nginx.service\"}}'");
+    }
+    Ok(v)
+}
+
+fn print_human(inv: &Invocation) {
+    let status = serde_json::to_value(inv.outcome.status).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default();
+    println!(
+        "{} {} (sha256 {}…) on {}{}",
+        inv.runbook,
+        inv.version,
+        &inv.sha256[..12],
+        inv.host_id,
+        if inv.dry_run { " [dry run]" } else { "" }
+    );
+    println!("status: {status} — {}", inv.outcome.summary);
+    if !inv.trace.is_empty() {
+        println!("trace:");
+        for e in &inv.trace {
+            println!(
+                "  #{:<3} {}.{} {} → {}{}{} ({} µs)",
+                e.seq,
+                e.interface,
+                e.function,
+                e.args,
+                e.result,
+                if e.allowed { "" } else { " DENIED" },
+                if e.dry_run { " [simulated]" } else { "" },
+                e.duration_us
+            );
+        }
+    }
+    for (name, text) in [("stdout", &inv.stdout), ("stderr", &inv.stderr)] {
+        if !text.is_empty() {
+            println!("{name}:\n{}", text.trim_end());
+        }
+    }
+    println!("invocation {} in {:.1} ms, fuel {}", inv.invocation_id, inv.duration_us as f64 / 1000.0, inv.fuel_consumed);
+}
+
+/// Build a guest crate for wasm32-wasip2 and return the component path.
+pub fn build(dir: &Path) -> anyhow::Result<PathBuf> {
+    let manifest = dir.join("Cargo.toml");
+    if !manifest.is_file() {
+        bail!("{} has no Cargo.toml: pass the runbook crate's directory", dir.display());
+    }
+    ensure_wasip2_target()?;
+    let out = std::process::Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
+        .args(["build", "--release", "--target", "wasm32-wasip2", "--message-format=json-render-diagnostics", "--manifest-path"])
+        .arg(&manifest)
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .context("cannot run cargo")?;
+    if !out.status.success() {
+        bail!("cargo build failed for {}", dir.display());
+    }
+    let mut wasm = Vec::new();
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let Ok(msg) = serde_json::from_str::<serde_json::Value>(line) else { continue };
+        if msg["reason"] == "compiler-artifact" {
+            for f in msg["filenames"].as_array().into_iter().flatten() {
+                if let Some(f) = f.as_str().filter(|f| f.ends_with(".wasm")) {
+                    wasm.push(PathBuf::from(f));
+                }
+            }
+        }
+    }
+    match wasm.as_slice() {
+        [one] => Ok(one.clone()),
+        [] => bail!("cargo built no .wasm in {}: is it a `crate-type = [\"cdylib\"]` runbook crate?", dir.display()),
+        many => bail!("{} built {} components; build one runbook crate at a time", dir.display(), many.len()),
+    }
+}
+
+fn ensure_wasip2_target() -> anyhow::Result<()> {
+    let out = std::process::Command::new("rustc").args(["--print", "target-libdir", "--target", "wasm32-wasip2"]).output();
+    let ok = matches!(&out, Ok(o) if o.status.success() && Path::new(String::from_utf8_lossy(&o.stdout).trim()).is_dir());
+    if !ok {
+        bail!("the wasm32-wasip2 target is not installed: run `rustup target add wasm32-wasip2`");
+    }
+    Ok(())
+}
+
+fn new(name: &str, parent: &Path, sdk: Option<PathBuf>) -> anyhow::Result<()> {
+    if name.is_empty() || !name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-') || name.starts_with('-') {
+        bail!("runbook name {name:?} must be lower-case letters, digits and dashes, e.g. `check-disk`");
+    }
+    let sdk = match sdk {
+        Some(p) => p,
+        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../../sdk/rust"),
+    };
+    let sdk = sdk.canonicalize().with_context(|| {
+        format!("runwarden SDK not found at {}: pass --sdk PATH/TO/sdk/rust", sdk.display())
+    })?;
+    let dir = parent.join(name);
+    if dir.exists() {
+        bail!("{} already exists; choose another name or directory", dir.display());
+    }
+    std::fs::create_dir_all(dir.join("src")).with_context(|| format!("cannot create {}", dir.display()))?;
+    std::fs::create_dir_all(dir.join(".cargo"))?;
+    let files = [
+        ("Cargo.toml", include_str!("../template/Cargo.toml.tmpl")),
+        (".cargo/config.toml", include_str!("../template/config.toml.tmpl")),
+        ("src/lib.rs", include_str!("../template/lib.rs.tmpl")),
+        (".gitignore", "/target\n"),
+    ];
+    for (path, text) in files {
+        let text = text.replace("{{name}}", name).replace("{{sdk}}", &sdk.display().to_string());
+        std::fs::write(dir.join(path), text).with_context(|| format!("cannot write {path}"))?;
+    }
+    println!("created {}", dir.display());
+    println!("build it with: runwarden runbook build {}", dir.display());
+    Ok(())
+}

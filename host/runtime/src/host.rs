@@ -1,0 +1,415 @@
+//! Host functions: each checks the grant at call time, does the work (or simulates it in
+//! a dry run), and traces the call.
+
+use crate::backends::{self, ProcError, Verb, probe};
+use crate::bindings::runwarden::runbook::{exec, http, log, probe as wprobe, secrets, services, types};
+use crate::grant::{Grant, parse_origin};
+use crate::policy::{Policy, SecretSource};
+use crate::trace::{Call, Trace};
+use serde_json::{Value, json};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use types::HostError;
+use wasmtime::component::ResourceTable;
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+/// Everything one invocation's host calls need.
+pub(crate) struct CallContext {
+    pub policy: Arc<Policy>,
+    pub grant: Grant,
+    pub dry_run: bool,
+    pub deadline: Instant,
+    pub trace: Trace,
+    pub io: tokio::runtime::Handle,
+    pub http: reqwest::Client,
+    /// Bytes of log output so far (stdout/stderr are capped separately by their pipes).
+    pub output_used: u64,
+    /// Set when a log call exceeded the output limit (the call traps).
+    pub output_exceeded: bool,
+    /// Guest paths of open descriptors, for tracing filesystem calls.
+    pub fs_paths: std::collections::HashMap<u32, String>,
+    /// Guest path of the dry-run scratch directory, when this is a dry run with write grants.
+    pub scratch: Option<String>,
+}
+
+/// Caps linear memory and tables; remembers that a growth was refused.
+pub(crate) struct Limiter {
+    pub memory_bytes: usize,
+    pub hit: bool,
+}
+
+impl wasmtime::ResourceLimiter for Limiter {
+    fn memory_growing(&mut self, _current: usize, desired: usize, _max: Option<usize>) -> wasmtime::Result<bool> {
+        let ok = desired <= self.memory_bytes;
+        self.hit |= !ok;
+        Ok(ok)
+    }
+    fn table_growing(&mut self, _current: usize, desired: usize, _max: Option<usize>) -> wasmtime::Result<bool> {
+        Ok(desired <= 100_000)
+    }
+}
+
+/// The store's data.
+pub(crate) struct HostState {
+    pub wasi: WasiCtx,
+    pub table: ResourceTable,
+    pub limiter: Limiter,
+    pub cx: CallContext,
+}
+
+impl WasiView for HostState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+    }
+}
+
+fn err_json(e: &HostError) -> Value {
+    let (kind, msg) = match e {
+        HostError::Denied(m) => ("denied", m),
+        HostError::NotFound(m) => ("not-found", m),
+        HostError::Timeout(m) => ("timeout", m),
+        HostError::Invalid(m) => ("invalid", m),
+        HostError::Failed(m) => ("failed", m),
+    };
+    json!({"error": kind, "message": msg})
+}
+
+impl CallContext {
+    /// Time left for a host call: the smaller of the request and the invocation deadline.
+    fn budget(&self, requested_ms: Option<u32>) -> Duration {
+        let left = self.deadline.saturating_duration_since(Instant::now());
+        match requested_ms {
+            Some(ms) => left.min(Duration::from_millis(ms as u64)),
+            None => left,
+        }
+    }
+
+    fn cap(&self) -> usize {
+        self.policy.limits.output_bytes as usize
+    }
+
+    /// Record a denial and return the error the guest sees.
+    fn deny(&self, call: Call, why: String) -> HostError {
+        let e = HostError::Denied(why);
+        self.trace.record(call, false, err_json(&e));
+        e
+    }
+
+    fn finish<T>(&self, call: Call, r: Result<T, HostError>, ok: impl FnOnce(&T) -> Value) -> Result<T, HostError> {
+        let v = match &r {
+            Ok(t) => ok(t),
+            Err(e) => err_json(e),
+        };
+        self.trace.record(call, true, v);
+        r
+    }
+
+    fn service(&mut self, verb: Verb, unit: String) -> Result<Option<(String, String)>, HostError> {
+        let mut call = Call::new("services", verb.name(), json!({"unit": unit}));
+        if !self.grant.allows_unit(&self.policy, &unit) {
+            return Err(self.deny(call, format!("unit {unit:?} is not granted to this runbook")));
+        }
+        if self.dry_run && !matches!(verb, Verb::Status) {
+            call.dry_run = true;
+            self.trace.record(call, true, json!({"simulated": true}));
+            return Ok(None);
+        }
+        let argv = backends::service_argv(&self.policy.services, verb, &unit);
+        let budget = self.budget(None);
+        let cap = self.cap();
+        let r = self.io.block_on(backends::run_process(&argv[0], &argv[1..], budget, cap));
+        let r = match r {
+            Err(ProcError::NotFound(p)) => Err(HostError::Failed(format!("service manager {p} not found on this host"))),
+            Err(ProcError::Timeout) => Err(HostError::Timeout(format!("{} {unit}", verb.name()))),
+            Err(ProcError::Failed(m)) => Err(HostError::Failed(m)),
+            Ok(out) => match verb {
+                Verb::Status => match backends::parse_status(&self.policy.services, &out) {
+                    None => Err(HostError::NotFound(format!("unit {unit}"))),
+                    Some(s) => Ok(Some(s)),
+                },
+                _ if out.exit_code == Some(0) => Ok(None),
+                _ => Err(HostError::Failed(format!(
+                    "{} {unit} exited with {:?}: {}",
+                    verb.name(),
+                    out.exit_code,
+                    String::from_utf8_lossy(&out.stderr).trim()
+                ))),
+            },
+        };
+        self.finish(call, r, |s| match s {
+            Some((a, sub)) => json!({"active_state": a, "sub_state": sub}),
+            None => json!("ok"),
+        })
+    }
+}
+
+impl types::Host for HostState {}
+
+impl services::Host for HostState {
+    fn status(&mut self, unit: String) -> Result<services::UnitStatus, HostError> {
+        let (active_state, sub_state) = self.cx.service(Verb::Status, unit.clone())?.unwrap_or_default();
+        Ok(services::UnitStatus { name: unit, active_state, sub_state })
+    }
+    fn start(&mut self, unit: String) -> Result<(), HostError> {
+        self.cx.service(Verb::Start, unit).map(|_| ())
+    }
+    fn stop(&mut self, unit: String) -> Result<(), HostError> {
+        self.cx.service(Verb::Stop, unit).map(|_| ())
+    }
+    fn restart(&mut self, unit: String) -> Result<(), HostError> {
+        self.cx.service(Verb::Restart, unit).map(|_| ())
+    }
+    fn reload(&mut self, unit: String) -> Result<(), HostError> {
+        self.cx.service(Verb::Reload, unit).map(|_| ())
+    }
+}
+
+impl exec::Host for HostState {
+    fn run(&mut self, cmd: exec::Command) -> Result<exec::Output, HostError> {
+        let cx = &mut self.cx;
+        let mut call = Call::new(
+            "exec",
+            "run",
+            json!({"program": cmd.program, "args": cmd.args, "timeout_ms": cmd.timeout_ms}),
+        );
+        if !cx.grant.allows_exec(&cx.policy, &cmd.program, &cmd.args) {
+            return Err(cx.deny(call, format!("{} with these arguments is not granted to this runbook", cmd.program)));
+        }
+        if cx.dry_run {
+            call.dry_run = true;
+            cx.trace.record(call, true, json!({"simulated": true, "exit_code": 0}));
+            return Ok(exec::Output { exit_code: Some(0), stdout: String::new(), stderr: String::new(), truncated: false });
+        }
+        let budget = cx.budget(cmd.timeout_ms);
+        let r = cx.io.block_on(backends::run_process(&cmd.program, &cmd.args, budget, cx.cap()));
+        let r = match r {
+            Ok(o) => Ok(exec::Output {
+                exit_code: o.exit_code,
+                stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
+                stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+                truncated: o.truncated,
+            }),
+            Err(ProcError::NotFound(p)) => Err(HostError::NotFound(p)),
+            Err(ProcError::Timeout) => Err(HostError::Timeout(format!("{} after {} ms", cmd.program, budget.as_millis()))),
+            Err(ProcError::Failed(m)) => Err(HostError::Failed(m)),
+        };
+        cx.finish(call, r, |o| {
+            json!({"exit_code": o.exit_code, "stdout_bytes": o.stdout.len(), "stderr_bytes": o.stderr.len(), "truncated": o.truncated})
+        })
+    }
+}
+
+impl http::Host for HostState {
+    fn send(&mut self, req: http::Request) -> Result<http::Response, HostError> {
+        let cx = &mut self.cx;
+        let method = req.method.to_ascii_uppercase();
+        let mut call = Call::new(
+            "http",
+            "send",
+            json!({"method": method, "url": req.url, "headers": req.headers.iter().map(|h| &h.name).collect::<Vec<_>>(),
+                   "body_bytes": req.body.as_ref().map(|b| b.len())}),
+        );
+        let origin = match parse_origin(&req.url) {
+            Ok(o) => o,
+            Err(m) => {
+                let e = HostError::Invalid(format!("url {:?}: {m}", req.url));
+                cx.trace.record(call, false, err_json(&e));
+                return Err(e);
+            }
+        };
+        if !cx.grant.allows_origin(&cx.policy, &origin) {
+            return Err(cx.deny(call, format!("origin {origin} is not granted to this runbook")));
+        }
+        let Ok(m) = reqwest::Method::from_bytes(method.as_bytes()) else {
+            let e = HostError::Invalid(format!("method {method:?}"));
+            cx.trace.record(call, true, err_json(&e));
+            return Err(e);
+        };
+        if !matches!(method.as_str(), "GET" | "HEAD" | "POST" | "PUT" | "PATCH" | "DELETE") {
+            let e = HostError::Invalid(format!("method {method} is not supported"));
+            cx.trace.record(call, true, err_json(&e));
+            return Err(e);
+        }
+        if cx.dry_run && !matches!(method.as_str(), "GET" | "HEAD") {
+            call.dry_run = true;
+            cx.trace.record(call, true, json!({"simulated": true, "status": 200}));
+            return Ok(http::Response { status: 200, headers: Vec::new(), body: Vec::new(), truncated: false });
+        }
+        let budget = cx.budget(req.timeout_ms);
+        let cap = cx.cap();
+        let client = cx.http.clone();
+        let fut = async move {
+            let mut rb = client.request(m, &req.url).timeout(budget);
+            for h in &req.headers {
+                rb = rb.header(&h.name, &h.value);
+            }
+            if let Some(b) = req.body {
+                rb = rb.body(b);
+            }
+            let mut resp = rb.send().await?;
+            let status = resp.status().as_u16();
+            let headers = resp
+                .headers()
+                .iter()
+                .map(|(k, v)| http::Header { name: k.to_string(), value: String::from_utf8_lossy(v.as_bytes()).into_owned() })
+                .collect();
+            let mut body = Vec::new();
+            let mut truncated = false;
+            while let Some(chunk) = resp.chunk().await? {
+                let room = cap.saturating_sub(body.len());
+                body.extend_from_slice(&chunk[..chunk.len().min(room)]);
+                if chunk.len() > room {
+                    truncated = true;
+                    break;
+                }
+            }
+            Ok::<_, reqwest::Error>(http::Response { status, headers, body, truncated })
+        };
+        let r = cx.io.block_on(fut).map_err(|e| {
+            if e.is_timeout() {
+                HostError::Timeout(format!("{origin} after {} ms", budget.as_millis()))
+            } else {
+                HostError::Failed(format!("{origin}: {e}"))
+            }
+        });
+        cx.finish(call, r, |r| json!({"status": r.status, "body_bytes": r.body.len(), "truncated": r.truncated}))
+    }
+}
+
+impl CallContext {
+    fn probe_call<T>(&mut self, function: &'static str, args: Value, f: impl FnOnce() -> Result<T, HostError>, show: impl FnOnce(&T) -> Value) -> Result<T, HostError> {
+        let call = Call::new("probe", function, args);
+        if !self.grant.probe {
+            return Err(self.deny(call, "probe is not granted to this runbook".into()));
+        }
+        let r = f();
+        self.finish(call, r, show)
+    }
+}
+
+fn io_err(e: std::io::Error) -> HostError {
+    HostError::Failed(e.to_string())
+}
+
+impl wprobe::Host for HostState {
+    fn disk_usage(&mut self, path: String) -> Result<wprobe::DiskInfo, HostError> {
+        let cx = &mut self.cx;
+        let p = std::path::PathBuf::from(&path);
+        if cx.grant.probe && path != "/" && !cx.grant.allows_path(&p) {
+            return Err(cx.deny(Call::new("probe", "disk-usage", json!({"path": path})), format!("{path} is not / or a granted directory")));
+        }
+        cx.probe_call(
+            "disk-usage",
+            json!({"path": path}),
+            || {
+                let (total, free, avail, inodes, ifree) = probe::disk(&p).map_err(io_err)?;
+                Ok(wprobe::DiskInfo { path: path.clone(), total_bytes: total, free_bytes: free, available_bytes: avail, total_inodes: inodes, free_inodes: ifree })
+            },
+            |d| json!({"total_bytes": d.total_bytes, "available_bytes": d.available_bytes}),
+        )
+    }
+    fn memory(&mut self) -> Result<wprobe::MemoryInfo, HostError> {
+        self.cx.probe_call(
+            "memory",
+            json!({}),
+            || {
+                let (t, a, st, sf) = probe::memory().map_err(io_err)?;
+                Ok(wprobe::MemoryInfo { total_bytes: t, available_bytes: a, swap_total_bytes: st, swap_free_bytes: sf })
+            },
+            |m| json!({"total_bytes": m.total_bytes, "available_bytes": m.available_bytes}),
+        )
+    }
+    fn load(&mut self) -> Result<wprobe::LoadAverage, HostError> {
+        self.cx.probe_call(
+            "load",
+            json!({}),
+            || {
+                let (one, five, fifteen) = probe::load().map_err(io_err)?;
+                Ok(wprobe::LoadAverage { one, five, fifteen })
+            },
+            |l| json!([l.one, l.five, l.fifteen]),
+        )
+    }
+    fn uptime(&mut self) -> Result<u64, HostError> {
+        self.cx.probe_call("uptime", json!({}), || probe::uptime().map_err(io_err), |u| json!(u))
+    }
+    fn processes(&mut self, name: String) -> Result<Vec<wprobe::ProcessInfo>, HostError> {
+        self.cx.probe_call(
+            "processes",
+            json!({"name": name}),
+            || {
+                Ok(probe::processes(&name)
+                    .map_err(io_err)?
+                    .into_iter()
+                    .map(|(pid, name, rss_bytes)| wprobe::ProcessInfo { pid, name, rss_bytes })
+                    .collect())
+            },
+            |v: &Vec<_>| json!({"count": v.len()}),
+        )
+    }
+    fn listening_ports(&mut self) -> Result<Vec<wprobe::Listener>, HostError> {
+        self.cx.probe_call(
+            "listening-ports",
+            json!({}),
+            || Ok(probe::listeners().into_iter().map(|(protocol, address, port)| wprobe::Listener { protocol, address, port }).collect()),
+            |v: &Vec<_>| json!({"count": v.len()}),
+        )
+    }
+}
+
+impl secrets::Host for HostState {
+    fn get(&mut self, name: String) -> Result<String, HostError> {
+        let cx = &mut self.cx;
+        let call = Call::new("secrets", "get", json!({"name": name}));
+        if !cx.grant.allows_secret(&cx.policy, &name) {
+            return Err(cx.deny(call, format!("secret {name:?} is not granted to this runbook")));
+        }
+        let r = match cx.policy.secrets.get(&name) {
+            Some(SecretSource::File(p)) => std::fs::read_to_string(p)
+                .map(|s| s.trim_end_matches(['\n', '\r']).to_string())
+                .map_err(|e| HostError::Failed(format!("secret {name}: cannot read its file: {}", e.kind()))),
+            Some(SecretSource::Env(var)) => {
+                std::env::var(var).map_err(|_| HostError::NotFound(format!("secret {name}: variable {var} is not set")))
+            }
+            None => Err(HostError::NotFound(format!("secret {name}"))),
+        };
+        if let Ok(v) = &r {
+            cx.trace.reveal_secret(&name, v);
+        }
+        cx.finish(call, r, |_| json!("[redacted]"))
+    }
+}
+
+impl log::Host for HostState {
+    fn log(&mut self, level: log::Level, message: String, fields: Vec<(String, String)>) -> wasmtime::Result<()> {
+        let cx = &mut self.cx;
+        let size = message.len() + fields.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>();
+        cx.output_used += size as u64;
+        if cx.output_used > cx.policy.limits.output_bytes {
+            cx.output_exceeded = true;
+            let call = Call::new("log", "log", json!({"bytes": size}));
+            cx.trace.record(call, false, json!({"error": "output-limit", "limit_bytes": cx.policy.limits.output_bytes}));
+            return Err(wasmtime::Error::msg(OutputLimit));
+        }
+        let level = match level {
+            log::Level::Debug => "debug",
+            log::Level::Info => "info",
+            log::Level::Warn => "warn",
+            log::Level::Error => "error",
+        };
+        let fields: serde_json::Map<String, Value> = fields.into_iter().map(|(k, v)| (k, Value::String(v))).collect();
+        let call = Call::new("log", "log", json!({"level": level, "message": message, "fields": fields}));
+        cx.trace.record(call, true, Value::Null);
+        Ok(())
+    }
+}
+
+/// The trap a log call raises when the output limit is exceeded.
+#[derive(Debug)]
+pub(crate) struct OutputLimit;
+
+impl std::fmt::Display for OutputLimit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("output limit exceeded")
+    }
+}

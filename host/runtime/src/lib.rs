@@ -1,0 +1,33 @@
+//! The runwarden sandbox.
+//!
+//! [`Runtime`] loads runbook components (compiling once, caching authenticated native
+//! artifacts), reads their [`Manifest`], and runs them under a [`Policy`]: the
+//! [`Grant`] is the manifest's requests checked against the policy before instantiation,
+//! every host call is checked again at call time and traced, and wall-clock, fuel,
+//! memory and output limits end a runaway guest with its own [`Status`].
+
+mod backends;
+mod cache;
+mod error;
+mod grant;
+mod host;
+mod manifest;
+mod policy;
+mod runtime;
+mod trace;
+mod wasi;
+
+pub(crate) mod bindings {
+    wasmtime::component::bindgen!({
+        path: "../../wit",
+        world: "runbook",
+        imports: { "runwarden:runbook/log.log": trappable },
+    });
+}
+
+pub use error::{Error, Result};
+pub use grant::{Capability, Grant, Refusal};
+pub use manifest::{Manifest, Risk};
+pub use policy::{CommandTemplates, ExecGrant, Grants, Limits, Policy, SecretSource, ServiceBackend};
+pub use runtime::{Invocation, Loaded, Outcome, RunOptions, Runtime, RuntimeConfig, Status};
+pub use trace::TraceEntry;

@@ -1,0 +1,495 @@
+//! The engine, the component cache, and one invocation from grant to outcome.
+
+use crate::bindings::{Runbook, RunbookPre};
+use crate::cache::{ArtifactCache, CacheStatus};
+use crate::error::{Error, Result};
+use crate::grant::Grant;
+use crate::host::{CallContext, HostState, Limiter};
+use crate::manifest::Manifest;
+use crate::policy::Policy;
+use crate::trace::{Trace, TraceEntry};
+use crate::wasi;
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use wasmtime::component::{Linker, ResourceTable};
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, Trap};
+
+/// One epoch tick; deadlines are rounded up to it.
+const TICK: Duration = Duration::from_millis(5);
+/// The pooling allocator's per-memory ceiling; policy memory limits above it are capped.
+const POOL_MAX_MEMORY: usize = 1 << 30;
+
+/// Where the runtime keeps its state.
+#[derive(Clone, Debug)]
+pub struct RuntimeConfig {
+    /// Data directory: `cache/` (compiled artifacts, 0700), `keys/` (0600 keys), `scratch/`.
+    pub data_dir: PathBuf,
+}
+
+/// How a run ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    /// The runbook fixed the problem.
+    Healed,
+    /// Nothing needed doing.
+    #[serde(rename = "no-op")]
+    NoOp,
+    /// The runbook ran and failed (its own verdict or a returned error).
+    Failed,
+    /// The manifest asked for capabilities the policy does not grant; nothing ran.
+    Refused,
+    /// The params did not validate against the manifest's schema; nothing ran.
+    InvalidParams,
+    /// The wall-clock deadline passed.
+    Timeout,
+    /// The fuel ran out.
+    OutOfFuel,
+    /// The guest needed more memory than the limit.
+    OutOfMemory,
+    /// The guest trapped (panic, stack overflow, bad memory access, …).
+    Trapped,
+    /// The guest wrote more log/stdout/stderr than the limit.
+    OutputLimit,
+}
+
+impl Status {
+    /// Did the run succeed (healed or no-op)?
+    pub fn is_success(self) -> bool {
+        matches!(self, Status::Healed | Status::NoOp)
+    }
+}
+
+/// The outcome of a run.
+#[derive(Clone, Debug, Serialize)]
+pub struct Outcome {
+    /// How it ended.
+    pub status: Status,
+    /// One line for humans.
+    pub summary: String,
+    /// Structured details from the runbook, or about the failure.
+    pub details: serde_json::Value,
+}
+
+/// Everything about one invocation: the basis of its evidence record.
+#[derive(Clone, Debug, Serialize)]
+pub struct Invocation {
+    /// Unique id (UUID v4).
+    pub invocation_id: String,
+    /// Runbook name.
+    pub runbook: String,
+    /// Runbook version.
+    pub version: String,
+    /// SHA-256 of the component bytes.
+    pub sha256: String,
+    /// The host that ran it.
+    pub host_id: String,
+    /// Whether mutating calls were simulated.
+    pub dry_run: bool,
+    /// The params as given (secrets never appear in params: they come from `secrets`).
+    pub params: serde_json::Value,
+    /// The effective grant, when one was given.
+    pub grant: Option<Grant>,
+    /// SHA-256 of the grant's canonical JSON.
+    pub grant_digest: Option<String>,
+    /// How it ended.
+    pub outcome: Outcome,
+    /// Every host call in order.
+    pub trace: Vec<TraceEntry>,
+    /// Captured stdout (redacted, capped).
+    pub stdout: String,
+    /// Captured stderr (redacted, capped).
+    pub stderr: String,
+    /// Start time, milliseconds since the Unix epoch.
+    pub started_at_ms: u64,
+    /// Wall-clock duration in microseconds.
+    pub duration_us: u64,
+    /// Fuel the guest consumed.
+    pub fuel_consumed: u64,
+}
+
+/// Options of one run.
+#[derive(Clone, Debug, Default)]
+pub struct RunOptions {
+    /// Params as a JSON object.
+    pub params: serde_json::Value,
+    /// Simulate mutating calls instead of performing them.
+    pub dry_run: bool,
+}
+
+/// A loaded component, ready to run many times.
+pub struct Loaded {
+    sha256: String,
+    manifest: Manifest,
+    validator: jsonschema::Validator,
+    pre: RunbookPre<HostState>,
+    cache: CacheStatus,
+}
+
+impl Loaded {
+    /// SHA-256 of the component bytes (hex).
+    pub fn sha256(&self) -> &str {
+        &self.sha256
+    }
+    /// The manifest the component described.
+    pub fn manifest(&self) -> &Manifest {
+        &self.manifest
+    }
+    /// Whether the compiled artifact came from the cache (`hit`), was compiled (`miss`),
+    /// or was found tampered and recompiled (`rejected`).
+    pub fn cache_status(&self) -> &'static str {
+        match self.cache {
+            CacheStatus::Hit => "hit",
+            CacheStatus::Miss => "miss",
+            CacheStatus::Rejected => "rejected",
+        }
+    }
+}
+
+/// The sandbox: one engine, one linker, a cache of loaded components.
+pub struct Runtime {
+    engine: Engine,
+    linker: Linker<HostState>,
+    cache: ArtifactCache,
+    loaded: Mutex<HashMap<String, Arc<Loaded>>>,
+    io: Option<tokio::runtime::Runtime>,
+    http: reqwest::Client,
+    data_dir: PathBuf,
+    stop_ticker: Arc<AtomicBool>,
+}
+
+impl Drop for Runtime {
+    fn drop(&mut self) {
+        self.stop_ticker.store(true, Ordering::Relaxed);
+        if let Some(rt) = self.io.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
+fn setup<E: std::fmt::Display>(what: &str) -> impl FnOnce(E) -> Error + '_ {
+    move |e| Error::Setup(format!("{what}: {e}"))
+}
+
+fn engine_config() -> Config {
+    let mut pool = PoolingAllocationConfig::default();
+    // Sized for a 2-core host running a handful of invocations at once; virtual memory
+    // is reserved per slot, so these counts stay modest.
+    pool.total_component_instances(64)
+        .total_core_instances(256)
+        .total_memories(64)
+        .total_tables(256)
+        .max_memories_per_component(4)
+        .max_tables_per_component(16)
+        .max_core_instances_per_component(32)
+        .max_memory_size(POOL_MAX_MEMORY)
+        .linear_memory_keep_resident(64 << 10)
+        .table_keep_resident(16 << 10);
+    let mut c = Config::new();
+    c.allocation_strategy(InstanceAllocationStrategy::Pooling(pool))
+        .epoch_interruption(true)
+        .consume_fuel(true)
+        .concurrency_support(false)
+        .max_wasm_stack(512 << 10);
+    c
+}
+
+impl Runtime {
+    /// Create a runtime keeping its cache and keys under `config.data_dir`.
+    pub fn new(config: RuntimeConfig) -> Result<Runtime> {
+        let engine = Engine::new(&engine_config()).map_err(setup("engine"))?;
+        let mut linker: Linker<HostState> = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(setup("wasi"))?;
+        wasi::wrap_filesystem(&mut linker).map_err(setup("wasi filesystem"))?;
+        Runbook::add_to_linker::<_, wasmtime::component::HasSelf<HostState>>(&mut linker, |s| s)
+            .map_err(setup("host interfaces"))?;
+        let cache = ArtifactCache::open(&config.data_dir, &engine)
+            .map_err(|e| Error::Setup(format!("cache under {}: {e}", config.data_dir.display())))?;
+        let io = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("runwarden-io")
+            .enable_all()
+            .build()
+            .map_err(setup("io runtime"))?;
+        let http = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .no_proxy()
+            .build()
+            .map_err(setup("http client"))?;
+        let stop_ticker = Arc::new(AtomicBool::new(false));
+        {
+            let engine = engine.clone();
+            let stop = stop_ticker.clone();
+            std::thread::Builder::new()
+                .name("runwarden-epoch".into())
+                .spawn(move || {
+                    while !stop.load(Ordering::Relaxed) {
+                        std::thread::sleep(TICK);
+                        engine.increment_epoch();
+                    }
+                })
+                .map_err(setup("epoch thread"))?;
+        }
+        Ok(Runtime {
+            engine,
+            linker,
+            cache,
+            loaded: Mutex::new(HashMap::new()),
+            io: Some(io),
+            http,
+            data_dir: config.data_dir,
+            stop_ticker,
+        })
+    }
+
+    /// Load a component: check it is a runbook component, compile it (or load its
+    /// authenticated cached artifact), and read its manifest. Loading the same bytes
+    /// again returns the same [`Loaded`].
+    pub fn load(&self, wasm: &[u8]) -> Result<Arc<Loaded>> {
+        let sha256 = hex::encode(Sha256::digest(wasm));
+        if let Some(l) = self.loaded.lock().unwrap_or_else(|e| e.into_inner()).get(&sha256) {
+            return Ok(l.clone());
+        }
+        if !is_component(wasm) {
+            let what = if wasm.starts_with(b"\0asm\x01\0\0\0") {
+                "this is a core WebAssembly module, not a component"
+            } else {
+                "the file does not start with the WebAssembly magic bytes"
+            };
+            return Err(Error::NotAComponent(what.into()));
+        }
+        let (component, cache) = self
+            .cache
+            .get_or_compile(&self.engine, &sha256, wasm)
+            .map_err(|e| Error::NotAComponent(format!("{e:#}")))?;
+        let pre = self.linker.instantiate_pre(&component).map_err(|e| Error::WrongWorld(format!("{e:#}")))?;
+        let pre = RunbookPre::new(pre).map_err(|e| Error::WrongWorld(format!("{e:#}")))?;
+        let manifest = self.describe(&pre)?;
+        let validator = jsonschema::validator_for(&manifest.params_schema)
+            .map_err(|e| Error::Manifest(format!("params-schema: {e}")))?;
+        let loaded = Arc::new(Loaded { sha256: sha256.clone(), manifest, validator, pre, cache });
+        self.loaded.lock().unwrap_or_else(|e| e.into_inner()).insert(sha256, loaded.clone());
+        Ok(loaded)
+    }
+
+    fn io(&self) -> tokio::runtime::Handle {
+        self.io.as_ref().expect("io runtime lives until drop").handle().clone()
+    }
+
+    fn context(&self, policy: Arc<Policy>, grant: Grant, dry_run: bool, deadline: Instant) -> CallContext {
+        CallContext {
+            policy,
+            grant,
+            dry_run,
+            deadline,
+            trace: Trace::default(),
+            io: self.io(),
+            http: self.http.clone(),
+            output_used: 0,
+            output_exceeded: false,
+            fs_paths: HashMap::new(),
+            scratch: None,
+        }
+    }
+
+    fn store(&self, wasi: wasmtime_wasi::WasiCtx, cx: CallContext, limits: &crate::Limits) -> Store<HostState> {
+        let memory_bytes = (limits.memory_bytes as usize).min(POOL_MAX_MEMORY);
+        let mut store = Store::new(
+            &self.engine,
+            HostState { wasi, table: ResourceTable::new(), limiter: Limiter { memory_bytes, hit: false }, cx },
+        );
+        store.limiter(|s| &mut s.limiter);
+        let _ = store.set_fuel(limits.fuel);
+        let ticks = limits.timeout_ms.div_ceil(TICK.as_millis() as u64) + 1;
+        store.set_epoch_deadline(ticks);
+        store
+    }
+
+    /// Call `describe` with no grant at all: a manifest must not need the host.
+    fn describe(&self, pre: &RunbookPre<HostState>) -> Result<Manifest> {
+        let policy = Arc::new(Policy::parse("host_id = \"describe\"\n[limits]\ntimeout_ms = 5000\n")?);
+        let cx = self.context(policy.clone(), Grant::default(), true, Instant::now() + Duration::from_secs(5));
+        let (wasi, _stdio) = wasi::context(&[], &[], None, true, 4096).map_err(Error::Setup)?;
+        let mut store = self.store(wasi, cx, &policy.limits);
+        let instance = pre.instantiate(&mut store).map_err(|e| Error::WrongWorld(format!("instantiate: {e:#}")))?;
+        let m = instance
+            .call_describe(&mut store)
+            .map_err(|e| Error::Manifest(format!("describe trapped: {}", trap_message(&e))))?;
+        Manifest::from_wit(m)
+    }
+
+    /// Run a loaded component once under `policy`. Never fails: refusals, invalid params,
+    /// traps and limits are statuses of the returned [`Invocation`], which is what gets
+    /// recorded. Blocks the calling thread; from async code call it on a blocking thread.
+    pub fn invoke(&self, loaded: &Loaded, policy: &Arc<Policy>, opts: RunOptions) -> Invocation {
+        let started = Instant::now();
+        let started_at_ms = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
+        let params = if opts.params.is_null() { serde_json::json!({}) } else { opts.params };
+        let m = &loaded.manifest;
+        let mut inv = Invocation {
+            invocation_id: uuid::Uuid::new_v4().to_string(),
+            runbook: m.name.clone(),
+            version: m.version.clone(),
+            sha256: loaded.sha256.clone(),
+            host_id: policy.host_id.clone(),
+            dry_run: opts.dry_run,
+            params: params.clone(),
+            grant: None,
+            grant_digest: None,
+            outcome: Outcome { status: Status::Refused, summary: String::new(), details: serde_json::json!({}) },
+            trace: Vec::new(),
+            stdout: String::new(),
+            stderr: String::new(),
+            started_at_ms,
+            duration_us: 0,
+            fuel_consumed: 0,
+        };
+        let finish = |mut inv: Invocation| {
+            inv.duration_us = started.elapsed().as_micros() as u64;
+            inv
+        };
+
+        let errors: Vec<String> = loaded
+            .validator
+            .iter_errors(&params)
+            .take(5)
+            .map(|e| {
+                let at = e.instance_path().to_string();
+                format!("{}{}", if at.is_empty() { String::new() } else { format!("{at}: ") }, e)
+            })
+            .collect();
+        if !errors.is_empty() {
+            inv.outcome = Outcome {
+                status: Status::InvalidParams,
+                summary: format!("invalid params for {}: {}", m.name, errors.join("; ")),
+                details: serde_json::json!({ "errors": errors }),
+            };
+            return finish(inv);
+        }
+        let grant = match Grant::resolve(&m.capabilities, &params, policy) {
+            Ok(g) => g,
+            Err(refusal) => {
+                inv.outcome = Outcome {
+                    status: Status::Refused,
+                    summary: format!(
+                        "refused before instantiation: the policy of host {} does not grant {}",
+                        policy.host_id,
+                        refusal.missing.join("; ")
+                    ),
+                    details: serde_json::json!({ "missing_grants": refusal.missing }),
+                };
+                return finish(inv);
+            }
+        };
+        inv.grant_digest = Some(grant.digest());
+        inv.grant = Some(grant.clone());
+
+        let scratch = (opts.dry_run && !grant.write_dirs.is_empty())
+            .then(|| self.data_dir.join("scratch").join(&inv.invocation_id));
+        if let Some(s) = &scratch {
+            if let Err(e) = std::fs::create_dir_all(s) {
+                inv.outcome = failed(format!("cannot create dry-run scratch directory: {e}"));
+                return finish(inv);
+            }
+        }
+        let limits = policy.limits.clone();
+        let (wasi, stdio) = match wasi::context(
+            &grant.read_dirs,
+            &grant.write_dirs,
+            scratch.as_deref(),
+            opts.dry_run,
+            limits.output_bytes as usize,
+        ) {
+            Ok(x) => x,
+            Err(e) => {
+                inv.outcome = Outcome { status: Status::Refused, summary: e, details: serde_json::json!({}) };
+                return finish(inv);
+            }
+        };
+        let deadline = started + Duration::from_millis(limits.timeout_ms);
+        let mut cx = self.context(policy.clone(), grant, opts.dry_run, deadline);
+        cx.scratch = scratch.as_ref().map(|_| wasi::SCRATCH.to_string());
+        let trace = cx.trace.clone();
+        let mut store = self.store(wasi, cx, &limits);
+
+        let params_text = params.to_string();
+        let result = loaded
+            .pre
+            .instantiate(&mut store)
+            .and_then(|instance| instance.call_run(&mut store, &params_text));
+        inv.fuel_consumed = limits.fuel.saturating_sub(store.get_fuel().unwrap_or(0));
+        let state = store.data();
+        inv.outcome = match result {
+            Ok(Ok(o)) => {
+                use crate::bindings::runwarden::runbook::types::Status as S;
+                Outcome {
+                    status: match o.status {
+                        S::Healed => Status::Healed,
+                        S::NoOp => Status::NoOp,
+                        S::Failed => Status::Failed,
+                    },
+                    summary: trace.redact(&o.summary),
+                    details: serde_json::from_str(&trace.redact(&o.details))
+                        .unwrap_or_else(|_| serde_json::json!({ "text": trace.redact(&o.details) })),
+                }
+            }
+            Ok(Err(e)) => {
+                use crate::bindings::runwarden::runbook::types::RunError as E;
+                let (kind, msg) = match e {
+                    E::InvalidParams(m) => ("invalid-params", m),
+                    E::Denied(m) => ("denied", m),
+                    E::Failed(m) => ("failed", m),
+                };
+                let msg = trace.redact(&msg);
+                Outcome {
+                    status: Status::Failed,
+                    summary: format!("{} returned an error ({kind}): {msg}", m.name),
+                    details: serde_json::json!({ "error": kind, "message": msg }),
+                }
+            }
+            Err(e) => classify_trap(&e, state.limiter.hit, state.cx.output_exceeded || stdio.full(), &limits),
+        };
+        drop(store);
+        if let Some(s) = &scratch {
+            let _ = std::fs::remove_dir_all(s);
+        }
+        inv.trace = trace.entries();
+        inv.stdout = trace.redact(&String::from_utf8_lossy(&stdio.stdout.contents()));
+        inv.stderr = trace.redact(&String::from_utf8_lossy(&stdio.stderr.contents()));
+        finish(inv)
+    }
+}
+
+/// A component's preamble: magic, version 0x0d, layer 1 (a core module has layer 0).
+fn is_component(wasm: &[u8]) -> bool {
+    wasm.starts_with(b"\0asm") && wasm.get(6..8) == Some(&[1, 0])
+}
+
+fn failed(summary: String) -> Outcome {
+    Outcome { status: Status::Failed, summary, details: serde_json::json!({}) }
+}
+
+fn trap_message(e: &wasmtime::Error) -> String {
+    match e.downcast_ref::<Trap>() {
+        Some(t) => t.to_string(),
+        None => format!("{e}"),
+    }
+}
+
+fn classify_trap(e: &wasmtime::Error, memory_hit: bool, output_full: bool, limits: &crate::Limits) -> Outcome {
+    let trap = e.downcast_ref::<Trap>().copied();
+    let (status, summary) = match trap {
+        Some(Trap::Interrupt) => (Status::Timeout, format!("deadline of {} ms passed", limits.timeout_ms)),
+        Some(Trap::OutOfFuel) => (Status::OutOfFuel, format!("fuel limit of {} ran out", limits.fuel)),
+        _ if output_full => (Status::OutputLimit, format!("output limit of {} bytes exceeded", limits.output_bytes)),
+        _ if memory_hit => (Status::OutOfMemory, format!("memory limit of {} bytes exceeded", limits.memory_bytes)),
+        Some(Trap::StackOverflow) => (Status::Trapped, "stack overflow".to_string()),
+        _ => (Status::Trapped, format!("trapped: {}", trap_message(e))),
+    };
+    Outcome { status, summary, details: serde_json::json!({ "trap": format!("{e:#}") }) }
+}

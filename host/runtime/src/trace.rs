@@ -1,0 +1,136 @@
+//! The trace of one invocation: every host call, allowed or denied, in order.
+
+use serde::Serialize;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+/// One host call.
+#[derive(Clone, Debug, Serialize)]
+pub struct TraceEntry {
+    /// Position in the trace, from 0.
+    pub seq: u32,
+    /// Interface (`services`, `exec`, `http`, `probe`, `secrets`, `log`, `filesystem`, `sockets`).
+    pub interface: &'static str,
+    /// Function name as in the WIT.
+    pub function: &'static str,
+    /// Arguments, secret values redacted.
+    pub args: serde_json::Value,
+    /// What the call returned (or the error), secret values redacted.
+    pub result: serde_json::Value,
+    /// Whether the grant allowed the call.
+    pub allowed: bool,
+    /// Whether the call was simulated because the run is a dry run.
+    pub dry_run: bool,
+    /// How long the call took, in microseconds.
+    pub duration_us: u64,
+}
+
+/// A shared, append-only trace. Cloning shares it.
+#[derive(Clone, Default)]
+pub(crate) struct Trace {
+    inner: Arc<Mutex<TraceInner>>,
+}
+
+#[derive(Default)]
+struct TraceInner {
+    entries: Vec<TraceEntry>,
+    /// (name, value) of secrets revealed so far; their values are scrubbed from the trace.
+    secrets: Vec<(String, String)>,
+}
+
+/// A call being traced: created before the work, finished with its result.
+pub(crate) struct Call {
+    pub interface: &'static str,
+    pub function: &'static str,
+    pub args: serde_json::Value,
+    pub dry_run: bool,
+    started: Instant,
+}
+
+impl Call {
+    pub fn new(interface: &'static str, function: &'static str, args: serde_json::Value) -> Call {
+        Call { interface, function, args, dry_run: false, started: Instant::now() }
+    }
+}
+
+impl Trace {
+    /// Record a finished call.
+    pub fn record(&self, call: Call, allowed: bool, result: serde_json::Value) {
+        let duration_us = call.started.elapsed().as_micros() as u64;
+        let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let mut entry = TraceEntry {
+            seq: inner.entries.len() as u32,
+            interface: call.interface,
+            function: call.function,
+            args: call.args,
+            result,
+            allowed,
+            dry_run: call.dry_run,
+            duration_us,
+        };
+        redact_value(&mut entry.args, &inner.secrets);
+        redact_value(&mut entry.result, &inner.secrets);
+        inner.entries.push(entry);
+    }
+
+    /// Remember a secret value so it never appears in the trace or the outcome.
+    pub fn reveal_secret(&self, name: &str, value: &str) {
+        let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        inner.secrets.push((name.to_string(), value.to_string()));
+    }
+
+    /// Scrub revealed secret values out of `text`.
+    pub fn redact(&self, text: &str) -> String {
+        let inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        redact_str(text, &inner.secrets)
+    }
+
+    /// The entries so far.
+    pub fn entries(&self) -> Vec<TraceEntry> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner()).entries.clone()
+    }
+}
+
+fn redact_str(text: &str, secrets: &[(String, String)]) -> String {
+    let mut out = text.to_string();
+    for (name, value) in secrets {
+        // Very short values would scrub unrelated text; policy authors are told to use real secrets.
+        if value.len() >= 3 && out.contains(value.as_str()) {
+            out = out.replace(value.as_str(), &format!("[secret:{name}]"));
+        }
+    }
+    out
+}
+
+fn redact_value(v: &mut serde_json::Value, secrets: &[(String, String)]) {
+    if secrets.is_empty() {
+        return;
+    }
+    match v {
+        serde_json::Value::String(s) => *s = redact_str(s, secrets),
+        serde_json::Value::Array(a) => a.iter_mut().for_each(|v| redact_value(v, secrets)),
+        serde_json::Value::Object(o) => o.values_mut().for_each(|v| redact_value(v, secrets)),
+        _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secret_values_are_scrubbed_everywhere() {
+        let t = Trace::default();
+        t.reveal_secret("db", "hunter22");
+        t.record(
+            Call::new("exec", "run", serde_json::json!({"args": ["--password=hunter22"]})),
+            true,
+            serde_json::json!("ok hunter22"),
+        );
+        let e = &t.entries()[0];
+        let text = serde_json::to_string(e).unwrap();
+        assert!(!text.contains("hunter22"), "{text}");
+        assert!(text.contains("[secret:db]"));
+        assert_eq!(t.redact("x hunter22 y"), "x [secret:db] y");
+    }
+}

@@ -1,0 +1,18 @@
+//! Allow-listed programs.
+use crate::HostError;
+pub use crate::bindings::runwarden::runbook::exec::Output;
+use crate::bindings::runwarden::runbook::exec as raw;
+
+/// Run `program` with `args` and wait for it (the host applies the invocation deadline).
+pub fn run(program: &str, args: &[&str]) -> Result<Output, HostError> {
+    run_with_timeout(program, args, None)
+}
+
+/// Run with an explicit timeout in milliseconds.
+pub fn run_with_timeout(program: &str, args: &[&str], timeout_ms: Option<u32>) -> Result<Output, HostError> {
+    raw::run(&raw::Command {
+        program: program.into(),
+        args: args.iter().map(|a| a.to_string()).collect(),
+        timeout_ms,
+    })
+}
