@@ -28,8 +28,9 @@ pub(crate) struct CallContext {
     pub output_exceeded: bool,
     /// Guest paths of open descriptors, for tracing filesystem calls.
     pub fs_paths: std::collections::HashMap<u32, String>,
-    /// Guest path of the dry-run scratch directory, when this is a dry run with write grants.
-    pub scratch: Option<String>,
+    /// In a dry run, the state each simulated start/stop/restart left a unit in, so a
+    /// later `status` answers consistently with the simulation.
+    pub simulated_units: std::collections::HashMap<String, String>,
 }
 
 /// Caps linear memory and tables; remembers that a growth was refused.
@@ -109,10 +110,29 @@ impl CallContext {
         if !self.grant.allows_unit(&self.policy, &unit) {
             return Err(self.deny(call, format!("unit {unit:?} is not granted to this runbook")));
         }
-        if self.dry_run && !matches!(verb, Verb::Status) {
-            call.dry_run = true;
-            self.trace.record(call, true, json!({"simulated": true}));
-            return Ok(None);
+        if self.dry_run {
+            match verb {
+                Verb::Status => {
+                    if let Some(state) = self.simulated_units.get(&unit).cloned() {
+                        call.dry_run = true;
+                        self.trace.record(call, true, json!({"active_state": state, "sub_state": "simulated"}));
+                        return Ok(Some((state, "simulated".into())));
+                    }
+                }
+                _ => {
+                    let state = match verb {
+                        Verb::Stop => Some("inactive"),
+                        Verb::Start | Verb::Restart => Some("active"),
+                        _ => None,
+                    };
+                    if let Some(state) = state {
+                        self.simulated_units.insert(unit.clone(), state.to_string());
+                    }
+                    call.dry_run = true;
+                    self.trace.record(call, true, json!({"simulated": true}));
+                    return Ok(None);
+                }
+            }
         }
         let argv = backends::service_argv(&self.policy.services, verb, &unit);
         let budget = self.budget(None);

@@ -293,7 +293,7 @@ impl Runtime {
             output_used: 0,
             output_exceeded: false,
             fs_paths: HashMap::new(),
-            scratch: None,
+            simulated_units: HashMap::new(),
         }
     }
 
@@ -412,8 +412,7 @@ impl Runtime {
             }
         };
         let deadline = started + Duration::from_millis(limits.timeout_ms);
-        let mut cx = self.context(policy.clone(), grant, opts.dry_run, deadline);
-        cx.scratch = scratch.as_ref().map(|_| wasi::SCRATCH.to_string());
+        let cx = self.context(policy.clone(), grant, opts.dry_run, deadline);
         let trace = cx.trace.clone();
         let mut store = self.store(wasi, cx, &limits);
 

@@ -25,7 +25,7 @@ impl Runbook for RestartService {
             "Restart a service unit that is down and confirm it came back active",
         )
         .risk(Risk::Medium)
-        .capability(Capability::Service("*".into()))
+        .capability(Capability::Service("{unit}".into()))
         .platform("linux")
         .params_schema(serde_json::json!({
             "type": "object",
