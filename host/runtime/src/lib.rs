@@ -29,5 +29,5 @@ pub use error::{Error, Result};
 pub use grant::{Capability, Grant, Refusal};
 pub use manifest::{Manifest, Risk};
 pub use policy::{CommandTemplates, ExecGrant, Grants, Limits, Policy, SecretSource, ServiceBackend};
-pub use runtime::{Invocation, Loaded, Outcome, RunOptions, Runtime, RuntimeConfig, Status};
+pub use runtime::{engine_config, Invocation, Loaded, Outcome, RunOptions, Runtime, RuntimeConfig, Status};
 pub use trace::TraceEntry;

@@ -176,7 +176,10 @@ fn setup<E: std::fmt::Display>(what: &str) -> impl FnOnce(E) -> Error + '_ {
     move |e| Error::Setup(format!("{what}: {e}"))
 }
 
-fn engine_config() -> Config {
+/// The engine configuration every runtime uses: pooling allocator sized for a small host,
+/// epoch interruption, fuel, no component-model concurrency. Public so benchmarks can
+/// build an identically configured bare-wasmtime baseline.
+pub fn engine_config() -> Config {
     let mut pool = PoolingAllocationConfig::default();
     // Sized for a 2-core host running a handful of invocations at once; virtual memory
     // is reserved per slot, so these counts stay modest.
