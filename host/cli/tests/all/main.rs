@@ -1,0 +1,167 @@
+//! The `runwarden` binary as users call it: arguments, output, exit codes.
+
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn runwarden(data: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_runwarden"))
+        .args(args)
+        .env("RUNWARDEN_DATA_DIR", data)
+        .output()
+        .expect("runwarden runs")
+}
+
+fn component(name: &str) -> String {
+    runwarden_test_artifacts::component(name).display().to_string()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn write_policy(dir: &Path, extra: &str) -> PathBuf {
+    let p = dir.join("policy.toml");
+    std::fs::write(&p, format!("host_id = \"cli-test\"\n{extra}")).unwrap();
+    p
+}
+
+#[test]
+fn version_and_help_on_every_subcommand() {
+    let d = tempfile::tempdir().unwrap();
+    let v = runwarden(d.path(), &["--version"]);
+    assert!(v.status.success());
+    assert_eq!(String::from_utf8_lossy(&v.stdout).trim(), format!("runwarden {}", env!("CARGO_PKG_VERSION")));
+    for args in [
+        vec!["--help"],
+        vec!["runbook", "--help"],
+        vec!["runbook", "new", "--help"],
+        vec!["runbook", "build", "--help"],
+        vec!["runbook", "describe", "--help"],
+        vec!["runbook", "run", "--help"],
+    ] {
+        let o = runwarden(d.path(), &args);
+        assert!(o.status.success(), "{args:?}");
+        assert!(String::from_utf8_lossy(&o.stdout).contains("Usage:"), "{args:?}");
+    }
+}
+
+#[test]
+fn describe_prints_manifest_and_sha256() {
+    let d = tempfile::tempdir().unwrap();
+    let o = runwarden(d.path(), &["runbook", "describe", &component("restart-service"), "--json"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["name"], "restart-service");
+    assert_eq!(v["risk"], "medium");
+    assert_eq!(v["capabilities"][0], serde_json::json!({"kind": "service", "scope": "{unit}"}));
+    assert_eq!(v["params_schema"]["required"][0], "unit");
+    use sha2::Digest;
+    let sha = hex::encode(sha2::Sha256::digest(std::fs::read(component("restart-service")).unwrap()));
+    assert_eq!(v["sha256"], sha);
+
+    let o = runwarden(d.path(), &["runbook", "describe", &component("restart-service")]);
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(text.contains(&sha) && text.contains("risk:         medium"), "{text}");
+}
+
+#[test]
+fn run_json_has_the_documented_fields_and_exit_codes_follow_status() {
+    let d = tempfile::tempdir().unwrap();
+    let policy = write_policy(d.path(), "");
+    let o = runwarden(d.path(), &["runbook", "run", &component("trivial"), "--policy", policy.to_str().unwrap(), "--json"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+    for key in ["invocation_id", "runbook", "sha256", "outcome", "trace", "duration_us", "fuel_consumed"] {
+        assert!(v.get(key).is_some(), "missing {key}: {v}");
+    }
+    assert_eq!(v["outcome"]["status"], "no-op");
+    assert_eq!(v["outcome"]["summary"], "nothing to do");
+    let e = &v["trace"][0];
+    for key in ["seq", "interface", "function", "args", "result", "allowed", "dry_run", "duration_us"] {
+        assert!(e.get(key).is_some(), "trace entry lacks {key}: {e}");
+    }
+
+    // Refused before instantiation: non-zero, and the missing grant is named.
+    let o = runwarden(
+        d.path(),
+        &["runbook", "run", &component("restart-service"), "--policy", policy.to_str().unwrap(), "--params", r#"{"unit":"nginx.service"}"#],
+    );
+    assert_eq!(o.status.code(), Some(1));
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(text.contains("status: refused") && text.contains("service nginx.service"), "{text}");
+
+    // Invalid params: non-zero, and the problem named.
+    let o = runwarden(
+        d.path(),
+        &["runbook", "run", &component("restart-service"), "--policy", policy.to_str().unwrap(), "--params", r#"{"unit":7}"#],
+    );
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("invalid_params"));
+}
+
+#[test]
+fn bad_input_gives_one_line_errors_and_exit_2() {
+    let d = tempfile::tempdir().unwrap();
+    let good = write_policy(d.path(), "");
+    let bad_policy = d.path().join("bad.toml");
+    std::fs::write(&bad_policy, "host_id = \"x\"\n[grants]\nprobes = true\n").unwrap();
+    let not_wasm = d.path().join("x.wasm");
+    std::fs::write(&not_wasm, "hello").unwrap();
+    let trivial = component("trivial");
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (vec!["runbook", "run", &trivial, "--policy", bad_policy.to_str().unwrap()], "unknown field `probes`"),
+        (vec!["runbook", "run", &trivial, "--policy", "/nonexistent/policy.toml"], "cannot read"),
+        (vec!["runbook", "run", not_wasm.to_str().unwrap(), "--policy", good.to_str().unwrap()], "not a WebAssembly component"),
+        (vec!["runbook", "run", &trivial, "--policy", good.to_str().unwrap(), "--params", "{nope"], "not valid JSON"),
+        (vec!["runbook", "run", &trivial, "--policy", good.to_str().unwrap(), "--params", "[1]"], "must be a JSON object"),
+        (vec!["runbook", "describe", "/nonexistent.wasm"], "cannot read"),
+        (vec!["runbook", "new", "Bad_Name"], "lower-case"),
+        (vec!["runbook", "build", d.path().to_str().unwrap()], "no Cargo.toml"),
+    ];
+    for (args, expect) in cases {
+        let o = runwarden(d.path(), &args);
+        let err = stderr(&o);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {err}");
+        assert!(err.contains(expect), "{args:?}: {err:?} should mention {expect:?}");
+        assert_eq!(err.trim_end().lines().count(), 1, "{args:?}: one line expected, got {err:?}");
+        assert!(!err.contains("panicked"));
+    }
+}
+
+#[test]
+fn new_scaffolds_a_runbook_that_builds_describes_and_runs() {
+    let d = tempfile::tempdir().unwrap();
+    let o = runwarden(d.path(), &["runbook", "new", "check-disk", "--dir", d.path().to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let crate_dir = d.path().join("check-disk");
+    assert!(crate_dir.join("src/lib.rs").is_file());
+
+    // Share compiled guest dependencies with the rest of the test suite.
+    let target = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/guests");
+    let o = Command::new(env!("CARGO_BIN_EXE_runwarden"))
+        .args(["runbook", "build", crate_dir.to_str().unwrap()])
+        .env("CARGO_TARGET_DIR", &target)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let wasm = String::from_utf8_lossy(&o.stdout).trim().to_string();
+    assert!(wasm.ends_with("check_disk.wasm"), "{wasm}");
+
+    let o = runwarden(d.path(), &["runbook", "describe", &wasm, "--json"]);
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["name"], "check-disk");
+
+    let policy = write_policy(d.path(), "[grants]\nprobe = true\n");
+    let o = runwarden(d.path(), &["runbook", "run", &wasm, "--policy", policy.to_str().unwrap(), "--json", "--params", r#"{"min_free_percent": 0}"#]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stdout));
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["outcome"]["status"], "no-op");
+    assert_eq!(v["trace"][0]["function"], "disk-usage");
+
+    // Without the probe grant the scaffold is refused, naming the grant.
+    let policy = write_policy(d.path(), "");
+    let o = runwarden(d.path(), &["runbook", "run", &wasm, "--policy", policy.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("probe"));
+}
