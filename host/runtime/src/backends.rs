@@ -158,6 +158,66 @@ pub(crate) fn parse_status(backend: &ServiceBackend, out: &ProcOutput) -> Option
     }
 }
 
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn out(code: i32, stdout: &str) -> ProcOutput {
+        ProcOutput { exit_code: Some(code), stdout: stdout.as_bytes().to_vec(), stderr: Vec::new(), truncated: false }
+    }
+
+    #[test]
+    fn systemd_argv_and_status_parsing() {
+        let b = ServiceBackend::Systemd;
+        assert_eq!(service_argv(&b, Verb::Restart, "nginx.service"), ["/usr/bin/systemctl", "restart", "--", "nginx.service"]);
+        assert_eq!(service_argv(&b, Verb::Status, "nginx.service")[1], "show");
+        let s = parse_status(&b, &out(0, "LoadState=loaded\nActiveState=failed\nSubState=failed\n"));
+        assert_eq!(s, Some(("failed".into(), "failed".into())));
+        assert_eq!(parse_status(&b, &out(0, "LoadState=not-found\nActiveState=inactive\nSubState=dead\n")), None);
+    }
+
+    #[test]
+    fn command_templates_substitute_the_unit_and_read_states() {
+        let t = CommandTemplates {
+            status: vec!["/bin/st".into(), "{unit}".into()],
+            start: vec!["/bin/x".into()],
+            stop: vec!["/bin/x".into()],
+            restart: vec!["/usr/sbin/service".into(), "{unit}".into(), "restart".into()],
+            reload: vec!["/bin/x".into()],
+        };
+        let b = ServiceBackend::Command(t);
+        assert_eq!(service_argv(&b, Verb::Restart, "php8.2-fpm"), ["/usr/sbin/service", "php8.2-fpm", "restart"]);
+        assert_eq!(parse_status(&b, &out(3, "failed (Result: exit-code)\n")), Some(("failed".into(), "(Result:".into())));
+        assert_eq!(parse_status(&b, &out(0, "is running\n")), Some(("active".into(), String::new())));
+        assert_eq!(parse_status(&b, &out(3, "is stopped\n")), Some(("inactive".into(), String::new())));
+        assert_eq!(parse_status(&b, &out(0, "not-found\n")), None);
+    }
+
+    #[tokio::test]
+    async fn processes_get_no_environment_a_timeout_and_capped_output() {
+        // The test process has HOME, CARGO_* and more; the child sees only a fixed PATH.
+        assert!(std::env::var_os("CARGO_PKG_NAME").is_some() || std::env::var_os("HOME").is_some());
+        let o = run_process("/usr/bin/env", &[], Duration::from_secs(5), 4096).await.ok().unwrap();
+        let env = String::from_utf8_lossy(&o.stdout);
+        assert_eq!(env.trim(), "PATH=/usr/sbin:/usr/bin:/sbin:/bin");
+
+        let started = std::time::Instant::now();
+        let r = run_process("/bin/sleep", &["5".into()], Duration::from_millis(100), 64).await;
+        assert!(matches!(r, Err(ProcError::Timeout)));
+        assert!(started.elapsed() < Duration::from_secs(4), "the child must be killed, not waited for");
+
+        let o = run_process("/bin/sh", &["-c".into(), "head -c 100000 /dev/zero".into()], Duration::from_secs(5), 1000)
+            .await
+            .ok()
+            .unwrap();
+        assert_eq!(o.stdout.len(), 1000);
+        assert!(o.truncated);
+        assert_eq!(o.exit_code, Some(0), "the writer was drained, not blocked");
+
+        assert!(matches!(run_process("/nonexistent/prog", &[], Duration::from_secs(1), 10).await, Err(ProcError::NotFound(_))));
+    }
+}
+
 /// Facts read from /proc and statvfs.
 pub(crate) mod probe {
     use std::path::Path;
