@@ -70,18 +70,34 @@ pub fn run(cmd: RunbookCommand, data_dir: PathBuf) -> anyhow::Result<ExitCode> {
             } else {
                 println!("{} {} — {}", m.name, m.version, m.summary);
                 println!("sha256:       {}", loaded.sha256());
-                println!("risk:         {}", serde_json::to_value(m.risk)?.as_str().unwrap_or("?"));
-                let platforms = if m.platforms.is_empty() { "any".to_string() } else { m.platforms.join(", ") };
+                println!(
+                    "risk:         {}",
+                    serde_json::to_value(m.risk)?.as_str().unwrap_or("?")
+                );
+                let platforms = if m.platforms.is_empty() {
+                    "any".to_string()
+                } else {
+                    m.platforms.join(", ")
+                };
                 println!("platforms:    {platforms}");
                 println!("capabilities:");
                 for c in &m.capabilities {
                     println!("  - {c}");
                 }
-                println!("params schema: {}", serde_json::to_string_pretty(&m.params_schema)?);
+                println!(
+                    "params schema: {}",
+                    serde_json::to_string_pretty(&m.params_schema)?
+                );
             }
             Ok(ExitCode::SUCCESS)
         }
-        RunbookCommand::Run { file, policy, params, dry_run, json } => {
+        RunbookCommand::Run {
+            file,
+            policy,
+            params,
+            dry_run,
+            json,
+        } => {
             let policy = Arc::new(Policy::load(&policy)?);
             let params = parse_params(&params)?;
             let rt = runtime(data_dir)?;
@@ -92,7 +108,11 @@ pub fn run(cmd: RunbookCommand, data_dir: PathBuf) -> anyhow::Result<ExitCode> {
             } else {
                 print_human(&inv);
             }
-            Ok(if inv.outcome.status.is_success() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+            Ok(if inv.outcome.status.is_success() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
         }
     }
 }
@@ -103,13 +123,15 @@ fn runtime(data_dir: PathBuf) -> anyhow::Result<Runtime> {
 
 fn load(rt: &Runtime, file: &Path) -> anyhow::Result<Arc<runwarden_runtime::Loaded>> {
     let bytes = std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
-    rt.load(&bytes).with_context(|| format!("{}", file.display()))
+    rt.load(&bytes)
+        .with_context(|| format!("{}", file.display()))
 }
 
 fn parse_params(text: &str) -> anyhow::Result<serde_json::Value> {
     let (text, origin) = match text.strip_prefix('@') {
         Some(path) => (
-            std::fs::read_to_string(path).with_context(|| format!("cannot read params file {path}"))?,
+            std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read params file {path}"))?,
             path.to_string(),
         ),
         None => (text.to_string(), "--params".to_string()),
@@ -123,7 +145,10 @@ fn parse_params(text: &str) -> anyhow::Result<serde_json::Value> {
 }
 
 fn print_human(inv: &Invocation) {
-    let status = serde_json::to_value(inv.outcome.status).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default();
+    let status = serde_json::to_value(inv.outcome.status)
+        .ok()
+        .and_then(|v| v.as_str().map(String::from))
+        .unwrap_or_default();
     println!(
         "{} {} (sha256 {}…) on {}{}",
         inv.runbook,
@@ -154,28 +179,46 @@ fn print_human(inv: &Invocation) {
             println!("{name}:\n{}", text.trim_end());
         }
     }
-    println!("invocation {} in {:.1} ms, fuel {}", inv.invocation_id, inv.duration_us as f64 / 1000.0, inv.fuel_consumed);
+    println!(
+        "invocation {} in {:.1} ms, fuel {}",
+        inv.invocation_id,
+        inv.duration_us as f64 / 1000.0,
+        inv.fuel_consumed
+    );
 }
 
 /// Build a guest crate for wasm32-wasip2 and return the component path.
 pub fn build(dir: &Path) -> anyhow::Result<PathBuf> {
     let manifest = dir.join("Cargo.toml");
     if !manifest.is_file() {
-        bail!("{} has no Cargo.toml: pass the runbook crate's directory", dir.display());
+        bail!(
+            "{} has no Cargo.toml: pass the runbook crate's directory",
+            dir.display()
+        );
     }
     ensure_wasip2_target()?;
-    let out = std::process::Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
-        .args(["build", "--release", "--target", "wasm32-wasip2", "--message-format=json-render-diagnostics", "--manifest-path"])
-        .arg(&manifest)
-        .stderr(std::process::Stdio::inherit())
-        .output()
-        .context("cannot run cargo")?;
+    let out =
+        std::process::Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
+            .args([
+                "build",
+                "--release",
+                "--target",
+                "wasm32-wasip2",
+                "--message-format=json-render-diagnostics",
+                "--manifest-path",
+            ])
+            .arg(&manifest)
+            .stderr(std::process::Stdio::inherit())
+            .output()
+            .context("cannot run cargo")?;
     if !out.status.success() {
         bail!("cargo build failed for {}", dir.display());
     }
     let mut wasm = Vec::new();
     for line in String::from_utf8_lossy(&out.stdout).lines() {
-        let Ok(msg) = serde_json::from_str::<serde_json::Value>(line) else { continue };
+        let Ok(msg) = serde_json::from_str::<serde_json::Value>(line) else {
+            continue;
+        };
         if msg["reason"] == "compiler-artifact" {
             for f in msg["filenames"].as_array().into_iter().flatten() {
                 if let Some(f) = f.as_str().filter(|f| f.ends_with(".wasm")) {
@@ -186,13 +229,22 @@ pub fn build(dir: &Path) -> anyhow::Result<PathBuf> {
     }
     match wasm.as_slice() {
         [one] => Ok(one.clone()),
-        [] => bail!("cargo built no .wasm in {}: is it a `crate-type = [\"cdylib\"]` runbook crate?", dir.display()),
-        many => bail!("{} built {} components; build one runbook crate at a time", dir.display(), many.len()),
+        [] => bail!(
+            "cargo built no .wasm in {}: is it a `crate-type = [\"cdylib\"]` runbook crate?",
+            dir.display()
+        ),
+        many => bail!(
+            "{} built {} components; build one runbook crate at a time",
+            dir.display(),
+            many.len()
+        ),
     }
 }
 
 fn ensure_wasip2_target() -> anyhow::Result<()> {
-    let out = std::process::Command::new("rustc").args(["--print", "target-libdir", "--target", "wasm32-wasip2"]).output();
+    let out = std::process::Command::new("rustc")
+        .args(["--print", "target-libdir", "--target", "wasm32-wasip2"])
+        .output();
     let ok = matches!(&out, Ok(o) if o.status.success() && Path::new(String::from_utf8_lossy(&o.stdout).trim()).is_dir());
     if !ok {
         bail!("the wasm32-wasip2 target is not installed: run `rustup target add wasm32-wasip2`");
@@ -201,30 +253,49 @@ fn ensure_wasip2_target() -> anyhow::Result<()> {
 }
 
 fn new(name: &str, parent: &Path, sdk: Option<PathBuf>) -> anyhow::Result<()> {
-    if name.is_empty() || !name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-') || name.starts_with('-') {
-        bail!("runbook name {name:?} must be lower-case letters, digits and dashes, e.g. `check-disk`");
+    if name.is_empty()
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        || name.starts_with('-')
+    {
+        bail!(
+            "runbook name {name:?} must be lower-case letters, digits and dashes, e.g. `check-disk`"
+        );
     }
     let sdk = match sdk {
         Some(p) => p,
         None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../../sdk/rust"),
     };
     let sdk = sdk.canonicalize().with_context(|| {
-        format!("runwarden SDK not found at {}: pass --sdk PATH/TO/sdk/rust", sdk.display())
+        format!(
+            "runwarden SDK not found at {}: pass --sdk PATH/TO/sdk/rust",
+            sdk.display()
+        )
     })?;
     let dir = parent.join(name);
     if dir.exists() {
-        bail!("{} already exists; choose another name or directory", dir.display());
+        bail!(
+            "{} already exists; choose another name or directory",
+            dir.display()
+        );
     }
-    std::fs::create_dir_all(dir.join("src")).with_context(|| format!("cannot create {}", dir.display()))?;
+    std::fs::create_dir_all(dir.join("src"))
+        .with_context(|| format!("cannot create {}", dir.display()))?;
     std::fs::create_dir_all(dir.join(".cargo"))?;
     let files = [
         ("Cargo.toml", include_str!("../template/Cargo.toml.tmpl")),
-        (".cargo/config.toml", include_str!("../template/config.toml.tmpl")),
+        (
+            ".cargo/config.toml",
+            include_str!("../template/config.toml.tmpl"),
+        ),
         ("src/lib.rs", include_str!("../template/lib.rs.tmpl")),
         (".gitignore", "/target\n"),
     ];
     for (path, text) in files {
-        let text = text.replace("{{name}}", name).replace("{{sdk}}", &sdk.display().to_string());
+        let text = text
+            .replace("{{name}}", name)
+            .replace("{{sdk}}", &sdk.display().to_string());
         std::fs::write(dir.join(path), text).with_context(|| format!("cannot write {path}"))?;
     }
     println!("created {}", dir.display());

@@ -45,14 +45,22 @@ pub(crate) async fn run_process(
     let stdout = child.stdout.take();
     let stderr = child.stderr.take();
     let work = async {
-        let (out, err, status) =
-            tokio::join!(read_capped(stdout, cap), read_capped(stderr, cap), child.wait());
+        let (out, err, status) = tokio::join!(
+            read_capped(stdout, cap),
+            read_capped(stderr, cap),
+            child.wait()
+        );
         (out, err, status)
     };
     match tokio::time::timeout(timeout, work).await {
         Ok(((stdout, t1), (stderr, t2), status)) => {
             let status = status.map_err(|e| ProcError::Failed(e.to_string()))?;
-            Ok(ProcOutput { exit_code: status.code(), stdout, stderr, truncated: t1 || t2 })
+            Ok(ProcOutput {
+                exit_code: status.code(),
+                stdout,
+                stderr,
+                truncated: t1 || t2,
+            })
         }
         // Dropping the future drops the child, which kills it (kill_on_drop).
         Err(_) => Err(ProcError::Timeout),
@@ -61,7 +69,9 @@ pub(crate) async fn run_process(
 
 /// Read up to `cap` bytes and drain the rest, so the writer never blocks on a full pipe.
 async fn read_capped<R: AsyncRead + Unpin>(stream: Option<R>, cap: usize) -> (Vec<u8>, bool) {
-    let Some(mut stream) = stream else { return (Vec::new(), false) };
+    let Some(mut stream) = stream else {
+        return (Vec::new(), false);
+    };
     let mut kept = Vec::new();
     let mut buf = [0u8; 8192];
     let mut truncated = false;
@@ -111,10 +121,21 @@ pub(crate) fn service_argv(backend: &ServiceBackend, verb: Verb, unit: &str) -> 
                 "--".into(),
                 unit.into(),
             ],
-            _ => vec!["/usr/bin/systemctl".into(), verb.name().into(), "--".into(), unit.into()],
+            _ => vec![
+                "/usr/bin/systemctl".into(),
+                verb.name().into(),
+                "--".into(),
+                unit.into(),
+            ],
         },
         ServiceBackend::Command(t) => {
-            let CommandTemplates { status, start, stop, restart, reload } = t;
+            let CommandTemplates {
+                status,
+                start,
+                stop,
+                restart,
+                reload,
+            } = t;
             let tpl = match verb {
                 Verb::Status => status,
                 Verb::Start => start,
@@ -134,25 +155,46 @@ pub(crate) fn parse_status(backend: &ServiceBackend, out: &ProcOutput) -> Option
     match backend {
         ServiceBackend::Systemd => {
             let get = |k: &str| {
-                text.lines().find_map(|l| l.strip_prefix(k).and_then(|v| v.strip_prefix('='))).unwrap_or("").to_string()
+                text.lines()
+                    .find_map(|l| l.strip_prefix(k).and_then(|v| v.strip_prefix('=')))
+                    .unwrap_or("")
+                    .to_string()
             };
             if get("LoadState") == "not-found" {
                 return None;
             }
             let active = get("ActiveState");
-            Some((if active.is_empty() { "unknown".into() } else { active }, get("SubState")))
+            Some((
+                if active.is_empty() {
+                    "unknown".into()
+                } else {
+                    active
+                },
+                get("SubState"),
+            ))
         }
         ServiceBackend::Command(_) => {
             let mut words = text.split_whitespace();
             let first = words.next().unwrap_or("");
-            const KNOWN: [&str; 6] = ["active", "inactive", "failed", "activating", "deactivating", "unknown"];
+            const KNOWN: [&str; 6] = [
+                "active",
+                "inactive",
+                "failed",
+                "activating",
+                "deactivating",
+                "unknown",
+            ];
             if first == "not-found" {
                 return None;
             }
             if KNOWN.contains(&first) {
                 return Some((first.to_string(), words.next().unwrap_or("").to_string()));
             }
-            let state = if out.exit_code == Some(0) { "active" } else { "inactive" };
+            let state = if out.exit_code == Some(0) {
+                "active"
+            } else {
+                "inactive"
+            };
             Some((state.to_string(), String::new()))
         }
     }
@@ -163,17 +205,37 @@ mod tests {
     use super::*;
 
     fn out(code: i32, stdout: &str) -> ProcOutput {
-        ProcOutput { exit_code: Some(code), stdout: stdout.as_bytes().to_vec(), stderr: Vec::new(), truncated: false }
+        ProcOutput {
+            exit_code: Some(code),
+            stdout: stdout.as_bytes().to_vec(),
+            stderr: Vec::new(),
+            truncated: false,
+        }
     }
 
     #[test]
     fn systemd_argv_and_status_parsing() {
         let b = ServiceBackend::Systemd;
-        assert_eq!(service_argv(&b, Verb::Restart, "nginx.service"), ["/usr/bin/systemctl", "restart", "--", "nginx.service"]);
+        assert_eq!(
+            service_argv(&b, Verb::Restart, "nginx.service"),
+            ["/usr/bin/systemctl", "restart", "--", "nginx.service"]
+        );
         assert_eq!(service_argv(&b, Verb::Status, "nginx.service")[1], "show");
-        let s = parse_status(&b, &out(0, "LoadState=loaded\nActiveState=failed\nSubState=failed\n"));
+        let s = parse_status(
+            &b,
+            &out(0, "LoadState=loaded\nActiveState=failed\nSubState=failed\n"),
+        );
         assert_eq!(s, Some(("failed".into(), "failed".into())));
-        assert_eq!(parse_status(&b, &out(0, "LoadState=not-found\nActiveState=inactive\nSubState=dead\n")), None);
+        assert_eq!(
+            parse_status(
+                &b,
+                &out(
+                    0,
+                    "LoadState=not-found\nActiveState=inactive\nSubState=dead\n"
+                )
+            ),
+            None
+        );
     }
 
     #[test]
@@ -182,14 +244,30 @@ mod tests {
             status: vec!["/bin/st".into(), "{unit}".into()],
             start: vec!["/bin/x".into()],
             stop: vec!["/bin/x".into()],
-            restart: vec!["/usr/sbin/service".into(), "{unit}".into(), "restart".into()],
+            restart: vec![
+                "/usr/sbin/service".into(),
+                "{unit}".into(),
+                "restart".into(),
+            ],
             reload: vec!["/bin/x".into()],
         };
         let b = ServiceBackend::Command(t);
-        assert_eq!(service_argv(&b, Verb::Restart, "php8.2-fpm"), ["/usr/sbin/service", "php8.2-fpm", "restart"]);
-        assert_eq!(parse_status(&b, &out(3, "failed (Result: exit-code)\n")), Some(("failed".into(), "(Result:".into())));
-        assert_eq!(parse_status(&b, &out(0, "is running\n")), Some(("active".into(), String::new())));
-        assert_eq!(parse_status(&b, &out(3, "is stopped\n")), Some(("inactive".into(), String::new())));
+        assert_eq!(
+            service_argv(&b, Verb::Restart, "php8.2-fpm"),
+            ["/usr/sbin/service", "php8.2-fpm", "restart"]
+        );
+        assert_eq!(
+            parse_status(&b, &out(3, "failed (Result: exit-code)\n")),
+            Some(("failed".into(), "(Result:".into()))
+        );
+        assert_eq!(
+            parse_status(&b, &out(0, "is running\n")),
+            Some(("active".into(), String::new()))
+        );
+        assert_eq!(
+            parse_status(&b, &out(3, "is stopped\n")),
+            Some(("inactive".into(), String::new()))
+        );
         assert_eq!(parse_status(&b, &out(0, "not-found\n")), None);
     }
 
@@ -197,24 +275,38 @@ mod tests {
     async fn processes_get_no_environment_a_timeout_and_capped_output() {
         // The test process has HOME, CARGO_* and more; the child sees only a fixed PATH.
         assert!(std::env::var_os("CARGO_PKG_NAME").is_some() || std::env::var_os("HOME").is_some());
-        let o = run_process("/usr/bin/env", &[], Duration::from_secs(5), 4096).await.ok().unwrap();
+        let o = run_process("/usr/bin/env", &[], Duration::from_secs(5), 4096)
+            .await
+            .ok()
+            .unwrap();
         let env = String::from_utf8_lossy(&o.stdout);
         assert_eq!(env.trim(), "PATH=/usr/sbin:/usr/bin:/sbin:/bin");
 
         let started = std::time::Instant::now();
         let r = run_process("/bin/sleep", &["5".into()], Duration::from_millis(100), 64).await;
         assert!(matches!(r, Err(ProcError::Timeout)));
-        assert!(started.elapsed() < Duration::from_secs(4), "the child must be killed, not waited for");
+        assert!(
+            started.elapsed() < Duration::from_secs(4),
+            "the child must be killed, not waited for"
+        );
 
-        let o = run_process("/bin/sh", &["-c".into(), "head -c 100000 /dev/zero".into()], Duration::from_secs(5), 1000)
-            .await
-            .ok()
-            .unwrap();
+        let o = run_process(
+            "/bin/sh",
+            &["-c".into(), "head -c 100000 /dev/zero".into()],
+            Duration::from_secs(5),
+            1000,
+        )
+        .await
+        .ok()
+        .unwrap();
         assert_eq!(o.stdout.len(), 1000);
         assert!(o.truncated);
         assert_eq!(o.exit_code, Some(0), "the writer was drained, not blocked");
 
-        assert!(matches!(run_process("/nonexistent/prog", &[], Duration::from_secs(1), 10).await, Err(ProcError::NotFound(_))));
+        assert!(matches!(
+            run_process("/nonexistent/prog", &[], Duration::from_secs(1), 10).await,
+            Err(ProcError::NotFound(_))
+        ));
     }
 }
 
@@ -244,21 +336,36 @@ pub(crate) mod probe {
     /// Load averages.
     pub fn load() -> std::io::Result<(f64, f64, f64)> {
         let t = std::fs::read_to_string("/proc/loadavg")?;
-        let mut it = t.split_whitespace().map(|v| v.parse::<f64>().unwrap_or(0.0));
-        Ok((it.next().unwrap_or(0.0), it.next().unwrap_or(0.0), it.next().unwrap_or(0.0)))
+        let mut it = t
+            .split_whitespace()
+            .map(|v| v.parse::<f64>().unwrap_or(0.0));
+        Ok((
+            it.next().unwrap_or(0.0),
+            it.next().unwrap_or(0.0),
+            it.next().unwrap_or(0.0),
+        ))
     }
 
     /// Seconds since boot.
     pub fn uptime() -> std::io::Result<u64> {
         let t = std::fs::read_to_string("/proc/uptime")?;
-        Ok(t.split_whitespace().next().and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0) as u64)
+        Ok(t.split_whitespace()
+            .next()
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0) as u64)
     }
 
     /// (total, free, available, inodes total, inodes free) of the filesystem holding `path`.
     pub fn disk(path: &Path) -> std::io::Result<(u64, u64, u64, u64, u64)> {
         let s = rustix::fs::statvfs(path)?;
         let f = s.f_frsize;
-        Ok((s.f_blocks * f, s.f_bfree * f, s.f_bavail * f, s.f_files, s.f_ffree))
+        Ok((
+            s.f_blocks * f,
+            s.f_bfree * f,
+            s.f_bavail * f,
+            s.f_files,
+            s.f_ffree,
+        ))
     }
 
     /// (pid, comm, rss bytes) of processes whose comm equals `name`.
@@ -266,15 +373,27 @@ pub(crate) mod probe {
         let page = rustix::param::page_size() as u64;
         let mut out = Vec::new();
         for entry in std::fs::read_dir("/proc")?.flatten() {
-            let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else { continue };
-            let Ok(comm) = std::fs::read_to_string(entry.path().join("comm")) else { continue };
+            let Some(pid) = entry
+                .file_name()
+                .to_str()
+                .and_then(|s| s.parse::<u32>().ok())
+            else {
+                continue;
+            };
+            let Ok(comm) = std::fs::read_to_string(entry.path().join("comm")) else {
+                continue;
+            };
             let comm = comm.trim_end();
             if comm != name {
                 continue;
             }
             let rss = std::fs::read_to_string(entry.path().join("statm"))
                 .ok()
-                .and_then(|s| s.split_whitespace().nth(1).and_then(|v| v.parse::<u64>().ok()))
+                .and_then(|s| {
+                    s.split_whitespace()
+                        .nth(1)
+                        .and_then(|v| v.parse::<u64>().ok())
+                })
                 .unwrap_or(0);
             out.push((pid, comm.to_string(), rss * page));
         }
@@ -285,14 +404,20 @@ pub(crate) mod probe {
     pub fn listeners() -> Vec<(String, String, u16)> {
         let mut out = Vec::new();
         for proto in ["tcp", "tcp6", "udp", "udp6"] {
-            let Ok(text) = std::fs::read_to_string(format!("/proc/net/{proto}")) else { continue };
+            let Ok(text) = std::fs::read_to_string(format!("/proc/net/{proto}")) else {
+                continue;
+            };
             for line in text.lines().skip(1) {
                 let cols: Vec<&str> = line.split_whitespace().collect();
                 if cols.len() < 4 {
                     continue;
                 }
                 // TCP: state 0A is LISTEN. UDP: 07 is an unconnected bound socket.
-                let listening = if proto.starts_with("tcp") { cols[3] == "0A" } else { cols[3] == "07" };
+                let listening = if proto.starts_with("tcp") {
+                    cols[3] == "0A"
+                } else {
+                    cols[3] == "07"
+                };
                 if !listening {
                     continue;
                 }
@@ -336,14 +461,21 @@ pub(crate) mod probe {
             assert!(super::uptime().unwrap() > 0);
             let (t, f, a, _, _) = super::disk(std::path::Path::new("/")).unwrap();
             assert!(t > 0 && f <= t && a <= t);
-            assert_eq!(super::parse_hex_addr("0100007F:1F90"), Some(("127.0.0.1".into(), 8080)));
+            assert_eq!(
+                super::parse_hex_addr("0100007F:1F90"),
+                Some(("127.0.0.1".into(), 8080))
+            );
         }
 
         #[test]
         fn listening_socket_is_seen() {
             let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
             let port = l.local_addr().unwrap().port();
-            assert!(super::listeners().iter().any(|(p, a, pt)| p == "tcp" && a == "127.0.0.1" && *pt == port));
+            assert!(
+                super::listeners()
+                    .iter()
+                    .any(|(p, a, pt)| p == "tcp" && a == "127.0.0.1" && *pt == port)
+            );
         }
     }
 }

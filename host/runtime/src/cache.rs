@@ -36,7 +36,10 @@ pub enum CacheStatus {
 }
 
 fn private_dir(p: &Path) -> std::io::Result<()> {
-    fs::DirBuilder::new().recursive(true).mode(0o700).create(p)?;
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(p)?;
     fs::set_permissions(p, fs::Permissions::from_mode(0o700))
 }
 
@@ -60,18 +63,32 @@ impl ArtifactCache {
         let key_path = keys.join("cache.key");
         let key = match fs::read(&key_path) {
             Ok(k) if k.len() == 32 => k.try_into().expect("length checked"),
-            Ok(_) => return Err(std::io::Error::other(format!("{} is not a 32-byte key; delete it to make a new one", key_path.display()))),
+            Ok(_) => {
+                return Err(std::io::Error::other(format!(
+                    "{} is not a 32-byte key; delete it to make a new one",
+                    key_path.display()
+                )));
+            }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 let key: [u8; 32] = rand::random();
                 let tmp = keys.join(format!(".cache.key.{}", std::process::id()));
-                let mut f = fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp)?;
+                let mut f = fs::OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .mode(0o600)
+                    .open(&tmp)?;
                 f.write_all(&key)?;
                 f.sync_all()?;
                 // Two processes racing here: the first rename wins, the loser reads it back.
                 if fs::hard_link(&tmp, &key_path).is_err() {
                     fs::remove_file(&tmp)?;
                     let k = fs::read(&key_path)?;
-                    return Self::with_key(dir, k.try_into().map_err(|_| std::io::Error::other("bad cache key"))?, engine);
+                    return Self::with_key(
+                        dir,
+                        k.try_into()
+                            .map_err(|_| std::io::Error::other("bad cache key"))?,
+                        engine,
+                    );
                 }
                 fs::remove_file(&tmp)?;
                 key
@@ -85,7 +102,11 @@ impl ArtifactCache {
         let mut h = ShaHasher(Sha256::new());
         std::hash::Hash::hash(&engine.precompile_compatibility_hash(), &mut h);
         let engine_tag = hex::encode(&h.0.finalize()[..8]);
-        Ok(ArtifactCache { dir, key, engine_tag })
+        Ok(ArtifactCache {
+            dir,
+            key,
+            engine_tag,
+        })
     }
 
     fn path(&self, sha256: &str) -> PathBuf {
@@ -105,7 +126,12 @@ impl ArtifactCache {
 
     /// Load the artifact for `sha256` if it authenticates; otherwise compile `wasm`,
     /// store the artifact, and return the fresh component.
-    pub fn get_or_compile(&self, engine: &Engine, sha256: &str, wasm: &[u8]) -> wasmtime::Result<(Component, CacheStatus)> {
+    pub fn get_or_compile(
+        &self,
+        engine: &Engine,
+        sha256: &str,
+        wasm: &[u8],
+    ) -> wasmtime::Result<(Component, CacheStatus)> {
         let path = self.path(sha256);
         let mut status = CacheStatus::Miss;
         if let Ok(bytes) = fs::read(&path) {
@@ -132,8 +158,14 @@ impl ArtifactCache {
     }
 
     fn write(&self, path: &Path, sha256: &str, artifact: &[u8]) -> std::io::Result<()> {
-        let tmp = self.dir.join(format!(".{}.{}.tmp", sha256, uuid::Uuid::new_v4()));
-        let mut f = fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp)?;
+        let tmp = self
+            .dir
+            .join(format!(".{}.{}.tmp", sha256, uuid::Uuid::new_v4()));
+        let mut f = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&tmp)?;
         f.write_all(&self.mac(sha256, artifact).finalize().into_bytes())?;
         f.write_all(artifact)?;
         f.sync_all()?;

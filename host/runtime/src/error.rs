@@ -16,7 +16,9 @@ pub enum Error {
         message: String,
     },
     /// The bytes are not a WebAssembly component.
-    #[error("not a WebAssembly component: {0} (build runbooks for wasm32-wasip2, e.g. `runwarden runbook build DIR`)")]
+    #[error(
+        "not a WebAssembly component: {0} (build runbooks for wasm32-wasip2, e.g. `runwarden runbook build DIR`)"
+    )]
     NotAComponent(String),
     /// The component does not implement the `runwarden:runbook/runbook` world.
     #[error("component does not implement the runwarden:runbook@0.1.0 `runbook` world: {0}")]

@@ -84,13 +84,23 @@ impl Grant {
                 missing.push(m);
             }
         }
-        if missing.is_empty() { Ok(grant) } else { Err(Refusal { missing }) }
+        if missing.is_empty() {
+            Ok(grant)
+        } else {
+            Err(Refusal { missing })
+        }
     }
 
     /// Add one request; the error names the request with its placeholders filled in.
-    fn add(&mut self, req: &Capability, params: &serde_json::Value, policy: &Policy) -> Result<(), String> {
+    fn add(
+        &mut self,
+        req: &Capability,
+        params: &serde_json::Value,
+        policy: &Policy,
+    ) -> Result<(), String> {
         let resolved = resolve_placeholders(req, params).map_err(|m| format!("{req}: {m}"))?;
-        self.add_resolved(&resolved, policy).map_err(|m| format!("{resolved}: {m}"))
+        self.add_resolved(&resolved, policy)
+            .map_err(|m| format!("{resolved}: {m}"))
     }
 
     fn add_resolved(&mut self, req: &Capability, policy: &Policy) -> Result<(), String> {
@@ -112,14 +122,23 @@ impl Grant {
                         && p.args.iter().zip(&args).all(|(p, a)| pattern_covers(p, a))
                 });
                 if !covered {
-                    return Err("no grants.exec entry with this program and covering argument patterns".into());
+                    return Err(
+                        "no grants.exec entry with this program and covering argument patterns"
+                            .into(),
+                    );
                 }
                 self.exec.push(ExecGrant { program, args });
             }
             Capability::Http(o) => {
                 let origin = parse_origin(o)?;
-                if !g.http.iter().any(|p| parse_origin(p).as_deref() == Ok(origin.as_str())) {
-                    return Err(format!("origin {origin} is not in the policy's grants.http"));
+                if !g
+                    .http
+                    .iter()
+                    .any(|p| parse_origin(p).as_deref() == Ok(origin.as_str()))
+                {
+                    return Err(format!(
+                        "origin {origin} is not in the policy's grants.http"
+                    ));
                 }
                 self.http.push(origin);
             }
@@ -127,17 +146,32 @@ impl Grant {
                 let write = matches!(req, Capability::WriteDir(_));
                 let dir = normalize_dir(Path::new(d))?;
                 let within = |roots: &[PathBuf]| {
-                    roots.iter().filter_map(|r| normalize_dir(r).ok()).any(|r| dir.starts_with(r))
+                    roots
+                        .iter()
+                        .filter_map(|r| normalize_dir(r).ok())
+                        .any(|r| dir.starts_with(r))
                 };
-                let ok = if write { within(&g.write_dirs) } else { within(&g.read_dirs) || within(&g.write_dirs) };
+                let ok = if write {
+                    within(&g.write_dirs)
+                } else {
+                    within(&g.read_dirs) || within(&g.write_dirs)
+                };
                 if !ok {
                     return Err(format!(
                         "{} is not under any of the policy's {}",
                         dir.display(),
-                        if write { "grants.write_dirs" } else { "grants.read_dirs or grants.write_dirs" }
+                        if write {
+                            "grants.write_dirs"
+                        } else {
+                            "grants.read_dirs or grants.write_dirs"
+                        }
                     ));
                 }
-                if write { self.write_dirs.push(dir) } else { self.read_dirs.push(dir) }
+                if write {
+                    self.write_dirs.push(dir)
+                } else {
+                    self.read_dirs.push(dir)
+                }
             }
             Capability::Secret(name) => {
                 let name = name.clone();
@@ -167,7 +201,9 @@ impl Grant {
     /// May `program args` run? Checks the grant and the policy.
     pub fn allows_exec(&self, policy: &Policy, program: &str, args: &[String]) -> bool {
         let fits = |g: &ExecGrant| {
-            g.program == program && g.args.len() == args.len() && g.args.iter().zip(args).all(|(p, a)| glob_matches(p, a))
+            g.program == program
+                && g.args.len() == args.len()
+                && g.args.iter().zip(args).all(|(p, a)| glob_matches(p, a))
         };
         self.exec.iter().any(fits) && policy.grants.exec.iter().any(fits)
     }
@@ -175,7 +211,11 @@ impl Grant {
     /// May a request go to `origin` (already normalised)? Checks the grant and the policy.
     pub fn allows_origin(&self, policy: &Policy, origin: &str) -> bool {
         self.http.iter().any(|o| o == origin)
-            && policy.grants.http.iter().any(|p| parse_origin(p).as_deref() == Ok(origin))
+            && policy
+                .grants
+                .http
+                .iter()
+                .any(|p| parse_origin(p).as_deref() == Ok(origin))
     }
 
     /// May secret `name` be read? Checks the grant and the policy.
@@ -186,7 +226,11 @@ impl Grant {
     /// Is `path` inside a granted directory (read or write)?
     pub fn allows_path(&self, path: &Path) -> bool {
         match normalize_dir(path) {
-            Ok(p) => self.read_dirs.iter().chain(&self.write_dirs).any(|d| p.starts_with(d)),
+            Ok(p) => self
+                .read_dirs
+                .iter()
+                .chain(&self.write_dirs)
+                .any(|d| p.starts_with(d)),
             Err(_) => false,
         }
     }
@@ -199,12 +243,19 @@ impl Grant {
     }
 }
 
-fn resolve_placeholders(req: &Capability, params: &serde_json::Value) -> Result<Capability, String> {
+fn resolve_placeholders(
+    req: &Capability,
+    params: &serde_json::Value,
+) -> Result<Capability, String> {
     Ok(match req {
         Capability::Service(s) => Capability::Service(fill(s, params)?),
         Capability::Exec(e) => Capability::Exec(ExecGrant {
             program: fill(&e.program, params)?,
-            args: e.args.iter().map(|a| fill(a, params)).collect::<Result<_, _>>()?,
+            args: e
+                .args
+                .iter()
+                .map(|a| fill(a, params))
+                .collect::<Result<_, _>>()?,
         }),
         Capability::Http(o) => Capability::Http(fill(o, params)?),
         Capability::ReadDir(d) => Capability::ReadDir(fill(d, params)?),
@@ -221,11 +272,18 @@ fn fill(template: &str, params: &serde_json::Value) -> Result<String, String> {
     let mut rest = template;
     while let Some(start) = rest.find('{') {
         out.push_str(&rest[..start]);
-        let end = rest[start..].find('}').ok_or_else(|| format!("unclosed `{{` in {template:?}"))? + start;
+        let end = rest[start..]
+            .find('}')
+            .ok_or_else(|| format!("unclosed `{{` in {template:?}"))?
+            + start;
         let name = &rest[start + 1..end];
         match params.get(name) {
             Some(serde_json::Value::String(v)) => out.push_str(v),
-            _ => return Err(format!("placeholder {{{name}}} needs a string param `{name}`")),
+            _ => {
+                return Err(format!(
+                    "placeholder {{{name}}} needs a string param `{name}`"
+                ));
+            }
         }
         rest = &rest[end + 1..];
     }
@@ -237,12 +295,20 @@ fn check_unit_pattern(unit: &str) -> Result<(), String> {
     let ok = !unit.is_empty()
         && unit.len() <= 256
         && !unit.starts_with('-')
-        && unit.chars().all(|c| c.is_ascii_alphanumeric() || "@._:-\\*?[]".contains(c));
-    if ok { Ok(()) } else { Err(format!("{unit:?} is not a valid unit name")) }
+        && unit
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "@._:-\\*?[]".contains(c));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!("{unit:?} is not a valid unit name"))
+    }
 }
 
 fn glob_matches(pattern: &str, text: &str) -> bool {
-    globset::Glob::new(pattern).map(|g| g.compile_matcher().is_match(text)).unwrap_or(false)
+    globset::Glob::new(pattern)
+        .map(|g| g.compile_matcher().is_match(text))
+        .unwrap_or(false)
 }
 
 /// Does policy pattern `policy` cover every text requested pattern `request` could match?
@@ -271,7 +337,12 @@ pub(crate) fn parse_origin(text: &str) -> Result<String, String> {
     }
     let host = url.host_str().ok_or("URL has no host")?;
     let port = url.port_or_known_default().ok_or("URL has no port")?;
-    Ok(format!("{}://{}:{}", url.scheme(), host.to_ascii_lowercase(), port))
+    Ok(format!(
+        "{}://{}:{}",
+        url.scheme(),
+        host.to_ascii_lowercase(),
+        port
+    ))
 }
 
 #[cfg(test)]
@@ -308,7 +379,10 @@ smtp = { env = "SMTP" }
         let err = Grant::resolve(&reqs, &json!({"unit": "sshd.service"}), &p).unwrap_err();
         assert!(err.missing[0].contains("service sshd.service"), "{err:?}");
         let err = Grant::resolve(&reqs, &json!({}), &p).unwrap_err();
-        assert!(err.missing[0].contains("needs a string param `unit`"), "{err:?}");
+        assert!(
+            err.missing[0].contains("needs a string param `unit`"),
+            "{err:?}"
+        );
     }
 
     #[test]
@@ -339,22 +413,46 @@ smtp = { env = "SMTP" }
     fn call_time_checks_need_both_grant_and_policy() {
         let p = policy();
         let g = Grant::resolve(
-            &[Capability::Exec(ExecGrant { program: "/usr/bin/certbot".into(), args: vec!["renew".into(), "--cert-name".into(), "{name}".into()] })],
+            &[Capability::Exec(ExecGrant {
+                program: "/usr/bin/certbot".into(),
+                args: vec!["renew".into(), "--cert-name".into(), "{name}".into()],
+            })],
             &json!({"name": "clinic"}),
             &p,
         )
         .unwrap();
         let args = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
-        assert!(g.allows_exec(&p, "/usr/bin/certbot", &args(&["renew", "--cert-name", "clinic"])));
-        assert!(!g.allows_exec(&p, "/usr/bin/certbot", &args(&["renew", "--cert-name", "other"])));
-        assert!(!g.allows_exec(&p, "/usr/bin/certbot", &args(&["delete", "--cert-name", "clinic"])));
-        assert!(!g.allows_unit(&p, "nginx.service"), "services were not requested");
+        assert!(g.allows_exec(
+            &p,
+            "/usr/bin/certbot",
+            &args(&["renew", "--cert-name", "clinic"])
+        ));
+        assert!(!g.allows_exec(
+            &p,
+            "/usr/bin/certbot",
+            &args(&["renew", "--cert-name", "other"])
+        ));
+        assert!(!g.allows_exec(
+            &p,
+            "/usr/bin/certbot",
+            &args(&["delete", "--cert-name", "clinic"])
+        ));
+        assert!(
+            !g.allows_unit(&p, "nginx.service"),
+            "services were not requested"
+        );
     }
 
     #[test]
     fn origins_are_normalised() {
-        assert_eq!(parse_origin("http://127.0.0.1:8080/health").unwrap(), "http://127.0.0.1:8080");
-        assert_eq!(parse_origin("HTTPS://Example.org").unwrap(), "https://example.org:443");
+        assert_eq!(
+            parse_origin("http://127.0.0.1:8080/health").unwrap(),
+            "http://127.0.0.1:8080"
+        );
+        assert_eq!(
+            parse_origin("HTTPS://Example.org").unwrap(),
+            "https://example.org:443"
+        );
         assert!(parse_origin("file:///etc/passwd").is_err());
         assert!(parse_origin("http://user:pw@host/").is_err());
     }

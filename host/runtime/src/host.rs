@@ -2,7 +2,9 @@
 //! a dry run), and traces the call.
 
 use crate::backends::{self, ProcError, Verb, probe};
-use crate::bindings::runwarden::runbook::{exec, http, log, probe as wprobe, secrets, services, types};
+use crate::bindings::runwarden::runbook::{
+    exec, http, log, probe as wprobe, secrets, services, types,
+};
 use crate::grant::{Grant, parse_origin};
 use crate::policy::{Policy, SecretSource};
 use crate::trace::{Call, Trace};
@@ -40,12 +42,22 @@ pub(crate) struct Limiter {
 }
 
 impl wasmtime::ResourceLimiter for Limiter {
-    fn memory_growing(&mut self, _current: usize, desired: usize, _max: Option<usize>) -> wasmtime::Result<bool> {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _max: Option<usize>,
+    ) -> wasmtime::Result<bool> {
         let ok = desired <= self.memory_bytes;
         self.hit |= !ok;
         Ok(ok)
     }
-    fn table_growing(&mut self, _current: usize, desired: usize, _max: Option<usize>) -> wasmtime::Result<bool> {
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _max: Option<usize>,
+    ) -> wasmtime::Result<bool> {
         Ok(desired <= 100_000)
     }
 }
@@ -60,7 +72,10 @@ pub(crate) struct HostState {
 
 impl WasiView for HostState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
     }
 }
 
@@ -96,7 +111,12 @@ impl CallContext {
         e
     }
 
-    fn finish<T>(&self, call: Call, r: Result<T, HostError>, ok: impl FnOnce(&T) -> Value) -> Result<T, HostError> {
+    fn finish<T>(
+        &self,
+        call: Call,
+        r: Result<T, HostError>,
+        ok: impl FnOnce(&T) -> Value,
+    ) -> Result<T, HostError> {
         let v = match &r {
             Ok(t) => ok(t),
             Err(e) => err_json(e),
@@ -108,14 +128,21 @@ impl CallContext {
     fn service(&mut self, verb: Verb, unit: String) -> Result<Option<(String, String)>, HostError> {
         let mut call = Call::new("services", verb.name(), json!({"unit": unit}));
         if !self.grant.allows_unit(&self.policy, &unit) {
-            return Err(self.deny(call, format!("unit {unit:?} is not granted to this runbook")));
+            return Err(self.deny(
+                call,
+                format!("unit {unit:?} is not granted to this runbook"),
+            ));
         }
         if self.dry_run {
             match verb {
                 Verb::Status => {
                     if let Some(state) = self.simulated_units.get(&unit).cloned() {
                         call.dry_run = true;
-                        self.trace.record(call, true, json!({"active_state": state, "sub_state": "simulated"}));
+                        self.trace.record(
+                            call,
+                            true,
+                            json!({"active_state": state, "sub_state": "simulated"}),
+                        );
                         return Ok(Some((state, "simulated".into())));
                     }
                 }
@@ -137,9 +164,13 @@ impl CallContext {
         let argv = backends::service_argv(&self.policy.services, verb, &unit);
         let budget = self.budget(None);
         let cap = self.cap();
-        let r = self.io.block_on(backends::run_process(&argv[0], &argv[1..], budget, cap));
+        let r = self
+            .io
+            .block_on(backends::run_process(&argv[0], &argv[1..], budget, cap));
         let r = match r {
-            Err(ProcError::NotFound(p)) => Err(HostError::Failed(format!("service manager {p} not found on this host"))),
+            Err(ProcError::NotFound(p)) => Err(HostError::Failed(format!(
+                "service manager {p} not found on this host"
+            ))),
             Err(ProcError::Timeout) => Err(HostError::Timeout(format!("{} {unit}", verb.name()))),
             Err(ProcError::Failed(m)) => Err(HostError::Failed(m)),
             Ok(out) => match verb {
@@ -167,8 +198,15 @@ impl types::Host for HostState {}
 
 impl services::Host for HostState {
     fn status(&mut self, unit: String) -> Result<services::UnitStatus, HostError> {
-        let (active_state, sub_state) = self.cx.service(Verb::Status, unit.clone())?.unwrap_or_default();
-        Ok(services::UnitStatus { name: unit, active_state, sub_state })
+        let (active_state, sub_state) = self
+            .cx
+            .service(Verb::Status, unit.clone())?
+            .unwrap_or_default();
+        Ok(services::UnitStatus {
+            name: unit,
+            active_state,
+            sub_state,
+        })
     }
     fn start(&mut self, unit: String) -> Result<(), HostError> {
         self.cx.service(Verb::Start, unit).map(|_| ())
@@ -193,15 +231,32 @@ impl exec::Host for HostState {
             json!({"program": cmd.program, "args": cmd.args, "timeout_ms": cmd.timeout_ms}),
         );
         if !cx.grant.allows_exec(&cx.policy, &cmd.program, &cmd.args) {
-            return Err(cx.deny(call, format!("{} with these arguments is not granted to this runbook", cmd.program)));
+            return Err(cx.deny(
+                call,
+                format!(
+                    "{} with these arguments is not granted to this runbook",
+                    cmd.program
+                ),
+            ));
         }
         if cx.dry_run {
             call.dry_run = true;
-            cx.trace.record(call, true, json!({"simulated": true, "exit_code": 0}));
-            return Ok(exec::Output { exit_code: Some(0), stdout: String::new(), stderr: String::new(), truncated: false });
+            cx.trace
+                .record(call, true, json!({"simulated": true, "exit_code": 0}));
+            return Ok(exec::Output {
+                exit_code: Some(0),
+                stdout: String::new(),
+                stderr: String::new(),
+                truncated: false,
+            });
         }
         let budget = cx.budget(cmd.timeout_ms);
-        let r = cx.io.block_on(backends::run_process(&cmd.program, &cmd.args, budget, cx.cap()));
+        let r = cx.io.block_on(backends::run_process(
+            &cmd.program,
+            &cmd.args,
+            budget,
+            cx.cap(),
+        ));
         let r = match r {
             Ok(o) => Ok(exec::Output {
                 exit_code: o.exit_code,
@@ -210,7 +265,11 @@ impl exec::Host for HostState {
                 truncated: o.truncated,
             }),
             Err(ProcError::NotFound(p)) => Err(HostError::NotFound(p)),
-            Err(ProcError::Timeout) => Err(HostError::Timeout(format!("{} after {} ms", cmd.program, budget.as_millis()))),
+            Err(ProcError::Timeout) => Err(HostError::Timeout(format!(
+                "{} after {} ms",
+                cmd.program,
+                budget.as_millis()
+            ))),
             Err(ProcError::Failed(m)) => Err(HostError::Failed(m)),
         };
         cx.finish(call, r, |o| {
@@ -238,22 +297,34 @@ impl http::Host for HostState {
             }
         };
         if !cx.grant.allows_origin(&cx.policy, &origin) {
-            return Err(cx.deny(call, format!("origin {origin} is not granted to this runbook")));
+            return Err(cx.deny(
+                call,
+                format!("origin {origin} is not granted to this runbook"),
+            ));
         }
         let Ok(m) = reqwest::Method::from_bytes(method.as_bytes()) else {
             let e = HostError::Invalid(format!("method {method:?}"));
             cx.trace.record(call, true, err_json(&e));
             return Err(e);
         };
-        if !matches!(method.as_str(), "GET" | "HEAD" | "POST" | "PUT" | "PATCH" | "DELETE") {
+        if !matches!(
+            method.as_str(),
+            "GET" | "HEAD" | "POST" | "PUT" | "PATCH" | "DELETE"
+        ) {
             let e = HostError::Invalid(format!("method {method} is not supported"));
             cx.trace.record(call, true, err_json(&e));
             return Err(e);
         }
         if cx.dry_run && !matches!(method.as_str(), "GET" | "HEAD") {
             call.dry_run = true;
-            cx.trace.record(call, true, json!({"simulated": true, "status": 200}));
-            return Ok(http::Response { status: 200, headers: Vec::new(), body: Vec::new(), truncated: false });
+            cx.trace
+                .record(call, true, json!({"simulated": true, "status": 200}));
+            return Ok(http::Response {
+                status: 200,
+                headers: Vec::new(),
+                body: Vec::new(),
+                truncated: false,
+            });
         }
         let budget = cx.budget(req.timeout_ms);
         let cap = cx.cap();
@@ -271,7 +342,10 @@ impl http::Host for HostState {
             let headers = resp
                 .headers()
                 .iter()
-                .map(|(k, v)| http::Header { name: k.to_string(), value: String::from_utf8_lossy(v.as_bytes()).into_owned() })
+                .map(|(k, v)| http::Header {
+                    name: k.to_string(),
+                    value: String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                })
                 .collect();
             let mut body = Vec::new();
             let mut truncated = false;
@@ -283,7 +357,12 @@ impl http::Host for HostState {
                     break;
                 }
             }
-            Ok::<_, reqwest::Error>(http::Response { status, headers, body, truncated })
+            Ok::<_, reqwest::Error>(http::Response {
+                status,
+                headers,
+                body,
+                truncated,
+            })
         };
         let r = cx.io.block_on(fut).map_err(|e| {
             if e.is_timeout() {
@@ -292,12 +371,22 @@ impl http::Host for HostState {
                 HostError::Failed(format!("{origin}: {e}"))
             }
         });
-        cx.finish(call, r, |r| json!({"status": r.status, "body_bytes": r.body.len(), "truncated": r.truncated}))
+        cx.finish(
+            call,
+            r,
+            |r| json!({"status": r.status, "body_bytes": r.body.len(), "truncated": r.truncated}),
+        )
     }
 }
 
 impl CallContext {
-    fn probe_call<T>(&mut self, function: &'static str, args: Value, f: impl FnOnce() -> Result<T, HostError>, show: impl FnOnce(&T) -> Value) -> Result<T, HostError> {
+    fn probe_call<T>(
+        &mut self,
+        function: &'static str,
+        args: Value,
+        f: impl FnOnce() -> Result<T, HostError>,
+        show: impl FnOnce(&T) -> Value,
+    ) -> Result<T, HostError> {
         let call = Call::new("probe", function, args);
         if !self.grant.probe {
             return Err(self.deny(call, "probe is not granted to this runbook".into()));
@@ -316,14 +405,24 @@ impl wprobe::Host for HostState {
         let cx = &mut self.cx;
         let p = std::path::PathBuf::from(&path);
         if cx.grant.probe && path != "/" && !cx.grant.allows_path(&p) {
-            return Err(cx.deny(Call::new("probe", "disk-usage", json!({"path": path})), format!("{path} is not / or a granted directory")));
+            return Err(cx.deny(
+                Call::new("probe", "disk-usage", json!({"path": path})),
+                format!("{path} is not / or a granted directory"),
+            ));
         }
         cx.probe_call(
             "disk-usage",
             json!({"path": path}),
             || {
                 let (total, free, avail, inodes, ifree) = probe::disk(&p).map_err(io_err)?;
-                Ok(wprobe::DiskInfo { path: path.clone(), total_bytes: total, free_bytes: free, available_bytes: avail, total_inodes: inodes, free_inodes: ifree })
+                Ok(wprobe::DiskInfo {
+                    path: path.clone(),
+                    total_bytes: total,
+                    free_bytes: free,
+                    available_bytes: avail,
+                    total_inodes: inodes,
+                    free_inodes: ifree,
+                })
             },
             |d| json!({"total_bytes": d.total_bytes, "available_bytes": d.available_bytes}),
         )
@@ -334,7 +433,12 @@ impl wprobe::Host for HostState {
             json!({}),
             || {
                 let (t, a, st, sf) = probe::memory().map_err(io_err)?;
-                Ok(wprobe::MemoryInfo { total_bytes: t, available_bytes: a, swap_total_bytes: st, swap_free_bytes: sf })
+                Ok(wprobe::MemoryInfo {
+                    total_bytes: t,
+                    available_bytes: a,
+                    swap_total_bytes: st,
+                    swap_free_bytes: sf,
+                })
             },
             |m| json!({"total_bytes": m.total_bytes, "available_bytes": m.available_bytes}),
         )
@@ -351,7 +455,12 @@ impl wprobe::Host for HostState {
         )
     }
     fn uptime(&mut self) -> Result<u64, HostError> {
-        self.cx.probe_call("uptime", json!({}), || probe::uptime().map_err(io_err), |u| json!(u))
+        self.cx.probe_call(
+            "uptime",
+            json!({}),
+            || probe::uptime().map_err(io_err),
+            |u| json!(u),
+        )
     }
     fn processes(&mut self, name: String) -> Result<Vec<wprobe::ProcessInfo>, HostError> {
         self.cx.probe_call(
@@ -361,7 +470,11 @@ impl wprobe::Host for HostState {
                 Ok(probe::processes(&name)
                     .map_err(io_err)?
                     .into_iter()
-                    .map(|(pid, name, rss_bytes)| wprobe::ProcessInfo { pid, name, rss_bytes })
+                    .map(|(pid, name, rss_bytes)| wprobe::ProcessInfo {
+                        pid,
+                        name,
+                        rss_bytes,
+                    })
                     .collect())
             },
             |v: &Vec<_>| json!({"count": v.len()}),
@@ -371,7 +484,16 @@ impl wprobe::Host for HostState {
         self.cx.probe_call(
             "listening-ports",
             json!({}),
-            || Ok(probe::listeners().into_iter().map(|(protocol, address, port)| wprobe::Listener { protocol, address, port }).collect()),
+            || {
+                Ok(probe::listeners()
+                    .into_iter()
+                    .map(|(protocol, address, port)| wprobe::Listener {
+                        protocol,
+                        address,
+                        port,
+                    })
+                    .collect())
+            },
             |v: &Vec<_>| json!({"count": v.len()}),
         )
     }
@@ -382,15 +504,20 @@ impl secrets::Host for HostState {
         let cx = &mut self.cx;
         let call = Call::new("secrets", "get", json!({"name": name}));
         if !cx.grant.allows_secret(&cx.policy, &name) {
-            return Err(cx.deny(call, format!("secret {name:?} is not granted to this runbook")));
+            return Err(cx.deny(
+                call,
+                format!("secret {name:?} is not granted to this runbook"),
+            ));
         }
         let r = match cx.policy.secrets.get(&name) {
             Some(SecretSource::File(p)) => std::fs::read_to_string(p)
                 .map(|s| s.trim_end_matches(['\n', '\r']).to_string())
-                .map_err(|e| HostError::Failed(format!("secret {name}: cannot read its file: {}", e.kind()))),
-            Some(SecretSource::Env(var)) => {
-                std::env::var(var).map_err(|_| HostError::NotFound(format!("secret {name}: variable {var} is not set")))
-            }
+                .map_err(|e| {
+                    HostError::Failed(format!("secret {name}: cannot read its file: {}", e.kind()))
+                }),
+            Some(SecretSource::Env(var)) => std::env::var(var).map_err(|_| {
+                HostError::NotFound(format!("secret {name}: variable {var} is not set"))
+            }),
             None => Err(HostError::NotFound(format!("secret {name}"))),
         };
         if let Ok(v) = &r {
@@ -401,14 +528,23 @@ impl secrets::Host for HostState {
 }
 
 impl log::Host for HostState {
-    fn log(&mut self, level: log::Level, message: String, fields: Vec<(String, String)>) -> wasmtime::Result<()> {
+    fn log(
+        &mut self,
+        level: log::Level,
+        message: String,
+        fields: Vec<(String, String)>,
+    ) -> wasmtime::Result<()> {
         let cx = &mut self.cx;
         let size = message.len() + fields.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>();
         cx.output_used += size as u64;
         if cx.output_used > cx.policy.limits.output_bytes {
             cx.output_exceeded = true;
             let call = Call::new("log", "log", json!({"bytes": size}));
-            cx.trace.record(call, false, json!({"error": "output-limit", "limit_bytes": cx.policy.limits.output_bytes}));
+            cx.trace.record(
+                call,
+                false,
+                json!({"error": "output-limit", "limit_bytes": cx.policy.limits.output_bytes}),
+            );
             return Err(wasmtime::Error::msg(OutputLimit));
         }
         let level = match level {
@@ -417,8 +553,15 @@ impl log::Host for HostState {
             log::Level::Warn => "warn",
             log::Level::Error => "error",
         };
-        let fields: serde_json::Map<String, Value> = fields.into_iter().map(|(k, v)| (k, Value::String(v))).collect();
-        let call = Call::new("log", "log", json!({"level": level, "message": message, "fields": fields}));
+        let fields: serde_json::Map<String, Value> = fields
+            .into_iter()
+            .map(|(k, v)| (k, Value::String(v)))
+            .collect();
+        let call = Call::new(
+            "log",
+            "log",
+            json!({"level": level, "message": message, "fields": fields}),
+        );
         cx.trace.record(call, true, Value::Null);
         Ok(())
     }

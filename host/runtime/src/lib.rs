@@ -28,6 +28,10 @@ pub(crate) mod bindings {
 pub use error::{Error, Result};
 pub use grant::{Capability, Grant, Refusal};
 pub use manifest::{Manifest, Risk};
-pub use policy::{CommandTemplates, ExecGrant, Grants, Limits, Policy, SecretSource, ServiceBackend};
-pub use runtime::{engine_config, Invocation, Loaded, Outcome, RunOptions, Runtime, RuntimeConfig, Status};
+pub use policy::{
+    CommandTemplates, ExecGrant, Grants, Limits, Policy, SecretSource, ServiceBackend,
+};
+pub use runtime::{
+    Invocation, Loaded, Outcome, RunOptions, Runtime, RuntimeConfig, Status, engine_config,
+};
 pub use trace::TraceEntry;

@@ -41,14 +41,23 @@ impl Manifest {
     pub(crate) fn from_wit(m: wit::Manifest) -> Result<Manifest> {
         let valid_name = !m.name.is_empty()
             && m.name.len() <= 64
-            && m.name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+            && m.name
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
         if !valid_name {
-            return Err(Error::Manifest(format!("name {:?} must be 1-64 characters of a-z, 0-9 and -", m.name)));
+            return Err(Error::Manifest(format!(
+                "name {:?} must be 1-64 characters of a-z, 0-9 and -",
+                m.name
+            )));
         }
         let params_schema: serde_json::Value = serde_json::from_str(&m.params_schema)
             .map_err(|e| Error::Manifest(format!("{}: params-schema is not JSON: {e}", m.name)))?;
-        jsonschema::validator_for(&params_schema)
-            .map_err(|e| Error::Manifest(format!("{}: params-schema is not a valid JSON Schema: {e}", m.name)))?;
+        jsonschema::validator_for(&params_schema).map_err(|e| {
+            Error::Manifest(format!(
+                "{}: params-schema is not a valid JSON Schema: {e}",
+                m.name
+            ))
+        })?;
         Ok(Manifest {
             name: m.name,
             version: m.version,
@@ -64,7 +73,10 @@ impl Manifest {
                 .into_iter()
                 .map(|c| match c {
                     wit::Capability::Service(s) => Capability::Service(s),
-                    wit::Capability::Exec(e) => Capability::Exec(ExecGrant { program: e.program, args: e.args }),
+                    wit::Capability::Exec(e) => Capability::Exec(ExecGrant {
+                        program: e.program,
+                        args: e.args,
+                    }),
                     wit::Capability::Http(o) => Capability::Http(o),
                     wit::Capability::ReadDir(d) => Capability::ReadDir(d),
                     wit::Capability::WriteDir(d) => Capability::WriteDir(d),

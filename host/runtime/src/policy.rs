@@ -137,7 +137,10 @@ impl Policy {
             message: format!("cannot read: {e}"),
         })?;
         Self::parse(&text).map_err(|e| match e {
-            Error::Policy { message, .. } => Error::Policy { path: path.display().to_string(), message },
+            Error::Policy { message, .. } => Error::Policy {
+                path: path.display().to_string(),
+                message,
+            },
             other => other,
         })
     }
@@ -147,9 +150,14 @@ impl Policy {
         let policy: Policy = toml::from_str(text).map_err(|e| Error::Policy {
             path: "<policy>".into(),
             message: e.message().to_string()
-                + &e.span().map(|s| format!(" (at byte {})", s.start)).unwrap_or_default(),
+                + &e.span()
+                    .map(|s| format!(" (at byte {})", s.start))
+                    .unwrap_or_default(),
         })?;
-        policy.check().map_err(|message| Error::Policy { path: "<policy>".into(), message })?;
+        policy.check().map_err(|message| Error::Policy {
+            path: "<policy>".into(),
+            message,
+        })?;
         Ok(policy)
     }
 
@@ -165,7 +173,10 @@ impl Policy {
         }
         for e in &self.grants.exec {
             if !e.program.starts_with('/') {
-                return Err(format!("grants.exec: program {:?} must be an absolute path", e.program));
+                return Err(format!(
+                    "grants.exec: program {:?} must be an absolute path",
+                    e.program
+                ));
             }
         }
         for s in &self.grants.services {
@@ -179,9 +190,17 @@ impl Policy {
             }
         }
         if let ServiceBackend::Command(t) = &self.services {
-            for (what, argv) in [("status", &t.status), ("start", &t.start), ("stop", &t.stop), ("restart", &t.restart), ("reload", &t.reload)] {
+            for (what, argv) in [
+                ("status", &t.status),
+                ("start", &t.start),
+                ("stop", &t.stop),
+                ("restart", &t.restart),
+                ("reload", &t.reload),
+            ] {
                 if argv.is_empty() || !argv[0].starts_with('/') {
-                    return Err(format!("services.{what}: the template must start with an absolute program path"));
+                    return Err(format!(
+                        "services.{what}: the template must start with an absolute program path"
+                    ));
                 }
             }
         }

@@ -255,7 +255,12 @@ impl Runtime {
     /// again returns the same [`Loaded`].
     pub fn load(&self, wasm: &[u8]) -> Result<Arc<Loaded>> {
         let sha256 = hex::encode(Sha256::digest(wasm));
-        if let Some(l) = self.loaded.lock().unwrap_or_else(|e| e.into_inner()).get(&sha256) {
+        if let Some(l) = self
+            .loaded
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&sha256)
+        {
             return Ok(l.clone());
         }
         if !is_component(wasm) {
@@ -270,21 +275,43 @@ impl Runtime {
             .cache
             .get_or_compile(&self.engine, &sha256, wasm)
             .map_err(|e| Error::NotAComponent(format!("{e:#}")))?;
-        let pre = self.linker.instantiate_pre(&component).map_err(|e| Error::WrongWorld(format!("{e:#}")))?;
+        let pre = self
+            .linker
+            .instantiate_pre(&component)
+            .map_err(|e| Error::WrongWorld(format!("{e:#}")))?;
         let pre = RunbookPre::new(pre).map_err(|e| Error::WrongWorld(format!("{e:#}")))?;
         let manifest = self.describe(&pre)?;
         let validator = jsonschema::validator_for(&manifest.params_schema)
             .map_err(|e| Error::Manifest(format!("params-schema: {e}")))?;
-        let loaded = Arc::new(Loaded { sha256: sha256.clone(), manifest, validator, pre, cache });
-        self.loaded.lock().unwrap_or_else(|e| e.into_inner()).insert(sha256, loaded.clone());
+        let loaded = Arc::new(Loaded {
+            sha256: sha256.clone(),
+            manifest,
+            validator,
+            pre,
+            cache,
+        });
+        self.loaded
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(sha256, loaded.clone());
         Ok(loaded)
     }
 
     fn io(&self) -> tokio::runtime::Handle {
-        self.io.as_ref().expect("io runtime lives until drop").handle().clone()
+        self.io
+            .as_ref()
+            .expect("io runtime lives until drop")
+            .handle()
+            .clone()
     }
 
-    fn context(&self, policy: Arc<Policy>, grant: Grant, dry_run: bool, deadline: Instant) -> CallContext {
+    fn context(
+        &self,
+        policy: Arc<Policy>,
+        grant: Grant,
+        dry_run: bool,
+        deadline: Instant,
+    ) -> CallContext {
         CallContext {
             policy,
             grant,
@@ -300,11 +327,24 @@ impl Runtime {
         }
     }
 
-    fn store(&self, wasi: wasmtime_wasi::WasiCtx, cx: CallContext, limits: &crate::Limits) -> Store<HostState> {
+    fn store(
+        &self,
+        wasi: wasmtime_wasi::WasiCtx,
+        cx: CallContext,
+        limits: &crate::Limits,
+    ) -> Store<HostState> {
         let memory_bytes = (limits.memory_bytes as usize).min(POOL_MAX_MEMORY);
         let mut store = Store::new(
             &self.engine,
-            HostState { wasi, table: ResourceTable::new(), limiter: Limiter { memory_bytes, hit: false }, cx },
+            HostState {
+                wasi,
+                table: ResourceTable::new(),
+                limiter: Limiter {
+                    memory_bytes,
+                    hit: false,
+                },
+                cx,
+            },
         );
         store.limiter(|s| &mut s.limiter);
         let _ = store.set_fuel(limits.fuel);
@@ -315,11 +355,20 @@ impl Runtime {
 
     /// Call `describe` with no grant at all: a manifest must not need the host.
     fn describe(&self, pre: &RunbookPre<HostState>) -> Result<Manifest> {
-        let policy = Arc::new(Policy::parse("host_id = \"describe\"\n[limits]\ntimeout_ms = 5000\n")?);
-        let cx = self.context(policy.clone(), Grant::default(), true, Instant::now() + Duration::from_secs(5));
+        let policy = Arc::new(Policy::parse(
+            "host_id = \"describe\"\n[limits]\ntimeout_ms = 5000\n",
+        )?);
+        let cx = self.context(
+            policy.clone(),
+            Grant::default(),
+            true,
+            Instant::now() + Duration::from_secs(5),
+        );
         let (wasi, _stdio) = wasi::context(&[], &[], None, true, 4096).map_err(Error::Setup)?;
         let mut store = self.store(wasi, cx, &policy.limits);
-        let instance = pre.instantiate(&mut store).map_err(|e| Error::WrongWorld(format!("instantiate: {e:#}")))?;
+        let instance = pre
+            .instantiate(&mut store)
+            .map_err(|e| Error::WrongWorld(format!("instantiate: {e:#}")))?;
         let m = instance
             .call_describe(&mut store)
             .map_err(|e| Error::Manifest(format!("describe trapped: {}", trap_message(&e))))?;
@@ -331,8 +380,15 @@ impl Runtime {
     /// recorded. Blocks the calling thread; from async code call it on a blocking thread.
     pub fn invoke(&self, loaded: &Loaded, policy: &Arc<Policy>, opts: RunOptions) -> Invocation {
         let started = Instant::now();
-        let started_at_ms = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
-        let params = if opts.params.is_null() { serde_json::json!({}) } else { opts.params };
+        let started_at_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0);
+        let params = if opts.params.is_null() {
+            serde_json::json!({})
+        } else {
+            opts.params
+        };
         let m = &loaded.manifest;
         let mut inv = Invocation {
             invocation_id: uuid::Uuid::new_v4().to_string(),
@@ -344,7 +400,11 @@ impl Runtime {
             params: params.clone(),
             grant: None,
             grant_digest: None,
-            outcome: Outcome { status: Status::Refused, summary: String::new(), details: serde_json::json!({}) },
+            outcome: Outcome {
+                status: Status::Refused,
+                summary: String::new(),
+                details: serde_json::json!({}),
+            },
             trace: Vec::new(),
             stdout: String::new(),
             stderr: String::new(),
@@ -363,7 +423,15 @@ impl Runtime {
             .take(5)
             .map(|e| {
                 let at = e.instance_path().to_string();
-                format!("{}{}", if at.is_empty() { String::new() } else { format!("{at}: ") }, e)
+                format!(
+                    "{}{}",
+                    if at.is_empty() {
+                        String::new()
+                    } else {
+                        format!("{at}: ")
+                    },
+                    e
+                )
             })
             .collect();
         if !errors.is_empty() {
@@ -410,7 +478,11 @@ impl Runtime {
         ) {
             Ok(x) => x,
             Err(e) => {
-                inv.outcome = Outcome { status: Status::Refused, summary: e, details: serde_json::json!({}) };
+                inv.outcome = Outcome {
+                    status: Status::Refused,
+                    summary: e,
+                    details: serde_json::json!({}),
+                };
                 return finish(inv);
             }
         };
@@ -436,8 +508,9 @@ impl Runtime {
                         S::Failed => Status::Failed,
                     },
                     summary: trace.redact(&o.summary),
-                    details: serde_json::from_str(&trace.redact(&o.details))
-                        .unwrap_or_else(|_| serde_json::json!({ "text": trace.redact(&o.details) })),
+                    details: serde_json::from_str(&trace.redact(&o.details)).unwrap_or_else(
+                        |_| serde_json::json!({ "text": trace.redact(&o.details) }),
+                    ),
                 }
             }
             Ok(Err(e)) => {
@@ -454,7 +527,12 @@ impl Runtime {
                     details: serde_json::json!({ "error": kind, "message": msg }),
                 }
             }
-            Err(e) => classify_trap(&e, state.limiter.hit, state.cx.output_exceeded || stdio.full(), &limits),
+            Err(e) => classify_trap(
+                &e,
+                state.limiter.hit,
+                state.cx.output_exceeded || stdio.full(),
+                &limits,
+            ),
         };
         drop(store);
         if let Some(s) = &scratch {
@@ -473,7 +551,11 @@ fn is_component(wasm: &[u8]) -> bool {
 }
 
 fn failed(summary: String) -> Outcome {
-    Outcome { status: Status::Failed, summary, details: serde_json::json!({}) }
+    Outcome {
+        status: Status::Failed,
+        summary,
+        details: serde_json::json!({}),
+    }
 }
 
 fn trap_message(e: &wasmtime::Error) -> String {
@@ -483,15 +565,36 @@ fn trap_message(e: &wasmtime::Error) -> String {
     }
 }
 
-fn classify_trap(e: &wasmtime::Error, memory_hit: bool, output_full: bool, limits: &crate::Limits) -> Outcome {
+fn classify_trap(
+    e: &wasmtime::Error,
+    memory_hit: bool,
+    output_full: bool,
+    limits: &crate::Limits,
+) -> Outcome {
     let trap = e.downcast_ref::<Trap>().copied();
     let (status, summary) = match trap {
-        Some(Trap::Interrupt) => (Status::Timeout, format!("deadline of {} ms passed", limits.timeout_ms)),
-        Some(Trap::OutOfFuel) => (Status::OutOfFuel, format!("fuel limit of {} ran out", limits.fuel)),
-        _ if output_full => (Status::OutputLimit, format!("output limit of {} bytes exceeded", limits.output_bytes)),
-        _ if memory_hit => (Status::OutOfMemory, format!("memory limit of {} bytes exceeded", limits.memory_bytes)),
+        Some(Trap::Interrupt) => (
+            Status::Timeout,
+            format!("deadline of {} ms passed", limits.timeout_ms),
+        ),
+        Some(Trap::OutOfFuel) => (
+            Status::OutOfFuel,
+            format!("fuel limit of {} ran out", limits.fuel),
+        ),
+        _ if output_full => (
+            Status::OutputLimit,
+            format!("output limit of {} bytes exceeded", limits.output_bytes),
+        ),
+        _ if memory_hit => (
+            Status::OutOfMemory,
+            format!("memory limit of {} bytes exceeded", limits.memory_bytes),
+        ),
         Some(Trap::StackOverflow) => (Status::Trapped, "stack overflow".to_string()),
         _ => (Status::Trapped, format!("trapped: {}", trap_message(e))),
     };
-    Outcome { status, summary, details: serde_json::json!({ "trap": format!("{e:#}") }) }
+    Outcome {
+        status,
+        summary,
+        details: serde_json::json!({ "trap": format!("{e:#}") }),
+    }
 }

@@ -49,7 +49,13 @@ pub(crate) struct Call {
 
 impl Call {
     pub fn new(interface: &'static str, function: &'static str, args: serde_json::Value) -> Call {
-        Call { interface, function, args, dry_run: false, started: Instant::now() }
+        Call {
+            interface,
+            function,
+            args,
+            dry_run: false,
+            started: Instant::now(),
+        }
     }
 }
 
@@ -87,7 +93,11 @@ impl Trace {
 
     /// The entries so far.
     pub fn entries(&self) -> Vec<TraceEntry> {
-        self.inner.lock().unwrap_or_else(|e| e.into_inner()).entries.clone()
+        self.inner
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entries
+            .clone()
     }
 }
 
@@ -123,7 +133,11 @@ mod tests {
         let t = Trace::default();
         t.reveal_secret("db", "hunter22");
         t.record(
-            Call::new("exec", "run", serde_json::json!({"args": ["--password=hunter22"]})),
+            Call::new(
+                "exec",
+                "run",
+                serde_json::json!({"args": ["--password=hunter22"]}),
+            ),
             true,
             serde_json::json!("ok hunter22"),
         );

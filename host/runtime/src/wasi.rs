@@ -49,7 +49,11 @@ pub(crate) fn context(
     let stdout = MemoryOutputPipe::new(output_cap);
     let stderr = MemoryOutputPipe::new(output_cap);
     let mut b = WasiCtxBuilder::new();
-    b.stdout(stdout.clone()).stderr(stderr.clone()).allow_tcp(false).allow_udp(false).allow_ip_name_lookup(false);
+    b.stdout(stdout.clone())
+        .stderr(stderr.clone())
+        .allow_tcp(false)
+        .allow_udp(false)
+        .allow_ip_name_lookup(false);
     for d in read_dirs {
         b.preopened_dir(d, d.to_string_lossy(), FsPerms::ReadOnly)
             .map_err(|e| format!("cannot open granted directory {}: {e}", d.display()))?;
@@ -57,7 +61,11 @@ pub(crate) fn context(
     for d in write_dirs {
         // In a dry run the real directory is read-only to wasmtime-wasi as well: whatever
         // the wrappers below do not intercept still cannot change it.
-        let perms = if dry_run { FsPerms::ReadOnly } else { FsPerms::ReadWrite };
+        let perms = if dry_run {
+            FsPerms::ReadOnly
+        } else {
+            FsPerms::ReadWrite
+        };
         b.preopened_dir(d, d.to_string_lossy(), perms)
             .map_err(|e| format!("cannot open granted directory {}: {e}", d.display()))?;
     }
@@ -65,12 +73,27 @@ pub(crate) fn context(
         b.preopened_dir(s, SCRATCH, FsPerms::ReadWrite)
             .map_err(|e| format!("cannot open scratch directory: {e}"))?;
     }
-    Ok((b.build(), Stdio { stdout, stderr, cap: output_cap }))
+    Ok((
+        b.build(),
+        Stdio {
+            stdout,
+            stderr,
+            cap: output_cap,
+        },
+    ))
 }
 
 fn view(s: &mut HostState) -> (WasiFilesystemCtxView<'_>, &mut crate::host::CallContext) {
-    let HostState { wasi, table, cx, .. } = s;
-    (WasiFilesystemCtxView { ctx: wasi.filesystem(), table }, cx)
+    let HostState {
+        wasi, table, cx, ..
+    } = s;
+    (
+        WasiFilesystemCtxView {
+            ctx: wasi.filesystem(),
+            table,
+        },
+        cx,
+    )
 }
 
 fn join(base: Option<&String>, path: &str) -> String {
@@ -90,7 +113,10 @@ fn code_json(r: &Result<(), ErrorCode>) -> serde_json::Value {
 
 type FsOut<T> = wasmtime::Result<(Result<T, ErrorCode>,)>;
 
-fn finish<T>(v: &mut WasiFilesystemCtxView<'_>, r: Result<T, wasmtime_wasi::p2::FsError>) -> wasmtime::Result<Result<T, ErrorCode>> {
+fn finish<T>(
+    v: &mut WasiFilesystemCtxView<'_>,
+    r: Result<T, wasmtime_wasi::p2::FsError>,
+) -> wasmtime::Result<Result<T, ErrorCode>> {
     match r {
         Ok(t) => Ok(Ok(t)),
         Err(e) => Ok(Err(fs::Host::convert_error_code(v, e)?)),
@@ -101,14 +127,20 @@ fn finish<T>(v: &mut WasiFilesystemCtxView<'_>, r: Result<T, wasmtime_wasi::p2::
 pub(crate) fn wrap_filesystem(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
     linker.allow_shadowing(true);
     let mut pre = linker.instance(PREOPENS)?;
-    pre.func_wrap("get-directories", |mut store, (): ()| -> wasmtime::Result<(Vec<(Resource<Descriptor>, String)>,)> {
-        let (mut v, cx) = view(store.data_mut());
-        let dirs = wasmtime_wasi::p2::bindings::sync::filesystem::preopens::Host::get_directories(&mut v)?;
-        for (d, p) in &dirs {
-            cx.fs_paths.insert(d.rep(), p.clone());
-        }
-        Ok((dirs,))
-    })?;
+    pre.func_wrap(
+        "get-directories",
+        |mut store, (): ()| -> wasmtime::Result<(Vec<(Resource<Descriptor>, String)>,)> {
+            let (mut v, cx) = view(store.data_mut());
+            let dirs =
+                wasmtime_wasi::p2::bindings::sync::filesystem::preopens::Host::get_directories(
+                    &mut v,
+                )?;
+            for (d, p) in &dirs {
+                cx.fs_paths.insert(d.rep(), p.clone());
+            }
+            Ok((dirs,))
+        },
+    )?;
 
     let mut t = linker.instance(TYPES)?;
     t.func_wrap(

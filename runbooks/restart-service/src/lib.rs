@@ -54,11 +54,17 @@ impl Runbook for RestartService {
             "sub_state": after.sub_state,
         });
         if after.active_state == "active" || after.active_state == "activating" {
-            Ok(Outcome::healed(format!("restarted {} ({} → {})", p.unit, before.active_state, after.active_state))
-                .details(details))
+            Ok(Outcome::healed(format!(
+                "restarted {} ({} → {})",
+                p.unit, before.active_state, after.active_state
+            ))
+            .details(details))
         } else {
-            Ok(Outcome::failed(format!("{} is {} after restart", p.unit, after.active_state))
-                .details(details))
+            Ok(Outcome::failed(format!(
+                "{} is {} after restart",
+                p.unit, after.active_state
+            ))
+            .details(details))
         }
     }
 }

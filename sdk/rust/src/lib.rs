@@ -60,8 +60,8 @@ pub use outcome::{HostError, Outcome, RunError, Status};
 /// Everything a runbook usually needs.
 pub mod prelude {
     pub use crate::{
-        Capability, HostError, Manifest, Outcome, Risk, RunError, Runbook, Status, exec, http,
-        log, probe, secrets, services,
+        Capability, HostError, Manifest, Outcome, Risk, RunError, Runbook, Status, exec, http, log,
+        probe, secrets, services,
     };
 }
 
@@ -88,11 +88,19 @@ pub mod __private {
 
     pub fn run<R: Runbook>(
         params: String,
-    ) -> Result<bindings::runwarden::runbook::types::Outcome, bindings::runwarden::runbook::types::RunError>
-    {
-        let params: R::Params = serde_json::from_str(if params.trim().is_empty() { "{}" } else { &params })
-            .map_err(|e| RunError::InvalidParams(e.to_string()).into_wit())?;
-        R::run(params).map(Outcome::into_wit).map_err(RunError::into_wit)
+    ) -> Result<
+        bindings::runwarden::runbook::types::Outcome,
+        bindings::runwarden::runbook::types::RunError,
+    > {
+        let params: R::Params = serde_json::from_str(if params.trim().is_empty() {
+            "{}"
+        } else {
+            &params
+        })
+        .map_err(|e| RunError::InvalidParams(e.to_string()).into_wit())?;
+        R::run(params)
+            .map(Outcome::into_wit)
+            .map_err(RunError::into_wit)
     }
 }
 

@@ -4,8 +4,10 @@ pub use raw::Level;
 
 /// Log a message with key/value fields.
 pub fn log(level: Level, message: &str, fields: &[(&str, &str)]) {
-    let fields: Vec<(String, String)> =
-        fields.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    let fields: Vec<(String, String)> = fields
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
     raw::log(level, message, &fields)
 }
 /// Log at info level.

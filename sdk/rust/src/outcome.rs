@@ -39,7 +39,11 @@ impl Outcome {
         Self::with(Status::Failed, summary)
     }
     fn with(status: Status, summary: impl Into<String>) -> Self {
-        Outcome { status, summary: summary.into(), details: serde_json::json!({}) }
+        Outcome {
+            status,
+            summary: summary.into(),
+            details: serde_json::json!({}),
+        }
     }
     /// Attach structured details.
     pub fn details(mut self, details: serde_json::Value) -> Self {

@@ -1,7 +1,7 @@
 //! Service units granted by policy.
 use crate::HostError;
-pub use crate::bindings::runwarden::runbook::services::UnitStatus;
 use crate::bindings::runwarden::runbook::services as raw;
+pub use crate::bindings::runwarden::runbook::services::UnitStatus;
 
 /// Read a unit's state (allowed in dry runs).
 pub fn status(unit: &str) -> Result<UnitStatus, HostError> {

@@ -13,7 +13,9 @@ fn runwarden(data: &Path, args: &[&str]) -> Output {
 }
 
 fn component(name: &str) -> String {
-    runwarden_test_artifacts::component(name).display().to_string()
+    runwarden_test_artifacts::component(name)
+        .display()
+        .to_string()
 }
 
 fn stderr(o: &Output) -> String {
@@ -31,7 +33,10 @@ fn version_and_help_on_every_subcommand() {
     let d = tempfile::tempdir().unwrap();
     let v = runwarden(d.path(), &["--version"]);
     assert!(v.status.success());
-    assert_eq!(String::from_utf8_lossy(&v.stdout).trim(), format!("runwarden {}", env!("CARGO_PKG_VERSION")));
+    assert_eq!(
+        String::from_utf8_lossy(&v.stdout).trim(),
+        format!("runwarden {}", env!("CARGO_PKG_VERSION"))
+    );
     for args in [
         vec!["--help"],
         vec!["runbook", "--help"],
@@ -42,59 +47,127 @@ fn version_and_help_on_every_subcommand() {
     ] {
         let o = runwarden(d.path(), &args);
         assert!(o.status.success(), "{args:?}");
-        assert!(String::from_utf8_lossy(&o.stdout).contains("Usage:"), "{args:?}");
+        assert!(
+            String::from_utf8_lossy(&o.stdout).contains("Usage:"),
+            "{args:?}"
+        );
     }
 }
 
 #[test]
 fn describe_prints_manifest_and_sha256() {
     let d = tempfile::tempdir().unwrap();
-    let o = runwarden(d.path(), &["runbook", "describe", &component("restart-service"), "--json"]);
+    let o = runwarden(
+        d.path(),
+        &[
+            "runbook",
+            "describe",
+            &component("restart-service"),
+            "--json",
+        ],
+    );
     assert!(o.status.success(), "{}", stderr(&o));
     let v: Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(v["name"], "restart-service");
     assert_eq!(v["risk"], "medium");
-    assert_eq!(v["capabilities"][0], serde_json::json!({"kind": "service", "scope": "{unit}"}));
+    assert_eq!(
+        v["capabilities"][0],
+        serde_json::json!({"kind": "service", "scope": "{unit}"})
+    );
     assert_eq!(v["params_schema"]["required"][0], "unit");
     use sha2::Digest;
-    let sha = hex::encode(sha2::Sha256::digest(std::fs::read(component("restart-service")).unwrap()));
+    let sha = hex::encode(sha2::Sha256::digest(
+        std::fs::read(component("restart-service")).unwrap(),
+    ));
     assert_eq!(v["sha256"], sha);
 
-    let o = runwarden(d.path(), &["runbook", "describe", &component("restart-service")]);
+    let o = runwarden(
+        d.path(),
+        &["runbook", "describe", &component("restart-service")],
+    );
     let text = String::from_utf8_lossy(&o.stdout);
-    assert!(text.contains(&sha) && text.contains("risk:         medium"), "{text}");
+    assert!(
+        text.contains(&sha) && text.contains("risk:         medium"),
+        "{text}"
+    );
 }
 
 #[test]
 fn run_json_has_the_documented_fields_and_exit_codes_follow_status() {
     let d = tempfile::tempdir().unwrap();
     let policy = write_policy(d.path(), "");
-    let o = runwarden(d.path(), &["runbook", "run", &component("trivial"), "--policy", policy.to_str().unwrap(), "--json"]);
+    let o = runwarden(
+        d.path(),
+        &[
+            "runbook",
+            "run",
+            &component("trivial"),
+            "--policy",
+            policy.to_str().unwrap(),
+            "--json",
+        ],
+    );
     assert!(o.status.success(), "{}", stderr(&o));
     let v: Value = serde_json::from_slice(&o.stdout).unwrap();
-    for key in ["invocation_id", "runbook", "sha256", "outcome", "trace", "duration_us", "fuel_consumed"] {
+    for key in [
+        "invocation_id",
+        "runbook",
+        "sha256",
+        "outcome",
+        "trace",
+        "duration_us",
+        "fuel_consumed",
+    ] {
         assert!(v.get(key).is_some(), "missing {key}: {v}");
     }
     assert_eq!(v["outcome"]["status"], "no-op");
     assert_eq!(v["outcome"]["summary"], "nothing to do");
     let e = &v["trace"][0];
-    for key in ["seq", "interface", "function", "args", "result", "allowed", "dry_run", "duration_us"] {
+    for key in [
+        "seq",
+        "interface",
+        "function",
+        "args",
+        "result",
+        "allowed",
+        "dry_run",
+        "duration_us",
+    ] {
         assert!(e.get(key).is_some(), "trace entry lacks {key}: {e}");
     }
 
     // Refused before instantiation: non-zero, and the missing grant is named.
     let o = runwarden(
         d.path(),
-        &["runbook", "run", &component("restart-service"), "--policy", policy.to_str().unwrap(), "--params", r#"{"unit":"nginx.service"}"#],
+        &[
+            "runbook",
+            "run",
+            &component("restart-service"),
+            "--policy",
+            policy.to_str().unwrap(),
+            "--params",
+            r#"{"unit":"nginx.service"}"#,
+        ],
     );
     assert_eq!(o.status.code(), Some(1));
     let text = String::from_utf8_lossy(&o.stdout);
-    assert!(text.contains("status: refused") && text.contains("service nginx.service"), "{text}");
+    assert!(
+        text.contains("status: refused") && text.contains("service nginx.service"),
+        "{text}"
+    );
 
     // Invalid params: non-zero, and the problem named.
     let o = runwarden(
         d.path(),
-        &["runbook", "run", &component("restart-service"), "--policy", policy.to_str().unwrap(), "--params", r#"{"unit":7}"#],
+        &[
+            "runbook",
+            "run",
+            &component("restart-service"),
+            "--policy",
+            policy.to_str().unwrap(),
+            "--params",
+            r#"{"unit":7}"#,
+        ],
     );
     assert_eq!(o.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&o.stdout).contains("invalid_params"));
@@ -110,21 +183,83 @@ fn bad_input_gives_one_line_errors_and_exit_2() {
     std::fs::write(&not_wasm, "hello").unwrap();
     let trivial = component("trivial");
     let cases: Vec<(Vec<&str>, &str)> = vec![
-        (vec!["runbook", "run", &trivial, "--policy", bad_policy.to_str().unwrap()], "unknown field `probes`"),
-        (vec!["runbook", "run", &trivial, "--policy", "/nonexistent/policy.toml"], "cannot read"),
-        (vec!["runbook", "run", not_wasm.to_str().unwrap(), "--policy", good.to_str().unwrap()], "not a WebAssembly component"),
-        (vec!["runbook", "run", &trivial, "--policy", good.to_str().unwrap(), "--params", "{nope"], "not valid JSON"),
-        (vec!["runbook", "run", &trivial, "--policy", good.to_str().unwrap(), "--params", "[1]"], "must be a JSON object"),
-        (vec!["runbook", "describe", "/nonexistent.wasm"], "cannot read"),
+        (
+            vec![
+                "runbook",
+                "run",
+                &trivial,
+                "--policy",
+                bad_policy.to_str().unwrap(),
+            ],
+            "unknown field `probes`",
+        ),
+        (
+            vec![
+                "runbook",
+                "run",
+                &trivial,
+                "--policy",
+                "/nonexistent/policy.toml",
+            ],
+            "cannot read",
+        ),
+        (
+            vec![
+                "runbook",
+                "run",
+                not_wasm.to_str().unwrap(),
+                "--policy",
+                good.to_str().unwrap(),
+            ],
+            "not a WebAssembly component",
+        ),
+        (
+            vec![
+                "runbook",
+                "run",
+                &trivial,
+                "--policy",
+                good.to_str().unwrap(),
+                "--params",
+                "{nope",
+            ],
+            "not valid JSON",
+        ),
+        (
+            vec![
+                "runbook",
+                "run",
+                &trivial,
+                "--policy",
+                good.to_str().unwrap(),
+                "--params",
+                "[1]",
+            ],
+            "must be a JSON object",
+        ),
+        (
+            vec!["runbook", "describe", "/nonexistent.wasm"],
+            "cannot read",
+        ),
         (vec!["runbook", "new", "Bad_Name"], "lower-case"),
-        (vec!["runbook", "build", d.path().to_str().unwrap()], "no Cargo.toml"),
+        (
+            vec!["runbook", "build", d.path().to_str().unwrap()],
+            "no Cargo.toml",
+        ),
     ];
     for (args, expect) in cases {
         let o = runwarden(d.path(), &args);
         let err = stderr(&o);
         assert_eq!(o.status.code(), Some(2), "{args:?}: {err}");
-        assert!(err.contains(expect), "{args:?}: {err:?} should mention {expect:?}");
-        assert_eq!(err.trim_end().lines().count(), 1, "{args:?}: one line expected, got {err:?}");
+        assert!(
+            err.contains(expect),
+            "{args:?}: {err:?} should mention {expect:?}"
+        );
+        assert_eq!(
+            err.trim_end().lines().count(),
+            1,
+            "{args:?}: one line expected, got {err:?}"
+        );
         assert!(!err.contains("panicked"));
     }
 }
@@ -132,7 +267,16 @@ fn bad_input_gives_one_line_errors_and_exit_2() {
 #[test]
 fn new_scaffolds_a_runbook_that_builds_describes_and_runs() {
     let d = tempfile::tempdir().unwrap();
-    let o = runwarden(d.path(), &["runbook", "new", "check-disk", "--dir", d.path().to_str().unwrap()]);
+    let o = runwarden(
+        d.path(),
+        &[
+            "runbook",
+            "new",
+            "check-disk",
+            "--dir",
+            d.path().to_str().unwrap(),
+        ],
+    );
     assert!(o.status.success(), "{}", stderr(&o));
     let crate_dir = d.path().join("check-disk");
     assert!(crate_dir.join("src/lib.rs").is_file());
@@ -153,7 +297,19 @@ fn new_scaffolds_a_runbook_that_builds_describes_and_runs() {
     assert_eq!(v["name"], "check-disk");
 
     let policy = write_policy(d.path(), "[grants]\nprobe = true\n");
-    let o = runwarden(d.path(), &["runbook", "run", &wasm, "--policy", policy.to_str().unwrap(), "--json", "--params", r#"{"min_free_percent": 0}"#]);
+    let o = runwarden(
+        d.path(),
+        &[
+            "runbook",
+            "run",
+            &wasm,
+            "--policy",
+            policy.to_str().unwrap(),
+            "--json",
+            "--params",
+            r#"{"min_free_percent": 0}"#,
+        ],
+    );
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stdout));
     let v: Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(v["outcome"]["status"], "no-op");
@@ -161,7 +317,16 @@ fn new_scaffolds_a_runbook_that_builds_describes_and_runs() {
 
     // Without the probe grant the scaffold is refused, naming the grant.
     let policy = write_policy(d.path(), "");
-    let o = runwarden(d.path(), &["runbook", "run", &wasm, "--policy", policy.to_str().unwrap()]);
+    let o = runwarden(
+        d.path(),
+        &[
+            "runbook",
+            "run",
+            &wasm,
+            "--policy",
+            policy.to_str().unwrap(),
+        ],
+    );
     assert_eq!(o.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&o.stdout).contains("probe"));
 }

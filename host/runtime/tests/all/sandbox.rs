@@ -22,10 +22,22 @@ fn trivial_runbook_runs_and_traces_its_log_call() {
 fn manifest_asking_beyond_policy_is_refused_before_instantiation_naming_each_grant() {
     let h = Harness::new();
     let units = h.path("units");
-    let policy = format!("host_id = \"t\"\n[grants]\nservices = [\"nginx.service\"]\n{}", service_backend(&units));
-    let inv = h.run("restart-service", &policy, json!({"unit": "sshd.service"}), false);
+    let policy = format!(
+        "host_id = \"t\"\n[grants]\nservices = [\"nginx.service\"]\n{}",
+        service_backend(&units)
+    );
+    let inv = h.run(
+        "restart-service",
+        &policy,
+        json!({"unit": "sshd.service"}),
+        false,
+    );
     assert_status(&inv, Status::Refused);
-    assert!(inv.outcome.summary.contains("service sshd.service"), "{}", inv.outcome.summary);
+    assert!(
+        inv.outcome.summary.contains("service sshd.service"),
+        "{}",
+        inv.outcome.summary
+    );
     assert_eq!(inv.fuel_consumed, 0, "the guest must not have run");
     assert!(inv.trace.is_empty());
     assert!(inv.grant.is_none());
@@ -36,11 +48,21 @@ fn manifest_asking_beyond_policy_is_refused_before_instantiation_naming_each_gra
 fn params_are_validated_against_the_schema_before_the_guest_runs() {
     let h = Harness::new();
     let policy = "host_id = \"t\"\n[grants]\nservices = [\"*\"]\n";
-    for params in [json!({"unit": 5}), json!({}), json!({"unit": "a", "extra": true})] {
+    for params in [
+        json!({"unit": 5}),
+        json!({}),
+        json!({"unit": "a", "extra": true}),
+    ] {
         let inv = h.run("restart-service", policy, params.clone(), false);
         assert_status(&inv, Status::InvalidParams);
         assert_eq!(inv.fuel_consumed, 0, "{params}");
-        assert!(inv.outcome.summary.starts_with("invalid params for restart-service"), "{}", inv.outcome.summary);
+        assert!(
+            inv.outcome
+                .summary
+                .starts_with("invalid params for restart-service"),
+            "{}",
+            inv.outcome.summary
+        );
     }
 }
 
@@ -49,21 +71,57 @@ fn restart_service_heals_a_stopped_unit_and_dry_run_only_simulates() {
     let h = Harness::new();
     let units = h.path("units");
     std::fs::write(units.join("nginx.service"), "inactive\n").unwrap();
-    let policy = format!("host_id = \"t\"\n[grants]\nservices = [\"nginx.service\"]\n{}", service_backend(&units));
+    let policy = format!(
+        "host_id = \"t\"\n[grants]\nservices = [\"nginx.service\"]\n{}",
+        service_backend(&units)
+    );
 
-    let dry = h.run("restart-service", &policy, json!({"unit": "nginx.service"}), true);
+    let dry = h.run(
+        "restart-service",
+        &policy,
+        json!({"unit": "nginx.service"}),
+        true,
+    );
     assert_status(&dry, Status::Healed);
-    assert_eq!(std::fs::read_to_string(units.join("nginx.service")).unwrap(), "inactive\n");
-    assert!(!units.join("nginx.service.log").exists(), "dry run must not restart");
+    assert_eq!(
+        std::fs::read_to_string(units.join("nginx.service")).unwrap(),
+        "inactive\n"
+    );
+    assert!(
+        !units.join("nginx.service.log").exists(),
+        "dry run must not restart"
+    );
     let restart = dry.trace.iter().find(|e| e.function == "restart").unwrap();
     assert!(restart.dry_run && restart.allowed);
 
-    let live = h.run("restart-service", &policy, json!({"unit": "nginx.service"}), false);
+    let live = h.run(
+        "restart-service",
+        &policy,
+        json!({"unit": "nginx.service"}),
+        false,
+    );
     assert_status(&live, Status::Healed);
-    assert_eq!(std::fs::read_to_string(units.join("nginx.service")).unwrap(), "active\n");
-    assert_eq!(std::fs::read_to_string(units.join("nginx.service.log")).unwrap(), "restarted\n");
-    let fns: Vec<_> = live.trace.iter().map(|e| (e.interface, e.function, e.dry_run)).collect();
-    assert_eq!(fns, [("services", "status", false), ("services", "restart", false), ("services", "status", false)]);
+    assert_eq!(
+        std::fs::read_to_string(units.join("nginx.service")).unwrap(),
+        "active\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(units.join("nginx.service.log")).unwrap(),
+        "restarted\n"
+    );
+    let fns: Vec<_> = live
+        .trace
+        .iter()
+        .map(|e| (e.interface, e.function, e.dry_run))
+        .collect();
+    assert_eq!(
+        fns,
+        [
+            ("services", "status", false),
+            ("services", "restart", false),
+            ("services", "status", false)
+        ]
+    );
     assert_eq!(live.trace[1].args, json!({"unit": "nginx.service"}));
 }
 
@@ -81,7 +139,10 @@ fn bytes_that_are_not_a_component_are_rejected_clearly() {
     }
     // A truncated real component.
     let bytes = runwarden_test_artifacts::bytes("trivial");
-    assert!(matches!(h.rt.load(&bytes[..bytes.len() / 2]), Err(Error::NotAComponent(_))));
+    assert!(matches!(
+        h.rt.load(&bytes[..bytes.len() / 2]),
+        Err(Error::NotAComponent(_))
+    ));
 }
 
 #[test]
@@ -117,7 +178,13 @@ fn compiled_artifacts_are_cached_privately_and_authenticated() {
         l.cache_status()
     };
 
-    assert_eq!(run(&Runtime::new(RuntimeConfig { data_dir: data.clone() }).unwrap()), "miss");
+    assert_eq!(
+        run(&Runtime::new(RuntimeConfig {
+            data_dir: data.clone()
+        })
+        .unwrap()),
+        "miss"
+    );
     let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode(&data.join("cache")), 0o700);
     assert_eq!(mode(&data.join("keys/cache.key")), 0o600);
@@ -126,36 +193,77 @@ fn compiled_artifacts_are_cached_privately_and_authenticated() {
     assert_eq!(mode(&files[0]), 0o600);
 
     // A second process finds the authenticated artifact.
-    assert_eq!(run(&Runtime::new(RuntimeConfig { data_dir: data.clone() }).unwrap()), "hit");
+    assert_eq!(
+        run(&Runtime::new(RuntimeConfig {
+            data_dir: data.clone()
+        })
+        .unwrap()),
+        "hit"
+    );
 
     // Tampered: one flipped byte in the native code. Discarded, recompiled, still correct.
     let mut artifact = std::fs::read(&files[0]).unwrap();
     let mid = artifact.len() / 2;
     artifact[mid] ^= 0x01;
     std::fs::write(&files[0], &artifact).unwrap();
-    assert_eq!(run(&Runtime::new(RuntimeConfig { data_dir: data.clone() }).unwrap()), "rejected");
-    assert_eq!(run(&Runtime::new(RuntimeConfig { data_dir: data.clone() }).unwrap()), "hit");
+    assert_eq!(
+        run(&Runtime::new(RuntimeConfig {
+            data_dir: data.clone()
+        })
+        .unwrap()),
+        "rejected"
+    );
+    assert_eq!(
+        run(&Runtime::new(RuntimeConfig {
+            data_dir: data.clone()
+        })
+        .unwrap()),
+        "hit"
+    );
 
     // Foreign: an artifact another host (another key) compiled is not trusted here.
     let other = dir.path().join("other");
-    assert_eq!(run(&Runtime::new(RuntimeConfig { data_dir: other.clone() }).unwrap()), "miss");
+    assert_eq!(
+        run(&Runtime::new(RuntimeConfig {
+            data_dir: other.clone()
+        })
+        .unwrap()),
+        "miss"
+    );
     let foreign = artifacts(&other).pop().unwrap();
     std::fs::copy(&foreign, &files[0]).unwrap();
-    assert_eq!(run(&Runtime::new(RuntimeConfig { data_dir: data.clone() }).unwrap()), "rejected");
+    assert_eq!(
+        run(&Runtime::new(RuntimeConfig {
+            data_dir: data.clone()
+        })
+        .unwrap()),
+        "rejected"
+    );
 
     // Truncated to less than its tag.
     std::fs::write(&artifacts(&data)[0], b"short").unwrap();
-    assert_eq!(run(&Runtime::new(RuntimeConfig { data_dir: data }).unwrap()), "rejected");
+    assert_eq!(
+        run(&Runtime::new(RuntimeConfig { data_dir: data }).unwrap()),
+        "rejected"
+    );
 }
 
 #[test]
 fn one_runtime_serves_concurrent_invocations() {
     let h = Harness::new();
-    let loaded = h.rt.load(&runwarden_test_artifacts::bytes("trivial")).unwrap();
+    let loaded =
+        h.rt.load(&runwarden_test_artifacts::bytes("trivial"))
+            .unwrap();
     let policy = Arc::new(Policy::parse("host_id = \"t\"\n").unwrap());
     std::thread::scope(|s| {
         let handles: Vec<_> = (0..4)
-            .map(|_| s.spawn(|| (0..25).map(|_| h.rt.invoke(&loaded, &policy, RunOptions::default())).collect::<Vec<_>>()))
+            .map(|_| {
+                s.spawn(|| {
+                    (0..25)
+                        .map(|_| h.rt.invoke(&loaded, &policy, RunOptions::default()))
+                        .collect::<Vec<_>>()
+                })
+            })
             .collect();
         let mut ids = std::collections::HashSet::new();
         for hd in handles {
@@ -172,14 +280,26 @@ fn one_runtime_serves_concurrent_invocations() {
 fn malformed_policies_name_the_problem() {
     for (text, expect) in [
         ("host_id = \"h\"\nlimits = 3\n", "invalid type"),
-        ("host_id = \"h\"\n[limits]\ntimeout = 5\n", "unknown field `timeout`"),
+        (
+            "host_id = \"h\"\n[limits]\ntimeout = 5\n",
+            "unknown field `timeout`",
+        ),
         ("[grants]\nprobe = true\n", "missing field `host_id`"),
         ("host_id = \"h\"\n[grants]\nhttp = [\"ftp://x\"]\n", "ftp"),
-        ("host_id = \"h\"\n[[grants.exec]]\nprogram = \"certbot\"\n", "absolute path"),
-        ("host_id = \"h\"\n[services]\nbackend = \"upstart\"\n", "upstart"),
+        (
+            "host_id = \"h\"\n[[grants.exec]]\nprogram = \"certbot\"\n",
+            "absolute path",
+        ),
+        (
+            "host_id = \"h\"\n[services]\nbackend = \"upstart\"\n",
+            "upstart",
+        ),
     ] {
         let err = Policy::parse(text).unwrap_err().to_string();
-        assert!(err.contains(expect), "{text:?} gave {err:?}, expected it to mention {expect:?}");
+        assert!(
+            err.contains(expect),
+            "{text:?} gave {err:?}, expected it to mention {expect:?}"
+        );
         assert!(!err.contains('\n'), "one line: {err:?}");
     }
 }

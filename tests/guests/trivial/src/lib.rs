@@ -8,8 +8,12 @@ impl Runbook for Trivial {
     type Params = serde_json::Value;
 
     fn manifest() -> Manifest {
-        Manifest::new("trivial", "0.1.0", "Log one message and report nothing to do")
-            .params_schema(serde_json::json!({"type": "object"}))
+        Manifest::new(
+            "trivial",
+            "0.1.0",
+            "Log one message and report nothing to do",
+        )
+        .params_schema(serde_json::json!({"type": "object"}))
     }
 
     fn run(_: serde_json::Value) -> Result<Outcome, RunError> {
