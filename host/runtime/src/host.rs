@@ -24,10 +24,8 @@ pub(crate) struct CallContext {
     pub trace: Trace,
     pub io: tokio::runtime::Handle,
     pub http: reqwest::Client,
-    /// Bytes of log output so far (stdout/stderr are capped separately by their pipes).
-    pub output_used: u64,
-    /// Set when a log call exceeded the output limit (the call traps).
-    pub output_exceeded: bool,
+    /// The output budget shared by log calls, stdout and stderr.
+    pub output: crate::output::Output,
     /// Guest paths of open descriptors, for tracing filesystem calls.
     pub fs_paths: std::collections::HashMap<u32, String>,
     /// In a dry run, the state each simulated start/stop/restart left a unit in, so a
@@ -536,16 +534,11 @@ impl log::Host for HostState {
     ) -> wasmtime::Result<()> {
         let cx = &mut self.cx;
         let size = message.len() + fields.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>();
-        cx.output_used += size as u64;
-        if cx.output_used > cx.policy.limits.output_bytes {
-            cx.output_exceeded = true;
+        if !cx.output.take(size as u64) {
             let call = Call::new("log", "log", json!({"bytes": size}));
-            cx.trace.record(
-                call,
-                false,
-                json!({"error": "output-limit", "limit_bytes": cx.policy.limits.output_bytes}),
-            );
-            return Err(wasmtime::Error::msg(OutputLimit));
+            let limit = cx.output.cap();
+            cx.trace.record(call, false, json!({"error": "output-limit", "limit_bytes": limit}));
+            return Err(wasmtime::Error::msg("output limit exceeded"));
         }
         let level = match level {
             log::Level::Debug => "debug",
@@ -564,15 +557,5 @@ impl log::Host for HostState {
         );
         cx.trace.record(call, true, Value::Null);
         Ok(())
-    }
-}
-
-/// The trap a log call raises when the output limit is exceeded.
-#[derive(Debug)]
-pub(crate) struct OutputLimit;
-
-impl std::fmt::Display for OutputLimit {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("output limit exceeded")
     }
 }

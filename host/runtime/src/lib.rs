@@ -12,6 +12,7 @@ mod error;
 mod grant;
 mod host;
 mod manifest;
+mod output;
 mod policy;
 mod runtime;
 mod trace;

@@ -6,6 +6,7 @@ use crate::error::{Error, Result};
 use crate::grant::Grant;
 use crate::host::{CallContext, HostState, Limiter};
 use crate::manifest::Manifest;
+use crate::output::Output;
 use crate::policy::Policy;
 use crate::trace::{Trace, TraceEntry};
 use crate::wasi;
@@ -160,6 +161,8 @@ pub struct Runtime {
     io: Option<tokio::runtime::Runtime>,
     http: reqwest::Client,
     data_dir: PathBuf,
+    /// An empty read-only directory preopened at `/` (see `wasi.rs`).
+    root: PathBuf,
     stop_ticker: Arc<AtomicBool>,
 }
 
@@ -224,6 +227,9 @@ impl Runtime {
             .no_proxy()
             .build()
             .map_err(setup("http client"))?;
+        let root = config.data_dir.join("sandbox-root");
+        std::fs::create_dir_all(&root)
+            .map_err(|e| Error::Setup(format!("sandbox root {}: {e}", root.display())))?;
         let stop_ticker = Arc::new(AtomicBool::new(false));
         {
             let engine = engine.clone();
@@ -246,6 +252,7 @@ impl Runtime {
             io: Some(io),
             http,
             data_dir: config.data_dir,
+            root,
             stop_ticker,
         })
     }
@@ -313,6 +320,7 @@ impl Runtime {
         deadline: Instant,
     ) -> CallContext {
         CallContext {
+            output: Output::new(policy.limits.output_bytes),
             policy,
             grant,
             dry_run,
@@ -320,8 +328,6 @@ impl Runtime {
             trace: Trace::default(),
             io: self.io(),
             http: self.http.clone(),
-            output_used: 0,
-            output_exceeded: false,
             fs_paths: HashMap::new(),
             simulated_units: HashMap::new(),
         }
@@ -364,7 +370,7 @@ impl Runtime {
             true,
             Instant::now() + Duration::from_secs(5),
         );
-        let (wasi, _stdio) = wasi::context(&[], &[], None, true, 4096).map_err(Error::Setup)?;
+        let wasi = wasi::context(&[], &[], None, &self.root, true, &cx.output).map_err(Error::Setup)?;
         let mut store = self.store(wasi, cx, &policy.limits);
         let instance = pre
             .instantiate(&mut store)
@@ -469,15 +475,22 @@ impl Runtime {
             }
         }
         let limits = policy.limits.clone();
-        let (wasi, stdio) = match wasi::context(
-            &grant.read_dirs,
-            &grant.write_dirs,
+        let deadline = started + Duration::from_millis(limits.timeout_ms);
+        let cx = self.context(policy.clone(), grant, opts.dry_run, deadline);
+        let output = cx.output.clone();
+        let wasi = match wasi::context(
+            &cx.grant.read_dirs,
+            &cx.grant.write_dirs,
             scratch.as_deref(),
+            &self.root,
             opts.dry_run,
-            limits.output_bytes as usize,
+            &output,
         ) {
             Ok(x) => x,
             Err(e) => {
+                if let Some(s) = &scratch {
+                    let _ = std::fs::remove_dir_all(s);
+                }
                 inv.outcome = Outcome {
                     status: Status::Refused,
                     summary: e,
@@ -486,8 +499,6 @@ impl Runtime {
                 return finish(inv);
             }
         };
-        let deadline = started + Duration::from_millis(limits.timeout_ms);
-        let cx = self.context(policy.clone(), grant, opts.dry_run, deadline);
         let trace = cx.trace.clone();
         let mut store = self.store(wasi, cx, &limits);
 
@@ -530,7 +541,7 @@ impl Runtime {
             Err(e) => classify_trap(
                 &e,
                 state.limiter.hit,
-                state.cx.output_exceeded || stdio.full(),
+                output.exceeded(),
                 &limits,
             ),
         };
@@ -539,8 +550,9 @@ impl Runtime {
             let _ = std::fs::remove_dir_all(s);
         }
         inv.trace = trace.entries();
-        inv.stdout = trace.redact(&String::from_utf8_lossy(&stdio.stdout.contents()));
-        inv.stderr = trace.redact(&String::from_utf8_lossy(&stdio.stderr.contents()));
+        let (stdout, stderr) = output.captured();
+        inv.stdout = trace.redact(&String::from_utf8_lossy(&stdout));
+        inv.stderr = trace.redact(&String::from_utf8_lossy(&stderr));
         finish(inv)
     }
 }

@@ -91,6 +91,11 @@ impl Trace {
         redact_str(text, &inner.secrets)
     }
 
+    /// How many calls have been recorded.
+    pub fn len(&self) -> usize {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner()).entries.len()
+    }
+
     /// The entries so far.
     pub fn entries(&self) -> Vec<TraceEntry> {
         self.inner

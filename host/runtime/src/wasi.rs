@@ -2,20 +2,23 @@
 //! stdout/stderr, clocks and random. No environment, arguments, stdin or network.
 //!
 //! The filesystem functions that open or change paths are wrapped so that each call is
-//! traced, and so that a dry run simulates changes: removals, renames and new
+//! checked against the grant and traced — paths outside every grant, including `..`
+//! escapes, are denied before wasmtime-wasi sees them, and an empty read-only root
+//! preopen makes such paths reach the host rather than fail inside the guest's libc —
+//! and so that a dry run simulates changes: removals, renames and new
 //! directories are answered as successes without acting, and files opened for writing
 //! are redirected into a per-invocation scratch directory that is deleted afterwards.
 
-use crate::host::HostState;
+use crate::host::{CallContext, HostState};
 use crate::trace::Call;
 use serde_json::json;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use wasmtime::component::{Linker, Resource};
 use wasmtime_wasi::filesystem::WasiFilesystemCtxView;
 use wasmtime_wasi::p2::bindings::sync::filesystem::types::{
     self as fs, Descriptor, DescriptorFlags, ErrorCode, HostDescriptor, OpenFlags, PathFlags,
 };
-use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
+use crate::output::Output;
 use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder};
 
 /// Guest path of the dry-run scratch directory.
@@ -24,33 +27,18 @@ pub(crate) const SCRATCH: &str = "/.runwarden-dry-run";
 const TYPES: &str = "wasi:filesystem/types@0.2.12";
 const PREOPENS: &str = "wasi:filesystem/preopens@0.2.12";
 
-/// Captured stdout and stderr of one invocation.
-pub(crate) struct Stdio {
-    pub stdout: MemoryOutputPipe,
-    pub stderr: MemoryOutputPipe,
-    pub cap: usize,
-}
-
-impl Stdio {
-    /// Did the guest fill either pipe?
-    pub fn full(&self) -> bool {
-        self.stdout.contents().len() >= self.cap || self.stderr.contents().len() >= self.cap
-    }
-}
-
 /// Build the WASI context for one invocation.
 pub(crate) fn context(
     read_dirs: &[std::path::PathBuf],
     write_dirs: &[std::path::PathBuf],
     scratch: Option<&Path>,
+    root: &Path,
     dry_run: bool,
-    output_cap: usize,
-) -> Result<(WasiCtx, Stdio), String> {
-    let stdout = MemoryOutputPipe::new(output_cap);
-    let stderr = MemoryOutputPipe::new(output_cap);
+    output: &Output,
+) -> Result<WasiCtx, String> {
     let mut b = WasiCtxBuilder::new();
-    b.stdout(stdout.clone())
-        .stderr(stderr.clone())
+    b.stdout(output.stream(false))
+        .stderr(output.stream(true))
         .allow_tcp(false)
         .allow_udp(false)
         .allow_ip_name_lookup(false);
@@ -69,18 +57,15 @@ pub(crate) fn context(
         b.preopened_dir(d, d.to_string_lossy(), perms)
             .map_err(|e| format!("cannot open granted directory {}: {e}", d.display()))?;
     }
+    // An empty, read-only directory at `/`: paths outside every grant reach the host (and
+    // so the trace, as denials) instead of failing silently inside the guest's libc.
+    b.preopened_dir(root, "/", FsPerms::ReadOnly)
+        .map_err(|e| format!("cannot open the sandbox root {}: {e}", root.display()))?;
     if let Some(s) = scratch {
         b.preopened_dir(s, SCRATCH, FsPerms::ReadWrite)
             .map_err(|e| format!("cannot open scratch directory: {e}"))?;
     }
-    Ok((
-        b.build(),
-        Stdio {
-            stdout,
-            stderr,
-            cap: output_cap,
-        },
-    ))
+    Ok(b.build())
 }
 
 fn view(s: &mut HostState) -> (WasiFilesystemCtxView<'_>, &mut crate::host::CallContext) {
@@ -104,11 +89,87 @@ fn join(base: Option<&String>, path: &str) -> String {
     }
 }
 
-fn code_json(r: &Result<(), ErrorCode>) -> serde_json::Value {
-    match r {
+/// Where a guest path lands.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Zone {
+    /// Inside a read-write grant.
+    Write,
+    /// Inside a read-only grant.
+    Read,
+    /// Inside the dry-run scratch directory.
+    Scratch,
+    /// Anywhere else, including paths that `..` out of a grant.
+    Outside,
+}
+
+/// Classify `full` lexically (`.` dropped, `..` popped). Symlinks are resolved later by
+/// cap-std, which refuses any that leave the preopen.
+fn zone(cx: &CallContext, full: &str) -> Zone {
+    let mut parts: Vec<&str> = Vec::new();
+    for c in full.split('/') {
+        match c {
+            "" | "." => {}
+            ".." => {
+                if parts.pop().is_none() {
+                    return Zone::Outside;
+                }
+            }
+            c => parts.push(c),
+        }
+    }
+    let p = PathBuf::from(format!("/{}", parts.join("/")));
+    if p.starts_with(SCRATCH) && cx.dry_run {
+        Zone::Scratch
+    } else if cx.grant.write_dirs.iter().any(|d| p.starts_with(d)) {
+        Zone::Write
+    } else if cx.grant.read_dirs.iter().any(|d| p.starts_with(d)) {
+        Zone::Read
+    } else {
+        Zone::Outside
+    }
+}
+
+/// The error for an access the zone does not allow, if any.
+fn refusal(zone: Zone, writes: bool) -> Option<ErrorCode> {
+    match zone {
+        Zone::Outside => Some(ErrorCode::Access),
+        Zone::Read if writes => Some(ErrorCode::ReadOnly),
+        _ => None,
+    }
+}
+
+fn denied<T>(r: &Result<T, ErrorCode>) -> bool {
+    matches!(r, Err(ErrorCode::NotPermitted | ErrorCode::Access | ErrorCode::ReadOnly))
+}
+
+/// A traced path mutation: every target must be inside a write grant; in a dry run the
+/// change is answered as done without acting.
+fn mutate(
+    s: &mut HostState,
+    function: &'static str,
+    targets: &[(u32, &str)],
+    act: impl FnOnce(&mut WasiFilesystemCtxView<'_>) -> Result<(), wasmtime_wasi::p2::FsError>,
+) -> FsOut<()> {
+    let (mut v, cx) = view(s);
+    let paths: Vec<String> = targets.iter().map(|(rep, p)| join(cx.fs_paths.get(rep), p)).collect();
+    let mut call = Call::new("filesystem", function, json!({ "paths": paths }));
+    if let Some(code) = paths.iter().find_map(|p| refusal(zone(cx, p), true)) {
+        cx.trace.record(call, false, json!({"error": format!("{code:?}")}));
+        return Ok((Err(code),));
+    }
+    if cx.dry_run && paths.iter().all(|p| zone(cx, p) == Zone::Write) {
+        call.dry_run = true;
+        cx.trace.record(call, true, json!("simulated"));
+        return Ok((Ok(()),));
+    }
+    let r = act(&mut v);
+    let r = finish(&mut v, r)?;
+    let result = match &r {
         Ok(()) => json!("ok"),
         Err(e) => json!({"error": format!("{e:?}")}),
-    }
+    };
+    cx.trace.record(call, !denied(&r), result);
+    Ok((r,))
 }
 
 type FsOut<T> = wasmtime::Result<(Result<T, ErrorCode>,)>;
@@ -145,7 +206,14 @@ pub(crate) fn wrap_filesystem(linker: &mut Linker<HostState>) -> wasmtime::Resul
     let mut t = linker.instance(TYPES)?;
     t.func_wrap(
         "[method]descriptor.open-at",
-        |mut store, (fd, pflags, path, oflags, flags): (Resource<Descriptor>, PathFlags, String, OpenFlags, DescriptorFlags)|
+        |mut store,
+         (fd, pflags, path, oflags, flags): (
+            Resource<Descriptor>,
+            PathFlags,
+            String,
+            OpenFlags,
+            DescriptorFlags,
+        )|
          -> FsOut<Resource<Descriptor>> {
             let (mut v, cx) = view(store.data_mut());
             let full = join(cx.fs_paths.get(&fd.rep()), &path);
@@ -154,17 +222,30 @@ pub(crate) fn wrap_filesystem(linker: &mut Linker<HostState>) -> wasmtime::Resul
             let mut call = Call::new(
                 "filesystem",
                 "open-at",
-                json!({"path": full, "write": writes, "create": oflags.contains(OpenFlags::CREATE), "truncate": oflags.contains(OpenFlags::TRUNCATE)}),
+                json!({"path": full, "write": writes, "create": oflags.contains(OpenFlags::CREATE),
+                       "truncate": oflags.contains(OpenFlags::TRUNCATE)}),
             );
-            let redirect = writes && cx.dry_run && !full.starts_with(SCRATCH);
+            let zone = zone(cx, &full);
+            if let Some(code) = refusal(zone, writes) {
+                cx.trace.record(call, false, json!({"error": format!("{code:?}")}));
+                return Ok((Err(code),));
+            }
+            let redirect = writes && cx.dry_run && zone == Zone::Write;
             let r = if redirect {
-                call.dry_run = true;
                 // Simulate the write: the guest gets a writable file in the scratch directory.
+                call.dry_run = true;
                 let scratch = cx.fs_paths.iter().find(|(_, p)| p.as_str() == SCRATCH).map(|(rep, _)| *rep);
                 match scratch {
                     Some(rep) => {
-                        let name = format!("{}-{}", cx.trace.entries().len(), full.replace('/', "_"));
-                        let r = HostDescriptor::open_at(&mut v, Resource::new_borrow(rep), PathFlags::empty(), name, oflags | OpenFlags::CREATE, flags);
+                        let name = format!("{}-{}", cx.trace.len(), full.replace('/', "_"));
+                        let r = HostDescriptor::open_at(
+                            &mut v,
+                            Resource::new_borrow(rep),
+                            PathFlags::empty(),
+                            name,
+                            oflags | OpenFlags::CREATE,
+                            flags,
+                        );
                         finish(&mut v, r)?
                     }
                     None => Err(ErrorCode::ReadOnly),
@@ -173,7 +254,6 @@ pub(crate) fn wrap_filesystem(linker: &mut Linker<HostState>) -> wasmtime::Resul
                 let r = HostDescriptor::open_at(&mut v, fd, pflags, path, oflags, flags);
                 finish(&mut v, r)?
             };
-            let allowed = !matches!(r, Err(ErrorCode::NotPermitted | ErrorCode::Access | ErrorCode::ReadOnly));
             let result = match &r {
                 Ok(d) => {
                     cx.fs_paths.insert(d.rep(), full.clone());
@@ -181,45 +261,69 @@ pub(crate) fn wrap_filesystem(linker: &mut Linker<HostState>) -> wasmtime::Resul
                 }
                 Err(e) => json!({"error": format!("{e:?}")}),
             };
-            cx.trace.record(call, allowed, result);
+            cx.trace.record(call, !denied(&r), result);
             Ok((r,))
         },
     )?;
 
-    macro_rules! mutation {
-        ($name:literal, $fn_name:literal, |$v:ident, $fd:ident, $args:ident| $call:expr, ($($arg:ident: $ty:ty),*)) => {
-            t.func_wrap($name, |mut store, ($fd, $($arg),*): (Resource<Descriptor>, $($ty),*)| -> FsOut<()> {
-                let (mut $v, cx) = view(store.data_mut());
-                let base = cx.fs_paths.get(&$fd.rep()).cloned();
-                let $args = json!({ $(stringify!($arg): format!("{:?}", $arg)),* , "dir": base });
-                let mut call = Call::new("filesystem", $fn_name, $args);
-                if cx.dry_run {
-                    call.dry_run = true;
-                    cx.trace.record(call, true, json!("simulated"));
-                    return Ok((Ok(()),));
-                }
-                let r = $call;
-                let r = finish(&mut $v, r)?;
-                let allowed = !matches!(r, Err(ErrorCode::NotPermitted | ErrorCode::Access | ErrorCode::ReadOnly));
-                cx.trace.record(call, allowed, code_json(&r));
-                Ok((r,))
-            })?;
-        };
-    }
-    mutation!("[method]descriptor.create-directory-at", "create-directory-at",
-        |v, fd, _a| HostDescriptor::create_directory_at(&mut v, fd, path.clone()), (path: String));
-    mutation!("[method]descriptor.unlink-file-at", "unlink-file-at",
-        |v, fd, _a| HostDescriptor::unlink_file_at(&mut v, fd, path.clone()), (path: String));
-    mutation!("[method]descriptor.remove-directory-at", "remove-directory-at",
-        |v, fd, _a| HostDescriptor::remove_directory_at(&mut v, fd, path.clone()), (path: String));
-    mutation!("[method]descriptor.symlink-at", "symlink-at",
-        |v, fd, _a| HostDescriptor::symlink_at(&mut v, fd, old_path.clone(), new_path.clone()), (old_path: String, new_path: String));
-    mutation!("[method]descriptor.rename-at", "rename-at",
-        |v, fd, _a| HostDescriptor::rename_at(&mut v, fd, old_path.clone(), new_dir, new_path.clone()),
-        (old_path: String, new_dir: Resource<Descriptor>, new_path: String));
-    mutation!("[method]descriptor.link-at", "link-at",
-        |v, fd, _a| HostDescriptor::link_at(&mut v, fd, old_flags, old_path.clone(), new_dir, new_path.clone()),
-        (old_flags: PathFlags, old_path: String, new_dir: Resource<Descriptor>, new_path: String));
+    t.func_wrap(
+        "[method]descriptor.create-directory-at",
+        |mut store, (fd, path): (Resource<Descriptor>, String)| -> FsOut<()> {
+            mutate(store.data_mut(), "create-directory-at", &[(fd.rep(), &path)], |v| {
+                HostDescriptor::create_directory_at(v, fd, path.clone())
+            })
+        },
+    )?;
+    t.func_wrap(
+        "[method]descriptor.unlink-file-at",
+        |mut store, (fd, path): (Resource<Descriptor>, String)| -> FsOut<()> {
+            mutate(store.data_mut(), "unlink-file-at", &[(fd.rep(), &path)], |v| {
+                HostDescriptor::unlink_file_at(v, fd, path.clone())
+            })
+        },
+    )?;
+    t.func_wrap(
+        "[method]descriptor.remove-directory-at",
+        |mut store, (fd, path): (Resource<Descriptor>, String)| -> FsOut<()> {
+            mutate(store.data_mut(), "remove-directory-at", &[(fd.rep(), &path)], |v| {
+                HostDescriptor::remove_directory_at(v, fd, path.clone())
+            })
+        },
+    )?;
+    t.func_wrap(
+        "[method]descriptor.symlink-at",
+        |mut store, (fd, target, path): (Resource<Descriptor>, String, String)| -> FsOut<()> {
+            mutate(store.data_mut(), "symlink-at", &[(fd.rep(), &path)], |v| {
+                HostDescriptor::symlink_at(v, fd, target.clone(), path.clone())
+            })
+        },
+    )?;
+    t.func_wrap(
+        "[method]descriptor.rename-at",
+        |mut store,
+         (fd, old, new_fd, new): (Resource<Descriptor>, String, Resource<Descriptor>, String)|
+         -> FsOut<()> {
+            mutate(store.data_mut(), "rename-at", &[(fd.rep(), &old), (new_fd.rep(), &new)], |v| {
+                HostDescriptor::rename_at(v, fd, old.clone(), new_fd, new.clone())
+            })
+        },
+    )?;
+    t.func_wrap(
+        "[method]descriptor.link-at",
+        |mut store,
+         (fd, oflags, old, new_fd, new): (
+            Resource<Descriptor>,
+            PathFlags,
+            String,
+            Resource<Descriptor>,
+            String,
+        )|
+         -> FsOut<()> {
+            mutate(store.data_mut(), "link-at", &[(fd.rep(), &old), (new_fd.rep(), &new)], |v| {
+                HostDescriptor::link_at(v, fd, oflags, old.clone(), new_fd, new.clone())
+            })
+        },
+    )?;
     linker.allow_shadowing(false);
     Ok(())
 }
