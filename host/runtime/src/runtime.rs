@@ -45,7 +45,8 @@ pub enum Status {
     Failed,
     /// The manifest asked for capabilities the policy does not grant; nothing ran.
     Refused,
-    /// The params did not validate against the manifest's schema; nothing ran.
+    /// The params were rejected: by the manifest's schema before the guest ran (fuel 0),
+    /// or by the runbook itself for a rule the schema cannot express.
     InvalidParams,
     /// The wall-clock deadline passed.
     Timeout,
@@ -390,12 +391,13 @@ impl Runtime {
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_millis() as u64)
             .unwrap_or(0);
+        let m = &loaded.manifest;
         let params = if opts.params.is_null() {
             serde_json::json!({})
         } else {
             opts.params
         };
-        let m = &loaded.manifest;
+        let params = with_defaults(&m.params_schema, params);
         let mut inv = Invocation {
             invocation_id: uuid::Uuid::new_v4().to_string(),
             runbook: m.name.clone(),
@@ -533,7 +535,7 @@ impl Runtime {
                 };
                 let msg = trace.redact(&msg);
                 Outcome {
-                    status: Status::Failed,
+                    status: if kind == "invalid-params" { Status::InvalidParams } else { Status::Failed },
                     summary: format!("{} returned an error ({kind}): {msg}", m.name),
                     details: serde_json::json!({ "error": kind, "message": msg }),
                 }
@@ -555,6 +557,19 @@ impl Runtime {
         inv.stderr = trace.redact(&String::from_utf8_lossy(&stderr));
         finish(inv)
     }
+}
+
+/// Fill in the schema's top-level `properties.*.default` for params the caller left out,
+/// so that `{param}` placeholders, the guest and the record all see the same values.
+fn with_defaults(schema: &serde_json::Value, mut params: serde_json::Value) -> serde_json::Value {
+    if let (Some(props), Some(obj)) = (schema.get("properties").and_then(|p| p.as_object()), params.as_object_mut()) {
+        for (name, prop) in props {
+            if let Some(default) = prop.get("default") {
+                obj.entry(name.clone()).or_insert_with(|| default.clone());
+            }
+        }
+    }
+    params
 }
 
 /// A component's preamble: magic, version 0x0d, layer 1 (a core module has layer 0).
