@@ -212,7 +212,7 @@ impl Runtime {
         let engine = Engine::new(&engine_config()).map_err(setup("engine"))?;
         let mut linker: Linker<HostState> = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(setup("wasi"))?;
-        wasi::wrap_filesystem(&mut linker).map_err(setup("wasi filesystem"))?;
+        wasi::wrap(&mut linker).map_err(setup("wasi wrappers"))?;
         Runbook::add_to_linker::<_, wasmtime::component::HasSelf<HostState>>(&mut linker, |s| s)
             .map_err(setup("host interfaces"))?;
         let cache = ArtifactCache::open(&config.data_dir, &engine)
@@ -514,16 +514,29 @@ impl Runtime {
         inv.outcome = match result {
             Ok(Ok(o)) => {
                 use crate::bindings::runwarden::runbook::types::Status as S;
-                Outcome {
-                    status: match o.status {
-                        S::Healed => Status::Healed,
-                        S::NoOp => Status::NoOp,
-                        S::Failed => Status::Failed,
-                    },
-                    summary: trace.redact(&o.summary),
-                    details: serde_json::from_str(&trace.redact(&o.details)).unwrap_or_else(
-                        |_| serde_json::json!({ "text": trace.redact(&o.details) }),
-                    ),
+                // Parse first, then scrub: secrets with JSON-escaped characters would
+                // otherwise slip past a scrub of the text.
+                let mut details = serde_json::from_str(&o.details)
+                    .unwrap_or_else(|_| serde_json::json!({ "text": o.details }));
+                trace.redact_json(&mut details);
+                let status = match o.status {
+                    S::Healed => Status::Healed,
+                    S::NoOp => Status::NoOp,
+                    S::Failed => Status::Failed,
+                };
+                let summary = trace.redact(&o.summary);
+                if output.exceeded() {
+                    // The runbook carried on after its output was cut: say so.
+                    Outcome {
+                        status: Status::OutputLimit,
+                        summary: format!(
+                            "output limit of {} bytes exceeded (the runbook then reported {status:?}: {summary})",
+                            limits.output_bytes
+                        ),
+                        details,
+                    }
+                } else {
+                    Outcome { status, summary, details }
                 }
             }
             Ok(Err(e)) => {

@@ -91,6 +91,12 @@ impl Trace {
         redact_str(text, &inner.secrets)
     }
 
+    /// Scrub revealed secret values out of every string and key of `v`.
+    pub fn redact_json(&self, v: &mut serde_json::Value) {
+        let inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        redact_value(v, &inner.secrets);
+    }
+
     /// How many calls have been recorded.
     pub fn len(&self) -> usize {
         self.inner.lock().unwrap_or_else(|e| e.into_inner()).entries.len()
@@ -124,7 +130,16 @@ fn redact_value(v: &mut serde_json::Value, secrets: &[(String, String)]) {
     match v {
         serde_json::Value::String(s) => *s = redact_str(s, secrets),
         serde_json::Value::Array(a) => a.iter_mut().for_each(|v| redact_value(v, secrets)),
-        serde_json::Value::Object(o) => o.values_mut().for_each(|v| redact_value(v, secrets)),
+        serde_json::Value::Object(o) => {
+            // Keys are guest-chosen too (log fields, details): scrub them as well.
+            *o = std::mem::take(o)
+                .into_iter()
+                .map(|(k, mut v)| {
+                    redact_value(&mut v, secrets);
+                    (redact_str(&k, secrets), v)
+                })
+                .collect();
+        }
         _ => {}
     }
 }
@@ -151,5 +166,8 @@ mod tests {
         assert!(!text.contains("hunter22"), "{text}");
         assert!(text.contains("[secret:db]"));
         assert_eq!(t.redact("x hunter22 y"), "x [secret:db] y");
+        let mut v = serde_json::json!({"hunter22": ["a hunter22"], "k": {"n": "hunter22"}});
+        t.redact_json(&mut v);
+        assert!(!v.to_string().contains("hunter22"), "{v}");
     }
 }

@@ -184,9 +184,77 @@ fn finish<T>(
     }
 }
 
-/// Replace the path-level filesystem functions with traced, dry-run-aware wrappers.
-pub(crate) fn wrap_filesystem(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
+/// Replace the WASI functions runwarden must see: path-level filesystem calls (traced,
+/// checked, dry-run aware), clock waits (capped at the deadline, so a sleeping guest
+/// cannot hold its thread past it), and socket creation (denied and traced).
+pub(crate) fn wrap(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
     linker.allow_shadowing(true);
+    wrap_clocks(linker)?;
+    wrap_sockets(linker)?;
+    wrap_filesystem(linker)?;
+    linker.allow_shadowing(false);
+    Ok(())
+}
+
+fn wrap_clocks(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
+    use wasmtime_wasi::clocks::WasiClocksCtxView;
+    use wasmtime_wasi::p2::DynPollable;
+    use wasmtime_wasi::p2::bindings::clocks::monotonic_clock::Host;
+
+    fn capped(s: &mut HostState, wait_ns: u64) -> wasmtime::Result<Resource<DynPollable>> {
+        let left = s.cx.deadline.saturating_duration_since(std::time::Instant::now());
+        let wait = wait_ns.min(u64::try_from(left.as_nanos()).unwrap_or(u64::MAX));
+        let HostState { wasi, table, .. } = s;
+        Host::subscribe_duration(&mut WasiClocksCtxView { ctx: wasi.clocks(), table }, wait)
+    }
+    let mut m = linker.instance("wasi:clocks/monotonic-clock@0.2.12")?;
+    m.func_wrap("subscribe-duration", |mut store, (ns,): (u64,)| Ok((capped(store.data_mut(), ns)?,)))?;
+    m.func_wrap("subscribe-instant", |mut store, (when,): (u64,)| {
+        let s = store.data_mut();
+        let HostState { wasi, table, .. } = &mut *s;
+        let now = Host::now(&mut WasiClocksCtxView { ctx: wasi.clocks(), table })?;
+        Ok((capped(s, when.saturating_sub(now))?,))
+    })?;
+    Ok(())
+}
+
+fn wrap_sockets(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
+    use wasmtime_wasi::p2::bindings::sockets::network::{ErrorCode as NetError, IpAddressFamily};
+    use wasmtime_wasi::p2::{Network, TcpSocket, UdpSocket};
+
+    fn deny(s: &mut HostState, function: &'static str, args: serde_json::Value) -> NetError {
+        let call = Call::new("sockets", function, args);
+        s.cx.trace.record(call, false, json!({"error": "access-denied", "message": "runbooks get no network sockets; use the http interface"}));
+        NetError::AccessDenied
+    }
+    let family = |f: IpAddressFamily| json!(match f {
+        IpAddressFamily::Ipv4 => "ipv4",
+        IpAddressFamily::Ipv6 => "ipv6",
+    });
+    linker.instance("wasi:sockets/tcp-create-socket@0.2.12")?.func_wrap(
+        "create-tcp-socket",
+        move |mut store, (f,): (IpAddressFamily,)| -> wasmtime::Result<(Result<Resource<TcpSocket>, NetError>,)> {
+            Ok((Err(deny(store.data_mut(), "create-tcp-socket", json!({"family": family(f)}))),))
+        },
+    )?;
+    linker.instance("wasi:sockets/udp-create-socket@0.2.12")?.func_wrap(
+        "create-udp-socket",
+        move |mut store, (f,): (IpAddressFamily,)| -> wasmtime::Result<(Result<Resource<UdpSocket>, NetError>,)> {
+            Ok((Err(deny(store.data_mut(), "create-udp-socket", json!({"family": family(f)}))),))
+        },
+    )?;
+    linker.instance("wasi:sockets/ip-name-lookup@0.2.12")?.func_wrap(
+        "resolve-addresses",
+        |mut store,
+         (_net, name): (Resource<Network>, String)|
+         -> wasmtime::Result<(Result<Resource<wasmtime_wasi::p2::bindings::sockets::ip_name_lookup::ResolveAddressStream>, NetError>,)> {
+            Ok((Err(deny(store.data_mut(), "resolve-addresses", json!({"name": name}))),))
+        },
+    )?;
+    Ok(())
+}
+
+fn wrap_filesystem(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
     let mut pre = linker.instance(PREOPENS)?;
     pre.func_wrap(
         "get-directories",
@@ -324,6 +392,5 @@ pub(crate) fn wrap_filesystem(linker: &mut Linker<HostState>) -> wasmtime::Resul
             })
         },
     )?;
-    linker.allow_shadowing(false);
     Ok(())
 }
