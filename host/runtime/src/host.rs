@@ -537,7 +537,11 @@ impl log::Host for HostState {
         if !cx.output.take(size as u64) {
             let call = Call::new("log", "log", json!({"bytes": size}));
             let limit = cx.output.cap();
-            cx.trace.record(call, false, json!({"error": "output-limit", "limit_bytes": limit}));
+            cx.trace.record(
+                call,
+                false,
+                json!({"error": "output-limit", "limit_bytes": limit}),
+            );
             return Err(wasmtime::Error::msg("output limit exceeded"));
         }
         let level = match level {

@@ -44,7 +44,9 @@ impl Output {
         let i = &self.inner;
         let fits = i
             .used
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |u| u.checked_add(n).filter(|t| *t <= i.cap))
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |u| {
+                u.checked_add(n).filter(|t| *t <= i.cap)
+            })
             .is_ok();
         if !fits {
             i.exceeded.store(true, Ordering::SeqCst);
@@ -53,7 +55,9 @@ impl Output {
     }
 
     fn remaining(&self) -> u64 {
-        self.inner.cap.saturating_sub(self.inner.used.load(Ordering::SeqCst))
+        self.inner
+            .cap
+            .saturating_sub(self.inner.used.load(Ordering::SeqCst))
     }
 
     /// Was the budget exceeded?
@@ -68,7 +72,10 @@ impl Output {
 
     /// A stdout (`false`) or stderr (`true`) stream writing into this budget.
     pub fn stream(&self, stderr: bool) -> Capture {
-        Capture { out: self.clone(), stderr }
+        Capture {
+            out: self.clone(),
+            stderr,
+        }
     }
 
     /// What the guest wrote to stdout and stderr.
@@ -90,8 +97,14 @@ impl Capture {
         if !self.out.take(bytes.len() as u64) {
             return false;
         }
-        let buf = if self.stderr { &self.out.inner.stderr } else { &self.out.inner.stdout };
-        buf.lock().unwrap_or_else(|e| e.into_inner()).extend_from_slice(bytes);
+        let buf = if self.stderr {
+            &self.out.inner.stderr
+        } else {
+            &self.out.inner.stdout
+        };
+        buf.lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .extend_from_slice(bytes);
         true
     }
 }
@@ -102,7 +115,9 @@ impl OutputStream for Capture {
         if self.push(&bytes) {
             Ok(())
         } else {
-            Err(StreamError::Trap(wasmtime::Error::msg("output limit exceeded")))
+            Err(StreamError::Trap(wasmtime::Error::msg(
+                "output limit exceeded",
+            )))
         }
     }
     fn flush(&mut self) -> StreamResult<()> {
@@ -125,7 +140,11 @@ impl Pollable for Capture {
 }
 
 impl tokio::io::AsyncWrite for Capture {
-    fn poll_write(self: Pin<&mut Self>, _cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
         let n = (buf.len() as u64).min(self.out.remaining()) as usize;
         if n == 0 && !buf.is_empty() {
             self.out.inner.exceeded.store(true, Ordering::SeqCst);

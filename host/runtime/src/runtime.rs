@@ -371,7 +371,8 @@ impl Runtime {
             true,
             Instant::now() + Duration::from_secs(5),
         );
-        let wasi = wasi::context(&[], &[], None, &self.root, true, &cx.output).map_err(Error::Setup)?;
+        let wasi =
+            wasi::context(&[], &[], None, &self.root, true, &cx.output).map_err(Error::Setup)?;
         let mut store = self.store(wasi, cx, &policy.limits);
         let instance = pre
             .instantiate(&mut store)
@@ -536,7 +537,11 @@ impl Runtime {
                         details,
                     }
                 } else {
-                    Outcome { status, summary, details }
+                    Outcome {
+                        status,
+                        summary,
+                        details,
+                    }
                 }
             }
             Ok(Err(e)) => {
@@ -548,17 +553,16 @@ impl Runtime {
                 };
                 let msg = trace.redact(&msg);
                 Outcome {
-                    status: if kind == "invalid-params" { Status::InvalidParams } else { Status::Failed },
+                    status: if kind == "invalid-params" {
+                        Status::InvalidParams
+                    } else {
+                        Status::Failed
+                    },
                     summary: format!("{} returned an error ({kind}): {msg}", m.name),
                     details: serde_json::json!({ "error": kind, "message": msg }),
                 }
             }
-            Err(e) => classify_trap(
-                &e,
-                state.limiter.hit,
-                output.exceeded(),
-                &limits,
-            ),
+            Err(e) => classify_trap(&e, state.limiter.hit, output.exceeded(), &limits),
         };
         drop(store);
         if let Some(s) = &scratch {
@@ -575,7 +579,10 @@ impl Runtime {
 /// Fill in the schema's top-level `properties.*.default` for params the caller left out,
 /// so that `{param}` placeholders, the guest and the record all see the same values.
 fn with_defaults(schema: &serde_json::Value, mut params: serde_json::Value) -> serde_json::Value {
-    if let (Some(props), Some(obj)) = (schema.get("properties").and_then(|p| p.as_object()), params.as_object_mut()) {
+    if let (Some(props), Some(obj)) = (
+        schema.get("properties").and_then(|p| p.as_object()),
+        params.as_object_mut(),
+    ) {
         for (name, prop) in props {
             if let Some(default) = prop.get("default") {
                 obj.entry(name.clone()).or_insert_with(|| default.clone());

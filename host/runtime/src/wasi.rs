@@ -10,6 +10,7 @@
 //! are redirected into a per-invocation scratch directory that is deleted afterwards.
 
 use crate::host::{CallContext, HostState};
+use crate::output::Output;
 use crate::trace::Call;
 use serde_json::json;
 use std::path::{Path, PathBuf};
@@ -18,7 +19,6 @@ use wasmtime_wasi::filesystem::WasiFilesystemCtxView;
 use wasmtime_wasi::p2::bindings::sync::filesystem::types::{
     self as fs, Descriptor, DescriptorFlags, ErrorCode, HostDescriptor, OpenFlags, PathFlags,
 };
-use crate::output::Output;
 use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder};
 
 /// Guest path of the dry-run scratch directory.
@@ -139,7 +139,10 @@ fn refusal(zone: Zone, writes: bool) -> Option<ErrorCode> {
 }
 
 fn denied<T>(r: &Result<T, ErrorCode>) -> bool {
-    matches!(r, Err(ErrorCode::NotPermitted | ErrorCode::Access | ErrorCode::ReadOnly))
+    matches!(
+        r,
+        Err(ErrorCode::NotPermitted | ErrorCode::Access | ErrorCode::ReadOnly)
+    )
 }
 
 /// A traced path mutation: every target must be inside a write grant; in a dry run the
@@ -151,10 +154,14 @@ fn mutate(
     act: impl FnOnce(&mut WasiFilesystemCtxView<'_>) -> Result<(), wasmtime_wasi::p2::FsError>,
 ) -> FsOut<()> {
     let (mut v, cx) = view(s);
-    let paths: Vec<String> = targets.iter().map(|(rep, p)| join(cx.fs_paths.get(rep), p)).collect();
+    let paths: Vec<String> = targets
+        .iter()
+        .map(|(rep, p)| join(cx.fs_paths.get(rep), p))
+        .collect();
     let mut call = Call::new("filesystem", function, json!({ "paths": paths }));
     if let Some(code) = paths.iter().find_map(|p| refusal(zone(cx, p), true)) {
-        cx.trace.record(call, false, json!({"error": format!("{code:?}")}));
+        cx.trace
+            .record(call, false, json!({"error": format!("{code:?}")}));
         return Ok((Err(code),));
     }
     if cx.dry_run && paths.iter().all(|p| zone(cx, p) == Zone::Write) {
@@ -202,17 +209,30 @@ fn wrap_clocks(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
     use wasmtime_wasi::p2::bindings::clocks::monotonic_clock::Host;
 
     fn capped(s: &mut HostState, wait_ns: u64) -> wasmtime::Result<Resource<DynPollable>> {
-        let left = s.cx.deadline.saturating_duration_since(std::time::Instant::now());
+        let left =
+            s.cx.deadline
+                .saturating_duration_since(std::time::Instant::now());
         let wait = wait_ns.min(u64::try_from(left.as_nanos()).unwrap_or(u64::MAX));
         let HostState { wasi, table, .. } = s;
-        Host::subscribe_duration(&mut WasiClocksCtxView { ctx: wasi.clocks(), table }, wait)
+        Host::subscribe_duration(
+            &mut WasiClocksCtxView {
+                ctx: wasi.clocks(),
+                table,
+            },
+            wait,
+        )
     }
     let mut m = linker.instance("wasi:clocks/monotonic-clock@0.2.12")?;
-    m.func_wrap("subscribe-duration", |mut store, (ns,): (u64,)| Ok((capped(store.data_mut(), ns)?,)))?;
+    m.func_wrap("subscribe-duration", |mut store, (ns,): (u64,)| {
+        Ok((capped(store.data_mut(), ns)?,))
+    })?;
     m.func_wrap("subscribe-instant", |mut store, (when,): (u64,)| {
         let s = store.data_mut();
         let HostState { wasi, table, .. } = &mut *s;
-        let now = Host::now(&mut WasiClocksCtxView { ctx: wasi.clocks(), table })?;
+        let now = Host::now(&mut WasiClocksCtxView {
+            ctx: wasi.clocks(),
+            table,
+        })?;
         Ok((capped(s, when.saturating_sub(now))?,))
     })?;
     Ok(())
@@ -227,30 +247,61 @@ fn wrap_sockets(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
         s.cx.trace.record(call, false, json!({"error": "access-denied", "message": "runbooks get no network sockets; use the http interface"}));
         NetError::AccessDenied
     }
-    let family = |f: IpAddressFamily| json!(match f {
-        IpAddressFamily::Ipv4 => "ipv4",
-        IpAddressFamily::Ipv6 => "ipv6",
-    });
-    linker.instance("wasi:sockets/tcp-create-socket@0.2.12")?.func_wrap(
-        "create-tcp-socket",
-        move |mut store, (f,): (IpAddressFamily,)| -> wasmtime::Result<(Result<Resource<TcpSocket>, NetError>,)> {
-            Ok((Err(deny(store.data_mut(), "create-tcp-socket", json!({"family": family(f)}))),))
-        },
-    )?;
-    linker.instance("wasi:sockets/udp-create-socket@0.2.12")?.func_wrap(
-        "create-udp-socket",
-        move |mut store, (f,): (IpAddressFamily,)| -> wasmtime::Result<(Result<Resource<UdpSocket>, NetError>,)> {
-            Ok((Err(deny(store.data_mut(), "create-udp-socket", json!({"family": family(f)}))),))
-        },
-    )?;
-    linker.instance("wasi:sockets/ip-name-lookup@0.2.12")?.func_wrap(
-        "resolve-addresses",
-        |mut store,
-         (_net, name): (Resource<Network>, String)|
-         -> wasmtime::Result<(Result<Resource<wasmtime_wasi::p2::bindings::sockets::ip_name_lookup::ResolveAddressStream>, NetError>,)> {
-            Ok((Err(deny(store.data_mut(), "resolve-addresses", json!({"name": name}))),))
-        },
-    )?;
+    let family = |f: IpAddressFamily| {
+        json!(match f {
+            IpAddressFamily::Ipv4 => "ipv4",
+            IpAddressFamily::Ipv6 => "ipv6",
+        })
+    };
+    linker
+        .instance("wasi:sockets/tcp-create-socket@0.2.12")?
+        .func_wrap(
+            "create-tcp-socket",
+            move |mut store,
+                  (f,): (IpAddressFamily,)|
+                  -> wasmtime::Result<(Result<Resource<TcpSocket>, NetError>,)> {
+                Ok((Err(deny(
+                    store.data_mut(),
+                    "create-tcp-socket",
+                    json!({"family": family(f)}),
+                )),))
+            },
+        )?;
+    linker
+        .instance("wasi:sockets/udp-create-socket@0.2.12")?
+        .func_wrap(
+            "create-udp-socket",
+            move |mut store,
+                  (f,): (IpAddressFamily,)|
+                  -> wasmtime::Result<(Result<Resource<UdpSocket>, NetError>,)> {
+                Ok((Err(deny(
+                    store.data_mut(),
+                    "create-udp-socket",
+                    json!({"family": family(f)}),
+                )),))
+            },
+        )?;
+    linker
+        .instance("wasi:sockets/ip-name-lookup@0.2.12")?
+        .func_wrap(
+            "resolve-addresses",
+            |mut store,
+             (_net, name): (Resource<Network>, String)|
+             -> wasmtime::Result<(
+                Result<
+                    Resource<
+                        wasmtime_wasi::p2::bindings::sockets::ip_name_lookup::ResolveAddressStream,
+                    >,
+                    NetError,
+                >,
+            )> {
+                Ok((Err(deny(
+                    store.data_mut(),
+                    "resolve-addresses",
+                    json!({"name": name}),
+                )),))
+            },
+        )?;
     Ok(())
 }
 
@@ -295,14 +346,19 @@ fn wrap_filesystem(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
             );
             let zone = zone(cx, &full);
             if let Some(code) = refusal(zone, writes) {
-                cx.trace.record(call, false, json!({"error": format!("{code:?}")}));
+                cx.trace
+                    .record(call, false, json!({"error": format!("{code:?}")}));
                 return Ok((Err(code),));
             }
             let redirect = writes && cx.dry_run && zone == Zone::Write;
             let r = if redirect {
                 // Simulate the write: the guest gets a writable file in the scratch directory.
                 call.dry_run = true;
-                let scratch = cx.fs_paths.iter().find(|(_, p)| p.as_str() == SCRATCH).map(|(rep, _)| *rep);
+                let scratch = cx
+                    .fs_paths
+                    .iter()
+                    .find(|(_, p)| p.as_str() == SCRATCH)
+                    .map(|(rep, _)| *rep);
                 match scratch {
                     Some(rep) => {
                         let name = format!("{}-{}", cx.trace.len(), full.replace('/', "_"));
@@ -337,25 +393,34 @@ fn wrap_filesystem(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
     t.func_wrap(
         "[method]descriptor.create-directory-at",
         |mut store, (fd, path): (Resource<Descriptor>, String)| -> FsOut<()> {
-            mutate(store.data_mut(), "create-directory-at", &[(fd.rep(), &path)], |v| {
-                HostDescriptor::create_directory_at(v, fd, path.clone())
-            })
+            mutate(
+                store.data_mut(),
+                "create-directory-at",
+                &[(fd.rep(), &path)],
+                |v| HostDescriptor::create_directory_at(v, fd, path.clone()),
+            )
         },
     )?;
     t.func_wrap(
         "[method]descriptor.unlink-file-at",
         |mut store, (fd, path): (Resource<Descriptor>, String)| -> FsOut<()> {
-            mutate(store.data_mut(), "unlink-file-at", &[(fd.rep(), &path)], |v| {
-                HostDescriptor::unlink_file_at(v, fd, path.clone())
-            })
+            mutate(
+                store.data_mut(),
+                "unlink-file-at",
+                &[(fd.rep(), &path)],
+                |v| HostDescriptor::unlink_file_at(v, fd, path.clone()),
+            )
         },
     )?;
     t.func_wrap(
         "[method]descriptor.remove-directory-at",
         |mut store, (fd, path): (Resource<Descriptor>, String)| -> FsOut<()> {
-            mutate(store.data_mut(), "remove-directory-at", &[(fd.rep(), &path)], |v| {
-                HostDescriptor::remove_directory_at(v, fd, path.clone())
-            })
+            mutate(
+                store.data_mut(),
+                "remove-directory-at",
+                &[(fd.rep(), &path)],
+                |v| HostDescriptor::remove_directory_at(v, fd, path.clone()),
+            )
         },
     )?;
     t.func_wrap(
@@ -371,9 +436,12 @@ fn wrap_filesystem(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
         |mut store,
          (fd, old, new_fd, new): (Resource<Descriptor>, String, Resource<Descriptor>, String)|
          -> FsOut<()> {
-            mutate(store.data_mut(), "rename-at", &[(fd.rep(), &old), (new_fd.rep(), &new)], |v| {
-                HostDescriptor::rename_at(v, fd, old.clone(), new_fd, new.clone())
-            })
+            mutate(
+                store.data_mut(),
+                "rename-at",
+                &[(fd.rep(), &old), (new_fd.rep(), &new)],
+                |v| HostDescriptor::rename_at(v, fd, old.clone(), new_fd, new.clone()),
+            )
         },
     )?;
     t.func_wrap(
@@ -387,9 +455,12 @@ fn wrap_filesystem(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
             String,
         )|
          -> FsOut<()> {
-            mutate(store.data_mut(), "link-at", &[(fd.rep(), &old), (new_fd.rep(), &new)], |v| {
-                HostDescriptor::link_at(v, fd, oflags, old.clone(), new_fd, new.clone())
-            })
+            mutate(
+                store.data_mut(),
+                "link-at",
+                &[(fd.rep(), &old), (new_fd.rep(), &new)],
+                |v| HostDescriptor::link_at(v, fd, oflags, old.clone(), new_fd, new.clone()),
+            )
         },
     )?;
     Ok(())

@@ -19,7 +19,10 @@ pub struct Harness {
 impl Harness {
     pub fn new() -> Harness {
         let dir = tempfile::tempdir().unwrap();
-        let rt = Runtime::new(RuntimeConfig { data_dir: dir.path().join("data") }).unwrap();
+        let rt = Runtime::new(RuntimeConfig {
+            data_dir: dir.path().join("data"),
+        })
+        .unwrap();
         Harness { rt, dir }
     }
 
@@ -31,10 +34,22 @@ impl Harness {
     }
 
     /// Run component `name` (a crate under runbooks/ or tests/guests/) once.
-    pub fn run(&self, name: &str, policy: &str, params: serde_json::Value, dry_run: bool) -> Invocation {
-        let policy = Arc::new(Policy::parse(policy).unwrap_or_else(|e| panic!("test policy: {e}\n{policy}")));
-        let loaded = self.rt.load(&runwarden_test_artifacts::bytes(name)).unwrap();
-        self.rt.invoke(&loaded, &policy, RunOptions { params, dry_run })
+    pub fn run(
+        &self,
+        name: &str,
+        policy: &str,
+        params: serde_json::Value,
+        dry_run: bool,
+    ) -> Invocation {
+        let policy = Arc::new(
+            Policy::parse(policy).unwrap_or_else(|e| panic!("test policy: {e}\n{policy}")),
+        );
+        let loaded = self
+            .rt
+            .load(&runwarden_test_artifacts::bytes(name))
+            .unwrap();
+        self.rt
+            .invoke(&loaded, &policy, RunOptions { params, dry_run })
     }
 }
 
@@ -57,5 +72,10 @@ reload = ["/bin/sh", "-c", "test -f {d}/{{unit}}"]
 /// Assert a status, printing the whole invocation when it differs.
 #[track_caller]
 pub fn assert_status(inv: &Invocation, status: Status) {
-    assert_eq!(inv.outcome.status, status, "{}", serde_json::to_string_pretty(inv).unwrap());
+    assert_eq!(
+        inv.outcome.status,
+        status,
+        "{}",
+        serde_json::to_string_pretty(inv).unwrap()
+    );
 }

@@ -1309,7 +1309,12 @@ fn renew_cert_keeps_to_its_grant() {
     let mut params = cb.params(30);
     params["cert_path"] = json!(s(&outside.join("cert.pem")));
     let inv = h.run("renew-cert", &cb.policy(), params, false);
-    assert_eq!(inv.outcome.status, Status::InvalidParams, "{}", pretty(&inv));
+    assert_eq!(
+        inv.outcome.status,
+        Status::InvalidParams,
+        "{}",
+        pretty(&inv)
+    );
     assert!(inv.fuel_consumed > 0, "the runbook itself rejected them");
     assert_eq!(inv.outcome.details["error"], "invalid-params");
     assert!(
