@@ -195,8 +195,11 @@ pub fn engine_config() -> Config {
         .max_tables_per_component(16)
         .max_core_instances_per_component(32)
         .max_memory_size(POOL_MAX_MEMORY)
-        .linear_memory_keep_resident(64 << 10)
-        .table_keep_resident(16 << 10);
+        .linear_memory_keep_resident(4 << 20)
+        .table_keep_resident(64 << 10)
+        // Reset only the pages a guest dirtied, with memset/memcpy instead of madvise:
+        // madvise costs page faults and TLB-shootdown IPIs on every invocation.
+        .pagemap_scan(wasmtime::Enabled::Auto);
     let mut c = Config::new();
     c.allocation_strategy(InstanceAllocationStrategy::Pooling(pool))
         .epoch_interruption(true)
