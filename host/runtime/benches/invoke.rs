@@ -79,7 +79,7 @@ fn bench(c: &mut Criterion) {
             store.set_fuel(10_000_000_000).unwrap();
             store.set_epoch_deadline(1_000_000);
             let instance = pre.instantiate(&mut store).unwrap();
-            let run = instance.get_func(&mut store, &run_idx).unwrap();
+            let run = instance.get_func(&mut store, run_idx).unwrap();
             let mut results = [Val::Bool(false)];
             run.call(&mut store, &[Val::String("{}".into())], &mut results)
                 .unwrap();

@@ -474,11 +474,9 @@ impl Runtime {
 
         let scratch = (opts.dry_run && !grant.write_dirs.is_empty())
             .then(|| self.data_dir.join("scratch").join(&inv.invocation_id));
-        if let Some(s) = &scratch {
-            if let Err(e) = std::fs::create_dir_all(s) {
-                inv.outcome = failed(format!("cannot create dry-run scratch directory: {e}"));
-                return finish(inv);
-            }
+        if let Some(Err(e)) = scratch.as_ref().map(std::fs::create_dir_all) {
+            inv.outcome = failed(format!("cannot create dry-run scratch directory: {e}"));
+            return finish(inv);
         }
         let limits = policy.limits.clone();
         let deadline = started + Duration::from_millis(limits.timeout_ms);

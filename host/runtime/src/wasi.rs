@@ -179,6 +179,7 @@ fn mutate(
     Ok((r,))
 }
 
+type Preopens = Vec<(Resource<Descriptor>, String)>;
 type FsOut<T> = wasmtime::Result<(Result<T, ErrorCode>,)>;
 
 fn finish<T>(
@@ -309,7 +310,7 @@ fn wrap_filesystem(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
     let mut pre = linker.instance(PREOPENS)?;
     pre.func_wrap(
         "get-directories",
-        |mut store, (): ()| -> wasmtime::Result<(Vec<(Resource<Descriptor>, String)>,)> {
+        |mut store, (): ()| -> wasmtime::Result<(Preopens,)> {
             let (mut v, cx) = view(store.data_mut());
             let dirs =
                 wasmtime_wasi::p2::bindings::sync::filesystem::preopens::Host::get_directories(

@@ -12,11 +12,20 @@ use std::sync::Arc;
 
 /// A runtime with its own data directory.
 pub struct Harness {
+    /// The runtime under test.
     pub rt: Runtime,
+    /// Holds the data directory and test files; removed on drop.
     pub dir: tempfile::TempDir,
 }
 
+impl Default for Harness {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl Harness {
+    /// A fresh runtime in a fresh temp directory.
     pub fn new() -> Harness {
         let dir = tempfile::tempdir().unwrap();
         let rt = Runtime::new(RuntimeConfig {
