@@ -29,6 +29,11 @@ pub(crate) async fn run_process(
     timeout: Duration,
     cap: usize,
 ) -> Result<ProcOutput, ProcError> {
+    // Never start an action that cannot finish before the deadline: killing it half-way
+    // would leave the host worse off than not starting.
+    if timeout < Duration::from_millis(1) {
+        return Err(ProcError::Timeout);
+    }
     let mut cmd = tokio::process::Command::new(program);
     cmd.args(args)
         .env_clear()
@@ -37,11 +42,14 @@ pub(crate) async fn run_process(
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
+        // Its own process group, so a timeout kills everything it started.
+        .process_group(0)
         .kill_on_drop(true);
     let mut child = cmd.spawn().map_err(|e| match e.kind() {
         std::io::ErrorKind::NotFound => ProcError::NotFound(program.to_string()),
         _ => ProcError::Failed(format!("cannot start {program}: {e}")),
     })?;
+    let pid = child.id();
     let stdout = child.stdout.take();
     let stderr = child.stderr.take();
     let work = async {
@@ -62,8 +70,12 @@ pub(crate) async fn run_process(
                 truncated: t1 || t2,
             })
         }
-        // Dropping the future drops the child, which kills it (kill_on_drop).
-        Err(_) => Err(ProcError::Timeout),
+        Err(_) => {
+            if let Some(pid) = pid.and_then(|p| rustix::process::Pid::from_raw(p as i32)) {
+                let _ = rustix::process::kill_process_group(pid, rustix::process::Signal::KILL);
+            }
+            Err(ProcError::Timeout)
+        }
     }
 }
 

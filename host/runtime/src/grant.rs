@@ -192,8 +192,7 @@ impl Grant {
 
     /// May `unit` be managed? Checks the grant and the policy.
     pub fn allows_unit(&self, policy: &Policy, unit: &str) -> bool {
-        check_unit_pattern(unit).is_ok()
-            && !unit.contains(['*', '?', '['])
+        valid_unit_name(unit)
             && self.services.iter().any(|p| glob_matches(p, unit))
             && policy.grants.services.iter().any(|p| glob_matches(p, unit))
     }
@@ -203,7 +202,7 @@ impl Grant {
         let fits = |g: &ExecGrant| {
             g.program == program
                 && g.args.len() == args.len()
-                && g.args.iter().zip(args).all(|(p, a)| glob_matches(p, a))
+                && g.args.iter().zip(args).all(|(p, a)| arg_matches(p, a))
         };
         self.exec.iter().any(fits) && policy.grants.exec.iter().any(fits)
     }
@@ -278,6 +277,16 @@ fn fill(template: &str, params: &serde_json::Value) -> Result<String, String> {
             + start;
         let name = &rest[start + 1..end];
         match params.get(name) {
+            // A param names one target: it must not widen the scope with wildcards, nor
+            // vanish (`/var/log/{app}` with an empty app would grant all of /var/log).
+            Some(serde_json::Value::String(v)) if v.is_empty() => {
+                return Err(format!("param `{name}` is empty"));
+            }
+            Some(serde_json::Value::String(v)) if v.contains(['*', '?', '[', ']', '{', '}']) => {
+                return Err(format!(
+                    "param `{name}` contains glob characters (*?[]{{}}): {v:?}"
+                ));
+            }
             Some(serde_json::Value::String(v)) => out.push_str(v),
             _ => {
                 return Err(format!(
@@ -303,6 +312,35 @@ fn check_unit_pattern(unit: &str) -> Result<(), String> {
     } else {
         Err(format!("{unit:?} is not a valid unit name"))
     }
+}
+
+/// A concrete unit name at call time: letters, digits and `@._:-` only, no leading `-`.
+pub(crate) fn valid_unit_name(unit: &str) -> bool {
+    !unit.is_empty()
+        && unit.len() <= 256
+        && !unit.starts_with('-')
+        && unit
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "@._:-".contains(c))
+}
+
+/// Does argument `arg` fit argument pattern `pattern`? Stricter than a plain glob so a
+/// pattern such as `/var/log/app/*` cannot be stretched: `*` does not cross `/`, an
+/// argument with a `..` segment only matches a pattern that spells it out, and an
+/// argument starting with `-` (an option) only matches a pattern that starts with `-`.
+pub(crate) fn arg_matches(pattern: &str, arg: &str) -> bool {
+    if pattern == arg {
+        return true;
+    }
+    if arg.split('/').any(|seg| seg == "..") || (arg.starts_with('-') && !pattern.starts_with('-'))
+    {
+        return false;
+    }
+    globset::GlobBuilder::new(pattern)
+        .literal_separator(true)
+        .build()
+        .map(|g| g.compile_matcher().is_match(arg))
+        .unwrap_or(false)
 }
 
 fn glob_matches(pattern: &str, text: &str) -> bool {
@@ -441,6 +479,32 @@ smtp = { env = "SMTP" }
             !g.allows_unit(&p, "nginx.service"),
             "services were not requested"
         );
+    }
+
+    #[test]
+    fn exec_argument_patterns_cannot_be_stretched() {
+        assert!(arg_matches("/var/log/app/*", "/var/log/app/x.log"));
+        assert!(!arg_matches(
+            "/var/log/app/*",
+            "/var/log/app/../../../etc/shadow"
+        ));
+        assert!(!arg_matches("/var/log/app/*", "/var/log/app/sub/x.log"));
+        assert!(arg_matches("/var/log/app/**", "/var/log/app/sub/x.log"));
+        assert!(!arg_matches("*", "--config=/etc/evil"));
+        assert!(arg_matches("--name=*", "--name=clinic"));
+        assert!(arg_matches("clinic", "clinic"));
+    }
+
+    #[test]
+    fn params_cannot_widen_or_empty_a_scope() {
+        let p = policy();
+        let reqs = [Capability::Service("{unit}".into())];
+        for unit in ["php*-fpm.service", "", "nginx.[s]ervice"] {
+            let err = Grant::resolve(&reqs, &json!({"unit": unit}), &p).unwrap_err();
+            assert!(err.missing[0].contains("param `unit`"), "{unit:?}: {err:?}");
+        }
+        assert!(!valid_unit_name("nginx\\.service"));
+        assert!(!valid_unit_name("-all"));
     }
 
     #[test]

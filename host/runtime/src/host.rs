@@ -33,20 +33,27 @@ pub(crate) struct CallContext {
     pub simulated_units: std::collections::HashMap<String, String>,
 }
 
-/// Caps linear memory and tables; remembers that a growth was refused.
+/// Caps linear memory (summed over all of the store's memories) and tables; remembers
+/// that a growth was refused.
 pub(crate) struct Limiter {
     pub memory_bytes: usize,
     pub hit: bool,
+    /// Bytes of all memories so far.
+    pub total: usize,
 }
 
 impl wasmtime::ResourceLimiter for Limiter {
     fn memory_growing(
         &mut self,
-        _current: usize,
+        current: usize,
         desired: usize,
         _max: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        let ok = desired <= self.memory_bytes;
+        let total = (self.total - current.min(self.total)).saturating_add(desired);
+        let ok = total <= self.memory_bytes;
+        if ok {
+            self.total = total;
+        }
         self.hit |= !ok;
         Ok(ok)
     }
@@ -192,188 +199,249 @@ impl CallContext {
     }
 }
 
+impl HostState {
+    /// Every host call starts here: once the trace is full, the guest is stopped
+    /// (`output_limit`) instead of growing host memory without bound.
+    pub(crate) fn guard(&mut self) -> wasmtime::Result<()> {
+        if self.cx.trace.exhausted() {
+            self.cx.output.mark_exceeded();
+            return Err(wasmtime::Error::msg(format!(
+                "trace limit of {} host calls reached",
+                crate::trace::MAX_ENTRIES
+            )));
+        }
+        Ok(())
+    }
+}
+
 impl types::Host for HostState {}
 
 impl services::Host for HostState {
-    fn status(&mut self, unit: String) -> Result<services::UnitStatus, HostError> {
-        let (active_state, sub_state) = self
-            .cx
-            .service(Verb::Status, unit.clone())?
-            .unwrap_or_default();
-        Ok(services::UnitStatus {
-            name: unit,
-            active_state,
-            sub_state,
-        })
+    fn status(
+        &mut self,
+        unit: String,
+    ) -> wasmtime::Result<Result<services::UnitStatus, HostError>> {
+        self.guard()?;
+        let r: Result<services::UnitStatus, HostError> = (|| {
+            let (active_state, sub_state) = self
+                .cx
+                .service(Verb::Status, unit.clone())?
+                .unwrap_or_default();
+            Ok(services::UnitStatus {
+                name: unit,
+                active_state,
+                sub_state,
+            })
+        })();
+        Ok(r)
     }
-    fn start(&mut self, unit: String) -> Result<(), HostError> {
-        self.cx.service(Verb::Start, unit).map(|_| ())
+    fn start(&mut self, unit: String) -> wasmtime::Result<Result<(), HostError>> {
+        self.guard()?;
+        let r: Result<(), HostError> = (|| self.cx.service(Verb::Start, unit).map(|_| ()))();
+        Ok(r)
     }
-    fn stop(&mut self, unit: String) -> Result<(), HostError> {
-        self.cx.service(Verb::Stop, unit).map(|_| ())
+    fn stop(&mut self, unit: String) -> wasmtime::Result<Result<(), HostError>> {
+        self.guard()?;
+        let r: Result<(), HostError> = (|| self.cx.service(Verb::Stop, unit).map(|_| ()))();
+        Ok(r)
     }
-    fn restart(&mut self, unit: String) -> Result<(), HostError> {
-        self.cx.service(Verb::Restart, unit).map(|_| ())
+    fn restart(&mut self, unit: String) -> wasmtime::Result<Result<(), HostError>> {
+        self.guard()?;
+        let r: Result<(), HostError> = (|| self.cx.service(Verb::Restart, unit).map(|_| ()))();
+        Ok(r)
     }
-    fn reload(&mut self, unit: String) -> Result<(), HostError> {
-        self.cx.service(Verb::Reload, unit).map(|_| ())
+    fn reload(&mut self, unit: String) -> wasmtime::Result<Result<(), HostError>> {
+        self.guard()?;
+        let r: Result<(), HostError> = (|| self.cx.service(Verb::Reload, unit).map(|_| ()))();
+        Ok(r)
     }
 }
 
 impl exec::Host for HostState {
-    fn run(&mut self, cmd: exec::Command) -> Result<exec::Output, HostError> {
-        let cx = &mut self.cx;
-        let mut call = Call::new(
-            "exec",
-            "run",
-            json!({"program": cmd.program, "args": cmd.args, "timeout_ms": cmd.timeout_ms}),
-        );
-        if !cx.grant.allows_exec(&cx.policy, &cmd.program, &cmd.args) {
-            return Err(cx.deny(
-                call,
-                format!(
-                    "{} with these arguments is not granted to this runbook",
-                    cmd.program
-                ),
+    fn run(&mut self, cmd: exec::Command) -> wasmtime::Result<Result<exec::Output, HostError>> {
+        self.guard()?;
+        let r: Result<exec::Output, HostError> = (|| {
+            let cx = &mut self.cx;
+            let mut call = Call::new(
+                "exec",
+                "run",
+                json!({"program": cmd.program, "args": cmd.args, "timeout_ms": cmd.timeout_ms}),
+            );
+            if !cx.grant.allows_exec(&cx.policy, &cmd.program, &cmd.args) {
+                return Err(cx.deny(
+                    call,
+                    format!(
+                        "{} with these arguments is not granted to this runbook",
+                        cmd.program
+                    ),
+                ));
+            }
+            if cx.dry_run {
+                call.dry_run = true;
+                cx.trace
+                    .record(call, true, json!({"simulated": true, "exit_code": 0}));
+                return Ok(exec::Output {
+                    exit_code: Some(0),
+                    stdout: String::new(),
+                    stderr: String::new(),
+                    truncated: false,
+                });
+            }
+            let budget = cx.budget(cmd.timeout_ms);
+            let r = cx.io.block_on(backends::run_process(
+                &cmd.program,
+                &cmd.args,
+                budget,
+                cx.cap(),
             ));
-        }
-        if cx.dry_run {
-            call.dry_run = true;
-            cx.trace
-                .record(call, true, json!({"simulated": true, "exit_code": 0}));
-            return Ok(exec::Output {
-                exit_code: Some(0),
-                stdout: String::new(),
-                stderr: String::new(),
-                truncated: false,
-            });
-        }
-        let budget = cx.budget(cmd.timeout_ms);
-        let r = cx.io.block_on(backends::run_process(
-            &cmd.program,
-            &cmd.args,
-            budget,
-            cx.cap(),
-        ));
-        let r = match r {
-            Ok(o) => Ok(exec::Output {
-                exit_code: o.exit_code,
-                stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
-                stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
-                truncated: o.truncated,
-            }),
-            Err(ProcError::NotFound(p)) => Err(HostError::NotFound(p)),
-            Err(ProcError::Timeout) => Err(HostError::Timeout(format!(
-                "{} after {} ms",
-                cmd.program,
-                budget.as_millis()
-            ))),
-            Err(ProcError::Failed(m)) => Err(HostError::Failed(m)),
-        };
-        cx.finish(call, r, |o| {
-            json!({"exit_code": o.exit_code, "stdout_bytes": o.stdout.len(), "stderr_bytes": o.stderr.len(), "truncated": o.truncated})
-        })
+            let r = match r {
+                Ok(o) => Ok(exec::Output {
+                    exit_code: o.exit_code,
+                    stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
+                    stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+                    truncated: o.truncated,
+                }),
+                Err(ProcError::NotFound(p)) => Err(HostError::NotFound(p)),
+                Err(ProcError::Timeout) => Err(HostError::Timeout(format!(
+                    "{} after {} ms",
+                    cmd.program,
+                    budget.as_millis()
+                ))),
+                Err(ProcError::Failed(m)) => Err(HostError::Failed(m)),
+            };
+            cx.finish(call, r, |o| {
+                json!({"exit_code": o.exit_code, "stdout_bytes": o.stdout.len(), "stderr_bytes": o.stderr.len(), "truncated": o.truncated})
+            })
+        })();
+        Ok(r)
     }
 }
 
 impl http::Host for HostState {
-    fn send(&mut self, req: http::Request) -> Result<http::Response, HostError> {
-        let cx = &mut self.cx;
-        let method = req.method.to_ascii_uppercase();
-        let mut call = Call::new(
-            "http",
-            "send",
-            json!({"method": method, "url": req.url, "headers": req.headers.iter().map(|h| &h.name).collect::<Vec<_>>(),
-                   "body_bytes": req.body.as_ref().map(|b| b.len())}),
-        );
-        let origin = match parse_origin(&req.url) {
-            Ok(o) => o,
-            Err(m) => {
-                let e = HostError::Invalid(format!("url {:?}: {m}", req.url));
+    fn send(&mut self, req: http::Request) -> wasmtime::Result<Result<http::Response, HostError>> {
+        self.guard()?;
+        let r: Result<http::Response, HostError> = (|| {
+            let cx = &mut self.cx;
+            let method = req.method.to_ascii_uppercase();
+            let mut call = Call::new(
+                "http",
+                "send",
+                json!({"method": method, "url": req.url, "headers": req.headers.iter().map(|h| &h.name).collect::<Vec<_>>(),
+                       "body_bytes": req.body.as_ref().map(|b| b.len())}),
+            );
+            let origin = match parse_origin(&req.url) {
+                Ok(o) => o,
+                Err(m) => {
+                    let e = HostError::Invalid(format!("url {:?}: {m}", req.url));
+                    cx.trace.record(call, false, err_json(&e));
+                    return Err(e);
+                }
+            };
+            if !cx.grant.allows_origin(&cx.policy, &origin) {
+                return Err(cx.deny(
+                    call,
+                    format!("origin {origin} is not granted to this runbook"),
+                ));
+            }
+            // The transport owns these: a guest-chosen Host would reach other virtual hosts
+            // behind a granted origin, and framing headers could smuggle requests.
+            if let Some(h) = req.headers.iter().find(|h| {
+                let n = h.name.to_ascii_lowercase();
+                matches!(
+                    n.as_str(),
+                    "host"
+                        | "connection"
+                        | "keep-alive"
+                        | "transfer-encoding"
+                        | "te"
+                        | "trailer"
+                        | "upgrade"
+                        | "content-length"
+                ) || n.starts_with("proxy-")
+            }) {
+                let e = HostError::Invalid(format!(
+                    "header {:?} is set by the host, not the runbook",
+                    h.name
+                ));
                 cx.trace.record(call, false, err_json(&e));
                 return Err(e);
             }
-        };
-        if !cx.grant.allows_origin(&cx.policy, &origin) {
-            return Err(cx.deny(
-                call,
-                format!("origin {origin} is not granted to this runbook"),
-            ));
-        }
-        let Ok(m) = reqwest::Method::from_bytes(method.as_bytes()) else {
-            let e = HostError::Invalid(format!("method {method:?}"));
-            cx.trace.record(call, true, err_json(&e));
-            return Err(e);
-        };
-        if !matches!(
-            method.as_str(),
-            "GET" | "HEAD" | "POST" | "PUT" | "PATCH" | "DELETE"
-        ) {
-            let e = HostError::Invalid(format!("method {method} is not supported"));
-            cx.trace.record(call, true, err_json(&e));
-            return Err(e);
-        }
-        if cx.dry_run && !matches!(method.as_str(), "GET" | "HEAD") {
-            call.dry_run = true;
-            cx.trace
-                .record(call, true, json!({"simulated": true, "status": 200}));
-            return Ok(http::Response {
-                status: 200,
-                headers: Vec::new(),
-                body: Vec::new(),
-                truncated: false,
-            });
-        }
-        let budget = cx.budget(req.timeout_ms);
-        let cap = cx.cap();
-        let client = cx.http.clone();
-        let fut = async move {
-            let mut rb = client.request(m, &req.url).timeout(budget);
-            for h in &req.headers {
-                rb = rb.header(&h.name, &h.value);
+            let Ok(m) = reqwest::Method::from_bytes(method.as_bytes()) else {
+                let e = HostError::Invalid(format!("method {method:?}"));
+                cx.trace.record(call, true, err_json(&e));
+                return Err(e);
+            };
+            if !matches!(
+                method.as_str(),
+                "GET" | "HEAD" | "POST" | "PUT" | "PATCH" | "DELETE"
+            ) {
+                let e = HostError::Invalid(format!("method {method} is not supported"));
+                cx.trace.record(call, true, err_json(&e));
+                return Err(e);
             }
-            if let Some(b) = req.body {
-                rb = rb.body(b);
+            if cx.dry_run && !matches!(method.as_str(), "GET" | "HEAD") {
+                call.dry_run = true;
+                cx.trace
+                    .record(call, true, json!({"simulated": true, "status": 200}));
+                return Ok(http::Response {
+                    status: 200,
+                    headers: Vec::new(),
+                    body: Vec::new(),
+                    truncated: false,
+                });
             }
-            let mut resp = rb.send().await?;
-            let status = resp.status().as_u16();
-            let headers = resp
-                .headers()
-                .iter()
-                .map(|(k, v)| http::Header {
-                    name: k.to_string(),
-                    value: String::from_utf8_lossy(v.as_bytes()).into_owned(),
-                })
-                .collect();
-            let mut body = Vec::new();
-            let mut truncated = false;
-            while let Some(chunk) = resp.chunk().await? {
-                let room = cap.saturating_sub(body.len());
-                body.extend_from_slice(&chunk[..chunk.len().min(room)]);
-                if chunk.len() > room {
-                    truncated = true;
-                    break;
+            let budget = cx.budget(req.timeout_ms);
+            let cap = cx.cap();
+            let client = cx.http.clone();
+            let fut = async move {
+                let mut rb = client.request(m, &req.url).timeout(budget);
+                for h in &req.headers {
+                    rb = rb.header(&h.name, &h.value);
                 }
-            }
-            Ok::<_, reqwest::Error>(http::Response {
-                status,
-                headers,
-                body,
-                truncated,
-            })
-        };
-        let r = cx.io.block_on(fut).map_err(|e| {
-            if e.is_timeout() {
-                HostError::Timeout(format!("{origin} after {} ms", budget.as_millis()))
-            } else {
-                HostError::Failed(format!("{origin}: {e}"))
-            }
-        });
-        cx.finish(
-            call,
-            r,
-            |r| json!({"status": r.status, "body_bytes": r.body.len(), "truncated": r.truncated}),
-        )
+                if let Some(b) = req.body {
+                    rb = rb.body(b);
+                }
+                let mut resp = rb.send().await?;
+                let status = resp.status().as_u16();
+                let headers = resp
+                    .headers()
+                    .iter()
+                    .map(|(k, v)| http::Header {
+                        name: k.to_string(),
+                        value: String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                    })
+                    .collect();
+                let mut body = Vec::new();
+                let mut truncated = false;
+                while let Some(chunk) = resp.chunk().await? {
+                    let room = cap.saturating_sub(body.len());
+                    body.extend_from_slice(&chunk[..chunk.len().min(room)]);
+                    if chunk.len() > room {
+                        truncated = true;
+                        break;
+                    }
+                }
+                Ok::<_, reqwest::Error>(http::Response {
+                    status,
+                    headers,
+                    body,
+                    truncated,
+                })
+            };
+            let r = cx.io.block_on(fut).map_err(|e| {
+                if e.is_timeout() {
+                    HostError::Timeout(format!("{origin} after {} ms", budget.as_millis()))
+                } else {
+                    HostError::Failed(format!("{origin}: {e}"))
+                }
+            });
+            cx.finish(
+                call,
+                r,
+                |r| json!({"status": r.status, "body_bytes": r.body.len(), "truncated": r.truncated}),
+            )
+        })();
+        Ok(r)
     }
 }
 
@@ -399,129 +467,166 @@ fn io_err(e: std::io::Error) -> HostError {
 }
 
 impl wprobe::Host for HostState {
-    fn disk_usage(&mut self, path: String) -> Result<wprobe::DiskInfo, HostError> {
-        let cx = &mut self.cx;
-        let p = std::path::PathBuf::from(&path);
-        if cx.grant.probe && path != "/" && !cx.grant.allows_path(&p) {
-            return Err(cx.deny(
-                Call::new("probe", "disk-usage", json!({"path": path})),
-                format!("{path} is not / or a granted directory"),
-            ));
-        }
-        cx.probe_call(
-            "disk-usage",
-            json!({"path": path}),
-            || {
-                let (total, free, avail, inodes, ifree) = probe::disk(&p).map_err(io_err)?;
-                Ok(wprobe::DiskInfo {
-                    path: path.clone(),
-                    total_bytes: total,
-                    free_bytes: free,
-                    available_bytes: avail,
-                    total_inodes: inodes,
-                    free_inodes: ifree,
-                })
-            },
-            |d| json!({"total_bytes": d.total_bytes, "available_bytes": d.available_bytes}),
-        )
-    }
-    fn memory(&mut self) -> Result<wprobe::MemoryInfo, HostError> {
-        self.cx.probe_call(
-            "memory",
-            json!({}),
-            || {
-                let (t, a, st, sf) = probe::memory().map_err(io_err)?;
-                Ok(wprobe::MemoryInfo {
-                    total_bytes: t,
-                    available_bytes: a,
-                    swap_total_bytes: st,
-                    swap_free_bytes: sf,
-                })
-            },
-            |m| json!({"total_bytes": m.total_bytes, "available_bytes": m.available_bytes}),
-        )
-    }
-    fn load(&mut self) -> Result<wprobe::LoadAverage, HostError> {
-        self.cx.probe_call(
-            "load",
-            json!({}),
-            || {
-                let (one, five, fifteen) = probe::load().map_err(io_err)?;
-                Ok(wprobe::LoadAverage { one, five, fifteen })
-            },
-            |l| json!([l.one, l.five, l.fifteen]),
-        )
-    }
-    fn uptime(&mut self) -> Result<u64, HostError> {
-        self.cx.probe_call(
-            "uptime",
-            json!({}),
-            || probe::uptime().map_err(io_err),
-            |u| json!(u),
-        )
-    }
-    fn processes(&mut self, name: String) -> Result<Vec<wprobe::ProcessInfo>, HostError> {
-        self.cx.probe_call(
-            "processes",
-            json!({"name": name}),
-            || {
-                Ok(probe::processes(&name)
-                    .map_err(io_err)?
-                    .into_iter()
-                    .map(|(pid, name, rss_bytes)| wprobe::ProcessInfo {
-                        pid,
-                        name,
-                        rss_bytes,
+    fn disk_usage(
+        &mut self,
+        path: String,
+    ) -> wasmtime::Result<Result<wprobe::DiskInfo, HostError>> {
+        self.guard()?;
+        let r: Result<wprobe::DiskInfo, HostError> = (|| {
+            let cx = &mut self.cx;
+            let p = std::path::PathBuf::from(&path);
+            if cx.grant.probe && path != "/" && !cx.grant.allows_path(&p) {
+                return Err(cx.deny(
+                    Call::new("probe", "disk-usage", json!({"path": path})),
+                    format!("{path} is not / or a granted directory"),
+                ));
+            }
+            cx.probe_call(
+                "disk-usage",
+                json!({"path": path}),
+                || {
+                    let (total, free, avail, inodes, ifree) = probe::disk(&p).map_err(io_err)?;
+                    Ok(wprobe::DiskInfo {
+                        path: path.clone(),
+                        total_bytes: total,
+                        free_bytes: free,
+                        available_bytes: avail,
+                        total_inodes: inodes,
+                        free_inodes: ifree,
                     })
-                    .collect())
-            },
-            |v: &Vec<_>| json!({"count": v.len()}),
-        )
+                },
+                |d| json!({"total_bytes": d.total_bytes, "available_bytes": d.available_bytes}),
+            )
+        })();
+        Ok(r)
     }
-    fn listening_ports(&mut self) -> Result<Vec<wprobe::Listener>, HostError> {
-        self.cx.probe_call(
-            "listening-ports",
-            json!({}),
-            || {
-                Ok(probe::listeners()
-                    .into_iter()
-                    .map(|(protocol, address, port)| wprobe::Listener {
-                        protocol,
-                        address,
-                        port,
+    fn memory(&mut self) -> wasmtime::Result<Result<wprobe::MemoryInfo, HostError>> {
+        self.guard()?;
+        let r: Result<wprobe::MemoryInfo, HostError> = (|| {
+            self.cx.probe_call(
+                "memory",
+                json!({}),
+                || {
+                    let (t, a, st, sf) = probe::memory().map_err(io_err)?;
+                    Ok(wprobe::MemoryInfo {
+                        total_bytes: t,
+                        available_bytes: a,
+                        swap_total_bytes: st,
+                        swap_free_bytes: sf,
                     })
-                    .collect())
-            },
-            |v: &Vec<_>| json!({"count": v.len()}),
-        )
+                },
+                |m| json!({"total_bytes": m.total_bytes, "available_bytes": m.available_bytes}),
+            )
+        })();
+        Ok(r)
+    }
+    fn load(&mut self) -> wasmtime::Result<Result<wprobe::LoadAverage, HostError>> {
+        self.guard()?;
+        let r: Result<wprobe::LoadAverage, HostError> = (|| {
+            self.cx.probe_call(
+                "load",
+                json!({}),
+                || {
+                    let (one, five, fifteen) = probe::load().map_err(io_err)?;
+                    Ok(wprobe::LoadAverage { one, five, fifteen })
+                },
+                |l| json!([l.one, l.five, l.fifteen]),
+            )
+        })();
+        Ok(r)
+    }
+    fn uptime(&mut self) -> wasmtime::Result<Result<u64, HostError>> {
+        self.guard()?;
+        let r: Result<u64, HostError> = (|| {
+            self.cx.probe_call(
+                "uptime",
+                json!({}),
+                || probe::uptime().map_err(io_err),
+                |u| json!(u),
+            )
+        })();
+        Ok(r)
+    }
+    fn processes(
+        &mut self,
+        name: String,
+    ) -> wasmtime::Result<Result<Vec<wprobe::ProcessInfo>, HostError>> {
+        self.guard()?;
+        let r: Result<Vec<wprobe::ProcessInfo>, HostError> = (|| {
+            self.cx.probe_call(
+                "processes",
+                json!({"name": name}),
+                || {
+                    Ok(probe::processes(&name)
+                        .map_err(io_err)?
+                        .into_iter()
+                        .map(|(pid, name, rss_bytes)| wprobe::ProcessInfo {
+                            pid,
+                            name,
+                            rss_bytes,
+                        })
+                        .collect())
+                },
+                |v: &Vec<_>| json!({"count": v.len()}),
+            )
+        })();
+        Ok(r)
+    }
+    fn listening_ports(&mut self) -> wasmtime::Result<Result<Vec<wprobe::Listener>, HostError>> {
+        self.guard()?;
+        let r: Result<Vec<wprobe::Listener>, HostError> = (|| {
+            self.cx.probe_call(
+                "listening-ports",
+                json!({}),
+                || {
+                    Ok(probe::listeners()
+                        .into_iter()
+                        .map(|(protocol, address, port)| wprobe::Listener {
+                            protocol,
+                            address,
+                            port,
+                        })
+                        .collect())
+                },
+                |v: &Vec<_>| json!({"count": v.len()}),
+            )
+        })();
+        Ok(r)
     }
 }
 
 impl secrets::Host for HostState {
-    fn get(&mut self, name: String) -> Result<String, HostError> {
-        let cx = &mut self.cx;
-        let call = Call::new("secrets", "get", json!({"name": name}));
-        if !cx.grant.allows_secret(&cx.policy, &name) {
-            return Err(cx.deny(
-                call,
-                format!("secret {name:?} is not granted to this runbook"),
-            ));
-        }
-        let r = match cx.policy.secrets.get(&name) {
-            Some(SecretSource::File(p)) => std::fs::read_to_string(p)
-                .map(|s| s.trim_end_matches(['\n', '\r']).to_string())
-                .map_err(|e| {
-                    HostError::Failed(format!("secret {name}: cannot read its file: {}", e.kind()))
+    fn get(&mut self, name: String) -> wasmtime::Result<Result<String, HostError>> {
+        self.guard()?;
+        let r: Result<String, HostError> = (|| {
+            let cx = &mut self.cx;
+            let call = Call::new("secrets", "get", json!({"name": name}));
+            if !cx.grant.allows_secret(&cx.policy, &name) {
+                return Err(cx.deny(
+                    call,
+                    format!("secret {name:?} is not granted to this runbook"),
+                ));
+            }
+            let r = match cx.policy.secrets.get(&name) {
+                Some(SecretSource::File(p)) => std::fs::read_to_string(p)
+                    .map(|s| s.trim_end_matches(['\n', '\r']).to_string())
+                    .map_err(|e| {
+                        HostError::Failed(format!(
+                            "secret {name}: cannot read its file: {}",
+                            e.kind()
+                        ))
+                    }),
+                Some(SecretSource::Env(var)) => std::env::var(var).map_err(|_| {
+                    HostError::NotFound(format!("secret {name}: variable {var} is not set"))
                 }),
-            Some(SecretSource::Env(var)) => std::env::var(var).map_err(|_| {
-                HostError::NotFound(format!("secret {name}: variable {var} is not set"))
-            }),
-            None => Err(HostError::NotFound(format!("secret {name}"))),
-        };
-        if let Ok(v) = &r {
-            cx.trace.reveal_secret(&name, v);
-        }
-        cx.finish(call, r, |_| json!("[redacted]"))
+                None => Err(HostError::NotFound(format!("secret {name}"))),
+            };
+            if let Ok(v) = &r {
+                cx.trace.reveal_secret(&name, v);
+            }
+            cx.finish(call, r, |_| json!("[redacted]"))
+        })();
+        Ok(r)
     }
 }
 
@@ -532,6 +637,7 @@ impl log::Host for HostState {
         message: String,
         fields: Vec<(String, String)>,
     ) -> wasmtime::Result<()> {
+        self.guard()?;
         let cx = &mut self.cx;
         let size = message.len() + fields.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>();
         if !cx.output.take(size as u64) {

@@ -60,6 +60,11 @@ impl Output {
             .saturating_sub(self.inner.used.load(Ordering::SeqCst))
     }
 
+    /// Mark the budget exceeded (the trace is full).
+    pub fn mark_exceeded(&self) {
+        self.inner.exceeded.store(true, Ordering::SeqCst);
+    }
+
     /// Was the budget exceeded?
     pub fn exceeded(&self) -> bool {
         self.inner.exceeded.load(Ordering::SeqCst)

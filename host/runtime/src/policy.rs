@@ -8,6 +8,9 @@ use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::path::{Component, Path, PathBuf};
 
+/// The largest `limits.memory_bytes` a policy may set (the pooling allocator's slot size).
+pub const MAX_MEMORY_BYTES: u64 = 1 << 30;
+
 /// A parsed and checked host policy.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -149,9 +152,14 @@ impl Policy {
     pub fn parse(text: &str) -> Result<Policy> {
         let policy: Policy = toml::from_str(text).map_err(|e| Error::Policy {
             path: "<policy>".into(),
-            message: e.message().to_string()
+            message: e.message().trim_end().to_string()
                 + &e.span()
-                    .map(|s| format!(" (at byte {})", s.start))
+                    .map(|s| {
+                        let before = &text[..s.start.min(text.len())];
+                        let line = before.matches('\n').count() + 1;
+                        let col = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+                        format!(" (line {line}, column {col})")
+                    })
                     .unwrap_or_default(),
         })?;
         policy.check().map_err(|message| Error::Policy {
@@ -170,6 +178,12 @@ impl Policy {
         }
         for o in &self.grants.http {
             crate::grant::parse_origin(o).map_err(|m| format!("grants.http: {o:?}: {m}"))?;
+            let path = o.splitn(4, '/').nth(3).unwrap_or("");
+            if !path.is_empty() || o.contains(['?', '#']) {
+                return Err(format!(
+                    "grants.http: {o:?} has a path or query, but grants are whole origins; write scheme://host[:port]"
+                ));
+            }
         }
         for e in &self.grants.exec {
             if !e.program.starts_with('/') {
@@ -177,6 +191,11 @@ impl Policy {
                     "grants.exec: program {:?} must be an absolute path",
                     e.program
                 ));
+            }
+            for a in &e.args {
+                globset::Glob::new(a).map_err(|err| {
+                    format!("grants.exec: {} argument pattern {a:?}: {err}", e.program)
+                })?;
             }
         }
         for s in &self.grants.services {
@@ -207,6 +226,12 @@ impl Policy {
         let l = &self.limits;
         if l.timeout_ms == 0 || l.fuel == 0 || l.memory_bytes < (1 << 16) || l.output_bytes == 0 {
             return Err("limits: timeout_ms, fuel and output_bytes must be positive and memory_bytes at least 65536".into());
+        }
+        if l.memory_bytes > MAX_MEMORY_BYTES {
+            return Err(format!(
+                "limits.memory_bytes is {} but at most {MAX_MEMORY_BYTES} (1 GiB) is supported",
+                l.memory_bytes
+            ));
         }
         Ok(())
     }

@@ -22,8 +22,12 @@ use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConf
 
 /// One epoch tick; deadlines are rounded up to it.
 const TICK: Duration = Duration::from_millis(5);
+/// Resources (open files, streams, pollables) one invocation may hold at once.
+const MAX_RESOURCES: usize = 1024;
+/// Longest outcome summary kept, in bytes.
+const MAX_SUMMARY: usize = 1024;
 /// The pooling allocator's per-memory ceiling; policy memory limits above it are capped.
-const POOL_MAX_MEMORY: usize = 1 << 30;
+const POOL_MAX_MEMORY: usize = crate::policy::MAX_MEMORY_BYTES as usize;
 
 /// Where the runtime keeps its state.
 #[derive(Clone, Debug)]
@@ -231,6 +235,7 @@ impl Runtime {
             .no_proxy()
             .build()
             .map_err(setup("http client"))?;
+        raise_open_file_limit();
         let root = config.data_dir.join("sandbox-root");
         std::fs::create_dir_all(&root)
             .map_err(|e| Error::Setup(format!("sandbox root {}: {e}", root.display())))?;
@@ -348,10 +353,17 @@ impl Runtime {
             &self.engine,
             HostState {
                 wasi,
-                table: ResourceTable::new(),
+                table: {
+                    // Descriptors, streams and pollables a guest holds at once; bounds the
+                    // host file descriptors and memory one invocation can pin.
+                    let mut t = ResourceTable::new();
+                    t.set_max_capacity(MAX_RESOURCES);
+                    t
+                },
                 limiter: Limiter {
                     memory_bytes,
                     hit: false,
+                    total: 0,
                 },
                 cx,
             },
@@ -513,12 +525,13 @@ impl Runtime {
             .and_then(|instance| instance.call_run(&mut store, &params_text));
         inv.fuel_consumed = limits.fuel.saturating_sub(store.get_fuel().unwrap_or(0));
         let state = store.data();
+        let returned = result.is_ok();
         inv.outcome = match result {
             Ok(Ok(o)) => {
                 use crate::bindings::runwarden::runbook::types::Status as S;
                 // Parse first, then scrub: secrets with JSON-escaped characters would
                 // otherwise slip past a scrub of the text.
-                let mut details = serde_json::from_str(&o.details)
+                let mut details: serde_json::Value = serde_json::from_str(&o.details)
                     .unwrap_or_else(|_| serde_json::json!({ "text": o.details }));
                 trace.redact_json(&mut details);
                 let status = match o.status {
@@ -526,23 +539,15 @@ impl Runtime {
                     S::NoOp => Status::NoOp,
                     S::Failed => Status::Failed,
                 };
-                let summary = trace.redact(&o.summary);
-                if output.exceeded() {
-                    // The runbook carried on after its output was cut: say so.
-                    Outcome {
-                        status: Status::OutputLimit,
-                        summary: format!(
-                            "output limit of {} bytes exceeded (the runbook then reported {status:?}: {summary})",
-                            limits.output_bytes
-                        ),
-                        details,
-                    }
-                } else {
-                    Outcome {
-                        status,
-                        summary,
-                        details,
-                    }
+                let summary = cut(trace.redact(&o.summary), MAX_SUMMARY);
+                let size = details.to_string().len() as u64;
+                if size > limits.output_bytes {
+                    details = serde_json::json!({ "truncated": true, "bytes": size });
+                }
+                Outcome {
+                    status,
+                    summary,
+                    details,
                 }
             }
             Ok(Err(e)) => {
@@ -552,7 +557,7 @@ impl Runtime {
                     E::Denied(m) => ("denied", m),
                     E::Failed(m) => ("failed", m),
                 };
-                let msg = trace.redact(&msg);
+                let msg = cut(trace.redact(&msg), MAX_SUMMARY);
                 Outcome {
                     status: if kind == "invalid-params" {
                         Status::InvalidParams
@@ -565,6 +570,17 @@ impl Runtime {
             }
             Err(e) => classify_trap(&e, state.limiter.hit, output.exceeded(), &limits),
         };
+        if returned && output.exceeded() {
+            // The runbook carried on after its output was cut off: say so.
+            inv.outcome = Outcome {
+                status: Status::OutputLimit,
+                summary: format!(
+                    "output limit of {} bytes exceeded (the runbook then reported {:?}: {})",
+                    limits.output_bytes, inv.outcome.status, inv.outcome.summary
+                ),
+                details: std::mem::take(&mut inv.outcome.details),
+            };
+        }
         drop(store);
         if let Some(s) = &scratch {
             let _ = std::fs::remove_dir_all(s);
@@ -596,6 +612,30 @@ fn with_defaults(schema: &serde_json::Value, mut params: serde_json::Value) -> s
 /// A component's preamble: magic, version 0x0d, layer 1 (a core module has layer 0).
 fn is_component(wasm: &[u8]) -> bool {
     wasm.starts_with(b"\0asm") && wasm.get(6..8) == Some(&[1, 0])
+}
+
+/// Guests' open files are host file descriptors: raise the soft limit to the hard one so
+/// concurrent invocations do not starve the host (the default soft limit is often 1024).
+fn raise_open_file_limit() {
+    use rustix::process::{Resource, getrlimit, setrlimit};
+    let mut l = getrlimit(Resource::Nofile);
+    if l.current < l.maximum {
+        l.current = l.maximum;
+        let _ = setrlimit(Resource::Nofile, l);
+    }
+}
+
+/// `text` cut to at most `max` bytes on a character boundary.
+fn cut(mut text: String, max: usize) -> String {
+    if text.len() > max {
+        let mut end = max;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        text.truncate(end);
+        text.push('…');
+    }
+    text
 }
 
 fn failed(summary: String) -> Outcome {
@@ -638,6 +678,10 @@ fn classify_trap(
             format!("memory limit of {} bytes exceeded", limits.memory_bytes),
         ),
         Some(Trap::StackOverflow) => (Status::Trapped, "stack overflow".to_string()),
+        None if format!("{e:#}").contains("concurrent") => (
+            Status::Failed,
+            format!("host busy: too many concurrent invocations, nothing ran; retry ({e})"),
+        ),
         _ => (Status::Trapped, format!("trapped: {}", trap_message(e))),
     };
     Outcome {

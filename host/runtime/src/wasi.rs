@@ -17,7 +17,8 @@ use std::path::{Path, PathBuf};
 use wasmtime::component::{Linker, Resource};
 use wasmtime_wasi::filesystem::WasiFilesystemCtxView;
 use wasmtime_wasi::p2::bindings::sync::filesystem::types::{
-    self as fs, Descriptor, DescriptorFlags, ErrorCode, HostDescriptor, OpenFlags, PathFlags,
+    self as fs, Descriptor, DescriptorFlags, ErrorCode, HostDescriptor, NewTimestamp, OpenFlags,
+    PathFlags,
 };
 use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder};
 
@@ -153,6 +154,7 @@ fn mutate(
     targets: &[(u32, &str)],
     act: impl FnOnce(&mut WasiFilesystemCtxView<'_>) -> Result<(), wasmtime_wasi::p2::FsError>,
 ) -> FsOut<()> {
+    s.guard()?;
     let (mut v, cx) = view(s);
     let paths: Vec<String> = targets
         .iter()
@@ -335,6 +337,7 @@ fn wrap_filesystem(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
             DescriptorFlags,
         )|
          -> FsOut<Resource<Descriptor>> {
+            store.data_mut().guard()?;
             let (mut v, cx) = view(store.data_mut());
             let full = join(cx.fs_paths.get(&fd.rep()), &path);
             let writes = flags.contains(DescriptorFlags::WRITE)
@@ -427,9 +430,48 @@ fn wrap_filesystem(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
     t.func_wrap(
         "[method]descriptor.symlink-at",
         |mut store, (fd, target, path): (Resource<Descriptor>, String, String)| -> FsOut<()> {
+            // The link must point inside a write grant too: host programs (service
+            // templates, granted commands) that later follow it must not be steered out.
+            let s = store.data_mut();
+            let link = join(s.cx.fs_paths.get(&fd.rep()), &path);
+            let parent = link.rsplit_once('/').map_or("/", |(p, _)| p).to_string();
+            let resolved = join(Some(&parent), &target);
+            if target.starts_with('/') || zone(&s.cx, &resolved) != Zone::Write {
+                s.guard()?;
+                let call = Call::new(
+                    "filesystem",
+                    "symlink-at",
+                    json!({"paths": [link], "target": target}),
+                );
+                s.cx.trace.record(
+                    call,
+                    false,
+                    json!({"error": "Access", "message": "symlink target leaves the write grant"}),
+                );
+                return Ok((Err(ErrorCode::Access),));
+            }
             mutate(store.data_mut(), "symlink-at", &[(fd.rep(), &path)], |v| {
                 HostDescriptor::symlink_at(v, fd, target.clone(), path.clone())
             })
+        },
+    )?;
+    t.func_wrap(
+        "[method]descriptor.set-times-at",
+        |mut store,
+         (fd, pflags, path, atime, mtime): (
+            Resource<Descriptor>,
+            PathFlags,
+            String,
+            NewTimestamp,
+            NewTimestamp,
+        )|
+         -> FsOut<()> {
+            mutate(
+                store.data_mut(),
+                "set-times-at",
+                &[(fd.rep(), &path)],
+                |v| HostDescriptor::set_times_at(v, fd, pflags, path.clone(), atime, mtime),
+            )
         },
     )?;
     t.func_wrap(

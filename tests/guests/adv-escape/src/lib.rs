@@ -1,8 +1,8 @@
 //! adv-escape: granted a directory read-only and another read-write, it tries to leave
 //! them: `..` paths (`granted/../secret.txt`, `granted/sub/../../secret.txt`, listing
 //! `granted/..`), symlinks the test planted inside the read-only grant pointing outside
-//! (absolute, relative, to the parent directory, to `/etc`), symlinks it creates itself in
-//! the writable grant, a hard link to the outside file, and a write to
+//! (absolute, relative, to the parent directory, to `/etc`), symlinks it tries to create in
+//! the writable grant pointing outside (refused, so host programs never follow them out), a hard link to the outside file, and a write to
 //! `writable/../planted.txt`. Every attempt must fail: the outside file is never read nor
 //! changed, nothing is created outside the grants, the host's refusals appear in the trace
 //! as `filesystem` calls with `allowed = false`, and the guest ends `no-op`.
@@ -60,20 +60,28 @@ impl Runbook for Escape {
             std::fs::metadata(format!("{g}/abs-link")).map(|m| m.len().to_string()),
         );
 
-        // Links the guest makes itself. Creating one may be allowed; following it must not be.
+        // Links the guest makes itself pointing out of its grant: refused outright, since a
+        // host program (a service template, a granted command) could follow them later.
+        // Were one created anyway, following it must fail too.
         let made =
             raw::symlink(&p.outside, &format!("{w}/evil-abs")).map(|_| "created".to_string());
-        r.control("make-symlink-absolute", made);
-        r.attack("own-symlink-absolute", read(format!("{w}/evil-abs")));
+        let abs_made = made.is_ok();
+        r.attack("make-symlink-absolute", made);
         let made = raw::symlink(&format!("../{name}"), &format!("{w}/evil-rel"))
             .map(|_| "created".to_string());
-        r.control("make-symlink-relative", made);
-        r.attack("own-symlink-relative", read(format!("{w}/evil-rel")));
-        r.attack(
-            "own-symlink-write",
-            std::fs::write(format!("{w}/evil-rel"), "overwritten by the guest")
-                .map(|_| "written".to_string()),
-        );
+        let rel_made = made.is_ok();
+        r.attack("make-symlink-relative", made);
+        if abs_made {
+            r.attack("own-symlink-absolute", read(format!("{w}/evil-abs")));
+        }
+        if rel_made {
+            r.attack("own-symlink-relative", read(format!("{w}/evil-rel")));
+            r.attack(
+                "own-symlink-write",
+                std::fs::write(format!("{w}/evil-rel"), "overwritten by the guest")
+                    .map(|_| "written".to_string()),
+            );
+        }
         match std::fs::File::open(w) {
             Ok(dir) => {
                 r.attack(

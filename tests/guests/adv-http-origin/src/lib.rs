@@ -8,7 +8,7 @@
 //! `allowed = false`), and the guest ends `no-op`.
 
 use attack_report::Report;
-use runwarden_sdk::http::Request;
+use runwarden_sdk::http::{Header, Request};
 use runwarden_sdk::prelude::*;
 
 #[derive(serde::Deserialize)]
@@ -81,6 +81,21 @@ impl Runbook for HttpOrigin {
         );
         r.attack("file-scheme", send("GET", "file:///etc/passwd".into()));
         r.attack("connect-method", send("CONNECT", format!("http://{g}/")));
+        // The granted origin, but a Host header naming another virtual host behind it.
+        r.attack(
+            "host-header",
+            http::send(&Request {
+                method: "GET".into(),
+                url: format!("http://{g}/vhost"),
+                headers: vec![Header {
+                    name: "Host".into(),
+                    value: o.to_string(),
+                }],
+                body: None,
+                timeout_ms: Some(2000),
+            })
+            .map(|resp| format!("status {}", resp.status)),
+        );
         Ok(r.outcome("reach an origin not granted"))
     }
 }
