@@ -1,0 +1,26 @@
+//! Evidence for runwarden: what an auditor checks offline.
+//!
+//! - [`keys`](SigningKey): named Ed25519 keys in the C2SP signed-note text formats, and key
+//!   files.
+//! - [`dsse`](Envelope): DSSE envelopes that sign each invocation record.
+//! - [`merkle`](CompactTree): RFC 6962/9162 Merkle hashing, inclusion and consistency proofs,
+//!   and an append-only compact tree.
+//! - [`checkpoint`](Checkpoint): signed tree heads in the C2SP tlog-checkpoint and
+//!   signed-note formats.
+//!
+//! Pure Rust and synchronous; storage of records and trees belongs elsewhere.
+
+mod checkpoint;
+mod dsse;
+mod error;
+mod keys;
+mod merkle;
+
+pub use checkpoint::Checkpoint;
+pub use dsse::{Envelope, EnvelopeSignature, pae};
+pub use error::{Error, Result};
+pub use keys::{SigningKey, VerifyingKey, read_signing_key, read_verifying_key, write_key_pair};
+pub use merkle::{
+    CompactTree, EMPTY_ROOT, Hash, consistency_proof, hash_from_slice, inclusion_proof, leaf_hash,
+    node_hash, root, verify_consistency, verify_inclusion,
+};
