@@ -165,6 +165,16 @@ pub enum Error {
         /// The root it was checked against, in hex.
         expected: String,
     },
+
+    /// The evidence database could not be opened, read or written.
+    #[error("evidence store: {0}")]
+    Store(String),
+
+    /// The database was migrated by a newer runwarden.
+    #[error(
+        "the evidence database has schema version {0}, newer than this runwarden knows: upgrade runwarden (nothing was written)"
+    )]
+    SchemaTooNew(i64),
 }
 
 /// `Result` with this crate's [`Error`].

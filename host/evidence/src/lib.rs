@@ -8,13 +8,14 @@
 //! - [`checkpoint`](Checkpoint): signed tree heads in the C2SP tlog-checkpoint and
 //!   signed-note formats.
 //!
-//! Pure Rust and synchronous; storage of records and trees belongs elsewhere.
+//! - [`store`](Store): the durable, append-only log in SQLite or PostgreSQL.
 
 mod checkpoint;
 mod dsse;
 mod error;
 mod keys;
 mod merkle;
+mod store;
 
 pub use checkpoint::Checkpoint;
 pub use dsse::{Envelope, EnvelopeSignature, pae};
@@ -24,3 +25,4 @@ pub use merkle::{
     CompactTree, EMPTY_ROOT, Hash, consistency_proof, hash_from_slice, inclusion_proof, leaf_hash,
     node_hash, root, verify_consistency, verify_inclusion,
 };
+pub use store::{Filter, NewRecord, Store, StoredRecord};

@@ -3,5 +3,7 @@
 
 mod end_to_end;
 mod key_files;
+mod pg;
 mod proofs;
+mod store;
 mod vectors;

@@ -1,0 +1,468 @@
+//! Durable, append-only storage of the evidence log: SQLite by default (one file in the
+//! data directory, WAL, `synchronous = FULL`), PostgreSQL when given a `postgres://` URL.
+//!
+//! Appends go through one writer task that gathers whatever is waiting into a single
+//! transaction: concurrent appenders share one commit (one fsync) instead of weakening
+//! durability, and an append is reported done only after its commit. Leaf indexes are
+//! assigned inside the transaction under the database's write lock (SQLite `BEGIN
+//! IMMEDIATE`, a PostgreSQL transaction-scoped advisory lock), and the index is the
+//! primary key, so two appenders — threads or processes — never get the same index.
+
+use crate::error::{Error, Result};
+use crate::merkle::{Hash, leaf_hash};
+use sqlx::postgres::{PgPool, PgPoolOptions};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+use sqlx::{Connection, Row};
+use std::path::Path;
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot};
+
+/// Most records committed in one transaction.
+const MAX_BATCH: usize = 1024;
+
+/// A record to append: the exact DSSE envelope bytes and the columns used to find it.
+#[derive(Clone, Debug)]
+pub struct NewRecord {
+    /// The DSSE envelope, exactly as signed and serialized; its leaf hash is over these bytes.
+    pub envelope: Vec<u8>,
+    /// Invocation id (unique).
+    pub invocation_id: String,
+    /// Host that ran it.
+    pub host_id: String,
+    /// Runbook name.
+    pub runbook: String,
+    /// Outcome status.
+    pub status: String,
+    /// Start time, ms since the Unix epoch.
+    pub started_at_ms: i64,
+}
+
+/// A record as stored.
+#[derive(Clone, Debug)]
+pub struct StoredRecord {
+    /// Leaf index in the log.
+    pub index: u64,
+    /// RFC 6962 leaf hash of `envelope`.
+    pub leaf_hash: Hash,
+    /// The DSSE envelope bytes.
+    pub envelope: Vec<u8>,
+    /// Invocation id.
+    pub invocation_id: String,
+    /// Host.
+    pub host_id: String,
+    /// Runbook.
+    pub runbook: String,
+    /// Outcome status.
+    pub status: String,
+    /// Start time, ms since the Unix epoch.
+    pub started_at_ms: i64,
+    /// When it was appended, ms since the Unix epoch.
+    pub recorded_at_ms: i64,
+}
+
+/// Which records to list or export. `None` means no constraint.
+#[derive(Clone, Debug, Default)]
+pub struct Filter {
+    /// Started at or after (ms).
+    pub since_ms: Option<i64>,
+    /// Started before (ms).
+    pub until_ms: Option<i64>,
+    /// Host id.
+    pub host: Option<String>,
+    /// Runbook name.
+    pub runbook: Option<String>,
+    /// Outcome status.
+    pub status: Option<String>,
+}
+
+#[derive(Clone)]
+enum Db {
+    Sqlite(SqlitePool),
+    Postgres(PgPool),
+}
+
+struct AppendRequest {
+    record: NewRecord,
+    done: oneshot::Sender<Result<u64>>,
+}
+
+/// The evidence store. Cloning shares it.
+#[derive(Clone)]
+pub struct Store {
+    db: Db,
+    writer: mpsc::Sender<AppendRequest>,
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+fn migrate_err(e: sqlx::migrate::MigrateError) -> Error {
+    match e {
+        sqlx::migrate::MigrateError::VersionMissing(v) => Error::SchemaTooNew(v),
+        other => Error::Store(format!("migrating the evidence database: {other}")),
+    }
+}
+
+fn db_err(what: &'static str) -> impl Fn(sqlx::Error) -> Error {
+    move |e| Error::Store(format!("{what}: {e}"))
+}
+
+impl Store {
+    /// Open the SQLite database at `path` (created if missing) and apply migrations.
+    pub async fn open_sqlite(path: &Path) -> Result<Store> {
+        let opts = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .busy_timeout(Duration::from_secs(30))
+            .foreign_keys(true);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(opts)
+            .await
+            .map_err(|e| Error::Store(format!("opening {}: {e}", path.display())))?;
+        sqlx::migrate!("../../migrations/sqlite")
+            .run(&pool)
+            .await
+            .map_err(migrate_err)?;
+        Ok(Self::start(Db::Sqlite(pool)))
+    }
+
+    /// Connect to PostgreSQL at `url` and apply migrations.
+    pub async fn open_postgres(url: &str) -> Result<Store> {
+        let pool = PgPoolOptions::new()
+            .max_connections(4)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect(url)
+            .await
+            .map_err(|e| Error::Store(format!("connecting to PostgreSQL: {e}")))?;
+        sqlx::migrate!("../../migrations/postgres")
+            .run(&pool)
+            .await
+            .map_err(migrate_err)?;
+        Ok(Self::start(Db::Postgres(pool)))
+    }
+
+    /// Open `target`: a `postgres://` or `postgresql://` URL, or else a SQLite file path.
+    pub async fn open(target: &str) -> Result<Store> {
+        if target.starts_with("postgres://") || target.starts_with("postgresql://") {
+            Self::open_postgres(target).await
+        } else {
+            Self::open_sqlite(Path::new(target)).await
+        }
+    }
+
+    fn start(db: Db) -> Store {
+        let (tx, rx) = mpsc::channel(4 * MAX_BATCH);
+        tokio::spawn(writer(db.clone(), rx));
+        Store { db, writer: tx }
+    }
+
+    /// Append one record; returns its leaf index once it is durably committed.
+    pub async fn append(&self, record: NewRecord) -> Result<u64> {
+        let (done, wait) = oneshot::channel();
+        self.writer
+            .send(AppendRequest { record, done })
+            .await
+            .map_err(|_| Error::Store("the evidence writer has stopped".into()))?;
+        wait.await
+            .map_err(|_| Error::Store("the evidence writer has stopped".into()))?
+    }
+
+    /// Number of leaves in the log.
+    pub async fn size(&self) -> Result<u64> {
+        let n: i64 = match &self.db {
+            Db::Sqlite(p) => {
+                sqlx::query_scalar("SELECT COUNT(*) FROM evidence_log")
+                    .fetch_one(p)
+                    .await
+            }
+            Db::Postgres(p) => {
+                sqlx::query_scalar("SELECT COUNT(*) FROM evidence_log")
+                    .fetch_one(p)
+                    .await
+            }
+        }
+        .map_err(db_err("counting records"))?;
+        Ok(n as u64)
+    }
+
+    /// Leaf hashes `0..size`, in order.
+    pub async fn leaf_hashes(&self, size: u64) -> Result<Vec<Hash>> {
+        let rows: Vec<Vec<u8>> = match &self.db {
+            Db::Sqlite(p) => {
+                sqlx::query_scalar("SELECT leaf_hash FROM evidence_log WHERE idx < ? ORDER BY idx")
+                    .bind(size as i64)
+                    .fetch_all(p)
+                    .await
+            }
+            Db::Postgres(p) => {
+                sqlx::query_scalar("SELECT leaf_hash FROM evidence_log WHERE idx < $1 ORDER BY idx")
+                    .bind(size as i64)
+                    .fetch_all(p)
+                    .await
+            }
+        }
+        .map_err(db_err("reading leaf hashes"))?;
+        if rows.len() as u64 != size {
+            return Err(Error::Store(format!(
+                "the log has {} leaves below {size}: it has a gap",
+                rows.len()
+            )));
+        }
+        rows.into_iter()
+            .enumerate()
+            .map(|(i, h)| {
+                h.try_into()
+                    .map_err(|_| Error::Store(format!("leaf {i} has a malformed hash")))
+            })
+            .collect()
+    }
+}
+
+/// The columns of `evidence_log`, in the order `row_to_record` reads them.
+const COLUMNS: &str = "idx, leaf_hash, envelope, invocation_id, host_id, runbook, status, started_at_ms, recorded_at_ms";
+
+fn row_to_record<R: Row>(row: &R) -> Result<StoredRecord>
+where
+    for<'a> i64: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
+    for<'a> Vec<u8>: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
+    for<'a> String: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
+    usize: sqlx::ColumnIndex<R>,
+{
+    let get_err = |e: sqlx::Error| Error::Store(format!("reading a record: {e}"));
+    let index: i64 = row.try_get(0).map_err(get_err)?;
+    let hash: Vec<u8> = row.try_get(1).map_err(get_err)?;
+    Ok(StoredRecord {
+        index: index as u64,
+        leaf_hash: hash
+            .try_into()
+            .map_err(|_| Error::Store(format!("record {index} has a malformed leaf hash")))?,
+        envelope: row.try_get(2).map_err(get_err)?,
+        invocation_id: row.try_get(3).map_err(get_err)?,
+        host_id: row.try_get(4).map_err(get_err)?,
+        runbook: row.try_get(5).map_err(get_err)?,
+        status: row.try_get(6).map_err(get_err)?,
+        started_at_ms: row.try_get(7).map_err(get_err)?,
+        recorded_at_ms: row.try_get(8).map_err(get_err)?,
+    })
+}
+
+impl Store {
+    /// The record at `index`, if the log has one.
+    pub async fn get(&self, index: u64) -> Result<Option<StoredRecord>> {
+        let i = index as i64;
+        match &self.db {
+            Db::Sqlite(p) => {
+                let sql = sqlx::AssertSqlSafe(format!(
+                    "SELECT {COLUMNS} FROM evidence_log WHERE idx = ?"
+                ));
+                let row = sqlx::query(sql)
+                    .bind(i)
+                    .fetch_optional(p)
+                    .await
+                    .map_err(db_err("reading a record"))?;
+                row.as_ref().map(row_to_record).transpose()
+            }
+            Db::Postgres(p) => {
+                let sql = sqlx::AssertSqlSafe(format!(
+                    "SELECT {COLUMNS} FROM evidence_log WHERE idx = $1"
+                ));
+                let row = sqlx::query(sql)
+                    .bind(i)
+                    .fetch_optional(p)
+                    .await
+                    .map_err(db_err("reading a record"))?;
+                row.as_ref().map(row_to_record).transpose()
+            }
+        }
+    }
+
+    /// Records matching `filter`, in log order.
+    pub async fn list(&self, filter: &Filter) -> Result<Vec<StoredRecord>> {
+        // Every condition is always present and disabled by a NULL bind, so the SQL text is
+        // constant and every value is a bound parameter.
+        let (sqlite, pg) = (
+            format!(
+                "SELECT {COLUMNS} FROM evidence_log WHERE (?1 IS NULL OR started_at_ms >= ?1) AND (?2 IS NULL OR started_at_ms < ?2) \
+                 AND (?3 IS NULL OR host_id = ?3) AND (?4 IS NULL OR runbook = ?4) AND (?5 IS NULL OR status = ?5) ORDER BY idx"
+            ),
+            format!(
+                "SELECT {COLUMNS} FROM evidence_log WHERE ($1::BIGINT IS NULL OR started_at_ms >= $1) AND ($2::BIGINT IS NULL OR started_at_ms < $2) \
+                 AND ($3::TEXT IS NULL OR host_id = $3) AND ($4::TEXT IS NULL OR runbook = $4) AND ($5::TEXT IS NULL OR status = $5) ORDER BY idx"
+            ),
+        );
+        let f = filter.clone();
+        match &self.db {
+            Db::Sqlite(p) => {
+                let rows = sqlx::query(sqlx::AssertSqlSafe(sqlite))
+                    .bind(f.since_ms)
+                    .bind(f.until_ms)
+                    .bind(f.host)
+                    .bind(f.runbook)
+                    .bind(f.status)
+                    .fetch_all(p)
+                    .await
+                    .map_err(db_err("listing records"))?;
+                rows.iter().map(row_to_record).collect()
+            }
+            Db::Postgres(p) => {
+                let rows = sqlx::query(sqlx::AssertSqlSafe(pg))
+                    .bind(f.since_ms)
+                    .bind(f.until_ms)
+                    .bind(f.host)
+                    .bind(f.runbook)
+                    .bind(f.status)
+                    .fetch_all(p)
+                    .await
+                    .map_err(db_err("listing records"))?;
+                rows.iter().map(row_to_record).collect()
+            }
+        }
+    }
+
+    /// Store a signed checkpoint note for tree size `size` (kept if one exists already).
+    pub async fn put_checkpoint(&self, size: u64, root: &Hash, note: &str) -> Result<()> {
+        let (s, r, n, t) = (size as i64, root.to_vec(), note.to_string(), now_ms());
+        match &self.db {
+            Db::Sqlite(p) => {
+                sqlx::query("INSERT INTO checkpoints (size, root, note, created_at_ms) VALUES (?, ?, ?, ?) ON CONFLICT (size) DO NOTHING")
+                    .bind(s).bind(r).bind(n).bind(t).execute(p).await.map(|_| ())
+            }
+            Db::Postgres(p) => {
+                sqlx::query("INSERT INTO checkpoints (size, root, note, created_at_ms) VALUES ($1, $2, $3, $4) ON CONFLICT (size) DO NOTHING")
+                    .bind(s).bind(r).bind(n).bind(t).execute(p).await.map(|_| ())
+            }
+        }
+        .map_err(db_err("storing a checkpoint"))?;
+        Ok(())
+    }
+
+    /// The signed note of the largest stored checkpoint at or below `max_size`.
+    pub async fn checkpoint_at_most(&self, max_size: u64) -> Result<Option<(u64, String)>> {
+        let m = max_size as i64;
+        let row: Option<(i64, String)> = match &self.db {
+            Db::Sqlite(p) => {
+                sqlx::query_as(
+                    "SELECT size, note FROM checkpoints WHERE size <= ? ORDER BY size DESC LIMIT 1",
+                )
+                .bind(m)
+                .fetch_optional(p)
+                .await
+            }
+            Db::Postgres(p) => sqlx::query_as(
+                "SELECT size, note FROM checkpoints WHERE size <= $1 ORDER BY size DESC LIMIT 1",
+            )
+            .bind(m)
+            .fetch_optional(p)
+            .await,
+        }
+        .map_err(db_err("reading checkpoints"))?;
+        Ok(row.map(|(s, n)| (s as u64, n)))
+    }
+}
+
+async fn writer(db: Db, mut rx: mpsc::Receiver<AppendRequest>) {
+    while let Some(first) = rx.recv().await {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(r) => batch.push(r),
+                Err(_) => break,
+            }
+        }
+        let records: Vec<&NewRecord> = batch.iter().map(|r| &r.record).collect();
+        let result = match &db {
+            Db::Sqlite(p) => commit_sqlite(p, &records).await,
+            Db::Postgres(p) => commit_postgres(p, &records).await,
+        };
+        match result {
+            Ok(first_index) => {
+                for (i, r) in batch.into_iter().enumerate() {
+                    let _ = r.done.send(Ok(first_index + i as u64));
+                }
+            }
+            Err(e) => {
+                let msg = e.to_string();
+                for r in batch {
+                    let _ = r.done.send(Err(Error::Store(msg.clone())));
+                }
+            }
+        }
+    }
+}
+
+async fn commit_sqlite(pool: &SqlitePool, records: &[&NewRecord]) -> Result<u64> {
+    let mut conn = pool
+        .acquire()
+        .await
+        .map_err(db_err("acquiring a connection"))?;
+    let mut tx = conn
+        .begin_with("BEGIN IMMEDIATE")
+        .await
+        .map_err(db_err("beginning an append"))?;
+    let next: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(idx) + 1, 0) FROM evidence_log")
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(db_err("reading the log size"))?;
+    let now = now_ms();
+    for (i, r) in records.iter().enumerate() {
+        sqlx::query(
+            "INSERT INTO evidence_log (idx, leaf_hash, envelope, invocation_id, host_id, runbook, status, started_at_ms, recorded_at_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(next + i as i64)
+        .bind(leaf_hash(&r.envelope).to_vec())
+        .bind(r.envelope.clone())
+        .bind(r.invocation_id.clone())
+        .bind(r.host_id.clone())
+        .bind(r.runbook.clone())
+        .bind(r.status.clone())
+        .bind(r.started_at_ms)
+        .bind(now)
+        .execute(&mut *tx)
+        .await
+        .map_err(db_err("appending a record"))?;
+    }
+    tx.commit().await.map_err(db_err("committing appends"))?;
+    Ok(next as u64)
+}
+
+async fn commit_postgres(pool: &PgPool, records: &[&NewRecord]) -> Result<u64> {
+    let mut tx = pool.begin().await.map_err(db_err("beginning an append"))?;
+    // One appender at a time across every process writing this log.
+    sqlx::query("SELECT pg_advisory_xact_lock(727477260101)")
+        .execute(&mut *tx)
+        .await
+        .map_err(db_err("locking the log"))?;
+    let next: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(idx) + 1, 0) FROM evidence_log")
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(db_err("reading the log size"))?;
+    let now = now_ms();
+    for (i, r) in records.iter().enumerate() {
+        sqlx::query(
+            "INSERT INTO evidence_log (idx, leaf_hash, envelope, invocation_id, host_id, runbook, status, started_at_ms, recorded_at_ms) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        )
+        .bind(next + i as i64)
+        .bind(leaf_hash(&r.envelope).to_vec())
+        .bind(r.envelope.clone())
+        .bind(r.invocation_id.clone())
+        .bind(r.host_id.clone())
+        .bind(r.runbook.clone())
+        .bind(r.status.clone())
+        .bind(r.started_at_ms)
+        .bind(now)
+        .execute(&mut *tx)
+        .await
+        .map_err(db_err("appending a record"))?;
+    }
+    tx.commit().await.map_err(db_err("committing appends"))?;
+    Ok(next as u64)
+}
