@@ -1,5 +1,6 @@
 //! `runwarden`: run and inspect sandboxed remediation runbooks.
 
+mod evidence;
 mod runbook;
 
 use clap::{Parser, Subcommand};
@@ -13,6 +14,8 @@ struct Cli {
     /// Data directory (compiled-artifact cache, keys). Default: $XDG_DATA_HOME/runwarden.
     #[arg(long, global = true, env = "RUNWARDEN_DATA_DIR")]
     data_dir: Option<PathBuf>,
+    #[command(flatten)]
+    log: evidence::LogArgs,
     #[command(subcommand)]
     command: Command,
 }
@@ -22,6 +25,12 @@ enum Command {
     /// Write, build, inspect and run runbook components.
     #[command(subcommand)]
     Runbook(runbook::RunbookCommand),
+    /// Manage signing keys.
+    #[command(subcommand)]
+    Keys(evidence::KeysCommand),
+    /// Read the signed evidence log.
+    #[command(subcommand)]
+    Evidence(evidence::EvidenceCommand),
 }
 
 /// Where runwarden keeps its state.
@@ -41,7 +50,13 @@ fn data_dir(flag: Option<PathBuf>) -> anyhow::Result<PathBuf> {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Runbook(cmd) => data_dir(cli.data_dir).and_then(|d| runbook::run(cmd, d)),
+        Command::Runbook(cmd) => {
+            data_dir(cli.data_dir).and_then(|d| runbook::run(cmd, d, &cli.log))
+        }
+        Command::Keys(cmd) => evidence::keys(cmd),
+        Command::Evidence(cmd) => {
+            data_dir(cli.data_dir).and_then(|d| evidence::evidence(cmd, &d, &cli.log))
+        }
     };
     match result {
         Ok(code) => code,

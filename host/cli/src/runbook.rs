@@ -49,10 +49,20 @@ pub enum RunbookCommand {
         /// Print one JSON object.
         #[arg(long)]
         json: bool,
+        /// Tenant (clinic) this run is for, recorded in the evidence.
+        #[arg(long, default_value = "local", env = "RUNWARDEN_TENANT")]
+        tenant: String,
+        /// Host signing key. Default: DATA_DIR/keys/HOST_ID.key, created on first use.
+        #[arg(long, env = "RUNWARDEN_SIGNING_KEY")]
+        signing_key: Option<PathBuf>,
     },
 }
 
-pub fn run(cmd: RunbookCommand, data_dir: PathBuf) -> anyhow::Result<ExitCode> {
+pub fn run(
+    cmd: RunbookCommand,
+    data_dir: PathBuf,
+    log: &crate::evidence::LogArgs,
+) -> anyhow::Result<ExitCode> {
     match cmd {
         RunbookCommand::New { name, dir, sdk } => new(&name, &dir, sdk).map(|_| ExitCode::SUCCESS),
         RunbookCommand::Build { dir } => {
@@ -97,17 +107,31 @@ pub fn run(cmd: RunbookCommand, data_dir: PathBuf) -> anyhow::Result<ExitCode> {
             params,
             dry_run,
             json,
+            tenant,
+            signing_key,
         } => {
             let policy = Arc::new(Policy::load(&policy)?);
             let params = parse_params(&params)?;
-            let rt = runtime(data_dir)?;
+            let rt = runtime(data_dir.clone())?;
             let loaded = load(&rt, &file)?;
             let inv = rt.invoke(&loaded, &policy, RunOptions { params, dry_run });
+            // Every run is recorded, refused and failed ones included. If the record cannot
+            // be written the run is still reported, and the command fails.
+            let recorded =
+                crate::evidence::record(&data_dir, log, signing_key.as_deref(), &tenant, &inv);
             if json {
-                println!("{}", serde_json::to_string(&inv)?);
+                let mut v = serde_json::to_value(&inv)?;
+                if let Ok(index) = &recorded {
+                    v["evidence_index"] = (*index).into();
+                }
+                println!("{v}");
             } else {
                 print_human(&inv);
+                if let Ok(index) = &recorded {
+                    println!("evidence: record {index}");
+                }
             }
+            recorded.context("the run happened but its evidence record could not be written")?;
             Ok(if inv.outcome.status.is_success() {
                 ExitCode::SUCCESS
             } else {

@@ -166,6 +166,10 @@ pub enum Error {
         expected: String,
     },
 
+    /// A signed envelope does not hold a runwarden invocation statement.
+    #[error("malformed record: {0}")]
+    MalformedRecord(String),
+
     /// The evidence database could not be opened, read or written.
     #[error("evidence store: {0}")]
     Store(String),

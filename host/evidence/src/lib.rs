@@ -8,6 +8,7 @@
 //! - [`checkpoint`](Checkpoint): signed tree heads in the C2SP tlog-checkpoint and
 //!   signed-note formats.
 //!
+//! - [`record`](Statement): the in-toto statement of one invocation.
 //! - [`store`](Store): the durable, append-only log in SQLite or PostgreSQL.
 
 mod checkpoint;
@@ -15,6 +16,7 @@ mod dsse;
 mod error;
 mod keys;
 mod merkle;
+mod record;
 mod store;
 
 pub use checkpoint::Checkpoint;
@@ -24,5 +26,9 @@ pub use keys::{SigningKey, VerifyingKey, read_signing_key, read_verifying_key, w
 pub use merkle::{
     CompactTree, EMPTY_ROOT, Hash, consistency_proof, hash_from_slice, inclusion_proof, leaf_hash,
     node_hash, root, verify_consistency, verify_inclusion,
+};
+pub use record::{
+    Invocation, PAYLOAD_TYPE, PREDICATE_TYPE, Provenance, STATEMENT_TYPE, Statement, Subject,
+    rfc3339_ms,
 };
 pub use store::{Filter, NewRecord, Store, StoredRecord};

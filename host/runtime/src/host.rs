@@ -237,22 +237,22 @@ impl services::Host for HostState {
     }
     fn start(&mut self, unit: String) -> wasmtime::Result<Result<(), HostError>> {
         self.guard()?;
-        let r: Result<(), HostError> = (|| self.cx.service(Verb::Start, unit).map(|_| ()))();
+        let r: Result<(), HostError> = self.cx.service(Verb::Start, unit).map(|_| ());
         Ok(r)
     }
     fn stop(&mut self, unit: String) -> wasmtime::Result<Result<(), HostError>> {
         self.guard()?;
-        let r: Result<(), HostError> = (|| self.cx.service(Verb::Stop, unit).map(|_| ()))();
+        let r: Result<(), HostError> = self.cx.service(Verb::Stop, unit).map(|_| ());
         Ok(r)
     }
     fn restart(&mut self, unit: String) -> wasmtime::Result<Result<(), HostError>> {
         self.guard()?;
-        let r: Result<(), HostError> = (|| self.cx.service(Verb::Restart, unit).map(|_| ()))();
+        let r: Result<(), HostError> = self.cx.service(Verb::Restart, unit).map(|_| ());
         Ok(r)
     }
     fn reload(&mut self, unit: String) -> wasmtime::Result<Result<(), HostError>> {
         self.guard()?;
-        let r: Result<(), HostError> = (|| self.cx.service(Verb::Reload, unit).map(|_| ()))();
+        let r: Result<(), HostError> = self.cx.service(Verb::Reload, unit).map(|_| ());
         Ok(r)
     }
 }
@@ -502,49 +502,43 @@ impl wprobe::Host for HostState {
     }
     fn memory(&mut self) -> wasmtime::Result<Result<wprobe::MemoryInfo, HostError>> {
         self.guard()?;
-        let r: Result<wprobe::MemoryInfo, HostError> = (|| {
-            self.cx.probe_call(
-                "memory",
-                json!({}),
-                || {
-                    let (t, a, st, sf) = probe::memory().map_err(io_err)?;
-                    Ok(wprobe::MemoryInfo {
-                        total_bytes: t,
-                        available_bytes: a,
-                        swap_total_bytes: st,
-                        swap_free_bytes: sf,
-                    })
-                },
-                |m| json!({"total_bytes": m.total_bytes, "available_bytes": m.available_bytes}),
-            )
-        })();
+        let r: Result<wprobe::MemoryInfo, HostError> = self.cx.probe_call(
+            "memory",
+            json!({}),
+            || {
+                let (t, a, st, sf) = probe::memory().map_err(io_err)?;
+                Ok(wprobe::MemoryInfo {
+                    total_bytes: t,
+                    available_bytes: a,
+                    swap_total_bytes: st,
+                    swap_free_bytes: sf,
+                })
+            },
+            |m| json!({"total_bytes": m.total_bytes, "available_bytes": m.available_bytes}),
+        );
         Ok(r)
     }
     fn load(&mut self) -> wasmtime::Result<Result<wprobe::LoadAverage, HostError>> {
         self.guard()?;
-        let r: Result<wprobe::LoadAverage, HostError> = (|| {
-            self.cx.probe_call(
-                "load",
-                json!({}),
-                || {
-                    let (one, five, fifteen) = probe::load().map_err(io_err)?;
-                    Ok(wprobe::LoadAverage { one, five, fifteen })
-                },
-                |l| json!([l.one, l.five, l.fifteen]),
-            )
-        })();
+        let r: Result<wprobe::LoadAverage, HostError> = self.cx.probe_call(
+            "load",
+            json!({}),
+            || {
+                let (one, five, fifteen) = probe::load().map_err(io_err)?;
+                Ok(wprobe::LoadAverage { one, five, fifteen })
+            },
+            |l| json!([l.one, l.five, l.fifteen]),
+        );
         Ok(r)
     }
     fn uptime(&mut self) -> wasmtime::Result<Result<u64, HostError>> {
         self.guard()?;
-        let r: Result<u64, HostError> = (|| {
-            self.cx.probe_call(
-                "uptime",
-                json!({}),
-                || probe::uptime().map_err(io_err),
-                |u| json!(u),
-            )
-        })();
+        let r: Result<u64, HostError> = self.cx.probe_call(
+            "uptime",
+            json!({}),
+            || probe::uptime().map_err(io_err),
+            |u| json!(u),
+        );
         Ok(r)
     }
     fn processes(
@@ -552,45 +546,41 @@ impl wprobe::Host for HostState {
         name: String,
     ) -> wasmtime::Result<Result<Vec<wprobe::ProcessInfo>, HostError>> {
         self.guard()?;
-        let r: Result<Vec<wprobe::ProcessInfo>, HostError> = (|| {
-            self.cx.probe_call(
-                "processes",
-                json!({"name": name}),
-                || {
-                    Ok(probe::processes(&name)
-                        .map_err(io_err)?
-                        .into_iter()
-                        .map(|(pid, name, rss_bytes)| wprobe::ProcessInfo {
-                            pid,
-                            name,
-                            rss_bytes,
-                        })
-                        .collect())
-                },
-                |v: &Vec<_>| json!({"count": v.len()}),
-            )
-        })();
+        let r: Result<Vec<wprobe::ProcessInfo>, HostError> = self.cx.probe_call(
+            "processes",
+            json!({"name": name}),
+            || {
+                Ok(probe::processes(&name)
+                    .map_err(io_err)?
+                    .into_iter()
+                    .map(|(pid, name, rss_bytes)| wprobe::ProcessInfo {
+                        pid,
+                        name,
+                        rss_bytes,
+                    })
+                    .collect())
+            },
+            |v: &Vec<_>| json!({"count": v.len()}),
+        );
         Ok(r)
     }
     fn listening_ports(&mut self) -> wasmtime::Result<Result<Vec<wprobe::Listener>, HostError>> {
         self.guard()?;
-        let r: Result<Vec<wprobe::Listener>, HostError> = (|| {
-            self.cx.probe_call(
-                "listening-ports",
-                json!({}),
-                || {
-                    Ok(probe::listeners()
-                        .into_iter()
-                        .map(|(protocol, address, port)| wprobe::Listener {
-                            protocol,
-                            address,
-                            port,
-                        })
-                        .collect())
-                },
-                |v: &Vec<_>| json!({"count": v.len()}),
-            )
-        })();
+        let r: Result<Vec<wprobe::Listener>, HostError> = self.cx.probe_call(
+            "listening-ports",
+            json!({}),
+            || {
+                Ok(probe::listeners()
+                    .into_iter()
+                    .map(|(protocol, address, port)| wprobe::Listener {
+                        protocol,
+                        address,
+                        port,
+                    })
+                    .collect())
+            },
+            |v: &Vec<_>| json!({"count": v.len()}),
+        );
         Ok(r)
     }
 }

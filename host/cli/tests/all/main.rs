@@ -44,6 +44,9 @@ fn version_and_help_on_every_subcommand() {
         vec!["runbook", "build", "--help"],
         vec!["runbook", "describe", "--help"],
         vec!["runbook", "run", "--help"],
+        vec!["keys", "generate", "--help"],
+        vec!["evidence", "list", "--help"],
+        vec!["evidence", "show", "--help"],
     ] {
         let o = runwarden(d.path(), &args);
         assert!(o.status.success(), "{args:?}");
@@ -329,4 +332,125 @@ fn new_scaffolds_a_runbook_that_builds_describes_and_runs() {
     );
     assert_eq!(o.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&o.stdout).contains("probe"));
+}
+
+#[test]
+fn every_run_is_recorded_signed_and_provably_in_the_log() {
+    let d = tempfile::tempdir().unwrap();
+    let policy = write_policy(d.path(), "");
+    let p = policy.to_str().unwrap();
+    // A successful run, a refused one and an invalid-params one: all three recorded.
+    let runs: [(&str, &str); 3] = [
+        ("trivial", "{}"),
+        ("restart-service", r#"{"unit":"nginx.service"}"#),
+        ("restart-service", r#"{"unit":7}"#),
+    ];
+    for (i, (name, params)) in runs.iter().enumerate() {
+        let o = runwarden(
+            d.path(),
+            &[
+                "runbook",
+                "run",
+                &component(name),
+                "--policy",
+                p,
+                "--params",
+                params,
+                "--json",
+            ],
+        );
+        let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+        assert_eq!(v["evidence_index"], i as u64, "{v}");
+    }
+    let key = d.path().join("keys/cli-test.key");
+    let mode =
+        std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&key).unwrap().permissions());
+    assert_eq!(mode & 0o777, 0o600, "the host key is private");
+
+    let o = runwarden(d.path(), &["evidence", "list", "--json"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let rows: Vec<Value> = String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let statuses: Vec<_> = rows
+        .iter()
+        .map(|r| r["status"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(statuses, ["no-op", "refused", "invalid_params"]);
+    let o = runwarden(
+        d.path(),
+        &["evidence", "list", "--json", "--status", "refused"],
+    );
+    assert_eq!(String::from_utf8_lossy(&o.stdout).lines().count(), 1);
+
+    let o = runwarden(d.path(), &["evidence", "show", "1", "--json"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert!(
+        v["signature"]
+            .as_str()
+            .unwrap()
+            .starts_with("valid, signed by cli-test"),
+        "{v}"
+    );
+    assert_eq!(v["inclusion_proof"]["verified"], true);
+    assert_eq!(v["inclusion_proof"]["tree_size"], 3);
+    let st = &v["statement"];
+    assert_eq!(st["_type"], "https://in-toto.io/Statement/v1");
+    assert_eq!(st["subject"][0]["name"], "restart-service");
+    assert_eq!(st["predicate"]["provenance"]["tier"], "manual");
+    assert_eq!(st["predicate"]["outcome"]["status"], "refused");
+    assert_eq!(st["predicate"]["tenant"], "local");
+
+    let o = runwarden(d.path(), &["evidence", "show", "9"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).contains("no record 9: the log has 3"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+#[test]
+fn keys_generate_writes_a_private_and_a_public_key() {
+    let d = tempfile::tempdir().unwrap();
+    let out = d.path().join("k");
+    let o = runwarden(
+        d.path(),
+        &[
+            "keys",
+            "generate",
+            "--out",
+            out.to_str().unwrap(),
+            "--name",
+            "clinic-7",
+        ],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let private = out.join("clinic-7.key");
+    let mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(&private).unwrap().permissions(),
+    );
+    assert_eq!(mode & 0o777, 0o600);
+    let public = std::fs::read_to_string(out.join("clinic-7.pub")).unwrap();
+    assert!(public.starts_with("clinic-7+"), "{public}");
+    // Never overwrites.
+    let o = runwarden(
+        d.path(),
+        &[
+            "keys",
+            "generate",
+            "--out",
+            out.to_str().unwrap(),
+            "--name",
+            "clinic-7",
+        ],
+    );
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).contains("refusing to overwrite"),
+        "{}",
+        stderr(&o)
+    );
 }

@@ -1,0 +1,377 @@
+//! `runwarden keys …` and `runwarden evidence …`, and recording each CLI run.
+
+use anyhow::{Context, bail};
+use clap::{Args, Subcommand};
+use runwarden_evidence as ev;
+use runwarden_runtime::Invocation;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+/// Where the evidence log lives.
+#[derive(Args, Clone, Debug)]
+pub struct LogArgs {
+    /// Evidence database: a `postgres://` URL, or a SQLite file. Default: DATA_DIR/evidence.db.
+    #[arg(long, global = true, env = "RUNWARDEN_EVIDENCE_DB")]
+    pub evidence_db: Option<String>,
+}
+
+#[derive(Subcommand)]
+pub enum KeysCommand {
+    /// Generate an Ed25519 key pair: NAME.key (0600) and NAME.pub (C2SP signed-note verifier key).
+    Generate {
+        /// Directory to write the key files into (created if missing).
+        #[arg(long)]
+        out: PathBuf,
+        /// Key name, e.g. the host id (letters, digits, `.`, `_`, `-`, `/`).
+        #[arg(long, default_value = "runwarden-host")]
+        name: String,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum EvidenceCommand {
+    /// List records, oldest first.
+    List {
+        #[command(flatten)]
+        filter: FilterArgs,
+        /// Print JSON lines.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one record: the decoded statement, its signature status and inclusion proof.
+    Show {
+        /// Leaf index in the log.
+        index: u64,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// Record filters.
+#[derive(Args, Clone, Debug, Default)]
+pub struct FilterArgs {
+    /// Started at or after (YYYY-MM-DD or YYYY-MM-DDTHH:MM:SSZ, UTC).
+    #[arg(long)]
+    since: Option<String>,
+    /// Started before (YYYY-MM-DD or YYYY-MM-DDTHH:MM:SSZ, UTC).
+    #[arg(long)]
+    until: Option<String>,
+    /// Host id.
+    #[arg(long)]
+    host: Option<String>,
+    /// Runbook name.
+    #[arg(long)]
+    runbook: Option<String>,
+    /// Outcome status (healed, no-op, failed, refused, timeout, …).
+    #[arg(long)]
+    status: Option<String>,
+}
+
+impl FilterArgs {
+    fn to_filter(&self) -> anyhow::Result<ev::Filter> {
+        Ok(ev::Filter {
+            since_ms: self
+                .since
+                .as_deref()
+                .map(parse_time)
+                .transpose()
+                .context("--since")?,
+            until_ms: self
+                .until
+                .as_deref()
+                .map(parse_time)
+                .transpose()
+                .context("--until")?,
+            host: self.host.clone(),
+            runbook: self.runbook.clone(),
+            status: self.status.clone(),
+        })
+    }
+}
+
+/// `YYYY-MM-DD` or `YYYY-MM-DDTHH:MM:SS[.fff]Z` (UTC) to ms since the epoch.
+fn parse_time(text: &str) -> anyhow::Result<i64> {
+    let bad =
+        || anyhow::anyhow!("{text:?} is not a UTC time: use YYYY-MM-DD or YYYY-MM-DDTHH:MM:SSZ");
+    let (date, time) = match text.split_once('T') {
+        Some((d, t)) => (d, Some(t.strip_suffix('Z').ok_or_else(bad)?)),
+        None => (text, None),
+    };
+    let p: Vec<i64> = date
+        .split('-')
+        .map(|x| x.parse().map_err(|_| bad()))
+        .collect::<Result<_, _>>()?;
+    let [y, m, d] = p[..] else { return Err(bad()) };
+    if !(1..=12).contains(&m) || !(1..=31).contains(&d) {
+        return Err(bad());
+    }
+    // Days since 1970-01-01 (H. Hinnant's algorithm).
+    let y2 = if m <= 2 { y - 1 } else { y };
+    let era = y2.div_euclid(400);
+    let yoe = y2 - era * 400;
+    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    let secs = match time {
+        None => 0.0,
+        Some(t) => {
+            let p: Vec<f64> = t
+                .split(':')
+                .map(|x| x.parse().map_err(|_| bad()))
+                .collect::<Result<_, _>>()?;
+            let [h, mi, s] = p[..] else { return Err(bad()) };
+            h * 3600.0 + mi * 60.0 + s
+        }
+    };
+    Ok(days * 86_400_000 + (secs * 1000.0) as i64)
+}
+
+pub fn keys(cmd: KeysCommand) -> anyhow::Result<ExitCode> {
+    match cmd {
+        KeysCommand::Generate { out, name } => {
+            std::fs::create_dir_all(&out)
+                .with_context(|| format!("cannot create {}", out.display()))?;
+            let (private, public) = ev::write_key_pair(&out, &name)?;
+            let vk = ev::read_verifying_key(&public)?;
+            println!(
+                "private key: {} (mode 0600: keep it on this host)",
+                private.display()
+            );
+            println!("public key:  {} (give this to auditors)", public.display());
+            println!("key id:      {}", vk.key_id_hex());
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn io() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+}
+
+async fn open_store(data_dir: &Path, args: &LogArgs) -> anyhow::Result<ev::Store> {
+    let target = match &args.evidence_db {
+        Some(t) => t.clone(),
+        None => {
+            std::fs::create_dir_all(data_dir)
+                .with_context(|| format!("cannot create {}", data_dir.display()))?;
+            data_dir.join("evidence.db").display().to_string()
+        }
+    };
+    Ok(ev::Store::open(&target).await?)
+}
+
+fn keys_dir(data_dir: &Path) -> PathBuf {
+    data_dir.join("keys")
+}
+
+/// The host's signing key: `--signing-key`, else DATA_DIR/keys/HOST.key, created on first use.
+fn host_key(
+    data_dir: &Path,
+    explicit: Option<&Path>,
+    host_id: &str,
+) -> anyhow::Result<ev::SigningKey> {
+    if let Some(p) = explicit {
+        return Ok(ev::read_signing_key(p)?);
+    }
+    let dir = keys_dir(data_dir);
+    let stem: String = host_id
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    let path = dir.join(format!("{stem}.key"));
+    if !path.exists() {
+        std::fs::create_dir_all(&dir)
+            .with_context(|| format!("cannot create {}", dir.display()))?;
+        ev::write_key_pair(&dir, host_id)?;
+        eprintln!(
+            "created the signing key of host {host_id}: {} (public key beside it)",
+            path.display()
+        );
+    }
+    Ok(ev::read_signing_key(&path)?)
+}
+
+/// Every public key in DATA_DIR/keys: what `evidence show` trusts by default.
+fn local_public_keys(data_dir: &Path) -> Vec<ev::VerifyingKey> {
+    std::fs::read_dir(keys_dir(data_dir))
+        .map(|d| {
+            d.flatten()
+                .filter(|e| e.path().extension().is_some_and(|x| x == "pub"))
+                .filter_map(|e| ev::read_verifying_key(&e.path()).ok())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn origin(key: &ev::SigningKey) -> String {
+    format!("runwarden/{}", key.name())
+}
+
+/// Sign `inv` into a record, append it durably, and sign a checkpoint of the new tree.
+/// Returns the record's leaf index.
+pub fn record(
+    data_dir: &Path,
+    log: &LogArgs,
+    signing_key: Option<&Path>,
+    tenant: &str,
+    inv: &Invocation,
+) -> anyhow::Result<u64> {
+    let key = host_key(data_dir, signing_key, &inv.host_id)?;
+    let statement = ev::Statement::new(
+        &inv.runbook,
+        &inv.sha256,
+        ev::Invocation {
+            invocation_id: inv.invocation_id.clone(),
+            tenant: tenant.to_string(),
+            host_id: inv.host_id.clone(),
+            key_id: key.verifying_key().key_id_hex(),
+            provenance: ev::Provenance::Manual {
+                operator: std::env::var("SUDO_USER")
+                    .or_else(|_| std::env::var("USER"))
+                    .ok(),
+            },
+            runbook_version: inv.version.clone(),
+            grant_digest: inv.grant_digest.clone(),
+            grant: inv.grant.as_ref().map(serde_json::to_value).transpose()?,
+            params: inv.params.clone(),
+            trace: serde_json::to_value(&inv.trace)?,
+            outcome: serde_json::to_value(&inv.outcome)?,
+            started_at: ev::rfc3339_ms(inv.started_at_ms),
+            ended_at: ev::rfc3339_ms(inv.started_at_ms + inv.duration_us / 1000),
+            duration_us: inv.duration_us,
+            fuel_consumed: inv.fuel_consumed,
+            dry_run: inv.dry_run,
+        },
+    );
+    let envelope = statement.sign(&key)?;
+    let status = serde_json::to_value(inv.outcome.status)?
+        .as_str()
+        .unwrap_or("unknown")
+        .to_string();
+    io()?.block_on(async {
+        let store = open_store(data_dir, log).await?;
+        let index = store
+            .append(ev::NewRecord {
+                envelope: envelope.to_json().into_bytes(),
+                invocation_id: inv.invocation_id.clone(),
+                host_id: inv.host_id.clone(),
+                runbook: inv.runbook.clone(),
+                status,
+                started_at_ms: inv.started_at_ms as i64,
+            })
+            .await?;
+        checkpoint(&store, &key).await?;
+        Ok(index)
+    })
+}
+
+/// Sign and store a checkpoint of the whole log as it is now.
+async fn checkpoint(store: &ev::Store, key: &ev::SigningKey) -> anyhow::Result<ev::Checkpoint> {
+    let size = store.size().await?;
+    let leaves = store.leaf_hashes(size).await?;
+    let cp = ev::Checkpoint {
+        origin: origin(key),
+        size,
+        root: ev::root(&leaves),
+    };
+    store.put_checkpoint(size, &cp.root, &cp.sign(key)?).await?;
+    Ok(cp)
+}
+
+pub fn evidence(cmd: EvidenceCommand, data_dir: &Path, log: &LogArgs) -> anyhow::Result<ExitCode> {
+    io()?.block_on(async {
+        let store = open_store(data_dir, log).await?;
+        match cmd {
+            EvidenceCommand::List { filter, json } => {
+                let records = store.list(&filter.to_filter()?).await?;
+                for r in &records {
+                    if json {
+                        println!(
+                            "{}",
+                            serde_json::json!({
+                                "index": r.index, "invocation_id": r.invocation_id, "host_id": r.host_id,
+                                "runbook": r.runbook, "status": r.status,
+                                "started_at": ev::rfc3339_ms(r.started_at_ms.max(0) as u64),
+                                "leaf_hash": hex_of(&r.leaf_hash),
+                            })
+                        );
+                    } else {
+                        println!(
+                            "{:>6}  {}  {:<16} {:<18} {:<14} {}",
+                            r.index,
+                            ev::rfc3339_ms(r.started_at_ms.max(0) as u64),
+                            r.host_id,
+                            r.runbook,
+                            r.status,
+                            r.invocation_id
+                        );
+                    }
+                }
+                if !json {
+                    eprintln!("{} record(s)", records.len());
+                }
+                Ok(ExitCode::SUCCESS)
+            }
+            EvidenceCommand::Show { index, json } => {
+                let Some(r) = store.get(index).await? else {
+                    bail!("no record {index}: the log has {} record(s)", store.size().await?);
+                };
+                let env = ev::Envelope::from_json(std::str::from_utf8(&r.envelope).context("record is not UTF-8")?)?;
+                let trusted = local_public_keys(data_dir);
+                let signature = match env.verify(&trusted) {
+                    Ok(k) => format!("valid, signed by {} (key id {})", k.name(), k.key_id_hex()),
+                    Err(e) => format!("NOT VERIFIED: {e}"),
+                };
+                let statement = ev::Statement::from_envelope(&env)?;
+                let size = store.size().await?;
+                let leaves = store.leaf_hashes(size).await?;
+                let proof = ev::inclusion_proof(&leaves, index)?;
+                let root = ev::root(&leaves);
+                let included = ev::verify_inclusion(&r.leaf_hash, index, size, &proof, &root).is_ok();
+                if json {
+                    println!(
+                        "{}",
+                        serde_json::to_string_pretty(&serde_json::json!({
+                            "index": index,
+                            "statement": statement,
+                            "signature": signature,
+                            "leaf_hash": hex_of(&r.leaf_hash),
+                            "inclusion_proof": {"tree_size": size, "root": hex_of(&root),
+                                                "hashes": proof.iter().map(hex_of).collect::<Vec<_>>(), "verified": included},
+                        }))?
+                    );
+                } else {
+                    let p = &statement.predicate;
+                    println!("record {index} of {size}");
+                    println!("runbook:    {} {} (sha256 {})", statement.subject[0].name, p.runbook_version, statement.sha256().unwrap_or("?"));
+                    println!("invocation: {} on {} for {} ({})", p.invocation_id, p.host_id, p.tenant, serde_json::to_string(&p.provenance)?);
+                    println!("when:       {} → {}{}", p.started_at, p.ended_at, if p.dry_run { " [dry run]" } else { "" });
+                    println!("outcome:    {} — {}", p.outcome["status"].as_str().unwrap_or("?"), p.outcome["summary"].as_str().unwrap_or(""));
+                    println!("host calls: {}", p.trace.as_array().map_or(0, Vec::len));
+                    println!("signature:  {signature}");
+                    println!(
+                        "inclusion:  {} in the tree of size {size} with root {} ({} proof hashes)",
+                        if included { "verified" } else { "FAILED" },
+                        hex_of(&root),
+                        proof.len()
+                    );
+                }
+                Ok(ExitCode::SUCCESS)
+            }
+        }
+    })
+}
+
+fn hex_of(h: &[u8; 32]) -> String {
+    h.iter().map(|b| format!("{b:02x}")).collect()
+}
