@@ -38,6 +38,30 @@ pub enum EvidenceCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Export records, proofs, a fresh signed checkpoint, public keys and an HTML report
+    /// into one bundle file (tar) for an auditor.
+    Export {
+        #[command(flatten)]
+        filter: FilterArgs,
+        /// The bundle file to write.
+        #[arg(short, long)]
+        out: PathBuf,
+        /// Key that signs the checkpoint. Default: the one key in DATA_DIR/signing-keys.
+        #[arg(long, env = "RUNWARDEN_SIGNING_KEY")]
+        signing_key: Option<PathBuf>,
+    },
+    /// Verify a bundle offline: every signature, every inclusion proof, the checkpoint, and
+    /// optionally its consistency with an earlier checkpoint you trust.
+    Verify {
+        /// The bundle file.
+        bundle: PathBuf,
+        /// Trusted public key file(s) (NAME.pub).
+        #[arg(long = "key", required = true)]
+        keys: Vec<PathBuf>,
+        /// An earlier checkpoint note you trust (e.g. checkpoint.txt of a previous bundle).
+        #[arg(long)]
+        since_checkpoint: Option<PathBuf>,
+    },
     /// Show one record: the decoded statement, its signature status and inclusion proof.
     Show {
         /// Leaf index in the log.
@@ -164,11 +188,13 @@ async fn open_store(data_dir: &Path, args: &LogArgs) -> anyhow::Result<ev::Store
     Ok(ev::Store::open(&target).await?)
 }
 
+/// Host signing keys (`HOST.key`, 0600) and their public keys. Apart from `keys/`, which
+/// holds the runtime's artifact-cache key.
 fn keys_dir(data_dir: &Path) -> PathBuf {
-    data_dir.join("keys")
+    data_dir.join("signing-keys")
 }
 
-/// The host's signing key: `--signing-key`, else DATA_DIR/keys/HOST.key, created on first use.
+/// The host's signing key: `--signing-key`, else DATA_DIR/signing-keys/HOST.key, created on first use.
 fn host_key(
     data_dir: &Path,
     explicit: Option<&Path>,
@@ -201,7 +227,7 @@ fn host_key(
     Ok(ev::read_signing_key(&path)?)
 }
 
-/// Every public key in DATA_DIR/keys: what `evidence show` trusts by default.
+/// Every public key in DATA_DIR/signing-keys: what `evidence show` trusts by default.
 fn local_public_keys(data_dir: &Path) -> Vec<ev::VerifyingKey> {
     std::fs::read_dir(keys_dir(data_dir))
         .map(|d| {
@@ -270,25 +296,46 @@ pub fn record(
                 started_at_ms: inv.started_at_ms as i64,
             })
             .await?;
-        checkpoint(&store, &key).await?;
         Ok(index)
     })
 }
 
-/// Sign and store a checkpoint of the whole log as it is now.
-async fn checkpoint(store: &ev::Store, key: &ev::SigningKey) -> anyhow::Result<ev::Checkpoint> {
-    let size = store.size().await?;
-    let leaves = store.leaf_hashes(size).await?;
-    let cp = ev::Checkpoint {
-        origin: origin(key),
-        size,
-        root: ev::root(&leaves),
-    };
-    store.put_checkpoint(size, &cp.root, &cp.sign(key)?).await?;
-    Ok(cp)
+/// The key that signs exports: `--signing-key`, else the only key in DATA_DIR/signing-keys.
+fn export_key(data_dir: &Path, explicit: Option<&Path>) -> anyhow::Result<ev::SigningKey> {
+    if let Some(p) = explicit {
+        return Ok(ev::read_signing_key(p)?);
+    }
+    let dir = keys_dir(data_dir);
+    let keys: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.path())
+                .filter(|p| p.extension().is_some_and(|x| x == "key"))
+                .collect()
+        })
+        .unwrap_or_default();
+    match keys.as_slice() {
+        [one] => Ok(ev::read_signing_key(one)?),
+        [] => bail!(
+            "no signing key in {}: run a runbook first, or pass --signing-key",
+            dir.display()
+        ),
+        _ => bail!(
+            "{} holds several signing keys: pass --signing-key",
+            dir.display()
+        ),
+    }
 }
 
 pub fn evidence(cmd: EvidenceCommand, data_dir: &Path, log: &LogArgs) -> anyhow::Result<ExitCode> {
+    if let EvidenceCommand::Verify {
+        bundle,
+        keys,
+        since_checkpoint,
+    } = cmd
+    {
+        return verify(&bundle, &keys, since_checkpoint.as_deref());
+    }
     io()?.block_on(async {
         let store = open_store(data_dir, log).await?;
         match cmd {
@@ -322,6 +369,25 @@ pub fn evidence(cmd: EvidenceCommand, data_dir: &Path, log: &LogArgs) -> anyhow:
                 }
                 Ok(ExitCode::SUCCESS)
             }
+            EvidenceCommand::Export { filter, out, signing_key } => {
+                let key = export_key(data_dir, signing_key.as_deref())?;
+                let bundle = ev::export(&store, &filter.to_filter()?, &key, &origin(&key), local_public_keys(data_dir)).await?;
+                // Write to a temporary file and rename: never a half-written bundle.
+                let tmp = out.with_extension("partial");
+                let file = std::fs::File::create(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
+                bundle.write(std::io::BufWriter::new(file)).with_context(|| format!("cannot write {}", tmp.display()))?;
+                std::fs::rename(&tmp, &out).with_context(|| format!("cannot write {}", out.display()))?;
+                println!(
+                    "exported {} record(s) of {} to {} (checkpoint size {}, {})",
+                    bundle.records.len(),
+                    bundle.manifest.origin,
+                    out.display(),
+                    bundle.manifest.tree_size,
+                    if bundle.manifest.complete { "complete log" } else { "filtered" }
+                );
+                Ok(ExitCode::SUCCESS)
+            }
+            EvidenceCommand::Verify { .. } => unreachable!("verify runs without a store"),
             EvidenceCommand::Show { index, json } => {
                 let Some(r) = store.get(index).await? else {
                     bail!("no record {index}: the log has {} record(s)", store.size().await?);
@@ -374,4 +440,27 @@ pub fn evidence(cmd: EvidenceCommand, data_dir: &Path, log: &LogArgs) -> anyhow:
 
 fn hex_of(h: &[u8; 32]) -> String {
     h.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// `evidence verify`: needs nothing but the bundle and the keys.
+fn verify(bundle: &Path, keys: &[PathBuf], since: Option<&Path>) -> anyhow::Result<ExitCode> {
+    let trusted = keys
+        .iter()
+        .map(|k| ev::read_verifying_key(k))
+        .collect::<Result<Vec<_>, _>>()?;
+    let since = since
+        .map(|p| std::fs::read_to_string(p).with_context(|| format!("cannot read {}", p.display())))
+        .transpose()?;
+    let file =
+        std::fs::File::open(bundle).with_context(|| format!("cannot open {}", bundle.display()))?;
+    match ev::verify_bundle(std::io::BufReader::new(file), &trusted, since.as_deref()) {
+        Ok(v) => {
+            println!("{v}");
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => {
+            eprintln!("verification FAILED: {e}");
+            Ok(ExitCode::FAILURE)
+        }
+    }
 }

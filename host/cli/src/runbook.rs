@@ -52,7 +52,7 @@ pub enum RunbookCommand {
         /// Tenant (clinic) this run is for, recorded in the evidence.
         #[arg(long, default_value = "local", env = "RUNWARDEN_TENANT")]
         tenant: String,
-        /// Host signing key. Default: DATA_DIR/keys/HOST_ID.key, created on first use.
+        /// Host signing key. Default: DATA_DIR/signing-keys/HOST_ID.key, created on first use.
         #[arg(long, env = "RUNWARDEN_SIGNING_KEY")]
         signing_key: Option<PathBuf>,
     },

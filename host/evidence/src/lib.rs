@@ -9,8 +9,10 @@
 //!   signed-note formats.
 //!
 //! - [`record`](Statement): the in-toto statement of one invocation.
+//! - [`bundle`](verify_bundle): auditor bundles and their offline verification.
 //! - [`store`](Store): the durable, append-only log in SQLite or PostgreSQL.
 
+mod bundle;
 mod checkpoint;
 mod dsse;
 mod error;
@@ -19,6 +21,10 @@ mod merkle;
 mod record;
 mod store;
 
+pub use bundle::{
+    BUNDLE_VERSION, BundleContents, BundleError, BundleRecord, Consistency, Manifest, Verified,
+    export, hex_hashes, now_rfc3339, verify_bundle,
+};
 pub use checkpoint::Checkpoint;
 pub use dsse::{Envelope, EnvelopeSignature, pae};
 pub use error::{Error, Result};

@@ -345,6 +345,24 @@ impl Store {
         Ok(())
     }
 
+    /// Sizes of every stored checkpoint, ascending.
+    pub async fn checkpoint_sizes(&self) -> Result<Vec<u64>> {
+        let sizes: Vec<i64> = match &self.db {
+            Db::Sqlite(p) => {
+                sqlx::query_scalar("SELECT size FROM checkpoints ORDER BY size")
+                    .fetch_all(p)
+                    .await
+            }
+            Db::Postgres(p) => {
+                sqlx::query_scalar("SELECT size FROM checkpoints ORDER BY size")
+                    .fetch_all(p)
+                    .await
+            }
+        }
+        .map_err(db_err("reading checkpoints"))?;
+        Ok(sizes.into_iter().map(|s| s as u64).collect())
+    }
+
     /// The signed note of the largest stored checkpoint at or below `max_size`.
     pub async fn checkpoint_at_most(&self, max_size: u64) -> Result<Option<(u64, String)>> {
         let m = max_size as i64;

@@ -362,7 +362,7 @@ fn every_run_is_recorded_signed_and_provably_in_the_log() {
         let v: Value = serde_json::from_slice(&o.stdout).unwrap();
         assert_eq!(v["evidence_index"], i as u64, "{v}");
     }
-    let key = d.path().join("keys/cli-test.key");
+    let key = d.path().join("signing-keys/cli-test.key");
     let mode =
         std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&key).unwrap().permissions());
     assert_eq!(mode & 0o777, 0o600, "the host key is private");

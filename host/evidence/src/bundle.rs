@@ -1,0 +1,555 @@
+//! Auditor bundles: one tar file holding records, their inclusion proofs, the signed
+//! checkpoint they are proved against, consistency proofs from earlier checkpoints, the
+//! signers' public keys and a human-readable HTML report — verified offline with nothing
+//! but the bundle and a trusted public key.
+
+use crate::checkpoint::Checkpoint;
+use crate::dsse::Envelope;
+use crate::keys::VerifyingKey;
+use crate::merkle::{Hash, leaf_hash, verify_consistency, verify_inclusion};
+use crate::record::{Statement, rfc3339_ms};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::io::Read;
+
+/// The bundle format version this code writes and reads.
+pub const BUNDLE_VERSION: u32 = 1;
+const MANIFEST: &str = "runwarden-bundle.json";
+const RECORDS: &str = "records.jsonl";
+const CHECKPOINT: &str = "checkpoint.txt";
+/// Largest member a bundle may hold (a corrupt size field must not exhaust memory).
+const MAX_MEMBER: u64 = 4 << 30;
+
+/// What the bundle says about itself.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Manifest {
+    /// [`BUNDLE_VERSION`].
+    pub version: u32,
+    /// Origin line of the log.
+    pub origin: String,
+    /// Size of the tree the checkpoint commits to.
+    pub tree_size: u64,
+    /// Number of records in `records.jsonl`.
+    pub record_count: u64,
+    /// Whether every record of the log up to `tree_size` is included (no filter).
+    pub complete: bool,
+    /// The filter used, for the reader.
+    pub filter: serde_json::Value,
+    /// When the bundle was made (RFC 3339).
+    pub created_at: String,
+}
+
+/// One line of `records.jsonl`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BundleRecord {
+    /// Leaf index in the log.
+    pub index: u64,
+    /// The DSSE envelope, exactly the bytes that are the log leaf.
+    pub envelope: String,
+    /// Inclusion proof against the checkpoint (hex hashes).
+    pub proof: Vec<String>,
+}
+
+/// A consistency proof from an earlier checkpoint to the bundle's.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Consistency {
+    /// The earlier tree size.
+    pub old_size: u64,
+    /// Proof hashes (hex).
+    pub proof: Vec<String>,
+}
+
+/// Everything that goes into a bundle.
+pub struct BundleContents {
+    /// The manifest.
+    pub manifest: Manifest,
+    /// The signed checkpoint note.
+    pub checkpoint_note: String,
+    /// Records with proofs, in index order.
+    pub records: Vec<BundleRecord>,
+    /// Consistency proofs from earlier checkpoint sizes.
+    pub consistency: Vec<Consistency>,
+    /// Public keys of the signers.
+    pub keys: Vec<VerifyingKey>,
+}
+
+/// Why a bundle did not verify. `record` names the first bad record when there is one.
+#[derive(Debug, thiserror::Error)]
+#[error("{}{message}", record.map(|r| format!("record {r}: ")).unwrap_or_default())]
+pub struct BundleError {
+    /// Leaf index of the first bad record, when the problem is a record.
+    pub record: Option<u64>,
+    /// What is wrong.
+    pub message: String,
+}
+
+fn bad(message: impl Into<String>) -> BundleError {
+    BundleError {
+        record: None,
+        message: message.into(),
+    }
+}
+
+fn bad_record(index: u64, message: impl Into<String>) -> BundleError {
+    BundleError {
+        record: Some(index),
+        message: message.into(),
+    }
+}
+
+fn hex(h: &Hash) -> String {
+    h.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn unhex(s: &str) -> Option<Hash> {
+    if s.len() != 64 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, o) in out.iter_mut().enumerate() {
+        *o = u8::from_str_radix(s.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(out)
+}
+
+/// Proof hashes as hex.
+pub fn hex_hashes(hashes: &[Hash]) -> Vec<String> {
+    hashes.iter().map(hex).collect()
+}
+
+impl BundleContents {
+    /// Write the bundle as a tar archive.
+    pub fn write(&self, out: impl std::io::Write) -> std::io::Result<()> {
+        let mut tar = tar::Builder::new(out);
+        let mut add = |name: &str, data: &[u8]| {
+            let mut h = tar::Header::new_gnu();
+            h.set_size(data.len() as u64);
+            h.set_mode(0o644);
+            h.set_mtime(0);
+            h.set_cksum();
+            tar.append_data(&mut h, name, data)
+        };
+        add(MANIFEST, &serde_json::to_vec_pretty(&self.manifest)?)?;
+        add(CHECKPOINT, self.checkpoint_note.as_bytes())?;
+        let mut lines = Vec::new();
+        for r in &self.records {
+            serde_json::to_writer(&mut lines, r)?;
+            lines.push(b'\n');
+        }
+        add(RECORDS, &lines)?;
+        add("consistency.json", &serde_json::to_vec(&self.consistency)?)?;
+        for k in &self.keys {
+            add(
+                &format!("keys/{}.pub", k.key_id_hex()),
+                format!("{}\n", k.to_text()).as_bytes(),
+            )?;
+        }
+        add("report.html", report_html(self).as_bytes())?;
+        tar.into_inner()?.flush()
+    }
+}
+
+/// What a successful verification established.
+#[derive(Debug)]
+pub struct Verified {
+    /// Records verified.
+    pub records: u64,
+    /// Tree size of the checkpoint.
+    pub tree_size: u64,
+    /// Root of the checkpoint.
+    pub root: Hash,
+    /// Origin of the log.
+    pub origin: String,
+    /// Earlier checkpoint the bundle was shown consistent with, if one was given.
+    pub consistent_with: Option<u64>,
+    /// Whether the bundle holds every record of the log.
+    pub complete: bool,
+}
+
+impl std::fmt::Display for Verified {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "verified {} records of {} ({}), tree size {}, root {}",
+            self.records,
+            self.origin,
+            if self.complete {
+                "complete log"
+            } else {
+                "filtered export"
+            },
+            self.tree_size,
+            hex(&self.root)
+        )?;
+        if let Some(s) = self.consistent_with {
+            write!(f, ", consistent with the earlier checkpoint of size {s}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Read a bundle's members (name → bytes).
+fn read_members(bundle: impl Read) -> Result<BTreeMap<String, Vec<u8>>, BundleError> {
+    let mut members = BTreeMap::new();
+    let mut archive = tar::Archive::new(bundle);
+    let entries = archive
+        .entries()
+        .map_err(|e| bad(format!("not a runwarden bundle (tar): {e}")))?;
+    for entry in entries {
+        let mut entry = entry.map_err(|e| bad(format!("corrupt or truncated bundle: {e}")))?;
+        let name = entry
+            .path()
+            .map_err(|e| bad(format!("corrupt bundle entry name: {e}")))?
+            .display()
+            .to_string();
+        if entry.size() > MAX_MEMBER {
+            return Err(bad(format!(
+                "bundle member {name} claims {} bytes: corrupt",
+                entry.size()
+            )));
+        }
+        let mut data = Vec::new();
+        entry
+            .read_to_end(&mut data)
+            .map_err(|e| bad(format!("corrupt or truncated bundle at {name}: {e}")))?;
+        members.insert(name, data);
+    }
+    Ok(members)
+}
+
+/// Verify a bundle against `trusted` keys; optionally against an earlier checkpoint note
+/// the auditor already trusts (proves the log was only appended to since).
+pub fn verify_bundle(
+    bundle: impl Read,
+    trusted: &[VerifyingKey],
+    since_checkpoint: Option<&str>,
+) -> Result<Verified, BundleError> {
+    let members = read_members(bundle)?;
+    let get = |name: &str| {
+        members.get(name).ok_or_else(|| {
+            bad(format!(
+                "bundle has no {name}: corrupt or not a runwarden bundle"
+            ))
+        })
+    };
+    let manifest: serde_json::Value = serde_json::from_slice(get(MANIFEST)?)
+        .map_err(|e| bad(format!("{MANIFEST} is not JSON: {e}")))?;
+    match manifest.get("version").and_then(|v| v.as_u64()) {
+        Some(v) if v == u64::from(BUNDLE_VERSION) => {}
+        Some(v) => {
+            return Err(bad(format!(
+                "unknown bundle version {v}; this runwarden reads version {BUNDLE_VERSION}"
+            )));
+        }
+        None => return Err(bad(format!("{MANIFEST} has no version"))),
+    }
+    let manifest: Manifest =
+        serde_json::from_value(manifest).map_err(|e| bad(format!("{MANIFEST}: {e}")))?;
+    let note = std::str::from_utf8(get(CHECKPOINT)?).map_err(|_| bad("checkpoint is not UTF-8"))?;
+    let cp = Checkpoint::parse(note, trusted).map_err(|e| bad(format!("checkpoint: {e}")))?;
+    if cp.size != manifest.tree_size {
+        return Err(bad(format!(
+            "the manifest says tree size {} but the signed checkpoint says {}",
+            manifest.tree_size, cp.size
+        )));
+    }
+
+    let mut consistent_with = None;
+    if let Some(old_note) = since_checkpoint {
+        let old = Checkpoint::parse(old_note, trusted)
+            .map_err(|e| bad(format!("--since-checkpoint: {e}")))?;
+        if old.origin != cp.origin {
+            return Err(bad(format!(
+                "--since-checkpoint is for log {:?}, the bundle for {:?}",
+                old.origin, cp.origin
+            )));
+        }
+        if old.size > cp.size {
+            return Err(bad(format!(
+                "the bundle's checkpoint (size {}) is older than the one you trust (size {}): the log was rolled back or the bundle is stale",
+                cp.size, old.size
+            )));
+        }
+        if old.size == cp.size {
+            if old.root != cp.root {
+                return Err(bad(
+                    "the bundle's checkpoint and yours have the same size but different roots: the log was rewritten",
+                ));
+            }
+        } else {
+            let list: Vec<Consistency> = serde_json::from_slice(get("consistency.json")?)
+                .map_err(|e| bad(format!("consistency.json: {e}")))?;
+            let c = list.iter().find(|c| c.old_size == old.size).ok_or_else(|| {
+                bad(format!("the bundle has no consistency proof from size {}: export it again from a log that kept that checkpoint", old.size))
+            })?;
+            let proof: Vec<Hash> = c
+                .proof
+                .iter()
+                .map(|h| unhex(h))
+                .collect::<Option<_>>()
+                .ok_or_else(|| bad("malformed consistency proof"))?;
+            verify_consistency(old.size, cp.size, &old.root, &cp.root, &proof).map_err(|e| {
+                bad(format!(
+                    "the log is not an append-only extension of your checkpoint: {e}"
+                ))
+            })?;
+        }
+        consistent_with = Some(old.size);
+    }
+
+    let text = get(RECORDS)?;
+    let mut count = 0u64;
+    let mut last: Option<u64> = None;
+    for (pos, line) in text
+        .split(|b| *b == b'\n')
+        .filter(|l| !l.is_empty())
+        .enumerate()
+    {
+        let r: BundleRecord = serde_json::from_slice(line).map_err(|e| {
+            let at = last.map(|l| l + 1).unwrap_or(0);
+            bad_record(at, format!("line {} of {RECORDS} is corrupt: {e}", pos + 1))
+        })?;
+        let i = r.index;
+        if let Some(prev) = last {
+            if i <= prev {
+                return Err(bad_record(
+                    i,
+                    format!(
+                        "out of order: it follows record {prev} (records reordered or duplicated)"
+                    ),
+                ));
+            }
+            if manifest.complete && i != prev + 1 {
+                return Err(bad_record(
+                    prev + 1,
+                    "missing from a complete bundle (removed)",
+                ));
+            }
+        } else if manifest.complete && i != 0 {
+            return Err(bad_record(0, "missing from a complete bundle (removed)"));
+        }
+        if i >= cp.size {
+            return Err(bad_record(
+                i,
+                format!("beyond the checkpoint's tree size {}", cp.size),
+            ));
+        }
+        let env = Envelope::from_json(&r.envelope)
+            .map_err(|e| bad_record(i, format!("not a DSSE envelope: {e}")))?;
+        env.verify(trusted)
+            .map_err(|e| bad_record(i, format!("signature: {e}")))?;
+        Statement::from_envelope(&env).map_err(|e| bad_record(i, e.to_string()))?;
+        let proof: Vec<Hash> = r
+            .proof
+            .iter()
+            .map(|h| unhex(h))
+            .collect::<Option<_>>()
+            .ok_or_else(|| bad_record(i, "malformed inclusion proof"))?;
+        verify_inclusion(
+            &leaf_hash(r.envelope.as_bytes()),
+            i,
+            cp.size,
+            &proof,
+            &cp.root,
+        )
+        .map_err(|e| {
+            bad_record(
+                i,
+                format!("not in the log committed to by the checkpoint (altered or moved): {e}"),
+            )
+        })?;
+        last = Some(i);
+        count += 1;
+    }
+    if count != manifest.record_count {
+        let at = last.map(|l| l + 1).unwrap_or(0);
+        return Err(bad_record(
+            at,
+            format!(
+                "the manifest lists {} records but the bundle holds {count} (records removed)",
+                manifest.record_count
+            ),
+        ));
+    }
+    if manifest.complete && count != cp.size {
+        return Err(bad_record(
+            count,
+            format!(
+                "missing: a complete bundle must hold all {} records of the checkpoint (truncated)",
+                cp.size
+            ),
+        ));
+    }
+    Ok(Verified {
+        records: count,
+        tree_size: cp.size,
+        root: cp.root,
+        origin: cp.origin,
+        consistent_with,
+        complete: manifest.complete,
+    })
+}
+
+fn esc(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+/// A report a non-engineer can read: what ran where, when, why, with what outcome.
+fn report_html(b: &BundleContents) -> String {
+    let mut rows = String::new();
+    for r in &b.records {
+        let Ok(env) = Envelope::from_json(&r.envelope) else {
+            continue;
+        };
+        let Ok(st) = Statement::from_envelope(&env) else {
+            continue;
+        };
+        let p = &st.predicate;
+        let why = match serde_json::to_value(&p.provenance) {
+            Ok(v) => match v["tier"].as_str() {
+                Some("manual") => format!(
+                    "run by hand{}",
+                    v["operator"]
+                        .as_str()
+                        .map(|o| format!(" by {o}"))
+                        .unwrap_or_default()
+                ),
+                Some("L1") => format!("rule {}", v["rule_id"].as_str().unwrap_or("?")),
+                Some("L2") => format!(
+                    "planner {} ({})",
+                    v["model"].as_str().unwrap_or("?"),
+                    v["rationale"].as_str().unwrap_or("")
+                ),
+                Some("L3") => format!("approved by {}", v["approver"].as_str().unwrap_or("?")),
+                _ => "?".into(),
+            },
+            Err(_) => "?".into(),
+        };
+        let calls = p.trace.as_array().map_or(0, Vec::len);
+        let denied = p
+            .trace
+            .as_array()
+            .map_or(0, |t| t.iter().filter(|e| e["allowed"] == false).count());
+        rows.push_str(&format!(
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{} {}</td><td>{}</td><td class=\"s-{}\">{}</td><td>{}</td><td>{} ({} denied)</td></tr>\n",
+            r.index,
+            esc(&p.started_at),
+            esc(&p.tenant),
+            esc(&p.host_id),
+            esc(&st.subject[0].name),
+            esc(&p.runbook_version),
+            esc(&why),
+            esc(p.outcome["status"].as_str().unwrap_or("?")),
+            esc(p.outcome["status"].as_str().unwrap_or("?")),
+            esc(&format!("{}{}", p.outcome["summary"].as_str().unwrap_or(""), if p.dry_run { " (dry run: nothing was changed)" } else { "" })),
+            calls,
+            denied,
+        ));
+    }
+    let keys: String = b
+        .keys
+        .iter()
+        .map(|k| format!("<li><code>{}</code></li>", esc(&k.to_text())))
+        .collect();
+    format!(
+        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>runwarden evidence — {origin}</title>\n\
+<style>body{{font-family:system-ui,sans-serif;margin:2em;color:#222}}table{{border-collapse:collapse;width:100%}}\
+td,th{{border:1px solid #ccc;padding:4px 6px;font-size:14px;vertical-align:top}}th{{background:#f3f3f3}}\
+.s-healed,.s-no-op{{color:#176f2c}}.s-failed,.s-timeout,.s-trapped,.s-out_of_fuel,.s-out_of_memory,.s-output_limit{{color:#a31515}}.s-refused,.s-invalid_params{{color:#8a5a00}}</style></head>\n\
+<body><h1>Remediation evidence</h1>\n<p>Log <b>{origin}</b>: {count} of {size} records, exported {created}. \
+Every record below is signed by the host that ran it and proven to be part of the log whose signed checkpoint is in this bundle. \
+Check it with <code>runwarden evidence verify BUNDLE --key KEY.pub</code>; this page alone proves nothing.</p>\n\
+<table><tr><th>#</th><th>When (UTC)</th><th>Tenant</th><th>Host</th><th>Runbook</th><th>Why</th><th>Outcome</th><th>Summary</th><th>Host calls</th></tr>\n{rows}</table>\n\
+<h2>Signing keys</h2><ul>{keys}</ul>\n</body></html>\n",
+        origin = esc(&b.manifest.origin),
+        count = b.records.len(),
+        size = b.manifest.tree_size,
+        created = esc(&b.manifest.created_at),
+    )
+}
+
+/// Sign a checkpoint of the log as it is now with `key`, store it, and gather the records
+/// matching `filter` with their inclusion proofs against it, consistency proofs from every
+/// earlier stored checkpoint, and the public `keys` auditors need.
+pub async fn export(
+    store: &crate::store::Store,
+    filter: &crate::store::Filter,
+    key: &crate::keys::SigningKey,
+    origin: &str,
+    mut keys: Vec<VerifyingKey>,
+) -> crate::error::Result<BundleContents> {
+    let size = store.size().await?;
+    let leaves = store.leaf_hashes(size).await?;
+    let cp = Checkpoint {
+        origin: origin.to_string(),
+        size,
+        root: crate::merkle::root(&leaves),
+    };
+    let note = cp.sign(key)?;
+    store.put_checkpoint(size, &cp.root, &note).await?;
+    let mut records = Vec::new();
+    for r in store.list(filter).await? {
+        if r.index >= size {
+            continue;
+        }
+        records.push(BundleRecord {
+            index: r.index,
+            envelope: String::from_utf8(r.envelope).map_err(|_| {
+                crate::error::Error::MalformedRecord(format!("record {} is not UTF-8", r.index))
+            })?,
+            proof: hex_hashes(&crate::merkle::inclusion_proof(&leaves, r.index)?),
+        });
+    }
+    let mut consistency = Vec::new();
+    for old in store.checkpoint_sizes().await? {
+        if old > 0 && old < size {
+            consistency.push(Consistency {
+                old_size: old,
+                proof: hex_hashes(&crate::merkle::consistency_proof(&leaves, old)?),
+            });
+        }
+    }
+    let signer = key.verifying_key();
+    if !keys.iter().any(|k| k.to_text() == signer.to_text()) {
+        keys.push(signer);
+    }
+    let complete = filter.since_ms.is_none()
+        && filter.until_ms.is_none()
+        && filter.host.is_none()
+        && filter.runbook.is_none()
+        && filter.status.is_none();
+    Ok(BundleContents {
+        manifest: Manifest {
+            version: BUNDLE_VERSION,
+            origin: origin.to_string(),
+            tree_size: size,
+            record_count: records.len() as u64,
+            complete,
+            filter: serde_json::json!({
+                "since_ms": filter.since_ms, "until_ms": filter.until_ms, "host": filter.host,
+                "runbook": filter.runbook, "status": filter.status,
+            }),
+            created_at: now_rfc3339(),
+        },
+        checkpoint_note: note,
+        records,
+        consistency,
+        keys,
+    })
+}
+
+/// Now as RFC 3339.
+pub fn now_rfc3339() -> String {
+    rfc3339_ms(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0),
+    )
+}
