@@ -301,35 +301,45 @@ pub fn verify_bundle(
     }
 
     let text = get(RECORDS)?;
-    let mut count = 0u64;
-    let mut last: Option<u64> = None;
+    let mut records = Vec::new();
     for (pos, line) in text
         .split(|b| *b == b'\n')
         .filter(|l| !l.is_empty())
         .enumerate()
     {
         let r: BundleRecord = serde_json::from_slice(line).map_err(|e| {
-            let at = last.map(|l| l + 1).unwrap_or(0);
+            let at = records
+                .last()
+                .map(|r: &BundleRecord| r.index + 1)
+                .unwrap_or(0);
             bad_record(at, format!("line {} of {RECORDS} is corrupt: {e}", pos + 1))
         })?;
+        records.push(r);
+    }
+    let present: std::collections::BTreeSet<u64> = records.iter().map(|r| r.index).collect();
+    let mut count = 0u64;
+    let mut last: Option<u64> = None;
+    for r in &records {
         let i = r.index;
-        if let Some(prev) = last {
-            if i <= prev {
-                return Err(bad_record(
-                    i,
-                    format!(
-                        "out of order: it follows record {prev} (records reordered or duplicated)"
-                    ),
-                ));
-            }
-            if manifest.complete && i != prev + 1 {
-                return Err(bad_record(
-                    prev + 1,
-                    "missing from a complete bundle (removed)",
-                ));
-            }
-        } else if manifest.complete && i != 0 {
-            return Err(bad_record(0, "missing from a complete bundle (removed)"));
+        // Where this record should stand: the next index of a complete log, or anything
+        // after the previous one in a filtered export.
+        let expected = last.map(|p| p + 1).unwrap_or(0);
+        if last.is_some_and(|p| i <= p)
+            || (manifest.complete && i != expected && present.contains(&expected))
+        {
+            let after = last
+                .map(|p| format!("after record {p}"))
+                .unwrap_or_else(|| "first".into());
+            return Err(bad_record(
+                i,
+                format!("out of order: it stands {after} (records reordered or duplicated)"),
+            ));
+        }
+        if manifest.complete && i != expected {
+            return Err(bad_record(
+                expected,
+                "missing from a complete bundle (removed)",
+            ));
         }
         if i >= cp.size {
             return Err(bad_record(

@@ -1,5 +1,7 @@
 //! The `runwarden` binary as users call it: arguments, output, exit codes.
 
+mod tamper;
+
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

@@ -1,0 +1,282 @@
+//! An auditor's bundle, tampered with every way the issue lists: `evidence verify` must
+//! fail, non-zero, naming the first bad record where there is one.
+
+use super::*;
+use std::io::Read;
+
+struct Bundle {
+    members: Vec<(String, Vec<u8>)>,
+}
+
+impl Bundle {
+    fn read(path: &Path) -> Bundle {
+        let mut a = tar::Archive::new(std::fs::File::open(path).unwrap());
+        let members = a
+            .entries()
+            .unwrap()
+            .map(|e| {
+                let mut e = e.unwrap();
+                let name = e.path().unwrap().display().to_string();
+                let mut data = Vec::new();
+                e.read_to_end(&mut data).unwrap();
+                (name, data)
+            })
+            .collect();
+        Bundle { members }
+    }
+
+    fn write(&self, path: &Path) {
+        let mut b = tar::Builder::new(std::fs::File::create(path).unwrap());
+        for (name, data) in &self.members {
+            let mut h = tar::Header::new_gnu();
+            h.set_size(data.len() as u64);
+            h.set_mode(0o644);
+            h.set_cksum();
+            b.append_data(&mut h, name, data.as_slice()).unwrap();
+        }
+        b.finish().unwrap();
+    }
+
+    fn get(&mut self, name: &str) -> &mut Vec<u8> {
+        &mut self.members.iter_mut().find(|(n, _)| n == name).unwrap().1
+    }
+
+    fn lines(&mut self) -> Vec<String> {
+        String::from_utf8(self.get("records.jsonl").clone())
+            .unwrap()
+            .lines()
+            .map(String::from)
+            .collect()
+    }
+
+    fn set_lines(&mut self, lines: &[String]) {
+        *self.get("records.jsonl") = format!("{}\n", lines.join("\n")).into_bytes();
+    }
+}
+
+/// A data dir with `n` recorded runs and a complete bundle of them.
+fn setup(d: &Path, n: usize) -> (PathBuf, PathBuf) {
+    let policy = write_policy(d, "");
+    for _ in 0..n {
+        let o = runwarden(
+            d,
+            &[
+                "runbook",
+                "run",
+                &component("trivial"),
+                "--policy",
+                policy.to_str().unwrap(),
+            ],
+        );
+        assert!(o.status.success(), "{}", stderr(&o));
+    }
+    let bundle = d.join("bundle.tar");
+    let o = runwarden(d, &["evidence", "export", "-o", bundle.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    (bundle, d.join("signing-keys/cli-test.pub"))
+}
+
+fn verify(d: &Path, bundle: &Path, key: &Path, extra: &[&str]) -> Output {
+    let mut args = vec![
+        "evidence",
+        "verify",
+        bundle.to_str().unwrap(),
+        "--key",
+        key.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    runwarden(d, &args)
+}
+
+#[track_caller]
+fn assert_fails(o: &Output, expect: &str) {
+    let err = stderr(o);
+    assert_eq!(o.status.code(), Some(1), "verify must fail: {err}");
+    assert!(err.contains(expect), "expected {expect:?} in {err:?}");
+    assert_eq!(err.trim_end().lines().count(), 1, "one line: {err:?}");
+}
+
+#[test]
+fn an_untouched_bundle_verifies() {
+    let d = tempfile::tempdir().unwrap();
+    let (bundle, key) = setup(d.path(), 4);
+    let o = verify(d.path(), &bundle, &key, &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        out.starts_with("verified 4 records") && out.contains("tree size 4"),
+        "{out}"
+    );
+    let report = String::from_utf8(Bundle::read(&bundle).get("report.html").clone()).unwrap();
+    assert!(
+        report.contains("<td>trivial 0.1.0</td>") && report.contains("run by hand"),
+        "{report}"
+    );
+}
+
+#[test]
+fn every_tampering_is_detected_and_the_record_named() {
+    let d = tempfile::tempdir().unwrap();
+    let (bundle, key) = setup(d.path(), 5);
+    let bad = d.path().join("bad.tar");
+    let tamper = |f: &dyn Fn(&mut Bundle)| {
+        let mut b = Bundle::read(&bundle);
+        f(&mut b);
+        b.write(&bad);
+        verify(d.path(), &bad, &key, &[])
+    };
+
+    // One flipped byte inside record 2's signed payload.
+    let o = tamper(&|b| {
+        let mut lines = b.lines();
+        let mut v: Value = serde_json::from_str(&lines[2]).unwrap();
+        let env = v["envelope"].as_str().unwrap().to_string();
+        let at = env.find("\"payload\":\"").unwrap() + 20;
+        let mut bytes = env.into_bytes();
+        bytes[at] = if bytes[at] == b'A' { b'B' } else { b'A' };
+        v["envelope"] = String::from_utf8(bytes).unwrap().into();
+        lines[2] = v.to_string();
+        b.set_lines(&lines);
+    });
+    assert_fails(&o, "record 2: ");
+
+    // Record 3 deleted (and the manifest's count edited to match).
+    let o = tamper(&|b| {
+        let mut lines = b.lines();
+        lines.remove(3);
+        b.set_lines(&lines);
+        let m = String::from_utf8(b.get("runwarden-bundle.json").clone()).unwrap();
+        *b.get("runwarden-bundle.json") = m
+            .replace("\"record_count\": 5", "\"record_count\": 4")
+            .into_bytes();
+    });
+    assert_fails(&o, "record 3: missing");
+
+    // Records 1 and 2 swapped.
+    let o = tamper(&|b| {
+        let mut lines = b.lines();
+        lines.swap(1, 2);
+        b.set_lines(&lines);
+    });
+    assert_fails(&o, "record 2: out of order");
+
+    // The log truncated: the last two records dropped, the count edited to match.
+    let o = tamper(&|b| {
+        let mut lines = b.lines();
+        lines.truncate(3);
+        b.set_lines(&lines);
+        let m = String::from_utf8(b.get("runwarden-bundle.json").clone()).unwrap();
+        *b.get("runwarden-bundle.json") = m
+            .replace("\"record_count\": 5", "\"record_count\": 3")
+            .into_bytes();
+    });
+    assert_fails(&o, "record 3: missing");
+
+    // Record 1 replaced by one signed with a key the auditor does not trust.
+    let o = tamper(&|b| {
+        let mut lines = b.lines();
+        let mut v: Value = serde_json::from_str(&lines[1]).unwrap();
+        let env: runwarden_evidence::Envelope =
+            runwarden_evidence::Envelope::from_json(v["envelope"].as_str().unwrap()).unwrap();
+        let rogue = runwarden_evidence::SigningKey::generate("cli-test").unwrap();
+        let forged =
+            runwarden_evidence::Envelope::sign(&env.payload_type, &env.payload().unwrap(), &rogue);
+        v["envelope"] = forged.to_json().into();
+        lines[1] = v.to_string();
+        b.set_lines(&lines);
+    });
+    assert_fails(&o, "record 1: signature");
+
+    // The checkpoint's size, then its root, edited.
+    for (what, edit) in [("size", 1usize), ("root", 2usize)] {
+        let o = tamper(&|b| {
+            let note = String::from_utf8(b.get("checkpoint.txt").clone()).unwrap();
+            let mut lines: Vec<String> = note.split('\n').map(String::from).collect();
+            lines[edit] = if edit == 1 {
+                "6".into()
+            } else {
+                "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=".into()
+            };
+            *b.get("checkpoint.txt") = lines.join("\n").into_bytes();
+        });
+        assert_fails(&o, "checkpoint");
+        assert!(
+            !stderr(&o).contains("record "),
+            "{what}: the checkpoint is the problem, not a record"
+        );
+    }
+}
+
+#[test]
+fn a_rolled_back_log_is_detected_against_a_checkpoint_the_auditor_kept() {
+    let d = tempfile::tempdir().unwrap();
+    let (exported, key) = setup(d.path(), 3);
+    let old_bundle = d.path().join("old-bundle.tar");
+    std::fs::copy(&exported, &old_bundle).unwrap();
+    let old_cp = d.path().join("old-checkpoint.txt");
+    std::fs::write(
+        &old_cp,
+        Bundle::read(&old_bundle).get("checkpoint.txt").clone(),
+    )
+    .unwrap();
+    // Two more runs and a new bundle: consistent with the old checkpoint.
+    let (new_bundle, _) = setup(d.path(), 2);
+    let o = verify(
+        d.path(),
+        &new_bundle,
+        &key,
+        &["--since-checkpoint", old_cp.to_str().unwrap()],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stdout)
+            .contains("consistent with the earlier checkpoint of size 3")
+    );
+    // The auditor now holds the newer checkpoint; showing them the old bundle is a rollback.
+    let new_cp = d.path().join("new-checkpoint.txt");
+    std::fs::write(
+        &new_cp,
+        Bundle::read(&new_bundle).get("checkpoint.txt").clone(),
+    )
+    .unwrap();
+    let o = verify(
+        d.path(),
+        &old_bundle,
+        &key,
+        &["--since-checkpoint", new_cp.to_str().unwrap()],
+    );
+    assert_fails(&o, "rolled back");
+}
+
+#[test]
+fn bad_bundles_and_keys_give_one_line_errors() {
+    let d = tempfile::tempdir().unwrap();
+    let (bundle, key) = setup(d.path(), 2);
+    // Truncated file.
+    let bytes = std::fs::read(&bundle).unwrap();
+    let cut = d.path().join("cut.tar");
+    std::fs::write(&cut, &bytes[..bytes.len() / 3]).unwrap();
+    let o = verify(d.path(), &cut, &key, &[]);
+    assert_ne!(o.status.code(), Some(0));
+    assert_eq!(stderr(&o).trim_end().lines().count(), 1, "{}", stderr(&o));
+    // Unknown version.
+    let mut b = Bundle::read(&bundle);
+    let m = String::from_utf8(b.get("runwarden-bundle.json").clone()).unwrap();
+    *b.get("runwarden-bundle.json") = m.replace("\"version\": 1", "\"version\": 7").into_bytes();
+    let v7 = d.path().join("v7.tar");
+    b.write(&v7);
+    assert_fails(
+        &verify(d.path(), &v7, &key, &[]),
+        "unknown bundle version 7",
+    );
+    // A key file that is not a key.
+    let not_key = d.path().join("x.pub");
+    std::fs::write(&not_key, "hello").unwrap();
+    let o = verify(d.path(), &bundle, &not_key, &[]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).contains("not a runwarden public key") || stderr(&o).contains("public key"),
+        "{}",
+        stderr(&o)
+    );
+}
