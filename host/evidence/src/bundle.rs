@@ -496,10 +496,11 @@ pub async fn export(
 ) -> crate::error::Result<BundleContents> {
     let size = store.size().await?;
     let leaves = store.leaf_hashes(size).await?;
+    let tree = crate::merkle::MerkleTree::new(leaves.clone());
     let cp = Checkpoint {
         origin: origin.to_string(),
         size,
-        root: crate::merkle::root(&leaves),
+        root: tree.root(),
     };
     let note = cp.sign(key)?;
     store.put_checkpoint(size, &cp.root, &note).await?;
@@ -513,7 +514,7 @@ pub async fn export(
             envelope: String::from_utf8(r.envelope).map_err(|_| {
                 crate::error::Error::MalformedRecord(format!("record {} is not UTF-8", r.index))
             })?,
-            proof: hex_hashes(&crate::merkle::inclusion_proof(&leaves, r.index)?),
+            proof: hex_hashes(&tree.inclusion_proof(r.index)?),
         });
     }
     let mut consistency = Vec::new();

@@ -262,6 +262,68 @@ pub fn verify_consistency(
     matches("new root from consistency proof", &sr, new_root)
 }
 
+/// A whole tree held in memory, level by level (2n hashes), so each inclusion proof
+/// costs O(log n): what exporting many records at once needs.
+///
+/// Level 0 holds the leaf hashes; each next level pairs neighbours, carrying an unpaired
+/// last node up unchanged — which yields exactly RFC 6962's tree for any size.
+pub struct MerkleTree {
+    levels: Vec<Vec<Hash>>,
+}
+
+impl MerkleTree {
+    /// Build the tree over `leaf_hashes`.
+    pub fn new(leaf_hashes: Vec<Hash>) -> MerkleTree {
+        let mut levels = vec![leaf_hashes];
+        while levels.last().is_some_and(|l| l.len() > 1) {
+            let below = levels.last().expect("non-empty");
+            let up = below
+                .chunks(2)
+                .map(|pair| match pair {
+                    [l, r] => node_hash(l, r),
+                    [single] => *single,
+                    _ => unreachable!("chunks of two"),
+                })
+                .collect();
+            levels.push(up);
+        }
+        MerkleTree { levels }
+    }
+
+    /// Number of leaves.
+    pub fn size(&self) -> u64 {
+        self.levels[0].len() as u64
+    }
+
+    /// The root (SHA-256 of the empty string for an empty tree).
+    pub fn root(&self) -> Hash {
+        match self.levels.last() {
+            Some(top) if top.len() == 1 => top[0],
+            _ => EMPTY_ROOT,
+        }
+    }
+
+    /// The inclusion proof of leaf `index`, in O(log n).
+    pub fn inclusion_proof(&self, index: u64) -> Result<Vec<Hash>> {
+        if index >= self.size() {
+            return Err(Error::IndexOutOfRange {
+                index,
+                size: self.size(),
+            });
+        }
+        let mut proof = Vec::new();
+        let mut i = index as usize;
+        for level in &self.levels[..self.levels.len() - 1] {
+            let sibling = i ^ 1;
+            if sibling < level.len() {
+                proof.push(level[sibling]);
+            }
+            i /= 2;
+        }
+        Ok(proof)
+    }
+}
+
 /// An append-only Merkle tree that keeps only the roots of its perfect subtrees (one per set
 /// bit of the size): O(log n) memory, amortized O(1) hashes per append, O(log n) for the root.
 /// A log of millions of records computes its root without holding its leaves.
@@ -382,6 +444,23 @@ fn matches(what: &'static str, computed: &Hash, expected: &Hash) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_level_tree_gives_the_same_roots_and_proofs() {
+        for n in 0..=70u64 {
+            let leaves: Vec<Hash> = (0..n).map(|i| leaf_hash(&i.to_le_bytes())).collect();
+            let t = MerkleTree::new(leaves.clone());
+            assert_eq!(t.root(), root(&leaves), "size {n}");
+            for i in 0..n {
+                assert_eq!(
+                    t.inclusion_proof(i).unwrap(),
+                    inclusion_proof(&leaves, i).unwrap(),
+                    "size {n} index {i}"
+                );
+            }
+            assert!(t.inclusion_proof(n).is_err());
+        }
+    }
 
     fn leaves(n: usize) -> Vec<Hash> {
         (0..n)
