@@ -179,6 +179,11 @@ impl VerifyingKey {
         format!("{}+{}", self.name, self.key_id_hex())
     }
 
+    /// The underlying key, for batch verification.
+    pub(crate) fn dalek(&self) -> &ed25519_dalek::VerifyingKey {
+        &self.key
+    }
+
     /// Whether `sig` is a valid Ed25519 signature of `msg` by this key. Uses strict
     /// verification: non-canonical signatures and small-order keys are rejected.
     pub fn verify(&self, msg: &[u8], sig: &[u8]) -> bool {

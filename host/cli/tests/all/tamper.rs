@@ -187,6 +187,23 @@ fn every_tampering_is_detected_and_the_record_named() {
     });
     assert_fails(&o, "record 1: signature");
 
+    // Record 3 carries record 4's signature: right key, wrong message.
+    let o = tamper(&|b| {
+        let mut lines = b.lines();
+        let sig_of = |line: &str| -> runwarden_evidence::Envelope {
+            let v: Value = serde_json::from_str(line).unwrap();
+            runwarden_evidence::Envelope::from_json(v["envelope"].as_str().unwrap()).unwrap()
+        };
+        let four = sig_of(&lines[4]);
+        let mut three = sig_of(&lines[3]);
+        three.signatures = four.signatures.clone();
+        let mut v: Value = serde_json::from_str(&lines[3]).unwrap();
+        v["envelope"] = three.to_json().into();
+        lines[3] = v.to_string();
+        b.set_lines(&lines);
+    });
+    assert_fails(&o, "record 3: ");
+
     // The checkpoint's size, then its root, edited.
     for (what, edit) in [("size", 1usize), ("root", 2usize)] {
         let o = tamper(&|b| {
