@@ -48,6 +48,13 @@ fn data_dir(flag: Option<PathBuf>) -> anyhow::Result<PathBuf> {
 }
 
 fn main() -> ExitCode {
+    // Writing into a closed pipe (`runwarden evidence list | head`) ends the process
+    // quietly, as other Unix tools do, instead of panicking.
+    // SAFETY: first thing in main, before any other thread exists; SIG_DFL is always a
+    // valid disposition for SIGPIPE.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Runbook(cmd) => {
@@ -61,7 +68,16 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            // The context chain on one line, without repeating a cause a message already
+            // quotes.
+            let mut msg = e.to_string();
+            for cause in e.chain().skip(1) {
+                let c = cause.to_string();
+                if !msg.contains(&c) {
+                    msg = format!("{msg}: {c}");
+                }
+            }
+            eprintln!("error: {msg}");
             ExitCode::from(2)
         }
     }
