@@ -349,7 +349,7 @@ pub fn evidence(cmd: EvidenceCommand, data_dir: &Path, log: &LogArgs) -> anyhow:
                                 "index": r.index, "invocation_id": r.invocation_id, "host_id": r.host_id,
                                 "runbook": r.runbook, "status": r.status,
                                 "started_at": ev::rfc3339_ms(r.started_at_ms.max(0) as u64),
-                                "leaf_hash": hex_of(&r.leaf_hash),
+                                "leaf_hash": ev::hash_hex(&r.leaf_hash),
                             })
                         );
                     } else {
@@ -411,9 +411,9 @@ pub fn evidence(cmd: EvidenceCommand, data_dir: &Path, log: &LogArgs) -> anyhow:
                             "index": index,
                             "statement": statement,
                             "signature": signature,
-                            "leaf_hash": hex_of(&r.leaf_hash),
-                            "inclusion_proof": {"tree_size": size, "root": hex_of(&root),
-                                                "hashes": proof.iter().map(hex_of).collect::<Vec<_>>(), "verified": included},
+                            "leaf_hash": ev::hash_hex(&r.leaf_hash),
+                            "inclusion_proof": {"tree_size": size, "root": ev::hash_hex(&root),
+                                                "hashes": proof.iter().map(ev::hash_hex).collect::<Vec<_>>(), "verified": included},
                         }))?
                     );
                 } else {
@@ -428,7 +428,7 @@ pub fn evidence(cmd: EvidenceCommand, data_dir: &Path, log: &LogArgs) -> anyhow:
                     println!(
                         "inclusion:  {} in the tree of size {size} with root {} ({} proof hashes)",
                         if included { "verified" } else { "FAILED" },
-                        hex_of(&root),
+                        ev::hash_hex(&root),
                         proof.len()
                     );
                 }
@@ -436,10 +436,6 @@ pub fn evidence(cmd: EvidenceCommand, data_dir: &Path, log: &LogArgs) -> anyhow:
             }
         }
     })
-}
-
-fn hex_of(h: &[u8; 32]) -> String {
-    h.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// `evidence verify`: needs nothing but the bundle and the keys.

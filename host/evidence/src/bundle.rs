@@ -12,8 +12,9 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::io::Read;
 
-/// The bundle format version this code writes and reads.
-pub const BUNDLE_VERSION: u32 = 1;
+/// The bundle format version this code writes and reads. Version 1 (hex proofs, the
+/// envelope as an escaped string) was never released.
+pub const BUNDLE_VERSION: u32 = 2;
 const MANIFEST: &str = "runwarden-bundle.json";
 const RECORDS: &str = "records.jsonl";
 const CHECKPOINT: &str = "checkpoint.txt";
@@ -40,16 +41,27 @@ pub struct Manifest {
     pub created_at: String,
 }
 
-/// One line of `records.jsonl`.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// One record of a bundle. In `records.jsonl` it is one line,
+/// `{"index":N,"proof":"BASE64","envelope":{…}}`: the proof hashes concatenated and
+/// base64-encoded, the envelope embedded verbatim so its bytes are exactly the log leaf.
+#[derive(Clone, Debug)]
 pub struct BundleRecord {
     /// Leaf index in the log.
     pub index: u64,
-    /// The DSSE envelope, exactly the bytes that are the log leaf.
+    /// The DSSE envelope JSON, exactly the bytes that are the log leaf.
     pub envelope: String,
-    /// Inclusion proof against the checkpoint (hex hashes).
-    pub proof: Vec<String>,
+    /// Inclusion proof against the checkpoint.
+    pub proof: Vec<Hash>,
+}
+
+/// A line of `records.jsonl` as read: borrowed from the bundle, nothing copied.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Line<'a> {
+    index: u64,
+    proof: &'a str,
+    #[serde(borrow)]
+    envelope: &'a serde_json::value::RawValue,
 }
 
 /// A consistency proof from an earlier checkpoint to the bundle's.
@@ -58,8 +70,46 @@ pub struct BundleRecord {
 pub struct Consistency {
     /// The earlier tree size.
     pub old_size: u64,
-    /// Proof hashes (hex).
-    pub proof: Vec<String>,
+    /// Proof hashes, concatenated and base64-encoded.
+    #[serde(with = "hashes_b64")]
+    pub proof: Vec<Hash>,
+}
+
+/// Hash lists as one base64 string: a third the size of hex, decoded in one pass.
+mod hashes_b64 {
+    use super::Hash;
+    use base64::Engine as _;
+    use base64::engine::general_purpose::STANDARD;
+
+    pub(super) fn encode(hashes: &[Hash]) -> String {
+        STANDARD.encode(hashes.concat())
+    }
+
+    pub(super) fn decode(text: &str) -> Option<Vec<Hash>> {
+        let bytes = STANDARD.decode(text).ok()?;
+        if bytes.len() % 32 != 0 {
+            return None;
+        }
+        Some(
+            bytes
+                .chunks_exact(32)
+                .map(|c| c.try_into().expect("32-byte chunk"))
+                .collect(),
+        )
+    }
+
+    pub(super) fn serialize<S: serde::Serializer>(h: &[Hash], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&encode(h))
+    }
+
+    pub(super) fn deserialize<'de, D: serde::Deserializer<'de>>(
+        d: D,
+    ) -> Result<Vec<Hash>, D::Error> {
+        let text: std::borrow::Cow<'de, str> = serde::Deserialize::deserialize(d)?;
+        decode(&text).ok_or_else(|| {
+            serde::de::Error::custom("proof is not base64 of whole 32-byte hashes")
+        })
+    }
 }
 
 /// Everything that goes into a bundle.
@@ -104,20 +154,9 @@ fn hex(h: &Hash) -> String {
     h.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-fn unhex(s: &str) -> Option<Hash> {
-    if s.len() != 64 {
-        return None;
-    }
-    let mut out = [0u8; 32];
-    for (i, o) in out.iter_mut().enumerate() {
-        *o = u8::from_str_radix(s.get(2 * i..2 * i + 2)?, 16).ok()?;
-    }
-    Some(out)
-}
-
-/// Proof hashes as hex.
-pub fn hex_hashes(hashes: &[Hash]) -> Vec<String> {
-    hashes.iter().map(hex).collect()
+/// A hash as lower-case hex, the way people read and compare them.
+pub fn hash_hex(h: &Hash) -> String {
+    hex(h)
 }
 
 impl BundleContents {
@@ -136,8 +175,25 @@ impl BundleContents {
         add(CHECKPOINT, self.checkpoint_note.as_bytes())?;
         let mut lines = Vec::new();
         for r in &self.records {
-            serde_json::to_writer(&mut lines, r)?;
-            lines.push(b'\n');
+            // The envelope goes in verbatim: it must be one line of JSON.
+            if r.envelope.contains('\n')
+                || serde_json::from_str::<serde::de::IgnoredAny>(&r.envelope).is_err()
+            {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    format!("record {} is not a one-line JSON envelope", r.index),
+                ));
+            }
+            lines.extend_from_slice(
+                format!(
+                    "{{\"index\":{},\"proof\":\"{}\",\"envelope\":",
+                    r.index,
+                    hashes_b64::encode(&r.proof)
+                )
+                .as_bytes(),
+            );
+            lines.extend_from_slice(r.envelope.as_bytes());
+            lines.extend_from_slice(b"}\n");
         }
         add(RECORDS, &lines)?;
         add("consistency.json", &serde_json::to_vec(&self.consistency)?)?;
@@ -285,13 +341,7 @@ pub fn verify_bundle(
             let c = list.iter().find(|c| c.old_size == old.size).ok_or_else(|| {
                 bad(format!("the bundle has no consistency proof from size {}: export it again from a log that kept that checkpoint", old.size))
             })?;
-            let proof: Vec<Hash> = c
-                .proof
-                .iter()
-                .map(|h| unhex(h))
-                .collect::<Option<_>>()
-                .ok_or_else(|| bad("malformed consistency proof"))?;
-            verify_consistency(old.size, cp.size, &old.root, &cp.root, &proof).map_err(|e| {
+            verify_consistency(old.size, cp.size, &old.root, &cp.root, &c.proof).map_err(|e| {
                 bad(format!(
                     "the log is not an append-only extension of your checkpoint: {e}"
                 ))
@@ -308,10 +358,7 @@ pub fn verify_bundle(
     let mut records = Vec::with_capacity(lines.len());
     for (pos, parsed) in parse_lines(&lines).into_iter().enumerate() {
         let r = parsed.map_err(|e| {
-            let at = records
-                .last()
-                .map(|r: &BundleRecord| r.index + 1)
-                .unwrap_or(0);
+            let at = records.last().map(|r: &Line| r.index + 1).unwrap_or(0);
             bad_record(at, format!("line {} of {RECORDS} is corrupt: {e}", pos + 1))
         })?;
         records.push(r);
@@ -398,15 +445,14 @@ struct StatementHead {
 /// Everything about one record except its signature, which is returned for batching:
 /// (message = PAE, signature, the trusted key that should have made it).
 fn prepare(
-    r: &BundleRecord,
+    r: &Line,
     cp: &Checkpoint,
     ids: &[String],
 ) -> Result<(Vec<u8>, ed25519_dalek::Signature, usize), BundleError> {
     use base64::Engine as _;
     let i = r.index;
-    let env = Envelope::from_json(&r.envelope)
+    let env: crate::dsse::EnvelopeRef = serde_json::from_str(r.envelope.get())
         .map_err(|e| bad_record(i, format!("not a DSSE envelope: {e}")))?;
-    let payload = env.payload().map_err(|e| bad_record(i, e.to_string()))?;
     if env.payload_type != crate::record::PAYLOAD_TYPE {
         return Err(bad_record(
             i,
@@ -416,7 +462,11 @@ fn prepare(
             ),
         ));
     }
-    let head: StatementHead = serde_json::from_slice(&payload)
+    // The PAE is built around the decoded payload in one buffer.
+    let (pae, at) = crate::dsse::pae_decoding(&env.payload_type, &env.payload)
+        .map_err(|e| bad_record(i, e.to_string()))?;
+    let payload = &pae[at..];
+    let head: StatementHead = serde_json::from_slice(payload)
         .map_err(|e| bad_record(i, format!("not a runwarden statement: {e}")))?;
     if head.statement_type != crate::record::STATEMENT_TYPE
         || head.predicate_type != crate::record::PREDICATE_TYPE
@@ -430,25 +480,21 @@ fn prepare(
         Some((s, k))
     });
     let Some((sig_entry, k)) = signed else {
-        let signers: Vec<&str> = env.signatures.iter().map(|s| s.keyid.as_str()).collect();
+        let signers: Vec<&str> = env.signatures.iter().map(|s| s.keyid.as_ref()).collect();
         return Err(bad_record(
             i,
             format!("signature: no signature by a trusted key (signed by key ids {signers:?})"),
         ));
     };
     let sig = base64::engine::general_purpose::STANDARD
-        .decode(&sig_entry.sig)
+        .decode(sig_entry.sig.as_bytes())
         .ok()
         .and_then(|b| ed25519_dalek::Signature::from_slice(&b).ok())
         .ok_or_else(|| bad_record(i, "signature: malformed"))?;
-    let proof: Vec<Hash> = r
-        .proof
-        .iter()
-        .map(|h| unhex(h))
-        .collect::<Option<_>>()
-        .ok_or_else(|| bad_record(i, "malformed inclusion proof"))?;
+    let proof =
+        hashes_b64::decode(r.proof).ok_or_else(|| bad_record(i, "malformed inclusion proof"))?;
     verify_inclusion(
-        &leaf_hash(r.envelope.as_bytes()),
+        &leaf_hash(r.envelope.get().as_bytes()),
         i,
         cp.size,
         &proof,
@@ -460,13 +506,13 @@ fn prepare(
             format!("not in the log committed to by the checkpoint (altered or moved): {e}"),
         )
     })?;
-    Ok((crate::dsse::pae(&env.payload_type, &payload), sig, k))
+    Ok((pae, sig, k))
 }
 
 /// Check a run of records: everything but signatures one by one, then all signatures in
 /// one Ed25519 batch; if the batch fails, one by one to name the bad ones.
 fn check_chunk(
-    part: &[BundleRecord],
+    part: &[Line],
     cp: &Checkpoint,
     trusted: &[VerifyingKey],
 ) -> Vec<Option<BundleError>> {
@@ -502,7 +548,7 @@ fn check_chunk(
 }
 
 /// Parse `records.jsonl` lines on every core, keeping their order.
-fn parse_lines(lines: &[&[u8]]) -> Vec<Result<BundleRecord, serde_json::Error>> {
+fn parse_lines<'a>(lines: &[&'a [u8]]) -> Vec<Result<Line<'a>, serde_json::Error>> {
     let workers = std::thread::available_parallelism()
         .map_or(1, |n| n.get())
         .clamp(1, 16);
@@ -527,7 +573,7 @@ fn parse_lines(lines: &[&[u8]]) -> Vec<Result<BundleRecord, serde_json::Error>> 
 
 /// [`check_chunk`] over every record, on every core; `None` where a record is sound.
 fn check_all(
-    records: &[BundleRecord],
+    records: &[Line],
     cp: &Checkpoint,
     trusted: &[VerifyingKey],
 ) -> Vec<Option<BundleError>> {
@@ -535,7 +581,7 @@ fn check_all(
         .map_or(1, |n| n.get())
         .clamp(1, 16);
     let chunk = records.len().div_ceil(workers).clamp(1, 4096);
-    let parts: Vec<&[BundleRecord]> = records.chunks(chunk).collect();
+    let parts: Vec<&[Line]> = records.chunks(chunk).collect();
     let next = std::sync::atomic::AtomicUsize::new(0);
     let mut out: Vec<Vec<Option<BundleError>>> = (0..parts.len()).map(|_| Vec::new()).collect();
     let results = std::sync::Mutex::new(&mut out);
@@ -665,7 +711,7 @@ pub async fn export(
             envelope: String::from_utf8(r.envelope).map_err(|_| {
                 crate::error::Error::MalformedRecord(format!("record {} is not UTF-8", r.index))
             })?,
-            proof: hex_hashes(&tree.inclusion_proof(r.index)?),
+            proof: tree.inclusion_proof(r.index)?,
         });
     }
     let mut consistency = Vec::new();
@@ -673,7 +719,7 @@ pub async fn export(
         if old > 0 && old < size {
             consistency.push(Consistency {
                 old_size: old,
-                proof: hex_hashes(&crate::merkle::consistency_proof(&leaves, old)?),
+                proof: crate::merkle::consistency_proof(&leaves, old)?,
             });
         }
     }

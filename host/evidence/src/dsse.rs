@@ -142,18 +142,75 @@ impl Envelope {
     }
 }
 
+const LENIENT: GeneralPurposeConfig =
+    GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent);
+const STD_ANY_PAD: GeneralPurpose = GeneralPurpose::new(&alphabet::STANDARD, LENIENT);
+const URL_ANY_PAD: GeneralPurpose = GeneralPurpose::new(&alphabet::URL_SAFE, LENIENT);
+
 /// Decodes standard or URL-safe base64, padded or not.
 fn decode_any(field: &str, text: &str) -> Result<Vec<u8>> {
-    const CONFIG: GeneralPurposeConfig =
-        GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent);
-    const STD: GeneralPurpose = GeneralPurpose::new(&alphabet::STANDARD, CONFIG);
-    const URL: GeneralPurpose = GeneralPurpose::new(&alphabet::URL_SAFE, CONFIG);
-    let url_only = text.contains(['-', '_']);
-    let engine = if url_only { &URL } else { &STD };
-    engine.decode(text).map_err(|source| Error::Base64 {
-        field: field.to_owned(),
-        source,
-    })
+    // Standard first (what runwarden writes); URL-safe only when that fails.
+    STD_ANY_PAD
+        .decode(text)
+        .or_else(|e| URL_ANY_PAD.decode(text).map_err(|_| e))
+        .map_err(|source| Error::Base64 {
+            field: field.to_owned(),
+            source,
+        })
+}
+
+/// A DSSE envelope borrowed from the text it was parsed from (for verifying many quickly).
+#[derive(Deserialize)]
+pub(crate) struct EnvelopeRef<'a> {
+    #[serde(default, borrow)]
+    pub(crate) payload: std::borrow::Cow<'a, str>,
+    #[serde(rename = "payloadType", borrow)]
+    pub(crate) payload_type: std::borrow::Cow<'a, str>,
+    #[serde(borrow)]
+    pub(crate) signatures: Vec<SignatureRef<'a>>,
+}
+
+/// One signature of an [`EnvelopeRef`].
+#[derive(Deserialize)]
+pub(crate) struct SignatureRef<'a> {
+    #[serde(default, borrow)]
+    pub(crate) keyid: std::borrow::Cow<'a, str>,
+    #[serde(borrow)]
+    pub(crate) sig: std::borrow::Cow<'a, str>,
+}
+
+/// `PAE(payload_type, base64-decode(payload_b64))` built in one buffer, with the offset at
+/// which the decoded payload starts.
+pub(crate) fn pae_decoding(payload_type: &str, payload_b64: &str) -> Result<(Vec<u8>, usize)> {
+    let decoded = |engine: &GeneralPurpose| -> std::result::Result<(Vec<u8>, usize), base64::DecodeError> {
+        let unpadded = payload_b64.trim_end_matches('=').len();
+        let len = unpadded * 3 / 4;
+        let t = payload_type.as_bytes();
+        let mut out = Vec::with_capacity(len + t.len() + 32);
+        out.extend_from_slice(b"DSSEv1 ");
+        out.extend_from_slice(t.len().to_string().as_bytes());
+        out.push(b' ');
+        out.extend_from_slice(t);
+        out.push(b' ');
+        out.extend_from_slice(len.to_string().as_bytes());
+        out.push(b' ');
+        let at = out.len();
+        out.resize(at + len, 0);
+        match engine.decode_slice(payload_b64, &mut out[at..]) {
+            Ok(n) if n == len => Ok((out, at)),
+            Ok(_) => Err(base64::DecodeError::InvalidLength(payload_b64.len())),
+            Err(base64::DecodeSliceError::DecodeError(e)) => Err(e),
+            Err(base64::DecodeSliceError::OutputSliceTooSmall) => {
+                Err(base64::DecodeError::InvalidLength(payload_b64.len()))
+            }
+        }
+    };
+    decoded(&STD_ANY_PAD)
+        .or_else(|e| decoded(&URL_ANY_PAD).map_err(|_| e))
+        .map_err(|source| Error::Base64 {
+            field: "envelope payload".to_owned(),
+            source,
+        })
 }
 
 #[cfg(test)]
@@ -164,6 +221,19 @@ mod tests {
     // commit 0110cc2e89df500345148a36c780d883922443ca): payloadType
     // "http://example.com/HelloWorld", body "hello world" give
     // PAE "DSSEv1 29 http://example.com/HelloWorld 11 hello world".
+    #[test]
+    fn pae_decoding_equals_pae_of_the_decoded_payload() {
+        for body in [&b""[..], b"a", b"ab", b"abc", b"hello world", &[0xffu8; 100][..]] {
+            for engine in [&STANDARD, &base64::engine::general_purpose::URL_SAFE_NO_PAD] {
+                let (buf, at) = pae_decoding("t/x", &engine.encode(body)).unwrap();
+                assert_eq!(buf, pae("t/x", body));
+                assert_eq!(&buf[at..], body);
+            }
+        }
+        assert!(pae_decoding("t", "a").is_err());
+        assert!(pae_decoding("t", "ab$=").is_err());
+    }
+
     #[test]
     fn pae_matches_the_dsse_spec_example() {
         assert_eq!(

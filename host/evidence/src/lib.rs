@@ -23,7 +23,7 @@ mod store;
 
 pub use bundle::{
     BUNDLE_VERSION, BundleContents, BundleError, BundleRecord, Consistency, Manifest, Verified,
-    export, hex_hashes, now_rfc3339, verify_bundle,
+    export, hash_hex, now_rfc3339, verify_bundle,
 };
 pub use checkpoint::Checkpoint;
 pub use dsse::{Envelope, EnvelopeSignature, pae};
