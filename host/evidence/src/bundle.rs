@@ -106,9 +106,8 @@ mod hashes_b64 {
         d: D,
     ) -> Result<Vec<Hash>, D::Error> {
         let text: std::borrow::Cow<'de, str> = serde::Deserialize::deserialize(d)?;
-        decode(&text).ok_or_else(|| {
-            serde::de::Error::custom("proof is not base64 of whole 32-byte hashes")
-        })
+        decode(&text)
+            .ok_or_else(|| serde::de::Error::custom("proof is not base64 of whole 32-byte hashes"))
     }
 }
 
@@ -610,6 +609,7 @@ fn esc(s: &str) -> String {
 /// A report a non-engineer can read: what ran where, when, why, with what outcome.
 fn report_html(b: &BundleContents) -> String {
     let mut rows = String::new();
+    let mut tally: BTreeMap<String, usize> = BTreeMap::new();
     for r in &b.records {
         let Ok(env) = Envelope::from_json(&r.envelope) else {
             continue;
@@ -638,13 +638,16 @@ fn report_html(b: &BundleContents) -> String {
             },
             Err(_) => "?".into(),
         };
+        *tally
+            .entry(p.outcome["status"].as_str().unwrap_or("?").to_string())
+            .or_default() += 1;
         let calls = p.trace.as_array().map_or(0, Vec::len);
         let denied = p
             .trace
             .as_array()
             .map_or(0, |t| t.iter().filter(|e| e["allowed"] == false).count());
         rows.push_str(&format!(
-            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{} {}</td><td>{}</td><td class=\"s-{}\">{}</td><td>{}</td><td>{} ({} denied)</td></tr>\n",
+            "<tr><td>{}</td><td class=\"when\">{}</td><td>{}</td><td>{}</td><td>{} {}</td><td>{}</td><td class=\"s-{}\">{}</td><td>{}</td><td>{} ({} denied)</td></tr>\n",
             r.index,
             esc(&p.started_at),
             esc(&p.tenant),
@@ -659,6 +662,21 @@ fn report_html(b: &BundleContents) -> String {
             denied,
         ));
     }
+    let outcomes: Vec<String> = tally
+        .iter()
+        .map(|(status, n)| format!("{n} {}", esc(status)))
+        .collect();
+    let legend: String = [
+        ("healed", "the problem was found and fixed"),
+        ("no-op", "nothing needed doing"),
+        ("failed", "the runbook tried and could not fix the problem"),
+        ("refused", "stopped before it started: the host's policy does not allow what it asked for"),
+        ("invalid_params", "stopped before it started: its inputs were not valid"),
+        ("timeout, out_of_fuel, out_of_memory, output_limit, trapped", "stopped by the sandbox's limits or a fault; nothing outside its permissions could be touched"),
+    ]
+    .iter()
+    .map(|(k, v)| format!("<dt>{k}</dt><dd>{v}</dd>"))
+    .collect();
     let keys: String = b
         .keys
         .iter()
@@ -668,12 +686,26 @@ fn report_html(b: &BundleContents) -> String {
         "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>runwarden evidence — {origin}</title>\n\
 <style>body{{font-family:system-ui,sans-serif;margin:2em;color:#222}}table{{border-collapse:collapse;width:100%}}\
 td,th{{border:1px solid #ccc;padding:4px 6px;font-size:14px;vertical-align:top}}th{{background:#f3f3f3}}\
+.when{{white-space:nowrap}}dt{{font-weight:bold;float:left;clear:left;margin-right:.5em}}dd{{margin:0 0 .2em 0}}\
 .s-healed,.s-no-op{{color:#176f2c}}.s-failed,.s-timeout,.s-trapped,.s-out_of_fuel,.s-out_of_memory,.s-output_limit{{color:#a31515}}.s-refused,.s-invalid_params{{color:#8a5a00}}</style></head>\n\
 <body><h1>Remediation evidence</h1>\n<p>Log <b>{origin}</b>: {count} of {size} records, exported {created}. \
 Every record below is signed by the host that ran it and proven to be part of the log whose signed checkpoint is in this bundle. \
 Check it with <code>runwarden evidence verify BUNDLE --key KEY.pub</code>; this page alone proves nothing.</p>\n\
+<p>Outcomes: {outcomes}. {kind}</p>\n\
 <table><tr><th>#</th><th>When (UTC)</th><th>Tenant</th><th>Host</th><th>Runbook</th><th>Why</th><th>Outcome</th><th>Summary</th><th>Host calls</th></tr>\n{rows}</table>\n\
+<h2>What the outcomes mean</h2><dl>{legend}</dl>\n\
+<p>“Host calls” counts what the runbook asked the host to do (check a service, restart it, read a directory…) and how many of those the policy denied; each call is listed in the signed record. A dry run only simulates changes.</p>\n\
 <h2>Signing keys</h2><ul>{keys}</ul>\n</body></html>\n",
+        outcomes = if outcomes.is_empty() {
+            "none".to_string()
+        } else {
+            outcomes.join(", ")
+        },
+        kind = if b.manifest.complete {
+            "This is the complete log up to the checkpoint: nothing was left out."
+        } else {
+            "This is a filtered export: it proves each record shown is authentic and in the log, not that no others exist."
+        },
         origin = esc(&b.manifest.origin),
         count = b.records.len(),
         size = b.manifest.tree_size,

@@ -182,29 +182,30 @@ pub(crate) struct SignatureRef<'a> {
 /// `PAE(payload_type, base64-decode(payload_b64))` built in one buffer, with the offset at
 /// which the decoded payload starts.
 pub(crate) fn pae_decoding(payload_type: &str, payload_b64: &str) -> Result<(Vec<u8>, usize)> {
-    let decoded = |engine: &GeneralPurpose| -> std::result::Result<(Vec<u8>, usize), base64::DecodeError> {
-        let unpadded = payload_b64.trim_end_matches('=').len();
-        let len = unpadded * 3 / 4;
-        let t = payload_type.as_bytes();
-        let mut out = Vec::with_capacity(len + t.len() + 32);
-        out.extend_from_slice(b"DSSEv1 ");
-        out.extend_from_slice(t.len().to_string().as_bytes());
-        out.push(b' ');
-        out.extend_from_slice(t);
-        out.push(b' ');
-        out.extend_from_slice(len.to_string().as_bytes());
-        out.push(b' ');
-        let at = out.len();
-        out.resize(at + len, 0);
-        match engine.decode_slice(payload_b64, &mut out[at..]) {
-            Ok(n) if n == len => Ok((out, at)),
-            Ok(_) => Err(base64::DecodeError::InvalidLength(payload_b64.len())),
-            Err(base64::DecodeSliceError::DecodeError(e)) => Err(e),
-            Err(base64::DecodeSliceError::OutputSliceTooSmall) => {
-                Err(base64::DecodeError::InvalidLength(payload_b64.len()))
+    let decoded =
+        |engine: &GeneralPurpose| -> std::result::Result<(Vec<u8>, usize), base64::DecodeError> {
+            let unpadded = payload_b64.trim_end_matches('=').len();
+            let len = unpadded * 3 / 4;
+            let t = payload_type.as_bytes();
+            let mut out = Vec::with_capacity(len + t.len() + 32);
+            out.extend_from_slice(b"DSSEv1 ");
+            out.extend_from_slice(t.len().to_string().as_bytes());
+            out.push(b' ');
+            out.extend_from_slice(t);
+            out.push(b' ');
+            out.extend_from_slice(len.to_string().as_bytes());
+            out.push(b' ');
+            let at = out.len();
+            out.resize(at + len, 0);
+            match engine.decode_slice(payload_b64, &mut out[at..]) {
+                Ok(n) if n == len => Ok((out, at)),
+                Ok(_) => Err(base64::DecodeError::InvalidLength(payload_b64.len())),
+                Err(base64::DecodeSliceError::DecodeError(e)) => Err(e),
+                Err(base64::DecodeSliceError::OutputSliceTooSmall) => {
+                    Err(base64::DecodeError::InvalidLength(payload_b64.len()))
+                }
             }
-        }
-    };
+        };
     decoded(&STD_ANY_PAD)
         .or_else(|e| decoded(&URL_ANY_PAD).map_err(|_| e))
         .map_err(|source| Error::Base64 {
@@ -223,7 +224,14 @@ mod tests {
     // PAE "DSSEv1 29 http://example.com/HelloWorld 11 hello world".
     #[test]
     fn pae_decoding_equals_pae_of_the_decoded_payload() {
-        for body in [&b""[..], b"a", b"ab", b"abc", b"hello world", &[0xffu8; 100][..]] {
+        for body in [
+            &b""[..],
+            b"a",
+            b"ab",
+            b"abc",
+            b"hello world",
+            &[0xffu8; 100][..],
+        ] {
             for engine in [&STANDARD, &base64::engine::general_purpose::URL_SAFE_NO_PAD] {
                 let (buf, at) = pae_decoding("t/x", &engine.encode(body)).unwrap();
                 assert_eq!(buf, pae("t/x", body));

@@ -1,5 +1,7 @@
 //! The `runwarden` binary as users call it: arguments, output, exit codes.
 
+#[path = "../../../evidence/tests/all/pg.rs"]
+mod pg;
 mod tamper;
 
 use serde_json::Value;
@@ -453,6 +455,75 @@ fn keys_generate_writes_a_private_and_a_public_key() {
     assert!(
         stderr(&o).contains("refusing to overwrite"),
         "{}",
+        stderr(&o)
+    );
+}
+
+#[test]
+fn the_evidence_log_can_live_in_postgresql() {
+    let server = pg::Postgres::start();
+    let d = tempfile::tempdir().unwrap();
+    let policy = write_policy(d.path(), "");
+    let p = policy.to_str().unwrap();
+    let db = server.url.as_str();
+    for (i, params) in [r#"{"unit":"nginx.service"}"#, r#"{"unit":"sshd.service"}"#]
+        .iter()
+        .enumerate()
+    {
+        let o = runwarden(
+            d.path(),
+            &[
+                "runbook",
+                "run",
+                &component("restart-service"),
+                "--policy",
+                p,
+                "--params",
+                params,
+                "--json",
+                "--evidence-db",
+                db,
+            ],
+        );
+        let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+        assert_eq!(v["evidence_index"], i as u64, "{v} {}", stderr(&o));
+    }
+    // Nothing went to the default SQLite file.
+    assert!(!d.path().join("evidence.db").exists());
+    let o = runwarden(
+        d.path(),
+        &["evidence", "list", "--json", "--evidence-db", db],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(String::from_utf8_lossy(&o.stdout).lines().count(), 2);
+    let bundle = d.path().join("pg-bundle.tar");
+    let o = runwarden(
+        d.path(),
+        &[
+            "evidence",
+            "export",
+            "-o",
+            bundle.to_str().unwrap(),
+            "--evidence-db",
+            db,
+        ],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let key = d.path().join("signing-keys/cli-test.pub");
+    let o = runwarden(
+        d.path(),
+        &[
+            "evidence",
+            "verify",
+            bundle.to_str().unwrap(),
+            "--key",
+            key.to_str().unwrap(),
+        ],
+    );
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        o.status.success() && out.starts_with("verified 2 records") && out.contains("tree size 2"),
+        "{out} {}",
         stderr(&o)
     );
 }

@@ -121,7 +121,10 @@ fn an_untouched_bundle_verifies() {
     );
     let report = String::from_utf8(Bundle::read(&bundle).get("report.html").clone()).unwrap();
     assert!(
-        report.contains("<td>trivial 0.1.0</td>") && report.contains("run by hand"),
+        report.contains("<td>trivial 0.1.0</td>")
+            && report.contains("run by hand")
+            && report.contains("Outcomes: 4 no-op.")
+            && report.contains("complete log up to the checkpoint"),
         "{report}"
     );
 }
