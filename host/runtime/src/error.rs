@@ -26,6 +26,15 @@ pub enum Error {
     /// The component's manifest is unusable.
     #[error("invalid manifest: {0}")]
     Manifest(String),
+    /// The component does not implement the `runwarden:runbook/rule` world (or imports
+    /// more than WASI).
+    #[error(
+        "not an L1 rule component (world runwarden:runbook@0.1.0 `rule`, importing nothing but WASI): {0}"
+    )]
+    NotARule(String),
+    /// A rule component trapped, ran out of fuel or time while evaluating.
+    #[error("rule component failed: {0}")]
+    RuleTrapped(String),
     /// The runtime could not be set up (engine, cache directory, key).
     #[error("runtime setup: {0}")]
     Setup(String),

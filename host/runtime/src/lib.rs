@@ -14,6 +14,7 @@ mod host;
 mod manifest;
 mod output;
 mod policy;
+mod rules;
 mod runtime;
 mod trace;
 mod wasi;
@@ -33,6 +34,7 @@ pub use manifest::{Manifest, Risk};
 pub use policy::{
     CommandTemplates, ExecGrant, Grants, Limits, Policy, SecretSource, ServiceBackend,
 };
+pub use rules::{Action, Decision, Incident, RuleInfo, RuleSet, Severity};
 pub use runtime::{
     Invocation, Loaded, Outcome, RunOptions, Runtime, RuntimeConfig, Status, engine_config,
 };

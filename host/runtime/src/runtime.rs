@@ -161,6 +161,8 @@ impl Loaded {
 pub struct Runtime {
     engine: Engine,
     linker: Linker<HostState>,
+    /// WASI only: what rule components link against.
+    rule_linker: Linker<HostState>,
     cache: ArtifactCache,
     loaded: Mutex<HashMap<String, Arc<Loaded>>>,
     io: Option<tokio::runtime::Runtime>,
@@ -222,6 +224,9 @@ impl Runtime {
         wasi::wrap(&mut linker).map_err(setup("wasi wrappers"))?;
         Runbook::add_to_linker::<_, wasmtime::component::HasSelf<HostState>>(&mut linker, |s| s)
             .map_err(setup("host interfaces"))?;
+        let mut rule_linker: Linker<HostState> = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_sync(&mut rule_linker).map_err(setup("wasi"))?;
+        wasi::wrap(&mut rule_linker).map_err(setup("wasi wrappers"))?;
         let cache = ArtifactCache::open(&config.data_dir, &engine)
             .map_err(|e| Error::Setup(format!("cache under {}: {e}", config.data_dir.display())))?;
         let io = tokio::runtime::Builder::new_multi_thread()
@@ -256,6 +261,7 @@ impl Runtime {
         Ok(Runtime {
             engine,
             linker,
+            rule_linker,
             cache,
             loaded: Mutex::new(HashMap::new()),
             io: Some(io),
@@ -279,18 +285,7 @@ impl Runtime {
         {
             return Ok(l.clone());
         }
-        if !is_component(wasm) {
-            let what = if wasm.starts_with(b"\0asm\x01\0\0\0") {
-                "this is a core WebAssembly module, not a component"
-            } else {
-                "the file does not start with the WebAssembly magic bytes"
-            };
-            return Err(Error::NotAComponent(what.into()));
-        }
-        let (component, cache) = self
-            .cache
-            .get_or_compile(&self.engine, &sha256, wasm)
-            .map_err(|e| Error::NotAComponent(format!("{e:#}")))?;
+        let (component, cache) = self.compile_with_sha(wasm, &sha256)?;
         let pre = self
             .linker
             .instantiate_pre(&component)
@@ -313,6 +308,44 @@ impl Runtime {
         Ok(loaded)
     }
 
+    /// Compile a component (or load its authenticated cached artifact); its SHA-256 hex.
+    pub(crate) fn compile(&self, wasm: &[u8]) -> Result<(wasmtime::component::Component, String)> {
+        let sha256 = hex::encode(Sha256::digest(wasm));
+        let (component, _) = self.compile_with_sha(wasm, &sha256)?;
+        Ok((component, sha256))
+    }
+
+    fn compile_with_sha(
+        &self,
+        wasm: &[u8],
+        sha256: &str,
+    ) -> Result<(wasmtime::component::Component, CacheStatus)> {
+        if !is_component(wasm) {
+            let what = if wasm.starts_with(b"\0asm\x01\0\0\0") {
+                "this is a core WebAssembly module, not a component"
+            } else {
+                "the file does not start with the WebAssembly magic bytes"
+            };
+            return Err(Error::NotAComponent(what.into()));
+        }
+        self.cache
+            .get_or_compile(&self.engine, sha256, wasm)
+            .map_err(|e| Error::NotAComponent(format!("{e:#}")))
+    }
+
+    pub(crate) fn rule_linker(&self) -> &Linker<HostState> {
+        &self.rule_linker
+    }
+
+    pub(crate) fn root(&self) -> &std::path::Path {
+        &self.root
+    }
+
+    /// Epoch ticks covering `timeout_ms`.
+    pub(crate) fn ticks(&self, timeout_ms: u64) -> u64 {
+        timeout_ms.div_ceil(TICK.as_millis() as u64) + 1
+    }
+
     fn io(&self) -> tokio::runtime::Handle {
         self.io
             .as_ref()
@@ -321,7 +354,7 @@ impl Runtime {
             .clone()
     }
 
-    fn context(
+    pub(crate) fn context(
         &self,
         policy: Arc<Policy>,
         grant: Grant,
@@ -342,7 +375,7 @@ impl Runtime {
         }
     }
 
-    fn store(
+    pub(crate) fn store(
         &self,
         wasi: wasmtime_wasi::WasiCtx,
         cx: CallContext,
@@ -370,8 +403,7 @@ impl Runtime {
         );
         store.limiter(|s| &mut s.limiter);
         let _ = store.set_fuel(limits.fuel);
-        let ticks = limits.timeout_ms.div_ceil(TICK.as_millis() as u64) + 1;
-        store.set_epoch_deadline(ticks);
+        store.set_epoch_deadline(self.ticks(limits.timeout_ms));
         store
     }
 
@@ -646,7 +678,7 @@ fn failed(summary: String) -> Outcome {
     }
 }
 
-fn trap_message(e: &wasmtime::Error) -> String {
+pub(crate) fn trap_message(e: &wasmtime::Error) -> String {
     match e.downcast_ref::<Trap>() {
         Some(t) => t.to_string(),
         None => format!("{e}"),

@@ -51,6 +51,7 @@ pub mod exec;
 pub mod http;
 pub mod log;
 pub mod probe;
+pub mod rule;
 pub mod secrets;
 pub mod services;
 

@@ -1,0 +1,320 @@
+//! The incident model: what monitors report, validated before anything acts on it.
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
+
+/// How bad an incident is, in increasing order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    /// Worth knowing.
+    Info,
+    /// Degraded, no one affected yet.
+    Low,
+    /// Someone is or soon will be affected.
+    Medium,
+    /// A needed service is impaired.
+    High,
+    /// A needed service is down, or data is at risk.
+    Critical,
+}
+
+impl Severity {
+    /// The lower-case name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Severity::Info => "info",
+            Severity::Low => "low",
+            Severity::Medium => "medium",
+            Severity::High => "high",
+            Severity::Critical => "critical",
+        }
+    }
+}
+
+/// One incident as submitted: JSON with exactly these fields.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Incident {
+    /// The tenant (clinic). Over the API it must be the token's tenant; it may be omitted
+    /// there.
+    #[serde(default)]
+    pub tenant: String,
+    /// The host it happened on.
+    pub host: String,
+    /// What kind of incident (`disk-full`, `service-down`, `cert-expiring`, …).
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// How bad.
+    pub severity: Severity,
+    /// The service concerned, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service: Option<String>,
+    /// Free text from the monitor.
+    #[serde(default)]
+    pub message: String,
+    /// The monitor's labels.
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    /// When it happened (RFC 3339); the time it was received when omitted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub occurred_at: Option<String>,
+}
+
+/// Why an incident was rejected.
+#[derive(Debug, thiserror::Error, PartialEq)]
+#[error("invalid incident: {field}: {message}")]
+pub struct IncidentError {
+    /// The offending field.
+    pub field: &'static str,
+    /// What is wrong.
+    pub message: String,
+}
+
+const MAX_NAME: usize = 128;
+const MAX_MESSAGE: usize = 8 * 1024;
+const MAX_LABELS: usize = 32;
+const MAX_LABEL_KEY: usize = 64;
+const MAX_LABEL_VALUE: usize = 512;
+
+fn name(field: &'static str, v: &str) -> Result<(), IncidentError> {
+    let bad = |message: String| Err(IncidentError { field, message });
+    if v.is_empty() {
+        return bad("is empty".into());
+    }
+    if v.len() > MAX_NAME {
+        return bad(format!("is {} bytes long; at most {MAX_NAME}", v.len()));
+    }
+    if !v
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '@' | ':'))
+    {
+        return bad(format!("{v:?} may hold only letters, digits and - _ . @ :"));
+    }
+    Ok(())
+}
+
+impl Incident {
+    /// Parse and validate JSON.
+    pub fn from_json(bytes: &[u8]) -> Result<Incident, IncidentError> {
+        let i: Incident = serde_json::from_slice(bytes).map_err(|e| IncidentError {
+            field: "body",
+            message: e.to_string(),
+        })?;
+        i.validate()?;
+        Ok(i)
+    }
+
+    /// Check every field; the tenant may still be empty (filled from the caller).
+    pub fn validate(&self) -> Result<(), IncidentError> {
+        if !self.tenant.is_empty() {
+            name("tenant", &self.tenant)?;
+        }
+        name("host", &self.host)?;
+        name("type", &self.kind)?;
+        if let Some(s) = &self.service {
+            name("service", s)?;
+        }
+        if self.message.len() > MAX_MESSAGE {
+            return Err(IncidentError {
+                field: "message",
+                message: format!(
+                    "is {} bytes long; at most {MAX_MESSAGE}",
+                    self.message.len()
+                ),
+            });
+        }
+        if self.labels.len() > MAX_LABELS {
+            return Err(IncidentError {
+                field: "labels",
+                message: format!("{} labels; at most {MAX_LABELS}", self.labels.len()),
+            });
+        }
+        for (k, v) in &self.labels {
+            if k.is_empty()
+                || k.len() > MAX_LABEL_KEY
+                || !k
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '/'))
+            {
+                return Err(IncidentError {
+                    field: "labels",
+                    message: format!("key {k:?}: 1 to {MAX_LABEL_KEY} letters, digits, - _ . /"),
+                });
+            }
+            if v.len() > MAX_LABEL_VALUE {
+                return Err(IncidentError {
+                    field: "labels",
+                    message: format!("value of {k:?} is longer than {MAX_LABEL_VALUE} bytes"),
+                });
+            }
+        }
+        if let Some(t) = &self.occurred_at {
+            if parse_rfc3339_ms(t).is_none() {
+                return Err(IncidentError {
+                    field: "occurred_at",
+                    message: format!("{t:?} is not an RFC 3339 time like 2026-11-22T10:00:00Z"),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// The stable fingerprint (tenant, host, type, service) used for dedupe and repeats.
+    pub fn fingerprint(&self) -> String {
+        let mut h = Sha256::new();
+        for part in [
+            self.tenant.as_str(),
+            self.host.as_str(),
+            self.kind.as_str(),
+            self.service.as_deref().unwrap_or(""),
+        ] {
+            h.update((part.len() as u64).to_be_bytes());
+            h.update(part.as_bytes());
+        }
+        hex::encode(&h.finalize()[..16])
+    }
+}
+
+/// Milliseconds since the epoch of an RFC 3339 time (`Z` or a numeric offset).
+pub fn parse_rfc3339_ms(s: &str) -> Option<i64> {
+    let b = s.as_bytes();
+    if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || !matches!(b[10], b'T' | b't' | b' ') {
+        return None;
+    }
+    let num = |r: std::ops::Range<usize>| -> Option<i64> {
+        let t = s.get(r)?;
+        t.bytes()
+            .all(|c| c.is_ascii_digit())
+            .then(|| t.parse().ok())?
+    };
+    let (y, mo, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
+    if b[13] != b':' || b[16] != b':' {
+        return None;
+    }
+    let (h, mi, sec) = (num(11..13)?, num(14..16)?, num(17..19)?);
+    if !(1..=12).contains(&mo) || !(1..=31).contains(&d) || h > 23 || mi > 59 || sec > 60 {
+        return None;
+    }
+    let mut rest = &s[19..];
+    let mut ms = 0;
+    if let Some(frac) = rest.strip_prefix('.') {
+        let digits = frac.bytes().take_while(u8::is_ascii_digit).count();
+        if digits == 0 {
+            return None;
+        }
+        let f = &frac[..digits];
+        ms = f[..digits.min(3)].parse::<i64>().ok()? * 10_i64.pow(3 - digits.min(3) as u32);
+        rest = &frac[digits..];
+    }
+    let offset_min = match rest {
+        "Z" | "z" => 0,
+        o if o.len() == 6 && (o.starts_with('+') || o.starts_with('-')) && &o[3..4] == ":" => {
+            let v = num(s.len() - 5..s.len() - 3)? * 60 + num(s.len() - 2..s.len())?;
+            if o.starts_with('-') { -v } else { v }
+        }
+        _ => return None,
+    };
+    // Days from civil (Howard Hinnant's algorithm).
+    let (y2, m2) = if mo <= 2 {
+        (y - 1, mo + 9)
+    } else {
+        (y, mo - 3)
+    };
+    let era = y2.div_euclid(400);
+    let yoe = y2 - era * 400;
+    let doy = (153 * m2 + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    Some(((days * 24 + h) * 60 + mi - offset_min) * 60_000 + sec * 1000 + ms)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_and_rejects() {
+        let i = Incident::from_json(
+            br#"{"tenant":"a","host":"h1","type":"disk-full","severity":"high","labels":{"mount":"/tmp"}}"#,
+        )
+        .unwrap();
+        assert_eq!(i.severity, Severity::High);
+        let e = Incident::from_json(br#"{"host":"h1","type":"x","severity":"high","extra":1}"#)
+            .unwrap_err();
+        assert!(e.message.contains("unknown field `extra`"), "{e}");
+        let e = Incident::from_json(br#"{"host":"h 1","type":"x","severity":"high"}"#).unwrap_err();
+        assert_eq!(e.field, "host");
+        let e = Incident::from_json(br#"{"host":"h","type":"x","severity":"bad"}"#).unwrap_err();
+        assert!(e.message.contains("unknown variant `bad`"), "{e}");
+        let e = Incident::from_json(
+            br#"{"host":"h","type":"x","severity":"low","occurred_at":"yesterday"}"#,
+        )
+        .unwrap_err();
+        assert_eq!(e.field, "occurred_at");
+    }
+
+    #[test]
+    fn fingerprint_is_stable_and_separates_fields() {
+        let mut a =
+            Incident::from_json(br#"{"tenant":"t","host":"ab","type":"c","severity":"low"}"#)
+                .unwrap();
+        let fa = a.fingerprint();
+        a.message = "different text".into();
+        assert_eq!(
+            a.fingerprint(),
+            fa,
+            "message is not part of the fingerprint"
+        );
+        let b = Incident::from_json(br#"{"tenant":"t","host":"a","type":"bc","severity":"low"}"#)
+            .unwrap();
+        assert_ne!(b.fingerprint(), fa);
+    }
+
+    #[test]
+    fn rfc3339() {
+        assert_eq!(parse_rfc3339_ms("1970-01-01T00:00:00Z"), Some(0));
+        assert_eq!(parse_rfc3339_ms("1970-01-01T00:00:01.5Z"), Some(1500));
+        assert_eq!(parse_rfc3339_ms("1970-01-01T01:00:00+01:00"), Some(0));
+        assert_eq!(
+            parse_rfc3339_ms("2026-11-22T00:00:00Z"),
+            Some(1_795_305_600_000)
+        );
+        assert_eq!(parse_rfc3339_ms("2026-13-22T00:00:00Z"), None);
+        assert_eq!(parse_rfc3339_ms("2026-11-22"), None);
+    }
+}
+
+impl Incident {
+    /// What a rule component sees: the incident, its id, and the host's labels.
+    pub fn to_rule_input(
+        &self,
+        id: &str,
+        host_labels: &BTreeMap<String, String>,
+        received_at: &str,
+    ) -> runwarden_runtime::Incident {
+        use runwarden_runtime::Severity as S;
+        runwarden_runtime::Incident {
+            id: id.to_string(),
+            tenant: self.tenant.clone(),
+            host: self.host.clone(),
+            kind: self.kind.clone(),
+            severity: match self.severity {
+                Severity::Info => S::Info,
+                Severity::Low => S::Low,
+                Severity::Medium => S::Medium,
+                Severity::High => S::High,
+                Severity::Critical => S::Critical,
+            },
+            service: self.service.clone(),
+            message: self.message.clone(),
+            labels: self.labels.clone().into_iter().collect(),
+            host_labels: host_labels.clone().into_iter().collect(),
+            occurred_at: self
+                .occurred_at
+                .clone()
+                .unwrap_or_else(|| received_at.to_string()),
+        }
+    }
+}
