@@ -1,6 +1,7 @@
 //! `runwarden`: run and inspect sandboxed remediation runbooks.
 
 mod evidence;
+mod rules;
 mod runbook;
 
 use clap::{Parser, Subcommand};
@@ -25,6 +26,9 @@ enum Command {
     /// Write, build, inspect and run runbook components.
     #[command(subcommand)]
     Runbook(runbook::RunbookCommand),
+    /// Compile, list and test L1 rule sets.
+    #[command(subcommand)]
+    Rules(rules::RulesCommand),
     /// Manage signing keys.
     #[command(subcommand)]
     Keys(evidence::KeysCommand),
@@ -60,6 +64,7 @@ fn main() -> ExitCode {
         Command::Runbook(cmd) => {
             data_dir(cli.data_dir).and_then(|d| runbook::run(cmd, d, &cli.log))
         }
+        Command::Rules(cmd) => data_dir(cli.data_dir).and_then(|d| rules::run(cmd, d)),
         Command::Keys(cmd) => evidence::keys(cmd),
         Command::Evidence(cmd) => {
             data_dir(cli.data_dir).and_then(|d| evidence::evidence(cmd, &d, &cli.log))

@@ -141,7 +141,7 @@ pub fn run(
     }
 }
 
-fn runtime(data_dir: PathBuf) -> anyhow::Result<Runtime> {
+pub(crate) fn runtime(data_dir: PathBuf) -> anyhow::Result<Runtime> {
     Ok(Runtime::new(RuntimeConfig { data_dir })?)
 }
 

@@ -1,6 +1,6 @@
-//! Paths of the guest components (standard runbooks and adversarial guests), built by
-//! this crate's build script for wasm32-wasip2. Host tests and benches depend on this
-//! crate instead of building guests themselves.
+//! Paths of the guest components for host tests and benches: the test guests
+//! (`tests/guests/`, built by this crate's build script for wasm32-wasip2) and the
+//! standard runbooks and rule components (`runbooks/`, built by `runwarden-guests`).
 
 include!(concat!(env!("OUT_DIR"), "/components.rs"));
 
@@ -9,11 +9,18 @@ include!(concat!(env!("OUT_DIR"), "/components.rs"));
 /// # Panics
 /// When no such component was built: the name is listed in the panic message.
 pub fn component(name: &str) -> &'static std::path::Path {
-    match COMPONENTS.iter().find(|(n, _)| *n == name) {
-        Some((_, p)) => std::path::Path::new(p),
+    if let Some((_, p)) = COMPONENTS.iter().find(|(n, _)| *n == name) {
+        return std::path::Path::new(p);
+    }
+    match runwarden_guests::path(name) {
+        Some(p) => p,
         None => panic!(
-            "no guest component named {name:?}; built: {:?}",
-            COMPONENTS.iter().map(|(n, _)| *n).collect::<Vec<_>>()
+            "no guest component named {name:?}; built: {:?} and {:?}",
+            COMPONENTS.iter().map(|(n, _)| *n).collect::<Vec<_>>(),
+            runwarden_guests::COMPONENTS
+                .iter()
+                .map(|(n, _, _)| *n)
+                .collect::<Vec<_>>()
         ),
     }
 }

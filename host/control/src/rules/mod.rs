@@ -349,7 +349,13 @@ pub fn compile(
                         fail(
                             rid,
                             "match.message",
-                            format!("bad regex: {}", e.to_string().replace('\n', " ")),
+                            format!(
+                                "bad regex: {}",
+                                e.to_string()
+                                    .split_whitespace()
+                                    .collect::<Vec<_>>()
+                                    .join(" ")
+                            ),
                         )
                     })?;
             }
