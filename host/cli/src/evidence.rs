@@ -188,11 +188,7 @@ async fn open_store(data_dir: &Path, args: &LogArgs) -> anyhow::Result<ev::Store
     Ok(ev::Store::open(&target).await?)
 }
 
-/// Host signing keys (`HOST.key`, 0600) and their public keys. Apart from `keys/`, which
-/// holds the runtime's artifact-cache key.
-fn keys_dir(data_dir: &Path) -> PathBuf {
-    data_dir.join("signing-keys")
-}
+use runwarden_control::evidence::keys_dir;
 
 /// The host's signing key: `--signing-key`, else DATA_DIR/signing-keys/HOST.key, created on first use.
 fn host_key(
@@ -200,31 +196,14 @@ fn host_key(
     explicit: Option<&Path>,
     host_id: &str,
 ) -> anyhow::Result<ev::SigningKey> {
-    if let Some(p) = explicit {
-        return Ok(ev::read_signing_key(p)?);
-    }
-    let dir = keys_dir(data_dir);
-    let stem: String = host_id
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
-    let path = dir.join(format!("{stem}.key"));
-    if !path.exists() {
-        std::fs::create_dir_all(&dir)
-            .with_context(|| format!("cannot create {}", dir.display()))?;
-        ev::write_key_pair(&dir, host_id)?;
+    let (key, created) = runwarden_control::evidence::host_key(data_dir, explicit, host_id)?;
+    if let Some(path) = created {
         eprintln!(
             "created the signing key of host {host_id}: {} (public key beside it)",
             path.display()
         );
     }
-    Ok(ev::read_signing_key(&path)?)
+    Ok(key)
 }
 
 /// Every public key in DATA_DIR/signing-keys: what `evidence show` trusts by default.
@@ -253,30 +232,18 @@ pub fn record(
     inv: &Invocation,
 ) -> anyhow::Result<u64> {
     let key = host_key(data_dir, signing_key, &inv.host_id)?;
-    let statement = ev::Statement::new(
-        &inv.runbook,
-        &inv.sha256,
-        ev::Invocation {
-            invocation_id: inv.invocation_id.clone(),
-            tenant: tenant.to_string(),
-            host_id: inv.host_id.clone(),
-            key_id: key.verifying_key().key_id_hex(),
+    let statement = runwarden_control::evidence::statement(
+        inv,
+        &key,
+        runwarden_control::evidence::Context {
+            tenant,
             provenance: ev::Provenance::Manual {
                 operator: std::env::var("SUDO_USER")
                     .or_else(|_| std::env::var("USER"))
                     .ok(),
             },
-            runbook_version: inv.version.clone(),
-            grant_digest: inv.grant_digest.clone(),
-            grant: inv.grant.as_ref().map(serde_json::to_value).transpose()?,
-            params: inv.params.clone(),
-            trace: serde_json::to_value(&inv.trace)?,
-            outcome: serde_json::to_value(&inv.outcome)?,
-            started_at: ev::rfc3339_ms(inv.started_at_ms),
-            ended_at: ev::rfc3339_ms(inv.started_at_ms + inv.duration_us / 1000),
-            duration_us: inv.duration_us,
-            fuel_consumed: inv.fuel_consumed,
-            dry_run: inv.dry_run,
+            incident_id: None,
+            guardrails: None,
         },
     );
     let envelope = statement.sign(&key)?;

@@ -4,6 +4,7 @@
 //! guardrails decide whether it may run now; the sandbox runs it; the evidence log
 //! records what was done — and what was not, and why.
 
+pub mod evidence;
 mod incident;
 pub mod rules;
 

@@ -44,6 +44,8 @@ fn record(i: u64, key: &SigningKey) -> Envelope {
             duration_us: 3000,
             fuel_consumed: 13_000,
             dry_run: false,
+            incident_id: None,
+            guardrails: None,
         },
     )
     .sign(key)

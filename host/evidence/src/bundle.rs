@@ -634,6 +634,7 @@ fn report_html(b: &BundleContents) -> String {
                     v["rationale"].as_str().unwrap_or("")
                 ),
                 Some("L3") => format!("approved by {}", v["approver"].as_str().unwrap_or("?")),
+                Some("none") => format!("nothing decided: {}", v["reason"].as_str().unwrap_or("?")),
                 _ => "?".into(),
             },
             Err(_) => "?".into(),

@@ -78,6 +78,13 @@ pub enum Provenance {
         /// The approver's identity.
         approver: String,
     },
+    /// Nothing decided to act: no L1 rule matched and no planner chose (the record of an
+    /// escalation).
+    #[serde(rename = "none")]
+    Undecided {
+        /// Why nothing was decided.
+        reason: String,
+    },
 }
 
 /// The predicate: one invocation, as the runtime reported it.
@@ -116,6 +123,12 @@ pub struct Invocation {
     pub fuel_consumed: u64,
     /// Whether mutating calls were simulated.
     pub dry_run: bool,
+    /// The incident this was done (or not done) for, when there was one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub incident_id: Option<String>,
+    /// The guardrails' verdicts on it, when it went through the incident pipeline.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub guardrails: Option<serde_json::Value>,
 }
 
 impl Statement {
@@ -224,6 +237,8 @@ mod tests {
                 duration_us: 1000,
                 fuel_consumed: 0,
                 dry_run: false,
+                incident_id: None,
+                guardrails: None,
             },
         );
         let env = st.sign(&key).unwrap();

@@ -1,0 +1,146 @@
+//! Turning what happened into signed evidence: the host's signing key, and the statement
+//! for an invocation — or for a decision not to act.
+
+use runwarden_evidence as ev;
+use runwarden_runtime::Invocation;
+use std::path::{Path, PathBuf};
+
+/// Where host signing keys live: `DATA_DIR/signing-keys/HOST.key` (0600) beside `HOST.pub`.
+pub fn keys_dir(data_dir: &Path) -> PathBuf {
+    data_dir.join("signing-keys")
+}
+
+/// A host id as a file name.
+fn key_stem(host_id: &str) -> String {
+    host_id
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+/// The host's signing key: `explicit`, else `DATA_DIR/signing-keys/HOST.key`, created on
+/// first use. The second value says whether it was just created (and where).
+pub fn host_key(
+    data_dir: &Path,
+    explicit: Option<&Path>,
+    host_id: &str,
+) -> ev::Result<(ev::SigningKey, Option<PathBuf>)> {
+    if let Some(p) = explicit {
+        return Ok((ev::read_signing_key(p)?, None));
+    }
+    let dir = keys_dir(data_dir);
+    let path = dir.join(format!("{}.key", key_stem(host_id)));
+    if path.exists() {
+        return Ok((ev::read_signing_key(&path)?, None));
+    }
+    std::fs::create_dir_all(&dir).map_err(|source| ev::Error::Io {
+        action: "create the signing-key directory",
+        path: dir.clone(),
+        source,
+    })?;
+    let (private, _) = ev::write_key_pair(&dir, host_id)?;
+    Ok((ev::read_signing_key(&private)?, Some(private)))
+}
+
+/// Context of an invocation beyond what the runtime reports.
+pub struct Context<'a> {
+    /// Tenant it was done for.
+    pub tenant: &'a str,
+    /// Why it ran.
+    pub provenance: ev::Provenance,
+    /// The incident, when there was one.
+    pub incident_id: Option<&'a str>,
+    /// Guardrail verdicts, when it went through the pipeline.
+    pub guardrails: Option<serde_json::Value>,
+}
+
+/// The evidence statement of an invocation.
+pub fn statement(inv: &Invocation, key: &ev::SigningKey, cx: Context<'_>) -> ev::Statement {
+    ev::Statement::new(
+        &inv.runbook,
+        &inv.sha256,
+        ev::Invocation {
+            invocation_id: inv.invocation_id.clone(),
+            tenant: cx.tenant.to_string(),
+            host_id: inv.host_id.clone(),
+            key_id: key.verifying_key().key_id_hex(),
+            provenance: cx.provenance,
+            runbook_version: inv.version.clone(),
+            grant_digest: inv.grant_digest.clone(),
+            grant: inv
+                .grant
+                .as_ref()
+                .and_then(|g| serde_json::to_value(g).ok()),
+            params: inv.params.clone(),
+            trace: serde_json::to_value(&inv.trace).unwrap_or_default(),
+            outcome: serde_json::to_value(&inv.outcome).unwrap_or_default(),
+            started_at: ev::rfc3339_ms(inv.started_at_ms),
+            ended_at: ev::rfc3339_ms(inv.started_at_ms + inv.duration_us / 1000),
+            duration_us: inv.duration_us,
+            fuel_consumed: inv.fuel_consumed,
+            dry_run: inv.dry_run,
+            incident_id: cx.incident_id.map(String::from),
+            guardrails: cx.guardrails,
+        },
+    )
+}
+
+/// What a decision record is about: the component that would have run (or decided).
+pub struct Subject<'a> {
+    /// Component name.
+    pub name: &'a str,
+    /// Its version, when known.
+    pub version: &'a str,
+    /// SHA-256 of its bytes.
+    pub sha256: &'a str,
+}
+
+/// The evidence statement of a decision not to act now: suppressed, escalated, or
+/// waiting for approval. Nothing ran: no grant, no trace, no fuel.
+#[allow(clippy::too_many_arguments)]
+pub fn decision_statement(
+    subject: Subject<'_>,
+    key: &ev::SigningKey,
+    host_id: &str,
+    cx: Context<'_>,
+    status: &str,
+    summary: &str,
+    params: serde_json::Value,
+    at_ms: u64,
+) -> ev::Statement {
+    ev::Statement::new(
+        subject.name,
+        subject.sha256,
+        ev::Invocation {
+            invocation_id: uuid_v4(),
+            tenant: cx.tenant.to_string(),
+            host_id: host_id.to_string(),
+            key_id: key.verifying_key().key_id_hex(),
+            provenance: cx.provenance,
+            runbook_version: subject.version.to_string(),
+            grant_digest: None,
+            grant: None,
+            params,
+            trace: serde_json::json!([]),
+            outcome: serde_json::json!({"status": status, "summary": summary, "details": {}}),
+            started_at: ev::rfc3339_ms(at_ms),
+            ended_at: ev::rfc3339_ms(at_ms),
+            duration_us: 0,
+            fuel_consumed: 0,
+            dry_run: false,
+            incident_id: cx.incident_id.map(String::from),
+            guardrails: cx.guardrails,
+        },
+    )
+}
+
+/// A random UUID v4 string.
+pub fn uuid_v4() -> String {
+    uuid::Uuid::new_v4().to_string()
+}
