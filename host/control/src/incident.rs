@@ -78,7 +78,8 @@ const MAX_LABELS: usize = 32;
 const MAX_LABEL_KEY: usize = 64;
 const MAX_LABEL_VALUE: usize = 512;
 
-fn name(field: &'static str, v: &str) -> Result<(), IncidentError> {
+/// Check a tenant, host, type or service name.
+pub(crate) fn check_name(field: &'static str, v: &str) -> Result<(), IncidentError> {
     let bad = |message: String| Err(IncidentError { field, message });
     if v.is_empty() {
         return bad("is empty".into());
@@ -109,12 +110,12 @@ impl Incident {
     /// Check every field; the tenant may still be empty (filled from the caller).
     pub fn validate(&self) -> Result<(), IncidentError> {
         if !self.tenant.is_empty() {
-            name("tenant", &self.tenant)?;
+            check_name("tenant", &self.tenant)?;
         }
-        name("host", &self.host)?;
-        name("type", &self.kind)?;
+        check_name("host", &self.host)?;
+        check_name("type", &self.kind)?;
         if let Some(s) = &self.service {
-            name("service", s)?;
+            check_name("service", s)?;
         }
         if self.message.len() > MAX_MESSAGE {
             return Err(IncidentError {

@@ -5,7 +5,15 @@
 //! records what was done — and what was not, and why.
 
 pub mod evidence;
+pub mod guardrails;
 mod incident;
+mod pipeline;
 pub mod rules;
+pub mod store;
 
+pub use guardrails::{GuardrailConfig, HighRisk, Verdict};
 pub use incident::{Incident, IncidentError, Severity, parse_rfc3339_ms};
+pub use pipeline::{
+    ActionRecord, Caller, ControlConfig, ControlError, Controller, DecisionRecord, HostConfig,
+    IncidentRecord, RuleListing, RunRecord, RunbookInfo, Scope, authenticate, create_token,
+};

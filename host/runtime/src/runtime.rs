@@ -138,6 +138,31 @@ pub struct Loaded {
 }
 
 impl Loaded {
+    /// Whether a run with `params` would pass the params schema and `policy`'s grants —
+    /// checked without running anything; the reason when it would not.
+    pub fn precheck(&self, policy: &Policy, params: &serde_json::Value) -> Result<(), String> {
+        let params = with_defaults(
+            &self.manifest.params_schema,
+            if params.is_null() {
+                serde_json::json!({})
+            } else {
+                params.clone()
+            },
+        );
+        if let Some(e) = self.validator.iter_errors(&params).next() {
+            return Err(format!("invalid params for {}: {e}", self.manifest.name));
+        }
+        Grant::resolve(&self.manifest.capabilities, &params, policy)
+            .map(|_| ())
+            .map_err(|r| {
+                format!(
+                    "the policy of host {} does not grant {}",
+                    policy.host_id,
+                    r.missing.join("; ")
+                )
+            })
+    }
+
     /// SHA-256 of the component bytes (hex).
     pub fn sha256(&self) -> &str {
         &self.sha256

@@ -1,0 +1,1105 @@
+//! The incident pipeline: intake → L1 rules → guardrails → sandbox → evidence.
+//!
+//! One [`Controller`] is the control plane and the local agent of the embedded default:
+//! it serves one host (its policy and labels), the deployed runbooks and rule sets, and
+//! writes every decision — what ran, and what did not and why — into the evidence log.
+
+use crate::evidence::{self as evrec, Context as EvContext, Subject};
+use crate::guardrails::{GuardrailConfig, HighRisk, Verdict, Windows};
+use crate::incident::Incident;
+use crate::store::{ControlStore, TokenRow};
+use runwarden_evidence as ev;
+use runwarden_runtime::{Loaded, Policy, Risk, RuleSet, RunOptions, Runtime, Status};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+/// What can go wrong outside an incident's own outcome.
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    /// The incident is malformed.
+    #[error(transparent)]
+    Invalid(#[from] crate::IncidentError),
+    /// The incident names another tenant than the caller's.
+    #[error("the incident's tenant {given:?} is not yours ({caller:?}): omit it or use your own")]
+    WrongTenant {
+        /// In the body.
+        given: String,
+        /// The caller's.
+        caller: String,
+    },
+    /// The database failed.
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+    /// The evidence log failed: nothing is reported done without its evidence.
+    #[error("evidence: {0}")]
+    Evidence(#[from] ev::Error),
+    /// The controller is shutting down.
+    #[error("runwarden is shutting down: retry against the restarted service")]
+    ShuttingDown,
+    /// Setup failed.
+    #[error("{0}")]
+    Setup(String),
+}
+
+type Result<T, E = ControlError> = std::result::Result<T, E>;
+
+/// The host this process acts on: its policy (id, grants, limits) and inventory labels.
+pub struct HostConfig {
+    /// The host's policy.
+    pub policy: Arc<Policy>,
+    /// Inventory labels rules can match (`role = "db"`).
+    pub labels: BTreeMap<String, String>,
+}
+
+/// Everything a [`Controller`] needs.
+pub struct ControlConfig {
+    /// Evidence + control-plane database: a `postgres://` URL or a SQLite file.
+    pub database: String,
+    /// Where host signing keys live (`DATA_DIR/signing-keys`).
+    pub data_dir: std::path::PathBuf,
+    /// The host served.
+    pub host: HostConfig,
+    /// Guardrail settings.
+    pub guardrails: GuardrailConfig,
+}
+
+/// One run the pipeline started.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct RunRecord {
+    /// Runbook name.
+    pub runbook: String,
+    /// Its status (`healed`, `no-op`, `failed`, `refused`, …).
+    pub status: String,
+    /// Its summary.
+    pub summary: String,
+    /// Invocation id.
+    pub invocation_id: String,
+    /// Whether it was a dry run.
+    pub dry_run: bool,
+    /// Its evidence record's log index.
+    pub evidence_index: u64,
+}
+
+/// What L1 decided.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct DecisionRecord {
+    /// The rule that matched.
+    pub rule_id: String,
+    /// SHA-256 of the rule component it is in.
+    pub rule_sha256: String,
+    /// Runbooks to run, in order, with params.
+    pub actions: Vec<ActionRecord>,
+    /// Whether the rule asks for dry runs only.
+    pub dry_run: bool,
+}
+
+/// One runbook of a decision.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct ActionRecord {
+    /// Runbook name.
+    pub runbook: String,
+    /// Params.
+    pub params: serde_json::Value,
+}
+
+/// An incident and everything decided and done about it.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct IncidentRecord {
+    /// Its id.
+    pub id: String,
+    /// Tenant.
+    pub tenant: String,
+    /// The incident as submitted (tenant filled in).
+    pub incident: Incident,
+    /// Fingerprint (tenant, host, type, service).
+    pub fingerprint: String,
+    /// When it was received (RFC 3339).
+    pub received_at: String,
+    /// Who owns it now: `L1` (a rule handled it), `L3` (a human must).
+    pub tier: String,
+    /// `processing`, `healed`, `no-op`, `failed`, `escalated`, `suppressed`, `awaiting_approval`.
+    pub status: String,
+    /// Why it ended in this status, in words.
+    pub reason: String,
+    /// What the L1 rule decided, if one matched.
+    pub decision: Option<DecisionRecord>,
+    /// Each guardrail's verdict.
+    pub guardrails: Vec<Verdict>,
+    /// Runbook runs, in order.
+    pub runs: Vec<RunRecord>,
+    /// Log indexes of every evidence record about this incident.
+    pub evidence: Vec<u64>,
+}
+
+/// A deployed runbook, as listed.
+#[derive(Clone, Debug, Serialize)]
+pub struct RunbookInfo {
+    /// Name.
+    pub name: String,
+    /// Version.
+    pub version: String,
+    /// One line.
+    pub summary: String,
+    /// `low`, `medium`, `high`.
+    pub risk: String,
+    /// SHA-256 of the component.
+    pub sha256: String,
+    /// Params JSON Schema.
+    pub params_schema: serde_json::Value,
+}
+
+/// A deployed rule, as listed.
+#[derive(Clone, Debug, Serialize)]
+pub struct RuleListing {
+    /// Rule id.
+    pub id: String,
+    /// One line.
+    pub summary: String,
+    /// Runbooks it may choose.
+    pub runbooks: Vec<String>,
+    /// SHA-256 of its component.
+    pub rule_sha256: String,
+}
+
+/// An authenticated API caller.
+#[derive(Clone, Debug)]
+pub struct Caller {
+    /// Token id.
+    pub token_id: String,
+    /// The tenant the token is bound to.
+    pub tenant: String,
+    /// `read`, `operate` or `admin`.
+    pub scope: Scope,
+}
+
+/// What a token may do; each scope includes the ones before it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Scope {
+    /// Read incidents, runbooks, rules, evidence.
+    Read,
+    /// Also submit incidents.
+    Operate,
+    /// Also manage tokens.
+    Admin,
+}
+
+impl Scope {
+    /// Parse `read`, `operate`, `admin`.
+    pub fn parse(s: &str) -> Option<Scope> {
+        match s {
+            "read" => Some(Scope::Read),
+            "operate" => Some(Scope::Operate),
+            "admin" => Some(Scope::Admin),
+            _ => None,
+        }
+    }
+
+    /// The name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scope::Read => "read",
+            Scope::Operate => "operate",
+            Scope::Admin => "admin",
+        }
+    }
+}
+
+/// Counters for `/metrics`.
+#[derive(Default)]
+struct Metrics {
+    incidents: Mutex<BTreeMap<String, u64>>,
+    runs: Mutex<BTreeMap<String, u64>>,
+    l1_latency_us_sum: AtomicU64,
+    l1_latency_count: AtomicU64,
+}
+
+/// The control plane and local agent.
+pub struct Controller {
+    runtime: Arc<Runtime>,
+    store: ControlStore,
+    evidence: ev::Store,
+    key: ev::SigningKey,
+    origin: String,
+    host: HostConfig,
+    guardrails: GuardrailConfig,
+    runbooks: HashMap<String, Arc<Loaded>>,
+    rule_sets: Vec<Arc<RuleSet>>,
+    windows: Mutex<Windows>,
+    /// Serializes guardrail checks with the runs they admit, per tenant, so two incidents
+    /// cannot both pass a cooldown before either is noted.
+    admission: tokio::sync::Mutex<()>,
+    in_flight: tokio::sync::RwLock<bool>,
+    metrics: Metrics,
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+fn ev_ms(rfc3339: &str) -> i64 {
+    crate::incident::parse_rfc3339_ms(rfc3339).unwrap_or_else(now_ms)
+}
+
+fn status_name(s: Status) -> String {
+    serde_json::to_value(s)
+        .ok()
+        .and_then(|v| v.as_str().map(String::from))
+        .unwrap_or_else(|| "unknown".into())
+}
+
+impl Controller {
+    /// Open the database, load the signing key, rebuild the guardrail windows, and serve
+    /// `runbooks` (component bytes) and `rule_sets` (rule component bytes) on `runtime`.
+    pub async fn start(
+        config: ControlConfig,
+        runtime: Arc<Runtime>,
+        runbooks: Vec<Vec<u8>>,
+        rule_sets: Vec<Vec<u8>>,
+    ) -> Result<Controller> {
+        let evidence = ev::Store::open(&config.database).await?;
+        let store = ControlStore::open(&config.database).await?;
+        let host_id = config.host.policy.host_id.clone();
+        let (key, _) = evrec::host_key(&config.data_dir, None, &host_id)?;
+        let origin = format!("runwarden/{}", key.name());
+        let mut deployed = HashMap::new();
+        for bytes in runbooks {
+            let l = runtime
+                .load(&bytes)
+                .map_err(|e| ControlError::Setup(format!("deploying a runbook: {e}")))?;
+            deployed.insert(l.manifest().name.clone(), l);
+        }
+        let mut sets = Vec::new();
+        for bytes in rule_sets {
+            let set = runtime
+                .load_rules(&bytes)
+                .map_err(|e| ControlError::Setup(format!("deploying a rule set: {e}")))?;
+            for r in set.rules() {
+                for rb in &r.runbooks {
+                    if !deployed.contains_key(rb) {
+                        return Err(ControlError::Setup(format!(
+                            "rule {} (rule set {}) names runbook {rb:?}, which is not deployed",
+                            r.id,
+                            &set.sha256()[..12]
+                        )));
+                    }
+                }
+            }
+            sets.push(set);
+        }
+        // Rebuild the windows from what the database remembers.
+        let now = now_ms();
+        let mut windows = Windows::default();
+        let window_ms = (config.guardrails.repeat_window_secs * 1000) as i64;
+        for (fp, at) in store.fingerprints_since(now - window_ms).await? {
+            windows.see(&fp, at, window_ms);
+        }
+        for a in store.actions_since(now - 7 * 24 * 3600 * 1000).await? {
+            windows.ran(&a.tenant, &a.host, &a.runbook, a.at_ms);
+        }
+        Ok(Controller {
+            runtime,
+            store,
+            evidence,
+            key,
+            origin,
+            host: config.host,
+            guardrails: config.guardrails,
+            runbooks: deployed,
+            rule_sets: sets,
+            windows: Mutex::new(windows),
+            admission: tokio::sync::Mutex::new(()),
+            in_flight: tokio::sync::RwLock::new(false),
+            metrics: Metrics::default(),
+        })
+    }
+
+    /// The host this controller acts on.
+    pub fn host_id(&self) -> &str {
+        &self.host.policy.host_id
+    }
+
+    /// The log's origin line (`runwarden/HOST`).
+    pub fn origin(&self) -> &str {
+        &self.origin
+    }
+
+    /// The evidence log.
+    pub fn evidence(&self) -> &ev::Store {
+        &self.evidence
+    }
+
+    /// The public key evidence is signed with.
+    pub fn verifying_key(&self) -> ev::VerifyingKey {
+        self.key.verifying_key()
+    }
+
+    /// Deployed runbooks, by name.
+    pub fn runbooks(&self) -> Vec<RunbookInfo> {
+        let mut out: Vec<RunbookInfo> = self
+            .runbooks
+            .values()
+            .map(|l| {
+                let m = l.manifest();
+                RunbookInfo {
+                    name: m.name.clone(),
+                    version: m.version.clone(),
+                    summary: m.summary.clone(),
+                    risk: match m.risk {
+                        Risk::Low => "low",
+                        Risk::Medium => "medium",
+                        Risk::High => "high",
+                    }
+                    .into(),
+                    sha256: l.sha256().into(),
+                    params_schema: m.params_schema.clone(),
+                }
+            })
+            .collect();
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        out
+    }
+
+    /// Deployed rules, in evaluation order.
+    pub fn rules(&self) -> Vec<RuleListing> {
+        self.rule_sets
+            .iter()
+            .flat_map(|s| {
+                s.rules().iter().map(|r| RuleListing {
+                    id: r.id.clone(),
+                    summary: r.summary.clone(),
+                    runbooks: r.runbooks.clone(),
+                    rule_sha256: s.sha256().into(),
+                })
+            })
+            .collect()
+    }
+
+    /// Submit an incident for `tenant` and carry it to its end: decided, guarded, run,
+    /// recorded. Returns once every evidence record about it is durable.
+    pub async fn submit(&self, tenant: &str, incident: Incident) -> Result<IncidentRecord> {
+        let rec = self.accept(tenant, incident).await?;
+        self.complete(rec).await
+    }
+
+    /// Validate an incident for `tenant`, give it an id and store it as `processing`.
+    /// Follow with [`Controller::complete`].
+    pub async fn accept(&self, tenant: &str, mut incident: Incident) -> Result<IncidentRecord> {
+        if *self.in_flight.read().await {
+            return Err(ControlError::ShuttingDown);
+        }
+        if incident.tenant.is_empty() {
+            incident.tenant = tenant.to_string();
+        } else if incident.tenant != tenant {
+            return Err(ControlError::WrongTenant {
+                given: incident.tenant.clone(),
+                caller: tenant.to_string(),
+            });
+        }
+        incident.validate()?;
+        let received_ms = now_ms();
+        let rec = IncidentRecord {
+            id: evrec::uuid_v4(),
+            tenant: tenant.to_string(),
+            fingerprint: incident.fingerprint(),
+            received_at: ev::rfc3339_ms(received_ms as u64),
+            incident,
+            tier: "L1".into(),
+            status: "processing".into(),
+            reason: String::new(),
+            decision: None,
+            guardrails: Vec::new(),
+            runs: Vec::new(),
+            evidence: Vec::new(),
+        };
+        self.save(&rec, received_ms).await?;
+        Ok(rec)
+    }
+
+    /// Carry an accepted incident to its end. Shutdown waits for every call in progress.
+    pub async fn complete(&self, mut rec: IncidentRecord) -> Result<IncidentRecord> {
+        let guard = self.in_flight.read().await;
+        if *guard {
+            return Err(ControlError::ShuttingDown);
+        }
+        let started = std::time::Instant::now();
+        let received_ms = ev_ms(&rec.received_at);
+        self.process(&mut rec, now_ms()).await?;
+        self.save(&rec, received_ms).await?;
+        *self
+            .metrics
+            .incidents
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(rec.status.clone())
+            .or_default() += 1;
+        if rec.decision.is_some() {
+            self.metrics
+                .l1_latency_us_sum
+                .fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+            self.metrics
+                .l1_latency_count
+                .fetch_add(1, Ordering::Relaxed);
+        }
+        drop(guard);
+        Ok(rec)
+    }
+
+    async fn save(&self, rec: &IncidentRecord, received_ms: i64) -> Result<()> {
+        let json = serde_json::to_string(rec).expect("an incident record serializes");
+        self.store
+            .put_incident(
+                &rec.id,
+                &rec.tenant,
+                &rec.incident.host,
+                &rec.fingerprint,
+                &rec.status,
+                received_ms,
+                now_ms(),
+                &json,
+            )
+            .await?;
+        Ok(())
+    }
+
+    fn end(rec: &mut IncidentRecord, tier: &str, status: &str, reason: impl Into<String>) {
+        rec.tier = tier.into();
+        rec.status = status.into();
+        rec.reason = reason.into();
+    }
+
+    async fn process(&self, rec: &mut IncidentRecord, now: i64) -> Result<()> {
+        // L1: the first rule set with a matching rule decides.
+        let input = rec
+            .incident
+            .to_rule_input(&rec.id, &self.host.labels, &rec.received_at);
+        let mut decision = None;
+        for set in &self.rule_sets {
+            let set2 = set.clone();
+            let rt = self.runtime.clone();
+            let input2 = input.clone();
+            let d = tokio::task::spawn_blocking(move || rt.evaluate(&set2, &input2))
+                .await
+                .map_err(|e| ControlError::Setup(format!("rule evaluation task: {e}")))?;
+            match d {
+                Ok(Some(d)) => {
+                    decision = Some((set.clone(), d));
+                    break;
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    // A broken rule set must not stop the others; it is recorded.
+                    rec.guardrails.push(Verdict::new(
+                        "rules",
+                        "error",
+                        format!("rule set {} failed: {e}", &set.sha256()[..12]),
+                    ));
+                }
+            }
+        }
+        let window_ms = (self.guardrails.repeat_window_secs * 1000) as i64;
+        let earlier = self.windows.lock().unwrap_or_else(|e| e.into_inner()).see(
+            &rec.fingerprint,
+            now,
+            window_ms,
+        );
+
+        let Some((set, d)) = decision else {
+            let reason = "no L1 rule matched; no planner is configured: a human must decide";
+            Self::end(rec, "L3", "escalated", reason);
+            let sha = self
+                .rule_sets
+                .first()
+                .map(|s| s.sha256().to_string())
+                .unwrap_or_else(|| hex::encode(Sha256::digest(b"")));
+            self.record_decision(
+                rec,
+                Subject {
+                    name: "l1-rules",
+                    version: "",
+                    sha256: &sha,
+                },
+                ev::Provenance::Undecided {
+                    reason: "no L1 rule matched".into(),
+                },
+                serde_json::json!({}),
+                now,
+            )
+            .await?;
+            return Ok(());
+        };
+        let actions: Vec<ActionRecord> = d
+            .actions
+            .iter()
+            .map(|a| ActionRecord {
+                runbook: a.runbook.clone(),
+                params: serde_json::from_str(&a.params).unwrap_or(serde_json::Value::Null),
+            })
+            .collect();
+        rec.decision = Some(DecisionRecord {
+            rule_id: d.rule_id.clone(),
+            rule_sha256: set.sha256().into(),
+            actions: actions.clone(),
+            dry_run: d.dry_run,
+        });
+        let provenance = ev::Provenance::L1 {
+            rule_id: d.rule_id.clone(),
+            rule_sha256: set.sha256().into(),
+        };
+        let first = actions.first().cloned();
+
+        // Repeat.
+        let threshold = self.guardrails.repeat_threshold.max(1) as usize;
+        if earlier + 1 >= threshold {
+            let detail = format!(
+                "seen {} times within {} min (threshold {threshold})",
+                earlier + 1,
+                self.guardrails.repeat_window_secs / 60
+            );
+            rec.guardrails
+                .push(Verdict::new("repeat", "escalate", detail.clone()));
+            Self::end(
+                rec,
+                "L3",
+                "escalated",
+                format!("repeated incident: {detail}"),
+            );
+            self.record_blocked(rec, first.as_ref(), provenance, now)
+                .await?;
+            return Ok(());
+        }
+        rec.guardrails.push(Verdict::new(
+            "repeat",
+            "pass",
+            format!("{} earlier within the window", earlier),
+        ));
+
+        // Known target: host served, runbooks deployed, params and grants fit.
+        let mut loaded = Vec::new();
+        let mut unknown = None;
+        if rec.incident.host != self.host.policy.host_id {
+            unknown = Some(format!(
+                "host {:?} is not served by this agent (it serves {:?})",
+                rec.incident.host, self.host.policy.host_id
+            ));
+        } else {
+            for a in &actions {
+                match self.runbooks.get(&a.runbook) {
+                    None => {
+                        unknown = Some(format!("runbook {:?} is not deployed", a.runbook));
+                        break;
+                    }
+                    Some(l) => {
+                        if let Err(why) = l.precheck(&self.host.policy, &a.params) {
+                            unknown = Some(why);
+                            break;
+                        }
+                        loaded.push(l.clone());
+                    }
+                }
+            }
+        }
+        if let Some(why) = unknown {
+            rec.guardrails
+                .push(Verdict::new("known_target", "escalate", why.clone()));
+            Self::end(rec, "L3", "escalated", format!("unknown target: {why}"));
+            self.record_blocked(rec, first.as_ref(), provenance, now)
+                .await?;
+            return Ok(());
+        }
+        rec.guardrails.push(Verdict::new(
+            "known_target",
+            "pass",
+            "runbooks deployed; the host's policy grants what they touch",
+        ));
+
+        // Cooldown, breaker and the runs they admit happen under one lock.
+        let admission = self.admission.lock().await;
+        let cooldown_ms = i64::from(
+            d.cooldown_secs
+                .unwrap_or(self.guardrails.cooldown_secs as u32),
+        ) * 1000;
+        let host = rec.incident.host.clone();
+        let cooling = {
+            let w = self.windows.lock().unwrap_or_else(|e| e.into_inner());
+            actions.iter().find_map(|a| {
+                w.last_run(&host, &a.runbook)
+                    .filter(|t| now - t < cooldown_ms)
+                    .map(|t| (a.runbook.clone(), (cooldown_ms - (now - t)) / 1000))
+            })
+        };
+        if let Some((rb, left)) = cooling {
+            let detail = format!(
+                "{rb} ran on {host} less than {} s ago ({left} s of cooldown left)",
+                cooldown_ms / 1000
+            );
+            rec.guardrails
+                .push(Verdict::new("cooldown", "suppress", detail.clone()));
+            Self::end(rec, "L1", "suppressed", format!("cooldown: {detail}"));
+            drop(admission);
+            self.record_blocked(rec, first.as_ref(), provenance, now)
+                .await?;
+            return Ok(());
+        }
+        rec.guardrails.push(Verdict::new(
+            "cooldown",
+            "pass",
+            format!(
+                "none of its runbooks ran on {host} in the last {} s",
+                cooldown_ms / 1000
+            ),
+        ));
+        let recent = self
+            .windows
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .runs_last_minute(&rec.tenant, now);
+        let max = self.guardrails.breaker_max_per_minute as usize;
+        if recent + actions.len() > max {
+            let detail = format!(
+                "{recent} automatic runs for tenant {} in the last minute (at most {max}): automation paused",
+                rec.tenant
+            );
+            rec.guardrails
+                .push(Verdict::new("circuit_breaker", "escalate", detail.clone()));
+            Self::end(
+                rec,
+                "L3",
+                "escalated",
+                format!("circuit breaker open: {detail}"),
+            );
+            drop(admission);
+            self.record_blocked(rec, first.as_ref(), provenance, now)
+                .await?;
+            return Ok(());
+        }
+        rec.guardrails.push(Verdict::new(
+            "circuit_breaker",
+            "pass",
+            format!("{recent} automatic runs in the last minute (at most {max})"),
+        ));
+
+        // Risk.
+        let risky = loaded.iter().find(|l| l.manifest().risk == Risk::High);
+        let mut dry_only = d.dry_run;
+        let mut awaiting = None;
+        if let Some(l) = risky {
+            let name = l.manifest().name.clone();
+            match self.guardrails.high_risk {
+                HighRisk::Approval => {
+                    let detail = format!("{name} is high-risk: it waits for a human's approval");
+                    rec.guardrails
+                        .push(Verdict::new("risk", "await_approval", detail.clone()));
+                    Self::end(rec, "L3", "awaiting_approval", detail);
+                    drop(admission);
+                    self.record_blocked(rec, first.as_ref(), provenance, now)
+                        .await?;
+                    return Ok(());
+                }
+                HighRisk::DryRunFirst => {
+                    let detail = format!(
+                        "{name} is high-risk: it runs as a dry run now, the real run waits for approval"
+                    );
+                    rec.guardrails
+                        .push(Verdict::new("risk", "dry_run_first", detail.clone()));
+                    dry_only = true;
+                    awaiting = Some(detail);
+                }
+            }
+        } else {
+            rec.guardrails
+                .push(Verdict::new("risk", "pass", "no high-risk runbook"));
+        }
+
+        // Admitted: note the runs before releasing the lock.
+        {
+            let mut w = self.windows.lock().unwrap_or_else(|e| e.into_inner());
+            for a in &actions {
+                w.ran(&rec.tenant, &host, &a.runbook, now);
+            }
+        }
+        for a in &actions {
+            self.store
+                .record_action(&rec.tenant, &host, &a.runbook, &rec.id, now)
+                .await?;
+        }
+        drop(admission);
+
+        // Run, in order, while each heals or finds nothing to do.
+        let verdicts = serde_json::to_value(&rec.guardrails).ok();
+        let mut statuses = Vec::new();
+        for (a, l) in actions.iter().zip(&loaded) {
+            let rt = self.runtime.clone();
+            let policy = self.host.policy.clone();
+            let l2 = l.clone();
+            let params = a.params.clone();
+            let inv = tokio::task::spawn_blocking(move || {
+                rt.invoke(
+                    &l2,
+                    &policy,
+                    RunOptions {
+                        params,
+                        dry_run: dry_only,
+                    },
+                )
+            })
+            .await
+            .map_err(|e| ControlError::Setup(format!("runbook task: {e}")))?;
+            let statement = evrec::statement(
+                &inv,
+                &self.key,
+                EvContext {
+                    tenant: &rec.tenant,
+                    provenance: provenance.clone(),
+                    incident_id: Some(&rec.id),
+                    guardrails: verdicts.clone(),
+                },
+            );
+            let index = self
+                .append(
+                    &statement,
+                    &inv.invocation_id,
+                    &inv.runbook,
+                    &status_name(inv.outcome.status),
+                    inv.started_at_ms as i64,
+                )
+                .await?;
+            rec.evidence.push(index);
+            let status = status_name(inv.outcome.status);
+            *self
+                .metrics
+                .runs
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .entry(status.clone())
+                .or_default() += 1;
+            rec.runs.push(RunRecord {
+                runbook: inv.runbook.clone(),
+                status: status.clone(),
+                summary: inv.outcome.summary.clone(),
+                invocation_id: inv.invocation_id.clone(),
+                dry_run: inv.dry_run,
+                evidence_index: index,
+            });
+            statuses.push(inv.outcome.status);
+            if !matches!(inv.outcome.status, Status::Healed | Status::NoOp) {
+                break;
+            }
+        }
+        let failed = statuses
+            .iter()
+            .any(|s| !matches!(s, Status::Healed | Status::NoOp));
+        if failed {
+            let last = rec.runs.last().expect("a run happened");
+            let reason = format!("{} ended {}: {}", last.runbook, last.status, last.summary);
+            Self::end(rec, "L1", "failed", reason);
+        } else if let Some(detail) = awaiting {
+            Self::end(rec, "L3", "awaiting_approval", detail);
+        } else if dry_only {
+            Self::end(
+                rec,
+                "L1",
+                "no-op",
+                "the rule runs dry runs only: nothing was changed",
+            );
+        } else if statuses.contains(&Status::Healed) {
+            let summary = rec
+                .runs
+                .iter()
+                .map(|r| r.summary.as_str())
+                .collect::<Vec<_>>()
+                .join("; ");
+            Self::end(rec, "L1", "healed", summary);
+        } else {
+            let summary = rec
+                .runs
+                .iter()
+                .map(|r| r.summary.as_str())
+                .collect::<Vec<_>>()
+                .join("; ");
+            Self::end(rec, "L1", "no-op", summary);
+        }
+        Ok(())
+    }
+
+    /// Evidence of an action a guardrail stopped: the runbook that would have run.
+    async fn record_blocked(
+        &self,
+        rec: &mut IncidentRecord,
+        action: Option<&ActionRecord>,
+        provenance: ev::Provenance,
+        now: i64,
+    ) -> Result<()> {
+        let (name, version, sha, params) =
+            match action.and_then(|a| self.runbooks.get(&a.runbook).map(|l| (a, l))) {
+                Some((a, l)) => (
+                    l.manifest().name.clone(),
+                    l.manifest().version.clone(),
+                    l.sha256().to_string(),
+                    a.params.clone(),
+                ),
+                None => (
+                    action.map(|a| a.runbook.clone()).unwrap_or_default(),
+                    String::new(),
+                    hex::encode(Sha256::digest(b"")),
+                    action.map(|a| a.params.clone()).unwrap_or_default(),
+                ),
+            };
+        self.record_decision(
+            rec,
+            Subject {
+                name: &name,
+                version: &version,
+                sha256: &sha,
+            },
+            provenance,
+            params,
+            now,
+        )
+        .await
+    }
+
+    async fn record_decision(
+        &self,
+        rec: &mut IncidentRecord,
+        subject: Subject<'_>,
+        provenance: ev::Provenance,
+        params: serde_json::Value,
+        now: i64,
+    ) -> Result<()> {
+        let name = subject.name.to_string();
+        let statement = evrec::decision_statement(
+            subject,
+            &self.key,
+            &self.host.policy.host_id,
+            EvContext {
+                tenant: &rec.tenant,
+                provenance,
+                incident_id: Some(&rec.id),
+                guardrails: serde_json::to_value(&rec.guardrails).ok(),
+            },
+            &rec.status,
+            &rec.reason,
+            params,
+            now as u64,
+        );
+        let id = statement.predicate.invocation_id.clone();
+        let index = self
+            .append(&statement, &id, &name, &rec.status, now)
+            .await?;
+        rec.evidence.push(index);
+        Ok(())
+    }
+
+    async fn append(
+        &self,
+        statement: &ev::Statement,
+        invocation_id: &str,
+        runbook: &str,
+        status: &str,
+        started_at_ms: i64,
+    ) -> Result<u64> {
+        let envelope = statement.sign(&self.key)?;
+        Ok(self
+            .evidence
+            .append(ev::NewRecord {
+                envelope: envelope.to_json().into_bytes(),
+                invocation_id: invocation_id.to_string(),
+                host_id: self.host.policy.host_id.clone(),
+                runbook: runbook.to_string(),
+                status: status.to_string(),
+                started_at_ms,
+            })
+            .await?)
+    }
+
+    /// One of `tenant`'s incidents.
+    pub async fn incident(&self, tenant: &str, id: &str) -> Result<Option<IncidentRecord>> {
+        Ok(self
+            .store
+            .get_incident(tenant, id)
+            .await?
+            .and_then(|j| serde_json::from_str(&j).ok()))
+    }
+
+    /// `tenant`'s incidents, newest first.
+    pub async fn incidents(
+        &self,
+        tenant: &str,
+        status: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<IncidentRecord>> {
+        Ok(self
+            .store
+            .list_incidents(tenant, status, limit)
+            .await?
+            .iter()
+            .filter_map(|j| serde_json::from_str(j).ok())
+            .collect())
+    }
+
+    /// An evidence record, decoded, if it belongs to `tenant`.
+    pub async fn evidence_record(
+        &self,
+        tenant: &str,
+        index: u64,
+    ) -> Result<Option<serde_json::Value>> {
+        let Some(r) = self.evidence.get(index).await? else {
+            return Ok(None);
+        };
+        let text = String::from_utf8_lossy(&r.envelope).into_owned();
+        let env = ev::Envelope::from_json(&text)?;
+        let st = ev::Statement::from_envelope(&env)?;
+        if st.predicate.tenant != tenant {
+            return Ok(None);
+        }
+        let signed = env.verify(&[self.key.verifying_key()]).is_ok();
+        Ok(Some(serde_json::json!({
+            "index": r.index,
+            "leaf_hash": ev::hash_hex(&r.leaf_hash),
+            "signature": if signed { "valid" } else { "INVALID" },
+            "envelope": serde_json::from_str::<serde_json::Value>(&text).unwrap_or_default(),
+            "statement": st,
+        })))
+    }
+
+    /// Sign a checkpoint of the log as it is now (stored), and return its note.
+    pub async fn checkpoint(&self) -> Result<String> {
+        let size = self.evidence.size().await?;
+        if let Some((s, note)) = self.evidence.checkpoint_at_most(size).await? {
+            if s == size {
+                return Ok(note);
+            }
+        }
+        let leaves = self.evidence.leaf_hashes(size).await?;
+        let cp = ev::Checkpoint {
+            origin: self.origin.clone(),
+            size,
+            root: ev::MerkleTree::new(leaves).root(),
+        };
+        let note = cp.sign(&self.key)?;
+        self.evidence.put_checkpoint(size, &cp.root, &note).await?;
+        Ok(note)
+    }
+
+    /// Create an API token for `tenant`; returns the secret (shown once) and its id.
+    pub async fn create_token(
+        &self,
+        tenant: &str,
+        scope: Scope,
+        name: &str,
+    ) -> Result<(String, String)> {
+        crate::incident::check_name("tenant", tenant)?;
+        create_token(&self.store, tenant, scope, name).await
+    }
+
+    /// The caller a bearer secret belongs to.
+    pub async fn authenticate(&self, secret: &str) -> Result<Option<Caller>> {
+        authenticate(&self.store, secret).await
+    }
+
+    /// Prometheus text exposition of the counters.
+    pub fn metrics(&self) -> String {
+        let mut out = String::new();
+        out.push_str("# HELP runwarden_incidents_total Incidents by final status.\n# TYPE runwarden_incidents_total counter\n");
+        for (s, n) in self
+            .metrics
+            .incidents
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+        {
+            out.push_str(&format!(
+                "runwarden_incidents_total{{status=\"{s}\"}} {n}\n"
+            ));
+        }
+        out.push_str("# HELP runwarden_runs_total Runbook runs by status.\n# TYPE runwarden_runs_total counter\n");
+        for (s, n) in self
+            .metrics
+            .runs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+        {
+            out.push_str(&format!("runwarden_runs_total{{status=\"{s}\"}} {n}\n"));
+        }
+        out.push_str("# HELP runwarden_l1_seconds Time from intake to result of incidents a rule matched.\n# TYPE runwarden_l1_seconds summary\n");
+        out.push_str(&format!(
+            "runwarden_l1_seconds_sum {}\nrunwarden_l1_seconds_count {}\n",
+            self.metrics.l1_latency_us_sum.load(Ordering::Relaxed) as f64 / 1e6,
+            self.metrics.l1_latency_count.load(Ordering::Relaxed)
+        ));
+        out
+    }
+
+    /// Stop taking incidents and wait for those in flight (their evidence written).
+    pub async fn shutdown(&self) {
+        *self.in_flight.write().await = true;
+    }
+}
+
+fn token_hash(secret: &str) -> String {
+    hex::encode(Sha256::digest(secret.as_bytes()))
+}
+
+/// Create a token in `store`: returns (secret, id). The secret is `rw_` + 32 random bytes
+/// (hex); only its SHA-256 is stored.
+pub async fn create_token(
+    store: &ControlStore,
+    tenant: &str,
+    scope: Scope,
+    name: &str,
+) -> Result<(String, String)> {
+    let mut raw = [0u8; 32];
+    getrandom_fill(&mut raw)?;
+    let secret = format!("rw_{}", hex::encode(raw));
+    let id = format!(
+        "tok_{}",
+        &hex::encode(Sha256::digest(secret.as_bytes()))[..12]
+    );
+    store
+        .put_token(
+            &TokenRow {
+                id: id.clone(),
+                tenant: tenant.into(),
+                scope: scope.as_str().into(),
+                name: name.into(),
+                revoked: false,
+            },
+            &token_hash(&secret),
+            now_ms(),
+        )
+        .await?;
+    Ok((secret, id))
+}
+
+/// The caller a bearer secret belongs to, if it is a live token.
+pub async fn authenticate(store: &ControlStore, secret: &str) -> Result<Option<Caller>> {
+    if !secret.starts_with("rw_") || secret.len() != 67 {
+        return Ok(None);
+    }
+    let Some(t) = store.token_by_hash(&token_hash(secret)).await? else {
+        return Ok(None);
+    };
+    if t.revoked {
+        return Ok(None);
+    }
+    Ok(Scope::parse(&t.scope).map(|scope| Caller {
+        token_id: t.id,
+        tenant: t.tenant,
+        scope,
+    }))
+}
+
+fn getrandom_fill(buf: &mut [u8]) -> Result<()> {
+    use std::io::Read;
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(buf))
+        .map_err(|e| ControlError::Setup(format!("reading /dev/urandom: {e}")))
+}
