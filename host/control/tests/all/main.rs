@@ -1,4 +1,5 @@
 //! The control plane against real components: rule sets compiled into the real rule
-//! engine and evaluated in the sandbox.
+//! engine and evaluated in the sandbox, and the incident pipeline end to end.
 
+mod pipeline;
 mod rules;

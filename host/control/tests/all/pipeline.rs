@@ -1,0 +1,327 @@
+//! The incident pipeline end to end inside one process: real rule component, real
+//! runbooks in the sandbox, real SQLite, evidence verified.
+
+use runwarden_control::{
+    ControlConfig, Controller, GuardrailConfig, HighRisk, HostConfig, Incident,
+};
+use runwarden_runtime::{Policy, Runtime, RuntimeConfig};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+struct Setup {
+    _dir: tempfile::TempDir,
+    root: PathBuf,
+    rt: Arc<Runtime>,
+}
+
+fn setup() -> Setup {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().to_path_buf();
+    std::fs::create_dir_all(root.join("work/tmp")).unwrap();
+    let rt = Arc::new(
+        Runtime::new(RuntimeConfig {
+            data_dir: root.join("data"),
+        })
+        .unwrap(),
+    );
+    Setup {
+        _dir: dir,
+        root,
+        rt,
+    }
+}
+
+fn policy(root: &Path) -> Policy {
+    let units = root.join("units");
+    let u = units.display();
+    Policy::parse(&format!(
+        r#"host_id = "clinic-demo-01"
+[grants]
+services = ["nginx.service"]
+probe = true
+write_dirs = ["{work}"]
+[limits]
+timeout_ms = 10000
+[services]
+backend = "command"
+status = ["/bin/sh", "-c", "cat {u}/{{unit}} 2>/dev/null || echo inactive"]
+start = ["/bin/sh", "-c", "mkdir -p {u} && echo active > {u}/{{unit}}"]
+stop = ["/bin/sh", "-c", "mkdir -p {u} && echo inactive > {u}/{{unit}}"]
+restart = ["/bin/sh", "-c", "mkdir -p {u} && echo active > {u}/{{unit}}"]
+reload = ["/bin/sh", "-c", "true"]
+"#,
+        work = root.join("work").display()
+    ))
+    .unwrap()
+}
+
+fn rules(yaml: &str) -> Vec<u8> {
+    let program =
+        runwarden_control::rules::compile(&[("t.yaml".into(), yaml.into())], None).unwrap();
+    runwarden_control::rules::embed(runwarden_guests::rule_engine(), &program.to_bytes()).unwrap()
+}
+
+fn standard_rules() -> Vec<u8> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../rules/standard.yaml");
+    rules(&std::fs::read_to_string(path).unwrap())
+}
+
+async fn controller(s: &Setup, guardrails: GuardrailConfig, rule_sets: Vec<Vec<u8>>) -> Controller {
+    Controller::start(
+        ControlConfig {
+            database: s.root.join("rw.db").display().to_string(),
+            data_dir: s.root.join("data"),
+            host: HostConfig {
+                policy: Arc::new(policy(&s.root)),
+                labels: Default::default(),
+            },
+            guardrails,
+        },
+        s.rt.clone(),
+        runwarden_guests::standard_runbooks()
+            .map(|(_, b)| b.to_vec())
+            .collect(),
+        rule_sets,
+    )
+    .await
+    .unwrap()
+}
+
+fn incident(json: &str) -> Incident {
+    Incident::from_json(json.as_bytes()).unwrap()
+}
+
+fn disk_full(root: &Path) -> Incident {
+    incident(&format!(
+        r#"{{"host":"clinic-demo-01","type":"disk-full","severity":"high","labels":{{"dir":"{}"}}}}"#,
+        root.join("work/tmp").display()
+    ))
+}
+
+fn service_down() -> Incident {
+    incident(
+        r#"{"host":"clinic-demo-01","type":"service-down","severity":"high","service":"nginx.service"}"#,
+    )
+}
+
+/// Every record the log holds verifies as a complete bundle with the host's key.
+async fn log_verifies(c: &Controller, data_dir: &Path) -> u64 {
+    let contents = runwarden_evidence::export(
+        c.evidence(),
+        &runwarden_evidence::Filter::default(),
+        &runwarden_control::evidence::host_key(data_dir, None, c.host_id())
+            .unwrap()
+            .0,
+        c.origin(),
+        vec![],
+    )
+    .await
+    .unwrap();
+    let mut bytes = Vec::new();
+    contents.write(&mut bytes).unwrap();
+    runwarden_evidence::verify_bundle(bytes.as_slice(), &[c.verifying_key()], None)
+        .unwrap()
+        .records
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn l1_heals_then_the_repeat_escalates_and_everything_is_evidence() {
+    let s = setup();
+    std::fs::write(s.root.join("work/tmp/old.txt"), "x").unwrap();
+    let c = controller(&s, GuardrailConfig::default(), vec![standard_rules()]).await;
+
+    let r = c.submit("clinic-a", disk_full(&s.root)).await.unwrap();
+    assert_eq!(r.tier, "L1");
+    assert_eq!(r.decision.as_ref().unwrap().rule_id, "disk-full-tmp");
+    assert!(matches!(r.status.as_str(), "healed" | "no-op"), "{r:?}");
+    assert_eq!(r.runs.len(), 1);
+    assert_eq!(r.runs[0].runbook, "clear-tmp");
+    let names: Vec<&str> = r.guardrails.iter().map(|v| v.guardrail.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "repeat",
+            "known_target",
+            "cooldown",
+            "circuit_breaker",
+            "risk"
+        ]
+    );
+    assert!(r.guardrails.iter().all(|v| v.passed()));
+    assert_eq!(r.evidence, [r.runs[0].evidence_index]);
+    let rec = c
+        .evidence_record("clinic-a", r.evidence[0])
+        .await
+        .unwrap()
+        .unwrap();
+    let p = &rec["statement"]["predicate"];
+    assert_eq!(p["provenance"]["tier"], "L1");
+    assert_eq!(p["provenance"]["rule_id"], "disk-full-tmp");
+    assert_eq!(p["incident_id"], r.id.as_str());
+    assert_eq!(p["guardrails"][0]["guardrail"], "repeat");
+    // Another tenant sees nothing of it.
+    assert!(
+        c.evidence_record("clinic-b", r.evidence[0])
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(c.incident("clinic-b", &r.id).await.unwrap().is_none());
+
+    // The same fingerprint again within 15 minutes: escalated, and that is evidence too.
+    let again = c.submit("clinic-a", disk_full(&s.root)).await.unwrap();
+    assert_eq!(again.status, "escalated", "{again:?}");
+    assert_eq!(again.tier, "L3");
+    assert!(
+        again.reason.starts_with("repeated incident"),
+        "{}",
+        again.reason
+    );
+    assert!(again.runs.is_empty());
+    assert_eq!(again.evidence.len(), 1);
+    let rec = c
+        .evidence_record("clinic-a", again.evidence[0])
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        rec["statement"]["predicate"]["outcome"]["status"],
+        "escalated"
+    );
+    assert_eq!(rec["statement"]["subject"][0]["name"], "clear-tmp");
+
+    // No rule for it: escalated with a tier-none record.
+    let odd = c
+        .submit(
+            "clinic-a",
+            incident(r#"{"host":"clinic-demo-01","type":"printer-jam","severity":"low"}"#),
+        )
+        .await
+        .unwrap();
+    assert_eq!(odd.status, "escalated");
+    assert!(odd.decision.is_none());
+    let rec = c
+        .evidence_record("clinic-a", odd.evidence[0])
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(rec["statement"]["predicate"]["provenance"]["tier"], "none");
+
+    // Stored, listed newest first, and the whole log verifies.
+    let list = c.incidents("clinic-a", None, 10).await.unwrap();
+    assert_eq!(list.len(), 3);
+    assert_eq!(list[0].id, odd.id);
+    assert_eq!(c.incident("clinic-a", &r.id).await.unwrap().unwrap(), r);
+    assert_eq!(log_verifies(&c, &s.root.join("data")).await, 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cooldown_survives_a_restart_and_unknown_targets_escalate() {
+    let s = setup();
+    let guard = GuardrailConfig {
+        repeat_threshold: 100,
+        ..GuardrailConfig::default()
+    };
+    {
+        let c = controller(&s, guard.clone(), vec![standard_rules()]).await;
+        let r = c.submit("clinic-a", service_down()).await.unwrap();
+        assert_eq!(r.status, "healed", "{r:?}");
+        assert_eq!(r.runs[0].runbook, "restart-service");
+        c.shutdown().await;
+    }
+    // A new process: the cooldown per (host, runbook) is remembered.
+    let c = controller(&s, guard, vec![standard_rules()]).await;
+    let r = c.submit("clinic-a", service_down()).await.unwrap();
+    assert_eq!(r.status, "suppressed", "{r:?}");
+    let cd = r
+        .guardrails
+        .iter()
+        .find(|v| v.guardrail == "cooldown")
+        .unwrap();
+    assert_eq!(cd.verdict, "suppress");
+    assert_eq!(r.evidence.len(), 1, "suppressed incidents leave evidence");
+
+    // A unit the host's policy does not grant: unknown target, nothing runs.
+    let r = c
+        .submit("clinic-a", incident(r#"{"host":"clinic-demo-01","type":"service-down","severity":"high","service":"sshd.service"}"#))
+        .await
+        .unwrap();
+    assert_eq!(r.status, "escalated");
+    let kt = r
+        .guardrails
+        .iter()
+        .find(|v| v.guardrail == "known_target")
+        .unwrap();
+    assert!(
+        kt.detail.contains("does not grant service sshd.service"),
+        "{kt:?}"
+    );
+    // Another host than the one served.
+    let r = c
+        .submit("clinic-a", incident(r#"{"host":"elsewhere","type":"service-down","severity":"high","service":"nginx.service"}"#))
+        .await
+        .unwrap();
+    assert_eq!(r.status, "escalated");
+    assert!(
+        r.reason.contains("not served by this agent"),
+        "{}",
+        r.reason
+    );
+    // A body naming another tenant is refused outright.
+    let mut other = service_down();
+    other.tenant = "clinic-b".into();
+    assert!(c.submit("clinic-a", other).await.is_err());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_circuit_breaker_and_high_risk_runbooks() {
+    let s = setup();
+    let yaml = format!(
+        r#"
+rules:
+  - id: any-down
+    match: {{type: service-down}}
+    action: {{runbook: restart-service, params: {{unit: "{{{{service}}}}"}}}}
+    cooldown: 0
+  - id: big-cleanup
+    match: {{type: disk-critical}}
+    action: {{runbook: disk-cleanup, params: {{dir: "{}", target_free_percent: 1}}}}
+"#,
+        s.root.join("work").display()
+    );
+    let guard = GuardrailConfig {
+        repeat_threshold: 100,
+        breaker_max_per_minute: 2,
+        high_risk: HighRisk::DryRunFirst,
+        ..GuardrailConfig::default()
+    };
+    let c = controller(&s, guard, vec![rules(&yaml)]).await;
+    let mut statuses = Vec::new();
+    for _ in 0..3 {
+        statuses.push(c.submit("clinic-a", service_down()).await.unwrap().status);
+    }
+    assert_eq!(statuses[..2], ["healed".to_string(), "no-op".to_string()]);
+    assert_eq!(
+        statuses[2], "escalated",
+        "the third run in a minute trips the breaker"
+    );
+    // Another tenant has its own breaker.
+    assert_ne!(
+        c.submit("clinic-b", service_down()).await.unwrap().status,
+        "escalated"
+    );
+
+    // disk-cleanup is high-risk: a dry run now, the real run waits for approval.
+    let r = c
+        .submit(
+            "clinic-c",
+            incident(r#"{"host":"clinic-demo-01","type":"disk-critical","severity":"critical"}"#),
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.status, "awaiting_approval", "{r:?}");
+    assert_eq!(r.runs.len(), 1);
+    assert!(r.runs[0].dry_run);
+    let risk = r.guardrails.iter().find(|v| v.guardrail == "risk").unwrap();
+    assert_eq!(risk.verdict, "dry_run_first");
+}
