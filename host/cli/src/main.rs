@@ -1,8 +1,10 @@
 //! `runwarden`: run and inspect sandboxed remediation runbooks.
 
 mod evidence;
+mod incident;
 mod rules;
 mod runbook;
+mod serve;
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -17,6 +19,8 @@ struct Cli {
     data_dir: Option<PathBuf>,
     #[command(flatten)]
     log: evidence::LogArgs,
+    #[command(flatten)]
+    server: incident::ServerArgs,
     #[command(subcommand)]
     command: Command,
 }
@@ -26,6 +30,14 @@ enum Command {
     /// Write, build, inspect and run runbook components.
     #[command(subcommand)]
     Runbook(runbook::RunbookCommand),
+    /// Start the control plane and a local agent (SQLite, in-process; zero configuration).
+    Up(serve::UpArgs),
+    /// Submit and inspect incidents through the HTTP API.
+    #[command(subcommand)]
+    Incident(incident::IncidentCommand),
+    /// Manage API tokens.
+    #[command(subcommand)]
+    Token(TokenCommand),
     /// Compile, list and test L1 rule sets.
     #[command(subcommand)]
     Rules(rules::RulesCommand),
@@ -35,6 +47,22 @@ enum Command {
     /// Read the signed evidence log.
     #[command(subcommand)]
     Evidence(evidence::EvidenceCommand),
+}
+
+#[derive(Subcommand)]
+enum TokenCommand {
+    /// Create a bearer token bound to a tenant; prints the secret once.
+    Create {
+        /// The tenant (clinic) it acts for.
+        #[arg(long)]
+        tenant: String,
+        /// read, operate (submit incidents) or admin.
+        #[arg(long)]
+        scope: String,
+        /// A name for people.
+        #[arg(long, default_value = "api token")]
+        name: String,
+    },
 }
 
 /// Where runwarden keeps its state.
@@ -64,6 +92,16 @@ fn main() -> ExitCode {
         Command::Runbook(cmd) => {
             data_dir(cli.data_dir).and_then(|d| runbook::run(cmd, d, &cli.log))
         }
+        Command::Up(args) => data_dir(cli.data_dir).and_then(|d| serve::up(args, d, &cli.log)),
+        Command::Incident(cmd) => {
+            data_dir(cli.data_dir).and_then(|d| incident::run(cmd, &cli.server, &d))
+        }
+        Command::Token(TokenCommand::Create {
+            tenant,
+            scope,
+            name,
+        }) => data_dir(cli.data_dir)
+            .and_then(|d| serve::token_create(&d, &cli.log, &tenant, &scope, &name)),
         Command::Rules(cmd) => data_dir(cli.data_dir).and_then(|d| rules::run(cmd, d)),
         Command::Keys(cmd) => evidence::keys(cmd),
         Command::Evidence(cmd) => {

@@ -151,13 +151,13 @@ impl Incident {
                 });
             }
         }
-        if let Some(t) = &self.occurred_at {
-            if parse_rfc3339_ms(t).is_none() {
-                return Err(IncidentError {
-                    field: "occurred_at",
-                    message: format!("{t:?} is not an RFC 3339 time like 2026-11-22T10:00:00Z"),
-                });
-            }
+        if let Some(t) = &self.occurred_at
+            && parse_rfc3339_ms(t).is_none()
+        {
+            return Err(IncidentError {
+                field: "occurred_at",
+                message: format!("{t:?} is not an RFC 3339 time like 2026-11-22T10:00:00Z"),
+            });
         }
         Ok(())
     }
@@ -231,6 +231,39 @@ pub fn parse_rfc3339_ms(s: &str) -> Option<i64> {
     Some(((days * 24 + h) * 60 + mi - offset_min) * 60_000 + sec * 1000 + ms)
 }
 
+impl Incident {
+    /// What a rule component sees: the incident, its id, and the host's labels.
+    pub fn to_rule_input(
+        &self,
+        id: &str,
+        host_labels: &BTreeMap<String, String>,
+        received_at: &str,
+    ) -> runwarden_runtime::Incident {
+        use runwarden_runtime::Severity as S;
+        runwarden_runtime::Incident {
+            id: id.to_string(),
+            tenant: self.tenant.clone(),
+            host: self.host.clone(),
+            kind: self.kind.clone(),
+            severity: match self.severity {
+                Severity::Info => S::Info,
+                Severity::Low => S::Low,
+                Severity::Medium => S::Medium,
+                Severity::High => S::High,
+                Severity::Critical => S::Critical,
+            },
+            service: self.service.clone(),
+            message: self.message.clone(),
+            labels: self.labels.clone().into_iter().collect(),
+            host_labels: host_labels.clone().into_iter().collect(),
+            occurred_at: self
+                .occurred_at
+                .clone()
+                .unwrap_or_else(|| received_at.to_string()),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -284,38 +317,5 @@ mod tests {
         );
         assert_eq!(parse_rfc3339_ms("2026-13-22T00:00:00Z"), None);
         assert_eq!(parse_rfc3339_ms("2026-11-22"), None);
-    }
-}
-
-impl Incident {
-    /// What a rule component sees: the incident, its id, and the host's labels.
-    pub fn to_rule_input(
-        &self,
-        id: &str,
-        host_labels: &BTreeMap<String, String>,
-        received_at: &str,
-    ) -> runwarden_runtime::Incident {
-        use runwarden_runtime::Severity as S;
-        runwarden_runtime::Incident {
-            id: id.to_string(),
-            tenant: self.tenant.clone(),
-            host: self.host.clone(),
-            kind: self.kind.clone(),
-            severity: match self.severity {
-                Severity::Info => S::Info,
-                Severity::Low => S::Low,
-                Severity::Medium => S::Medium,
-                Severity::High => S::High,
-                Severity::Critical => S::Critical,
-            },
-            service: self.service.clone(),
-            message: self.message.clone(),
-            labels: self.labels.clone().into_iter().collect(),
-            host_labels: host_labels.clone().into_iter().collect(),
-            occurred_at: self
-                .occurred_at
-                .clone()
-                .unwrap_or_else(|| received_at.to_string()),
-        }
     }
 }

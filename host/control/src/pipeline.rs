@@ -972,10 +972,10 @@ impl Controller {
     /// Sign a checkpoint of the log as it is now (stored), and return its note.
     pub async fn checkpoint(&self) -> Result<String> {
         let size = self.evidence.size().await?;
-        if let Some((s, note)) = self.evidence.checkpoint_at_most(size).await? {
-            if s == size {
-                return Ok(note);
-            }
+        if let Some((s, note)) = self.evidence.checkpoint_at_most(size).await?
+            && s == size
+        {
+            return Ok(note);
         }
         let leaves = self.evidence.leaf_hashes(size).await?;
         let cp = ev::Checkpoint {

@@ -3,6 +3,7 @@
 #[path = "../../../evidence/tests/all/pg.rs"]
 mod pg;
 mod tamper;
+mod up;
 
 use serde_json::Value;
 use std::path::{Path, PathBuf};

@@ -429,18 +429,18 @@ pub fn compile(
                             ));
                         }
                     }
-                    if let Some(allowed) = &info.allowed {
-                        if let Some(extra) = given.iter().find(|k| !allowed.contains(k)) {
-                            return Err(fail(
-                                rid,
-                                &format!("{field}.params.{extra}"),
-                                format!(
-                                    "runbook {} takes no param {extra:?} (it takes {})",
-                                    a.runbook,
-                                    allowed.join(", ")
-                                ),
-                            ));
-                        }
+                    if let Some(allowed) = &info.allowed
+                        && let Some(extra) = given.iter().find(|k| !allowed.contains(k))
+                    {
+                        return Err(fail(
+                            rid,
+                            &format!("{field}.params.{extra}"),
+                            format!(
+                                "runbook {} takes no param {extra:?} (it takes {})",
+                                a.runbook,
+                                allowed.join(", ")
+                            ),
+                        ));
                     }
                 } else if a.runbook.trim().is_empty() {
                     return Err(fail(rid, &format!("{field}.runbook"), "is empty".into()));

@@ -1,0 +1,391 @@
+//! The OpenAPI 3.1 description served at `/v1/openapi.json`, written by hand so it says
+//! exactly what the handlers do. The unit tests below keep it in step with the
+//! [`Incident`](runwarden_control::Incident) type and the router.
+
+use crate::routes::{LIST_DEFAULT, LIST_MAX, STATUSES};
+use serde_json::{Value, json};
+
+fn error_responses(codes: &[u16]) -> serde_json::Map<String, Value> {
+    codes
+        .iter()
+        .map(|c| {
+            let description = match c {
+                400 => "Malformed request (`bad_request`, `invalid_incident`)",
+                401 => "Missing, malformed, unknown or revoked token (`unauthorized`)",
+                403 => "The token's scope is too low (`forbidden`)",
+                404 => "Not found, or not the caller's tenant's (`not_found`)",
+                413 => "Body larger than the server's limit (`payload_too_large`)",
+                422 => "The body names another tenant than the token's (`wrong_tenant`)",
+                429 => "The token's rate limit is exhausted (`rate_limited`); see Retry-After",
+                500 => "Internal error, logged on the server (`internal`)",
+                503 => "The server is shutting down (`shutting_down`)",
+                _ => "Error",
+            };
+            let mut r = json!({
+                "description": description,
+                "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}
+            });
+            if *c == 401 {
+                r["headers"] = json!({"WWW-Authenticate": {"schema": {"type": "string"}}});
+            }
+            if *c == 429 {
+                r["headers"] = json!({"Retry-After": {
+                    "description": "Seconds until the token may make a request again",
+                    "schema": {"type": "integer"}
+                }});
+            }
+            (c.to_string(), r)
+        })
+        .collect()
+}
+
+/// Responses: `ok` (status, description, schema or content), then the error statuses.
+fn responses(ok: Value, errors: &[u16]) -> Value {
+    let mut m = error_responses(errors);
+    if let Value::Object(ok) = ok {
+        for (k, v) in ok {
+            m.insert(k, v);
+        }
+    }
+    Value::Object(m)
+}
+
+fn json_ok(description: &str, schema: Value) -> Value {
+    json!({"description": description, "content": {"application/json": {"schema": schema}}})
+}
+
+fn schema_ref(name: &str) -> Value {
+    json!({"$ref": format!("#/components/schemas/{name}")})
+}
+
+/// Errors of every authenticated read.
+const READ_ERRORS: &[u16] = &[401, 403, 429, 500];
+
+/// The OpenAPI 3.1 document describing this API.
+pub fn document() -> Value {
+    let bearer = json!([{"bearer": []}]);
+    let mut evidence_errors = READ_ERRORS.to_vec();
+    evidence_errors.extend([400, 404]);
+    let mut incident_errors = READ_ERRORS.to_vec();
+    incident_errors.push(404);
+    let mut list_errors = READ_ERRORS.to_vec();
+    list_errors.push(400);
+    json!({
+        "openapi": "3.1.0",
+        "info": {
+            "title": "runwarden API",
+            "version": env!("CARGO_PKG_VERSION"),
+            "description": "Submit incidents to runwarden's control plane, follow what it decided and did, and fetch the signed evidence. Every token is bound to one tenant: a caller sees only its tenant's incidents and evidence, and another tenant's ids answer 404."
+        },
+        "servers": [{"url": "/"}],
+        "security": bearer,
+        "paths": {
+            "/healthz": {"get": {
+                "summary": "Liveness, and the host this agent serves",
+                "security": [],
+                "responses": {"200": json_ok("Up", json!({
+                    "type": "object",
+                    "required": ["status", "host"],
+                    "properties": {"status": {"const": "ok"}, "host": {"type": "string"}}
+                }))}
+            }},
+            "/metrics": {"get": {
+                "summary": "Prometheus metrics (scope read)",
+                "responses": responses(json!({"200": {
+                    "description": "Prometheus text exposition format 0.0.4",
+                    "content": {"text/plain": {"schema": {"type": "string"}}}
+                }}), READ_ERRORS)
+            }},
+            "/v1/openapi.json": {"get": {
+                "summary": "This document",
+                "security": [],
+                "responses": {"200": json_ok("OpenAPI 3.1", json!({"type": "object"}))}
+            }},
+            "/v1/incidents": {
+                "post": {
+                    "summary": "Submit an incident (scope operate)",
+                    "description": "The incident's tenant is the token's. Without `wait` the incident is processed in the background: 202 with the accepted record (status `processing`) and a Location to poll. With `wait=true` the answer is the final record.",
+                    "parameters": [{
+                        "name": "wait", "in": "query", "required": false,
+                        "description": "Answer with the final record once the incident is processed",
+                        "schema": {"type": "boolean", "default": false}
+                    }],
+                    "requestBody": {
+                        "required": true,
+                        "content": {"application/json": {"schema": schema_ref("Incident")}}
+                    },
+                    "responses": responses(json!({
+                        "200": json_ok("Processed (`wait=true`)", schema_ref("IncidentRecord")),
+                        "202": {
+                            "description": "Accepted; processing in the background",
+                            "headers": {"Location": {
+                                "description": "/v1/incidents/{id}",
+                                "schema": {"type": "string"}
+                            }},
+                            "content": {"application/json": {"schema": schema_ref("IncidentRecord")}}
+                        }
+                    }), &[400, 401, 403, 413, 422, 429, 500, 503])
+                },
+                "get": {
+                    "summary": "The tenant's incidents, newest first (scope read)",
+                    "parameters": [
+                        {"name": "status", "in": "query", "required": false,
+                         "schema": {"type": "string", "enum": STATUSES}},
+                        {"name": "limit", "in": "query", "required": false,
+                         "schema": {"type": "integer", "minimum": 1, "maximum": LIST_MAX, "default": LIST_DEFAULT}}
+                    ],
+                    "responses": responses(json!({"200": json_ok("Incidents", json!({
+                        "type": "object",
+                        "required": ["incidents"],
+                        "properties": {"incidents": {"type": "array", "items": schema_ref("IncidentRecord")}}
+                    }))}), &list_errors)
+                }
+            },
+            "/v1/incidents/{id}": {"get": {
+                "summary": "One incident (scope read)",
+                "parameters": [{"name": "id", "in": "path", "required": true, "schema": {"type": "string"}}],
+                "responses": responses(json!({"200": json_ok("The incident", schema_ref("IncidentRecord"))}), &incident_errors)
+            }},
+            "/v1/runbooks": {"get": {
+                "summary": "Deployed runbooks (scope read)",
+                "responses": responses(json!({"200": json_ok("Runbooks", json!({
+                    "type": "object",
+                    "required": ["runbooks"],
+                    "properties": {"runbooks": {"type": "array", "items": {
+                        "type": "object",
+                        "required": ["name", "version", "summary", "risk", "sha256", "params_schema"],
+                        "properties": {
+                            "name": {"type": "string"},
+                            "version": {"type": "string"},
+                            "summary": {"type": "string"},
+                            "risk": {"enum": ["low", "medium", "high"]},
+                            "sha256": {"type": "string"},
+                            "params_schema": {"type": "object"}
+                        }
+                    }}}
+                }))}), READ_ERRORS)
+            }},
+            "/v1/rules": {"get": {
+                "summary": "Deployed L1 rules, in evaluation order (scope read)",
+                "responses": responses(json!({"200": json_ok("Rules", json!({
+                    "type": "object",
+                    "required": ["rules"],
+                    "properties": {"rules": {"type": "array", "items": {
+                        "type": "object",
+                        "required": ["id", "summary", "runbooks", "rule_sha256"],
+                        "properties": {
+                            "id": {"type": "string"},
+                            "summary": {"type": "string"},
+                            "runbooks": {"type": "array", "items": {"type": "string"}},
+                            "rule_sha256": {"type": "string"}
+                        }
+                    }}}
+                }))}), READ_ERRORS)
+            }},
+            "/v1/evidence/checkpoint": {"get": {
+                "summary": "A signed checkpoint of the evidence log as it is now (scope read)",
+                "responses": responses(json!({"200": {
+                    "description": "The signed checkpoint note",
+                    "content": {"text/plain": {"schema": {"type": "string"}}}
+                }}), READ_ERRORS)
+            }},
+            "/v1/evidence/{index}": {"get": {
+                "summary": "One evidence record of the caller's tenant (scope read)",
+                "parameters": [{"name": "index", "in": "path", "required": true,
+                                "schema": {"type": "integer", "minimum": 0}}],
+                "responses": responses(json!({"200": json_ok("The record, its envelope and decoded statement", json!({
+                    "type": "object",
+                    "required": ["index", "leaf_hash", "signature", "envelope", "statement"],
+                    "properties": {
+                        "index": {"type": "integer"},
+                        "leaf_hash": {"type": "string"},
+                        "signature": {"enum": ["valid", "INVALID"]},
+                        "envelope": {"type": "object", "description": "The DSSE envelope as stored"},
+                        "statement": {"type": "object", "description": "The in-toto statement it signs"}
+                    }
+                }))}), &evidence_errors)
+            }}
+        },
+        "components": {
+            "securitySchemes": {
+                "bearer": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "An API token (`rw_…`) bound to one tenant, with scope read < operate < admin."
+                }
+            },
+            "schemas": {
+                "Incident": {
+                    "type": "object",
+                    "additionalProperties": false,
+                    "required": ["host", "type", "severity"],
+                    "properties": {
+                        "tenant": {"type": "string", "description": "The token's tenant; may be omitted"},
+                        "host": {"type": "string", "description": "The host it happened on"},
+                        "type": {"type": "string", "description": "disk-full, service-down, cert-expiring, …"},
+                        "severity": {"type": "string", "enum": ["info", "low", "medium", "high", "critical"]},
+                        "service": {"type": "string", "description": "The service concerned, if any"},
+                        "message": {"type": "string", "description": "Free text from the monitor", "maxLength": 8192},
+                        "labels": {"type": "object", "additionalProperties": {"type": "string"}, "maxProperties": 32},
+                        "occurred_at": {"type": "string", "format": "date-time", "description": "RFC 3339; the time received when omitted"}
+                    }
+                },
+                "IncidentRecord": {
+                    "type": "object",
+                    "required": ["id", "tenant", "incident", "fingerprint", "received_at", "tier", "status", "reason", "guardrails", "runs", "evidence"],
+                    "properties": {
+                        "id": {"type": "string"},
+                        "tenant": {"type": "string"},
+                        "incident": schema_ref("Incident"),
+                        "fingerprint": {"type": "string"},
+                        "received_at": {"type": "string", "format": "date-time"},
+                        "tier": {"type": "string", "enum": ["L1", "L3"], "description": "Who owns it now: L1 (a rule handled it), L3 (a human must)"},
+                        "status": {"type": "string", "enum": STATUSES},
+                        "reason": {"type": "string"},
+                        "decision": {"oneOf": [{"type": "null"}, {
+                            "type": "object",
+                            "required": ["rule_id", "rule_sha256", "actions", "dry_run"],
+                            "properties": {
+                                "rule_id": {"type": "string"},
+                                "rule_sha256": {"type": "string"},
+                                "actions": {"type": "array", "items": {
+                                    "type": "object",
+                                    "required": ["runbook", "params"],
+                                    "properties": {"runbook": {"type": "string"}, "params": {}}
+                                }},
+                                "dry_run": {"type": "boolean"}
+                            }
+                        }]},
+                        "guardrails": {"type": "array", "items": {
+                            "type": "object",
+                            "required": ["guardrail", "verdict", "detail"],
+                            "properties": {
+                                "guardrail": {"type": "string"},
+                                "verdict": {"type": "string"},
+                                "detail": {"type": "string"}
+                            }
+                        }},
+                        "runs": {"type": "array", "items": {
+                            "type": "object",
+                            "required": ["runbook", "status", "summary", "invocation_id", "dry_run", "evidence_index"],
+                            "properties": {
+                                "runbook": {"type": "string"},
+                                "status": {"type": "string"},
+                                "summary": {"type": "string"},
+                                "invocation_id": {"type": "string"},
+                                "dry_run": {"type": "boolean"},
+                                "evidence_index": {"type": "integer"}
+                            }
+                        }},
+                        "evidence": {"type": "array", "items": {"type": "integer"},
+                                     "description": "Log indexes of every evidence record about it: GET /v1/evidence/{index}"}
+                    }
+                },
+                "Error": {
+                    "type": "object",
+                    "required": ["error"],
+                    "properties": {"error": {
+                        "type": "object",
+                        "required": ["code", "message"],
+                        "properties": {
+                            "code": {"type": "string", "enum": [
+                                "unauthorized", "forbidden", "not_found", "method_not_allowed",
+                                "bad_request", "invalid_incident", "wrong_tenant",
+                                "payload_too_large", "rate_limited", "shutting_down", "internal"
+                            ]},
+                            "message": {"type": "string", "description": "What was wrong and what to do"}
+                        }
+                    }}
+                }
+            }
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use runwarden_control::{Incident, Severity};
+    use std::collections::BTreeSet;
+
+    #[test]
+    fn the_incident_schema_names_exactly_the_incident_fields() {
+        let full = Incident {
+            tenant: "t".into(),
+            host: "h".into(),
+            kind: "disk-full".into(),
+            severity: Severity::High,
+            service: Some("s".into()),
+            message: "m".into(),
+            labels: [("k".to_string(), "v".to_string())].into(),
+            occurred_at: Some("2026-01-01T00:00:00Z".into()),
+        };
+        let serialized = serde_json::to_value(&full).unwrap();
+        let fields: BTreeSet<&String> = serialized.as_object().unwrap().keys().collect();
+        let doc = document();
+        let schema = &doc["components"]["schemas"]["Incident"];
+        let props: BTreeSet<&String> = schema["properties"].as_object().unwrap().keys().collect();
+        assert_eq!(fields, props);
+        // Required in the schema = required by the parser.
+        for r in schema["required"].as_array().unwrap() {
+            let mut without = serialized.clone();
+            without.as_object_mut().unwrap().remove(r.as_str().unwrap());
+            assert!(
+                Incident::from_json(without.to_string().as_bytes()).is_err(),
+                "{r} is required"
+            );
+        }
+        let severities: Vec<String> = ["info", "low", "medium", "high", "critical"]
+            .iter()
+            .map(|s| {
+                let mut i = serialized.clone();
+                i["severity"] = json!(s);
+                let parsed = Incident::from_json(i.to_string().as_bytes()).unwrap();
+                parsed.severity.as_str().to_string()
+            })
+            .collect();
+        assert_eq!(json!(severities), schema["properties"]["severity"]["enum"]);
+    }
+
+    #[test]
+    fn every_route_is_described() {
+        let doc = document();
+        for (path, method) in [
+            ("/healthz", "get"),
+            ("/metrics", "get"),
+            ("/v1/openapi.json", "get"),
+            ("/v1/incidents", "post"),
+            ("/v1/incidents", "get"),
+            ("/v1/incidents/{id}", "get"),
+            ("/v1/runbooks", "get"),
+            ("/v1/rules", "get"),
+            ("/v1/evidence/checkpoint", "get"),
+            ("/v1/evidence/{index}", "get"),
+        ] {
+            assert!(
+                doc["paths"][path][method].is_object(),
+                "{method} {path} is missing"
+            );
+        }
+        // Every $ref resolves.
+        fn refs(v: &Value, out: &mut Vec<String>) {
+            match v {
+                Value::Object(m) => {
+                    if let Some(Value::String(r)) = m.get("$ref") {
+                        out.push(r.clone());
+                    }
+                    m.values().for_each(|v| refs(v, out));
+                }
+                Value::Array(a) => a.iter().for_each(|v| refs(v, out)),
+                _ => {}
+            }
+        }
+        let mut all = Vec::new();
+        refs(&doc, &mut all);
+        assert!(!all.is_empty());
+        for r in all {
+            let name = r.strip_prefix("#/components/schemas/").unwrap();
+            assert!(doc["components"]["schemas"][name].is_object(), "{r}");
+        }
+    }
+}

@@ -1,0 +1,355 @@
+//! The router, its handlers, and the server's lifecycle.
+
+use crate::auth::{self, RateLimiter, TokenCache};
+use crate::error::{ApiError, ApiResult};
+use axum::Json;
+use axum::body::{Body, HttpBody};
+use axum::extract::rejection::{PathRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use runwarden_control::{Caller, Controller, IncidentRecord, Scope};
+use serde::Deserialize;
+use std::sync::{Arc, Mutex};
+use tokio::sync::mpsc;
+
+/// How the API server behaves.
+#[derive(Clone, Debug)]
+pub struct ApiConfig {
+    /// Largest request body accepted, in bytes; larger bodies get 413. Default 64 KiB.
+    pub max_body_bytes: usize,
+    /// Requests per second each token may make, sustained; 0 turns the limit off.
+    /// Default 500.
+    pub rate_per_sec: u32,
+    /// Requests a token may make at once before the rate applies. Default 1000.
+    pub burst: u32,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        ApiConfig {
+            max_body_bytes: 64 * 1024,
+            rate_per_sec: 500,
+            burst: 1000,
+        }
+    }
+}
+
+/// Statuses an incident can be in, as `GET /v1/incidents?status=` accepts them.
+pub(crate) const STATUSES: &[&str] = &[
+    "processing",
+    "healed",
+    "no-op",
+    "failed",
+    "escalated",
+    "suppressed",
+    "awaiting_approval",
+];
+
+/// Default and largest `limit` of `GET /v1/incidents`.
+pub(crate) const LIST_DEFAULT: u32 = 50;
+pub(crate) const LIST_MAX: u32 = 500;
+
+struct Inner {
+    controller: Arc<Controller>,
+    config: ApiConfig,
+    tokens: TokenCache,
+    limiter: RateLimiter,
+    /// Each background incident task holds a clone; `None` once the server stopped, so
+    /// [`serve`] can wait for the tasks to finish before shutting the controller down.
+    tasks: Mutex<Option<mpsc::Sender<()>>>,
+}
+
+#[derive(Clone)]
+struct AppState(Arc<Inner>);
+
+impl AppState {
+    async fn authorize(&self, headers: &HeaderMap, needed: Scope) -> ApiResult<Caller> {
+        auth::authorize(
+            &self.0.controller,
+            &self.0.tokens,
+            &self.0.limiter,
+            headers,
+            needed,
+        )
+        .await
+    }
+}
+
+/// Serve the API on `listener` until `shutdown` completes, then finish the requests and
+/// incidents in progress and shut `controller` down (so their evidence is written).
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    controller: Arc<Controller>,
+    config: ApiConfig,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let (tasks, mut tasks_done) = mpsc::channel::<()>(1);
+    let state = AppState(Arc::new(Inner {
+        controller: controller.clone(),
+        limiter: RateLimiter::new(config.rate_per_sec, config.burst),
+        config,
+        tokens: TokenCache::default(),
+        tasks: Mutex::new(Some(tasks)),
+    }));
+    let app = router(state.clone());
+    let served = axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await;
+    // No new background tasks from here on; wait for those running.
+    drop(
+        state
+            .0
+            .tasks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take(),
+    );
+    let _ = tasks_done.recv().await;
+    controller.shutdown().await;
+    served
+}
+
+fn router(state: AppState) -> axum::Router {
+    axum::Router::new()
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
+        .route("/v1/openapi.json", get(openapi))
+        .route("/v1/incidents", post(submit_incident).get(list_incidents))
+        .route("/v1/incidents/{id}", get(get_incident))
+        .route("/v1/runbooks", get(list_runbooks))
+        .route("/v1/rules", get(list_rules))
+        .route("/v1/evidence/checkpoint", get(checkpoint))
+        .route("/v1/evidence/{index}", get(get_evidence))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .with_state(state)
+}
+
+async fn not_found(uri: Uri) -> ApiError {
+    ApiError::not_found(format!(
+        "no route {}: see /v1/openapi.json for the routes",
+        uri.path()
+    ))
+}
+
+async fn method_not_allowed(method: Method, uri: Uri) -> ApiError {
+    ApiError::method_not_allowed(format!(
+        "{} does not accept {method}: see /v1/openapi.json for its methods",
+        uri.path()
+    ))
+}
+
+fn bad_query(e: QueryRejection) -> ApiError {
+    ApiError::bad_request(format!(
+        "{}: see /v1/openapi.json for the parameters",
+        e.body_text()
+    ))
+}
+
+fn bad_path(e: PathRejection) -> ApiError {
+    ApiError::bad_request(e.body_text())
+}
+
+async fn healthz(State(s): State<AppState>) -> Json<serde_json::Value> {
+    Json(serde_json::json!({"status": "ok", "host": s.0.controller.host_id()}))
+}
+
+async fn metrics(State(s): State<AppState>, headers: HeaderMap) -> ApiResult<Response> {
+    s.authorize(&headers, Scope::Read).await?;
+    Ok((
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        s.0.controller.metrics(),
+    )
+        .into_response())
+}
+
+async fn openapi() -> Json<serde_json::Value> {
+    Json(crate::openapi::document())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SubmitQuery {
+    #[serde(default)]
+    wait: bool,
+}
+
+/// Read at most `limit` bytes of `body`; more is a 413.
+async fn read_limited(headers: &HeaderMap, body: Body, limit: usize) -> ApiResult<Vec<u8>> {
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(ApiError::payload_too_large(limit));
+    }
+    let mut body = body;
+    let mut out = Vec::new();
+    while let Some(frame) = std::future::poll_fn(|cx| std::pin::Pin::new(&mut body).poll_frame(cx))
+        .await
+        .transpose()
+        .map_err(|e| ApiError::invalid_incident(format!("reading the request body: {e}")))?
+    {
+        if let Ok(data) = frame.into_data() {
+            if out.len() + data.len() > limit {
+                return Err(ApiError::payload_too_large(limit));
+            }
+            out.extend_from_slice(&data);
+        }
+    }
+    Ok(out)
+}
+
+async fn submit_incident(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    query: Result<Query<SubmitQuery>, QueryRejection>,
+    body: Body,
+) -> ApiResult<Response> {
+    let caller = s.authorize(&headers, Scope::Operate).await?;
+    let Query(q) = query.map_err(bad_query)?;
+    let bytes = read_limited(&headers, body, s.0.config.max_body_bytes).await?;
+    let incident = runwarden_control::Incident::from_json(&bytes)
+        .map_err(|e| ApiError::invalid_incident(e.to_string()))?;
+    let controller = s.0.controller.clone();
+    // Register the task before accepting, so an accepted incident is never left behind.
+    let Some(task_guard) = s.0.tasks.lock().unwrap_or_else(|e| e.into_inner()).clone() else {
+        return Err(ApiError::shutting_down());
+    };
+    let rec = controller.accept(&caller.tenant, incident).await?;
+    let accepted = rec.clone();
+    // Completion runs in its own task: a client that hangs up does not cut an incident
+    // off half-way, and shutdown waits for it (`task_guard`).
+    let done = tokio::spawn(async move {
+        let id = rec.id.clone();
+        let result = controller.complete(rec).await;
+        drop(task_guard);
+        // A waiting request reports the error itself.
+        if let (false, Err(e)) = (q.wait, &result) {
+            eprintln!("runwarden-api: completing incident {id}: {e}");
+        }
+        result
+    });
+    if q.wait {
+        let rec: IncidentRecord = done
+            .await
+            .map_err(|e| ApiError::internal("incident task", &e))??;
+        return Ok(Json(rec).into_response());
+    }
+    let location = HeaderValue::from_str(&format!("/v1/incidents/{}", accepted.id))
+        .map_err(|e| ApiError::internal("location header", &e))?;
+    Ok((
+        StatusCode::ACCEPTED,
+        [(header::LOCATION, location)],
+        Json(accepted),
+    )
+        .into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListQuery {
+    status: Option<String>,
+    limit: Option<u32>,
+}
+
+async fn list_incidents(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    query: Result<Query<ListQuery>, QueryRejection>,
+) -> ApiResult<Json<serde_json::Value>> {
+    let caller = s.authorize(&headers, Scope::Read).await?;
+    let Query(q) = query.map_err(bad_query)?;
+    if let Some(st) = &q.status
+        && !STATUSES.contains(&st.as_str())
+    {
+        return Err(ApiError::bad_request(format!(
+            "status {st:?} is not an incident status: use one of {}",
+            STATUSES.join(", ")
+        )));
+    }
+    let limit = q.limit.unwrap_or(LIST_DEFAULT);
+    if !(1..=LIST_MAX).contains(&limit) {
+        return Err(ApiError::bad_request(format!(
+            "limit {limit} is out of range: use 1 to {LIST_MAX}"
+        )));
+    }
+    let incidents =
+        s.0.controller
+            .incidents(&caller.tenant, q.status.as_deref(), limit)
+            .await?;
+    Ok(Json(serde_json::json!({"incidents": incidents})))
+}
+
+async fn get_incident(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    id: Result<Path<String>, PathRejection>,
+) -> ApiResult<Json<IncidentRecord>> {
+    let caller = s.authorize(&headers, Scope::Read).await?;
+    let Path(id) = id.map_err(bad_path)?;
+    // Another tenant's incident is "not found" too: ids must not reveal what exists.
+    s.0.controller
+        .incident(&caller.tenant, &id)
+        .await?
+        .map(Json)
+        .ok_or_else(|| {
+            ApiError::not_found(format!(
+                "no incident {id:?} for tenant {}: list them with GET /v1/incidents",
+                caller.tenant
+            ))
+        })
+}
+
+async fn list_runbooks(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+) -> ApiResult<Json<serde_json::Value>> {
+    s.authorize(&headers, Scope::Read).await?;
+    Ok(Json(
+        serde_json::json!({"runbooks": s.0.controller.runbooks()}),
+    ))
+}
+
+async fn list_rules(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+) -> ApiResult<Json<serde_json::Value>> {
+    s.authorize(&headers, Scope::Read).await?;
+    Ok(Json(serde_json::json!({"rules": s.0.controller.rules()})))
+}
+
+async fn get_evidence(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    index: Result<Path<String>, PathRejection>,
+) -> ApiResult<Json<serde_json::Value>> {
+    let caller = s.authorize(&headers, Scope::Read).await?;
+    let Path(index) = index.map_err(bad_path)?;
+    let Ok(n) = index.parse::<u64>() else {
+        return Err(ApiError::bad_request(format!(
+            "evidence index {index:?} is not a log index: use a whole number such as 0, or /v1/evidence/checkpoint"
+        )));
+    };
+    s.0.controller
+        .evidence_record(&caller.tenant, n)
+        .await?
+        .map(Json)
+        .ok_or_else(|| {
+            ApiError::not_found(format!(
+                "no evidence record {n} for tenant {}: an incident lists its records under `evidence`",
+                caller.tenant
+            ))
+        })
+}
+
+async fn checkpoint(State(s): State<AppState>, headers: HeaderMap) -> ApiResult<Response> {
+    s.authorize(&headers, Scope::Read).await?;
+    let note = s.0.controller.checkpoint().await?;
+    Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], note).into_response())
+}

@@ -1,0 +1,60 @@
+//! The unauthenticated service routes, and metrics.
+
+use crate::{Api, HOST};
+use reqwest::Method;
+use runwarden_api::ApiConfig;
+use runwarden_control::Scope;
+
+#[tokio::test]
+async fn health_openapi_and_metrics() {
+    let api = Api::start(ApiConfig::default()).await;
+
+    let r = api.send(Method::GET, "/healthz", None, None).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.json(), serde_json::json!({"status": "ok", "host": HOST}));
+
+    let r = api.send(Method::GET, "/v1/openapi.json", None, None).await;
+    assert_eq!(r.status, 200);
+    assert!(
+        r.header("content-type")
+            .unwrap()
+            .starts_with("application/json")
+    );
+    let doc = r.json();
+    assert!(doc["openapi"].as_str().unwrap().starts_with("3.1"), "{doc}");
+    assert!(doc["paths"]["/v1/incidents"]["post"].is_object());
+    assert!(doc["paths"]["/v1/incidents"]["get"].is_object());
+    assert_eq!(
+        doc["components"]["securitySchemes"]["bearer"]["scheme"],
+        "bearer"
+    );
+    assert_eq!(doc, runwarden_api::openapi_document());
+
+    // Metrics need a token (any tenant, scope read) and count incidents by final status.
+    api.send(Method::GET, "/metrics", None, None)
+        .await
+        .error(401, "unauthorized");
+    let read = api.token("clinic-z", Scope::Read).await;
+    let before = String::from_utf8(api.get("/metrics", &read).await.body).unwrap();
+    assert!(
+        before.contains("# TYPE runwarden_incidents_total counter"),
+        "{before}"
+    );
+    let rec = api
+        .post("/v1/incidents?wait=true", &api.secret, &api.disk_full())
+        .await
+        .json();
+    let r = api.get("/metrics", &read).await;
+    assert_eq!(r.status, 200);
+    assert!(
+        r.header("content-type")
+            .unwrap()
+            .starts_with("text/plain; version=0.0.4")
+    );
+    let text = String::from_utf8(r.body).unwrap();
+    let line = format!(
+        "runwarden_incidents_total{{status=\"{}\"}} 1",
+        rec["status"].as_str().unwrap()
+    );
+    assert!(text.lines().any(|l| l == line), "{line} not in\n{text}");
+}

@@ -1,0 +1,267 @@
+//! `runwarden incident submit/list/show`: the HTTP API from the command line.
+
+use anyhow::{Context, bail};
+use clap::{Args, Subcommand};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+/// Where the server is and who is asking.
+#[derive(Args, Clone)]
+pub struct ServerArgs {
+    /// The runwarden server (default: the local `runwarden up`).
+    #[arg(long, global = true, env = "RUNWARDEN_SERVER")]
+    server: Option<String>,
+    /// API token (default: RUNWARDEN_TOKEN, else DATA_DIR/admin-token).
+    #[arg(long, global = true, env = "RUNWARDEN_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+}
+
+#[derive(Subcommand)]
+pub enum IncidentCommand {
+    /// Submit an incident (JSON) and wait for its final state.
+    Submit {
+        /// The incident, as JSON (`-` for stdin).
+        file: PathBuf,
+        /// Return as soon as it is accepted instead of waiting for the outcome.
+        #[arg(long)]
+        no_wait: bool,
+        /// Print the incident record as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List incidents, newest first.
+    List {
+        /// Only this status (healed, no-op, failed, escalated, suppressed, awaiting_approval).
+        #[arg(long)]
+        status: Option<String>,
+        /// At most this many.
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+        /// One JSON object per line.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one incident.
+    Show {
+        /// Its id.
+        id: String,
+        /// As JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+struct Client {
+    base: String,
+    token: String,
+    http: reqwest::Client,
+}
+
+impl Client {
+    fn new(args: &ServerArgs, data_dir: &Path) -> anyhow::Result<Client> {
+        let base = args
+            .server
+            .clone()
+            .unwrap_or_else(|| format!("http://{}", crate::serve::DEFAULT_LISTEN))
+            .trim_end_matches('/')
+            .to_string();
+        if !(base.starts_with("http://") || base.starts_with("https://")) {
+            bail!("--server {base:?}: give a URL like http://127.0.0.1:8640");
+        }
+        let token = match &args.token {
+            Some(t) => t.clone(),
+            None => {
+                let f = data_dir.join("admin-token");
+                std::fs::read_to_string(&f)
+                    .with_context(|| {
+                        format!(
+                            "no API token: pass --token or set RUNWARDEN_TOKEN (or start `runwarden up`, which writes {})",
+                            f.display()
+                        )
+                    })?
+                    .trim()
+                    .to_string()
+            }
+        };
+        let http = reqwest::Client::builder()
+            .timeout(std::time::Duration::from_secs(120))
+            .build()
+            .context("http client")?;
+        Ok(Client { base, token, http })
+    }
+
+    async fn send(&self, req: reqwest::RequestBuilder) -> anyhow::Result<serde_json::Value> {
+        let resp = req
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .with_context(|| format!("cannot reach runwarden at {}", self.base))?;
+        let status = resp.status();
+        let body = resp.bytes().await.context("reading the response")?;
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap_or_else(
+            |_| serde_json::json!({"error": {"message": String::from_utf8_lossy(&body)}}),
+        );
+        if !status.is_success() {
+            let msg = v["error"]["message"]
+                .as_str()
+                .map(String::from)
+                .unwrap_or_else(|| v.to_string());
+            bail!("the server answered {status}: {msg}");
+        }
+        Ok(v)
+    }
+}
+
+fn print_record(v: &serde_json::Value) {
+    println!(
+        "incident {}: {} (tier {})",
+        v["id"].as_str().unwrap_or("?"),
+        v["status"].as_str().unwrap_or("?"),
+        v["tier"].as_str().unwrap_or("?")
+    );
+    if let Some(r) = v["reason"].as_str().filter(|r| !r.is_empty()) {
+        println!("  {r}");
+    }
+    if let Some(d) = v.get("decision").filter(|d| !d.is_null()) {
+        println!("  rule {}", d["rule_id"].as_str().unwrap_or("?"));
+    }
+    for g in v["guardrails"].as_array().into_iter().flatten() {
+        println!(
+            "  guardrail {:<16} {:<15} {}",
+            g["guardrail"].as_str().unwrap_or("?"),
+            g["verdict"].as_str().unwrap_or("?"),
+            g["detail"].as_str().unwrap_or("")
+        );
+    }
+    for r in v["runs"].as_array().into_iter().flatten() {
+        println!(
+            "  ran {}{}: {} — {} (evidence record {})",
+            r["runbook"].as_str().unwrap_or("?"),
+            if r["dry_run"] == true {
+                " (dry run)"
+            } else {
+                ""
+            },
+            r["status"].as_str().unwrap_or("?"),
+            r["summary"].as_str().unwrap_or(""),
+            r["evidence_index"]
+        );
+    }
+    if let Some(e) = v["evidence"].as_array().filter(|e| !e.is_empty()) {
+        let list: Vec<String> = e.iter().map(|x| x.to_string()).collect();
+        println!("  evidence: {}", list.join(", "));
+    }
+}
+
+pub fn run(cmd: IncidentCommand, server: &ServerArgs, data_dir: &Path) -> anyhow::Result<ExitCode> {
+    let client = Client::new(server, data_dir)?;
+    let io = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    io.block_on(async {
+        match cmd {
+            IncidentCommand::Submit {
+                file,
+                no_wait,
+                json,
+            } => {
+                let body = if file.as_os_str() == "-" {
+                    let mut s = Vec::new();
+                    std::io::Read::read_to_end(&mut std::io::stdin(), &mut s)
+                        .context("read the incident from stdin")?;
+                    s
+                } else {
+                    std::fs::read(&file)
+                        .with_context(|| format!("read incident {}", file.display()))?
+                };
+                // Checked here too, so a typo is caught before the network.
+                runwarden_control::Incident::from_json(&body)
+                    .with_context(|| format!("incident {}", file.display()))?;
+                let url = format!(
+                    "{}/v1/incidents{}",
+                    client.base,
+                    if no_wait { "" } else { "?wait=true" }
+                );
+                let v = client
+                    .send(
+                        client
+                            .http
+                            .post(url)
+                            .header("content-type", "application/json")
+                            .body(body),
+                    )
+                    .await?;
+                if json {
+                    println!("{v}");
+                } else {
+                    print_record(&v);
+                }
+                let ok = matches!(
+                    v["status"].as_str(),
+                    Some("healed" | "no-op" | "processing")
+                );
+                Ok(if ok {
+                    ExitCode::SUCCESS
+                } else {
+                    ExitCode::from(1)
+                })
+            }
+            IncidentCommand::List {
+                status,
+                limit,
+                json,
+            } => {
+                let mut req = client
+                    .http
+                    .get(format!("{}/v1/incidents", client.base))
+                    .query(&[("limit", limit.to_string())]);
+                if let Some(s) = &status {
+                    req = req.query(&[("status", s)]);
+                }
+                let v = client.send(req).await?;
+                for i in v["incidents"].as_array().into_iter().flatten() {
+                    if json {
+                        println!("{i}");
+                    } else {
+                        println!(
+                            "{}  {:<19} {:<18} {:<24} {}",
+                            i["id"].as_str().unwrap_or("?"),
+                            i["received_at"]
+                                .as_str()
+                                .unwrap_or("?")
+                                .get(..19)
+                                .unwrap_or("?"),
+                            i["status"].as_str().unwrap_or("?"),
+                            format!(
+                                "{} {}",
+                                i["incident"]["type"].as_str().unwrap_or("?"),
+                                i["incident"]["service"].as_str().unwrap_or("")
+                            ),
+                            i["incident"]["host"].as_str().unwrap_or("?"),
+                        );
+                    }
+                }
+                Ok(ExitCode::SUCCESS)
+            }
+            IncidentCommand::Show { id, json } => {
+                if id.is_empty() || !id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
+                    bail!("incident id {id:?}: ids are UUIDs");
+                }
+                let v = client
+                    .send(
+                        client
+                            .http
+                            .get(format!("{}/v1/incidents/{id}", client.base)),
+                    )
+                    .await?;
+                if json {
+                    println!("{v}");
+                } else {
+                    print_record(&v);
+                }
+                Ok(ExitCode::SUCCESS)
+            }
+        }
+    })
+}

@@ -1,0 +1,348 @@
+//! `runwarden up`: the control plane and one local agent in one process, on the embedded
+//! default (SQLite in the data dir, in-process dispatch), with zero configuration.
+//!
+//! Configuration is layered: built-in defaults → `runwarden.toml` (`--config`, else
+//! `DATA_DIR/runwarden.toml` when present) → `RUNWARDEN_*` environment → flags.
+
+use anyhow::{Context, bail};
+use clap::Args;
+use runwarden_control::{ControlConfig, Controller, GuardrailConfig, HostConfig, Scope};
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+/// The host policy `up` uses when none is configured.
+const EXAMPLE_POLICY: &str = include_str!("../../../examples/policy.toml");
+/// The rule set `up` serves when none is configured.
+const STANDARD_RULES: &str = include_str!("../../../rules/standard.yaml");
+/// Where `up` listens by default.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8640";
+/// Tenant of the admin token `up` creates on first start.
+pub const LOCAL_TENANT: &str = "local";
+
+#[derive(Args)]
+pub struct UpArgs {
+    /// Configuration file (default: DATA_DIR/runwarden.toml when it exists).
+    #[arg(long, env = "RUNWARDEN_CONFIG")]
+    config: Option<PathBuf>,
+    /// Address to listen on.
+    #[arg(long, env = "RUNWARDEN_LISTEN")]
+    listen: Option<String>,
+    /// Host policy of the local agent (default: the shipped example policy).
+    #[arg(long, env = "RUNWARDEN_POLICY")]
+    policy: Option<PathBuf>,
+    /// Rule sets: YAML files (compiled at start) or rule components (.wasm). Repeat for
+    /// more. Default: the shipped rules/standard.yaml.
+    #[arg(long = "rules")]
+    rules: Vec<PathBuf>,
+    /// Also deploy the runbook components in this directory.
+    #[arg(long, env = "RUNWARDEN_RUNBOOKS_DIR")]
+    runbooks_dir: Option<PathBuf>,
+}
+
+/// `runwarden.toml`.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    /// Address to listen on.
+    listen: Option<String>,
+    /// Host policy file.
+    policy: Option<PathBuf>,
+    /// Rule sets (YAML or .wasm).
+    #[serde(default)]
+    rules: Vec<PathBuf>,
+    /// Extra runbook components.
+    runbooks_dir: Option<PathBuf>,
+    /// Labels of the local host, for rules' `host_labels`.
+    #[serde(default)]
+    host_labels: BTreeMap<String, String>,
+    /// Guardrail settings.
+    #[serde(default)]
+    guardrails: GuardrailConfig,
+    /// HTTP API limits.
+    #[serde(default)]
+    api: ApiFileConfig,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct ApiFileConfig {
+    max_body_bytes: Option<usize>,
+    rate_per_sec: Option<u32>,
+    burst: Option<u32>,
+}
+
+fn read_config(path: &Path) -> anyhow::Result<FileConfig> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("read config {}", path.display()))?;
+    toml::from_str(&text).map_err(|e| {
+        anyhow::anyhow!(
+            "config {}: {}",
+            path.display(),
+            e.to_string()
+                .split_whitespace()
+                .collect::<Vec<_>>()
+                .join(" ")
+        )
+    })
+}
+
+/// Compile YAML rule sets, read rule components.
+pub(crate) fn rule_sets(
+    rt: &runwarden_runtime::Runtime,
+    files: &[PathBuf],
+    extra_runbooks: Option<&Path>,
+) -> anyhow::Result<Vec<Vec<u8>>> {
+    let mut yaml = Vec::new();
+    let mut out = Vec::new();
+    for f in files {
+        if f.extension().is_some_and(|e| e == "wasm") {
+            out.push(std::fs::read(f).with_context(|| format!("read {}", f.display()))?);
+        } else {
+            yaml.push((
+                f.display().to_string(),
+                std::fs::read_to_string(f).with_context(|| format!("read {}", f.display()))?,
+            ));
+        }
+    }
+    if files.is_empty() {
+        yaml.push((
+            "rules/standard.yaml (built in)".to_string(),
+            STANDARD_RULES.to_string(),
+        ));
+    }
+    if !yaml.is_empty() {
+        let catalog = crate::rules::catalog(rt, extra_runbooks)?;
+        let program = runwarden_control::rules::compile(&yaml, Some(&catalog))?;
+        out.insert(
+            0,
+            runwarden_control::rules::embed(runwarden_guests::rule_engine(), &program.to_bytes())?,
+        );
+    }
+    Ok(out)
+}
+
+fn runbooks(dir: Option<&Path>) -> anyhow::Result<Vec<Vec<u8>>> {
+    let mut out: Vec<Vec<u8>> = runwarden_guests::standard_runbooks()
+        .map(|(_, b)| b.to_vec())
+        .collect();
+    if let Some(dir) = dir {
+        let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)
+            .with_context(|| format!("runbooks dir {}", dir.display()))?
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|e| e == "wasm"))
+            .collect();
+        paths.sort();
+        for p in paths {
+            out.push(std::fs::read(&p).with_context(|| format!("read {}", p.display()))?);
+        }
+    }
+    Ok(out)
+}
+
+/// The admin token file: created (0600) with a fresh admin token on first start.
+fn admin_token(data_dir: &Path) -> PathBuf {
+    data_dir.join("admin-token")
+}
+
+pub fn up(
+    args: UpArgs,
+    data_dir: PathBuf,
+    log: &crate::evidence::LogArgs,
+) -> anyhow::Result<ExitCode> {
+    let config_path = args.config.clone().or_else(|| {
+        let p = data_dir.join("runwarden.toml");
+        p.exists().then_some(p)
+    });
+    let file = match &config_path {
+        Some(p) => read_config(p)?,
+        None => FileConfig::default(),
+    };
+    let listen = args
+        .listen
+        .or(file.listen)
+        .unwrap_or_else(|| DEFAULT_LISTEN.to_string());
+    let policy_path = args.policy.or(file.policy);
+    let policy = match &policy_path {
+        Some(p) => runwarden_runtime::Policy::load(p)?,
+        None => runwarden_runtime::Policy::parse(EXAMPLE_POLICY)?,
+    };
+    let rules_files = if args.rules.is_empty() {
+        file.rules
+    } else {
+        args.rules
+    };
+    let runbooks_dir = args.runbooks_dir.or(file.runbooks_dir);
+    std::fs::create_dir_all(&data_dir)
+        .with_context(|| format!("cannot create {}", data_dir.display()))?;
+    let database = match &log.evidence_db {
+        Some(db) => db.clone(),
+        None => data_dir.join("evidence.db").display().to_string(),
+    };
+    let mut api = runwarden_api::ApiConfig::default();
+    if let Some(v) = file.api.max_body_bytes {
+        api.max_body_bytes = v;
+    }
+    if let Some(v) = file.api.rate_per_sec {
+        api.rate_per_sec = v;
+    }
+    if let Some(v) = file.api.burst {
+        api.burst = v;
+    }
+
+    let rt = Arc::new(crate::runbook::runtime(data_dir.clone())?);
+    let rule_sets = rule_sets(&rt, &rules_files, runbooks_dir.as_deref())?;
+    let runbooks = runbooks(runbooks_dir.as_deref())?;
+    let io = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    io.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(&listen)
+            .await
+            .with_context(|| format!("cannot listen on {listen}: pass --listen ADDR:PORT"))?;
+        let addr = listener.local_addr()?;
+        let controller = Arc::new(
+            Controller::start(
+                ControlConfig {
+                    database,
+                    data_dir: data_dir.clone(),
+                    host: HostConfig {
+                        policy: Arc::new(policy),
+                        labels: file.host_labels,
+                    },
+                    guardrails: file.guardrails,
+                },
+                rt,
+                runbooks,
+                rule_sets,
+            )
+            .await?,
+        );
+        let token_file = admin_token(&data_dir);
+        if !token_file.exists() {
+            let (secret, id) = controller
+                .create_token(
+                    LOCAL_TENANT,
+                    Scope::Admin,
+                    "admin (created by runwarden up)",
+                )
+                .await?;
+            write_secret(&token_file, &secret)?;
+            eprintln!("created admin token {id} for tenant {LOCAL_TENANT}");
+        }
+        println!(
+            "runwarden is up at http://{addr}/ (host {})",
+            controller.host_id()
+        );
+        println!(
+            "  admin token: {} (tenant {LOCAL_TENANT})",
+            token_file.display()
+        );
+        println!(
+            "  {} runbooks, {} rules; evidence and state in {}",
+            controller.runbooks().len(),
+            controller.rules().len(),
+            log.evidence_db
+                .as_deref()
+                .map(|_| "the configured database")
+                .unwrap_or("the data dir")
+        );
+        if let Some(p) = &config_path {
+            println!("  config: {}", p.display());
+        }
+        // A signed checkpoint of the log every minute it grew.
+        let cp = controller.clone();
+        let ticker = tokio::spawn(async move {
+            let mut t = tokio::time::interval(std::time::Duration::from_secs(60));
+            loop {
+                t.tick().await;
+                if let Err(e) = cp.checkpoint().await {
+                    eprintln!("warning: periodic checkpoint: {e}");
+                }
+            }
+        });
+        runwarden_api::serve(listener, controller.clone(), api, shutdown_signal()).await?;
+        ticker.abort();
+        // A last checkpoint covering everything written before the stop.
+        controller.checkpoint().await?;
+        println!("runwarden stopped: in-flight incidents finished, evidence written");
+        Ok::<_, anyhow::Error>(())
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Resolves on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut int), Ok(mut term)) = (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) else {
+        // Without signal handlers the process still stops on the default action.
+        std::future::pending::<()>().await;
+        return;
+    };
+    tokio::select! {
+        _ = int.recv() => {}
+        _ = term.recv() => {}
+    }
+    eprintln!("stopping: finishing in-flight incidents");
+}
+
+/// Write a secret to a new file only its owner can read.
+pub(crate) fn write_secret(path: &Path, secret: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("create {}", path.display()))?;
+    writeln!(f, "{secret}").with_context(|| format!("write {}", path.display()))?;
+    Ok(())
+}
+
+/// `runwarden token create`.
+pub fn token_create(
+    data_dir: &Path,
+    log: &crate::evidence::LogArgs,
+    tenant: &str,
+    scope: &str,
+    name: &str,
+) -> anyhow::Result<ExitCode> {
+    let Some(scope) = Scope::parse(scope) else {
+        bail!("--scope {scope:?}: use read, operate or admin");
+    };
+    std::fs::create_dir_all(data_dir)
+        .with_context(|| format!("cannot create {}", data_dir.display()))?;
+    let database = match &log.evidence_db {
+        Some(db) => db.clone(),
+        None => data_dir.join("evidence.db").display().to_string(),
+    };
+    let io = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    let (secret, id) = io.block_on(async {
+        let store = runwarden_control::store::ControlStore::open(&database).await?;
+        if tenant.is_empty()
+            || !tenant
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '@' | ':'))
+        {
+            bail!("--tenant {tenant:?}: letters, digits and - _ . @ : only");
+        }
+        Ok::<_, anyhow::Error>(runwarden_control::create_token(&store, tenant, scope, name).await?)
+    })?;
+    eprintln!(
+        "created token {id} for tenant {tenant}, scope {}; it is shown once, keep it secret:",
+        scope.as_str()
+    );
+    println!("{secret}");
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,208 @@
+//! `runwarden up` as an operator runs it: zero configuration besides a data dir and a
+//! policy for a scratch directory, the tour through `runwarden incident` and
+//! `runwarden token`, and a clean stop on SIGTERM.
+
+use super::{runwarden, stderr};
+use serde_json::Value;
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// A running `runwarden up`, killed if a test fails before stopping it.
+struct Up {
+    child: Option<Child>,
+    url: String,
+    lines: std::sync::mpsc::Receiver<String>,
+}
+
+impl Drop for Up {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn start(data: &Path, policy: &Path) -> Up {
+    let child = Command::new(env!("CARGO_BIN_EXE_runwarden"))
+        .args(["up", "--listen", "127.0.0.1:0", "--policy"])
+        .arg(policy)
+        .env("RUNWARDEN_DATA_DIR", data)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    // From here the guard owns the child: a failing test still kills it.
+    let mut up = Up {
+        child: Some(child),
+        url: String::new(),
+        lines: rx,
+    };
+    let out = BufReader::new(up.child.as_mut().unwrap().stdout.take().unwrap());
+    std::thread::spawn(move || {
+        for line in out.lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let line = up
+            .lines
+            .recv_timeout(left)
+            .expect("runwarden up prints its URL within 2 minutes");
+        if let Some(rest) = line.strip_prefix("runwarden is up at ") {
+            up.url = rest
+                .split_whitespace()
+                .next()
+                .unwrap()
+                .trim_end_matches('/')
+                .to_string();
+            return up;
+        }
+    }
+}
+
+fn cli(data: &Path, up: &Up, args: &[&str]) -> Output {
+    let mut full = args.to_vec();
+    full.extend(["--server", &up.url]);
+    runwarden(data, &full)
+}
+
+#[test]
+fn up_heals_at_l1_escalates_a_repeat_refuses_another_tenant_and_stops_cleanly() {
+    let d = tempfile::tempdir().unwrap();
+    let data = d.path().join("data");
+    let work = d.path().join("work");
+    std::fs::create_dir_all(work.join("tmp")).unwrap();
+    std::fs::write(work.join("tmp/stale.part"), "x").unwrap();
+    let policy = d.path().join("policy.toml");
+    std::fs::write(
+        &policy,
+        format!(
+            "host_id = \"clinic-demo-01\"\n[grants]\nwrite_dirs = [\"{}\"]\n",
+            work.display()
+        ),
+    )
+    .unwrap();
+    let up = start(&data, &policy);
+    let token = data.join("admin-token");
+    let mode =
+        std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&token).unwrap().permissions());
+    assert_eq!(mode & 0o777, 0o600, "the admin token is private");
+
+    let incident = d.path().join("disk-full.json");
+    std::fs::write(
+        &incident,
+        format!(
+            r#"{{"host":"clinic-demo-01","type":"disk-full","severity":"high","labels":{{"dir":"{}"}}}}"#,
+            work.join("tmp").display()
+        ),
+    )
+    .unwrap();
+    let inc = incident.to_str().unwrap();
+
+    // Heals at L1.
+    let o = cli(&data, &up, &["incident", "submit", inc, "--json"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let first: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(first["tier"], "L1", "{first}");
+    assert!(
+        matches!(first["status"].as_str(), Some("healed" | "no-op")),
+        "{first}"
+    );
+    assert_eq!(first["decision"]["rule_id"], "disk-full-tmp");
+
+    // The repeat escalates (exit 1: not healed), in words on the terminal.
+    let o = cli(&data, &up, &["incident", "submit", inc]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        text.contains(": escalated (tier L3)") && text.contains("repeated incident"),
+        "{text}"
+    );
+
+    // Listed and shown.
+    let o = cli(&data, &up, &["incident", "list", "--json"]);
+    assert_eq!(String::from_utf8_lossy(&o.stdout).lines().count(), 2);
+    let id = first["id"].as_str().unwrap();
+    let o = cli(&data, &up, &["incident", "show", id]);
+    assert!(o.status.success(), "{}", stderr(&o));
+
+    // A token of another tenant sees nothing of it.
+    let o = runwarden(
+        &data,
+        &["token", "create", "--tenant", "clinic-b", "--scope", "read"],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let other = String::from_utf8_lossy(&o.stdout).trim().to_string();
+    let o = cli(&data, &up, &["incident", "show", id, "--token", &other]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("404"), "{}", stderr(&o));
+    // And a read token cannot submit.
+    let o = cli(&data, &up, &["incident", "submit", inc, "--token", &other]);
+    assert!(stderr(&o).contains("403"), "{}", stderr(&o));
+    // A bad incident is refused before the network, naming the field.
+    std::fs::write(&incident, r#"{"host":"h","type":"x","severity":"bad"}"#).unwrap();
+    let o = cli(&data, &up, &["incident", "submit", inc]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).contains("unknown variant `bad`"),
+        "{}",
+        stderr(&o)
+    );
+
+    // SIGTERM: finishes, writes a last checkpoint, exits 0.
+    let mut up = up;
+    let mut child = up.child.take().unwrap();
+    rustix::process::kill_process(
+        rustix::process::Pid::from_child(&child),
+        rustix::process::Signal::TERM,
+    )
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "runwarden up did not stop within 30 s"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "{status:?}");
+    let mut rest = Vec::new();
+    while let Ok(l) = up.lines.recv_timeout(Duration::from_secs(5)) {
+        rest.push(l);
+    }
+    assert!(
+        rest.iter().any(|l| l.contains("runwarden stopped")),
+        "{rest:?}"
+    );
+    // Everything it did is in the log and verifies.
+    let bundle = d.path().join("b.tar");
+    let o = runwarden(
+        &data,
+        &["evidence", "export", "-o", bundle.to_str().unwrap()],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let key = data.join("signing-keys/clinic-demo-01.pub");
+    let o = runwarden(
+        &data,
+        &[
+            "evidence",
+            "verify",
+            bundle.to_str().unwrap(),
+            "--key",
+            key.to_str().unwrap(),
+        ],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(String::from_utf8_lossy(&o.stdout).starts_with("verified 2 records"));
+}
