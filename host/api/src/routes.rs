@@ -37,15 +37,7 @@ impl Default for ApiConfig {
 }
 
 /// Statuses an incident can be in, as `GET /v1/incidents?status=` accepts them.
-pub(crate) const STATUSES: &[&str] = &[
-    "processing",
-    "healed",
-    "no-op",
-    "failed",
-    "escalated",
-    "suppressed",
-    "awaiting_approval",
-];
+pub(crate) const STATUSES: &[&str] = runwarden_control::INCIDENT_STATUSES;
 
 /// Default and largest `limit` of `GET /v1/incidents`.
 pub(crate) const LIST_DEFAULT: u32 = 50;

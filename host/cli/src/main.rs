@@ -63,6 +63,13 @@ enum TokenCommand {
         #[arg(long, default_value = "api token")]
         name: String,
     },
+    /// List tokens (ids, tenants, scopes; never secrets).
+    List,
+    /// Revoke a token by id (`tok_…`); it stops working within 5 seconds.
+    Revoke {
+        /// The token's id.
+        id: String,
+    },
 }
 
 /// Where runwarden keeps its state.
@@ -102,6 +109,12 @@ fn main() -> ExitCode {
             name,
         }) => data_dir(cli.data_dir)
             .and_then(|d| serve::token_create(&d, &cli.log, &tenant, &scope, &name)),
+        Command::Token(TokenCommand::List) => {
+            data_dir(cli.data_dir).and_then(|d| serve::token_admin(&d, &cli.log, None))
+        }
+        Command::Token(TokenCommand::Revoke { id }) => {
+            data_dir(cli.data_dir).and_then(|d| serve::token_admin(&d, &cli.log, Some(&id)))
+        }
         Command::Rules(cmd) => data_dir(cli.data_dir).and_then(|d| rules::run(cmd, d)),
         Command::Keys(cmd) => evidence::keys(cmd),
         Command::Evidence(cmd) => {

@@ -346,3 +346,43 @@ pub fn token_create(
     println!("{secret}");
     Ok(ExitCode::SUCCESS)
 }
+
+/// `runwarden token list` (no id) and `runwarden token revoke ID`.
+pub fn token_admin(
+    data_dir: &Path,
+    log: &crate::evidence::LogArgs,
+    revoke: Option<&str>,
+) -> anyhow::Result<ExitCode> {
+    let database = match &log.evidence_db {
+        Some(db) => db.clone(),
+        None => data_dir.join("evidence.db").display().to_string(),
+    };
+    let io = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    io.block_on(async {
+        let store = runwarden_control::store::ControlStore::open(&database).await?;
+        match revoke {
+            Some(id) => {
+                if !store.revoke_token(id).await? {
+                    bail!("no token {id:?}: `runwarden token list` shows them");
+                }
+                println!("revoked {id}");
+            }
+            None => {
+                for t in store.list_tokens().await? {
+                    println!(
+                        "{:<18} {:<16} {:<8} {}{}",
+                        t.id,
+                        t.tenant,
+                        t.scope,
+                        t.name,
+                        if t.revoked { " (revoked)" } else { "" }
+                    );
+                }
+            }
+        }
+        Ok(ExitCode::SUCCESS)
+    })
+}

@@ -15,5 +15,6 @@ pub use guardrails::{GuardrailConfig, HighRisk, Verdict};
 pub use incident::{Incident, IncidentError, Severity, parse_rfc3339_ms};
 pub use pipeline::{
     ActionRecord, Caller, ControlConfig, ControlError, Controller, DecisionRecord, HostConfig,
-    IncidentRecord, RuleListing, RunRecord, RunbookInfo, Scope, authenticate, create_token,
+    INCIDENT_STATUSES, IncidentRecord, RuleListing, RunRecord, RunbookInfo, Scope, authenticate,
+    create_token,
 };

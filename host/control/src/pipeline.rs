@@ -46,6 +46,17 @@ pub enum ControlError {
 
 type Result<T, E = ControlError> = std::result::Result<T, E>;
 
+/// Every status an incident can be in.
+pub const INCIDENT_STATUSES: &[&str] = &[
+    "processing",
+    "healed",
+    "no-op",
+    "failed",
+    "escalated",
+    "suppressed",
+    "awaiting_approval",
+];
+
 /// The host this process acts on: its policy (id, grants, limits) and inventory labels.
 pub struct HostConfig {
     /// The host's policy.
@@ -422,14 +433,38 @@ impl Controller {
         Ok(rec)
     }
 
-    /// Carry an accepted incident to its end. Shutdown waits for every call in progress.
+    /// Carry an accepted incident to its end. Shutdown waits for every call in progress;
+    /// an incident accepted but not yet started when shutdown began is escalated (and
+    /// recorded) rather than left `processing`.
     pub async fn complete(&self, mut rec: IncidentRecord) -> Result<IncidentRecord> {
         let guard = self.in_flight.read().await;
-        if *guard {
-            return Err(ControlError::ShuttingDown);
-        }
         let started = std::time::Instant::now();
         let received_ms = ev_ms(&rec.received_at);
+        if *guard {
+            Self::end(
+                &mut rec,
+                "L3",
+                "escalated",
+                "runwarden was stopping before it could act: a human must decide (or resubmit)",
+            );
+            let sha = hex::encode(Sha256::digest(b""));
+            self.record_decision(
+                &mut rec,
+                Subject {
+                    name: "l1-rules",
+                    version: "",
+                    sha256: &sha,
+                },
+                ev::Provenance::Undecided {
+                    reason: "shutting down".into(),
+                },
+                serde_json::json!({}),
+                now_ms(),
+            )
+            .await?;
+            self.save(&rec, received_ms).await?;
+            return Ok(rec);
+        }
         self.process(&mut rec, now_ms()).await?;
         self.save(&rec, received_ms).await?;
         *self
@@ -921,11 +956,11 @@ impl Controller {
 
     /// One of `tenant`'s incidents.
     pub async fn incident(&self, tenant: &str, id: &str) -> Result<Option<IncidentRecord>> {
-        Ok(self
-            .store
+        self.store
             .get_incident(tenant, id)
             .await?
-            .and_then(|j| serde_json::from_str(&j).ok()))
+            .map(|j| parse_record(&j))
+            .transpose()
     }
 
     /// `tenant`'s incidents, newest first.
@@ -935,13 +970,12 @@ impl Controller {
         status: Option<&str>,
         limit: u32,
     ) -> Result<Vec<IncidentRecord>> {
-        Ok(self
-            .store
+        self.store
             .list_incidents(tenant, status, limit)
             .await?
             .iter()
-            .filter_map(|j| serde_json::from_str(j).ok())
-            .collect())
+            .map(|j| parse_record(j))
+            .collect()
     }
 
     /// An evidence record, decoded, if it belongs to `tenant`.
@@ -1042,6 +1076,15 @@ impl Controller {
     pub async fn shutdown(&self) {
         *self.in_flight.write().await = true;
     }
+}
+
+/// A stored incident record; a row that does not parse is an error, never skipped.
+fn parse_record(json: &str) -> Result<IncidentRecord> {
+    serde_json::from_str(json).map_err(|e| {
+        ControlError::Store(crate::store::StoreError::corrupt(format!(
+            "an incident record does not parse: {e}"
+        )))
+    })
 }
 
 fn token_hash(secret: &str) -> String {

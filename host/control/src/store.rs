@@ -14,6 +14,12 @@ use std::time::Duration;
 #[error("control-plane database: {0}")]
 pub struct StoreError(String);
 
+impl StoreError {
+    pub(crate) fn corrupt(message: String) -> StoreError {
+        StoreError(message)
+    }
+}
+
 type Result<T> = std::result::Result<T, StoreError>;
 
 fn db_err(what: &'static str) -> impl Fn(sqlx::Error) -> StoreError {
@@ -243,6 +249,34 @@ impl ControlStore {
                 .execute(p).await.map_err(db_err("storing a token"))?;
         });
         Ok(())
+    }
+
+    /// Revoke a token; false when there is no such token.
+    pub async fn revoke_token(&self, id: &str) -> Result<bool> {
+        on_db!(&self.db, p, pg => {
+            let r = sqlx::query(sql(pg, "UPDATE api_tokens SET revoked = ? WHERE id = ?"))
+                .bind(true).bind(id)
+                .execute(p).await.map_err(db_err("revoking a token"))?;
+            Ok(r.rows_affected() > 0)
+        })
+    }
+
+    /// Every token (never the secrets), oldest first.
+    pub async fn list_tokens(&self) -> Result<Vec<TokenRow>> {
+        on_db!(&self.db, p, pg => {
+            let rows = sqlx::query(sql(pg, "SELECT id, tenant, scope, name, revoked FROM api_tokens ORDER BY created_at_ms, id"))
+                .fetch_all(p).await.map_err(db_err("listing tokens"))?;
+            rows.iter()
+                .map(|r| Ok(TokenRow {
+                    id: r.try_get(0)?,
+                    tenant: r.try_get(1)?,
+                    scope: r.try_get(2)?,
+                    name: r.try_get(3)?,
+                    revoked: r.try_get(4)?,
+                }))
+                .collect::<std::result::Result<Vec<_>, sqlx::Error>>()
+                .map_err(db_err("listing tokens"))
+        })
     }
 
     /// The token whose secret hashes to `secret_sha256`.

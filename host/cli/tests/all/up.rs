@@ -144,9 +144,24 @@ fn up_heals_at_l1_escalates_a_repeat_refuses_another_tenant_and_stops_cleanly() 
     let o = cli(&data, &up, &["incident", "show", id, "--token", &other]);
     assert_eq!(o.status.code(), Some(2));
     assert!(stderr(&o).contains("404"), "{}", stderr(&o));
+    // Revoked, it opens nothing (the server caches a lookup for at most 5 s).
+    let o = runwarden(&data, &["token", "list"]);
+    let listed = String::from_utf8_lossy(&o.stdout).to_string();
+    let other_id = listed
+        .lines()
+        .find(|l| l.contains("clinic-b"))
+        .and_then(|l| l.split_whitespace().next())
+        .unwrap()
+        .to_string();
+    assert!(!listed.contains(&other), "token list never shows secrets");
     // And a read token cannot submit.
     let o = cli(&data, &up, &["incident", "submit", inc, "--token", &other]);
     assert!(stderr(&o).contains("403"), "{}", stderr(&o));
+    let o = runwarden(&data, &["token", "revoke", &other_id]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    std::thread::sleep(Duration::from_millis(5200));
+    let o = cli(&data, &up, &["incident", "list", "--token", &other]);
+    assert!(stderr(&o).contains("401"), "{}", stderr(&o));
     // A bad incident is refused before the network, naming the field.
     std::fs::write(&incident, r#"{"host":"h","type":"x","severity":"bad"}"#).unwrap();
     let o = cli(&data, &up, &["incident", "submit", inc]);
