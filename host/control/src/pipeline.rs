@@ -240,8 +240,8 @@ pub struct Controller {
     runbooks: HashMap<String, Arc<Loaded>>,
     rule_sets: Vec<Arc<RuleSet>>,
     windows: Mutex<Windows>,
-    /// Serializes guardrail checks with the runs they admit, per tenant, so two incidents
-    /// cannot both pass a cooldown before either is noted.
+    /// Serializes guardrail checks with the in-memory note of the runs they admit, so two
+    /// incidents cannot both pass a cooldown or the breaker before either is noted.
     admission: tokio::sync::Mutex<()>,
     in_flight: tokio::sync::RwLock<bool>,
     metrics: Metrics,
@@ -752,19 +752,20 @@ impl Controller {
                 .push(Verdict::new("risk", "pass", "no high-risk runbook"));
         }
 
-        // Admitted: note the runs before releasing the lock.
+        // Admitted: note the runs before releasing the lock; persist them (for restarts)
+        // before any runs.
         {
             let mut w = self.windows.lock().unwrap_or_else(|e| e.into_inner());
             for a in &actions {
                 w.ran(&rec.tenant, &host, &a.runbook, now);
             }
         }
+        drop(admission);
         for a in &actions {
             self.store
                 .record_action(&rec.tenant, &host, &a.runbook, &rec.id, now)
                 .await?;
         }
-        drop(admission);
 
         // Run, in order, while each heals or finds nothing to do.
         let verdicts = serde_json::to_value(&rec.guardrails).ok();

@@ -129,7 +129,10 @@ impl ControlStore {
                 .filename(Path::new(target))
                 .create_if_missing(true)
                 .journal_mode(SqliteJournalMode::Wal)
-                .synchronous(SqliteSynchronous::Full)
+                // Control state survives a process crash or restart (WAL); an OS crash may
+                // lose its last commits. Evidence — the record of what was done — is
+                // written through its own connections with `synchronous = FULL`.
+                .synchronous(SqliteSynchronous::Normal)
                 .busy_timeout(Duration::from_secs(30));
             let pool = SqlitePoolOptions::new()
                 .max_connections(4)
