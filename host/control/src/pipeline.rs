@@ -254,6 +254,18 @@ fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
+/// Run blocking sandbox work off the async workers: in place on a multi-threaded runtime
+/// (tokio moves this worker's other tasks elsewhere — no thread hop), else on the
+/// blocking pool.
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T> {
+    match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+        Ok(tokio::runtime::RuntimeFlavor::MultiThread) => Ok(tokio::task::block_in_place(f)),
+        _ => tokio::task::spawn_blocking(f)
+            .await
+            .map_err(|e| ControlError::Setup(format!("sandbox task: {e}"))),
+    }
+}
+
 fn ev_ms(rfc3339: &str) -> i64 {
     crate::incident::parse_rfc3339_ms(rfc3339).unwrap_or_else(now_ms)
 }
@@ -394,14 +406,23 @@ impl Controller {
 
     /// Submit an incident for `tenant` and carry it to its end: decided, guarded, run,
     /// recorded. Returns once every evidence record about it is durable.
+    /// (Unlike [`Controller::accept`], nothing is stored before processing starts: the
+    /// caller waits for the result.)
     pub async fn submit(&self, tenant: &str, incident: Incident) -> Result<IncidentRecord> {
-        let rec = self.accept(tenant, incident).await?;
+        let rec = self.prepare(tenant, incident).await?;
         self.complete(rec).await
     }
 
     /// Validate an incident for `tenant`, give it an id and store it as `processing`.
     /// Follow with [`Controller::complete`].
-    pub async fn accept(&self, tenant: &str, mut incident: Incident) -> Result<IncidentRecord> {
+    pub async fn accept(&self, tenant: &str, incident: Incident) -> Result<IncidentRecord> {
+        let rec = self.prepare(tenant, incident).await?;
+        self.save(&rec, ev_ms(&rec.received_at)).await?;
+        Ok(rec)
+    }
+
+    /// Validate an incident for `tenant` and give it an id.
+    async fn prepare(&self, tenant: &str, mut incident: Incident) -> Result<IncidentRecord> {
         if *self.in_flight.read().await {
             return Err(ControlError::ShuttingDown);
         }
@@ -429,7 +450,6 @@ impl Controller {
             runs: Vec::new(),
             evidence: Vec::new(),
         };
-        self.save(&rec, received_ms).await?;
         Ok(rec)
     }
 
@@ -519,9 +539,7 @@ impl Controller {
             let set2 = set.clone();
             let rt = self.runtime.clone();
             let input2 = input.clone();
-            let d = tokio::task::spawn_blocking(move || rt.evaluate(&set2, &input2))
-                .await
-                .map_err(|e| ControlError::Setup(format!("rule evaluation task: {e}")))?;
+            let d = blocking(move || rt.evaluate(&set2, &input2)).await?;
             match d {
                 Ok(Some(d)) => {
                     decision = Some((set.clone(), d));
@@ -752,8 +770,9 @@ impl Controller {
                 .push(Verdict::new("risk", "pass", "no high-risk runbook"));
         }
 
-        // Admitted: note the runs before releasing the lock; persist them (for restarts)
-        // before any runs.
+        // Admitted: note the runs before releasing the lock. They are persisted (so a
+        // restart keeps the cooldown and the breaker) while the first one runs, and the
+        // incident's result waits for that write.
         {
             let mut w = self.windows.lock().unwrap_or_else(|e| e.into_inner());
             for a in &actions {
@@ -761,11 +780,28 @@ impl Controller {
             }
         }
         drop(admission);
-        for a in &actions {
-            self.store
-                .record_action(&rec.tenant, &host, &a.runbook, &rec.id, now)
-                .await?;
-        }
+        let persist = {
+            let store = self.store.clone();
+            let rows: Vec<(String, String, String, String)> = actions
+                .iter()
+                .map(|a| {
+                    (
+                        rec.tenant.clone(),
+                        host.clone(),
+                        a.runbook.clone(),
+                        rec.id.clone(),
+                    )
+                })
+                .collect();
+            tokio::spawn(async move {
+                for (tenant, host, runbook, id) in rows {
+                    store
+                        .record_action(&tenant, &host, &runbook, &id, now)
+                        .await?;
+                }
+                Ok::<_, crate::store::StoreError>(())
+            })
+        };
 
         // Run, in order, while each heals or finds nothing to do.
         let verdicts = serde_json::to_value(&rec.guardrails).ok();
@@ -775,7 +811,7 @@ impl Controller {
             let policy = self.host.policy.clone();
             let l2 = l.clone();
             let params = a.params.clone();
-            let inv = tokio::task::spawn_blocking(move || {
+            let inv = blocking(move || {
                 rt.invoke(
                     &l2,
                     &policy,
@@ -785,8 +821,7 @@ impl Controller {
                     },
                 )
             })
-            .await
-            .map_err(|e| ControlError::Setup(format!("runbook task: {e}")))?;
+            .await?;
             let statement = evrec::statement(
                 &inv,
                 &self.key,
@@ -828,6 +863,9 @@ impl Controller {
                 break;
             }
         }
+        persist
+            .await
+            .map_err(|e| ControlError::Setup(format!("recording actions: {e}")))??;
         let failed = statuses
             .iter()
             .any(|s| !matches!(s, Status::Healed | Status::NoOp));

@@ -64,8 +64,10 @@ struct ActionTemplate {
 
 struct Loaded {
     rules: Vec<Rule>,
-    /// Each rule's message regex, compiled once per instance.
-    regexes: Vec<Option<Regex>>,
+    /// Each rule's message regex, compiled on its first use in this instance (compiling
+    /// all of a large rule set's regexes up front would cost more than evaluating it
+    /// for a long time).
+    regexes: Vec<OnceLock<Option<Regex>>>,
 }
 
 fn embedded() -> &'static [u8] {
@@ -93,15 +95,7 @@ fn loaded() -> &'static Loaded {
             serde_json::from_slice(bytes).expect("embedded rule set is valid")
         };
         assert_eq!(program.version, 1, "rule set format version");
-        let regexes = program
-            .rules
-            .iter()
-            .map(|r| {
-                r.message
-                    .as_ref()
-                    .map(|m| Regex::new(m).expect("rule regex was validated"))
-            })
-            .collect();
+        let regexes = program.rules.iter().map(|_| OnceLock::new()).collect();
         Loaded {
             rules: program.rules,
             regexes,
@@ -152,7 +146,7 @@ fn has_all(have: &[(String, String)], want: &[(String, String)]) -> bool {
         .all(|(k, v)| have.iter().any(|(hk, hv)| hk == k && glob(v, hv)))
 }
 
-fn matches(r: &Rule, re: Option<&Regex>, i: &Incident) -> bool {
+fn matches(r: &Rule, re: &OnceLock<Option<Regex>>, i: &Incident) -> bool {
     r.kind.as_ref().is_none_or(|k| *k == i.kind)
         && r.severity_at_least.is_none_or(|s| rank(i.severity) >= s)
         && r.severity.is_none_or(|s| rank(i.severity) == s)
@@ -161,7 +155,14 @@ fn matches(r: &Rule, re: Option<&Regex>, i: &Incident) -> bool {
             .is_none_or(|s| i.service.as_ref().is_some_and(|have| glob(s, have)))
         && has_all(&i.labels, &r.labels)
         && has_all(&i.host_labels, &r.host_labels)
-        && re.is_none_or(|re| re.is_match(&i.message))
+        && re
+            .get_or_init(|| {
+                r.message
+                    .as_ref()
+                    .map(|m| Regex::new(m).expect("rule regex was validated"))
+            })
+            .as_ref()
+            .is_none_or(|re| re.is_match(&i.message))
 }
 
 /// The value of an incident field a template names, or none when the incident lacks it.
@@ -235,7 +236,7 @@ impl Rules for Engine {
     fn evaluate(i: &Incident) -> Option<Decision> {
         let l = loaded();
         l.rules.iter().zip(&l.regexes).find_map(|(r, re)| {
-            if !matches(r, re.as_ref(), i) {
+            if !matches(r, re, i) {
                 return None;
             }
             // A rule whose params need a field this incident lacks does not match it.
