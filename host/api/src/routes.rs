@@ -213,6 +213,19 @@ async fn submit_incident(
     let Some(task_guard) = s.0.tasks.lock().unwrap_or_else(|e| e.into_inner()).clone() else {
         return Err(ApiError::shutting_down());
     };
+    if q.wait {
+        // The caller waits for the outcome: nothing to store before processing starts.
+        let tenant = caller.tenant.clone();
+        let done = tokio::spawn(async move {
+            let result = controller.submit(&tenant, incident).await;
+            drop(task_guard);
+            result
+        });
+        let rec: IncidentRecord = done
+            .await
+            .map_err(|e| ApiError::internal("incident task", &e))??;
+        return Ok(Json(rec).into_response());
+    }
     let rec = controller.accept(&caller.tenant, incident).await?;
     let accepted = rec.clone();
     // Completion runs in its own task: a client that hangs up does not cut an incident
@@ -221,18 +234,11 @@ async fn submit_incident(
         let id = rec.id.clone();
         let result = controller.complete(rec).await;
         drop(task_guard);
-        // A waiting request reports the error itself.
-        if let (false, Err(e)) = (q.wait, &result) {
+        if let Err(e) = &result {
             eprintln!("runwarden-api: completing incident {id}: {e}");
         }
-        result
     });
-    if q.wait {
-        let rec: IncidentRecord = done
-            .await
-            .map_err(|e| ApiError::internal("incident task", &e))??;
-        return Ok(Json(rec).into_response());
-    }
+    drop(done);
     let location = HeaderValue::from_str(&format!("/v1/incidents/{}", accepted.id))
         .map_err(|e| ApiError::internal("location header", &e))?;
     Ok((

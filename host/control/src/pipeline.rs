@@ -674,6 +674,9 @@ impl Controller {
 
         // Cooldown, breaker and the runs they admit happen under one lock.
         let admission = self.admission.lock().await;
+        // Time as of admission: runs noted by incidents admitted before this one are
+        // never in its future.
+        let now = now_ms();
         let cooldown_ms = i64::from(
             d.cooldown_secs
                 .unwrap_or(self.guardrails.cooldown_secs as u32),
