@@ -66,15 +66,7 @@ pub(crate) fn catalog(
         add(bytes, name)?;
     }
     if let Some(dir) = dir {
-        let entries =
-            std::fs::read_dir(dir).with_context(|| format!("--runbooks {}", dir.display()))?;
-        let mut paths: Vec<PathBuf> = entries
-            .flatten()
-            .map(|e| e.path())
-            .filter(|p| p.extension().is_some_and(|e| e == "wasm"))
-            .collect();
-        paths.sort();
-        for p in paths {
+        for p in wasm_files(dir)? {
             let bytes = std::fs::read(&p).with_context(|| format!("read {}", p.display()))?;
             // Rule components and other non-runbooks in the directory are skipped.
             if rt.load(&bytes).is_ok() {
@@ -83,6 +75,18 @@ pub(crate) fn catalog(
         }
     }
     Ok(out)
+}
+
+/// The `.wasm` files directly in `dir`, sorted.
+pub(crate) fn wasm_files(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
+    let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)
+        .with_context(|| format!("runbooks dir {}", dir.display()))?
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "wasm"))
+        .collect();
+    paths.sort();
+    Ok(paths)
 }
 
 /// Write `bytes` to `path` whole or not at all.

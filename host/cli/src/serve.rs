@@ -129,18 +129,19 @@ fn runbooks(dir: Option<&Path>) -> anyhow::Result<Vec<Vec<u8>>> {
         .map(|(_, b)| b.to_vec())
         .collect();
     if let Some(dir) = dir {
-        let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)
-            .with_context(|| format!("runbooks dir {}", dir.display()))?
-            .flatten()
-            .map(|e| e.path())
-            .filter(|p| p.extension().is_some_and(|e| e == "wasm"))
-            .collect();
-        paths.sort();
-        for p in paths {
+        for p in crate::rules::wasm_files(dir)? {
             out.push(std::fs::read(&p).with_context(|| format!("read {}", p.display()))?);
         }
     }
     Ok(out)
+}
+
+/// The database: `--evidence-db`, else DATA_DIR/evidence.db.
+fn database(data_dir: &Path, log: &crate::evidence::LogArgs) -> String {
+    match &log.evidence_db {
+        Some(db) => db.clone(),
+        None => data_dir.join("evidence.db").display().to_string(),
+    }
 }
 
 /// The admin token file: created (0600) with a fresh admin token on first start.
@@ -178,10 +179,7 @@ pub fn up(
     let runbooks_dir = args.runbooks_dir.or(file.runbooks_dir);
     std::fs::create_dir_all(&data_dir)
         .with_context(|| format!("cannot create {}", data_dir.display()))?;
-    let database = match &log.evidence_db {
-        Some(db) => db.clone(),
-        None => data_dir.join("evidence.db").display().to_string(),
-    };
+    let database = database(&data_dir, log);
     let mut api = runwarden_api::ApiConfig::default();
     if let Some(v) = file.api.max_body_bytes {
         api.max_body_bytes = v;
@@ -320,10 +318,7 @@ pub fn token_create(
     };
     std::fs::create_dir_all(data_dir)
         .with_context(|| format!("cannot create {}", data_dir.display()))?;
-    let database = match &log.evidence_db {
-        Some(db) => db.clone(),
-        None => data_dir.join("evidence.db").display().to_string(),
-    };
+    let database = database(data_dir, log);
     let io = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -353,10 +348,7 @@ pub fn token_admin(
     log: &crate::evidence::LogArgs,
     revoke: Option<&str>,
 ) -> anyhow::Result<ExitCode> {
-    let database = match &log.evidence_db {
-        Some(db) => db.clone(),
-        None => data_dir.join("evidence.db").display().to_string(),
-    };
+    let database = database(data_dir, log);
     let io = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

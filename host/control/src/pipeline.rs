@@ -467,21 +467,8 @@ impl Controller {
                 "escalated",
                 "runwarden was stopping before it could act: a human must decide (or resubmit)",
             );
-            let sha = hex::encode(Sha256::digest(b""));
-            self.record_decision(
-                &mut rec,
-                Subject {
-                    name: "l1-rules",
-                    version: "",
-                    sha256: &sha,
-                },
-                ev::Provenance::Undecided {
-                    reason: "shutting down".into(),
-                },
-                serde_json::json!({}),
-                now_ms(),
-            )
-            .await?;
+            self.record_undecided(&mut rec, "shutting down", now_ms())
+                .await?;
             self.save(&rec, received_ms).await?;
             return Ok(rec);
         }
@@ -566,25 +553,8 @@ impl Controller {
         let Some((set, d)) = decision else {
             let reason = "no L1 rule matched; no planner is configured: a human must decide";
             Self::end(rec, "L3", "escalated", reason);
-            let sha = self
-                .rule_sets
-                .first()
-                .map(|s| s.sha256().to_string())
-                .unwrap_or_else(|| hex::encode(Sha256::digest(b"")));
-            self.record_decision(
-                rec,
-                Subject {
-                    name: "l1-rules",
-                    version: "",
-                    sha256: &sha,
-                },
-                ev::Provenance::Undecided {
-                    reason: "no L1 rule matched".into(),
-                },
-                serde_json::json!({}),
-                now,
-            )
-            .await?;
+            self.record_undecided(rec, "no L1 rule matched", now)
+                .await?;
             return Ok(());
         };
         let actions: Vec<ActionRecord> = d
@@ -903,6 +873,35 @@ impl Controller {
             Self::end(rec, "L1", "no-op", summary);
         }
         Ok(())
+    }
+
+    /// Evidence that nothing decided to act: its subject is the first rule component (the
+    /// rules that were asked), its provenance tier `none`.
+    async fn record_undecided(
+        &self,
+        rec: &mut IncidentRecord,
+        reason: &str,
+        now: i64,
+    ) -> Result<()> {
+        let sha = self
+            .rule_sets
+            .first()
+            .map(|s| s.sha256().to_string())
+            .unwrap_or_else(|| hex::encode(Sha256::digest(b"")));
+        self.record_decision(
+            rec,
+            Subject {
+                name: "l1-rules",
+                version: "",
+                sha256: &sha,
+            },
+            ev::Provenance::Undecided {
+                reason: reason.into(),
+            },
+            serde_json::json!({}),
+            now,
+        )
+        .await
     }
 
     /// Evidence of an action a guardrail stopped: the runbook that would have run.
