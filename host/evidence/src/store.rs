@@ -420,6 +420,29 @@ async fn writer(db: Db, mut rx: mpsc::Receiver<AppendRequest>) {
     }
 }
 
+/// One row of an evidence INSERT: the columns in `INSERT`'s order.
+fn bind_record<DB>(
+    mut b: sqlx::query_builder::Separated<'_, DB, &'static str>,
+    idx: i64,
+    r: &NewRecord,
+    now: i64,
+) where
+    DB: sqlx::Database,
+    for<'t> i64: sqlx::Encode<'t, DB> + sqlx::Type<DB>,
+    for<'t> Vec<u8>: sqlx::Encode<'t, DB> + sqlx::Type<DB>,
+    for<'t> String: sqlx::Encode<'t, DB> + sqlx::Type<DB>,
+{
+    b.push_bind(idx)
+        .push_bind(leaf_hash(&r.envelope).to_vec())
+        .push_bind(r.envelope.clone())
+        .push_bind(r.invocation_id.clone())
+        .push_bind(r.host_id.clone())
+        .push_bind(r.runbook.clone())
+        .push_bind(r.status.clone())
+        .push_bind(r.started_at_ms)
+        .push_bind(now);
+}
+
 async fn commit_sqlite(pool: &SqlitePool, records: &[&NewRecord]) -> Result<u64> {
     let mut conn = pool
         .acquire()
@@ -434,16 +457,8 @@ async fn commit_sqlite(pool: &SqlitePool, records: &[&NewRecord]) -> Result<u64>
             "INSERT INTO evidence_log (idx, leaf_hash, envelope, invocation_id, host_id, runbook, status, started_at_ms, recorded_at_ms) \
              SELECT (SELECT COALESCE(MAX(idx) + 1, 0) FROM evidence_log) + column1, column2, column3, column4, column5, column6, column7, column8, column9 FROM (",
         );
-        q.push_values(records.iter().enumerate(), |mut b, (i, r)| {
-            b.push_bind(i as i64)
-                .push_bind(leaf_hash(&r.envelope).to_vec())
-                .push_bind(r.envelope.clone())
-                .push_bind(r.invocation_id.clone())
-                .push_bind(r.host_id.clone())
-                .push_bind(r.runbook.clone())
-                .push_bind(r.status.clone())
-                .push_bind(r.started_at_ms)
-                .push_bind(now);
+        q.push_values(records.iter().enumerate(), |b, (i, r)| {
+            bind_record(b, i as i64, r, now)
         });
         q.push(") RETURNING idx");
         let indexes: Vec<i64> = q
@@ -474,16 +489,8 @@ async fn commit_sqlite(pool: &SqlitePool, records: &[&NewRecord]) -> Result<u64>
     // Many rows per statement: per-statement overhead, not the disk, dominates otherwise.
     for (c, chunk) in records.chunks(ROWS_PER_INSERT).enumerate() {
         let mut q = sqlx::QueryBuilder::new(INSERT);
-        q.push_values(chunk.iter().enumerate(), |mut b, (i, r)| {
-            b.push_bind(next + (c * ROWS_PER_INSERT + i) as i64)
-                .push_bind(leaf_hash(&r.envelope).to_vec())
-                .push_bind(r.envelope.clone())
-                .push_bind(r.invocation_id.clone())
-                .push_bind(r.host_id.clone())
-                .push_bind(r.runbook.clone())
-                .push_bind(r.status.clone())
-                .push_bind(r.started_at_ms)
-                .push_bind(now);
+        q.push_values(chunk.iter().enumerate(), |b, (i, r)| {
+            bind_record(b, next + (c * ROWS_PER_INSERT + i) as i64, r, now)
         });
         q.build()
             .execute(&mut *tx)
@@ -509,16 +516,8 @@ async fn commit_postgres(pool: &PgPool, records: &[&NewRecord]) -> Result<u64> {
     // Many rows per statement: per-statement overhead, not the disk, dominates otherwise.
     for (c, chunk) in records.chunks(ROWS_PER_INSERT).enumerate() {
         let mut q = sqlx::QueryBuilder::new(INSERT);
-        q.push_values(chunk.iter().enumerate(), |mut b, (i, r)| {
-            b.push_bind(next + (c * ROWS_PER_INSERT + i) as i64)
-                .push_bind(leaf_hash(&r.envelope).to_vec())
-                .push_bind(r.envelope.clone())
-                .push_bind(r.invocation_id.clone())
-                .push_bind(r.host_id.clone())
-                .push_bind(r.runbook.clone())
-                .push_bind(r.status.clone())
-                .push_bind(r.started_at_ms)
-                .push_bind(now);
+        q.push_values(chunk.iter().enumerate(), |b, (i, r)| {
+            bind_record(b, next + (c * ROWS_PER_INSERT + i) as i64, r, now)
         });
         q.build()
             .execute(&mut *tx)
