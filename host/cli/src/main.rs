@@ -7,6 +7,12 @@ mod runbook;
 mod serve;
 
 use clap::{Parser, Subcommand};
+
+/// mimalloc: the service allocates and frees small JSON trees, records and buffers on
+/// every incident from several threads; glibc's allocator spent a fifth of the CPU on it.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 

@@ -6,8 +6,10 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 use sqlx::{AssertSqlSafe, Row};
+use std::collections::HashMap;
 use std::path::Path;
 use std::time::Duration;
+use tokio::sync::{mpsc, oneshot};
 
 /// A store failure.
 #[derive(Debug, thiserror::Error)]
@@ -95,9 +97,167 @@ pub struct TokenRow {
 }
 
 /// The control-plane store. Cloning shares it.
+///
+/// On SQLite the control state lives in its own file beside the evidence log
+/// ([`control_path`]), and every write goes through one connection: SQLite admits one
+/// writer per file, and a writer that finds the lock taken sleeps in milliseconds. Reads
+/// use a pool of their own and never wait (WAL).
 #[derive(Clone)]
 pub struct ControlStore {
     db: Db,
+    write: Db,
+    writer: mpsc::Sender<WriteRequest>,
+}
+
+/// A write the control plane makes on every incident; queued and committed in batches
+/// (one statement per table per batch) by the store's writer task.
+#[derive(Clone, Debug)]
+pub enum Write {
+    /// Insert or replace an incident's record.
+    Incident(IncidentRow),
+    /// A runbook run started (what cooldowns and the breaker count).
+    Action {
+        /// Tenant.
+        tenant: String,
+        /// Host.
+        host: String,
+        /// Runbook.
+        runbook: String,
+        /// The incident it is for.
+        incident_id: String,
+        /// When (ms).
+        at_ms: i64,
+    },
+}
+
+/// An incident's row.
+#[derive(Clone, Debug)]
+pub struct IncidentRow {
+    /// Id.
+    pub id: String,
+    /// Tenant.
+    pub tenant: String,
+    /// Host.
+    pub host: String,
+    /// Fingerprint.
+    pub fingerprint: String,
+    /// Status.
+    pub status: String,
+    /// When it was received (ms).
+    pub received_at_ms: i64,
+    /// When this row was written (ms).
+    pub updated_at_ms: i64,
+    /// The whole record, JSON.
+    pub record: String,
+}
+
+struct WriteRequest {
+    writes: Vec<Write>,
+    done: oneshot::Sender<Result<()>>,
+}
+
+/// Queued writes; [`Pending::wait`] returns once they are committed.
+pub struct Pending(oneshot::Receiver<Result<()>>);
+
+impl Pending {
+    /// Wait for the commit.
+    pub async fn wait(self) -> Result<()> {
+        self.0
+            .await
+            .map_err(|_| StoreError("the control-plane writer has stopped".into()))?
+    }
+}
+
+/// Most requests committed in one batch.
+const MAX_BATCH: usize = 256;
+
+async fn writer(db: Db, mut rx: mpsc::Receiver<WriteRequest>) {
+    while let Some(first) = rx.recv().await {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(r) => batch.push(r),
+                Err(_) => break,
+            }
+        }
+        let result = commit(&db, batch.iter().flat_map(|r| &r.writes)).await;
+        for r in batch {
+            let _ = r.done.send(match &result {
+                Ok(()) => Ok(()),
+                Err(e) => Err(StoreError(e.0.clone())),
+            });
+        }
+    }
+}
+
+/// One transaction: every action row in one INSERT, then every incident's last row in
+/// one upsert (a batch may hold an incident twice: `processing`, then its end).
+async fn commit<'a>(db: &Db, writes: impl Iterator<Item = &'a Write>) -> Result<()> {
+    let mut actions = Vec::new();
+    let mut incidents: Vec<&IncidentRow> = Vec::new();
+    let mut at: HashMap<&str, usize> = HashMap::new();
+    for w in writes {
+        match w {
+            Write::Action { .. } => actions.push(w),
+            Write::Incident(row) => match at.get(row.id.as_str()) {
+                Some(&i) => incidents[i] = row,
+                None => {
+                    at.insert(&row.id, incidents.len());
+                    incidents.push(row);
+                }
+            },
+        }
+    }
+    on_db!(db, p, _pg => {
+        let mut tx = p.begin().await.map_err(db_err("beginning a write"))?;
+        for chunk in actions.chunks(ROWS_PER_STATEMENT) {
+            let mut q = sqlx::QueryBuilder::new(
+                "INSERT INTO actions (tenant, host, runbook, incident_id, at_ms) ",
+            );
+            q.push_values(chunk, |mut b, w| {
+                if let Write::Action { tenant, host, runbook, incident_id, at_ms } = w {
+                    b.push_bind(tenant.as_str())
+                        .push_bind(host.as_str())
+                        .push_bind(runbook.as_str())
+                        .push_bind(incident_id.as_str())
+                        .push_bind(*at_ms);
+                }
+            });
+            q.build().execute(&mut *tx).await.map_err(db_err("recording actions"))?;
+        }
+        for chunk in incidents.chunks(ROWS_PER_STATEMENT) {
+            let mut q = sqlx::QueryBuilder::new(
+                "INSERT INTO incidents (id, tenant, host, fingerprint, status, received_at_ms, updated_at_ms, record) ",
+            );
+            q.push_values(chunk, |mut b, r| {
+                b.push_bind(r.id.as_str())
+                    .push_bind(r.tenant.as_str())
+                    .push_bind(r.host.as_str())
+                    .push_bind(r.fingerprint.as_str())
+                    .push_bind(r.status.as_str())
+                    .push_bind(r.received_at_ms)
+                    .push_bind(r.updated_at_ms)
+                    .push_bind(r.record.as_str());
+            });
+            q.push(" ON CONFLICT (id) DO UPDATE SET status = excluded.status, updated_at_ms = excluded.updated_at_ms, record = excluded.record");
+            q.build().execute(&mut *tx).await.map_err(db_err("writing incidents"))?;
+        }
+        tx.commit().await.map_err(db_err("committing a write"))?;
+    });
+    Ok(())
+}
+
+/// Rows per multi-row INSERT (8 columns: well under SQLite's 32,766 bound parameters).
+const ROWS_PER_STATEMENT: usize = 256;
+
+/// The SQLite file that holds the control state for the evidence log at `evidence`:
+/// `NAME-control.db` beside it (`evidence.db` → `evidence-control.db`).
+pub fn control_path(evidence: &Path) -> std::path::PathBuf {
+    let stem = evidence
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "runwarden".into());
+    evidence.with_file_name(format!("{stem}-control.db"))
 }
 
 fn migrate_err(e: sqlx::migrate::MigrateError) -> StoreError {
@@ -110,66 +270,54 @@ fn migrate_err(e: sqlx::migrate::MigrateError) -> StoreError {
 }
 
 impl ControlStore {
-    /// Open `target`: a `postgres://` URL, or a SQLite file (created if missing).
+    /// Open the control state for the evidence log at `target`: the same database for a
+    /// `postgres://` URL; for a SQLite file, [`control_path`] of it (created if missing).
     pub async fn open(target: &str) -> Result<ControlStore> {
-        let db = if target.starts_with("postgres://") || target.starts_with("postgresql://") {
-            let pool = PgPoolOptions::new()
-                .max_connections(8)
-                .acquire_timeout(Duration::from_secs(10))
-                .connect(target)
-                .await
-                .map_err(db_err("connecting to PostgreSQL"))?;
-            sqlx::migrate!("../../migrations/postgres")
-                .run(&pool)
-                .await
-                .map_err(migrate_err)?;
-            Db::Postgres(pool)
-        } else {
-            let opts = SqliteConnectOptions::new()
-                .filename(Path::new(target))
-                .create_if_missing(true)
-                .journal_mode(SqliteJournalMode::Wal)
-                // Control state survives a process crash or restart (WAL); an OS crash may
-                // lose its last commits. Evidence — the record of what was done — is
-                // written through its own connections with `synchronous = FULL`.
-                .synchronous(SqliteSynchronous::Normal)
-                .busy_timeout(Duration::from_secs(30));
-            let pool = SqlitePoolOptions::new()
-                .max_connections(4)
-                .connect_with(opts)
-                .await
-                .map_err(|e| StoreError(format!("opening {target}: {e}")))?;
-            sqlx::migrate!("../../migrations/sqlite")
-                .run(&pool)
-                .await
-                .map_err(migrate_err)?;
-            Db::Sqlite(pool)
-        };
-        Ok(ControlStore { db })
-    }
-
-    /// Insert or replace an incident's record.
-    #[allow(clippy::too_many_arguments)]
-    pub async fn put_incident(
-        &self,
-        id: &str,
-        tenant: &str,
-        host: &str,
-        fingerprint: &str,
-        status: &str,
-        received_at_ms: i64,
-        updated_at_ms: i64,
-        record: &str,
-    ) -> Result<()> {
-        on_db!(&self.db, p, pg => {
-            sqlx::query(sql(pg, "INSERT INTO incidents (id, tenant, host, fingerprint, status, received_at_ms, updated_at_ms, record) \
-                VALUES (?, ?, ?, ?, ?, ?, ?, ?) \
-                ON CONFLICT (id) DO UPDATE SET status = excluded.status, updated_at_ms = excluded.updated_at_ms, record = excluded.record"))
-                .bind(id).bind(tenant).bind(host).bind(fingerprint).bind(status)
-                .bind(received_at_ms).bind(updated_at_ms).bind(record)
-                .execute(p).await.map_err(db_err("writing an incident"))?;
-        });
-        Ok(())
+        let (db, write) =
+            if target.starts_with("postgres://") || target.starts_with("postgresql://") {
+                let pool = PgPoolOptions::new()
+                    .max_connections(8)
+                    .acquire_timeout(Duration::from_secs(10))
+                    .connect(target)
+                    .await
+                    .map_err(db_err("connecting to PostgreSQL"))?;
+                sqlx::migrate!("../../migrations/postgres")
+                    .run(&pool)
+                    .await
+                    .map_err(migrate_err)?;
+                (Db::Postgres(pool.clone()), Db::Postgres(pool))
+            } else {
+                let path = control_path(Path::new(target));
+                let opts = SqliteConnectOptions::new()
+                    .filename(&path)
+                    .create_if_missing(true)
+                    .journal_mode(SqliteJournalMode::Wal)
+                    // Control state survives a process crash or restart (WAL); an OS crash may
+                    // lose its last commits. Evidence — the record of what was done — is
+                    // written through its own connections with `synchronous = FULL`.
+                    .synchronous(SqliteSynchronous::Normal)
+                    .busy_timeout(Duration::from_secs(30));
+                let open = |n| {
+                    SqlitePoolOptions::new()
+                        .max_connections(n)
+                        .connect_with(opts.clone())
+                };
+                let opening = |e| StoreError(format!("opening {}: {e}", path.display()));
+                let write = open(1).await.map_err(opening)?;
+                sqlx::migrate!("../../migrations/sqlite")
+                    .run(&write)
+                    .await
+                    .map_err(migrate_err)?;
+                let read = open(4).await.map_err(opening)?;
+                (Db::Sqlite(read), Db::Sqlite(write))
+            };
+        let (tx, rx) = mpsc::channel(4 * MAX_BATCH);
+        tokio::spawn(writer(write.clone(), rx));
+        Ok(ControlStore {
+            db,
+            write,
+            writer: tx,
+        })
     }
 
     /// One incident's record, if it belongs to `tenant`.
@@ -209,21 +357,20 @@ impl ControlStore {
         })
     }
 
-    /// Record that a runbook run started.
-    pub async fn record_action(
-        &self,
-        tenant: &str,
-        host: &str,
-        runbook: &str,
-        incident_id: &str,
-        at_ms: i64,
-    ) -> Result<()> {
-        on_db!(&self.db, p, pg => {
-            sqlx::query(sql(pg, "INSERT INTO actions (tenant, host, runbook, incident_id, at_ms) VALUES (?, ?, ?, ?, ?)"))
-                .bind(tenant).bind(host).bind(runbook).bind(incident_id).bind(at_ms)
-                .execute(p).await.map_err(db_err("recording an action"))?;
-        });
-        Ok(())
+    /// Queue `writes` for the writer; they are committed, in order, together with
+    /// whatever else is queued. Await the returned [`Pending`] to know they are.
+    pub async fn queue(&self, writes: Vec<Write>) -> Result<Pending> {
+        let (done, wait) = oneshot::channel();
+        self.writer
+            .send(WriteRequest { writes, done })
+            .await
+            .map_err(|_| StoreError("the control-plane writer has stopped".into()))?;
+        Ok(Pending(wait))
+    }
+
+    /// Commit `writes` (with whatever else is queued).
+    pub async fn write(&self, writes: Vec<Write>) -> Result<()> {
+        self.queue(writes).await?.wait().await
     }
 
     /// Actions since `since_ms`, oldest first.
@@ -246,7 +393,7 @@ impl ControlStore {
 
     /// Store a token (its secret's hash only).
     pub async fn put_token(&self, t: &TokenRow, secret_sha256: &str, at_ms: i64) -> Result<()> {
-        on_db!(&self.db, p, pg => {
+        on_db!(&self.write, p, pg => {
             sqlx::query(sql(pg, "INSERT INTO api_tokens (id, tenant, scope, name, secret_sha256, created_at_ms, revoked) VALUES (?, ?, ?, ?, ?, ?, ?)"))
                 .bind(&t.id).bind(&t.tenant).bind(&t.scope).bind(&t.name).bind(secret_sha256).bind(at_ms).bind(t.revoked)
                 .execute(p).await.map_err(db_err("storing a token"))?;
@@ -256,7 +403,7 @@ impl ControlStore {
 
     /// Revoke a token; false when there is no such token.
     pub async fn revoke_token(&self, id: &str) -> Result<bool> {
-        on_db!(&self.db, p, pg => {
+        on_db!(&self.write, p, pg => {
             let r = sqlx::query(sql(pg, "UPDATE api_tokens SET revoked = ? WHERE id = ?"))
                 .bind(true).bind(id)
                 .execute(p).await.map_err(db_err("revoking a token"))?;

@@ -38,7 +38,11 @@ pub(crate) fn context(
     output: &Output,
 ) -> Result<WasiCtx, String> {
     let mut b = WasiCtxBuilder::new();
-    b.stdout(output.stream(false))
+    // Invocations run on threads that may block (never on an async worker): filesystem
+    // calls happen on this thread instead of a hop to tokio's blocking pool and back for
+    // each one (an empty-directory clear-tmp: 350 → … µs).
+    b.allow_blocking_current_thread(true)
+        .stdout(output.stream(false))
         .stderr(output.stream(true))
         .allow_tcp(false)
         .allow_udp(false)
