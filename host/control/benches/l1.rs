@@ -15,6 +15,10 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+/// The allocator the `runwarden` binary ships with.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn compile(yaml: &str) -> Vec<u8> {
     let program =
         runwarden_control::rules::compile(&[("bench.yaml".into(), yaml.into())], None).unwrap();

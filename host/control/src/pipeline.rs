@@ -7,7 +7,7 @@
 use crate::evidence::{self as evrec, Context as EvContext, Subject};
 use crate::guardrails::{GuardrailConfig, HighRisk, Verdict, Windows};
 use crate::incident::Incident;
-use crate::store::{ControlStore, IncidentRow, TokenRow, Write};
+use crate::store::{ControlStore, IncidentRow, Pending, TokenRow, Write};
 use runwarden_evidence as ev;
 use runwarden_runtime::{Loaded, Policy, Risk, RuleSet, RunOptions, Runtime, Status};
 use serde::{Deserialize, Serialize};
@@ -472,7 +472,11 @@ impl Controller {
             return Ok(rec);
         }
         self.process(&mut rec, now_ms()).await?;
-        self.save(&rec, received_ms).await?;
+        // The result is ready once its evidence is durable: the incident's row is queued
+        // for the writer, not waited for. Every read of incidents waits for the writes
+        // queued before it, so no caller sees the row older than this answer. A crash in
+        // the next moments may lose the row, never the evidence (which names the incident).
+        drop(self.queue_save(&rec, received_ms).await?);
         *self
             .metrics
             .incidents
@@ -493,9 +497,14 @@ impl Controller {
     }
 
     async fn save(&self, rec: &IncidentRecord, received_ms: i64) -> Result<()> {
+        Ok(self.queue_save(rec, received_ms).await?.wait().await?)
+    }
+
+    async fn queue_save(&self, rec: &IncidentRecord, received_ms: i64) -> Result<Pending> {
         let record = serde_json::to_string(rec).expect("an incident record serializes");
-        self.store
-            .write(vec![Write::Incident(IncidentRow {
+        Ok(self
+            .store
+            .queue(vec![Write::Incident(IncidentRow {
                 id: rec.id.clone(),
                 tenant: rec.tenant.clone(),
                 host: rec.incident.host.clone(),
@@ -505,8 +514,7 @@ impl Controller {
                 updated_at_ms: now_ms(),
                 record,
             })])
-            .await?;
-        Ok(())
+            .await?)
     }
 
     fn end(rec: &mut IncidentRecord, tier: &str, status: &str, reason: impl Into<String>) {
@@ -1103,9 +1111,13 @@ impl Controller {
         out
     }
 
-    /// Stop taking incidents and wait for those in flight (their evidence written).
+    /// Stop taking incidents and wait for those in flight (their evidence written, their
+    /// state committed).
     pub async fn shutdown(&self) {
         *self.in_flight.write().await = true;
+        if let Err(e) = self.store.flush().await {
+            eprintln!("runwarden: {e}");
+        }
     }
 }
 

@@ -180,12 +180,20 @@ async fn writer(db: Db, mut rx: mpsc::Receiver<WriteRequest>) {
                 Err(_) => break,
             }
         }
-        let result = commit(&db, batch.iter().flat_map(|r| &r.writes)).await;
+        let result = if batch.iter().all(|r| r.writes.is_empty()) {
+            Ok(())
+        } else {
+            commit(&db, batch.iter().flat_map(|r| &r.writes)).await
+        };
         for r in batch {
-            let _ = r.done.send(match &result {
+            let sent = r.done.send(match &result {
                 Ok(()) => Ok(()),
                 Err(e) => Err(StoreError(e.0.clone())),
             });
+            // Nobody waits for this write (see `Controller::complete`): say it failed.
+            if let Err(Err(e)) = sent {
+                eprintln!("runwarden: {e}");
+            }
         }
     }
 }
@@ -322,6 +330,7 @@ impl ControlStore {
 
     /// One incident's record, if it belongs to `tenant`.
     pub async fn get_incident(&self, tenant: &str, id: &str) -> Result<Option<String>> {
+        self.flush().await?;
         on_db!(&self.db, p, pg => {
             sqlx::query_scalar(sql(pg, "SELECT record FROM incidents WHERE id = ? AND tenant = ?"))
                 .bind(id).bind(tenant)
@@ -336,6 +345,7 @@ impl ControlStore {
         status: Option<&str>,
         limit: u32,
     ) -> Result<Vec<String>> {
+        self.flush().await?;
         on_db!(&self.db, p, pg => {
             sqlx::query_scalar(sql(pg, "SELECT record FROM incidents WHERE tenant = ? AND (? IS NULL OR status = ?) \
                 ORDER BY received_at_ms DESC, id DESC LIMIT ?"))
@@ -371,6 +381,12 @@ impl ControlStore {
     /// Commit `writes` (with whatever else is queued).
     pub async fn write(&self, writes: Vec<Write>) -> Result<()> {
         self.queue(writes).await?.wait().await
+    }
+
+    /// Wait until every write queued before this call is committed. Reads of incidents
+    /// start with it, so they see every write the pipeline has queued.
+    pub async fn flush(&self) -> Result<()> {
+        self.write(Vec::new()).await
     }
 
     /// Actions since `since_ms`, oldest first.
