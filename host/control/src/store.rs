@@ -198,8 +198,11 @@ async fn writer(db: Db, mut rx: mpsc::Receiver<WriteRequest>) {
     }
 }
 
-/// One transaction: every action row in one INSERT, then every incident's last row in
-/// one upsert (a batch may hold an incident twice: `processing`, then its end).
+/// Every action row in one INSERT, then every incident's last row in one upsert (a batch
+/// may hold an incident twice: `processing`, then its end). Each statement commits on its
+/// own: nothing needs the two tables to change together, and each round trip to the
+/// database thread costs as much as the statement. The SQL differs with the batch size,
+/// so it is not kept prepared.
 async fn commit<'a>(db: &Db, writes: impl Iterator<Item = &'a Write>) -> Result<()> {
     let mut actions = Vec::new();
     let mut incidents: Vec<&IncidentRow> = Vec::new();
@@ -217,7 +220,6 @@ async fn commit<'a>(db: &Db, writes: impl Iterator<Item = &'a Write>) -> Result<
         }
     }
     on_db!(db, p, _pg => {
-        let mut tx = p.begin().await.map_err(db_err("beginning a write"))?;
         for chunk in actions.chunks(ROWS_PER_STATEMENT) {
             let mut q = sqlx::QueryBuilder::new(
                 "INSERT INTO actions (tenant, host, runbook, incident_id, at_ms) ",
@@ -231,7 +233,7 @@ async fn commit<'a>(db: &Db, writes: impl Iterator<Item = &'a Write>) -> Result<
                         .push_bind(*at_ms);
                 }
             });
-            q.build().execute(&mut *tx).await.map_err(db_err("recording actions"))?;
+            q.build().persistent(false).execute(p).await.map_err(db_err("recording actions"))?;
         }
         for chunk in incidents.chunks(ROWS_PER_STATEMENT) {
             let mut q = sqlx::QueryBuilder::new(
@@ -248,9 +250,8 @@ async fn commit<'a>(db: &Db, writes: impl Iterator<Item = &'a Write>) -> Result<
                     .push_bind(r.record.as_str());
             });
             q.push(" ON CONFLICT (id) DO UPDATE SET status = excluded.status, updated_at_ms = excluded.updated_at_ms, record = excluded.record");
-            q.build().execute(&mut *tx).await.map_err(db_err("writing incidents"))?;
+            q.build().persistent(false).execute(p).await.map_err(db_err("writing incidents"))?;
         }
-        tx.commit().await.map_err(db_err("committing a write"))?;
     });
     Ok(())
 }

@@ -463,6 +463,8 @@ async fn commit_sqlite(pool: &SqlitePool, records: &[&NewRecord]) -> Result<u64>
         q.push(") RETURNING idx");
         let indexes: Vec<i64> = q
             .build_query_scalar()
+            // Its text differs with the batch size: not worth a prepared-statement slot.
+            .persistent(false)
             .fetch_all(&mut *conn)
             .await
             .map_err(db_err("appending records"))?;
