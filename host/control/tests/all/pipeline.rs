@@ -104,6 +104,10 @@ fn service_down() -> Incident {
     )
 }
 
+fn disk_critical() -> Incident {
+    incident(r#"{"host":"clinic-demo-01","type":"disk-critical","severity":"critical"}"#)
+}
+
 /// Every record the log holds verifies as a complete bundle with the host's key.
 async fn log_verifies(c: &Controller, data_dir: &Path) -> u64 {
     let contents = runwarden_evidence::export(
@@ -312,16 +316,63 @@ rules:
     );
 
     // disk-cleanup is high-risk: a dry run now, the real run waits for approval.
-    let r = c
-        .submit(
-            "clinic-c",
-            incident(r#"{"host":"clinic-demo-01","type":"disk-critical","severity":"critical"}"#),
-        )
-        .await
-        .unwrap();
+    let r = c.submit("clinic-c", disk_critical()).await.unwrap();
     assert_eq!(r.status, "awaiting_approval", "{r:?}");
     assert_eq!(r.runs.len(), 1);
     assert!(r.runs[0].dry_run);
     let risk = r.guardrails.iter().find(|v| v.guardrail == "risk").unwrap();
     assert_eq!(risk.verdict, "dry_run_first");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn under_the_approval_policy_a_high_risk_runbook_runs_nothing_and_waits() {
+    let s = setup();
+    let work = s.root.join("work");
+    std::fs::write(work.join("big.log"), vec![b'x'; 4096]).unwrap();
+    let yaml = format!(
+        r#"
+rules:
+  - id: big-cleanup
+    match: {{type: disk-critical}}
+    action: {{runbook: disk-cleanup, params: {{dir: "{}", target_free_percent: 99}}}}
+"#,
+        work.display()
+    );
+    let guard = GuardrailConfig {
+        high_risk: HighRisk::Approval,
+        ..GuardrailConfig::default()
+    };
+    let c = controller(&s, guard, vec![rules(&yaml)]).await;
+    let r = c.submit("clinic-a", disk_critical()).await.unwrap();
+    assert_eq!(r.status, "awaiting_approval", "{r:?}");
+    assert_eq!(r.tier, "L3");
+    assert!(r.runs.is_empty(), "nothing runs before a human approves");
+    assert!(work.join("big.log").exists(), "nothing was deleted");
+    let risk = r.guardrails.iter().find(|v| v.guardrail == "risk").unwrap();
+    assert_eq!(risk.verdict, "await_approval");
+    assert!(risk.detail.contains("disk-cleanup"), "{risk:?}");
+    // The decision is in the log: what would have run, and why it did not.
+    assert_eq!(r.evidence.len(), 1);
+    let record = c
+        .evidence_record("clinic-a", r.evidence[0])
+        .await
+        .unwrap()
+        .unwrap();
+    let text = record.to_string();
+    assert!(
+        text.contains("disk-cleanup") && text.contains("awaiting_approval"),
+        "{text}"
+    );
+    assert_eq!(c.incident("clinic-a", &r.id).await.unwrap().unwrap(), r);
+    // The same incident again while the first waits: a repeat, escalated; still nothing runs.
+    let again = c.submit("clinic-a", disk_critical()).await.unwrap();
+    assert_eq!(again.status, "escalated", "{again:?}");
+    let repeat = again
+        .guardrails
+        .iter()
+        .find(|v| v.guardrail == "repeat")
+        .unwrap();
+    assert_eq!(repeat.verdict, "escalate");
+    assert!(again.runs.is_empty());
+    assert!(work.join("big.log").exists());
 }
