@@ -70,6 +70,38 @@ pub fn document() -> Value {
     incident_errors.push(404);
     let mut list_errors = READ_ERRORS.to_vec();
     list_errors.push(400);
+    // Its own value: one json! of the whole document would exceed the macro recursion limit.
+    let planner = json!({"type": "object", "description": "L2: what the planner saw and said",
+    "required": ["provider", "model", "prompt_sha256", "response_sha256", "confidence", "rationale", "catalog"],
+    "properties": {
+        "provider": {"type": "string", "enum": ["offline", "openai", "anthropic"]},
+        "model": {"type": "string"},
+        "prompt_sha256": {"type": "string"},
+        "response_sha256": {"type": "string"},
+        "confidence": {"type": "number"},
+        "rationale": {"type": "string"},
+        "prompt_tokens": {"type": "integer", "description": "estimated"},
+        "usage": {"type": "array", "items": {"type": "integer"}, "description": "[input, output] tokens as the provider reported them"},
+        "latency_ms": {"type": "integer"},
+        "attempts": {"type": "integer"},
+        "catalog": {"type": "array", "items": {"type": "string"}, "description": "runbooks offered"}
+    }});
+    let decision = json!({"oneOf": [{"type": "null"}, {
+        "type": "object",
+        "required": ["tier", "actions", "dry_run"],
+        "properties": {
+            "tier": {"type": "string", "enum": ["L1", "L2"]},
+            "rule_id": {"type": "string", "description": "L1: the rule that matched"},
+            "rule_sha256": {"type": "string", "description": "L1: SHA-256 of its rule component"},
+            "planner": planner,
+            "actions": {"type": "array", "items": {
+                "type": "object",
+                "required": ["runbook", "params"],
+                "properties": {"runbook": {"type": "string"}, "params": {}}
+            }},
+            "dry_run": {"type": "boolean"}
+        }
+    }]});
     json!({
         "openapi": "3.1.0",
         "info": {
@@ -239,23 +271,10 @@ pub fn document() -> Value {
                         "incident": schema_ref("Incident"),
                         "fingerprint": {"type": "string"},
                         "received_at": {"type": "string", "format": "date-time"},
-                        "tier": {"type": "string", "enum": ["L1", "L3"], "description": "Who owns it now: L1 (a rule handled it), L3 (a human must)"},
+                        "tier": {"type": "string", "enum": ["L1", "L2", "L3"], "description": "Who owns it now: L1 (a rule handled it), L2 (the planner chose what ran), L3 (a human must)"},
                         "status": {"type": "string", "enum": STATUSES},
                         "reason": {"type": "string"},
-                        "decision": {"oneOf": [{"type": "null"}, {
-                            "type": "object",
-                            "required": ["rule_id", "rule_sha256", "actions", "dry_run"],
-                            "properties": {
-                                "rule_id": {"type": "string"},
-                                "rule_sha256": {"type": "string"},
-                                "actions": {"type": "array", "items": {
-                                    "type": "object",
-                                    "required": ["runbook", "params"],
-                                    "properties": {"runbook": {"type": "string"}, "params": {}}
-                                }},
-                                "dry_run": {"type": "boolean"}
-                            }
-                        }]},
+                        "decision": decision,
                         "guardrails": {"type": "array", "items": {
                             "type": "object",
                             "required": ["guardrail", "verdict", "detail"],

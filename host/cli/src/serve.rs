@@ -6,6 +6,8 @@
 
 use anyhow::{Context, bail};
 use clap::Args;
+use runwarden_control::planner::PlannerConfig;
+use runwarden_control::planner::llm::LlmConfig;
 use runwarden_control::{ControlConfig, Controller, GuardrailConfig, HostConfig, Scope};
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -64,6 +66,63 @@ pub struct FileConfig {
     /// HTTP API limits.
     #[serde(default)]
     api: ApiFileConfig,
+    /// L2 planner settings.
+    #[serde(default)]
+    planner: PlannerFileConfig,
+    /// The L2 model (the API key comes from the environment only).
+    #[serde(default)]
+    llm: LlmFileConfig,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct PlannerFileConfig {
+    min_confidence: Option<f64>,
+    history: Option<u32>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct LlmFileConfig {
+    provider: Option<String>,
+    url: Option<String>,
+    model: Option<String>,
+}
+
+impl FileConfig {
+    /// The planner settings: defaults, then the file.
+    fn planner(&self) -> anyhow::Result<PlannerConfig> {
+        let mut p = PlannerConfig::default();
+        if let Some(c) = self.planner.min_confidence {
+            anyhow::ensure!(
+                (0.0..=1.0).contains(&c),
+                "[planner] min_confidence = {c}: use a number from 0 to 1"
+            );
+            p.min_confidence = c;
+        }
+        if let Some(h) = self.planner.history {
+            p.history = h;
+        }
+        Ok(p)
+    }
+
+    /// The L2 model: `RUNWARDEN_LLM_*` in the environment over `[llm]` in the file; the
+    /// key from `RUNWARDEN_LLM_API_KEY` or the provider's usual variable. None: offline.
+    fn llm(&self) -> anyhow::Result<Option<LlmConfig>> {
+        let file = |name: &str| match name {
+            "RUNWARDEN_LLM_PROVIDER" => self.llm.provider.clone(),
+            "RUNWARDEN_LLM_URL" => self.llm.url.clone(),
+            "RUNWARDEN_LLM_MODEL" => self.llm.model.clone(),
+            _ => None,
+        };
+        LlmConfig::from_env(|name| {
+            std::env::var(name)
+                .ok()
+                .filter(|v| !v.is_empty())
+                .or_else(|| file(name))
+        })
+        .map_err(|e| anyhow::anyhow!("the L2 planner: {e}"))
+    }
 }
 
 #[derive(Deserialize, Default)]
@@ -162,6 +221,9 @@ pub fn up(
         Some(p) => read_config(p)?,
         None => FileConfig::default(),
     };
+    let planner = file.planner()?;
+    let planner_threshold = planner.min_confidence;
+    let llm = file.llm()?;
     let listen = args
         .listen
         .or(file.listen)
@@ -211,8 +273,11 @@ pub fn up(
                     host: HostConfig {
                         policy: Arc::new(policy),
                         labels: file.host_labels,
+                        platform: std::env::consts::OS.into(),
                     },
                     guardrails: file.guardrails,
+                    llm,
+                    planner,
                 },
                 rt,
                 runbooks,
@@ -248,6 +313,11 @@ pub fn up(
                 .as_deref()
                 .map(|_| "the configured database")
                 .unwrap_or("the data dir")
+        );
+        println!(
+            "  L2 planner: {} (acts at confidence ≥ {})",
+            controller.planner(),
+            planner_threshold
         );
         if let Some(p) = &config_path {
             println!("  config: {}", p.display());

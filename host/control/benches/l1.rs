@@ -78,6 +78,7 @@ fn bench(c: &mut Criterion) {
                 host: HostConfig {
                     policy: Arc::new(policy),
                     labels: BTreeMap::new(),
+                    platform: "linux".into(),
                 },
                 // Every submission must run: no cooldown, repeat or breaker in the way.
                 guardrails: GuardrailConfig {
@@ -86,6 +87,8 @@ fn bench(c: &mut Criterion) {
                     breaker_max_per_minute: u32::MAX,
                     ..GuardrailConfig::default()
                 },
+                llm: None,
+                planner: Default::default(),
             },
             rt.clone(),
             runwarden_guests::standard_runbooks()

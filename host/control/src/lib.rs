@@ -8,6 +8,7 @@ pub mod evidence;
 pub mod guardrails;
 mod incident;
 mod pipeline;
+pub mod planner;
 pub mod rules;
 pub mod store;
 

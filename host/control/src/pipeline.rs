@@ -7,12 +7,13 @@
 use crate::evidence::{self as evrec, Context as EvContext, Subject};
 use crate::guardrails::{GuardrailConfig, HighRisk, Verdict, Windows};
 use crate::incident::Incident;
-use crate::store::{ControlStore, IncidentRow, Pending, TokenRow, Write};
+use crate::planner::{self, Backend, PlannerConfig, catalog};
+use crate::store::{ControlStore, IncidentRow, Pending, RunRow, TokenRow, Write};
 use runwarden_evidence as ev;
 use runwarden_runtime::{Loaded, Policy, Risk, RuleSet, RunOptions, Runtime, Status};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -63,6 +64,8 @@ pub struct HostConfig {
     pub policy: Arc<Policy>,
     /// Inventory labels rules can match (`role = "db"`).
     pub labels: BTreeMap<String, String>,
+    /// The host's platform (`linux`): runbooks that declare platforms run only on theirs.
+    pub platform: String,
 }
 
 /// Everything a [`Controller`] needs.
@@ -75,6 +78,10 @@ pub struct ControlConfig {
     pub host: HostConfig,
     /// Guardrail settings.
     pub guardrails: GuardrailConfig,
+    /// The L2 model, if one is configured; else the offline planner.
+    pub llm: Option<planner::llm::LlmConfig>,
+    /// Planner settings.
+    pub planner: PlannerConfig,
 }
 
 /// One run the pipeline started.
@@ -94,18 +101,65 @@ pub struct RunRecord {
     pub evidence_index: u64,
 }
 
-/// What L1 decided.
+/// What was decided: by an L1 rule, or by the L2 planner.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct DecisionRecord {
-    /// The rule that matched.
+    /// `L1` (a rule) or `L2` (the planner).
+    pub tier: String,
+    /// The rule that matched (L1).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub rule_id: String,
-    /// SHA-256 of the rule component it is in.
+    /// SHA-256 of the rule component it is in (L1).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub rule_sha256: String,
+    /// What the planner saw and said (L2).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub planner: Option<PlannerRecord>,
     /// Runbooks to run, in order, with params.
     pub actions: Vec<ActionRecord>,
     /// Whether the rule asks for dry runs only.
     pub dry_run: bool,
 }
+
+/// An L2 decision as recorded: who planned, digests of what it was sent and answered,
+/// its confidence and rationale, and its cost.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct PlannerRecord {
+    /// `offline`, `openai`, `anthropic`.
+    pub provider: String,
+    /// Model.
+    pub model: String,
+    /// SHA-256 of the prompt as sent.
+    pub prompt_sha256: String,
+    /// SHA-256 of the response as received.
+    pub response_sha256: String,
+    /// 0–1.
+    pub confidence: f64,
+    /// Why (the planner's words, or why there was no proposal).
+    pub rationale: String,
+    /// Estimated prompt tokens.
+    pub prompt_tokens: usize,
+    /// Tokens the provider reported (input, output).
+    pub usage: (u64, u64),
+    /// Model latency (ms).
+    pub latency_ms: u64,
+    /// Attempts made.
+    pub attempts: u32,
+    /// Runbooks the catalog offered.
+    pub catalog: Vec<String>,
+}
+
+/// What a tier chose, as the guardrails see it.
+struct Chosen {
+    tier: &'static str,
+    actions: Vec<ActionRecord>,
+    dry_run: bool,
+    cooldown_secs: Option<u32>,
+    provenance: ev::Provenance,
+}
+
+/// A plan that escalates: why, and its provenance.
+type Unplanned = (String, ev::Provenance);
 
 /// One runbook of a decision.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -237,8 +291,10 @@ pub struct Controller {
     origin: String,
     host: HostConfig,
     guardrails: GuardrailConfig,
-    runbooks: HashMap<String, Arc<Loaded>>,
+    runbooks: BTreeMap<String, Arc<Loaded>>,
     rule_sets: Vec<Arc<RuleSet>>,
+    planner: Backend,
+    planner_config: PlannerConfig,
     windows: Mutex<Windows>,
     /// Serializes guardrail checks with the in-memory note of the runs they admit, so two
     /// incidents cannot both pass a cooldown or the breaker before either is noted.
@@ -290,7 +346,7 @@ impl Controller {
         let host_id = config.host.policy.host_id.clone();
         let (key, _) = evrec::host_key(&config.data_dir, None, &host_id)?;
         let origin = format!("runwarden/{}", key.name());
-        let mut deployed = HashMap::new();
+        let mut deployed = BTreeMap::new();
         for bytes in runbooks {
             let l = runtime
                 .load(&bytes)
@@ -315,6 +371,13 @@ impl Controller {
             }
             sets.push(set);
         }
+        let planner = match config.llm {
+            Some(llm) => Backend::Llm(
+                planner::llm::LlmClient::new(llm)
+                    .map_err(|e| ControlError::Setup(format!("the L2 planner: {e}")))?,
+            ),
+            None => Backend::Offline,
+        };
         // Rebuild the windows from what the database remembers.
         let now = now_ms();
         let mut windows = Windows::default();
@@ -335,6 +398,8 @@ impl Controller {
             guardrails: config.guardrails,
             runbooks: deployed,
             rule_sets: sets,
+            planner,
+            planner_config: config.planner,
             windows: Mutex::new(windows),
             admission: tokio::sync::Mutex::new(()),
             in_flight: tokio::sync::RwLock::new(false),
@@ -345,6 +410,14 @@ impl Controller {
     /// The host this controller acts on.
     pub fn host_id(&self) -> &str {
         &self.host.policy.host_id
+    }
+
+    /// The L2 planner, in words (`offline (lexical retrieval)`, `openai gpt-4o-mini`).
+    pub fn planner(&self) -> String {
+        match &self.planner {
+            Backend::Offline => "offline (lexical retrieval)".into(),
+            Backend::Llm(c) => format!("{} {}", c.provider().as_str(), c.model()),
+        }
     }
 
     /// The log's origin line (`runwarden/HOST`).
@@ -557,35 +630,94 @@ impl Controller {
             window_ms,
         );
 
-        let Some((set, d)) = decision else {
-            let reason = "no L1 rule matched; no planner is configured: a human must decide";
-            Self::end(rec, "L3", "escalated", reason);
-            self.record_undecided(rec, "no L1 rule matched", now)
-                .await?;
-            return Ok(());
+        let threshold = self.guardrails.repeat_threshold.max(1) as usize;
+        let chosen = match decision {
+            Some((set, d)) => {
+                let actions: Vec<ActionRecord> = d
+                    .actions
+                    .iter()
+                    .map(|a| ActionRecord {
+                        runbook: a.runbook.clone(),
+                        params: serde_json::from_str(&a.params).unwrap_or(serde_json::Value::Null),
+                    })
+                    .collect();
+                rec.decision = Some(DecisionRecord {
+                    tier: "L1".into(),
+                    rule_id: d.rule_id.clone(),
+                    rule_sha256: set.sha256().into(),
+                    planner: None,
+                    actions: actions.clone(),
+                    dry_run: d.dry_run,
+                });
+                Chosen {
+                    tier: "L1",
+                    actions,
+                    dry_run: d.dry_run,
+                    cooldown_secs: d.cooldown_secs,
+                    provenance: ev::Provenance::L1 {
+                        rule_id: d.rule_id.clone(),
+                        rule_sha256: set.sha256().into(),
+                    },
+                }
+            }
+            None if earlier + 1 >= threshold => {
+                // A repeat goes to a human before any planner is asked again.
+                let detail = format!(
+                    "no L1 rule matched, and it was seen {} times within {} min (threshold {threshold})",
+                    earlier + 1,
+                    self.guardrails.repeat_window_secs / 60
+                );
+                rec.guardrails
+                    .push(Verdict::new("repeat", "escalate", detail.clone()));
+                Self::end(
+                    rec,
+                    "L3",
+                    "escalated",
+                    format!("repeated incident: {detail}"),
+                );
+                self.record_undecided(rec, "repeated incident, no L1 rule matched", now)
+                    .await?;
+                return Ok(());
+            }
+            None => match self.plan(rec).await? {
+                Ok(chosen) => chosen,
+                Err((reason, provenance)) => {
+                    Self::end(rec, "L3", "escalated", reason);
+                    // The subject is the planner: what it was sent is what it judged.
+                    let (model, prompt) = match &provenance {
+                        ev::Provenance::L2 {
+                            model,
+                            prompt_sha256,
+                            ..
+                        } => (model.clone(), prompt_sha256.clone()),
+                        _ => (String::new(), String::new()),
+                    };
+                    self.record_decision(
+                        rec,
+                        Subject {
+                            name: "l2-planner",
+                            version: &model,
+                            sha256: &prompt,
+                        },
+                        provenance,
+                        serde_json::json!({}),
+                        now,
+                    )
+                    .await?;
+                    return Ok(());
+                }
+            },
         };
-        let actions: Vec<ActionRecord> = d
-            .actions
-            .iter()
-            .map(|a| ActionRecord {
-                runbook: a.runbook.clone(),
-                params: serde_json::from_str(&a.params).unwrap_or(serde_json::Value::Null),
-            })
-            .collect();
-        rec.decision = Some(DecisionRecord {
-            rule_id: d.rule_id.clone(),
-            rule_sha256: set.sha256().into(),
-            actions: actions.clone(),
-            dry_run: d.dry_run,
-        });
-        let provenance = ev::Provenance::L1 {
-            rule_id: d.rule_id.clone(),
-            rule_sha256: set.sha256().into(),
-        };
+        let Chosen {
+            tier,
+            actions,
+            dry_run: rule_dry_run,
+            cooldown_secs,
+            provenance,
+        } = chosen;
         let first = actions.first().cloned();
 
         // Repeat.
-        let threshold = self.guardrails.repeat_threshold.max(1) as usize;
         if earlier + 1 >= threshold {
             let detail = format!(
                 "seen {} times within {} min (threshold {threshold})",
@@ -654,10 +786,8 @@ impl Controller {
         // Time as of admission: runs noted by incidents admitted before this one are
         // never in its future.
         let now = now_ms();
-        let cooldown_ms = i64::from(
-            d.cooldown_secs
-                .unwrap_or(self.guardrails.cooldown_secs as u32),
-        ) * 1000;
+        let cooldown_ms =
+            i64::from(cooldown_secs.unwrap_or(self.guardrails.cooldown_secs as u32)) * 1000;
         let host = rec.incident.host.clone();
         let cooling = {
             let w = self.windows.lock().unwrap_or_else(|e| e.into_inner());
@@ -674,7 +804,7 @@ impl Controller {
             );
             rec.guardrails
                 .push(Verdict::new("cooldown", "suppress", detail.clone()));
-            Self::end(rec, "L1", "suppressed", format!("cooldown: {detail}"));
+            Self::end(rec, tier, "suppressed", format!("cooldown: {detail}"));
             drop(admission);
             self.record_blocked(rec, first.as_ref(), provenance, now)
                 .await?;
@@ -720,7 +850,7 @@ impl Controller {
 
         // Risk.
         let risky = loaded.iter().find(|l| l.manifest().risk == Risk::High);
-        let mut dry_only = d.dry_run;
+        let mut dry_only = rule_dry_run;
         let mut awaiting = None;
         if let Some(l) = risky {
             let name = l.manifest().name.clone();
@@ -823,6 +953,27 @@ impl Controller {
                 .unwrap_or_else(|e| e.into_inner())
                 .entry(status.clone())
                 .or_default() += 1;
+            // What planners learn from; committed before the incident's row.
+            drop(
+                self.store
+                    .queue(vec![Write::Run(RunRow {
+                        invocation_id: inv.invocation_id.clone(),
+                        incident_id: rec.id.clone(),
+                        tenant: rec.tenant.clone(),
+                        host: host.clone(),
+                        runbook: inv.runbook.clone(),
+                        status: status.clone(),
+                        summary: inv.outcome.summary.clone(),
+                        tier: tier.into(),
+                        dry_run: inv.dry_run,
+                        incident_type: rec.incident.kind.clone(),
+                        service: rec.incident.service.clone().unwrap_or_default(),
+                        message: rec.incident.message.clone(),
+                        params: a.params.to_string(),
+                        at_ms: inv.started_at_ms as i64,
+                    })])
+                    .await?,
+            );
             rec.runs.push(RunRecord {
                 runbook: inv.runbook.clone(),
                 status: status.clone(),
@@ -843,13 +994,13 @@ impl Controller {
         if failed {
             let last = rec.runs.last().expect("a run happened");
             let reason = format!("{} ended {}: {}", last.runbook, last.status, last.summary);
-            Self::end(rec, "L1", "failed", reason);
+            Self::end(rec, tier, "failed", reason);
         } else if let Some(detail) = awaiting {
             Self::end(rec, "L3", "awaiting_approval", detail);
         } else if dry_only {
             Self::end(
                 rec,
-                "L1",
+                tier,
                 "no-op",
                 "the rule runs dry runs only: nothing was changed",
             );
@@ -860,7 +1011,7 @@ impl Controller {
                 .map(|r| r.summary.as_str())
                 .collect::<Vec<_>>()
                 .join("; ");
-            Self::end(rec, "L1", "healed", summary);
+            Self::end(rec, tier, "healed", summary);
         } else {
             let summary = rec
                 .runs
@@ -868,9 +1019,97 @@ impl Controller {
                 .map(|r| r.summary.as_str())
                 .collect::<Vec<_>>()
                 .join("; ");
-            Self::end(rec, "L1", "no-op", summary);
+            Self::end(rec, tier, "no-op", summary);
         }
         Ok(())
+    }
+
+    /// L2: build the host's catalog, ask the planner, validate. `Ok` is what to run (the
+    /// guardrails still apply); `Err` is an escalation with its reason and provenance.
+    async fn plan(&self, rec: &mut IncidentRecord) -> Result<Result<Chosen, Unplanned>> {
+        let recent = self
+            .store
+            .recent_runs(&rec.tenant, self.planner_config.history)
+            .await?;
+        let (catalog, _excluded) = catalog::build(
+            &self.runbooks,
+            &self.host.policy,
+            &self.host.platform,
+            &rec.incident.host,
+            &recent,
+        );
+        let plan = planner::plan(
+            &self.planner,
+            &self.planner_config,
+            &rec.incident,
+            &catalog,
+            &recent,
+            &self.host.policy,
+        )
+        .await;
+        let provenance = ev::Provenance::L2 {
+            provider: plan.provider.clone(),
+            model: plan.model.clone(),
+            prompt_sha256: plan.prompt_sha256.clone(),
+            response_sha256: plan.response_sha256.clone(),
+            confidence: plan.confidence,
+            rationale: plan.rationale.clone(),
+        };
+        let actions: Vec<ActionRecord> = plan
+            .action
+            .iter()
+            .map(|(runbook, params)| ActionRecord {
+                runbook: runbook.clone(),
+                params: params.clone(),
+            })
+            .collect();
+        rec.decision = Some(DecisionRecord {
+            tier: "L2".into(),
+            rule_id: String::new(),
+            rule_sha256: String::new(),
+            planner: Some(PlannerRecord {
+                provider: plan.provider.clone(),
+                model: plan.model.clone(),
+                prompt_sha256: plan.prompt_sha256.clone(),
+                response_sha256: plan.response_sha256.clone(),
+                confidence: plan.confidence,
+                rationale: plan.rationale.clone(),
+                prompt_tokens: plan.prompt_tokens,
+                usage: (plan.usage.input_tokens, plan.usage.output_tokens),
+                latency_ms: plan.latency_ms,
+                attempts: plan.attempts,
+                catalog: catalog.iter().map(|e| e.name.clone()).collect(),
+            }),
+            actions: actions.clone(),
+            dry_run: false,
+        });
+        if let Some(reason) = plan.escalate {
+            rec.guardrails
+                .push(Verdict::new("planner", "escalate", reason.clone()));
+            return Ok(Err((
+                format!("no L1 rule matched; {reason}: a human must decide"),
+                provenance,
+            )));
+        }
+        rec.guardrails.push(Verdict::new(
+            "planner",
+            "pass",
+            format!(
+                "{} ({}) chose {} with confidence {:.2} (threshold {:.2})",
+                plan.provider,
+                plan.model,
+                actions.first().map_or("", |a| a.runbook.as_str()),
+                plan.confidence,
+                self.planner_config.min_confidence
+            ),
+        ));
+        Ok(Ok(Chosen {
+            tier: "L2",
+            actions,
+            dry_run: false,
+            cooldown_secs: None,
+            provenance,
+        }))
     }
 
     /// Evidence that nothing decided to act: its subject is the first rule component (the

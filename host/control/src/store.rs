@@ -115,6 +115,8 @@ pub struct ControlStore {
 pub enum Write {
     /// Insert or replace an incident's record.
     Incident(IncidentRow),
+    /// A runbook run ended: its outcome.
+    Run(RunRow),
     /// A runbook run started (what cooldowns and the breaker count).
     Action {
         /// Tenant.
@@ -128,6 +130,39 @@ pub enum Write {
         /// When (ms).
         at_ms: i64,
     },
+}
+
+/// A runbook run and its outcome.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RunRow {
+    /// The invocation's id.
+    pub invocation_id: String,
+    /// The incident it was for.
+    pub incident_id: String,
+    /// Tenant.
+    pub tenant: String,
+    /// Host.
+    pub host: String,
+    /// Runbook.
+    pub runbook: String,
+    /// Its status (`healed`, `failed`, …).
+    pub status: String,
+    /// Its summary.
+    pub summary: String,
+    /// Who decided it: `L1`, `L2`, `L3`.
+    pub tier: String,
+    /// Whether it was a dry run.
+    pub dry_run: bool,
+    /// The incident's type.
+    pub incident_type: String,
+    /// The incident's service (empty when none).
+    pub service: String,
+    /// The incident's message.
+    pub message: String,
+    /// The params it ran with (JSON).
+    pub params: String,
+    /// When it started (ms).
+    pub at_ms: i64,
 }
 
 /// An incident's row.
@@ -205,11 +240,13 @@ async fn writer(db: Db, mut rx: mpsc::Receiver<WriteRequest>) {
 /// so it is not kept prepared.
 async fn commit<'a>(db: &Db, writes: impl Iterator<Item = &'a Write>) -> Result<()> {
     let mut actions = Vec::new();
+    let mut runs = Vec::new();
     let mut incidents: Vec<&IncidentRow> = Vec::new();
     let mut at: HashMap<&str, usize> = HashMap::new();
     for w in writes {
         match w {
             Write::Action { .. } => actions.push(w),
+            Write::Run(r) => runs.push(r),
             Write::Incident(row) => match at.get(row.id.as_str()) {
                 Some(&i) => incidents[i] = row,
                 None => {
@@ -234,6 +271,29 @@ async fn commit<'a>(db: &Db, writes: impl Iterator<Item = &'a Write>) -> Result<
                 }
             });
             q.build().persistent(false).execute(p).await.map_err(db_err("recording actions"))?;
+        }
+        for chunk in runs.chunks(ROWS_PER_STATEMENT / 2) {
+            let mut q = sqlx::QueryBuilder::new(
+                "INSERT INTO runs (invocation_id, incident_id, tenant, host, runbook, status, summary, tier, dry_run, incident_type, service, message, params, at_ms) ",
+            );
+            q.push_values(chunk, |mut b, r| {
+                b.push_bind(r.invocation_id.as_str())
+                    .push_bind(r.incident_id.as_str())
+                    .push_bind(r.tenant.as_str())
+                    .push_bind(r.host.as_str())
+                    .push_bind(r.runbook.as_str())
+                    .push_bind(r.status.as_str())
+                    .push_bind(r.summary.as_str())
+                    .push_bind(r.tier.as_str())
+                    .push_bind(r.dry_run)
+                    .push_bind(r.incident_type.as_str())
+                    .push_bind(r.service.as_str())
+                    .push_bind(r.message.as_str())
+                    .push_bind(r.params.as_str())
+                    .push_bind(r.at_ms);
+            });
+            q.push(" ON CONFLICT (invocation_id) DO NOTHING");
+            q.build().persistent(false).execute(p).await.map_err(db_err("recording runs"))?;
         }
         for chunk in incidents.chunks(ROWS_PER_STATEMENT) {
             let mut q = sqlx::QueryBuilder::new(
@@ -388,6 +448,36 @@ impl ControlStore {
     /// start with it, so they see every write the pipeline has queued.
     pub async fn flush(&self) -> Result<()> {
         self.write(Vec::new()).await
+    }
+
+    /// `tenant`'s most recent runs (at most `limit`), newest first.
+    pub async fn recent_runs(&self, tenant: &str, limit: u32) -> Result<Vec<RunRow>> {
+        self.flush().await?;
+        on_db!(&self.db, p, pg => {
+            let rows = sqlx::query(sql(pg, "SELECT invocation_id, incident_id, tenant, host, runbook, status, summary, tier, dry_run, incident_type, service, message, params, at_ms \
+                FROM runs WHERE tenant = ? ORDER BY at_ms DESC LIMIT ?"))
+                .bind(tenant).bind(i64::from(limit))
+                .fetch_all(p).await.map_err(db_err("reading recent runs"))?;
+            rows.iter()
+                .map(|r| Ok(RunRow {
+                    invocation_id: r.try_get(0)?,
+                    incident_id: r.try_get(1)?,
+                    tenant: r.try_get(2)?,
+                    host: r.try_get(3)?,
+                    runbook: r.try_get(4)?,
+                    status: r.try_get(5)?,
+                    summary: r.try_get(6)?,
+                    tier: r.try_get(7)?,
+                    dry_run: r.try_get(8)?,
+                    incident_type: r.try_get(9)?,
+                    service: r.try_get(10)?,
+                    message: r.try_get(11)?,
+                    params: r.try_get(12)?,
+                    at_ms: r.try_get(13)?,
+                }))
+                .collect::<std::result::Result<Vec<_>, sqlx::Error>>()
+                .map_err(db_err("reading recent runs"))
+        })
     }
 
     /// Actions since `since_ms`, oldest first.

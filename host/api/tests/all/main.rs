@@ -80,8 +80,11 @@ async fn controller(dir: &Path) -> Arc<Controller> {
             host: HostConfig {
                 policy: Arc::new(policy),
                 labels: Default::default(),
+                platform: "linux".into(),
             },
             guardrails: Default::default(),
+            llm: None,
+            planner: Default::default(),
         },
         rt,
         runbooks,

@@ -2,4 +2,5 @@
 //! engine and evaluated in the sandbox, and the incident pipeline end to end.
 
 mod pipeline;
+mod planner;
 mod rules;

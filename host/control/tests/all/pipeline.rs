@@ -1,6 +1,8 @@
 //! The incident pipeline end to end inside one process: real rule component, real
 //! runbooks in the sandbox, real SQLite, evidence verified.
 
+use runwarden_control::planner::PlannerConfig;
+use runwarden_control::planner::llm::LlmConfig;
 use runwarden_control::{
     ControlConfig, Controller, GuardrailConfig, HighRisk, HostConfig, Incident,
 };
@@ -8,13 +10,13 @@ use runwarden_runtime::{Policy, Runtime, RuntimeConfig};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-struct Setup {
+pub(crate) struct Setup {
     _dir: tempfile::TempDir,
-    root: PathBuf,
+    pub(crate) root: PathBuf,
     rt: Arc<Runtime>,
 }
 
-fn setup() -> Setup {
+pub(crate) fn setup() -> Setup {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().to_path_buf();
     std::fs::create_dir_all(root.join("work/tmp")).unwrap();
@@ -55,18 +57,29 @@ reload = ["/bin/sh", "-c", "true"]
     .unwrap()
 }
 
-fn rules(yaml: &str) -> Vec<u8> {
+pub(crate) fn rules(yaml: &str) -> Vec<u8> {
     let program =
         runwarden_control::rules::compile(&[("t.yaml".into(), yaml.into())], None).unwrap();
     runwarden_control::rules::embed(runwarden_guests::rule_engine(), &program.to_bytes()).unwrap()
 }
 
-fn standard_rules() -> Vec<u8> {
+pub(crate) fn standard_rules() -> Vec<u8> {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../rules/standard.yaml");
     rules(&std::fs::read_to_string(path).unwrap())
 }
 
 async fn controller(s: &Setup, guardrails: GuardrailConfig, rule_sets: Vec<Vec<u8>>) -> Controller {
+    controller_with(s, guardrails, rule_sets, None, Default::default()).await
+}
+
+/// A controller with an L2 model (`llm`) or the offline planner (`None`).
+pub(crate) async fn controller_with(
+    s: &Setup,
+    guardrails: GuardrailConfig,
+    rule_sets: Vec<Vec<u8>>,
+    llm: Option<LlmConfig>,
+    planner: PlannerConfig,
+) -> Controller {
     Controller::start(
         ControlConfig {
             database: s.root.join("rw.db").display().to_string(),
@@ -74,8 +87,11 @@ async fn controller(s: &Setup, guardrails: GuardrailConfig, rule_sets: Vec<Vec<u
             host: HostConfig {
                 policy: Arc::new(policy(&s.root)),
                 labels: Default::default(),
+                platform: "linux".into(),
             },
             guardrails,
+            llm,
+            planner,
         },
         s.rt.clone(),
         runwarden_guests::standard_runbooks()
@@ -87,7 +103,7 @@ async fn controller(s: &Setup, guardrails: GuardrailConfig, rule_sets: Vec<Vec<u
     .unwrap()
 }
 
-fn incident(json: &str) -> Incident {
+pub(crate) fn incident(json: &str) -> Incident {
     Incident::from_json(json.as_bytes()).unwrap()
 }
 
@@ -98,7 +114,7 @@ fn disk_full(root: &Path) -> Incident {
     ))
 }
 
-fn service_down() -> Incident {
+pub(crate) fn service_down() -> Incident {
     incident(
         r#"{"host":"clinic-demo-01","type":"service-down","severity":"high","service":"nginx.service"}"#,
     )
@@ -109,7 +125,7 @@ fn disk_critical() -> Incident {
 }
 
 /// Every record the log holds verifies as a complete bundle with the host's key.
-async fn log_verifies(c: &Controller, data_dir: &Path) -> u64 {
+pub(crate) async fn log_verifies(c: &Controller, data_dir: &Path) -> u64 {
     let contents = runwarden_evidence::export(
         c.evidence(),
         &runwarden_evidence::Filter::default(),
@@ -194,7 +210,8 @@ async fn l1_heals_then_the_repeat_escalates_and_everything_is_evidence() {
     );
     assert_eq!(rec["statement"]["subject"][0]["name"], "clear-tmp");
 
-    // No rule for it: escalated with a tier-none record.
+    // No rule for it, and nothing in the catalog the offline planner is sure of:
+    // escalated, with the planner's record (tier L2, nothing run).
     let odd = c
         .submit(
             "clinic-a",
@@ -203,13 +220,18 @@ async fn l1_heals_then_the_repeat_escalates_and_everything_is_evidence() {
         .await
         .unwrap();
     assert_eq!(odd.status, "escalated");
-    assert!(odd.decision.is_none());
+    assert!(odd.runs.is_empty());
+    let d = odd.decision.as_ref().unwrap();
+    assert_eq!(d.tier, "L2");
+    assert!(d.actions.is_empty());
+    assert_eq!(d.planner.as_ref().unwrap().provider, "offline");
     let rec = c
         .evidence_record("clinic-a", odd.evidence[0])
         .await
         .unwrap()
         .unwrap();
-    assert_eq!(rec["statement"]["predicate"]["provenance"]["tier"], "none");
+    assert_eq!(rec["statement"]["predicate"]["provenance"]["tier"], "L2");
+    assert_eq!(rec["statement"]["subject"][0]["name"], "l2-planner");
 
     // Stored, listed newest first, and the whole log verifies.
     let list = c.incidents("clinic-a", None, 10).await.unwrap();
