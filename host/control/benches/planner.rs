@@ -33,7 +33,7 @@ fn bench(c: &mut Criterion) {
         deployed.insert(format!("{}-{i:03}", l.manifest().name), l.clone());
     }
     let policy = Policy::parse(
-        "host_id = \"h1\"\n[grants]\nservices = [\"nginx.service\", \"php*-fpm.service\"]\nwrite_dirs = [\"/var/tmp/app\", \"/var/log/app\"]\nread_dirs = [\"/etc/ssl\"]\nhttp = [\"http://127.0.0.1:8080\"]\nprobe = true\n",
+        "host_id = \"h1\"\n[grants]\nservices = [\"nginx.service\", \"php*-fpm.service\"]\nwrite_dirs = [\"/var/tmp/app\", \"/var/log/app\"]\nread_dirs = [\"/etc/ssl\", \"/etc/letsencrypt\"]\nhttp = [\"http://127.0.0.1:8080\"]\nprobe = true\n[[grants.exec]]\nprogram = \"/usr/bin/certbot\"\nargs = [\"renew\", \"--cert-name\", \"*\"]\n",
     )
     .unwrap();
     let names: Vec<String> = deployed.keys().cloned().collect();
@@ -61,8 +61,11 @@ fn bench(c: &mut Criterion) {
     .unwrap();
     let config = PlannerConfig::default();
 
-    let (cat, _) = catalog::build(&deployed, &policy, "linux", "h1", &recent);
+    let (cat, excluded) = catalog::build(&deployed, &policy, "linux", "h1", &recent);
     let req = prompt::request(&serde_json::to_value(&incident).unwrap(), &cat);
+    if std::env::var_os("PLANNER_BENCH_SHOW").is_some() {
+        println!("{}\n{excluded:?}", req.user);
+    }
     println!(
         "prompt with {} runbooks in the catalog: {} bytes, ≈ {} tokens (estimate: bytes / 4)",
         cat.len(),
@@ -87,7 +90,7 @@ fn bench(c: &mut Criterion) {
             let req = prompt::request(&serde_json::to_value(&incident).unwrap(), &cat);
             let entry = cat
                 .iter()
-                .find(|e| e.name == "restart-service-005")
+                .find(|e| e.name.starts_with("restart-service"))
                 .unwrap();
             let params = serde_json::json!({"unit": "php8.2-fpm.service"});
             (

@@ -29,11 +29,13 @@ impl Tally {
             self.failed += 1;
             // Rows come newest first: the first failure seen is the latest.
             if self.last_failure.is_none() {
+                // To the minute: `2026-11-22T10:24Z`.
+                let at = runwarden_evidence::rfc3339_ms(run.at_ms.max(0) as u64);
                 self.last_failure = Some(format!(
-                    "{}: {}: {}",
-                    runwarden_evidence::rfc3339_ms(run.at_ms.max(0) as u64),
+                    "{}Z {}: {}",
+                    at.get(..16).unwrap_or(&at),
                     run.status,
-                    cut(&run.summary, 160)
+                    cut(&run.summary, 60)
                 ));
             }
         }

@@ -19,8 +19,9 @@ Prefer runbooks that worked here before; avoid ones marked FAILING HERE unless t
 When unsure, or when no runbook fits, escalate. \
 Answer by calling exactly one tool. confidence is your probability (0 to 1) that the runbook fixes the incident without harm.";
 
-/// Longest description of one param shown to the model, in bytes.
-const PARAM_DESCRIPTION: usize = 90;
+/// Longest summary shown, in bytes. Params are shown by name, type and bounds only: with
+/// a hundred runbooks the prompt must stay under 6k tokens.
+const SUMMARY: usize = 72;
 
 /// Build the request for `incident` (the validated incident, as JSON) and `catalog`.
 pub fn request(incident: &Value, catalog: &[CatalogEntry]) -> PlanRequest {
@@ -30,15 +31,21 @@ pub fn request(incident: &Value, catalog: &[CatalogEntry]) -> PlanRequest {
     user.push_str("\n```\n\n");
     let _ = writeln!(
         user,
-        "Catalog: {} runbook(s) this host can run. Format: name [risk] summary | params | history.",
+        "Catalog: {} runbook(s) this host can run. Format: name [risk] summary | params (* required, string unless typed, =default) | runs ok/failed here, in the tenant.",
         catalog.len()
     );
     for e in catalog {
-        let _ = write!(user, "- {} [{}] {}", e.name, e.risk, e.summary);
-        let _ = write!(user, " | params: {}", params_line(&e.params_schema));
         let _ = write!(
             user,
-            " | here: {} | tenant: {}",
+            "- {} [{}] {}",
+            e.name,
+            e.risk,
+            cut(&e.summary, SUMMARY)
+        );
+        let _ = write!(user, " | {}", params_line(&e.params_schema));
+        let _ = write!(
+            user,
+            " | here {} tenant {}",
             tally_line(&e.on_host),
             tally_line(&e.on_tenant)
         );
@@ -92,20 +99,17 @@ pub fn tools(catalog: &[CatalogEntry]) -> Vec<ToolSpec> {
 }
 
 fn tally_line(t: &Tally) -> String {
-    if t.ok == 0 && t.failed == 0 {
-        "never ran".into()
-    } else {
-        format!("{} ok, {} failed", t.ok, t.failed)
-    }
+    format!("{}/{}", t.ok, t.failed)
 }
 
-/// `dir*: string, absolute path …; older_than_hours*: integer 1..87600` (`*`: required).
+/// `dir*; older_than_hours* int 1..87600; force bool =false` (`*`: required;
+/// strings go unnamed).
 fn params_line(schema: &Value) -> String {
     let Some(props) = schema.get("properties").and_then(Value::as_object) else {
-        return "none".into();
+        return "no params".into();
     };
     if props.is_empty() {
-        return "none".into();
+        return "no params".into();
     }
     let required: Vec<&str> = schema
         .get("required")
@@ -114,20 +118,33 @@ fn params_line(schema: &Value) -> String {
         .unwrap_or_default();
     let mut out = Vec::with_capacity(props.len());
     for (name, p) in props {
-        let mut s = format!(
-            "{name}{}: {}",
-            if required.contains(&name.as_str()) {
-                "*"
-            } else {
-                ""
-            },
-            p.get("type").and_then(Value::as_str).unwrap_or("any")
-        );
+        // Strings are the default and go unnamed; other types in short.
+        let kind = match p.get("type").and_then(Value::as_str) {
+            Some("string") => "",
+            Some("integer") => " int",
+            Some("number") => " num",
+            Some("boolean") => " bool",
+            Some("array") => " list",
+            Some("object") => " obj",
+            _ => " any",
+        };
+        let star = if required.contains(&name.as_str()) {
+            "*"
+        } else {
+            ""
+        };
+        let mut s = format!("{name}{star}{kind}");
         if let Some(e) = p.get("enum").and_then(Value::as_array) {
             let vals: Vec<String> = e.iter().map(|v| v.to_string()).collect();
             let _ = write!(s, " one of {}", vals.join("|"));
         }
-        match (p.get("minimum"), p.get("maximum")) {
+        // Bounds that guard against absurd values (a byte count up to 2^50) say nothing
+        // to the model: shown only when they are within human scale.
+        let human = |v: &Value| v.as_f64().is_some_and(|x| x.abs() <= 1e6);
+        match (
+            p.get("minimum").filter(|v| human(v)),
+            p.get("maximum").filter(|v| human(v)),
+        ) {
             (Some(a), Some(b)) => {
                 let _ = write!(s, " {a}..{b}");
             }
@@ -140,10 +157,7 @@ fn params_line(schema: &Value) -> String {
             (None, None) => {}
         }
         if let Some(d) = p.get("default") {
-            let _ = write!(s, " (default {d})");
-        }
-        if let Some(d) = p.get("description").and_then(Value::as_str) {
-            let _ = write!(s, ", {}", cut(d, PARAM_DESCRIPTION));
+            let _ = write!(s, " ={d}");
         }
         out.push(s);
     }

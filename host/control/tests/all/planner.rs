@@ -333,7 +333,7 @@ async fn the_model_is_told_what_failed_on_this_host() {
         .lines()
         .find(|l| l.starts_with("- restart-service "))
         .unwrap_or_else(|| panic!("{user}"));
-    assert!(line.contains("here: 0 ok, 1 failed"), "{line}");
+    assert!(line.contains("here 0/1 tenant 0/1"), "{line}");
     assert!(
         line.contains("FAILING HERE") && line.contains("did not come back: exit 1"),
         "{line}"
