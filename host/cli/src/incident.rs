@@ -123,7 +123,16 @@ fn print_record(v: &serde_json::Value) {
         println!("  {r}");
     }
     if let Some(d) = v.get("decision").filter(|d| !d.is_null()) {
-        println!("  rule {}", d["rule_id"].as_str().unwrap_or("?"));
+        match d.get("planner").filter(|p| !p.is_null()) {
+            Some(p) => println!(
+                "  planner {} {} (confidence {:.2}): {}",
+                p["provider"].as_str().unwrap_or("?"),
+                p["model"].as_str().unwrap_or("?"),
+                p["confidence"].as_f64().unwrap_or(0.0),
+                p["rationale"].as_str().unwrap_or("")
+            ),
+            None => println!("  rule {}", d["rule_id"].as_str().unwrap_or("?")),
+        }
     }
     for g in v["guardrails"].as_array().into_iter().flatten() {
         println!(

@@ -26,10 +26,15 @@ impl Drop for Up {
 }
 
 fn start(data: &Path, policy: &Path) -> Up {
+    start_with(data, policy, &[])
+}
+
+fn start_with(data: &Path, policy: &Path, env: &[(&str, &str)]) -> Up {
     let child = Command::new(env!("CARGO_BIN_EXE_runwarden"))
         .args(["up", "--listen", "127.0.0.1:0", "--policy"])
         .arg(policy)
         .env("RUNWARDEN_DATA_DIR", data)
+        .envs(env.iter().copied())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
@@ -220,4 +225,102 @@ fn up_heals_at_l1_escalates_a_repeat_refuses_another_tenant_and_stops_cleanly() 
     );
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(String::from_utf8_lossy(&o.stdout).starts_with("verified 2 records"));
+}
+
+/// A local OpenAI-compatible server that answers every completion with one tool call.
+fn fake_model(answer: Value) -> String {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let body = serde_json::json!({
+                "model": "fake-model-1",
+                "choices": [{"index": 0, "finish_reason": "tool_calls", "message": {
+                    "role": "assistant", "content": null,
+                    "tool_calls": [{"id": "c1", "type": "function", "function": {
+                        "name": "select_runbook", "arguments": answer.to_string()}}]}}],
+                "usage": {"prompt_tokens": 900, "completion_tokens": 30}
+            })
+            .to_string();
+            let app = axum::Router::new().route(
+                "/v1/chat/completions",
+                axum::routing::post(move || {
+                    let body = body.clone();
+                    async move { body }
+                }),
+            );
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            tx.send(listener.local_addr().unwrap()).unwrap();
+            axum::serve(listener, app).await.unwrap();
+        });
+    });
+    format!(
+        "http://{}/v1",
+        rx.recv_timeout(Duration::from_secs(10)).unwrap()
+    )
+}
+
+#[test]
+fn up_asks_the_configured_model_when_no_rule_matches() {
+    let d = tempfile::tempdir().unwrap();
+    let data = d.path().join("data");
+    let work = d.path().join("work");
+    std::fs::create_dir_all(work.join("tmp")).unwrap();
+    let policy = d.path().join("policy.toml");
+    std::fs::write(
+        &policy,
+        format!(
+            "host_id = \"clinic-demo-01\"\n[grants]\nwrite_dirs = [\"{}\"]\n",
+            work.display()
+        ),
+    )
+    .unwrap();
+    let tmp = work.join("tmp").display().to_string();
+    let url = fake_model(serde_json::json!({
+        "runbook": "clear-tmp", "params": {"dir": tmp, "older_than_hours": 24},
+        "confidence": 0.9, "rationale": "temporary files fill the disk"
+    }));
+    let up = start_with(
+        &data,
+        &policy,
+        &[
+            ("RUNWARDEN_LLM_PROVIDER", "openai"),
+            ("RUNWARDEN_LLM_URL", &url),
+            ("RUNWARDEN_LLM_MODEL", "fake-model"),
+        ],
+    );
+    let said = up.lines.recv_timeout(Duration::from_secs(10)).unwrap();
+    let said = [
+        said,
+        up.lines.recv_timeout(Duration::from_secs(10)).unwrap(),
+        up.lines.recv_timeout(Duration::from_secs(10)).unwrap(),
+    ]
+    .join("\n");
+    assert!(said.contains("L2 planner: openai fake-model"), "{said}");
+
+    // No standard rule knows this incident type: the model chooses, validated, L2.
+    let incident = d.path().join("tmp-filling.json");
+    std::fs::write(
+        &incident,
+        r#"{"host":"clinic-demo-01","type":"tmp-filling","severity":"medium","message":"temporary files pile up"}"#,
+    )
+    .unwrap();
+    let o = cli(
+        &data,
+        &up,
+        &["incident", "submit", incident.to_str().unwrap()],
+    );
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{text}{}", stderr(&o));
+    assert!(text.contains("(tier L2)"), "{text}");
+    assert!(
+        text.contains(
+            "planner openai fake-model-1 (confidence 0.90): temporary files fill the disk"
+        ),
+        "{text}"
+    );
+    assert!(text.contains("ran clear-tmp"), "{text}");
 }
