@@ -178,6 +178,26 @@ pub fn document() -> Value {
                 "parameters": [{"name": "id", "in": "path", "required": true, "schema": {"type": "string"}}],
                 "responses": responses(json!({"200": json_ok("The incident", schema_ref("IncidentRecord"))}), &incident_errors)
             }},
+            "/v1/host": {"get": {
+                "summary": "The host this agent serves and its inventory (scope read)",
+                "responses": responses(json!({"200": json_ok("Host", json!({
+                    "type": "object",
+                    "required": ["host_id", "inventory"],
+                    "properties": {
+                        "host_id": {"type": "string"},
+                        "inventory": {"type": "object",
+                            "required": ["platform", "init", "services"],
+                            "properties": {
+                                "platform": {"type": "string"},
+                                "os": {"type": ["string", "null"]},
+                                "os_version": {"type": ["string", "null"]},
+                                "init": {"type": "string"},
+                                "package_manager": {"type": ["string", "null"]},
+                                "services": {"type": "array", "items": {"type": "string"}}
+                            }}
+                    }
+                }))}), READ_ERRORS)
+            }},
             "/v1/runbooks": {"get": {
                 "summary": "Deployed runbooks (scope read)",
                 "responses": responses(json!({"200": json_ok("Runbooks", json!({
@@ -377,6 +397,7 @@ mod tests {
             ("/v1/incidents", "get"),
             ("/v1/incidents/{id}", "get"),
             ("/v1/runbooks", "get"),
+            ("/v1/host", "get"),
             ("/v1/rules", "get"),
             ("/v1/evidence/checkpoint", "get"),
             ("/v1/evidence/{index}", "get"),

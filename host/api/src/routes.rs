@@ -111,6 +111,7 @@ fn router(state: AppState) -> axum::Router {
         .route("/v1/incidents", post(submit_incident).get(list_incidents))
         .route("/v1/incidents/{id}", get(get_incident))
         .route("/v1/runbooks", get(list_runbooks))
+        .route("/v1/host", get(host_inventory))
         .route("/v1/rules", get(list_rules))
         .route("/v1/evidence/checkpoint", get(checkpoint))
         .route("/v1/evidence/{index}", get(get_evidence))
@@ -311,6 +312,17 @@ async fn list_runbooks(
     s.authorize(&headers, Scope::Read).await?;
     Ok(Json(
         serde_json::json!({"runbooks": s.0.controller.runbooks()}),
+    ))
+}
+
+async fn host_inventory(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+) -> ApiResult<Json<serde_json::Value>> {
+    s.authorize(&headers, Scope::Read).await?;
+    let c = &s.0.controller;
+    Ok(Json(
+        serde_json::json!({"host_id": c.host_id(), "inventory": c.inventory()}),
     ))
 }
 

@@ -273,7 +273,7 @@ pub fn up(
                     host: HostConfig {
                         policy: Arc::new(policy),
                         labels: file.host_labels,
-                        platform: std::env::consts::OS.into(),
+                        inventory: runwarden_control::Inventory::detect(Path::new("/")),
                     },
                     guardrails: file.guardrails,
                     llm,

@@ -78,7 +78,7 @@ fn bench(c: &mut Criterion) {
                 host: HostConfig {
                     policy: Arc::new(policy),
                     labels: BTreeMap::new(),
-                    platform: "linux".into(),
+                    inventory: Default::default(),
                 },
                 // Every submission must run: no cooldown, repeat or breaker in the way.
                 guardrails: GuardrailConfig {

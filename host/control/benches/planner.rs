@@ -62,7 +62,8 @@ fn bench(c: &mut Criterion) {
     let config = PlannerConfig::default();
 
     let (cat, excluded) = catalog::build(&deployed, &policy, "linux", "h1", &recent);
-    let req = prompt::request(&serde_json::to_value(&incident).unwrap(), &cat);
+    let host = "h1 (linux, debian 12, init systemd, packages apt); service units present that runbooks may touch: nginx.service, php8.2-fpm.service";
+    let req = prompt::request(&serde_json::to_value(&incident).unwrap(), host, &cat);
     if std::env::var_os("PLANNER_BENCH_SHOW").is_some() {
         println!("{}\n{excluded:?}", req.user);
     }
@@ -87,7 +88,7 @@ fn bench(c: &mut Criterion) {
     g.bench_function("overhead_100_runbooks", |b| {
         b.iter(|| {
             let (cat, _) = catalog::build(&deployed, &policy, "linux", "h1", &recent);
-            let req = prompt::request(&serde_json::to_value(&incident).unwrap(), &cat);
+            let req = prompt::request(&serde_json::to_value(&incident).unwrap(), host, &cat);
             let entry = cat
                 .iter()
                 .find(|e| e.name.starts_with("restart-service"))
@@ -106,6 +107,7 @@ fn bench(c: &mut Criterion) {
             io.block_on(planner::plan(
                 &Backend::Offline,
                 &config,
+                host,
                 &incident,
                 &cat,
                 &recent,

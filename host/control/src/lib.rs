@@ -7,6 +7,7 @@
 pub mod evidence;
 pub mod guardrails;
 mod incident;
+pub mod inventory;
 mod pipeline;
 pub mod planner;
 pub mod rules;
@@ -14,6 +15,7 @@ pub mod store;
 
 pub use guardrails::{GuardrailConfig, HighRisk, Verdict};
 pub use incident::{Incident, IncidentError, Severity, parse_rfc3339_ms};
+pub use inventory::Inventory;
 pub use pipeline::{
     ActionRecord, Caller, ControlConfig, ControlError, Controller, DecisionRecord, HostConfig,
     INCIDENT_STATUSES, IncidentRecord, RuleListing, RunRecord, RunbookInfo, Scope, authenticate,

@@ -64,8 +64,10 @@ pub struct HostConfig {
     pub policy: Arc<Policy>,
     /// Inventory labels rules can match (`role = "db"`).
     pub labels: BTreeMap<String, String>,
-    /// The host's platform (`linux`): runbooks that declare platforms run only on theirs.
-    pub platform: String,
+    /// What the host is and has (platform, OS, init, package manager, services): rules
+    /// see it as labels, planners in their prompt, and runbooks that declare platforms
+    /// are offered only on theirs.
+    pub inventory: crate::Inventory,
 }
 
 /// Everything a [`Controller`] needs.
@@ -371,6 +373,11 @@ impl Controller {
             }
             sets.push(set);
         }
+        // Rules see the inventory as host labels; configured labels win.
+        let mut host = config.host;
+        for (k, v) in host.inventory.labels() {
+            host.labels.entry(k.to_string()).or_insert(v);
+        }
         let planner = match config.llm {
             Some(llm) => Backend::Llm(
                 planner::llm::LlmClient::new(llm)
@@ -394,7 +401,7 @@ impl Controller {
             evidence,
             key,
             origin,
-            host: config.host,
+            host,
             guardrails: config.guardrails,
             runbooks: deployed,
             rule_sets: sets,
@@ -418,6 +425,41 @@ impl Controller {
             Backend::Offline => "offline (lexical retrieval)".into(),
             Backend::Llm(c) => format!("{} {}", c.provider().as_str(), c.model()),
         }
+    }
+
+    /// What this host is and has.
+    pub fn inventory(&self) -> &crate::Inventory {
+        &self.host.inventory
+    }
+
+    /// The host as a planner is told about it: the inventory, and the service units
+    /// present that the policy grants (at most 40).
+    fn host_line(&self) -> String {
+        let inv = &self.host.inventory;
+        let granted: Vec<&str> = inv
+            .services
+            .iter()
+            .filter(|u| {
+                runwarden_runtime::Grant::resolve(
+                    &[runwarden_runtime::Capability::Service((*u).clone())],
+                    &serde_json::json!({}),
+                    &self.host.policy,
+                )
+                .is_ok()
+            })
+            .take(40)
+            .map(String::as_str)
+            .collect();
+        format!(
+            "{} ({}); service units present that runbooks may touch: {}",
+            self.host.policy.host_id,
+            inv.describe(),
+            if granted.is_empty() {
+                "none known".to_string()
+            } else {
+                granted.join(", ")
+            }
+        )
     }
 
     /// The log's origin line (`runwarden/HOST`).
@@ -1034,13 +1076,14 @@ impl Controller {
         let (catalog, _excluded) = catalog::build(
             &self.runbooks,
             &self.host.policy,
-            &self.host.platform,
+            &self.host.inventory.platform,
             &rec.incident.host,
             &recent,
         );
         let plan = planner::plan(
             &self.planner,
             &self.planner_config,
+            &self.host_line(),
             &rec.incident,
             &catalog,
             &recent,

@@ -80,7 +80,7 @@ async fn controller(dir: &Path) -> Arc<Controller> {
             host: HostConfig {
                 policy: Arc::new(policy),
                 labels: Default::default(),
-                platform: "linux".into(),
+                inventory: Default::default(),
             },
             guardrails: Default::default(),
             llm: None,

@@ -35,6 +35,15 @@ async fn health_openapi_and_metrics() {
         .await
         .error(401, "unauthorized");
     let read = api.token("clinic-z", Scope::Read).await;
+
+    // The host and its inventory, for any reader; not without a token.
+    api.send(Method::GET, "/v1/host", None, None)
+        .await
+        .error(401, "unauthorized");
+    let host = api.get("/v1/host", &read).await.json();
+    assert_eq!(host["host_id"], HOST);
+    assert_eq!(host["inventory"]["platform"], std::env::consts::OS);
+    assert!(host["inventory"]["services"].is_array(), "{host}");
     let before = String::from_utf8(api.get("/metrics", &read).await.body).unwrap();
     assert!(
         before.contains("# TYPE runwarden_incidents_total counter"),

@@ -160,13 +160,14 @@ impl Plan {
 pub async fn plan(
     backend: &Backend,
     config: &PlannerConfig,
+    host: &str,
     incident: &Incident,
     catalog: &[CatalogEntry],
     recent: &[crate::store::RunRow],
     policy: &Policy,
 ) -> Plan {
     let incident_json = serde_json::to_value(incident).unwrap_or(serde_json::Value::Null);
-    let request = prompt::request(&incident_json, catalog);
+    let request = prompt::request(&incident_json, host, catalog);
     let mut plan = Plan {
         provider: String::new(),
         model: String::new(),

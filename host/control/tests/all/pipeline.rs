@@ -87,7 +87,7 @@ pub(crate) async fn controller_with(
             host: HostConfig {
                 policy: Arc::new(policy(&s.root)),
                 labels: Default::default(),
-                platform: "linux".into(),
+                inventory: Default::default(),
             },
             guardrails,
             llm,
@@ -397,4 +397,21 @@ rules:
     assert_eq!(repeat.verdict, "escalate");
     assert!(again.runs.is_empty());
     assert!(work.join("big.log").exists());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rules_see_the_host_inventory_as_labels() {
+    let s = setup();
+    // The default inventory knows the platform only; its init system is `unknown`.
+    let yaml = r#"
+rules:
+  - id: on-this-platform
+    match: {type: service-down, host_labels: {platform: "linux", init: "unknown"}}
+    action: {runbook: restart-service, params: {unit: "{{service}}"}}
+"#;
+    let c = controller(&s, GuardrailConfig::default(), vec![rules(yaml)]).await;
+    let r = c.submit("clinic-a", service_down()).await.unwrap();
+    assert_eq!(r.tier, "L1", "{r:?}");
+    assert_eq!(r.decision.unwrap().rule_id, "on-this-platform");
+    assert_eq!(c.inventory().platform, "linux");
 }
