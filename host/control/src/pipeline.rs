@@ -395,7 +395,7 @@ impl Controller {
         for a in store.actions_since(now - 7 * 24 * 3600 * 1000).await? {
             windows.ran(&a.tenant, &a.host, &a.runbook, a.at_ms);
         }
-        Ok(Controller {
+        let controller = Controller {
             runtime,
             store,
             evidence,
@@ -411,7 +411,34 @@ impl Controller {
             admission: tokio::sync::Mutex::new(()),
             in_flight: tokio::sync::RwLock::new(false),
             metrics: Metrics::default(),
-        })
+        };
+        controller.reconcile().await?;
+        Ok(controller)
+    }
+
+    /// Incidents for this host a previous run accepted but never finished (it crashed, or
+    /// was killed) are escalated, with a record saying so: none stays `processing`
+    /// forever. (Only this host's: another agent sharing the database may be working on
+    /// its own.)
+    async fn reconcile(&self) -> Result<()> {
+        for json in self
+            .store
+            .unfinished_incidents(&self.host.policy.host_id)
+            .await?
+        {
+            let mut rec = parse_record(&json)?;
+            let received_ms = ev_ms(&rec.received_at);
+            Self::end(
+                &mut rec,
+                "L3",
+                "escalated",
+                "runwarden stopped before it finished this incident: a human must decide (or resubmit)",
+            );
+            self.record_undecided(&mut rec, "interrupted by a stop", now_ms())
+                .await?;
+            self.save(&rec, received_ms).await?;
+        }
+        Ok(())
     }
 
     /// The host this controller acts on.

@@ -415,6 +415,16 @@ impl ControlStore {
         })
     }
 
+    /// Records of every incident for `host` still `processing` (of any tenant).
+    pub async fn unfinished_incidents(&self, host: &str) -> Result<Vec<String>> {
+        self.flush().await?;
+        on_db!(&self.db, p, pg => {
+            sqlx::query_scalar(sql(pg, "SELECT record FROM incidents WHERE status = ? AND host = ? ORDER BY received_at_ms"))
+                .bind("processing").bind(host)
+                .fetch_all(p).await.map_err(db_err("reading unfinished incidents"))
+        })
+    }
+
     /// Fingerprints of incidents received since `since_ms`, with when.
     pub async fn fingerprints_since(&self, since_ms: i64) -> Result<Vec<(String, i64)>> {
         on_db!(&self.db, p, pg => {

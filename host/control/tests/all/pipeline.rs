@@ -415,3 +415,34 @@ rules:
     assert_eq!(r.decision.unwrap().rule_id, "on-this-platform");
     assert_eq!(c.inventory().platform, "linux");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_incident_left_processing_by_a_crash_is_escalated_at_the_next_start() {
+    let s = setup();
+    let id = {
+        let c = controller(&s, GuardrailConfig::default(), vec![standard_rules()]).await;
+        // Accepted (stored as processing), never completed: the process dies here.
+        let rec = c.accept("clinic-a", service_down()).await.unwrap();
+        assert_eq!(
+            c.incident("clinic-a", &rec.id)
+                .await
+                .unwrap()
+                .unwrap()
+                .status,
+            "processing"
+        );
+        rec.id
+    };
+    let c = controller(&s, GuardrailConfig::default(), vec![standard_rules()]).await;
+    let r = c.incident("clinic-a", &id).await.unwrap().unwrap();
+    assert_eq!(r.status, "escalated", "{r:?}");
+    assert_eq!(r.tier, "L3");
+    assert!(
+        r.reason.contains("stopped before it finished"),
+        "{}",
+        r.reason
+    );
+    assert!(r.runs.is_empty());
+    assert_eq!(r.evidence.len(), 1, "the interruption is recorded");
+    assert_eq!(log_verifies(&c, &s.root.join("data")).await, 1);
+}
