@@ -86,6 +86,28 @@ pub fn document() -> Value {
         "attempts": {"type": "integer"},
         "catalog": {"type": "array", "items": {"type": "string"}, "description": "runbooks offered"}
     }});
+    let escalation = json!({
+        "type": "object",
+        "required": ["id", "incident_id", "tenant", "host", "severity", "reason", "state", "proposal", "created_at", "sla_deadline", "breached", "decided_by", "decided_at", "note"],
+        "properties": {
+            "id": {"type": "string"},
+            "incident_id": {"type": "string"},
+            "tenant": {"type": "string"},
+            "host": {"type": "string"},
+            "severity": {"enum": ["info", "low", "medium", "high", "critical"]},
+            "reason": {"type": "string", "description": "why a human must decide"},
+            "state": {"enum": runwarden_control::ESCALATION_STATES},
+            "proposal": {"description": "what a human may approve: {runbook, params}, or null",
+                "oneOf": [{"type": "null"}, {"type": "object", "required": ["runbook", "params"],
+                    "properties": {"runbook": {"type": "string"}, "params": {}}}]},
+            "created_at": {"type": "string", "format": "date-time"},
+            "sla_deadline": {"type": "string", "format": "date-time", "description": "by severity: critical 15 min, high 1 h, medium 4 h, low one business day (configurable)"},
+            "breached": {"type": "boolean", "description": "still open past its deadline"},
+            "decided_by": {"type": "string"},
+            "decided_at": {"type": ["string", "null"], "format": "date-time"},
+            "note": {"type": "string"}
+        }
+    });
     let decision = json!({"oneOf": [{"type": "null"}, {
         "type": "object",
         "required": ["tier", "actions", "dry_run"],
@@ -178,6 +200,23 @@ pub fn document() -> Value {
                 "parameters": [{"name": "id", "in": "path", "required": true, "schema": {"type": "string"}}],
                 "responses": responses(json!({"200": json_ok("The incident", schema_ref("IncidentRecord"))}), &incident_errors)
             }},
+            "/v1/escalations": {"get": {
+                "summary": "The tenant's escalations, newest first: incidents a human must decide, with SLA deadlines (scope read)",
+                "parameters": [
+                    {"name": "state", "in": "query", "schema": {"enum": runwarden_control::ESCALATION_STATES}},
+                    {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 1000}}
+                ],
+                "responses": responses(json!({"200": json_ok("Escalations", json!({
+                    "type": "object",
+                    "required": ["escalations"],
+                    "properties": {"escalations": {"type": "array", "items": schema_ref("Escalation")}}
+                }))}), READ_ERRORS)
+            }},
+            "/v1/escalations/{id}": {"get": {
+                "summary": "One escalation (scope read)",
+                "parameters": [{"name": "id", "in": "path", "required": true, "schema": {"type": "string"}}],
+                "responses": responses(json!({"200": json_ok("The escalation", schema_ref("Escalation"))}), &incident_errors)
+            }},
             "/v1/host": {"get": {
                 "summary": "The host this agent serves and its inventory (scope read)",
                 "responses": responses(json!({"200": json_ok("Host", json!({
@@ -267,6 +306,7 @@ pub fn document() -> Value {
                 }
             },
             "schemas": {
+                "Escalation": escalation,
                 "Incident": {
                     "type": "object",
                     "additionalProperties": false,
@@ -317,7 +357,8 @@ pub fn document() -> Value {
                             }
                         }},
                         "evidence": {"type": "array", "items": {"type": "integer"},
-                                     "description": "Log indexes of every evidence record about it: GET /v1/evidence/{index}"}
+                                     "description": "Log indexes of every evidence record about it: GET /v1/evidence/{index}"},
+                        "escalation": {"type": "string", "description": "When it ended at L3: its escalation, GET /v1/escalations/{id}"}
                     }
                 },
                 "Error": {
@@ -398,6 +439,8 @@ mod tests {
             ("/v1/incidents/{id}", "get"),
             ("/v1/runbooks", "get"),
             ("/v1/host", "get"),
+            ("/v1/escalations", "get"),
+            ("/v1/escalations/{id}", "get"),
             ("/v1/rules", "get"),
             ("/v1/evidence/checkpoint", "get"),
             ("/v1/evidence/{index}", "get"),

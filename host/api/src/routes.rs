@@ -110,6 +110,8 @@ fn router(state: AppState) -> axum::Router {
         .route("/v1/openapi.json", get(openapi))
         .route("/v1/incidents", post(submit_incident).get(list_incidents))
         .route("/v1/incidents/{id}", get(get_incident))
+        .route("/v1/escalations", get(list_escalations))
+        .route("/v1/escalations/{id}", get(get_escalation))
         .route("/v1/runbooks", get(list_runbooks))
         .route("/v1/host", get(host_inventory))
         .route("/v1/rules", get(list_rules))
@@ -257,6 +259,78 @@ struct ListQuery {
     limit: Option<u32>,
 }
 
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EscalationQuery {
+    state: Option<String>,
+    limit: Option<u32>,
+}
+
+/// Check a list's filter against what it may be and its limit; the limit to use.
+fn list_filter(
+    value: Option<&str>,
+    allowed: &[&str],
+    name: &str,
+    what: &str,
+    limit: Option<u32>,
+) -> ApiResult<u32> {
+    if let Some(v) = value
+        && !allowed.contains(&v)
+    {
+        return Err(ApiError::bad_request(format!(
+            "{name} {v:?} is not {what}: use one of {}",
+            allowed.join(", ")
+        )));
+    }
+    let limit = limit.unwrap_or(LIST_DEFAULT);
+    if !(1..=LIST_MAX).contains(&limit) {
+        return Err(ApiError::bad_request(format!(
+            "limit {limit} is out of range: use 1 to {LIST_MAX}"
+        )));
+    }
+    Ok(limit)
+}
+
+async fn list_escalations(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    query: Result<Query<EscalationQuery>, QueryRejection>,
+) -> ApiResult<Json<serde_json::Value>> {
+    let caller = s.authorize(&headers, Scope::Read).await?;
+    let Query(q) = query.map_err(bad_query)?;
+    let limit = list_filter(
+        q.state.as_deref(),
+        runwarden_control::ESCALATION_STATES,
+        "state",
+        "an escalation state",
+        q.limit,
+    )?;
+    let escalations =
+        s.0.controller
+            .escalations(&caller.tenant, q.state.as_deref(), limit)
+            .await?;
+    Ok(Json(serde_json::json!({"escalations": escalations})))
+}
+
+async fn get_escalation(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    id: Result<Path<String>, PathRejection>,
+) -> ApiResult<Json<runwarden_control::Escalation>> {
+    let caller = s.authorize(&headers, Scope::Read).await?;
+    let Path(id) = id.map_err(bad_path)?;
+    s.0.controller
+        .escalation(&caller.tenant, &id)
+        .await?
+        .map(Json)
+        .ok_or_else(|| {
+            ApiError::not_found(format!(
+                "no escalation {id:?} for tenant {}: list them with GET /v1/escalations",
+                caller.tenant
+            ))
+        })
+}
+
 async fn list_incidents(
     State(s): State<AppState>,
     headers: HeaderMap,
@@ -264,20 +338,13 @@ async fn list_incidents(
 ) -> ApiResult<Json<serde_json::Value>> {
     let caller = s.authorize(&headers, Scope::Read).await?;
     let Query(q) = query.map_err(bad_query)?;
-    if let Some(st) = &q.status
-        && !STATUSES.contains(&st.as_str())
-    {
-        return Err(ApiError::bad_request(format!(
-            "status {st:?} is not an incident status: use one of {}",
-            STATUSES.join(", ")
-        )));
-    }
-    let limit = q.limit.unwrap_or(LIST_DEFAULT);
-    if !(1..=LIST_MAX).contains(&limit) {
-        return Err(ApiError::bad_request(format!(
-            "limit {limit} is out of range: use 1 to {LIST_MAX}"
-        )));
-    }
+    let limit = list_filter(
+        q.status.as_deref(),
+        STATUSES,
+        "status",
+        "an incident status",
+        q.limit,
+    )?;
     let incidents =
         s.0.controller
             .incidents(&caller.tenant, q.status.as_deref(), limit)

@@ -72,6 +72,9 @@ pub struct FileConfig {
     /// The L2 model (the API key comes from the environment only).
     #[serde(default)]
     llm: LlmFileConfig,
+    /// SLA deadlines of escalations, by severity.
+    #[serde(default)]
+    escalations: runwarden_control::SlaConfig,
 }
 
 #[derive(Deserialize, Default)]
@@ -278,6 +281,7 @@ pub fn up(
                     guardrails: file.guardrails,
                     llm,
                     planner,
+                    sla: file.escalations,
                 },
                 rt,
                 runbooks,

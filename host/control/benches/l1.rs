@@ -89,6 +89,7 @@ fn bench(c: &mut Criterion) {
                 },
                 llm: None,
                 planner: Default::default(),
+                sla: Default::default(),
             },
             rt.clone(),
             runwarden_guests::standard_runbooks()

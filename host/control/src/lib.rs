@@ -4,6 +4,7 @@
 //! guardrails decide whether it may run now; the sandbox runs it; the evidence log
 //! records what was done — and what was not, and why.
 
+pub mod escalation;
 pub mod evidence;
 pub mod guardrails;
 mod incident;
@@ -13,6 +14,7 @@ pub mod planner;
 pub mod rules;
 pub mod store;
 
+pub use escalation::{ESCALATION_STATES, Escalation, SlaConfig};
 pub use guardrails::{GuardrailConfig, HighRisk, Verdict};
 pub use incident::{Incident, IncidentError, Severity, parse_rfc3339_ms};
 pub use inventory::Inventory;

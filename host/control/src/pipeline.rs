@@ -4,11 +4,14 @@
 //! it serves one host (its policy and labels), the deployed runbooks and rule sets, and
 //! writes every decision — what ran, and what did not and why — into the evidence log.
 
+use crate::escalation::{Escalation, SlaConfig};
 use crate::evidence::{self as evrec, Context as EvContext, Subject};
 use crate::guardrails::{GuardrailConfig, HighRisk, Verdict, Windows};
 use crate::incident::Incident;
 use crate::planner::{self, Backend, PlannerConfig, catalog};
-use crate::store::{ControlStore, IncidentRow, Pending, RunRow, TokenRow, Write};
+use crate::store::{
+    ControlStore, EscalationRow, IncidentRow, Pending, RunRow, StoredEscalation, TokenRow, Write,
+};
 use runwarden_evidence as ev;
 use runwarden_runtime::{Loaded, Policy, Risk, RuleSet, RunOptions, Runtime, Status};
 use serde::{Deserialize, Serialize};
@@ -84,6 +87,8 @@ pub struct ControlConfig {
     pub llm: Option<planner::llm::LlmConfig>,
     /// Planner settings.
     pub planner: PlannerConfig,
+    /// SLA deadlines of escalations.
+    pub sla: SlaConfig,
 }
 
 /// One run the pipeline started.
@@ -199,6 +204,9 @@ pub struct IncidentRecord {
     pub runs: Vec<RunRecord>,
     /// Log indexes of every evidence record about this incident.
     pub evidence: Vec<u64>,
+    /// The escalation, when it ended at L3 (`GET /v1/escalations/{id}`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub escalation: Option<String>,
 }
 
 /// A deployed runbook, as listed.
@@ -297,6 +305,7 @@ pub struct Controller {
     rule_sets: Vec<Arc<RuleSet>>,
     planner: Backend,
     planner_config: PlannerConfig,
+    sla: SlaConfig,
     windows: Mutex<Windows>,
     /// Serializes guardrail checks with the in-memory note of the runs they admit, so two
     /// incidents cannot both pass a cooldown or the breaker before either is noted.
@@ -379,10 +388,10 @@ impl Controller {
             host.labels.entry(k.to_string()).or_insert(v);
         }
         let planner = match config.llm {
-            Some(llm) => Backend::Llm(
+            Some(llm) => Backend::Llm(Box::new(
                 planner::llm::LlmClient::new(llm)
                     .map_err(|e| ControlError::Setup(format!("the L2 planner: {e}")))?,
-            ),
+            )),
             None => Backend::Offline,
         };
         // Rebuild the windows from what the database remembers.
@@ -407,6 +416,7 @@ impl Controller {
             rule_sets: sets,
             planner,
             planner_config: config.planner,
+            sla: config.sla,
             windows: Mutex::new(windows),
             admission: tokio::sync::Mutex::new(()),
             in_flight: tokio::sync::RwLock::new(false),
@@ -436,7 +446,7 @@ impl Controller {
             );
             self.record_undecided(&mut rec, "interrupted by a stop", now_ms())
                 .await?;
-            self.save(&rec, received_ms).await?;
+            self.save(&mut rec, received_ms).await?;
         }
         Ok(())
     }
@@ -557,8 +567,9 @@ impl Controller {
     /// Validate an incident for `tenant`, give it an id and store it as `processing`.
     /// Follow with [`Controller::complete`].
     pub async fn accept(&self, tenant: &str, incident: Incident) -> Result<IncidentRecord> {
-        let rec = self.prepare(tenant, incident).await?;
-        self.save(&rec, ev_ms(&rec.received_at)).await?;
+        let mut rec = self.prepare(tenant, incident).await?;
+        let received_ms = ev_ms(&rec.received_at);
+        self.save(&mut rec, received_ms).await?;
         Ok(rec)
     }
 
@@ -590,6 +601,7 @@ impl Controller {
             guardrails: Vec::new(),
             runs: Vec::new(),
             evidence: Vec::new(),
+            escalation: None,
         };
         Ok(rec)
     }
@@ -610,7 +622,7 @@ impl Controller {
             );
             self.record_undecided(&mut rec, "shutting down", now_ms())
                 .await?;
-            self.save(&rec, received_ms).await?;
+            self.save(&mut rec, received_ms).await?;
             return Ok(rec);
         }
         self.process(&mut rec, now_ms()).await?;
@@ -618,7 +630,7 @@ impl Controller {
         // for the writer, not waited for. Every read of incidents waits for the writes
         // queued before it, so no caller sees the row older than this answer. A crash in
         // the next moments may lose the row, never the evidence (which names the incident).
-        drop(self.queue_save(&rec, received_ms).await?);
+        drop(self.queue_save(&mut rec, received_ms).await?);
         *self
             .metrics
             .incidents
@@ -638,25 +650,48 @@ impl Controller {
         Ok(rec)
     }
 
-    async fn save(&self, rec: &IncidentRecord, received_ms: i64) -> Result<()> {
+    async fn save(&self, rec: &mut IncidentRecord, received_ms: i64) -> Result<()> {
         Ok(self.queue_save(rec, received_ms).await?.wait().await?)
     }
 
-    async fn queue_save(&self, rec: &IncidentRecord, received_ms: i64) -> Result<Pending> {
-        let record = serde_json::to_string(rec).expect("an incident record serializes");
-        Ok(self
-            .store
-            .queue(vec![Write::Incident(IncidentRow {
-                id: rec.id.clone(),
+    /// Queue the incident's row; an incident that ended at L3 also gets its escalation
+    /// (once: the row is written only if the incident has none).
+    async fn queue_save(&self, rec: &mut IncidentRecord, received_ms: i64) -> Result<Pending> {
+        let mut writes = Vec::with_capacity(2);
+        if rec.tier == "L3" && rec.status != "processing" && rec.escalation.is_none() {
+            let now = now_ms();
+            let id = format!("esc_{}", &evrec::uuid_v4().replace('-', "")[..16]);
+            let proposal = rec
+                .decision
+                .as_ref()
+                .and_then(|d| d.actions.first())
+                .map(|a| serde_json::json!({"runbook": a.runbook, "params": a.params}).to_string())
+                .unwrap_or_default();
+            writes.push(Write::Escalation(EscalationRow {
+                id: id.clone(),
+                incident_id: rec.id.clone(),
                 tenant: rec.tenant.clone(),
                 host: rec.incident.host.clone(),
-                fingerprint: rec.fingerprint.clone(),
-                status: rec.status.clone(),
-                received_at_ms: received_ms,
-                updated_at_ms: now_ms(),
-                record,
-            })])
-            .await?)
+                severity: rec.incident.severity.as_str().into(),
+                reason: rec.reason.clone(),
+                proposal,
+                created_at_ms: now,
+                sla_deadline_ms: self.sla.deadline(rec.incident.severity, now),
+            }));
+            rec.escalation = Some(id);
+        }
+        let record = serde_json::to_string(rec).expect("an incident record serializes");
+        writes.push(Write::Incident(IncidentRow {
+            id: rec.id.clone(),
+            tenant: rec.tenant.clone(),
+            host: rec.incident.host.clone(),
+            fingerprint: rec.fingerprint.clone(),
+            status: rec.status.clone(),
+            received_at_ms: received_ms,
+            updated_at_ms: now_ms(),
+            record,
+        }));
+        Ok(self.store.queue(writes).await?)
     }
 
     fn end(rec: &mut IncidentRecord, tier: &str, status: &str, reason: impl Into<String>) {
@@ -1326,6 +1361,35 @@ impl Controller {
             .collect()
     }
 
+    /// `tenant`'s escalations, newest first, optionally in one state.
+    pub async fn escalations(
+        &self,
+        tenant: &str,
+        state: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<Escalation>> {
+        let now = now_ms();
+        Ok(self
+            .store
+            .escalations(tenant, None, state, limit)
+            .await?
+            .into_iter()
+            .map(|e| escalation_view(e, now))
+            .collect())
+    }
+
+    /// One of `tenant`'s escalations.
+    pub async fn escalation(&self, tenant: &str, id: &str) -> Result<Option<Escalation>> {
+        let now = now_ms();
+        Ok(self
+            .store
+            .escalations(tenant, Some(id), None, 1)
+            .await?
+            .into_iter()
+            .next()
+            .map(|e| escalation_view(e, now)))
+    }
+
     /// An evidence record, decoded, if it belongs to `tenant`.
     pub async fn evidence_record(
         &self,
@@ -1427,6 +1491,26 @@ impl Controller {
         if let Err(e) = self.store.flush().await {
             eprintln!("runwarden: {e}");
         }
+    }
+}
+
+fn escalation_view(e: StoredEscalation, now: i64) -> Escalation {
+    let at = |ms: i64| ev::rfc3339_ms(ms.max(0) as u64);
+    Escalation {
+        breached: crate::escalation::breached(&e.state, e.row.sla_deadline_ms, now),
+        id: e.row.id,
+        incident_id: e.row.incident_id,
+        tenant: e.row.tenant,
+        host: e.row.host,
+        severity: e.row.severity,
+        reason: e.row.reason,
+        state: e.state,
+        proposal: serde_json::from_str(&e.row.proposal).ok(),
+        created_at: at(e.row.created_at_ms),
+        sla_deadline: at(e.row.sla_deadline_ms),
+        decided_by: e.decided_by,
+        decided_at: e.decided_at_ms.map(at),
+        note: e.note,
     }
 }
 

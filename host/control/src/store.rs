@@ -117,6 +117,8 @@ pub enum Write {
     Incident(IncidentRow),
     /// A runbook run ended: its outcome.
     Run(RunRow),
+    /// An incident went to a human (written once per incident).
+    Escalation(EscalationRow),
     /// A runbook run started (what cooldowns and the breaker count).
     Action {
         /// Tenant.
@@ -163,6 +165,44 @@ pub struct RunRow {
     pub params: String,
     /// When it started (ms).
     pub at_ms: i64,
+}
+
+/// An escalation's row as first written (state `open`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct EscalationRow {
+    /// Id.
+    pub id: String,
+    /// Its incident (one escalation per incident).
+    pub incident_id: String,
+    /// Tenant.
+    pub tenant: String,
+    /// Host.
+    pub host: String,
+    /// The incident's severity.
+    pub severity: String,
+    /// Why.
+    pub reason: String,
+    /// `{"runbook", "params"}` JSON, or empty.
+    pub proposal: String,
+    /// When (ms).
+    pub created_at_ms: i64,
+    /// Deadline (ms).
+    pub sla_deadline_ms: i64,
+}
+
+/// An escalation as stored.
+#[derive(Clone, Debug, PartialEq)]
+pub struct StoredEscalation {
+    /// As first written.
+    pub row: EscalationRow,
+    /// Its state.
+    pub state: String,
+    /// Who decided.
+    pub decided_by: String,
+    /// When (ms).
+    pub decided_at_ms: Option<i64>,
+    /// What they said.
+    pub note: String,
 }
 
 /// An incident's row.
@@ -241,12 +281,14 @@ async fn writer(db: Db, mut rx: mpsc::Receiver<WriteRequest>) {
 async fn commit<'a>(db: &Db, writes: impl Iterator<Item = &'a Write>) -> Result<()> {
     let mut actions = Vec::new();
     let mut runs = Vec::new();
+    let mut escalations = Vec::new();
     let mut incidents: Vec<&IncidentRow> = Vec::new();
     let mut at: HashMap<&str, usize> = HashMap::new();
     for w in writes {
         match w {
             Write::Action { .. } => actions.push(w),
             Write::Run(r) => runs.push(r),
+            Write::Escalation(e) => escalations.push(e),
             Write::Incident(row) => match at.get(row.id.as_str()) {
                 Some(&i) => incidents[i] = row,
                 None => {
@@ -294,6 +336,26 @@ async fn commit<'a>(db: &Db, writes: impl Iterator<Item = &'a Write>) -> Result<
             });
             q.push(" ON CONFLICT (invocation_id) DO NOTHING");
             q.build().persistent(false).execute(p).await.map_err(db_err("recording runs"))?;
+        }
+        for chunk in escalations.chunks(ROWS_PER_STATEMENT / 2) {
+            let mut q = sqlx::QueryBuilder::new(
+                "INSERT INTO escalations (id, incident_id, tenant, host, severity, reason, state, proposal, created_at_ms, sla_deadline_ms, updated_at_ms) ",
+            );
+            q.push_values(chunk, |mut b, e| {
+                b.push_bind(e.id.as_str())
+                    .push_bind(e.incident_id.as_str())
+                    .push_bind(e.tenant.as_str())
+                    .push_bind(e.host.as_str())
+                    .push_bind(e.severity.as_str())
+                    .push_bind(e.reason.as_str())
+                    .push_bind("open")
+                    .push_bind(e.proposal.as_str())
+                    .push_bind(e.created_at_ms)
+                    .push_bind(e.sla_deadline_ms)
+                    .push_bind(e.created_at_ms);
+            });
+            q.push(" ON CONFLICT (incident_id) DO NOTHING");
+            q.build().persistent(false).execute(p).await.map_err(db_err("recording escalations"))?;
         }
         for chunk in incidents.chunks(ROWS_PER_STATEMENT) {
             let mut q = sqlx::QueryBuilder::new(
@@ -458,6 +520,43 @@ impl ControlStore {
     /// start with it, so they see every write the pipeline has queued.
     pub async fn flush(&self) -> Result<()> {
         self.write(Vec::new()).await
+    }
+
+    /// `tenant`'s escalations, newest first, optionally in one `state`; or the one `id`.
+    pub async fn escalations(
+        &self,
+        tenant: &str,
+        id: Option<&str>,
+        state: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<StoredEscalation>> {
+        self.flush().await?;
+        on_db!(&self.db, p, pg => {
+            let rows = sqlx::query(sql(pg, "SELECT id, incident_id, tenant, host, severity, reason, proposal, created_at_ms, sla_deadline_ms, state, decided_by, decided_at_ms, note \
+                FROM escalations WHERE tenant = ? AND (? IS NULL OR id = ?) AND (? IS NULL OR state = ?) ORDER BY created_at_ms DESC, id DESC LIMIT ?"))
+                .bind(tenant).bind(id).bind(id).bind(state).bind(state).bind(i64::from(limit))
+                .fetch_all(p).await.map_err(db_err("reading escalations"))?;
+            rows.iter()
+                .map(|r| Ok(StoredEscalation {
+                    row: EscalationRow {
+                        id: r.try_get(0)?,
+                        incident_id: r.try_get(1)?,
+                        tenant: r.try_get(2)?,
+                        host: r.try_get(3)?,
+                        severity: r.try_get(4)?,
+                        reason: r.try_get(5)?,
+                        proposal: r.try_get(6)?,
+                        created_at_ms: r.try_get(7)?,
+                        sla_deadline_ms: r.try_get(8)?,
+                    },
+                    state: r.try_get(9)?,
+                    decided_by: r.try_get(10)?,
+                    decided_at_ms: r.try_get(11)?,
+                    note: r.try_get(12)?,
+                }))
+                .collect::<std::result::Result<Vec<_>, sqlx::Error>>()
+                .map_err(db_err("reading escalations"))
+        })
     }
 
     /// `tenant`'s most recent runs (at most `limit`), newest first.

@@ -207,7 +207,35 @@ async fn tenants_see_only_their_own_incidents_and_evidence() {
     as_a["host"] = json!("another-host");
     let r = api.post("/v1/incidents?wait=true", &a, &as_a).await;
     assert_eq!(r.status, 200);
-    assert_eq!(r.json()["tenant"], "clinic-a");
+    let escalated = r.json();
+    assert_eq!(escalated["tenant"], "clinic-a");
+
+    // A host this agent does not serve: escalated, with an escalation only A sees.
+    assert_eq!(escalated["status"], "escalated", "{escalated}");
+    let esc_id = escalated["escalation"].as_str().unwrap();
+    let esc = api
+        .get(&format!("/v1/escalations/{esc_id}"), &a)
+        .await
+        .json();
+    assert_eq!(esc["incident_id"], escalated["id"]);
+    assert_eq!(
+        (esc["state"].as_str(), esc["breached"].as_bool()),
+        (Some("open"), Some(false))
+    );
+    api.get(&format!("/v1/escalations/{esc_id}"), &b)
+        .await
+        .error(404, "not_found");
+    let open = api.get("/v1/escalations?state=open", &a).await.json();
+    assert_eq!(open["escalations"][0]["id"], esc_id);
+    assert_eq!(
+        api.get("/v1/escalations", &b).await.json(),
+        json!({"escalations": []})
+    );
+    let msg = api
+        .get("/v1/escalations?state=pending", &a)
+        .await
+        .error(400, "bad_request");
+    assert!(msg.contains("open, acknowledged"), "{msg}");
 }
 
 #[tokio::test]

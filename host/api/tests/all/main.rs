@@ -85,6 +85,7 @@ async fn controller(dir: &Path) -> Arc<Controller> {
             guardrails: Default::default(),
             llm: None,
             planner: Default::default(),
+            sla: Default::default(),
         },
         rt,
         runbooks,

@@ -91,7 +91,7 @@ pub enum Backend {
     /// Lexical retrieval, no model ([`offline`]).
     Offline,
     /// A model behind an HTTP API.
-    Llm(llm::LlmClient),
+    Llm(Box<llm::LlmClient>),
 }
 
 /// Planner settings.

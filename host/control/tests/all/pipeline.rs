@@ -92,6 +92,7 @@ pub(crate) async fn controller_with(
             guardrails,
             llm,
             planner,
+            sla: Default::default(),
         },
         s.rt.clone(),
         runwarden_guests::standard_runbooks()

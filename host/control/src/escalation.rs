@@ -1,0 +1,150 @@
+//! L3: an incident that ends with a human to decide — escalated, or awaiting approval —
+//! gets an escalation: its reason, what was proposed (if anything), and an SLA deadline
+//! by severity. An open escalation past its deadline is *breached*.
+
+use crate::incident::Severity;
+use serde::{Deserialize, Serialize};
+
+/// SLA deadlines by severity, in seconds; `low` (and `info`) is one business day unless
+/// set: the deadline moves past Saturday and Sunday (UTC).
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct SlaConfig {
+    /// Critical incidents (default 15 minutes).
+    pub critical_secs: u64,
+    /// High (default 1 hour).
+    pub high_secs: u64,
+    /// Medium (default 4 hours).
+    pub medium_secs: u64,
+    /// Low and info (default: one business day).
+    pub low_secs: Option<u64>,
+}
+
+impl Default for SlaConfig {
+    fn default() -> SlaConfig {
+        SlaConfig {
+            critical_secs: 15 * 60,
+            high_secs: 3600,
+            medium_secs: 4 * 3600,
+            low_secs: None,
+        }
+    }
+}
+
+const DAY_MS: i64 = 24 * 3600 * 1000;
+
+/// Day of the week of a Unix time in ms, UTC: 0 Monday … 6 Sunday.
+fn weekday(ms: i64) -> i64 {
+    // 1970-01-01 was a Thursday (3).
+    (ms.div_euclid(DAY_MS) + 3).rem_euclid(7)
+}
+
+impl SlaConfig {
+    /// When an escalation of `severity` raised at `at_ms` must be decided.
+    pub fn deadline(&self, severity: Severity, at_ms: i64) -> i64 {
+        let secs = match severity {
+            Severity::Critical => self.critical_secs,
+            Severity::High => self.high_secs,
+            Severity::Medium => self.medium_secs,
+            Severity::Low | Severity::Info => match self.low_secs {
+                Some(s) => s,
+                None => {
+                    let mut d = at_ms + DAY_MS;
+                    while weekday(d) >= 5 {
+                        d += DAY_MS;
+                    }
+                    return d;
+                }
+            },
+        };
+        at_ms + (secs as i64) * 1000
+    }
+}
+
+/// Every state an escalation can be in.
+pub const ESCALATION_STATES: &[&str] = &[
+    "open",
+    "acknowledged",
+    "approved",
+    "denied",
+    "expired",
+    "resolved",
+];
+
+/// An escalation as listed and shown.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct Escalation {
+    /// Its id.
+    pub id: String,
+    /// The incident.
+    pub incident_id: String,
+    /// Tenant.
+    pub tenant: String,
+    /// Host.
+    pub host: String,
+    /// The incident's severity.
+    pub severity: String,
+    /// Why a human must decide.
+    pub reason: String,
+    /// `open`, `acknowledged`, `approved`, `denied`, `expired`, `resolved`.
+    pub state: String,
+    /// What a human may approve: `{"runbook", "params"}`, when something was proposed.
+    pub proposal: Option<serde_json::Value>,
+    /// When it was raised (RFC 3339).
+    pub created_at: String,
+    /// When it must be decided (RFC 3339).
+    pub sla_deadline: String,
+    /// Still undecided past its deadline.
+    pub breached: bool,
+    /// Who decided.
+    pub decided_by: String,
+    /// When (RFC 3339).
+    pub decided_at: Option<String>,
+    /// What they said.
+    pub note: String,
+}
+
+/// Whether an escalation in `state` with `deadline_ms` is breached at `now_ms`.
+pub fn breached(state: &str, deadline_ms: i64, now_ms: i64) -> bool {
+    matches!(state, "open" | "acknowledged") && now_ms > deadline_ms
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ms(rfc3339: &str) -> i64 {
+        crate::parse_rfc3339_ms(rfc3339).unwrap()
+    }
+
+    #[test]
+    fn deadlines_by_severity_and_business_days() {
+        let sla = SlaConfig::default();
+        let t = ms("2026-11-20T10:00:00Z"); // a Friday
+        assert_eq!(weekday(t), 4);
+        assert_eq!(
+            sla.deadline(Severity::Critical, t),
+            ms("2026-11-20T10:15:00Z")
+        );
+        assert_eq!(sla.deadline(Severity::High, t), ms("2026-11-20T11:00:00Z"));
+        assert_eq!(
+            sla.deadline(Severity::Medium, t),
+            ms("2026-11-20T14:00:00Z")
+        );
+        // One business day from Friday is Monday.
+        assert_eq!(sla.deadline(Severity::Low, t), ms("2026-11-23T10:00:00Z"));
+        let wed = ms("2026-11-18T09:30:00Z");
+        assert_eq!(
+            sla.deadline(Severity::Info, wed),
+            ms("2026-11-19T09:30:00Z")
+        );
+        let custom = SlaConfig {
+            low_secs: Some(60),
+            ..SlaConfig::default()
+        };
+        assert_eq!(custom.deadline(Severity::Low, t), t + 60_000);
+        assert!(breached("open", t, t + 1));
+        assert!(!breached("approved", t, t + 1));
+        assert!(!breached("open", t, t));
+    }
+}
