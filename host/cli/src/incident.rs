@@ -1,4 +1,5 @@
-//! `runwarden incident submit/list/show`: the HTTP API from the command line.
+//! `runwarden incident submit/list/show` and `runwarden escalation list/show`: the HTTP
+//! API from the command line.
 
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
@@ -49,6 +50,130 @@ pub enum IncidentCommand {
         #[arg(long)]
         json: bool,
     },
+}
+
+#[derive(Subcommand)]
+pub enum EscalationCommand {
+    /// List escalations (incidents a human must decide), newest first.
+    List {
+        /// Only this state (open, acknowledged, approved, denied, expired, resolved).
+        #[arg(long)]
+        state: Option<String>,
+        /// At most this many.
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+        /// One JSON object per line.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one escalation.
+    Show {
+        /// Its id (`esc_…`).
+        id: String,
+        /// As JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn print_escalation(e: &serde_json::Value) {
+    let s = |k: &str| e[k].as_str().unwrap_or("").to_string();
+    println!(
+        "escalation {}: {}{} ({} incident {}, host {})",
+        s("id"),
+        s("state"),
+        if e["breached"] == true {
+            ", SLA BREACHED"
+        } else {
+            ""
+        },
+        s("severity"),
+        s("incident_id"),
+        s("host")
+    );
+    println!("  {}", s("reason"));
+    println!(
+        "  raised {}, decide by {}",
+        s("created_at"),
+        s("sla_deadline")
+    );
+    if let Some(p) = e.get("proposal").filter(|p| !p.is_null()) {
+        println!(
+            "  proposed: run {} {}",
+            p["runbook"].as_str().unwrap_or("?"),
+            p["params"]
+        );
+    }
+    if !s("decided_by").is_empty() {
+        println!(
+            "  decided by {} at {}: {}",
+            s("decided_by"),
+            s("decided_at"),
+            s("note")
+        );
+    }
+}
+
+/// `runwarden escalation …`.
+pub fn run_escalation(
+    cmd: EscalationCommand,
+    server: &ServerArgs,
+    data_dir: &Path,
+) -> anyhow::Result<ExitCode> {
+    let client = Client::new(server, data_dir)?;
+    let io = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    io.block_on(async {
+        match cmd {
+            EscalationCommand::List { state, limit, json } => {
+                let mut req = client
+                    .http
+                    .get(format!("{}/v1/escalations", client.base))
+                    .query(&[("limit", limit.to_string())]);
+                if let Some(s) = &state {
+                    req = req.query(&[("state", s)]);
+                }
+                let v = client.send(req).await?;
+                for e in v["escalations"].as_array().into_iter().flatten() {
+                    if json {
+                        println!("{e}");
+                    } else {
+                        println!(
+                            "{}  {:<12} {:<9} decide by {}{}  {}",
+                            e["id"].as_str().unwrap_or("?"),
+                            e["state"].as_str().unwrap_or("?"),
+                            e["severity"].as_str().unwrap_or("?"),
+                            e["sla_deadline"].as_str().unwrap_or("?"),
+                            if e["breached"] == true {
+                                " BREACHED"
+                            } else {
+                                ""
+                            },
+                            e["reason"].as_str().unwrap_or("")
+                        );
+                    }
+                }
+                Ok(ExitCode::SUCCESS)
+            }
+            EscalationCommand::Show { id, json } => {
+                let v = client
+                    .send(
+                        client
+                            .http
+                            .get(format!("{}/v1/escalations/{id}", client.base)),
+                    )
+                    .await?;
+                if json {
+                    println!("{v}");
+                } else {
+                    print_escalation(&v);
+                }
+                Ok(ExitCode::SUCCESS)
+            }
+        }
+    })
 }
 
 struct Client {
@@ -155,6 +280,9 @@ fn print_record(v: &serde_json::Value) {
             r["summary"].as_str().unwrap_or(""),
             r["evidence_index"]
         );
+    }
+    if let Some(id) = v["escalation"].as_str() {
+        println!("  escalation {id}: `runwarden escalation show {id}`");
     }
     if let Some(e) = v["evidence"].as_array().filter(|e| !e.is_empty()) {
         let list: Vec<String> = e.iter().map(|x| x.to_string()).collect();

@@ -41,6 +41,9 @@ enum Command {
     /// Submit and inspect incidents through the HTTP API.
     #[command(subcommand)]
     Incident(incident::IncidentCommand),
+    /// Inspect escalations: incidents a human must decide, with SLA deadlines.
+    #[command(subcommand)]
+    Escalation(incident::EscalationCommand),
     /// Manage API tokens.
     #[command(subcommand)]
     Token(TokenCommand),
@@ -108,6 +111,9 @@ fn main() -> ExitCode {
         Command::Up(args) => data_dir(cli.data_dir).and_then(|d| serve::up(args, d, &cli.log)),
         Command::Incident(cmd) => {
             data_dir(cli.data_dir).and_then(|d| incident::run(cmd, &cli.server, &d))
+        }
+        Command::Escalation(cmd) => {
+            data_dir(cli.data_dir).and_then(|d| incident::run_escalation(cmd, &cli.server, &d))
         }
         Command::Token(TokenCommand::Create {
             tenant,

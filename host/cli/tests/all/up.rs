@@ -131,6 +131,27 @@ fn up_heals_at_l1_escalates_a_repeat_refuses_another_tenant_and_stops_cleanly() 
         text.contains(": escalated (tier L3)") && text.contains("repeated incident"),
         "{text}"
     );
+    // A human must decide it: an open escalation with a deadline (high: one hour).
+    let esc = text
+        .split("escalation ")
+        .nth(1)
+        .and_then(|r| r.split(':').next())
+        .unwrap_or_else(|| panic!("no escalation in {text}"))
+        .to_string();
+    let o = cli(&data, &up, &["escalation", "list"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let listed = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        listed.starts_with(&esc) && listed.contains("open"),
+        "{listed}"
+    );
+    let o = cli(&data, &up, &["escalation", "show", &esc, "--json"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let shown: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(
+        (shown["state"].as_str(), shown["severity"].as_str()),
+        (Some("open"), Some("high"))
+    );
 
     // Listed and shown.
     let o = cli(&data, &up, &["incident", "list", "--json"]);
