@@ -123,6 +123,8 @@ impl From<ControlError> for ApiError {
                 e.to_string(),
             ),
             ControlError::ShuttingDown => ApiError::shutting_down(),
+            ControlError::NotFound(m) => ApiError::not_found(m),
+            ControlError::Conflict(m) => ApiError::new(StatusCode::CONFLICT, "conflict", m),
             e @ (ControlError::Store(_) | ControlError::Evidence(_) | ControlError::Setup(_)) => {
                 ApiError::internal("control plane", &e)
             }

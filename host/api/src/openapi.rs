@@ -217,6 +217,22 @@ pub fn document() -> Value {
                 "parameters": [{"name": "id", "in": "path", "required": true, "schema": {"type": "string"}}],
                 "responses": responses(json!({"200": json_ok("The escalation", schema_ref("Escalation"))}), &incident_errors)
             }},
+            "/v1/escalations/{id}/{decision}": {"post": {
+                "summary": "Decide an escalation (scope operate): approve runs the proposed runbook now, with the approver's identity in its evidence; deny records that it must not run; acknowledge marks it taken",
+                "parameters": [
+                    {"name": "id", "in": "path", "required": true, "schema": {"type": "string"}},
+                    {"name": "decision", "in": "path", "required": true, "schema": {"enum": ["approve", "deny", "acknowledge"]}}
+                ],
+                "requestBody": {"required": false, "content": {"application/json": {"schema": {
+                    "type": "object", "additionalProperties": false,
+                    "properties": {"note": {"type": "string", "description": "why, for the record"}}
+                }}}},
+                "responses": responses(json!({"200": json_ok("The escalation and its incident as they end", json!({
+                    "type": "object",
+                    "required": ["escalation", "incident"],
+                    "properties": {"escalation": schema_ref("Escalation"), "incident": schema_ref("IncidentRecord")}
+                }))}), &[400, 401, 403, 404, 409, 429, 500])
+            }},
             "/v1/host": {"get": {
                 "summary": "The host this agent serves and its inventory (scope read)",
                 "responses": responses(json!({"200": json_ok("Host", json!({
@@ -441,6 +457,7 @@ mod tests {
             ("/v1/host", "get"),
             ("/v1/escalations", "get"),
             ("/v1/escalations/{id}", "get"),
+            ("/v1/escalations/{id}/{decision}", "post"),
             ("/v1/rules", "get"),
             ("/v1/evidence/checkpoint", "get"),
             ("/v1/evidence/{index}", "get"),

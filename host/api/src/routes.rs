@@ -112,6 +112,7 @@ fn router(state: AppState) -> axum::Router {
         .route("/v1/incidents/{id}", get(get_incident))
         .route("/v1/escalations", get(list_escalations))
         .route("/v1/escalations/{id}", get(get_escalation))
+        .route("/v1/escalations/{id}/{decision}", post(decide_escalation))
         .route("/v1/runbooks", get(list_runbooks))
         .route("/v1/host", get(host_inventory))
         .route("/v1/rules", get(list_rules))
@@ -310,6 +311,50 @@ async fn list_escalations(
             .escalations(&caller.tenant, q.state.as_deref(), limit)
             .await?;
     Ok(Json(serde_json::json!({"escalations": escalations})))
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct DecisionBody {
+    #[serde(default)]
+    note: String,
+}
+
+/// `POST /v1/escalations/{id}/approve|deny|acknowledge` with an optional `{"note": …}`.
+async fn decide_escalation(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    path: Result<Path<(String, String)>, PathRejection>,
+    body: axum::body::Bytes,
+) -> ApiResult<Json<serde_json::Value>> {
+    let caller = s.authorize(&headers, Scope::Operate).await?;
+    let Path((id, decision)) = path.map_err(bad_path)?;
+    let decision = match decision.as_str() {
+        "approve" => runwarden_control::Decision::Approve,
+        "deny" => runwarden_control::Decision::Deny,
+        "acknowledge" => runwarden_control::Decision::Acknowledge,
+        other => {
+            return Err(ApiError::not_found(format!(
+                "no decision {other:?}: POST /v1/escalations/{{id}}/approve, /deny or /acknowledge"
+            )));
+        }
+    };
+    let body: DecisionBody = if body.is_empty() {
+        DecisionBody::default()
+    } else {
+        serde_json::from_slice(&body).map_err(|e| {
+            ApiError::bad_request(format!(
+                "the body must be {{\"note\": \"…\"}} or empty: {e}"
+            ))
+        })?
+    };
+    let (escalation, incident) =
+        s.0.controller
+            .decide(&caller, &id, decision, &body.note)
+            .await?;
+    Ok(Json(
+        serde_json::json!({"escalation": escalation, "incident": incident}),
+    ))
 }
 
 async fn get_escalation(

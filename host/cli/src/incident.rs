@@ -74,6 +74,30 @@ pub enum EscalationCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Approve it: the proposed runbook runs now, with your token's identity in its evidence.
+    Approve {
+        /// Its id.
+        id: String,
+        /// Why, for the record.
+        #[arg(long, default_value = "")]
+        note: String,
+    },
+    /// Deny it: nothing runs, and the denial is recorded.
+    Deny {
+        /// Its id.
+        id: String,
+        /// Why, for the record.
+        #[arg(long, default_value = "")]
+        note: String,
+    },
+    /// Acknowledge it: someone is on it.
+    Ack {
+        /// Its id.
+        id: String,
+        /// A note.
+        #[arg(long, default_value = "")]
+        note: String,
+    },
 }
 
 fn print_escalation(e: &serde_json::Value) {
@@ -121,6 +145,11 @@ pub fn run_escalation(
     data_dir: &Path,
 ) -> anyhow::Result<ExitCode> {
     let client = Client::new(server, data_dir)?;
+    let cmd_name = match &cmd {
+        EscalationCommand::Approve { .. } => "approve",
+        EscalationCommand::Deny { .. } => "deny",
+        _ => "other",
+    };
     let io = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -171,6 +200,32 @@ pub fn run_escalation(
                     print_escalation(&v);
                 }
                 Ok(ExitCode::SUCCESS)
+            }
+            EscalationCommand::Approve { id, note }
+            | EscalationCommand::Deny { id, note }
+            | EscalationCommand::Ack { id, note } => {
+                let verb = match cmd_name {
+                    "approve" | "deny" => cmd_name,
+                    _ => "acknowledge",
+                };
+                let v = client
+                    .send(
+                        client
+                            .http
+                            .post(format!("{}/v1/escalations/{id}/{verb}", client.base))
+                            .header("content-type", "application/json")
+                            .body(serde_json::json!({ "note": note }).to_string()),
+                    )
+                    .await?;
+                print_escalation(&v["escalation"]);
+                print_record(&v["incident"]);
+                let ok = matches!(v["incident"]["status"].as_str(), Some("healed" | "no-op"))
+                    || verb != "approve";
+                Ok(if ok {
+                    ExitCode::SUCCESS
+                } else {
+                    ExitCode::from(1)
+                })
             }
         }
     })

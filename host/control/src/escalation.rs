@@ -18,6 +18,9 @@ pub struct SlaConfig {
     pub medium_secs: u64,
     /// Low and info (default: one business day).
     pub low_secs: Option<u64>,
+    /// How long a proposal may be approved (default 24 hours): an older one is expired,
+    /// because the host it was judged on has moved on.
+    pub approval_ttl_secs: u64,
 }
 
 impl Default for SlaConfig {
@@ -27,6 +30,7 @@ impl Default for SlaConfig {
             high_secs: 3600,
             medium_secs: 4 * 3600,
             low_secs: None,
+            approval_ttl_secs: 24 * 3600,
         }
     }
 }
@@ -102,6 +106,28 @@ pub struct Escalation {
     pub decided_at: Option<String>,
     /// What they said.
     pub note: String,
+}
+
+/// What a human does with an escalation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Decision {
+    /// Seen; being worked on.
+    Acknowledge,
+    /// Run what was proposed, as the approver.
+    Approve,
+    /// Do not run it.
+    Deny,
+}
+
+impl Decision {
+    /// The state it leads to.
+    pub fn state(self) -> &'static str {
+        match self {
+            Decision::Acknowledge => "acknowledged",
+            Decision::Approve => "approved",
+            Decision::Deny => "denied",
+        }
+    }
 }
 
 /// Whether an escalation in `state` with `deadline_ms` is breached at `now_ms`.

@@ -14,7 +14,7 @@ pub mod planner;
 pub mod rules;
 pub mod store;
 
-pub use escalation::{ESCALATION_STATES, Escalation, SlaConfig};
+pub use escalation::{Decision, ESCALATION_STATES, Escalation, SlaConfig};
 pub use guardrails::{GuardrailConfig, HighRisk, Verdict};
 pub use incident::{Incident, IncidentError, Severity, parse_rfc3339_ms};
 pub use inventory::Inventory;

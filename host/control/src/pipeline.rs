@@ -43,6 +43,12 @@ pub enum ControlError {
     /// The controller is shutting down.
     #[error("runwarden is shutting down: retry against the restarted service")]
     ShuttingDown,
+    /// No such thing for this tenant.
+    #[error("{0}")]
+    NotFound(String),
+    /// It cannot be done in the state things are in.
+    #[error("{0}")]
+    Conflict(String),
     /// Setup failed.
     #[error("{0}")]
     Setup(String),
@@ -1014,80 +1020,19 @@ impl Controller {
         let verdicts = serde_json::to_value(&rec.guardrails).ok();
         let mut statuses = Vec::new();
         for (a, l) in actions.iter().zip(&loaded) {
-            let rt = self.runtime.clone();
-            let policy = self.host.policy.clone();
-            let l2 = l.clone();
-            let params = a.params.clone();
-            let inv = blocking(move || {
-                rt.invoke(
-                    &l2,
-                    &policy,
-                    RunOptions {
-                        params,
-                        dry_run: dry_only,
-                    },
-                )
-            })
-            .await?;
-            let statement = evrec::statement(
-                &inv,
-                &self.key,
-                EvContext {
-                    tenant: &rec.tenant,
-                    provenance: provenance.clone(),
-                    incident_id: Some(&rec.id),
-                    guardrails: verdicts.clone(),
-                },
-            );
-            let index = self
-                .append(
-                    &statement,
-                    &inv.invocation_id,
-                    &inv.runbook,
-                    &status_name(inv.outcome.status),
-                    inv.started_at_ms as i64,
+            let status = self
+                .run_one(
+                    rec,
+                    l.clone(),
+                    &a.params,
+                    dry_only,
+                    &provenance,
+                    tier,
+                    verdicts.clone(),
                 )
                 .await?;
-            rec.evidence.push(index);
-            let status = status_name(inv.outcome.status);
-            *self
-                .metrics
-                .runs
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .entry(status.clone())
-                .or_default() += 1;
-            // What planners learn from; committed before the incident's row.
-            drop(
-                self.store
-                    .queue(vec![Write::Run(RunRow {
-                        invocation_id: inv.invocation_id.clone(),
-                        incident_id: rec.id.clone(),
-                        tenant: rec.tenant.clone(),
-                        host: host.clone(),
-                        runbook: inv.runbook.clone(),
-                        status: status.clone(),
-                        summary: inv.outcome.summary.clone(),
-                        tier: tier.into(),
-                        dry_run: inv.dry_run,
-                        incident_type: rec.incident.kind.clone(),
-                        service: rec.incident.service.clone().unwrap_or_default(),
-                        message: rec.incident.message.clone(),
-                        params: a.params.to_string(),
-                        at_ms: inv.started_at_ms as i64,
-                    })])
-                    .await?,
-            );
-            rec.runs.push(RunRecord {
-                runbook: inv.runbook.clone(),
-                status: status.clone(),
-                summary: inv.outcome.summary.clone(),
-                invocation_id: inv.invocation_id.clone(),
-                dry_run: inv.dry_run,
-                evidence_index: index,
-            });
-            statuses.push(inv.outcome.status);
-            if !matches!(inv.outcome.status, Status::Healed | Status::NoOp) {
+            statuses.push(status);
+            if !matches!(status, Status::Healed | Status::NoOp) {
                 break;
             }
         }
@@ -1126,6 +1071,84 @@ impl Controller {
             Self::end(rec, tier, "no-op", summary);
         }
         Ok(())
+    }
+
+    /// Run one runbook for `rec` in the sandbox, sign and append its record, note the run
+    /// (for planners), and add it to the incident. Returns its status.
+    #[allow(clippy::too_many_arguments)]
+    async fn run_one(
+        &self,
+        rec: &mut IncidentRecord,
+        loaded: Arc<Loaded>,
+        params: &serde_json::Value,
+        dry_run: bool,
+        provenance: &ev::Provenance,
+        tier: &str,
+        verdicts: Option<serde_json::Value>,
+    ) -> Result<Status> {
+        let rt = self.runtime.clone();
+        let policy = self.host.policy.clone();
+        let p = params.clone();
+        let inv = blocking(move || rt.invoke(&loaded, &policy, RunOptions { params: p, dry_run }))
+            .await?;
+        let statement = evrec::statement(
+            &inv,
+            &self.key,
+            EvContext {
+                tenant: &rec.tenant,
+                provenance: provenance.clone(),
+                incident_id: Some(&rec.id),
+                guardrails: verdicts,
+            },
+        );
+        let status = status_name(inv.outcome.status);
+        let index = self
+            .append(
+                &statement,
+                &inv.invocation_id,
+                &inv.runbook,
+                &status,
+                inv.started_at_ms as i64,
+            )
+            .await?;
+        rec.evidence.push(index);
+        *self
+            .metrics
+            .runs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(status.clone())
+            .or_default() += 1;
+        // What planners learn from; committed before the incident's row.
+        drop(
+            self.store
+                .queue(vec![Write::Run(RunRow {
+                    invocation_id: inv.invocation_id.clone(),
+                    incident_id: rec.id.clone(),
+                    tenant: rec.tenant.clone(),
+                    host: rec.incident.host.clone(),
+                    runbook: inv.runbook.clone(),
+                    status: status.clone(),
+                    summary: inv.outcome.summary.clone(),
+                    tier: tier.into(),
+                    dry_run: inv.dry_run,
+                    incident_type: rec.incident.kind.clone(),
+                    service: rec.incident.service.clone().unwrap_or_default(),
+                    message: rec.incident.message.clone(),
+                    params: params.to_string(),
+                    at_ms: inv.started_at_ms as i64,
+                })])
+                .await?,
+        );
+        rec.runs.push(RunRecord {
+            runbook: inv.runbook.clone(),
+            status,
+            summary: inv.outcome.summary.clone(),
+            invocation_id: inv.invocation_id.clone(),
+            dry_run: inv.dry_run,
+            evidence_index: index,
+        });
+        Ok(inv.outcome.status)
     }
 
     /// L2: build the host's catalog, ask the planner, validate. `Ok` is what to run (the
@@ -1359,6 +1382,181 @@ impl Controller {
             .iter()
             .map(|j| parse_record(j))
             .collect()
+    }
+
+    /// Decide `caller`'s tenant's escalation `id`: acknowledge it, deny it, or approve it —
+    /// which runs the proposed runbook now, with the approver's identity in its evidence.
+    /// Refused when it is unknown (for this tenant), already decided, expired (older than
+    /// the approval window), or proposes nothing that can run here. Returns the
+    /// escalation as it ends, and the incident.
+    pub async fn decide(
+        &self,
+        caller: &Caller,
+        id: &str,
+        decision: crate::Decision,
+        note: &str,
+    ) -> Result<(Escalation, IncidentRecord)> {
+        if *self.in_flight.read().await {
+            return Err(ControlError::ShuttingDown);
+        }
+        let tenant = &caller.tenant;
+        let unknown = || {
+            ControlError::NotFound(format!(
+                "no escalation {id:?} for tenant {tenant}: list them with GET /v1/escalations"
+            ))
+        };
+        let esc = self
+            .store
+            .escalations(tenant, Some(id), None, 1)
+            .await?
+            .pop()
+            .ok_or_else(unknown)?;
+        let mut rec = self
+            .incident(tenant, &esc.row.incident_id)
+            .await?
+            .ok_or_else(unknown)?;
+        let note = crate::planner::catalog::cut(note, 1000);
+        let by = format!(
+            "token {} ({} scope, tenant {tenant})",
+            caller.token_id,
+            caller.scope.as_str()
+        );
+        let now = now_ms();
+        let undecided = ["open", "acknowledged"];
+        let decided = |state: &str| {
+            ControlError::Conflict(format!(
+                "escalation {id} is {state}: only an open or acknowledged escalation can be decided"
+            ))
+        };
+        if decision == crate::Decision::Acknowledge {
+            if !self
+                .store
+                .transition_escalation(
+                    tenant,
+                    id,
+                    &["open", "open"],
+                    "acknowledged",
+                    &by,
+                    now,
+                    &note,
+                )
+                .await?
+            {
+                return Err(decided(&esc.state));
+            }
+            let e = self.escalation(tenant, id).await?.ok_or_else(unknown)?;
+            return Ok((e, rec));
+        }
+        let proposal: Option<ActionRecord> = serde_json::from_str(&esc.row.proposal).ok();
+        if decision == crate::Decision::Approve {
+            let expires = esc.row.created_at_ms + (self.sla.approval_ttl_secs as i64) * 1000;
+            if now > expires && undecided.contains(&esc.state.as_str()) {
+                self.store
+                    .transition_escalation(tenant, id, &undecided, "expired", &by, now, "")
+                    .await?;
+                return Err(ControlError::Conflict(format!(
+                    "escalation {id} expired at {}: the host has moved on since it was judged; resubmit the incident",
+                    ev::rfc3339_ms(expires as u64)
+                )));
+            }
+            if !undecided.contains(&esc.state.as_str()) {
+                return Err(decided(&esc.state));
+            }
+        }
+        let runnable = match (&proposal, decision) {
+            (Some(p), crate::Decision::Approve) => {
+                let l = self.runbooks.get(&p.runbook).cloned().ok_or_else(|| {
+                    ControlError::Conflict(format!(
+                        "escalation {id} proposes {}, which is not deployed here",
+                        p.runbook
+                    ))
+                })?;
+                if rec.incident.host != self.host.policy.host_id {
+                    return Err(ControlError::Conflict(format!(
+                        "escalation {id} is for host {}, which this agent does not serve",
+                        rec.incident.host
+                    )));
+                }
+                l.precheck(&self.host.policy, &p.params).map_err(|why| {
+                    ControlError::Conflict(format!("escalation {id} cannot run: {why}"))
+                })?;
+                Some((p.clone(), l))
+            }
+            (None, crate::Decision::Approve) => {
+                return Err(ControlError::Conflict(format!(
+                    "escalation {id} proposes nothing to run: fix it by hand, or deny it"
+                )));
+            }
+            _ => None,
+        };
+        // Claim it: only one decision wins.
+        if !self
+            .store
+            .transition_escalation(tenant, id, &undecided, decision.state(), &by, now, &note)
+            .await?
+        {
+            let now_state = self
+                .escalation(tenant, id)
+                .await?
+                .map_or_else(|| "gone".to_string(), |e| e.state);
+            return Err(decided(&now_state));
+        }
+        let provenance = ev::Provenance::L3 {
+            approver: by.clone(),
+        };
+        let verdict = Verdict::new(
+            "approval",
+            if runnable.is_some() {
+                "approved"
+            } else {
+                "denied"
+            },
+            format!(
+                "{} by {by}{}",
+                decision.state(),
+                if note.is_empty() {
+                    String::new()
+                } else {
+                    format!(": {note}")
+                }
+            ),
+        );
+        rec.guardrails.push(verdict.clone());
+        match runnable {
+            Some((p, l)) => {
+                let status = self
+                    .run_one(
+                        &mut rec,
+                        l,
+                        &p.params,
+                        false,
+                        &provenance,
+                        "L3",
+                        serde_json::to_value([&verdict]).ok(),
+                    )
+                    .await?;
+                let last = rec.runs.last().expect("it ran");
+                let outcome = match status {
+                    Status::Healed => "healed",
+                    Status::NoOp => "no-op",
+                    _ => "failed",
+                };
+                let reason = format!(
+                    "approved by {by}; {} ended {}: {}",
+                    last.runbook, last.status, last.summary
+                );
+                Self::end(&mut rec, "L3", outcome, reason);
+            }
+            None => {
+                rec.reason = format!("{}; denied by {by}", rec.reason);
+                self.record_blocked(&mut rec, proposal.as_ref(), provenance, now)
+                    .await?;
+            }
+        }
+        let received_ms = ev_ms(&rec.received_at);
+        self.save(&mut rec, received_ms).await?;
+        let e = self.escalation(tenant, id).await?.ok_or_else(unknown)?;
+        Ok((e, rec))
     }
 
     /// `tenant`'s escalations, newest first, optionally in one state.

@@ -559,6 +559,31 @@ impl ControlStore {
         })
     }
 
+    /// Move `tenant`'s escalation `id` from one of `from` to `to`, as `by`, if it is still
+    /// in one of them: false when it is not (someone else decided first). The single
+    /// conditional UPDATE is what makes two approvals of one escalation run it once.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn transition_escalation(
+        &self,
+        tenant: &str,
+        id: &str,
+        from: &[&str; 2],
+        to: &str,
+        by: &str,
+        at_ms: i64,
+        note: &str,
+    ) -> Result<bool> {
+        self.flush().await?;
+        on_db!(&self.write, p, pg => {
+            let r = sqlx::query(sql(pg, "UPDATE escalations SET state = ?, decided_by = ?, decided_at_ms = ?, note = ?, updated_at_ms = ? \
+                WHERE id = ? AND tenant = ? AND state IN (?, ?)"))
+                .bind(to).bind(by).bind(at_ms).bind(note).bind(at_ms)
+                .bind(id).bind(tenant).bind(from[0]).bind(from[1])
+                .execute(p).await.map_err(db_err("deciding an escalation"))?;
+            Ok(r.rows_affected() == 1)
+        })
+    }
+
     /// `tenant`'s most recent runs (at most `limit`), newest first.
     pub async fn recent_runs(&self, tenant: &str, limit: u32) -> Result<Vec<RunRow>> {
         self.flush().await?;

@@ -236,6 +236,37 @@ async fn tenants_see_only_their_own_incidents_and_evidence() {
         .await
         .error(400, "bad_request");
     assert!(msg.contains("open, acknowledged"), "{msg}");
+
+    // Deciding needs scope operate, the tenant's own escalation, and a decision that
+    // can be carried out: this one proposes a run on a host the agent does not serve.
+    let reader = api.token("clinic-a", Scope::Read).await;
+    let note = json!({"note": "looked at it"});
+    api.post(&format!("/v1/escalations/{esc_id}/approve"), &reader, &note)
+        .await
+        .error(403, "forbidden");
+    api.post(&format!("/v1/escalations/{esc_id}/approve"), &b, &note)
+        .await
+        .error(404, "not_found");
+    api.post(&format!("/v1/escalations/{esc_id}/escalate"), &a, &note)
+        .await
+        .error(404, "not_found");
+    let msg = api
+        .post(&format!("/v1/escalations/{esc_id}/approve"), &a, &note)
+        .await
+        .error(409, "conflict");
+    assert!(msg.contains("does not serve"), "{msg}");
+    let denied = api
+        .post(&format!("/v1/escalations/{esc_id}/deny"), &a, &note)
+        .await
+        .json();
+    assert_eq!(denied["escalation"]["state"], "denied", "{denied}");
+    assert_eq!(denied["escalation"]["note"], "looked at it");
+    assert_eq!(denied["incident"]["status"], "escalated");
+    let msg = api
+        .post(&format!("/v1/escalations/{esc_id}/deny"), &a, &note)
+        .await
+        .error(409, "conflict");
+    assert!(msg.contains("is denied"), "{msg}");
 }
 
 #[tokio::test]

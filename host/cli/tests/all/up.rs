@@ -153,6 +153,19 @@ fn up_heals_at_l1_escalates_a_repeat_refuses_another_tenant_and_stops_cleanly() 
         (Some("open"), Some("high"))
     );
 
+    // Denied by a human: nothing runs, the record says who.
+    let o = cli(
+        &data,
+        &up,
+        &["escalation", "deny", &esc, "--note", "a known glitch"],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        text.contains(": denied") && text.contains("a known glitch"),
+        "{text}"
+    );
+
     // Listed and shown.
     let o = cli(&data, &up, &["incident", "list", "--json"]);
     assert_eq!(String::from_utf8_lossy(&o.stdout).lines().count(), 2);
@@ -245,7 +258,9 @@ fn up_heals_at_l1_escalates_a_repeat_refuses_another_tenant_and_stops_cleanly() 
         ],
     );
     assert!(o.status.success(), "{}", stderr(&o));
-    assert!(String::from_utf8_lossy(&o.stdout).starts_with("verified 2 records"));
+    // The heal, the escalated repeat, and its denial.
+    let said = String::from_utf8_lossy(&o.stdout);
+    assert!(said.starts_with("verified 3 records"), "{said}");
 }
 
 /// A local OpenAI-compatible server that answers every completion with one tool call.

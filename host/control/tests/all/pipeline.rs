@@ -4,7 +4,8 @@
 use runwarden_control::planner::PlannerConfig;
 use runwarden_control::planner::llm::LlmConfig;
 use runwarden_control::{
-    ControlConfig, Controller, GuardrailConfig, HighRisk, HostConfig, Incident,
+    Caller, ControlConfig, ControlError, Controller, Decision, GuardrailConfig, HighRisk,
+    HostConfig, Incident, Scope,
 };
 use runwarden_runtime::{Policy, Runtime, RuntimeConfig};
 use std::path::{Path, PathBuf};
@@ -357,7 +358,7 @@ async fn under_the_approval_policy_a_high_risk_runbook_runs_nothing_and_waits() 
 rules:
   - id: big-cleanup
     match: {{type: disk-critical}}
-    action: {{runbook: disk-cleanup, params: {{dir: "{}", target_free_percent: 99}}}}
+    action: {{runbook: disk-cleanup, params: {{dir: "{}", target_free_percent: 1}}}}
 "#,
         work.display()
     );
@@ -398,6 +399,107 @@ rules:
     assert_eq!(repeat.verdict, "escalate");
     assert!(again.runs.is_empty());
     assert!(work.join("big.log").exists());
+
+    // Both wait for a human, with an escalation each; the first proposes disk-cleanup.
+    let list = c.escalations("clinic-a", None, 10).await.unwrap();
+    assert_eq!(list.len(), 2);
+    let esc = c
+        .escalation("clinic-a", r.escalation.as_deref().unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((esc.state.as_str(), esc.breached), ("open", false));
+    assert_eq!(esc.incident_id, r.id);
+    assert_eq!(esc.severity, "critical");
+    assert_eq!(esc.proposal.as_ref().unwrap()["runbook"], "disk-cleanup");
+    let created = runwarden_control::parse_rfc3339_ms(&esc.created_at).unwrap();
+    let deadline = runwarden_control::parse_rfc3339_ms(&esc.sla_deadline).unwrap();
+    assert_eq!(deadline - created, 15 * 60 * 1000, "critical: 15 minutes");
+    assert!(
+        esc.reason.contains("waits for a human's approval"),
+        "{}",
+        esc.reason
+    );
+    assert!(c.escalation("clinic-b", &esc.id).await.unwrap().is_none());
+    assert!(
+        c.escalations("clinic-b", None, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    // A human approves the first: it runs now, as the approver, and only once.
+    let human = Caller {
+        token_id: "tok_alice".into(),
+        tenant: "clinic-a".into(),
+        scope: Scope::Operate,
+    };
+    let (e, inc) = c
+        .decide(&human, &esc.id, Decision::Approve, "checked the disk")
+        .await
+        .unwrap();
+    assert_eq!(e.state, "approved");
+    assert!(
+        e.decided_by.contains("tok_alice") && e.note == "checked the disk",
+        "{e:?}"
+    );
+    assert_eq!(inc.runs.len(), 1, "{inc:?}");
+    assert_eq!(inc.runs[0].runbook, "disk-cleanup");
+    assert!(!inc.runs[0].dry_run);
+    assert!(matches!(inc.status.as_str(), "healed" | "no-op"), "{inc:?}");
+    assert!(
+        inc.reason.starts_with("approved by token tok_alice"),
+        "{}",
+        inc.reason
+    );
+    let rec = c
+        .evidence_record("clinic-a", inc.runs[0].evidence_index)
+        .await
+        .unwrap()
+        .unwrap();
+    let prov = &rec["statement"]["predicate"]["provenance"];
+    assert_eq!(prov["tier"], "L3", "{rec}");
+    assert!(
+        prov["approver"].as_str().unwrap().contains("tok_alice"),
+        "{rec}"
+    );
+    assert_eq!(c.incident("clinic-a", &r.id).await.unwrap().unwrap(), inc);
+    let again_approved = c.decide(&human, &esc.id, Decision::Approve, "").await;
+    assert!(
+        matches!(&again_approved, Err(ControlError::Conflict(m)) if m.contains("is approved")),
+        "{again_approved:?}"
+    );
+
+    // The repeat is denied: nothing runs, and the denial is evidence too.
+    let esc2 = again.escalation.as_deref().unwrap();
+    let (e2, inc2) = c.decide(&human, esc2, Decision::Deny, "").await.unwrap();
+    assert_eq!(e2.state, "denied");
+    assert!(inc2.runs.is_empty());
+    assert_eq!(inc2.evidence.len(), 2, "{inc2:?}");
+    let rec = c
+        .evidence_record("clinic-a", inc2.evidence[1])
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(rec["statement"]["predicate"]["provenance"]["tier"], "L3");
+    assert!(matches!(
+        c.decide(&human, esc2, Decision::Approve, "").await,
+        Err(ControlError::Conflict(_))
+    ));
+    // Another tenant's escalation, and one that does not exist: not found.
+    let other = Caller {
+        tenant: "clinic-b".into(),
+        ..human.clone()
+    };
+    assert!(matches!(
+        c.decide(&other, &esc.id, Decision::Deny, "").await,
+        Err(ControlError::NotFound(_))
+    ));
+    assert!(matches!(
+        c.decide(&human, "esc_nope", Decision::Approve, "").await,
+        Err(ControlError::NotFound(_))
+    ));
+    assert_eq!(log_verifies(&c, &s.root.join("data")).await, 4);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
