@@ -154,12 +154,14 @@ async fn healthz(State(s): State<AppState>) -> Json<serde_json::Value> {
 
 async fn metrics(State(s): State<AppState>, headers: HeaderMap) -> ApiResult<Response> {
     s.authorize(&headers, Scope::Read).await?;
+    let c = &s.0.controller;
+    let text = c.metrics() + &c.escalation_metrics().await?;
     Ok((
         [(
             header::CONTENT_TYPE,
             "text/plain; version=0.0.4; charset=utf-8",
         )],
-        s.0.controller.metrics(),
+        text,
     )
         .into_response())
 }

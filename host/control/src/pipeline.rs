@@ -1682,6 +1682,16 @@ impl Controller {
         out
     }
 
+    /// Escalations awaiting a human, and how many of them are past their SLA deadline, as
+    /// Prometheus gauges (every tenant).
+    pub async fn escalation_metrics(&self) -> Result<String> {
+        let (open, breached) = self.store.undecided_escalations(now_ms()).await?;
+        Ok(format!(
+            "# HELP runwarden_escalations_open Escalations open or acknowledged.\n# TYPE runwarden_escalations_open gauge\nrunwarden_escalations_open {open}\n\
+             # HELP runwarden_escalations_breached Open escalations past their SLA deadline.\n# TYPE runwarden_escalations_breached gauge\nrunwarden_escalations_breached {breached}\n"
+        ))
+    }
+
     /// Stop taking incidents and wait for those in flight (their evidence written, their
     /// state committed).
     pub async fn shutdown(&self) {

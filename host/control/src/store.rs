@@ -559,6 +559,22 @@ impl ControlStore {
         })
     }
 
+    /// Escalations open or acknowledged, and how many of them are past their deadline at
+    /// `now_ms` (every tenant).
+    pub async fn undecided_escalations(&self, now_ms: i64) -> Result<(i64, i64)> {
+        self.flush().await?;
+        on_db!(&self.db, p, pg => {
+            let row = sqlx::query(sql(pg, "SELECT COUNT(*), COALESCE(SUM(CASE WHEN sla_deadline_ms < ? THEN 1 ELSE 0 END), 0) \
+                FROM escalations WHERE state IN ('open', 'acknowledged')"))
+                .bind(now_ms)
+                .fetch_one(p).await.map_err(db_err("counting escalations"))?;
+            Ok((
+                row.try_get::<i64, _>(0).map_err(db_err("counting escalations"))?,
+                row.try_get::<i64, _>(1).map_err(db_err("counting escalations"))?,
+            ))
+        })
+    }
+
     /// Move `tenant`'s escalation `id` from one of `from` to `to`, as `by`, if it is still
     /// in one of them: false when it is not (someone else decided first). The single
     /// conditional UPDATE is what makes two approvals of one escalation run it once.

@@ -237,6 +237,16 @@ async fn tenants_see_only_their_own_incidents_and_evidence() {
         .error(400, "bad_request");
     assert!(msg.contains("open, acknowledged"), "{msg}");
 
+    let gauges = String::from_utf8(api.get("/metrics", &a).await.body).unwrap();
+    assert!(
+        gauges.contains("runwarden_escalations_open 1\n"),
+        "{gauges}"
+    );
+    assert!(
+        gauges.contains("runwarden_escalations_breached 0\n"),
+        "{gauges}"
+    );
+
     // Deciding needs scope operate, the tenant's own escalation, and a decision that
     // can be carried out: this one proposes a run on a host the agent does not serve.
     let reader = api.token("clinic-a", Scope::Read).await;
@@ -262,6 +272,11 @@ async fn tenants_see_only_their_own_incidents_and_evidence() {
     assert_eq!(denied["escalation"]["state"], "denied", "{denied}");
     assert_eq!(denied["escalation"]["note"], "looked at it");
     assert_eq!(denied["incident"]["status"], "escalated");
+    let gauges = String::from_utf8(api.get("/metrics", &a).await.body).unwrap();
+    assert!(
+        gauges.contains("runwarden_escalations_open 0\n"),
+        "{gauges}"
+    );
     let msg = api
         .post(&format!("/v1/escalations/{esc_id}/deny"), &a, &note)
         .await
