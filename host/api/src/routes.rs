@@ -24,6 +24,10 @@ pub struct ApiConfig {
     pub rate_per_sec: u32,
     /// Requests a token may make at once before the rate applies. Default 1000.
     pub burst: u32,
+    /// Browser origins (`http://host:port`) allowed to call `/mcp`; requests with any
+    /// other `Origin` get 403. Clients that send no `Origin` are not browsers. Default
+    /// none.
+    pub mcp_origins: Vec<String>,
 }
 
 impl Default for ApiConfig {
@@ -32,6 +36,7 @@ impl Default for ApiConfig {
             max_body_bytes: 64 * 1024,
             rate_per_sec: 500,
             burst: 1000,
+            mcp_origins: Vec::new(),
         }
     }
 }
@@ -48,6 +53,7 @@ struct Inner {
     config: ApiConfig,
     tokens: TokenCache,
     limiter: RateLimiter,
+    mcp: crate::mcp::Sessions,
     /// Each background incident task holds a clone; `None` once the server stopped, so
     /// [`serve`] can wait for the tasks to finish before shutting the controller down.
     tasks: Mutex<Option<mpsc::Sender<()>>>,
@@ -83,6 +89,7 @@ pub async fn serve(
         limiter: RateLimiter::new(config.rate_per_sec, config.burst),
         config,
         tokens: TokenCache::default(),
+        mcp: crate::mcp::Sessions::default(),
         tasks: Mutex::new(Some(tasks)),
     }));
     let app = router(state.clone());
@@ -118,6 +125,7 @@ fn router(state: AppState) -> axum::Router {
         .route("/v1/rules", get(list_rules))
         .route("/v1/evidence/checkpoint", get(checkpoint))
         .route("/v1/evidence/{index}", get(get_evidence))
+        .route("/mcp", post(mcp_post).get(mcp_get).delete(mcp_delete))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)
@@ -476,4 +484,94 @@ async fn checkpoint(State(s): State<AppState>, headers: HeaderMap) -> ApiResult<
     s.authorize(&headers, Scope::Read).await?;
     let note = s.0.controller.checkpoint().await?;
     Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], note).into_response())
+}
+
+fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+/// Refuse browser origins the operator did not allow (DNS rebinding).
+fn check_origin(s: &AppState, headers: &HeaderMap) -> ApiResult<()> {
+    let origin = header_str(headers, "origin");
+    if crate::mcp::origin_allowed(origin, &s.0.config.mcp_origins) {
+        Ok(())
+    } else {
+        Err(ApiError::forbidden(format!(
+            "Origin {:?} may not call /mcp: an operator lists allowed origins under [api] mcp_origins",
+            origin.unwrap_or("")
+        )))
+    }
+}
+
+/// `POST /mcp`: one JSON-RPC message of the MCP streamable HTTP transport.
+async fn mcp_post(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    body: Body,
+) -> ApiResult<Response> {
+    check_origin(&s, &headers)?;
+    let caller = s.authorize(&headers, Scope::Read).await?;
+    let bytes = read_limited(&headers, body, s.0.config.max_body_bytes).await?;
+    let Some(task_guard) = s.0.tasks.lock().unwrap_or_else(|e| e.into_inner()).clone() else {
+        return Err(ApiError::shutting_down());
+    };
+    let state = s.clone();
+    let session = header_str(&headers, crate::mcp::SESSION_HEADER).map(String::from);
+    let version = header_str(&headers, crate::mcp::VERSION_HEADER).map(String::from);
+    // In its own task, like an incident: a client that hangs up does not cut a call off.
+    let reply = tokio::spawn(async move {
+        let reply = crate::mcp::handle(
+            &state.0.controller,
+            &state.0.mcp,
+            &caller,
+            session.as_deref(),
+            version.as_deref(),
+            &bytes,
+        )
+        .await;
+        drop(task_guard);
+        reply
+    })
+    .await
+    .map_err(|e| ApiError::internal("mcp task", &e))?;
+    let status = StatusCode::from_u16(reply.status).unwrap_or(StatusCode::OK);
+    let mut resp = match reply.body {
+        Some(body) => (status, Json(body)).into_response(),
+        None => StatusCode::ACCEPTED.into_response(),
+    };
+    if let Some(id) = reply.session
+        && let Ok(v) = HeaderValue::from_str(&id)
+    {
+        resp.headers_mut().insert(crate::mcp::SESSION_HEADER, v);
+    }
+    Ok(resp)
+}
+
+/// `GET /mcp`: this server sends no messages of its own, so it offers no stream.
+async fn mcp_get(State(s): State<AppState>, headers: HeaderMap) -> ApiResult<Response> {
+    check_origin(&s, &headers)?;
+    s.authorize(&headers, Scope::Read).await?;
+    Ok((
+        StatusCode::METHOD_NOT_ALLOWED,
+        [(header::ALLOW, "POST, DELETE")],
+        Json(serde_json::json!({"error": {
+            "code": "method_not_allowed",
+            "message": "this MCP server sends no messages of its own: POST requests to /mcp"
+        }})),
+    )
+        .into_response())
+}
+
+/// `DELETE /mcp`: end the session.
+async fn mcp_delete(State(s): State<AppState>, headers: HeaderMap) -> ApiResult<StatusCode> {
+    check_origin(&s, &headers)?;
+    let caller = s.authorize(&headers, Scope::Read).await?;
+    let id = header_str(&headers, crate::mcp::SESSION_HEADER).ok_or_else(|| {
+        ApiError::bad_request("no Mcp-Session-Id header: name the session to end")
+    })?;
+    if s.0.mcp.end(id, &caller) {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(ApiError::not_found("no such MCP session for this token"))
+    }
 }

@@ -136,6 +136,27 @@ fn print_escalation(e: &serde_json::Value) {
             s("note")
         );
     }
+    for n in e["notifications"].as_array().into_iter().flatten() {
+        let attempts = n["attempts"].as_u64().unwrap_or(0);
+        let status = n["status"].as_str().unwrap_or("?");
+        let outcome = match attempts {
+            0 => status.to_string(),
+            1 => format!("{status} after 1 attempt"),
+            _ => format!("{status} after {attempts} attempts"),
+        };
+        let error = n["last_error"].as_str().unwrap_or("");
+        println!(
+            "  notified {} of {} at {}: {outcome}{}",
+            n["webhook"].as_str().unwrap_or("?"),
+            n["event"].as_str().unwrap_or("?"),
+            n["at"].as_str().unwrap_or("?"),
+            if error.is_empty() {
+                String::new()
+            } else {
+                format!(": {error}")
+            }
+        );
+    }
 }
 
 /// `runwarden escalation …`.
@@ -231,14 +252,15 @@ pub fn run_escalation(
     })
 }
 
-struct Client {
-    base: String,
-    token: String,
-    http: reqwest::Client,
+/// An API client: the server's base URL, the token, and one connection pool.
+pub(crate) struct Client {
+    pub(crate) base: String,
+    pub(crate) token: String,
+    pub(crate) http: reqwest::Client,
 }
 
 impl Client {
-    fn new(args: &ServerArgs, data_dir: &Path) -> anyhow::Result<Client> {
+    pub(crate) fn new(args: &ServerArgs, data_dir: &Path) -> anyhow::Result<Client> {
         let base = args
             .server
             .clone()

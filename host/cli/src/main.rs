@@ -2,6 +2,7 @@
 
 mod evidence;
 mod incident;
+mod mcp;
 mod rules;
 mod runbook;
 mod serve;
@@ -44,6 +45,9 @@ enum Command {
     /// Inspect escalations: incidents a human must decide, with SLA deadlines.
     #[command(subcommand)]
     Escalation(incident::EscalationCommand),
+    /// Serve this host's runbooks to an MCP client over stdio (relayed to the running
+    /// service's /mcp with the token: the same guardrails, approvals and evidence).
+    Mcp,
     /// Manage API tokens.
     #[command(subcommand)]
     Token(TokenCommand),
@@ -115,6 +119,7 @@ fn main() -> ExitCode {
         Command::Escalation(cmd) => {
             data_dir(cli.data_dir).and_then(|d| incident::run_escalation(cmd, &cli.server, &d))
         }
+        Command::Mcp => data_dir(cli.data_dir).and_then(|d| mcp::run(&cli.server, &d)),
         Command::Token(TokenCommand::Create {
             tenant,
             scope,

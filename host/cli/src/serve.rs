@@ -134,6 +134,7 @@ struct ApiFileConfig {
     max_body_bytes: Option<usize>,
     rate_per_sec: Option<u32>,
     burst: Option<u32>,
+    mcp_origins: Option<Vec<String>>,
 }
 
 fn read_config(path: &Path) -> anyhow::Result<FileConfig> {
@@ -226,6 +227,13 @@ pub fn up(
     };
     let planner = file.planner()?;
     let planner_threshold = planner.min_confidence;
+    // What may be shown of each webhook: its name and host (the URL is a secret).
+    let webhooks: Vec<String> = file
+        .escalations
+        .webhooks
+        .iter()
+        .map(|w| format!("{} → {} ({})", w.name, w.host(), w.format.as_str()))
+        .collect();
     let llm = file.llm()?;
     let listen = args
         .listen
@@ -251,6 +259,9 @@ pub fn up(
     }
     if let Some(v) = file.api.rate_per_sec {
         api.rate_per_sec = v;
+    }
+    if let Some(v) = &file.api.mcp_origins {
+        api.mcp_origins = v.clone();
     }
     if let Some(v) = file.api.burst {
         api.burst = v;
@@ -323,6 +334,9 @@ pub fn up(
             controller.planner(),
             planner_threshold
         );
+        for w in &webhooks {
+            println!("  escalation webhook: {w}");
+        }
         if let Some(p) = &config_path {
             println!("  config: {}", p.display());
         }

@@ -21,6 +21,9 @@ pub struct SlaConfig {
     /// How long a proposal may be approved (default 24 hours): an older one is expired,
     /// because the host it was judged on has moved on.
     pub approval_ttl_secs: u64,
+    /// Webhooks told when an escalation opens and when it is decided
+    /// (`[[escalations.webhooks]]`; none by default).
+    pub webhooks: Vec<crate::notify::WebhookConfig>,
 }
 
 impl Default for SlaConfig {
@@ -31,6 +34,7 @@ impl Default for SlaConfig {
             medium_secs: 4 * 3600,
             low_secs: None,
             approval_ttl_secs: 24 * 3600,
+            webhooks: Vec::new(),
         }
     }
 }
@@ -106,6 +110,10 @@ pub struct Escalation {
     pub decided_at: Option<String>,
     /// What they said.
     pub note: String,
+    /// How webhooks were told about it, oldest first (shown with one escalation, not in
+    /// lists).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notifications: Vec<crate::notify::NotificationView>,
 }
 
 /// What a human does with an escalation.

@@ -9,6 +9,7 @@ pub mod evidence;
 pub mod guardrails;
 mod incident;
 pub mod inventory;
+pub mod notify;
 mod pipeline;
 pub mod planner;
 pub mod rules;
@@ -18,6 +19,8 @@ pub use escalation::{Decision, ESCALATION_STATES, Escalation, SlaConfig};
 pub use guardrails::{GuardrailConfig, HighRisk, Verdict};
 pub use incident::{Incident, IncidentError, Severity, parse_rfc3339_ms};
 pub use inventory::Inventory;
+pub use notify::{Format, NotificationView, WebhookConfig};
+pub use pipeline::agent::{AgentRequest, AgentTool, MAX_REASON};
 pub use pipeline::{
     ActionRecord, Caller, ControlConfig, ControlError, Controller, DecisionRecord, HostConfig,
     INCIDENT_STATUSES, IncidentRecord, RuleListing, RunRecord, RunbookInfo, Scope, authenticate,

@@ -4,10 +4,14 @@
 //! it serves one host (its policy and labels), the deployed runbooks and rule sets, and
 //! writes every decision — what ran, and what did not and why — into the evidence log.
 
+#[path = "agent.rs"]
+pub(crate) mod agent;
+
 use crate::escalation::{Escalation, SlaConfig};
 use crate::evidence::{self as evrec, Context as EvContext, Subject};
 use crate::guardrails::{GuardrailConfig, HighRisk, Verdict, Windows};
 use crate::incident::Incident;
+use crate::notify::{Notice, Notifier};
 use crate::planner::{self, Backend, PlannerConfig, catalog};
 use crate::store::{
     ControlStore, EscalationRow, IncidentRow, Pending, RunRow, StoredEscalation, TokenRow, Write,
@@ -318,6 +322,8 @@ pub struct Controller {
     admission: tokio::sync::Mutex<()>,
     in_flight: tokio::sync::RwLock<bool>,
     metrics: Metrics,
+    /// Tells webhooks about escalations, in the background.
+    notifier: Notifier,
 }
 
 fn now_ms() -> i64 {
@@ -360,6 +366,8 @@ impl Controller {
     ) -> Result<Controller> {
         let evidence = ev::Store::open(&config.database).await?;
         let store = ControlStore::open(&config.database).await?;
+        let notifier = Notifier::start(&config.sla.webhooks, store.clone())
+            .map_err(|e| ControlError::Setup(e.to_string()))?;
         let host_id = config.host.policy.host_id.clone();
         let (key, _) = evrec::host_key(&config.data_dir, None, &host_id)?;
         let origin = format!("runwarden/{}", key.name());
@@ -427,6 +435,7 @@ impl Controller {
             admission: tokio::sync::Mutex::new(()),
             in_flight: tokio::sync::RwLock::new(false),
             metrics: Metrics::default(),
+            notifier,
         };
         controller.reconcile().await?;
         Ok(controller)
@@ -615,7 +624,17 @@ impl Controller {
     /// Carry an accepted incident to its end. Shutdown waits for every call in progress;
     /// an incident accepted but not yet started when shutdown began is escalated (and
     /// recorded) rather than left `processing`.
-    pub async fn complete(&self, mut rec: IncidentRecord) -> Result<IncidentRecord> {
+    pub async fn complete(&self, rec: IncidentRecord) -> Result<IncidentRecord> {
+        self.finish(rec, None).await
+    }
+
+    /// [`Controller::complete`], with what to do already chosen (`directed`: an agent's
+    /// request) or to be decided by the tiers (`None`).
+    async fn finish(
+        &self,
+        mut rec: IncidentRecord,
+        directed: Option<Chosen>,
+    ) -> Result<IncidentRecord> {
         let guard = self.in_flight.read().await;
         let started = std::time::Instant::now();
         let received_ms = ev_ms(&rec.received_at);
@@ -631,7 +650,7 @@ impl Controller {
             self.save(&mut rec, received_ms).await?;
             return Ok(rec);
         }
-        self.process(&mut rec, now_ms()).await?;
+        self.process(&mut rec, now_ms(), directed).await?;
         // The result is ready once its evidence is durable: the incident's row is queued
         // for the writer, not waited for. Every read of incidents waits for the writes
         // queued before it, so no caller sees the row older than this answer. A crash in
@@ -664,6 +683,7 @@ impl Controller {
     /// (once: the row is written only if the incident has none).
     async fn queue_save(&self, rec: &mut IncidentRecord, received_ms: i64) -> Result<Pending> {
         let mut writes = Vec::with_capacity(2);
+        let mut opened = None;
         if rec.tier == "L3" && rec.status != "processing" && rec.escalation.is_none() {
             let now = now_ms();
             let id = format!("esc_{}", &evrec::uuid_v4().replace('-', "")[..16]);
@@ -673,7 +693,7 @@ impl Controller {
                 .and_then(|d| d.actions.first())
                 .map(|a| serde_json::json!({"runbook": a.runbook, "params": a.params}).to_string())
                 .unwrap_or_default();
-            writes.push(Write::Escalation(EscalationRow {
+            let row = EscalationRow {
                 id: id.clone(),
                 incident_id: rec.id.clone(),
                 tenant: rec.tenant.clone(),
@@ -683,7 +703,9 @@ impl Controller {
                 proposal,
                 created_at_ms: now,
                 sla_deadline_ms: self.sla.deadline(rec.incident.severity, now),
-            }));
+            };
+            opened = Some(Notice::opened(&row, &rec.incident));
+            writes.push(Write::Escalation(row));
             rec.escalation = Some(id);
         }
         let record = serde_json::to_string(rec).expect("an incident record serializes");
@@ -697,7 +719,12 @@ impl Controller {
             updated_at_ms: now_ms(),
             record,
         }));
-        Ok(self.store.queue(writes).await?)
+        let pending = self.store.queue(writes).await?;
+        // After the row is queued: a webhook's receiver that reads it back finds it.
+        if let Some(notice) = opened {
+            self.notifier.notify(notice).await;
+        }
+        Ok(pending)
     }
 
     fn end(rec: &mut IncidentRecord, tier: &str, status: &str, reason: impl Into<String>) {
@@ -706,13 +733,23 @@ impl Controller {
         rec.reason = reason.into();
     }
 
-    async fn process(&self, rec: &mut IncidentRecord, now: i64) -> Result<()> {
-        // L1: the first rule set with a matching rule decides.
+    async fn process(
+        &self,
+        rec: &mut IncidentRecord,
+        now: i64,
+        directed: Option<Chosen>,
+    ) -> Result<()> {
+        // L1: the first rule set with a matching rule decides (unless it is decided).
         let input = rec
             .incident
             .to_rule_input(&rec.id, &self.host.labels, &rec.received_at);
         let mut decision = None;
-        for set in &self.rule_sets {
+        let sets: &[Arc<RuleSet>] = if directed.is_some() {
+            &[]
+        } else {
+            &self.rule_sets
+        };
+        for set in sets {
             let set2 = set.clone();
             let rt = self.runtime.clone();
             let input2 = input.clone();
@@ -742,6 +779,7 @@ impl Controller {
 
         let threshold = self.guardrails.repeat_threshold.max(1) as usize;
         let chosen = match decision {
+            _ if directed.is_some() => directed.expect("checked"),
             Some((set, d)) => {
                 let actions: Vec<ActionRecord> = d
                     .actions
@@ -1445,6 +1483,9 @@ impl Controller {
                 return Err(decided(&esc.state));
             }
             let e = self.escalation(tenant, id).await?.ok_or_else(unknown)?;
+            self.notifier
+                .notify(Notice::decided(&e, &rec.incident))
+                .await;
             return Ok((e, rec));
         }
         let proposal: Option<ActionRecord> = serde_json::from_str(&esc.row.proposal).ok();
@@ -1556,6 +1597,9 @@ impl Controller {
         let received_ms = ev_ms(&rec.received_at);
         self.save(&mut rec, received_ms).await?;
         let e = self.escalation(tenant, id).await?.ok_or_else(unknown)?;
+        self.notifier
+            .notify(Notice::decided(&e, &rec.incident))
+            .await;
         Ok((e, rec))
     }
 
@@ -1576,16 +1620,27 @@ impl Controller {
             .collect())
     }
 
-    /// One of `tenant`'s escalations.
+    /// One of `tenant`'s escalations, with how webhooks were told about it.
     pub async fn escalation(&self, tenant: &str, id: &str) -> Result<Option<Escalation>> {
         let now = now_ms();
-        Ok(self
+        let Some(mut e) = self
             .store
             .escalations(tenant, Some(id), None, 1)
             .await?
             .into_iter()
             .next()
-            .map(|e| escalation_view(e, now)))
+            .map(|e| escalation_view(e, now))
+        else {
+            return Ok(None);
+        };
+        e.notifications = self
+            .store
+            .notifications(tenant, id)
+            .await?
+            .into_iter()
+            .map(Into::into)
+            .collect();
+        Ok(Some(e))
     }
 
     /// An evidence record, decoded, if it belongs to `tenant`.
@@ -1679,6 +1734,12 @@ impl Controller {
             self.metrics.l1_latency_us_sum.load(Ordering::Relaxed) as f64 / 1e6,
             self.metrics.l1_latency_count.load(Ordering::Relaxed)
         ));
+        out.push_str("# HELP runwarden_webhook_deliveries_total Escalation webhook deliveries by outcome.\n# TYPE runwarden_webhook_deliveries_total counter\n");
+        for (s, n) in self.notifier.counts() {
+            out.push_str(&format!(
+                "runwarden_webhook_deliveries_total{{status=\"{s}\"}} {n}\n"
+            ));
+        }
         out
     }
 
@@ -1693,9 +1754,11 @@ impl Controller {
     }
 
     /// Stop taking incidents and wait for those in flight (their evidence written, their
-    /// state committed).
+    /// state committed); webhook deliveries get a few seconds to finish.
     pub async fn shutdown(&self) {
         *self.in_flight.write().await = true;
+        // Deliveries get a few seconds; their records are written by the flush.
+        self.notifier.shutdown().await;
         if let Err(e) = self.store.flush().await {
             eprintln!("runwarden: {e}");
         }
@@ -1719,6 +1782,7 @@ fn escalation_view(e: StoredEscalation, now: i64) -> Escalation {
         decided_by: e.decided_by,
         decided_at: e.decided_at_ms.map(at),
         note: e.note,
+        notifications: Vec::new(),
     }
 }
 

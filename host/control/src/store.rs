@@ -119,6 +119,8 @@ pub enum Write {
     Run(RunRow),
     /// An incident went to a human (written once per incident).
     Escalation(EscalationRow),
+    /// How a webhook notification of an escalation ended.
+    Notification(NotificationRow),
     /// A runbook run started (what cooldowns and the breaker count).
     Action {
         /// Tenant.
@@ -188,6 +190,29 @@ pub struct EscalationRow {
     pub created_at_ms: i64,
     /// Deadline (ms).
     pub sla_deadline_ms: i64,
+}
+
+/// How one webhook notification of an escalation ended.
+#[derive(Clone, Debug, PartialEq)]
+pub struct NotificationRow {
+    /// Id (also sent as `X-Runwarden-Delivery`).
+    pub id: String,
+    /// The escalation.
+    pub escalation_id: String,
+    /// Tenant.
+    pub tenant: String,
+    /// The webhook's name (never its URL).
+    pub webhook: String,
+    /// `escalation.opened`, `escalation.decided`.
+    pub event: String,
+    /// `delivered`, `failed`, `dropped`.
+    pub status: String,
+    /// Requests made.
+    pub attempts: i64,
+    /// Why it was not delivered: a status code or an error kind, never the URL.
+    pub last_error: String,
+    /// When it ended (ms).
+    pub at_ms: i64,
 }
 
 /// An escalation as stored.
@@ -282,6 +307,7 @@ async fn commit<'a>(db: &Db, writes: impl Iterator<Item = &'a Write>) -> Result<
     let mut actions = Vec::new();
     let mut runs = Vec::new();
     let mut escalations = Vec::new();
+    let mut notifications = Vec::new();
     let mut incidents: Vec<&IncidentRow> = Vec::new();
     let mut at: HashMap<&str, usize> = HashMap::new();
     for w in writes {
@@ -289,6 +315,7 @@ async fn commit<'a>(db: &Db, writes: impl Iterator<Item = &'a Write>) -> Result<
             Write::Action { .. } => actions.push(w),
             Write::Run(r) => runs.push(r),
             Write::Escalation(e) => escalations.push(e),
+            Write::Notification(n) => notifications.push(n),
             Write::Incident(row) => match at.get(row.id.as_str()) {
                 Some(&i) => incidents[i] = row,
                 None => {
@@ -356,6 +383,24 @@ async fn commit<'a>(db: &Db, writes: impl Iterator<Item = &'a Write>) -> Result<
             });
             q.push(" ON CONFLICT (incident_id) DO NOTHING");
             q.build().persistent(false).execute(p).await.map_err(db_err("recording escalations"))?;
+        }
+        for chunk in notifications.chunks(ROWS_PER_STATEMENT / 2) {
+            let mut q = sqlx::QueryBuilder::new(
+                "INSERT INTO notifications (id, escalation_id, tenant, webhook, event, status, attempts, last_error, at_ms) ",
+            );
+            q.push_values(chunk, |mut b, n| {
+                b.push_bind(n.id.as_str())
+                    .push_bind(n.escalation_id.as_str())
+                    .push_bind(n.tenant.as_str())
+                    .push_bind(n.webhook.as_str())
+                    .push_bind(n.event.as_str())
+                    .push_bind(n.status.as_str())
+                    .push_bind(n.attempts)
+                    .push_bind(n.last_error.as_str())
+                    .push_bind(n.at_ms);
+            });
+            q.push(" ON CONFLICT (id) DO NOTHING");
+            q.build().persistent(false).execute(p).await.map_err(db_err("recording notifications"))?;
         }
         for chunk in incidents.chunks(ROWS_PER_STATEMENT) {
             let mut q = sqlx::QueryBuilder::new(
@@ -556,6 +601,36 @@ impl ControlStore {
                 }))
                 .collect::<std::result::Result<Vec<_>, sqlx::Error>>()
                 .map_err(db_err("reading escalations"))
+        })
+    }
+
+    /// How `tenant`'s webhook notifications of escalation `escalation_id` ended, oldest
+    /// first.
+    pub async fn notifications(
+        &self,
+        tenant: &str,
+        escalation_id: &str,
+    ) -> Result<Vec<NotificationRow>> {
+        self.flush().await?;
+        on_db!(&self.db, p, pg => {
+            let rows = sqlx::query(sql(pg, "SELECT id, escalation_id, tenant, webhook, event, status, attempts, last_error, at_ms \
+                FROM notifications WHERE tenant = ? AND escalation_id = ? ORDER BY at_ms, id"))
+                .bind(tenant).bind(escalation_id)
+                .fetch_all(p).await.map_err(db_err("reading notifications"))?;
+            rows.iter()
+                .map(|r| Ok(NotificationRow {
+                    id: r.try_get(0)?,
+                    escalation_id: r.try_get(1)?,
+                    tenant: r.try_get(2)?,
+                    webhook: r.try_get(3)?,
+                    event: r.try_get(4)?,
+                    status: r.try_get(5)?,
+                    attempts: r.try_get(6)?,
+                    last_error: r.try_get(7)?,
+                    at_ms: r.try_get(8)?,
+                }))
+                .collect::<std::result::Result<Vec<_>, sqlx::Error>>()
+                .map_err(db_err("reading notifications"))
         })
     }
 

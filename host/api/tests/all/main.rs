@@ -3,6 +3,7 @@
 
 mod access;
 mod incidents;
+mod mcp;
 mod service;
 
 use runwarden_api::ApiConfig;

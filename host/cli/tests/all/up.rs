@@ -10,10 +10,10 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 /// A running `runwarden up`, killed if a test fails before stopping it.
-struct Up {
+pub(super) struct Up {
     child: Option<Child>,
-    url: String,
-    lines: std::sync::mpsc::Receiver<String>,
+    pub(super) url: String,
+    pub(super) lines: std::sync::mpsc::Receiver<String>,
 }
 
 impl Drop for Up {
@@ -25,11 +25,11 @@ impl Drop for Up {
     }
 }
 
-fn start(data: &Path, policy: &Path) -> Up {
+pub(super) fn start(data: &Path, policy: &Path) -> Up {
     start_with(data, policy, &[])
 }
 
-fn start_with(data: &Path, policy: &Path, env: &[(&str, &str)]) -> Up {
+pub(super) fn start_with(data: &Path, policy: &Path, env: &[(&str, &str)]) -> Up {
     let child = Command::new(env!("CARGO_BIN_EXE_runwarden"))
         .args(["up", "--listen", "127.0.0.1:0", "--policy"])
         .arg(policy)
@@ -73,7 +73,7 @@ fn start_with(data: &Path, policy: &Path, env: &[(&str, &str)]) -> Up {
     }
 }
 
-fn cli(data: &Path, up: &Up, args: &[&str]) -> Output {
+pub(super) fn cli(data: &Path, up: &Up, args: &[&str]) -> Output {
     let mut full = args.to_vec();
     full.extend(["--server", &up.url]);
     runwarden(data, &full)

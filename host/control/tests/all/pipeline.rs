@@ -5,7 +5,7 @@ use runwarden_control::planner::PlannerConfig;
 use runwarden_control::planner::llm::LlmConfig;
 use runwarden_control::{
     Caller, ControlConfig, ControlError, Controller, Decision, GuardrailConfig, HighRisk,
-    HostConfig, Incident, Scope,
+    HostConfig, Incident, Scope, SlaConfig,
 };
 use runwarden_runtime::{Policy, Runtime, RuntimeConfig};
 use std::path::{Path, PathBuf};
@@ -81,6 +81,21 @@ pub(crate) async fn controller_with(
     llm: Option<LlmConfig>,
     planner: PlannerConfig,
 ) -> Controller {
+    start(s, guardrails, rule_sets, llm, planner, Default::default())
+        .await
+        .unwrap()
+}
+
+/// A controller with escalation settings `sla` (webhooks among them), or why it would
+/// not start.
+pub(crate) async fn start(
+    s: &Setup,
+    guardrails: GuardrailConfig,
+    rule_sets: Vec<Vec<u8>>,
+    llm: Option<LlmConfig>,
+    planner: PlannerConfig,
+    sla: SlaConfig,
+) -> Result<Controller, ControlError> {
     Controller::start(
         ControlConfig {
             database: s.root.join("rw.db").display().to_string(),
@@ -93,7 +108,7 @@ pub(crate) async fn controller_with(
             guardrails,
             llm,
             planner,
-            sla: Default::default(),
+            sla,
         },
         s.rt.clone(),
         runwarden_guests::standard_runbooks()
@@ -102,7 +117,6 @@ pub(crate) async fn controller_with(
         rule_sets,
     )
     .await
-    .unwrap()
 }
 
 pub(crate) fn incident(json: &str) -> Incident {
