@@ -125,6 +125,11 @@ fn router(state: AppState) -> axum::Router {
         .route("/v1/rules", get(list_rules))
         .route("/v1/evidence/checkpoint", get(checkpoint))
         .route("/v1/evidence/{index}", get(get_evidence))
+        .route("/v1/flywheel/candidates", get(flywheel_candidates))
+        .route(
+            "/v1/flywheel/candidates/{id}/promote",
+            post(flywheel_promote),
+        )
         .route("/mcp", post(mcp_post).get(mcp_get).delete(mcp_delete))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
@@ -574,4 +579,48 @@ async fn mcp_delete(State(s): State<AppState>, headers: HeaderMap) -> ApiResult<
     } else {
         Err(ApiError::not_found("no such MCP session for this token"))
     }
+}
+
+/// `GET /v1/flywheel/candidates`: the tenant's L2 signatures and how close each is to
+/// becoming an L1 rule.
+async fn flywheel_candidates(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+) -> ApiResult<Json<serde_json::Value>> {
+    let caller = s.authorize(&headers, Scope::Read).await?;
+    let candidates = s.0.controller.flywheel_candidates(&caller.tenant).await?;
+    Ok(Json(serde_json::json!({"candidates": candidates})))
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct PromoteBody {
+    #[serde(default)]
+    confirm: bool,
+}
+
+/// `POST /v1/flywheel/candidates/{id}/promote`: the rule, compiled and replayed; deployed
+/// only with `{"confirm": true}`. Admin: it changes what runs automatically.
+async fn flywheel_promote(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    id: Result<Path<String>, PathRejection>,
+    body: axum::body::Bytes,
+) -> ApiResult<Json<runwarden_control::Promotion>> {
+    let caller = s.authorize(&headers, Scope::Admin).await?;
+    let Path(id) = id.map_err(bad_path)?;
+    let body: PromoteBody = if body.is_empty() {
+        PromoteBody::default()
+    } else {
+        serde_json::from_slice(&body).map_err(|e| {
+            ApiError::bad_request(format!(
+                "the body must be {{\"confirm\": true|false}} or empty: {e}"
+            ))
+        })?
+    };
+    Ok(Json(
+        s.0.controller
+            .flywheel_promote(&caller, &id, body.confirm)
+            .await?,
+    ))
 }

@@ -292,7 +292,10 @@ impl Client {
         Ok(Client { base, token, http })
     }
 
-    async fn send(&self, req: reqwest::RequestBuilder) -> anyhow::Result<serde_json::Value> {
+    pub(crate) async fn send(
+        &self,
+        req: reqwest::RequestBuilder,
+    ) -> anyhow::Result<serde_json::Value> {
         let resp = req
             .bearer_auth(&self.token)
             .send()

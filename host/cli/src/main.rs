@@ -1,6 +1,7 @@
 //! `runwarden`: run and inspect sandboxed remediation runbooks.
 
 mod evidence;
+mod flywheel;
 mod incident;
 mod mcp;
 mod rules;
@@ -45,6 +46,9 @@ enum Command {
     /// Inspect escalations: incidents a human must decide, with SLA deadlines.
     #[command(subcommand)]
     Escalation(incident::EscalationCommand),
+    /// Turn repeated good L2 decisions into L1 rules.
+    #[command(subcommand)]
+    Flywheel(flywheel::FlywheelCommand),
     /// Serve this host's runbooks to an MCP client over stdio (relayed to the running
     /// service's /mcp with the token: the same guardrails, approvals and evidence).
     Mcp,
@@ -118,6 +122,9 @@ fn main() -> ExitCode {
         }
         Command::Escalation(cmd) => {
             data_dir(cli.data_dir).and_then(|d| incident::run_escalation(cmd, &cli.server, &d))
+        }
+        Command::Flywheel(cmd) => {
+            data_dir(cli.data_dir).and_then(|d| flywheel::run(cmd, &cli.server, &d))
         }
         Command::Mcp => data_dir(cli.data_dir).and_then(|d| mcp::run(&cli.server, &d)),
         Command::Token(TokenCommand::Create {

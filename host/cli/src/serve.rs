@@ -82,6 +82,7 @@ pub struct FileConfig {
 struct PlannerFileConfig {
     min_confidence: Option<f64>,
     history: Option<u32>,
+    promote_after: Option<u32>,
 }
 
 #[derive(Deserialize, Default)]
@@ -105,6 +106,13 @@ impl FileConfig {
         }
         if let Some(h) = self.planner.history {
             p.history = h;
+        }
+        if let Some(n) = self.planner.promote_after {
+            anyhow::ensure!(
+                (1..=1000).contains(&n),
+                "[planner] promote_after = {n}: use a count from 1 to 1000"
+            );
+            p.promote_after = n;
         }
         Ok(p)
     }

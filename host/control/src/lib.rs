@@ -21,6 +21,7 @@ pub use incident::{Incident, IncidentError, Severity, parse_rfc3339_ms};
 pub use inventory::Inventory;
 pub use notify::{Format, NotificationView, WebhookConfig};
 pub use pipeline::agent::{AgentRequest, AgentTool, MAX_REASON};
+pub use pipeline::flywheel::{Candidate, FlywheelRun, Promotion, Replay, ReplayMatch};
 pub use pipeline::{
     ActionRecord, Caller, ControlConfig, ControlError, Controller, DecisionRecord, HostConfig,
     INCIDENT_STATUSES, IncidentRecord, RuleListing, RunRecord, RunbookInfo, Scope, authenticate,

@@ -6,6 +6,8 @@
 
 #[path = "agent.rs"]
 pub(crate) mod agent;
+#[path = "flywheel.rs"]
+pub(crate) mod flywheel;
 
 use crate::escalation::{Escalation, SlaConfig};
 use crate::evidence::{self as evrec, Context as EvContext, Subject};
@@ -312,7 +314,10 @@ pub struct Controller {
     host: HostConfig,
     guardrails: GuardrailConfig,
     runbooks: BTreeMap<String, Arc<Loaded>>,
-    rule_sets: Vec<Arc<RuleSet>>,
+    /// The configured rule sets, then the flywheel's promoted rules.
+    rule_sets: std::sync::RwLock<Vec<Arc<RuleSet>>>,
+    /// Where promoted rules are written (`DATA_DIR/rules`).
+    promoted_dir: std::path::PathBuf,
     planner: Backend,
     planner_config: PlannerConfig,
     sla: SlaConfig,
@@ -396,6 +401,22 @@ impl Controller {
             }
             sets.push(set);
         }
+        // Rules the flywheel promoted, after the configured ones.
+        let promoted_dir = config.data_dir.join("rules");
+        let files = flywheel::promoted_files(&promoted_dir)
+            .map_err(|e| ControlError::Setup(format!("reading {}: {e}", promoted_dir.display())))?;
+        for f in files {
+            let yaml = std::fs::read_to_string(&f)
+                .map_err(|e| ControlError::Setup(format!("reading {}: {e}", f.display())))?;
+            let set = flywheel::compile_rules(&runtime, &deployed, &f.display().to_string(), &yaml)
+                .map_err(|e| {
+                    ControlError::Setup(format!(
+                        "a promoted rule no longer compiles: {e} (fix or remove {})",
+                        f.display()
+                    ))
+                })?;
+            sets.push(set);
+        }
         // Rules see the inventory as host labels; configured labels win.
         let mut host = config.host;
         for (k, v) in host.inventory.labels() {
@@ -427,7 +448,8 @@ impl Controller {
             host,
             guardrails: config.guardrails,
             runbooks: deployed,
-            rule_sets: sets,
+            rule_sets: std::sync::RwLock::new(sets),
+            promoted_dir,
             planner,
             planner_config: config.planner,
             sla: config.sla,
@@ -464,6 +486,14 @@ impl Controller {
             self.save(&mut rec, received_ms).await?;
         }
         Ok(())
+    }
+
+    /// The rule sets in force, in evaluation order.
+    fn rule_sets(&self) -> Vec<Arc<RuleSet>> {
+        self.rule_sets
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// The host this controller acts on.
@@ -557,7 +587,7 @@ impl Controller {
 
     /// Deployed rules, in evaluation order.
     pub fn rules(&self) -> Vec<RuleListing> {
-        self.rule_sets
+        self.rule_sets()
             .iter()
             .flat_map(|s| {
                 s.rules().iter().map(|r| RuleListing {
@@ -744,12 +774,12 @@ impl Controller {
             .incident
             .to_rule_input(&rec.id, &self.host.labels, &rec.received_at);
         let mut decision = None;
-        let sets: &[Arc<RuleSet>] = if directed.is_some() {
-            &[]
+        let sets = if directed.is_some() {
+            Vec::new()
         } else {
-            &self.rule_sets
+            self.rule_sets()
         };
-        for set in sets {
+        for set in &sets {
             let set2 = set.clone();
             let rt = self.runtime.clone();
             let input2 = input.clone();
@@ -1287,7 +1317,7 @@ impl Controller {
         now: i64,
     ) -> Result<()> {
         let sha = self
-            .rule_sets
+            .rule_sets()
             .first()
             .map(|s| s.sha256().to_string())
             .unwrap_or_else(|| hex::encode(Sha256::digest(b"")));

@@ -101,6 +101,9 @@ pub struct PlannerConfig {
     pub min_confidence: f64,
     /// How many of the tenant's recent runs the catalog and the offline planner consider.
     pub history: u32,
+    /// Successful L2 resolutions of one signature (and no failure) before the flywheel
+    /// proposes it as an L1 rule.
+    pub promote_after: u32,
 }
 
 impl Default for PlannerConfig {
@@ -108,6 +111,7 @@ impl Default for PlannerConfig {
         PlannerConfig {
             min_confidence: 0.7,
             history: 500,
+            promote_after: 3,
         }
     }
 }

@@ -1,0 +1,197 @@
+//! `runwarden flywheel candidates/promote`: repeated good L2 decisions become L1 rules,
+//! after a human reads the rule and its replay against past incidents.
+
+use crate::incident::{Client, ServerArgs};
+use anyhow::Context;
+use clap::Subcommand;
+use serde_json::Value;
+use std::io::{BufRead, IsTerminal, Write};
+use std::path::Path;
+use std::process::ExitCode;
+
+#[derive(Subcommand)]
+pub enum FlywheelCommand {
+    /// L2 signatures ready to become L1 rules, with their history.
+    Candidates {
+        /// Also those still collecting successes, disqualified, or promoted.
+        #[arg(long)]
+        all: bool,
+        /// One JSON object per line.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show a candidate's rule and its replay against stored incidents; deploy it once
+    /// confirmed (asked on a terminal, or --yes). Needs an admin token.
+    Promote {
+        /// The candidate's id (`fw-…`).
+        id: String,
+        /// Deploy without asking.
+        #[arg(long)]
+        yes: bool,
+        /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn print_candidate(c: &Value) {
+    let service = c["service"].as_str().unwrap_or("");
+    println!(
+        "{}  {:<12} {}{} → {}: {} ok, {} failed — {}",
+        c["id"].as_str().unwrap_or("?"),
+        c["state"].as_str().unwrap_or("?"),
+        c["incident_type"].as_str().unwrap_or("?"),
+        if service.is_empty() {
+            String::new()
+        } else {
+            format!(" on {service}")
+        },
+        c["runbook"].as_str().unwrap_or("?"),
+        c["successes"],
+        c["failures"],
+        c["why"].as_str().unwrap_or("")
+    );
+    if let Some(p) = c.get("params").filter(|p| !p.is_null()) {
+        println!("    rule params {p}");
+    }
+    for h in c["history"].as_array().into_iter().flatten().take(5) {
+        println!(
+            "    {} {} {:<8} incident {}: {}",
+            h["at"].as_str().unwrap_or("?"),
+            h["host"].as_str().unwrap_or("?"),
+            h["status"].as_str().unwrap_or("?"),
+            h["incident_id"].as_str().unwrap_or("?"),
+            h["summary"].as_str().unwrap_or("")
+        );
+    }
+}
+
+fn print_proposal(p: &Value) {
+    println!("rule {}:", p["candidate"]["id"].as_str().unwrap_or("?"));
+    for line in p["yaml"].as_str().unwrap_or("").lines() {
+        println!("  {line}");
+    }
+    let r = &p["replay"];
+    println!(
+        "replay against {} stored incidents: matched {}, {} resolved the same way by L2, {} ended otherwise",
+        r["incidents"], r["matched"], r["agreed"], r["differed"]
+    );
+    for m in r["matches"].as_array().into_iter().flatten().take(10) {
+        let would: Vec<String> = m["would_run"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|a| format!("{} {}", a["runbook"].as_str().unwrap_or("?"), a["params"]))
+            .collect();
+        println!(
+            "  {} {} (then {} at {}): would run {}",
+            m["received_at"].as_str().unwrap_or("?"),
+            m["incident_id"].as_str().unwrap_or("?"),
+            m["status"].as_str().unwrap_or("?"),
+            m["tier"].as_str().unwrap_or("?"),
+            would.join(", ")
+        );
+    }
+    println!(
+        "compiled rule component sha256 {}",
+        p["rule_sha256"].as_str().unwrap_or("?")
+    );
+}
+
+/// Ask on the terminal; false without one.
+fn confirm(id: &str) -> anyhow::Result<bool> {
+    if !std::io::stdin().is_terminal() {
+        return Ok(false);
+    }
+    print!("deploy {id} to this host now? [y/N] ");
+    std::io::stdout().flush().ok();
+    let mut line = String::new();
+    std::io::stdin()
+        .lock()
+        .read_line(&mut line)
+        .context("reading the answer")?;
+    Ok(matches!(line.trim(), "y" | "Y" | "yes"))
+}
+
+/// `runwarden flywheel …`.
+pub fn run(cmd: FlywheelCommand, server: &ServerArgs, data_dir: &Path) -> anyhow::Result<ExitCode> {
+    let client = Client::new(server, data_dir)?;
+    let io = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    io.block_on(async {
+        match cmd {
+            FlywheelCommand::Candidates { all, json } => {
+                let v = client
+                    .send(
+                        client
+                            .http
+                            .get(format!("{}/v1/flywheel/candidates", client.base)),
+                    )
+                    .await?;
+                let list: Vec<&Value> = v["candidates"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter(|c| all || c["state"] == "candidate")
+                    .collect();
+                if list.is_empty() && !json {
+                    println!(
+                        "no candidates yet: a signature needs repeated successful L2 resolutions \
+                         and no failure (--all shows them all)"
+                    );
+                }
+                for c in list {
+                    if json {
+                        println!("{c}");
+                    } else {
+                        print_candidate(c);
+                    }
+                }
+                Ok(ExitCode::SUCCESS)
+            }
+            FlywheelCommand::Promote { id, yes, json } => {
+                let url = format!("{}/v1/flywheel/candidates/{id}/promote", client.base);
+                let proposal = client
+                    .send(
+                        client
+                            .http
+                            .post(&url)
+                            .header("content-type", "application/json")
+                            .body(r#"{"confirm": false}"#),
+                    )
+                    .await?;
+                if !json {
+                    print_proposal(&proposal);
+                }
+                if !(yes || confirm(&id)?) {
+                    if json {
+                        println!("{proposal}");
+                    }
+                    eprintln!("not deployed: confirm on a terminal, or pass --yes");
+                    return Ok(ExitCode::from(1));
+                }
+                let done = client
+                    .send(
+                        client
+                            .http
+                            .post(&url)
+                            .header("content-type", "application/json")
+                            .body(r#"{"confirm": true}"#),
+                    )
+                    .await?;
+                if json {
+                    println!("{done}");
+                } else {
+                    println!(
+                        "deployed {id}: written to {}, evidence record {}",
+                        done["path"].as_str().unwrap_or("?"),
+                        done["evidence_index"]
+                    );
+                }
+                Ok(ExitCode::SUCCESS)
+            }
+        }
+    })
+}
