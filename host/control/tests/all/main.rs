@@ -1,6 +1,7 @@
 //! The control plane against real components: rule sets compiled into the real rule
 //! engine and evaluated in the sandbox, and the incident pipeline end to end.
 
+mod flywheel;
 mod llm;
 mod notify;
 mod pipeline;

@@ -20,9 +20,9 @@ use std::time::Duration;
 
 /// A local chat-completions server: answers from a queue, keeps every request body.
 #[derive(Clone, Default)]
-struct FakeModel {
+pub(crate) struct FakeModel {
     answers: Arc<Mutex<Vec<(u16, String)>>>,
-    seen: Arc<Mutex<Vec<Vec<u8>>>>,
+    pub(crate) seen: Arc<Mutex<Vec<Vec<u8>>>>,
 }
 
 impl FakeModel {
@@ -30,7 +30,7 @@ impl FakeModel {
         self.answers.lock().unwrap().push((status, body));
     }
 
-    fn tool_call(&self, name: &str, input: Value) {
+    pub(crate) fn tool_call(&self, name: &str, input: Value) {
         self.answer(
             200,
             json!({
@@ -94,7 +94,7 @@ fn open_guardrails() -> GuardrailConfig {
     }
 }
 
-async fn with_model(s: &Setup, model: &FakeModel) -> Controller {
+pub(crate) async fn with_model(s: &Setup, model: &FakeModel) -> Controller {
     let url = model.serve().await;
     controller_with(
         s,
@@ -107,7 +107,7 @@ async fn with_model(s: &Setup, model: &FakeModel) -> Controller {
 }
 
 /// `type` no standard rule matches, for the nginx unit the host grants.
-fn web_down(message: &str) -> runwarden_control::Incident {
+pub(crate) fn web_down(message: &str) -> runwarden_control::Incident {
     incident(
         &json!({"host": "clinic-demo-01", "type": "http-502", "severity": "high",
                 "service": "nginx.service", "message": message})
