@@ -242,7 +242,7 @@ impl Controller {
             } else if successes < min {
                 (
                     "collecting",
-                    format!("{successes} of {min} successful L2 resolutions, no failures"),
+                    format!("{successes} of {min} successful L2 resolutions, none failed"),
                 )
             } else {
                 match self.template(tenant, &runs).await? {
@@ -250,7 +250,7 @@ impl Controller {
                         params = Some(p);
                         (
                             "candidate",
-                            format!("{successes} successful L2 resolutions, no failures"),
+                            format!("{successes} successful L2 resolution(s), none failed"),
                         )
                     }
                     Err(why) => ("disqualified", why),
@@ -358,36 +358,45 @@ impl Controller {
         Ok(Ok(Value::Object(out)))
     }
 
-    /// The rule for candidate `c`, as YAML.
+    /// The rule for candidate `c`, as YAML (keys in the order people write them).
     fn rule_yaml(c: &Candidate) -> String {
-        let mut when = serde_json::Map::new();
-        when.insert("type".into(), json!(c.incident_type));
+        use serde_yaml::{Mapping, Value as Y};
+        let text = |s: &str| Y::String(s.to_string());
+        let mut when = Mapping::new();
+        when.insert(text("type"), text(&c.incident_type));
         if !c.service.is_empty() {
-            when.insert("service".into(), json!(c.service));
+            when.insert(text("service"), text(&c.service));
         }
-        let doc = json!({"rules": [{
-            "id": c.id,
-            "summary": format!(
-                "Learned from L2: {}{} → {} ({} successes, no failures)",
-                c.incident_type,
-                if c.service.is_empty() { String::new() } else { format!(" on {}", c.service) },
-                c.runbook,
-                c.successes
-            ),
-            "match": when,
-            "action": {"runbook": c.runbook, "params": c.params.clone().unwrap_or_else(|| json!({}))},
-        }]});
+        let params = c.params.clone().unwrap_or_else(|| json!({}));
+        let mut action = Mapping::new();
+        action.insert(text("runbook"), text(&c.runbook));
+        action.insert(
+            text("params"),
+            serde_yaml::to_value(&params).unwrap_or(Y::Null),
+        );
+        let on = if c.service.is_empty() {
+            String::new()
+        } else {
+            format!(" on {}", c.service)
+        };
+        let mut rule = Mapping::new();
+        rule.insert(text("id"), text(&c.id));
+        rule.insert(
+            text("summary"),
+            text(&format!(
+                "Learned from L2: {}{on} → {} ({} successful, none failed)",
+                c.incident_type, c.runbook, c.successes
+            )),
+        );
+        rule.insert(text("match"), Y::Mapping(when));
+        rule.insert(text("action"), Y::Mapping(action));
+        let mut doc = Mapping::new();
+        doc.insert(text("rules"), Y::Sequence(vec![Y::Mapping(rule)]));
         let body = serde_yaml::to_string(&doc).unwrap_or_default();
         format!(
-            "# Promoted by the runwarden flywheel from {} successful L2 resolutions of\n\
-             # {}{}. `runwarden flywheel candidates` shows its history.\n{body}",
-            c.successes,
-            c.incident_type,
-            if c.service.is_empty() {
-                String::new()
-            } else {
-                format!(" ({})", c.service)
-            },
+            "# Promoted by the runwarden flywheel: {} successful L2 resolution(s) of {}{on}\n\
+             # and none failed. `runwarden flywheel candidates --all` shows its history.\n{body}",
+            c.successes, c.incident_type,
         )
     }
 

@@ -4,6 +4,7 @@ mod mcp;
 #[path = "../../../evidence/tests/all/pg.rs"]
 mod pg;
 mod tamper;
+mod tour;
 mod up;
 
 use serde_json::Value;

@@ -1,0 +1,215 @@
+//! The README tour's L2, approval and flywheel steps, as an operator runs them: the
+//! bundled scripted model server (scripts/model-server, the OpenAI wire format) and the
+//! demo configuration (examples/demo.toml), with `runwarden up` and the CLI.
+
+use super::stderr;
+use super::up::{cli, start_with};
+use serde_json::{Value, json};
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+
+fn repo() -> &'static Path {
+    Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."))
+}
+
+/// The scripted model server, stopped when dropped.
+struct ModelServer(Child, String);
+
+impl Drop for ModelServer {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn model_server(answers: &Path) -> ModelServer {
+    let mut child = Command::new("python3")
+        .arg(repo().join("scripts/model-server"))
+        .args(["--listen", "127.0.0.1:0", "--answers"])
+        .arg(answers)
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("python3 runs scripts/model-server");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let url = line
+        .trim()
+        .strip_prefix("model server listening on ")
+        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+        .to_string();
+    ModelServer(child, url)
+}
+
+#[test]
+fn tour_l2_with_the_bundled_model_then_an_approval_then_a_flywheel_promotion() {
+    let d = tempfile::tempdir().unwrap();
+    let data = d.path().join("data");
+    let work = d.path().join("work");
+    let units = d.path().join("units");
+    std::fs::create_dir_all(work.join("tmp")).unwrap();
+    let u = units.display();
+    let policy = d.path().join("policy.toml");
+    std::fs::write(
+        &policy,
+        format!(
+            r#"host_id = "clinic-demo-01"
+[grants]
+services = ["nginx.service"]
+probe = true
+write_dirs = ["{}"]
+[services]
+backend = "command"
+status = ["/bin/sh", "-c", "cat {u}/{{unit}} 2>/dev/null || echo inactive"]
+start = ["/bin/sh", "-c", "mkdir -p {u} && echo active > {u}/{{unit}}"]
+stop = ["/bin/sh", "-c", "mkdir -p {u} && echo inactive > {u}/{{unit}}"]
+restart = ["/bin/sh", "-c", "mkdir -p {u} && echo active > {u}/{{unit}}"]
+reload = ["/bin/sh", "-c", "true"]
+"#,
+            work.display()
+        ),
+    )
+    .unwrap();
+    // The shipped answers, with the demo directory moved to this test's.
+    let shipped = std::fs::read_to_string(repo().join("examples/model-answers.json")).unwrap();
+    let answers = d.path().join("answers.json");
+    std::fs::write(
+        &answers,
+        shipped.replace("/tmp/runwarden-demo", &work.display().to_string()),
+    )
+    .unwrap();
+    let model = model_server(&answers);
+    let config = repo().join("examples/demo.toml");
+    let up = start_with(
+        &data,
+        &policy,
+        &[
+            ("RUNWARDEN_CONFIG", config.to_str().unwrap()),
+            ("RUNWARDEN_LLM_PROVIDER", "openai"),
+            ("RUNWARDEN_LLM_URL", &model.1),
+            ("RUNWARDEN_LLM_MODEL", "scripted"),
+        ],
+    );
+    let incident = |name: &str| {
+        let text = std::fs::read_to_string(repo().join("examples/incidents").join(name))
+            .unwrap()
+            .replace("/tmp/runwarden-demo", &work.display().to_string());
+        let p = d.path().join(name);
+        std::fs::write(&p, text).unwrap();
+        p.display().to_string()
+    };
+
+    // No rule knows http-502: the model chooses restart-service, validated, L2.
+    let o = cli(
+        &data,
+        &up,
+        &["incident", "submit", &incident("http-502.json")],
+    );
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{text}{}", stderr(&o));
+    assert!(text.contains("healed (tier L2)"), "{text}");
+    assert!(
+        text.contains("planner openai scripted (confidence 0.90)"),
+        "{text}"
+    );
+    assert!(text.contains("ran restart-service: healed"), "{text}");
+
+    // The printer jam: the scripted model knows nothing, so it escalates.
+    let o = cli(
+        &data,
+        &up,
+        &["incident", "submit", &incident("unknown.json")],
+    );
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        text.contains("escalated (tier L3)") && text.contains("no answer"),
+        "{text}"
+    );
+
+    // Risky: disk-cleanup is high-risk, so it waits; the human approves; it runs as L3.
+    let o = cli(
+        &data,
+        &up,
+        &["incident", "submit", &incident("disk-critical.json")],
+    );
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(o.status.code(), Some(1), "{text}");
+    assert!(text.contains("awaiting_approval (tier L3)"), "{text}");
+    assert!(
+        !text.contains("ran disk-cleanup"),
+        "nothing ran yet: {text}"
+    );
+    let esc = text
+        .split("escalation ")
+        .nth(1)
+        .and_then(|r| r.split(':').next())
+        .unwrap()
+        .to_string();
+    let o = cli(
+        &data,
+        &up,
+        &["escalation", "approve", &esc, "--note", "on-call approves"],
+    );
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{text}{}", stderr(&o));
+    assert!(text.contains(": approved"), "{text}");
+    assert!(text.contains("ran disk-cleanup"), "{text}");
+    assert!(text.contains("approved by token tok_"), "{text}");
+
+    // The flywheel: the demo proposes after one success.
+    let o = cli(&data, &up, &["flywheel", "candidates", "--json"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let lines: Vec<Value> = String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    let fw = &lines[0];
+    assert_eq!(
+        (&fw["incident_type"], &fw["runbook"], &fw["state"]),
+        (
+            &json!("http-502"),
+            &json!("restart-service"),
+            &json!("candidate")
+        )
+    );
+    let id = fw["id"].as_str().unwrap();
+    // Without a terminal and without --yes: shown, replayed, not deployed.
+    let o = cli(&data, &up, &["flywheel", "promote", id]);
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(o.status.code(), Some(1), "{text}");
+    assert!(stderr(&o).contains("not deployed"), "{}", stderr(&o));
+    assert!(
+        text.contains("type: http-502") && text.contains("runbook: restart-service"),
+        "{text}"
+    );
+    assert!(
+        text.contains("replay against 3 stored incidents: matched 1, 1 resolved the same way"),
+        "{text}"
+    );
+    assert!(!data.join(format!("rules/{id}.yaml")).exists());
+    // Confirmed.
+    let o = cli(&data, &up, &["flywheel", "promote", id, "--yes"]);
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{text}{}", stderr(&o));
+    assert!(text.contains(&format!("deployed {id}")), "{text}");
+    assert!(data.join(format!("rules/{id}.yaml")).exists());
+    // The next http-502 is matched by the new rule (L1); a repeat within 15 minutes, it
+    // goes to a human rather than running again.
+    let o = cli(
+        &data,
+        &up,
+        &["incident", "submit", &incident("http-502.json")],
+    );
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(text.contains(&format!("rule {id}")), "{text}");
+    // The promotion is in the log, signed.
+    let o = cli(&data, &up, &["evidence", "list"]);
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        text.contains(&format!("rule:{id}")) && text.contains("promoted"),
+        "{text}"
+    );
+}
