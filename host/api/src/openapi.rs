@@ -124,7 +124,7 @@ pub fn document() -> Value {
             "dry_run": {"type": "boolean"}
         }
     }]});
-    json!({
+    let mut doc = json!({
         "openapi": "3.1.0",
         "info": {
             "title": "runwarden API",
@@ -395,7 +395,97 @@ pub fn document() -> Value {
                 }
             }
         }
-    })
+    });
+    let paths = doc["paths"].as_object_mut().expect("paths is an object");
+    for (path, item) in more_paths(&bearer) {
+        paths.insert(path, item);
+    }
+    let notifications = json!({"type": "array", "description": "webhook deliveries about it (GET of one escalation only)", "items": {
+        "type": "object",
+        "required": ["webhook", "event", "status", "attempts", "last_error", "at"],
+        "properties": {
+            "webhook": {"type": "string"},
+            "event": {"enum": ["escalation.opened", "escalation.decided"]},
+            "status": {"enum": ["delivered", "failed", "dropped"]},
+            "attempts": {"type": "integer"},
+            "last_error": {"type": "string"},
+            "at": {"type": "string", "format": "date-time"}
+        }
+    }});
+    doc["components"]["schemas"]["Escalation"]["properties"]["notifications"] = notifications;
+    doc
+}
+
+/// The MCP endpoint and the flywheel (a second value: one `json!` this deep would pass
+/// the macro's recursion limit).
+fn more_paths(bearer: &Value) -> serde_json::Map<String, Value> {
+    let candidate = json!({
+        "type": "object",
+        "required": ["id", "incident_type", "service", "runbook", "successes", "failures", "state", "why", "history"],
+        "properties": {
+            "id": {"type": "string", "description": "fw-…: the rule's id once promoted"},
+            "incident_type": {"type": "string"},
+            "service": {"type": "string"},
+            "runbook": {"type": "string"},
+            "successes": {"type": "integer"},
+            "failures": {"type": "integer"},
+            "state": {"enum": ["candidate", "collecting", "disqualified", "promoted"]},
+            "why": {"type": "string"},
+            "params": {"type": "object", "description": "what the rule would set ({{service}}, {{labels.K}} where runs differed)"},
+            "history": {"type": "array", "items": {"type": "object"}}
+        }
+    });
+    let promotion = json!({
+        "type": "object",
+        "required": ["candidate", "yaml", "rule_sha256", "replay", "deployed"],
+        "properties": {
+            "candidate": candidate.clone(),
+            "yaml": {"type": "string"},
+            "rule_sha256": {"type": "string"},
+            "replay": {"type": "object", "required": ["incidents", "matched", "agreed", "differed", "matches"]},
+            "deployed": {"type": "boolean"},
+            "path": {"type": "string"},
+            "evidence_index": {"type": "integer"}
+        }
+    });
+    let error = json!({"description": "An error", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}});
+    let v = json!({
+        "/v1/flywheel/candidates": {"get": {
+            "summary": "The tenant's L2 signatures and how close each is to becoming an L1 rule, candidates first (scope read)",
+            "security": bearer,
+            "responses": {"200": json_ok("Candidates", json!({"type": "object", "required": ["candidates"],
+                "properties": {"candidates": {"type": "array", "items": candidate}}})),
+                "401": error, "403": error, "429": error, "500": error}
+        }},
+        "/v1/flywheel/candidates/{id}/promote": {"post": {
+            "summary": "The candidate's rule as YAML, compiled and replayed against the stored incidents; deployed (written, loaded, recorded in evidence) only with {\"confirm\": true} (scope admin)",
+            "security": bearer,
+            "parameters": [{"name": "id", "in": "path", "required": true, "schema": {"type": "string"}}],
+            "requestBody": {"required": false, "content": {"application/json": {"schema": {
+                "type": "object", "additionalProperties": false,
+                "properties": {"confirm": {"type": "boolean", "default": false}}}}}},
+            "responses": {"200": json_ok("The promotion", promotion),
+                "400": error, "401": error, "403": error, "404": error, "409": error, "429": error, "500": error}
+        }},
+        "/mcp": {
+            "post": {
+                "summary": "MCP (Model Context Protocol 2025-11-25, streamable HTTP): one JSON-RPC message per request; initialize returns Mcp-Session-Id; tools/list and tools/call (scope read to list, operate to call). Browser Origins must be listed in [api] mcp_origins",
+                "security": bearer,
+                "requestBody": {"required": true, "content": {"application/json": {"schema": {"type": "object"}}}},
+                "responses": {"200": json_ok("A JSON-RPC response", json!({"type": "object"})),
+                    "202": {"description": "A notification or response was accepted"},
+                    "400": {"description": "Not one JSON-RPC message, no session, or an unsupported MCP-Protocol-Version"},
+                    "401": error, "403": error,
+                    "404": {"description": "Unknown, expired or another token's session: initialize again"},
+                    "413": error, "429": error}
+            },
+            "get": {"summary": "Not offered: this server sends no messages of its own (405)", "security": bearer,
+                "responses": {"405": error}},
+            "delete": {"summary": "End the session named by Mcp-Session-Id", "security": bearer,
+                "responses": {"204": {"description": "Ended"}, "404": error}}
+        }
+    });
+    v.as_object().cloned().unwrap_or_default()
 }
 
 #[cfg(test)]
@@ -461,6 +551,10 @@ mod tests {
             ("/v1/rules", "get"),
             ("/v1/evidence/checkpoint", "get"),
             ("/v1/evidence/{index}", "get"),
+            ("/v1/flywheel/candidates", "get"),
+            ("/v1/flywheel/candidates/{id}/promote", "post"),
+            ("/mcp", "post"),
+            ("/mcp", "delete"),
         ] {
             assert!(
                 doc["paths"][path][method].is_object(),
