@@ -218,10 +218,10 @@ pub fn document() -> Value {
                 "responses": responses(json!({"200": json_ok("The escalation", schema_ref("Escalation"))}), &incident_errors)
             }},
             "/v1/escalations/{id}/{decision}": {"post": {
-                "summary": "Decide an escalation (scope operate): approve runs the proposed runbook now, with the approver's identity in its evidence; deny records that it must not run; acknowledge marks it taken",
+                "summary": "Decide an escalation (scope operate): approve runs the proposed runbook now, with the approver's identity in its evidence; deny records that it must not run; acknowledge marks it taken; resolve records that it was fixed another way",
                 "parameters": [
                     {"name": "id", "in": "path", "required": true, "schema": {"type": "string"}},
-                    {"name": "decision", "in": "path", "required": true, "schema": {"enum": ["approve", "deny", "acknowledge"]}}
+                    {"name": "decision", "in": "path", "required": true, "schema": {"enum": ["approve", "deny", "acknowledge", "resolve"]}}
                 ],
                 "requestBody": {"required": false, "content": {"application/json": {"schema": {
                     "type": "object", "additionalProperties": false,

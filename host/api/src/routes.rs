@@ -348,9 +348,10 @@ async fn decide_escalation(
         "approve" => runwarden_control::Decision::Approve,
         "deny" => runwarden_control::Decision::Deny,
         "acknowledge" => runwarden_control::Decision::Acknowledge,
+        "resolve" => runwarden_control::Decision::Resolve,
         other => {
             return Err(ApiError::not_found(format!(
-                "no decision {other:?}: POST /v1/escalations/{{id}}/approve, /deny or /acknowledge"
+                "no decision {other:?}: POST /v1/escalations/{{id}}/approve, /deny, /acknowledge or /resolve"
             )));
         }
     };

@@ -90,6 +90,14 @@ pub enum EscalationCommand {
         #[arg(long, default_value = "")]
         note: String,
     },
+    /// Resolve it: it was fixed another way (by hand); nothing runs, and that is recorded.
+    Resolve {
+        /// Its id.
+        id: String,
+        /// How, for the record.
+        #[arg(long, default_value = "")]
+        note: String,
+    },
     /// Acknowledge it: someone is on it.
     Ack {
         /// Its id.
@@ -169,6 +177,7 @@ pub fn run_escalation(
     let cmd_name = match &cmd {
         EscalationCommand::Approve { .. } => "approve",
         EscalationCommand::Deny { .. } => "deny",
+        EscalationCommand::Resolve { .. } => "resolve",
         _ => "other",
     };
     let io = tokio::runtime::Builder::new_current_thread()
@@ -224,9 +233,10 @@ pub fn run_escalation(
             }
             EscalationCommand::Approve { id, note }
             | EscalationCommand::Deny { id, note }
+            | EscalationCommand::Resolve { id, note }
             | EscalationCommand::Ack { id, note } => {
                 let verb = match cmd_name {
-                    "approve" | "deny" => cmd_name,
+                    "approve" | "deny" | "resolve" => cmd_name,
                     _ => "acknowledge",
                 };
                 let v = client

@@ -125,6 +125,8 @@ pub enum Decision {
     Approve,
     /// Do not run it.
     Deny,
+    /// Fixed another way (by hand): nothing runs, and that is recorded.
+    Resolve,
 }
 
 impl Decision {
@@ -134,6 +136,7 @@ impl Decision {
             Decision::Acknowledge => "acknowledged",
             Decision::Approve => "approved",
             Decision::Deny => "denied",
+            Decision::Resolve => "resolved",
         }
     }
 }

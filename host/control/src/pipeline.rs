@@ -1580,7 +1580,7 @@ impl Controller {
             if runnable.is_some() {
                 "approved"
             } else {
-                "denied"
+                decision.state()
             },
             format!(
                 "{} by {by}{}",
@@ -1619,7 +1619,7 @@ impl Controller {
                 Self::end(&mut rec, "L3", outcome, reason);
             }
             None => {
-                rec.reason = format!("{}; denied by {by}", rec.reason);
+                rec.reason = format!("{}; {} by {by}", rec.reason, decision.state());
                 self.record_blocked(&mut rec, proposal.as_ref(), provenance, now)
                     .await?;
             }

@@ -282,6 +282,27 @@ async fn tenants_see_only_their_own_incidents_and_evidence() {
         .await
         .error(409, "conflict");
     assert!(msg.contains("is denied"), "{msg}");
+
+    // Fixed by hand: resolved, recorded, nothing run.
+    let r = api.post("/v1/incidents?wait=true", &a, &as_a).await.json();
+    let second = r["escalation"].as_str().unwrap().to_string();
+    let resolved = api
+        .post(
+            &format!("/v1/escalations/{second}/resolve"),
+            &a,
+            &json!({"note": "cleared by hand"}),
+        )
+        .await
+        .json();
+    assert_eq!(resolved["escalation"]["state"], "resolved", "{resolved}");
+    assert!(
+        resolved["incident"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("; resolved by token"),
+        "{resolved}"
+    );
+    assert_eq!(resolved["incident"]["runs"], json!([]));
 }
 
 #[tokio::test]
