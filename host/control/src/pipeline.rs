@@ -488,6 +488,47 @@ impl Controller {
         Ok(())
     }
 
+    /// A service unit a runbook would act on that is not installed on this host, when the
+    /// host is managed by systemd and its inventory lists every unit (a typo, or a unit
+    /// of another host, is not acted on). Instances (`getty@tty1.service`) and globs are
+    /// not checked.
+    fn unknown_service(&self, l: &Loaded, params: &serde_json::Value) -> Option<String> {
+        let inv = &self.host.inventory;
+        let systemd = matches!(
+            self.host.policy.services,
+            runwarden_runtime::ServiceBackend::Systemd
+        );
+        if !systemd
+            || inv.init != "systemd"
+            || inv.services.is_empty()
+            || inv.services.len() >= crate::inventory::MAX_SERVICES
+        {
+            return None;
+        }
+        for cap in &l.manifest().capabilities {
+            let runwarden_runtime::Capability::Service(pattern) = cap else {
+                continue;
+            };
+            let unit = match pattern.strip_prefix('{').and_then(|p| p.strip_suffix('}')) {
+                Some(param) => match params.get(param).and_then(|v| v.as_str()) {
+                    Some(u) => u,
+                    None => continue,
+                },
+                None => pattern.as_str(),
+            };
+            if unit.contains(['@', '*', '?']) || inv.services.iter().any(|s| s == unit) {
+                continue;
+            }
+            return Some(format!(
+                "service {unit} is not installed on {} (its {} unit files do not include it; \
+                 restart runwarden after installing a unit)",
+                self.host.policy.host_id,
+                inv.services.len()
+            ));
+        }
+        None
+    }
+
     /// The rule sets in force, in evaluation order.
     fn rule_sets(&self) -> Vec<Arc<RuleSet>> {
         self.rule_sets
@@ -937,6 +978,10 @@ impl Controller {
                     }
                     Some(l) => {
                         if let Err(why) = l.precheck(&self.host.policy, &a.params) {
+                            unknown = Some(why);
+                            break;
+                        }
+                        if let Some(why) = self.unknown_service(l, &a.params) {
                             unknown = Some(why);
                             break;
                         }

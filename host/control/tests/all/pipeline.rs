@@ -563,3 +563,65 @@ async fn an_incident_left_processing_by_a_crash_is_escalated_at_the_next_start()
     assert_eq!(r.evidence.len(), 1, "the interruption is recorded");
     assert_eq!(log_verifies(&c, &s.root.join("data")).await, 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_a_systemd_host_a_service_that_is_not_installed_is_not_acted_on() {
+    let s = setup();
+    // systemd manages the host (the default service backend); its unit files list nginx
+    // and sshd. The policy would grant ghost.service too: the inventory says it is not there.
+    let policy = Policy::parse(
+        "host_id = \"clinic-demo-01\"\n[grants]\nservices = [\"nginx.service\", \"ghost.service\"]\n",
+    )
+    .unwrap();
+    let inventory = runwarden_control::Inventory {
+        init: "systemd".into(),
+        services: vec!["nginx.service".into(), "sshd.service".into()],
+        ..Default::default()
+    };
+    let c = Controller::start(
+        ControlConfig {
+            database: s.root.join("rw.db").display().to_string(),
+            data_dir: s.root.join("data"),
+            host: HostConfig {
+                policy: Arc::new(policy),
+                labels: Default::default(),
+                inventory,
+            },
+            guardrails: GuardrailConfig::default(),
+            llm: None,
+            planner: Default::default(),
+            sla: Default::default(),
+        },
+        s.rt.clone(),
+        runwarden_guests::standard_runbooks()
+            .map(|(_, b)| b.to_vec())
+            .collect(),
+        vec![standard_rules()],
+    )
+    .await
+    .unwrap();
+    let r = c
+        .submit(
+            "clinic-a",
+            incident(
+                r#"{"host":"clinic-demo-01","type":"service-down","severity":"high","service":"ghost.service"}"#,
+            ),
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.status, "escalated", "{r:?}");
+    assert!(
+        r.reason.starts_with(
+            "unknown target: service ghost.service is not installed on clinic-demo-01"
+        ),
+        "{}",
+        r.reason
+    );
+    assert!(r.runs.is_empty());
+    let v = r
+        .guardrails
+        .iter()
+        .find(|v| v.guardrail == "known_target")
+        .unwrap();
+    assert_eq!(v.verdict, "escalate");
+}
