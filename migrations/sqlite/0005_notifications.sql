@@ -7,7 +7,7 @@ CREATE TABLE notifications (
     tenant         TEXT    NOT NULL,
     -- The webhook's configured name; never its URL (a Slack webhook URL is a secret).
     webhook        TEXT    NOT NULL,
-    -- escalation.opened | escalation.decided
+    -- escalation.opened | escalation.decided | escalation.breached
     event          TEXT    NOT NULL,
     -- delivered | failed | dropped
     status         TEXT    NOT NULL,

@@ -405,7 +405,7 @@ pub fn document() -> Value {
         "required": ["webhook", "event", "status", "attempts", "last_error", "at"],
         "properties": {
             "webhook": {"type": "string"},
-            "event": {"enum": ["escalation.opened", "escalation.decided"]},
+            "event": {"enum": ["escalation.opened", "escalation.decided", "escalation.breached"]},
             "status": {"enum": ["delivered", "failed", "dropped"]},
             "attempts": {"type": "integer"},
             "last_error": {"type": "string"},

@@ -359,8 +359,20 @@ pub fn up(
                 }
             }
         });
+        // Escalations past their SLA deadline, announced to the webhooks once each.
+        let sla = controller.clone();
+        let breaches = tokio::spawn(async move {
+            let mut t = tokio::time::interval(std::time::Duration::from_secs(30));
+            loop {
+                t.tick().await;
+                if let Err(e) = sla.announce_breaches().await {
+                    eprintln!("warning: announcing SLA breaches: {e}");
+                }
+            }
+        });
         runwarden_api::serve(listener, controller.clone(), api, shutdown_signal()).await?;
         ticker.abort();
+        breaches.abort();
         // A last checkpoint covering everything written before the stop.
         controller.checkpoint().await?;
         println!("runwarden stopped: in-flight incidents finished, evidence written");

@@ -342,6 +342,14 @@ impl Notice {
         }
     }
 
+    /// An escalation still undecided past its SLA deadline.
+    pub(crate) fn breached(e: &Escalation, incident: &Incident) -> Notice {
+        Notice {
+            event: "escalation.breached",
+            ..Notice::decided(e, incident)
+        }
+    }
+
     /// The body in `format`. Nothing secret goes in: no token, webhook URL or key.
     fn body(&self, format: Format, sent_at_ms: i64) -> Vec<u8> {
         let url_path = format!("/v1/escalations/{}", self.id);
@@ -561,6 +569,11 @@ impl Notifier {
     }
 
     /// `(status, deliveries)` since start, for every status.
+    /// Whether no webhook is configured.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.names.is_empty()
+    }
+
     pub(crate) fn counts(&self) -> [(&'static str, u64); 3] {
         let c = &self.counts;
         [

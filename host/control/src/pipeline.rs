@@ -329,6 +329,9 @@ pub struct Controller {
     metrics: Metrics,
     /// Tells webhooks about escalations, in the background.
     notifier: Notifier,
+    /// Escalations whose breach was announced by this process (the notifications table
+    /// remembers them across restarts once a delivery ended).
+    breaches_announced: Mutex<std::collections::HashSet<String>>,
 }
 
 fn now_ms() -> i64 {
@@ -458,6 +461,7 @@ impl Controller {
             in_flight: tokio::sync::RwLock::new(false),
             metrics: Metrics::default(),
             notifier,
+            breaches_announced: Mutex::default(),
         };
         controller.reconcile().await?;
         Ok(controller)
@@ -1676,6 +1680,40 @@ impl Controller {
             .notify(Notice::decided(&e, &rec.incident))
             .await;
         Ok((e, rec))
+    }
+
+    /// Tell the webhooks, once each, about escalations still undecided past their SLA
+    /// deadline (`runwarden up` calls this every 30 s). Returns how many were announced.
+    pub async fn announce_breaches(&self) -> Result<usize> {
+        if self.notifier.is_empty() {
+            return Ok(0);
+        }
+        let now = now_ms();
+        let mut announced = 0;
+        for e in self.store.breached_unannounced(now, 100).await? {
+            let new = {
+                let mut seen = self
+                    .breaches_announced
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner());
+                if seen.len() > 100_000 {
+                    seen.clear();
+                }
+                seen.insert(e.row.id.clone())
+            };
+            if !new {
+                continue;
+            }
+            let Some(rec) = self.incident(&e.row.tenant, &e.row.incident_id).await? else {
+                continue;
+            };
+            let view = escalation_view(e, now);
+            self.notifier
+                .notify(Notice::breached(&view, &rec.incident))
+                .await;
+            announced += 1;
+        }
+        Ok(announced)
     }
 
     /// `tenant`'s escalations, newest first, optionally in one state.

@@ -50,6 +50,29 @@ macro_rules! on_db {
     };
 }
 
+/// A [`StoredEscalation`] from a row of `ESCALATION_COLUMNS`, on either backend.
+macro_rules! stored_escalation {
+    ($r:expr) => {
+        StoredEscalation {
+            row: EscalationRow {
+                id: $r.try_get(0)?,
+                incident_id: $r.try_get(1)?,
+                tenant: $r.try_get(2)?,
+                host: $r.try_get(3)?,
+                severity: $r.try_get(4)?,
+                reason: $r.try_get(5)?,
+                proposal: $r.try_get(6)?,
+                created_at_ms: $r.try_get(7)?,
+                sla_deadline_ms: $r.try_get(8)?,
+            },
+            state: $r.try_get(9)?,
+            decided_by: $r.try_get(10)?,
+            decided_at_ms: $r.try_get(11)?,
+            note: $r.try_get(12)?,
+        }
+    };
+}
+
 /// SQL written with `?` placeholders, numbered `$1…` for PostgreSQL.
 fn sql(pg: bool, text: &str) -> AssertSqlSafe<String> {
     if !pg {
@@ -203,7 +226,7 @@ pub struct NotificationRow {
     pub tenant: String,
     /// The webhook's name (never its URL).
     pub webhook: String,
-    /// `escalation.opened`, `escalation.decided`.
+    /// `escalation.opened`, `escalation.decided`, `escalation.breached`.
     pub event: String,
     /// `delivered`, `failed`, `dropped`.
     pub status: String,
@@ -582,25 +605,31 @@ impl ControlStore {
                 .bind(tenant).bind(id).bind(id).bind(state).bind(state).bind(i64::from(limit))
                 .fetch_all(p).await.map_err(db_err("reading escalations"))?;
             rows.iter()
-                .map(|r| Ok(StoredEscalation {
-                    row: EscalationRow {
-                        id: r.try_get(0)?,
-                        incident_id: r.try_get(1)?,
-                        tenant: r.try_get(2)?,
-                        host: r.try_get(3)?,
-                        severity: r.try_get(4)?,
-                        reason: r.try_get(5)?,
-                        proposal: r.try_get(6)?,
-                        created_at_ms: r.try_get(7)?,
-                        sla_deadline_ms: r.try_get(8)?,
-                    },
-                    state: r.try_get(9)?,
-                    decided_by: r.try_get(10)?,
-                    decided_at_ms: r.try_get(11)?,
-                    note: r.try_get(12)?,
-                }))
+                .map(|r| Ok(stored_escalation!(r)))
                 .collect::<std::result::Result<Vec<_>, sqlx::Error>>()
                 .map_err(db_err("reading escalations"))
+        })
+    }
+
+    /// Escalations of any tenant still undecided past their deadline at `now_ms` whose
+    /// breach no webhook was told of yet, the longest overdue first.
+    pub async fn breached_unannounced(
+        &self,
+        now_ms: i64,
+        limit: u32,
+    ) -> Result<Vec<StoredEscalation>> {
+        self.flush().await?;
+        on_db!(&self.db, p, pg => {
+            let rows = sqlx::query(sql(pg, "SELECT id, incident_id, tenant, host, severity, reason, proposal, created_at_ms, sla_deadline_ms, state, decided_by, decided_at_ms, note \
+                FROM escalations e WHERE state IN ('open', 'acknowledged') AND sla_deadline_ms < ? \
+                AND NOT EXISTS (SELECT 1 FROM notifications n WHERE n.escalation_id = e.id AND n.event = 'escalation.breached') \
+                ORDER BY sla_deadline_ms, id LIMIT ?"))
+                .bind(now_ms).bind(i64::from(limit))
+                .fetch_all(p).await.map_err(db_err("reading breached escalations"))?;
+            rows.iter()
+                .map(|r| Ok(stored_escalation!(r)))
+                .collect::<std::result::Result<Vec<_>, sqlx::Error>>()
+                .map_err(db_err("reading breached escalations"))
         })
     }
 

@@ -516,3 +516,74 @@ async fn a_misconfigured_webhook_stops_the_start_and_says_which() {
         no_leak(&err, &[]);
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_escalation_past_its_deadline_is_announced_as_breached_once() {
+    let s = setup();
+    let ep = Endpoint::start(Vec::new(), status(200)).await;
+    // High incidents must be decided at once: every escalation is breached as it opens.
+    let c = match start(
+        &s,
+        GuardrailConfig::default(),
+        Vec::new(),
+        None,
+        Default::default(),
+        SlaConfig {
+            high_secs: 0,
+            webhooks: vec![webhook("ops", ep.url())],
+            ..SlaConfig::default()
+        },
+    )
+    .await
+    {
+        Ok(c) => c,
+        Err(e) => panic!("{e}"),
+    };
+    let r = c.submit(TENANT, printer_jam()).await.unwrap();
+    let id = r.escalation.clone().unwrap();
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    assert_eq!(c.announce_breaches().await.unwrap(), 1);
+    let e = recorded(&c, &id, 2).await;
+    assert!(e.breached, "{e:?}");
+    assert_eq!(
+        by_name(&e, "ops", "escalation.breached").status,
+        "delivered"
+    );
+    let bodies: Vec<Value> = ep
+        .seen()
+        .iter()
+        .map(|s| serde_json::from_slice(&s.body).unwrap())
+        .collect();
+    let breach = bodies
+        .iter()
+        .find(|b| b["event"] == "escalation.breached")
+        .unwrap();
+    assert_eq!(breach["escalation"]["id"], id.as_str());
+    assert_eq!(breach["escalation"]["state"], "open");
+    // Once: not again, in this process or the next.
+    assert_eq!(c.announce_breaches().await.unwrap(), 0);
+    c.shutdown().await;
+    let c = match start(
+        &s,
+        GuardrailConfig::default(),
+        Vec::new(),
+        None,
+        Default::default(),
+        SlaConfig {
+            high_secs: 0,
+            webhooks: vec![webhook("ops", ep.url())],
+            ..SlaConfig::default()
+        },
+    )
+    .await
+    {
+        Ok(c) => c,
+        Err(e) => panic!("{e}"),
+    };
+    assert_eq!(c.announce_breaches().await.unwrap(), 0);
+    // A decided escalation is no longer breached.
+    c.decide(&human(), &id, Decision::Deny, "seen")
+        .await
+        .unwrap();
+    assert_eq!(c.announce_breaches().await.unwrap(), 0);
+}
