@@ -1,11 +1,17 @@
 //! The MCP server: this host's runbook catalog as tools, over streamable HTTP at `/mcp`.
 //!
-//! Protocol revision 2025-11-25 (and the 2025-06-18 and 2025-03-26 handshakes). Each
-//! POST carries one JSON-RPC message; requests are answered with one JSON body.
-//! Sessions start at `initialize` (`Mcp-Session-Id`), belong to the token that started
-//! them, and end with DELETE or after an hour idle. Every request needs a bearer token
-//! (`read` lists, `operate` calls), and a browser's `Origin` must be one the operator
-//! allowed (DNS-rebinding defence).
+//! Two protocol eras, told apart by the `MCP-Protocol-Version` header:
+//! - 2025-11-25 (and the 2025-06-18 and 2025-03-26 handshakes): `initialize` starts a
+//!   session (`Mcp-Session-Id`) that belongs to the token that started it and ends with
+//!   DELETE or after an hour idle;
+//! - 2026-07-28: stateless; every request carries its revision and the client's
+//!   capabilities in `params._meta` (matching the routing headers), `server/discover`
+//!   says what the server speaks, and results say `resultType` (and how long a tool list
+//!   may be cached).
+//!
+//! Each POST carries one JSON-RPC message; requests are answered with one JSON body.
+//! Every request needs a bearer token (`read` lists, `operate` calls), and a browser's
+//! `Origin` must be one the operator allowed (DNS-rebinding defence).
 //!
 //! `tools/call` is [`Controller::agent_request`]: the same guardrails, approvals and
 //! evidence as any incident. A tool's annotations say what it may do to the host.
@@ -17,8 +23,50 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-/// Revisions this server speaks, newest first.
+/// Handshake-era revisions this server speaks, newest first.
 pub(crate) const PROTOCOL_VERSIONS: &[&str] = &["2025-11-25", "2025-06-18", "2025-03-26"];
+/// Stateless revisions this server speaks.
+pub(crate) const MODERN_VERSIONS: &[&str] = &["2026-07-28"];
+
+/// The routing headers of the stateless revision.
+pub(crate) const METHOD_HEADER: &str = "mcp-method";
+pub(crate) const NAME_HEADER: &str = "mcp-name";
+
+const META_VERSION: &str = "io.modelcontextprotocol/protocolVersion";
+const META_CLIENT: &str = "io.modelcontextprotocol/clientInfo";
+const META_CAPABILITIES: &str = "io.modelcontextprotocol/clientCapabilities";
+const META_SERVER: &str = "io.modelcontextprotocol/serverInfo";
+
+/// What the request's headers say.
+#[derive(Default)]
+pub(crate) struct Headers {
+    /// `Mcp-Session-Id`.
+    pub session: Option<String>,
+    /// `MCP-Protocol-Version`.
+    pub version: Option<String>,
+    /// `Mcp-Method`.
+    pub method: Option<String>,
+    /// `Mcp-Name`, decoded.
+    pub name: Option<String>,
+    /// A routing header appears more than once.
+    pub repeated: bool,
+}
+
+/// Decode an `Mcp-Name` value: as is, or `=?base64?…?=` for names that are not plain
+/// printable ASCII.
+pub(crate) fn decode_header(v: &str) -> Option<String> {
+    use base64::Engine;
+    match v
+        .strip_prefix("=?base64?")
+        .and_then(|r| r.strip_suffix("?="))
+    {
+        Some(b64) => base64::engine::general_purpose::STANDARD
+            .decode(b64)
+            .ok()
+            .and_then(|b| String::from_utf8(b).ok()),
+        None => Some(v.to_string()),
+    }
+}
 
 /// The header naming a session.
 pub(crate) const SESSION_HEADER: &str = "mcp-session-id";
@@ -34,6 +82,10 @@ const INVALID_REQUEST: i64 = -32600;
 const METHOD_NOT_FOUND: i64 = -32601;
 const INVALID_PARAMS: i64 = -32602;
 const INTERNAL_ERROR: i64 = -32603;
+/// 2026-07-28: the routing headers and the body disagree.
+const HEADER_MISMATCH: i64 = -32020;
+/// 2026-07-28: a revision this server does not speak.
+const UNSUPPORTED_VERSION: i64 = -32022;
 /// Not a JSON-RPC code of its own: a session the server does not know (HTTP 404).
 const SESSION_UNKNOWN: i64 = -32001;
 
@@ -152,10 +204,10 @@ pub(crate) async fn handle(
     controller: &Controller,
     sessions: &Sessions,
     caller: &Caller,
-    session: Option<&str>,
-    version: Option<&str>,
+    headers: &Headers,
     raw: &[u8],
 ) -> Reply {
+    let (session, version) = (headers.session.as_deref(), headers.version.as_deref());
     let msg: Value = match serde_json::from_slice(raw) {
         Ok(v) => v,
         Err(e) => {
@@ -199,6 +251,12 @@ pub(crate) async fn handle(
         );
     }
     let params = obj.get("params").cloned().unwrap_or_else(|| json!({}));
+    // A revision header that is not a handshake one: the stateless era.
+    if let Some(v) = version
+        && !PROTOCOL_VERSIONS.contains(&v)
+    {
+        return modern(controller, caller, headers, v, &id, method, &params, raw).await;
+    }
     if method == "initialize" {
         return initialize(sessions, caller, &id, &params);
     }
@@ -209,19 +267,6 @@ pub(crate) async fn handle(
             METHOD_NOT_FOUND,
             format!(
                 "method {method:?} is not served: this server offers ping, tools/list and tools/call"
-            ),
-        );
-    }
-    if let Some(v) = version
-        && !PROTOCOL_VERSIONS.contains(&v)
-    {
-        return Reply::error(
-            400,
-            &id,
-            INVALID_REQUEST,
-            format!(
-                "MCP-Protocol-Version {v:?} is not supported: use one of {}",
-                PROTOCOL_VERSIONS.join(", ")
             ),
         );
     }
@@ -243,14 +288,175 @@ pub(crate) async fn handle(
     };
     match method {
         "ping" => Reply::ok(&id, json!({})),
-        "tools/list" => match controller.agent_tools(&caller.tenant).await {
-            Ok(tools) => Reply::ok(
-                &id,
-                json!({"tools": tools.iter().map(tool_json).collect::<Vec<_>>()}),
-            ),
-            Err(e) => internal(&id, &e),
-        },
+        "tools/list" => list(controller, caller, &id).await,
         _ => call(controller, caller, &client, &id, &params, raw).await,
+    }
+}
+
+async fn list(controller: &Controller, caller: &Caller, id: &Value) -> Reply {
+    match controller.agent_tools(&caller.tenant).await {
+        Ok(tools) => Reply::ok(
+            id,
+            json!({"tools": tools.iter().map(tool_json).collect::<Vec<_>>()}),
+        ),
+        Err(e) => internal(id, &e),
+    }
+}
+
+fn server_info() -> Value {
+    json!({
+        "name": "runwarden",
+        "title": "runwarden remediation runbooks",
+        "version": env!("CARGO_PKG_VERSION"),
+    })
+}
+
+const INSTRUCTIONS: &str = "Each tool runs one remediation runbook on this host. Pass \
+    {\"params\": {...}, \"reason\": \"why\"}. Every call passes runwarden's guardrails \
+    (cooldown, repeat, circuit breaker, risk) and is signed into the evidence log; \
+    high-risk runbooks wait for a human's approval, and the result says so. dry_run: true \
+    only reports what would be done.";
+
+/// A request of the stateless revision (2026-07-28): checked against its routing
+/// headers and its `_meta`, then served without a session.
+#[allow(clippy::too_many_arguments)]
+async fn modern(
+    controller: &Controller,
+    caller: &Caller,
+    headers: &Headers,
+    version: &str,
+    id: &Value,
+    method: &str,
+    params: &Value,
+    raw: &[u8],
+) -> Reply {
+    if headers.repeated {
+        return Reply::error(
+            400,
+            id,
+            HEADER_MISMATCH,
+            "a routing header (MCP-Protocol-Version, Mcp-Method, Mcp-Name) is repeated",
+        );
+    }
+    // An unknown revision first: a client of another era learns what to speak.
+    if !MODERN_VERSIONS.contains(&version) {
+        let supported: Vec<&str> = MODERN_VERSIONS
+            .iter()
+            .chain(PROTOCOL_VERSIONS)
+            .copied()
+            .collect();
+        let mut reply = Reply::error(
+            400,
+            id,
+            UNSUPPORTED_VERSION,
+            format!(
+                "protocol version {version:?} is not supported: use one of {}",
+                supported.join(", ")
+            ),
+        );
+        if let Some(b) = reply.body.as_mut() {
+            b["error"]["data"] = json!({"supported": supported, "requested": version});
+        }
+        return reply;
+    }
+    let meta = params.get("_meta").and_then(Value::as_object);
+    let Some(meta) = meta.filter(|m| {
+        m.get(META_VERSION).is_some_and(Value::is_string)
+            && m.get(META_CAPABILITIES).is_some_and(Value::is_object)
+    }) else {
+        return Reply::error(
+            400,
+            id,
+            INVALID_PARAMS,
+            format!(
+                "a {version} request carries params._meta with {META_VERSION:?} (a string) and \
+                 {META_CAPABILITIES:?} (an object)"
+            ),
+        );
+    };
+    let in_body = meta[META_VERSION].as_str().unwrap_or("");
+    let name_mismatch = method == "tools/call"
+        && headers
+            .name
+            .as_deref()
+            .is_some_and(|n| Some(n) != params.get("name").and_then(Value::as_str));
+    if in_body != version || headers.method.as_deref().is_some_and(|m| m != method) || name_mismatch
+    {
+        return Reply::error(
+            400,
+            id,
+            HEADER_MISMATCH,
+            "the MCP-Protocol-Version, Mcp-Method and Mcp-Name headers must match the body",
+        );
+    }
+    let reply = match method {
+        "server/discover" => Reply::ok(
+            id,
+            json!({
+                "supportedVersions": MODERN_VERSIONS.iter().chain(PROTOCOL_VERSIONS).collect::<Vec<_>>(),
+                "capabilities": {"tools": {"listChanged": false}},
+                "instructions": INSTRUCTIONS,
+                "ttlMs": 0,
+                "cacheScope": "private",
+            }),
+        ),
+        // The catalog depends on the token's tenant and on recent runs: not cached.
+        "tools/list" => {
+            let mut r = list(controller, caller, id).await;
+            if let Some(result) = r.body.as_mut().and_then(|b| b.get_mut("result")) {
+                result["ttlMs"] = json!(0);
+                result["cacheScope"] = json!("private");
+            }
+            r
+        }
+        "tools/call" => {
+            let client = client_name(meta.get(META_CLIENT));
+            call(controller, caller, &client, id, params, raw).await
+        }
+        other => {
+            return Reply::error(
+                404,
+                id,
+                METHOD_NOT_FOUND,
+                format!(
+                    "method {other:?} is not served: this server offers server/discover, tools/list and tools/call"
+                ),
+            );
+        }
+    };
+    complete(reply)
+}
+
+/// A stateless-revision result: `resultType` and the server's identity.
+fn complete(mut reply: Reply) -> Reply {
+    if let Some(result) = reply
+        .body
+        .as_mut()
+        .and_then(|b| b.get_mut("result"))
+        .and_then(Value::as_object_mut)
+    {
+        result.insert("resultType".into(), json!("complete"));
+        result.insert("_meta".into(), json!({META_SERVER: server_info()}));
+    }
+    reply
+}
+
+/// `name/version` from a client's `Implementation`, cleaned of control characters.
+fn client_name(info: Option<&Value>) -> String {
+    let field = |k: &str| {
+        info.and_then(|i| i.get(k))
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .chars()
+            .filter(|c| !c.is_control())
+            .take(100)
+            .collect::<String>()
+    };
+    let (name, ver) = (field("name"), field("version"));
+    match (name.is_empty(), ver.is_empty()) {
+        (true, _) => "unnamed-client".to_string(),
+        (false, true) => name,
+        (false, false) => format!("{name}/{ver}"),
     }
 }
 
@@ -278,38 +484,15 @@ fn initialize(sessions: &Sessions, caller: &Caller, id: &Value, params: &Value) 
         .iter()
         .find(|v| **v == requested)
         .unwrap_or(&PROTOCOL_VERSIONS[0]);
-    let info = params.get("clientInfo");
-    let field = |k: &str| {
-        info.and_then(|i| i.get(k))
-            .and_then(Value::as_str)
-            .unwrap_or("")
-            .chars()
-            .filter(|c| !c.is_control())
-            .take(100)
-            .collect::<String>()
-    };
-    let (name, ver) = (field("name"), field("version"));
-    let client = match (name.is_empty(), ver.is_empty()) {
-        (true, _) => "unnamed-client".to_string(),
-        (false, true) => name,
-        (false, false) => format!("{name}/{ver}"),
-    };
+    let client = client_name(params.get("clientInfo"));
     let session = sessions.start(&caller.token_id, client);
     let mut reply = Reply::ok(
         id,
         json!({
             "protocolVersion": version,
             "capabilities": {"tools": {"listChanged": false}},
-            "serverInfo": {
-                "name": "runwarden",
-                "title": "runwarden remediation runbooks",
-                "version": env!("CARGO_PKG_VERSION"),
-            },
-            "instructions": "Each tool runs one remediation runbook on this host. Pass \
-                {\"params\": {...}, \"reason\": \"why\"}. Every call passes runwarden's \
-                guardrails (cooldown, repeat, circuit breaker, risk) and is signed into \
-                the evidence log; high-risk runbooks wait for a human's approval, and the \
-                result says so. dry_run: true only reports what would be done.",
+            "serverInfo": server_info(),
+            "instructions": INSTRUCTIONS,
         }),
     );
     reply.session = Some(session);

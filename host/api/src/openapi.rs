@@ -469,7 +469,7 @@ fn more_paths(bearer: &Value) -> serde_json::Map<String, Value> {
         }},
         "/mcp": {
             "post": {
-                "summary": "MCP (Model Context Protocol 2025-11-25, streamable HTTP): one JSON-RPC message per request; initialize returns Mcp-Session-Id; tools/list and tools/call (scope read to list, operate to call). Browser Origins must be listed in [api] mcp_origins",
+                "summary": "MCP (Model Context Protocol, streamable HTTP): one JSON-RPC message per request. 2025-11-25: initialize returns Mcp-Session-Id; 2026-07-28: stateless, MCP-Protocol-Version / Mcp-Method / Mcp-Name headers matching params._meta, server/discover. tools/list and tools/call (scope read to list, operate to call). Browser Origins must be listed in [api] mcp_origins",
                 "security": bearer,
                 "requestBody": {"required": true, "content": {"application/json": {"schema": {"type": "object"}}}},
                 "responses": {"200": json_ok("A JSON-RPC response", json!({"type": "object"})),

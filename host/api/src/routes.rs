@@ -522,16 +522,27 @@ async fn mcp_post(
         return Err(ApiError::shutting_down());
     };
     let state = s.clone();
-    let session = header_str(&headers, crate::mcp::SESSION_HEADER).map(String::from);
-    let version = header_str(&headers, crate::mcp::VERSION_HEADER).map(String::from);
+    let repeated = [
+        crate::mcp::VERSION_HEADER,
+        crate::mcp::METHOD_HEADER,
+        crate::mcp::NAME_HEADER,
+    ]
+    .iter()
+    .any(|h| headers.get_all(*h).iter().count() > 1);
+    let mcp_headers = crate::mcp::Headers {
+        session: header_str(&headers, crate::mcp::SESSION_HEADER).map(String::from),
+        version: header_str(&headers, crate::mcp::VERSION_HEADER).map(String::from),
+        method: header_str(&headers, crate::mcp::METHOD_HEADER).map(String::from),
+        name: header_str(&headers, crate::mcp::NAME_HEADER).and_then(crate::mcp::decode_header),
+        repeated,
+    };
     // In its own task, like an incident: a client that hangs up does not cut a call off.
     let reply = tokio::spawn(async move {
         let reply = crate::mcp::handle(
             &state.0.controller,
             &state.0.mcp,
             &caller,
-            session.as_deref(),
-            version.as_deref(),
+            &mcp_headers,
             &bytes,
         )
         .await;

@@ -55,10 +55,21 @@ async fn relay(client: Client) -> anyhow::Result<ExitCode> {
         if text.is_empty() {
             continue;
         }
-        let id = serde_json::from_str::<Value>(text)
-            .ok()
+        let message = serde_json::from_str::<Value>(text).ok();
+        let id = message
+            .as_ref()
             .and_then(|v| v.get("id").cloned())
             .unwrap_or(Value::Null);
+        // The stateless revision names itself in each message: its routing headers
+        // come from the message, and it has no session.
+        let modern = message.as_ref().and_then(|m| {
+            let v = m["params"]["_meta"]["io.modelcontextprotocol/protocolVersion"].as_str()?;
+            Some((
+                v.to_string(),
+                m["method"].as_str().unwrap_or("").to_string(),
+                m["params"]["name"].as_str().map(String::from),
+            ))
+        });
         let mut req = client
             .http
             .post(&url)
@@ -66,11 +77,26 @@ async fn relay(client: Client) -> anyhow::Result<ExitCode> {
             .header("content-type", "application/json")
             .header("accept", "application/json, text/event-stream")
             .body(text.to_string());
-        if let Some(s) = &session {
-            req = req.header("mcp-session-id", s);
-        }
-        if let Some(v) = &version {
-            req = req.header("mcp-protocol-version", v);
+        match &modern {
+            Some((v, method, name)) => {
+                req = req
+                    .header("mcp-protocol-version", v)
+                    .header("mcp-method", method);
+                if let Some(n) = name
+                    .as_deref()
+                    .filter(|n| n.bytes().all(|b| b.is_ascii_graphic()))
+                {
+                    req = req.header("mcp-name", n);
+                }
+            }
+            None => {
+                if let Some(s) = &session {
+                    req = req.header("mcp-session-id", s);
+                }
+                if let Some(v) = &version {
+                    req = req.header("mcp-protocol-version", v);
+                }
+            }
         }
         let answer = match req.send().await {
             Err(e) => {
@@ -126,9 +152,9 @@ async fn relay(client: Client) -> anyhow::Result<ExitCode> {
             }
         };
         // Notifications get no answer, whatever the server said.
-        let is_request = serde_json::from_str::<Value>(text)
-            .map(|v| v.get("id").is_some() || !v.is_object())
-            .unwrap_or(true);
+        let is_request = message
+            .as_ref()
+            .is_none_or(|v| v.get("id").is_some() || !v.is_object());
         if let Some(a) = answer.filter(|_| is_request) {
             write_line(&mut stdout, &a).await?;
         }

@@ -488,3 +488,189 @@ async fn tools_are_the_hosts_catalog_and_calls_pass_the_guardrails_into_evidence
     let _ = HOST;
     api.stop().await.unwrap();
 }
+
+fn modern(id: u64, method: &str, mut params: Value) -> Value {
+    params["_meta"] = json!({
+        "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+        "io.modelcontextprotocol/clientInfo": {"name": "wire-test", "version": "2"},
+        "io.modelcontextprotocol/clientCapabilities": {}
+    });
+    json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params})
+}
+
+#[tokio::test]
+async fn the_stateless_revision_needs_no_session_and_checks_its_envelope() {
+    let mut api = Api::start(ApiConfig::default()).await;
+    let t = api.secret.clone();
+    let h = |method: &'static str| {
+        vec![
+            ("mcp-protocol-version", "2026-07-28"),
+            ("mcp-method", method),
+        ]
+    };
+    // Discover: what it speaks, its identity; no session.
+    let r = mcp(
+        &api,
+        Some(&t),
+        None,
+        &h("server/discover"),
+        &modern(1, "server/discover", json!({})),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    assert!(r.header("mcp-session-id").is_none());
+    let v = r.json()["result"].clone();
+    assert_eq!(v["resultType"], "complete");
+    assert_eq!(v["supportedVersions"][0], "2026-07-28");
+    assert!(
+        v["supportedVersions"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("2025-11-25"))
+    );
+    assert_eq!(
+        (v["ttlMs"].as_i64(), v["cacheScope"].as_str()),
+        (Some(0), Some("private"))
+    );
+    assert_eq!(
+        v["_meta"]["io.modelcontextprotocol/serverInfo"]["name"],
+        "runwarden"
+    );
+
+    // tools/list: complete, never cached (it depends on the tenant and recent runs).
+    let r = mcp(
+        &api,
+        Some(&t),
+        None,
+        &h("tools/list"),
+        &modern(2, "tools/list", json!({})),
+    )
+    .await;
+    let v = r.json()["result"].clone();
+    assert_eq!(
+        (v["resultType"].as_str(), v["ttlMs"].as_i64()),
+        (Some("complete"), Some(0))
+    );
+    assert!(
+        v["tools"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|t| t["name"] == "clear-tmp")
+    );
+
+    // tools/call without a session, the client named from _meta; the name header may
+    // be base64-encoded.
+    let call_params = json!({"name": "clear-tmp", "arguments": {
+        "params": {"dir": api.tmp.display().to_string(), "older_than_hours": 1},
+        "reason": "stateless call", "dry_run": true}});
+    let mut headers = h("tools/call");
+    headers.push(("mcp-name", "=?base64?Y2xlYXItdG1w?="));
+    let r = mcp(
+        &api,
+        Some(&t),
+        None,
+        &headers,
+        &modern(3, "tools/call", call_params.clone()),
+    )
+    .await;
+    let v = r.json();
+    assert_eq!(v["result"]["resultType"], "complete", "{v}");
+    let id = v["result"]["structuredContent"]["incident_id"]
+        .as_str()
+        .unwrap();
+    let rec = api
+        .controller
+        .incident("clinic-a", id)
+        .await
+        .unwrap()
+        .unwrap();
+    let p = rec.decision.unwrap().planner.unwrap();
+    assert_eq!(
+        (p.provider.as_str(), p.model.as_str()),
+        ("mcp", "wire-test/2")
+    );
+
+    // The envelope is checked: headers against the body, _meta present, the revision.
+    let mut wrong = h("tools/call");
+    wrong.push(("mcp-name", "rotate-logs"));
+    let r = mcp(
+        &api,
+        Some(&t),
+        None,
+        &wrong,
+        &modern(4, "tools/call", call_params.clone()),
+    )
+    .await;
+    assert_eq!(
+        (r.status, r.json()["error"]["code"].as_i64()),
+        (400, Some(-32020))
+    );
+    let r = mcp(
+        &api,
+        Some(&t),
+        None,
+        &h("tools/call"),
+        &modern(5, "tools/list", json!({})),
+    )
+    .await;
+    assert_eq!(
+        (r.status, r.json()["error"]["code"].as_i64()),
+        (400, Some(-32020))
+    );
+    let bare = json!({"jsonrpc": "2.0", "id": 6, "method": "tools/list", "params": {}});
+    let r = mcp(&api, Some(&t), None, &h("tools/list"), &bare).await;
+    assert_eq!(
+        (r.status, r.json()["error"]["code"].as_i64()),
+        (400, Some(-32602))
+    );
+    let mut future = modern(7, "tools/list", json!({}));
+    future["params"]["_meta"]["io.modelcontextprotocol/protocolVersion"] = json!("2099-01-01");
+    let r = mcp(
+        &api,
+        Some(&t),
+        None,
+        &[
+            ("mcp-protocol-version", "2099-01-01"),
+            ("mcp-method", "tools/list"),
+        ],
+        &future,
+    )
+    .await;
+    let v = r.json();
+    assert_eq!(
+        (r.status, v["error"]["code"].as_i64()),
+        (400, Some(-32022)),
+        "{v}"
+    );
+    assert_eq!(v["error"]["data"]["requested"], "2099-01-01");
+    assert!(
+        v["error"]["data"]["supported"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("2026-07-28"))
+    );
+    let r = mcp(
+        &api,
+        Some(&t),
+        None,
+        &h("resources/list"),
+        &modern(8, "resources/list", json!({})),
+    )
+    .await;
+    assert_eq!(
+        (r.status, r.json()["error"]["code"].as_i64()),
+        (404, Some(-32601))
+    );
+    // Auth is the same: no token, no answer.
+    let r = mcp(
+        &api,
+        None,
+        None,
+        &h("tools/list"),
+        &modern(9, "tools/list", json!({})),
+    )
+    .await;
+    assert_eq!(r.status, 401);
+    api.stop().await.unwrap();
+}

@@ -160,7 +160,7 @@ fn the_official_mcp_sdk_lists_runbooks_and_its_calls_meet_the_guardrails() {
     assert_eq!(steps[5]["error"]["code"], -32602, "{r}");
 
     // The same over stdio (`runwarden mcp`), connecting the SDK's default way: it probes
-    // the newer revision's server/discover, then falls back to the 2025-11-25 handshake.
+    // server/discover and speaks the stateless 2026-07-28 revision.
     std::fs::write(&old, "x").unwrap();
     age(&old, 5);
     let script = json!([
@@ -171,7 +171,8 @@ fn the_official_mcp_sdk_lists_runbooks_and_its_calls_meet_the_guardrails() {
     .to_string();
     let bin = env!("CARGO_BIN_EXE_runwarden");
     let r = client(&["stdio", bin, &up.url, &token, "auto", &script]);
-    assert_eq!(r["protocol_version"], "2025-11-25", "{r}");
+    assert_eq!(r["protocol_version"], "2026-07-28", "{r}");
+    assert_eq!(r["server"], "runwarden", "{r}");
     assert_eq!(r["steps"][0]["tools"].as_array().unwrap().len(), 4, "{r}");
     // The cooldown holds across transports: clear-tmp ran minutes ago.
     let again = &r["steps"][1]["structured"];
@@ -181,6 +182,30 @@ fn the_official_mcp_sdk_lists_runbooks_and_its_calls_meet_the_guardrails() {
         "{r}"
     );
     assert!(old.exists(), "nothing ran");
+
+    // Over HTTP in the stateless revision, the call is recorded with the client's name.
+    let script = json!([
+        {"list": true},
+        {"call": "rotate-logs", "arguments": {
+            "params": {"dir": tmp, "pattern": "*.log"}, "reason": "logs grow", "dry_run": true}},
+    ])
+    .to_string();
+    let r = client(&["http", &url, &token, "2026-07-28", &script]);
+    assert_eq!(r["protocol_version"], "2026-07-28", "{r}");
+    assert_eq!(r["steps"][0]["tools"].as_array().unwrap().len(), 4, "{r}");
+    let dry = &r["steps"][1]["structured"];
+    assert_eq!(dry["status"], "no-op", "{r}");
+    assert_eq!(dry["runs"][0]["dry_run"], true, "{r}");
+    let o = cli(
+        &data,
+        &up,
+        &["incident", "show", dry["incident_id"].as_str().unwrap()],
+    );
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        text.contains("planner mcp runwarden-mcp-test/1.0"),
+        "{text}"
+    );
 
     // A read token over stdio lists but cannot run; a bad token is a clear error.
     let o = cli(
