@@ -360,3 +360,19 @@ fn up_asks_the_configured_model_when_no_rule_matches() {
     );
     assert!(text.contains("ran clear-tmp"), "{text}");
 }
+
+#[test]
+fn the_commented_example_configuration_is_valid() {
+    let d = tempfile::tempdir().unwrap();
+    let data = d.path().join("data");
+    let policy = d.path().join("policy.toml");
+    std::fs::write(&policy, "host_id = \"clinic-demo-01\"\n").unwrap();
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/runwarden.toml");
+    let up = start_with(
+        &data,
+        &policy,
+        &[("RUNWARDEN_CONFIG", example.to_str().unwrap())],
+    );
+    let o = cli(&data, &up, &["incident", "list"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+}
