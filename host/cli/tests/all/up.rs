@@ -31,6 +31,8 @@ pub(super) fn start(data: &Path, policy: &Path) -> Up {
 
 pub(super) fn start_with(data: &Path, policy: &Path, env: &[(&str, &str)]) -> Up {
     let child = Command::new(env!("CARGO_BIN_EXE_runwarden"))
+        // From the repository root, as an operator following the README would.
+        .current_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("../.."))
         .args(["up", "--listen", "127.0.0.1:0", "--policy"])
         .arg(policy)
         .env("RUNWARDEN_DATA_DIR", data)
