@@ -16,7 +16,7 @@
 //! `tools/call` is [`Controller::agent_request`]: the same guardrails, approvals and
 //! evidence as any incident. A tool's annotations say what it may do to the host.
 
-use runwarden_control::{AgentRequest, AgentTool, Caller, Controller, IncidentRecord, Scope};
+use runwarden_control::{AgentRequest, AgentTool, Caller, Controller, IncidentRecord};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
@@ -73,7 +73,10 @@ pub(crate) const SESSION_HEADER: &str = "mcp-session-id";
 /// The header naming the revision in use.
 pub(crate) const VERSION_HEADER: &str = "mcp-protocol-version";
 
-const MAX_SESSIONS: usize = 1024;
+/// Live sessions in all, and per token: a token that opens more loses its own oldest,
+/// never another's.
+const MAX_SESSIONS: usize = 4096;
+const MAX_SESSIONS_PER_TOKEN: usize = 64;
 const IDLE: Duration = Duration::from_secs(3600);
 
 // JSON-RPC error codes.
@@ -100,18 +103,23 @@ struct Session {
 pub(crate) struct Sessions(Mutex<HashMap<String, Session>>);
 
 impl Sessions {
-    fn start(&self, token_id: &str, client: String) -> String {
+    /// A new session for `token_id`, or `None` when the server holds all it can.
+    fn start(&self, token_id: &str, client: String) -> Option<String> {
         let id = runwarden_control::evidence::uuid_v4().replace('-', "");
         let now = Instant::now();
         let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
         map.retain(|_, s| now.duration_since(s.last_used) < IDLE);
-        if map.len() >= MAX_SESSIONS
+        let own = map.values().filter(|s| s.token_id == token_id).count();
+        if own >= MAX_SESSIONS_PER_TOKEN
             && let Some(oldest) = map
                 .iter()
+                .filter(|(_, s)| s.token_id == token_id)
                 .min_by_key(|(_, s)| s.last_used)
                 .map(|(k, _)| k.clone())
         {
             map.remove(&oldest);
+        } else if map.len() >= MAX_SESSIONS {
+            return None;
         }
         map.insert(
             id.clone(),
@@ -121,7 +129,7 @@ impl Sessions {
                 last_used: now,
             },
         );
-        id
+        Some(id)
     }
 
     /// The client of session `id`, if it is live and `caller`'s.
@@ -194,7 +202,10 @@ impl Reply {
 pub(crate) fn origin_allowed(origin: Option<&str>, allowed: &[String]) -> bool {
     match origin {
         None => true,
-        Some(o) => allowed.iter().any(|a| a.eq_ignore_ascii_case(o)),
+        Some(o) => allowed.iter().any(|a| {
+            a.trim_end_matches('/')
+                .eq_ignore_ascii_case(o.trim_end_matches('/'))
+        }),
     }
 }
 
@@ -485,7 +496,14 @@ fn initialize(sessions: &Sessions, caller: &Caller, id: &Value, params: &Value) 
         .find(|v| **v == requested)
         .unwrap_or(&PROTOCOL_VERSIONS[0]);
     let client = client_name(params.get("clientInfo"));
-    let session = sessions.start(&caller.token_id, client);
+    let Some(session) = sessions.start(&caller.token_id, client) else {
+        return Reply::error(
+            503,
+            id,
+            INTERNAL_ERROR,
+            "this server holds as many MCP sessions as it can: retry later",
+        );
+    };
     let mut reply = Reply::ok(
         id,
         json!({
@@ -616,16 +634,6 @@ async fn call(
             }
         },
     };
-    if caller.scope < Scope::Operate {
-        return tool_error(
-            id,
-            format!(
-                "token {} has scope {}: running a runbook needs an operate token",
-                caller.token_id,
-                caller.scope.as_str()
-            ),
-        );
-    }
     let req = AgentRequest {
         runbook: name.to_string(),
         params: runbook_params,
@@ -640,7 +648,9 @@ async fn call(
         Err(runwarden_control::ControlError::NotFound(m)) => {
             Reply::error(200, id, INVALID_PARAMS, format!("unknown tool: {m}"))
         }
-        Err(e @ runwarden_control::ControlError::Invalid(_)) => tool_error(id, e.to_string()),
+        Err(runwarden_control::ControlError::Invalid(e)) => {
+            tool_error(id, format!("{}: {}", e.field, e.message))
+        }
         Err(e @ runwarden_control::ControlError::ShuttingDown) => tool_error(id, e.to_string()),
         Err(e) => internal(id, &e),
     }

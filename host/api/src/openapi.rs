@@ -463,7 +463,8 @@ fn more_paths(bearer: &Value) -> serde_json::Map<String, Value> {
             "parameters": [{"name": "id", "in": "path", "required": true, "schema": {"type": "string"}}],
             "requestBody": {"required": false, "content": {"application/json": {"schema": {
                 "type": "object", "additionalProperties": false,
-                "properties": {"confirm": {"type": "boolean", "default": false}}}}}},
+                "properties": {"confirm": {"type": "boolean", "default": false},
+                    "rule_sha256": {"type": "string", "description": "the proposal's rule_sha256, as reviewed: needed to confirm; 409 if the candidate changed"}}}}}},
             "responses": {"200": json_ok("The promotion", promotion),
                 "400": error, "401": error, "403": error, "404": error, "409": error, "429": error, "500": error}
         }},

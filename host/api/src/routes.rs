@@ -458,8 +458,10 @@ async fn list_rules(
     State(s): State<AppState>,
     headers: HeaderMap,
 ) -> ApiResult<Json<serde_json::Value>> {
-    s.authorize(&headers, Scope::Read).await?;
-    Ok(Json(serde_json::json!({"rules": s.0.controller.rules()})))
+    let caller = s.authorize(&headers, Scope::Read).await?;
+    Ok(Json(
+        serde_json::json!({"rules": s.0.controller.rules_for(Some(&caller.tenant))}),
+    ))
 }
 
 async fn get_evidence(
@@ -498,7 +500,7 @@ fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
 
 /// Refuse browser origins the operator did not allow (DNS rebinding).
 fn check_origin(s: &AppState, headers: &HeaderMap) -> ApiResult<()> {
-    let origin = header_str(headers, "origin");
+    let origin = header_str(headers, "origin").map(|o| o.trim_end_matches('/'));
     if crate::mcp::origin_allowed(origin, &s.0.config.mcp_origins) {
         Ok(())
     } else {
@@ -609,6 +611,9 @@ async fn flywheel_candidates(
 struct PromoteBody {
     #[serde(default)]
     confirm: bool,
+    /// The `rule_sha256` of the proposal that was reviewed (needed to confirm).
+    #[serde(default)]
+    rule_sha256: Option<String>,
 }
 
 /// `POST /v1/flywheel/candidates/{id}/promote`: the rule, compiled and replayed; deployed
@@ -630,9 +635,19 @@ async fn flywheel_promote(
             ))
         })?
     };
+    let confirm = match (body.confirm, body.rule_sha256.as_deref()) {
+        (false, _) => None,
+        (true, Some(sha)) => Some(sha),
+        (true, None) => {
+            return Err(ApiError::bad_request(
+                "to confirm, pass the rule_sha256 of the proposal you reviewed: \
+                 {\"confirm\": true, \"rule_sha256\": \"…\"}",
+            ));
+        }
+    };
     Ok(Json(
         s.0.controller
-            .flywheel_promote(&caller, &id, body.confirm)
+            .flywheel_promote(&caller, &id, confirm)
             .await?,
     ))
 }

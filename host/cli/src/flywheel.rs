@@ -178,7 +178,13 @@ pub fn run(cmd: FlywheelCommand, server: &ServerArgs, data_dir: &Path) -> anyhow
                             .http
                             .post(&url)
                             .header("content-type", "application/json")
-                            .body(r#"{"confirm": true}"#),
+                            .body(
+                                serde_json::json!({
+                                    "confirm": true,
+                                    "rule_sha256": proposal["rule_sha256"],
+                                })
+                                .to_string(),
+                            ),
                     )
                     .await?;
                 if json {

@@ -99,6 +99,14 @@ async fn relay(client: Client) -> anyhow::Result<ExitCode> {
             }
         }
         let answer = match req.send().await {
+            Err(e) if e.is_builder() => {
+                eprintln!("runwarden mcp: a message could not be sent: {e}");
+                Some(error(
+                    &id,
+                    -32600,
+                    "the message cannot be sent as an HTTP request (a header value from it is not valid)",
+                ))
+            }
             Err(e) => {
                 eprintln!("runwarden mcp: cannot reach {url}: {e}");
                 Some(error(

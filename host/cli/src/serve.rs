@@ -148,14 +148,22 @@ struct ApiFileConfig {
 fn read_config(path: &Path) -> anyhow::Result<FileConfig> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("read config {}", path.display()))?;
+    // The error's own text quotes the offending line, which may hold a webhook URL or
+    // secret: only the position and the message are shown.
     toml::from_str(&text).map_err(|e| {
+        let at = e
+            .span()
+            .map(|span| {
+                let before = text.get(..span.start).unwrap_or(&text);
+                let line = before.matches('\n').count() + 1;
+                let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+                format!("line {line}, column {column}: ")
+            })
+            .unwrap_or_default();
         anyhow::anyhow!(
-            "config {}: {}",
+            "config {}: {at}{}",
             path.display(),
-            e.to_string()
-                .split_whitespace()
-                .collect::<Vec<_>>()
-                .join(" ")
+            e.message().split_whitespace().collect::<Vec<_>>().join(" ")
         )
     })
 }

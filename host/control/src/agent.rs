@@ -117,28 +117,64 @@ impl Controller {
         req: AgentRequest,
     ) -> Result<IncidentRecord> {
         let reason = req.reason.trim();
-        if reason.is_empty() {
-            return Err(ControlError::Invalid(crate::IncidentError {
+        let refusal = if caller.scope < crate::Scope::Operate {
+            Some(ControlError::Invalid(crate::IncidentError {
+                field: "token",
+                message: format!(
+                    "token {} has scope {}: running a runbook needs an operate token",
+                    caller.token_id,
+                    caller.scope.as_str()
+                ),
+            }))
+        } else if caller.scope > crate::Scope::Operate {
+            // An admin token could approve its own requests: agents get their own.
+            Some(ControlError::Invalid(crate::IncidentError {
+                field: "token",
+                message: format!(
+                    "token {} has scope admin: give the agent an operate token of its own \
+                     (runwarden token create --scope operate), so that it cannot approve \
+                     its own requests",
+                    caller.token_id
+                ),
+            }))
+        } else if reason.is_empty() {
+            Some(ControlError::Invalid(crate::IncidentError {
                 field: "reason",
                 message: "is empty: say why the runbook should run".into(),
-            }));
-        }
-        if reason.len() > MAX_REASON {
-            return Err(ControlError::Invalid(crate::IncidentError {
+            }))
+        } else if reason.len() > MAX_REASON {
+            Some(ControlError::Invalid(crate::IncidentError {
                 field: "reason",
                 message: format!("is {} bytes long; at most {MAX_REASON}", reason.len()),
-            }));
-        }
-        if !req.params.is_object() {
-            return Err(ControlError::Invalid(crate::IncidentError {
+            }))
+        } else if !req.params.is_object() {
+            Some(ControlError::Invalid(crate::IncidentError {
                 field: "params",
                 message: "must be a JSON object of the runbook's params".into(),
-            }));
+            }))
+        } else if !self
+            .agent_tools(&caller.tenant)
+            .await?
+            .iter()
+            .any(|t| t.name == req.runbook)
+        {
+            Some(ControlError::NotFound(format!(
+                "runbook {:?} is not in this host's catalog: list the tools to see what it can run",
+                catalog::cut(&req.runbook, 64)
+            )))
+        } else {
+            None
+        };
+        if let Some(e) = refusal {
+            self.record_refusal(caller, &req, &e.to_string()).await?;
+            return Err(e);
         }
         let client = catalog::cut(&req.client, 200);
         // The same request twice within the repeat window goes to a human (it did not
-        // fix things); a corrected one is a new request.
-        let params_sha = hex::encode(Sha256::digest(req.params.to_string().as_bytes()));
+        // fix things); a corrected one, or the real run after a dry run, is a new one.
+        let params_sha = hex::encode(Sha256::digest(
+            format!("{}{}", req.params, if req.dry_run { " dry" } else { "" }).as_bytes(),
+        ));
         let mut labels = BTreeMap::new();
         labels.insert("source".to_string(), "mcp".to_string());
         labels.insert("client".to_string(), client.clone());
@@ -154,14 +190,12 @@ impl Controller {
             occurred_at: None,
         };
         let mut rec = self.prepare(&caller.tenant, incident).await?;
-        let tools = self.agent_tools(&caller.tenant).await?;
-        let catalog_names: Vec<String> = tools.iter().map(|t| t.name.clone()).collect();
-        if !catalog_names.contains(&req.runbook) {
-            return Err(ControlError::NotFound(format!(
-                "runbook {:?} is not in this host's catalog: list the tools to see what it can run",
-                req.runbook
-            )));
-        }
+        let catalog_names: Vec<String> = self
+            .agent_tools(&caller.tenant)
+            .await?
+            .into_iter()
+            .map(|t| t.name)
+            .collect();
         let rationale = format!(
             "requested over MCP by {client} with token {} ({} scope, tenant {}): {}",
             caller.token_id,
@@ -209,5 +243,50 @@ impl Controller {
             provenance,
         };
         self.finish(rec, Some(chosen)).await
+    }
+}
+
+impl Controller {
+    /// Evidence of an agent request refused before it became an incident: who asked for
+    /// what, and why not. Nothing ran.
+    async fn record_refusal(&self, caller: &Caller, req: &AgentRequest, why: &str) -> Result<()> {
+        let client = catalog::cut(&req.client, 200);
+        let name = format!("agent-request:{}", catalog::cut(&req.runbook, 64));
+        let now = super::now_ms();
+        let statement = crate::evidence::decision_statement(
+            crate::evidence::Subject {
+                name: &name,
+                version: "",
+                sha256: &req.request_sha256,
+            },
+            &self.key,
+            &self.host.policy.host_id,
+            crate::evidence::Context {
+                tenant: &caller.tenant,
+                provenance: ev::Provenance::L2 {
+                    provider: "mcp".into(),
+                    model: client.clone(),
+                    prompt_sha256: req.request_sha256.clone(),
+                    response_sha256: String::new(),
+                    confidence: 0.0,
+                    rationale: format!(
+                        "requested over MCP by {client} with token {} ({} scope, tenant {}): {}",
+                        caller.token_id,
+                        caller.scope.as_str(),
+                        caller.tenant,
+                        catalog::cut(req.reason.trim(), 500)
+                    ),
+                },
+                incident_id: None,
+                guardrails: None,
+            },
+            "refused",
+            why,
+            req.params.clone(),
+            now as u64,
+        );
+        let id = statement.predicate.invocation_id.clone();
+        self.append(&statement, &id, &name, "refused", now).await?;
+        Ok(())
     }
 }

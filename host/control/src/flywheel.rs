@@ -3,13 +3,15 @@
 //! `promote_after` successes (default 3) and no failure, is proposed as an L1 rule. A
 //! human promotes it: the rule is written as YAML, compiled, replayed against the
 //! stored incidents (what it would have matched and done), and deployed only when
-//! confirmed — with a signed record of who promoted what. Promoted rules live in
-//! `DATA_DIR/rules/` and are loaded again at every start.
+//! confirmed — with a signed record of who promoted what, written before the rule goes
+//! live. A promoted rule decides the incidents of the tenant whose history justified it,
+//! and no other's. Promoted rules live in `DATA_DIR/rules/TENANT/` and are loaded again
+//! at every start.
 //!
 //! Agent requests (MCP, type `agent.*`) are direct asks, not planner decisions: they are
 //! not counted.
 
-use super::{ActionRecord, Caller, ControlError, Controller, Result, blocking, now_ms};
+use super::{ActionRecord, Caller, ControlError, Controller, Result, Scoped, blocking, now_ms};
 use crate::evidence::{self as evrec, Context as EvContext, Subject};
 use crate::rules::{self as rulesfmt, RunbookParams};
 use crate::store::RunRow;
@@ -171,8 +173,57 @@ pub(crate) fn compile_rules(
         .map_err(|e| format!("{file}: {e}"))
 }
 
-/// The promoted rule files in `dir`, by name.
-pub(crate) fn promoted_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
+/// Where `tenant`'s promoted rules live: `DIR/TENANT`. Tenant names that could leave the
+/// directory (`.`, `..`, a leading dot) are refused.
+pub(crate) fn tenant_rules_dir(dir: &Path, tenant: &str) -> Result<PathBuf> {
+    let safe = !tenant.is_empty()
+        && !tenant.starts_with('.')
+        && tenant
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '@'));
+    if !safe {
+        return Err(ControlError::Conflict(format!(
+            "tenant {tenant:?} cannot name a directory of promoted rules: promote with a \
+             tenant named by letters, digits and - _ . @"
+        )));
+    }
+    Ok(dir.join(tenant))
+}
+
+/// The promoted rules under `dir`: `(tenant, file)` for `DIR/TENANT/*.yaml`, and
+/// `(None, file)` for rule files an operator put in `DIR` itself (every tenant's).
+pub(crate) fn promoted(dir: &Path) -> std::io::Result<Vec<(Option<String>, PathBuf)>> {
+    let mut out: Vec<(Option<String>, PathBuf)> = promoted_files(dir)?
+        .into_iter()
+        .map(|p| (None, p))
+        .collect();
+    let mut tenants = Vec::new();
+    match std::fs::read_dir(dir) {
+        Ok(entries) => {
+            for e in entries {
+                let e = e?;
+                if e.file_type()?.is_dir()
+                    && let Some(name) = e.file_name().to_str()
+                    && !name.starts_with('.')
+                {
+                    tenants.push(name.to_string());
+                }
+            }
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    tenants.sort();
+    for t in tenants {
+        for p in promoted_files(&dir.join(&t))? {
+            out.push((Some(t.clone()), p));
+        }
+    }
+    Ok(out)
+}
+
+/// The rule files in `dir`, by name.
+fn promoted_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
     let mut out = Vec::new();
     match std::fs::read_dir(dir) {
         Ok(entries) => {
@@ -196,7 +247,7 @@ impl Controller {
     pub async fn flywheel_candidates(&self, tenant: &str) -> Result<Vec<Candidate>> {
         let runs = self.store.recent_runs(tenant, HISTORY).await?;
         let deployed: BTreeSet<String> = self
-            .rule_sets()
+            .rule_sets(Some(tenant))
             .iter()
             .flat_map(|s| s.rules().iter().map(|r| r.id.clone()))
             .collect();
@@ -407,9 +458,10 @@ impl Controller {
         &self,
         caller: &Caller,
         id: &str,
-        confirm: bool,
+        confirm: Option<&str>,
     ) -> Result<Promotion> {
         let tenant = &caller.tenant;
+        let _one_at_a_time = self.promoting.lock().await;
         let candidate = self
             .flywheel_candidates(tenant)
             .await?
@@ -447,36 +499,35 @@ impl Controller {
             path: None,
             evidence_index: None,
         };
-        if !confirm {
+        let Some(reviewed) = confirm else {
             return Ok(promotion);
+        };
+        // What a human confirms is what was shown: the candidate may have changed since.
+        if reviewed != promotion.rule_sha256 {
+            return Err(ControlError::Conflict(format!(
+                "{id} changed since it was reviewed (its rule is now {}, not {reviewed}): \
+                 review it again",
+                promotion.rule_sha256
+            )));
         }
-        // Written first, so a rule that runs is a rule that will load at the next start.
-        let dir = self.promoted_dir.clone();
+        let dir = tenant_rules_dir(&self.promoted_dir, tenant)?;
         let path = dir.join(format!("{id}.yaml"));
-        {
-            let mut sets = self.rule_sets.write().unwrap_or_else(|e| e.into_inner());
-            if sets.iter().any(|s| s.rules().iter().any(|r| r.id == id)) {
-                return Err(ControlError::Conflict(format!("{id} was promoted already")));
-            }
-            write_atomically(&dir, &path, promotion.yaml.as_bytes())
-                .map_err(|e| ControlError::Setup(format!("writing {}: {e}", path.display())))?;
-            sets.push(set.clone());
-        }
+        // The record first: a rule never decides anything without its signed promotion.
         let c = &promotion.candidate;
         let by = format!(
             "token {} ({} scope, tenant {tenant})",
             caller.token_id,
             caller.scope.as_str()
         );
+        let on = if c.service.is_empty() {
+            String::new()
+        } else {
+            format!(" on {}", c.service)
+        };
         let summary = format!(
-            "flywheel: promoted {id} ({}{} → {}) after {} successful L2 resolutions; replay \
-             matched {} of {} stored incidents ({} resolved the same way then)",
+            "flywheel: promoted {id} for tenant {tenant} ({}{on} → {}) after {} successful L2 \
+             resolutions; replay matched {} of {} stored incidents ({} resolved the same way then)",
             c.incident_type,
-            if c.service.is_empty() {
-                String::new()
-            } else {
-                format!(" on {}", c.service)
-            },
             c.runbook,
             c.successes,
             promotion.replay.matched,
@@ -517,6 +568,23 @@ impl Controller {
         let index = self
             .append(&statement, &invocation, &rule_name, "promoted", now)
             .await?;
+        // Then the file (so it loads at the next start), off the async workers; then the
+        // rule goes live, for this tenant's incidents only.
+        let (d, p, bytes) = (
+            dir.clone(),
+            path.clone(),
+            promotion.yaml.clone().into_bytes(),
+        );
+        blocking(move || write_atomically(&d, &p, &bytes))
+            .await?
+            .map_err(|e| ControlError::Setup(format!("writing {}: {e}", path.display())))?;
+        self.rule_sets
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(Scoped {
+                tenant: Some(tenant.to_string()),
+                set: set.clone(),
+            });
         promotion.deployed = true;
         promotion.path = Some(path.display().to_string());
         promotion.evidence_index = Some(index);

@@ -379,10 +379,10 @@ impl Notice {
     /// A Slack message: a one-line `text` (notifications, clients without blocks) and one
     /// mrkdwn section.
     fn slack(&self, url_path: &str) -> Value {
-        let what = if self.event == "escalation.opened" {
-            "opened".to_string()
-        } else {
-            self.state.clone()
+        let what = match self.event {
+            "escalation.opened" => "opened".to_string(),
+            "escalation.breached" => format!("BREACHED its SLA (still {})", self.state),
+            _ => self.state.clone(),
         };
         let incident = match &self.service {
             Some(s) => format!("{} ({s})", self.incident_type),

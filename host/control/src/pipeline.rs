@@ -168,6 +168,12 @@ pub struct PlannerRecord {
     pub catalog: Vec<String>,
 }
 
+/// A rule set and the tenant whose incidents it decides (`None`: every tenant's).
+struct Scoped {
+    tenant: Option<String>,
+    set: Arc<RuleSet>,
+}
+
 /// What a tier chose, as the guardrails see it.
 struct Chosen {
     tier: &'static str,
@@ -314,8 +320,10 @@ pub struct Controller {
     host: HostConfig,
     guardrails: GuardrailConfig,
     runbooks: BTreeMap<String, Arc<Loaded>>,
-    /// The configured rule sets, then the flywheel's promoted rules.
-    rule_sets: std::sync::RwLock<Vec<Arc<RuleSet>>>,
+    /// The configured rule sets, then the flywheel's promoted rules (each for its tenant).
+    rule_sets: std::sync::RwLock<Vec<Scoped>>,
+    /// One promotion at a time.
+    promoting: tokio::sync::Mutex<()>,
     /// Where promoted rules are written (`DATA_DIR/rules`).
     promoted_dir: std::path::PathBuf,
     planner: Backend,
@@ -402,13 +410,13 @@ impl Controller {
                     }
                 }
             }
-            sets.push(set);
+            sets.push(Scoped { tenant: None, set });
         }
-        // Rules the flywheel promoted, after the configured ones.
+        // Rules the flywheel promoted, after the configured ones, each for its tenant.
         let promoted_dir = config.data_dir.join("rules");
-        let files = flywheel::promoted_files(&promoted_dir)
+        let files = flywheel::promoted(&promoted_dir)
             .map_err(|e| ControlError::Setup(format!("reading {}: {e}", promoted_dir.display())))?;
-        for f in files {
+        for (tenant, f) in files {
             let yaml = std::fs::read_to_string(&f)
                 .map_err(|e| ControlError::Setup(format!("reading {}: {e}", f.display())))?;
             let set = flywheel::compile_rules(&runtime, &deployed, &f.display().to_string(), &yaml)
@@ -418,7 +426,7 @@ impl Controller {
                         f.display()
                     ))
                 })?;
-            sets.push(set);
+            sets.push(Scoped { tenant, set });
         }
         // Rules see the inventory as host labels; configured labels win.
         let mut host = config.host;
@@ -452,6 +460,7 @@ impl Controller {
             guardrails: config.guardrails,
             runbooks: deployed,
             rule_sets: std::sync::RwLock::new(sets),
+            promoting: tokio::sync::Mutex::new(()),
             promoted_dir,
             planner,
             planner_config: config.planner,
@@ -533,12 +542,16 @@ impl Controller {
         None
     }
 
-    /// The rule sets in force, in evaluation order.
-    fn rule_sets(&self) -> Vec<Arc<RuleSet>> {
+    /// The rule sets that decide `tenant`'s incidents (every set, with `None`), in
+    /// evaluation order.
+    fn rule_sets(&self, tenant: Option<&str>) -> Vec<Arc<RuleSet>> {
         self.rule_sets
             .read()
             .unwrap_or_else(|e| e.into_inner())
-            .clone()
+            .iter()
+            .filter(|s| tenant.is_none() || s.tenant.is_none() || s.tenant.as_deref() == tenant)
+            .map(|s| s.set.clone())
+            .collect()
     }
 
     /// The host this controller acts on.
@@ -630,9 +643,14 @@ impl Controller {
         out
     }
 
-    /// Deployed rules, in evaluation order.
+    /// Deployed rules, in evaluation order: every tenant's.
     pub fn rules(&self) -> Vec<RuleListing> {
-        self.rule_sets()
+        self.rules_for(None)
+    }
+
+    /// The rules that decide `tenant`'s incidents (all of them, with `None`).
+    pub fn rules_for(&self, tenant: Option<&str>) -> Vec<RuleListing> {
+        self.rule_sets(tenant)
             .iter()
             .flat_map(|s| {
                 s.rules().iter().map(|r| RuleListing {
@@ -822,7 +840,7 @@ impl Controller {
         let sets = if directed.is_some() {
             Vec::new()
         } else {
-            self.rule_sets()
+            self.rule_sets(Some(&rec.tenant))
         };
         for set in &sets {
             let set2 = set.clone();
@@ -1366,7 +1384,7 @@ impl Controller {
         now: i64,
     ) -> Result<()> {
         let sha = self
-            .rule_sets()
+            .rule_sets(None)
             .first()
             .map(|s| s.sha256().to_string())
             .unwrap_or_else(|| hex::encode(Sha256::digest(b"")));
@@ -1600,6 +1618,22 @@ impl Controller {
                 l.precheck(&self.host.policy, &p.params).map_err(|why| {
                     ControlError::Conflict(format!("escalation {id} cannot run: {why}"))
                 })?;
+                if let Some(why) = self.unknown_service(&l, &p.params) {
+                    return Err(ControlError::Conflict(format!(
+                        "escalation {id} cannot run: {why}"
+                    )));
+                }
+                // An agent does not approve its own request.
+                let labels = &rec.incident.labels;
+                if labels.get("source").map(String::as_str) == Some("mcp")
+                    && labels.get("token") == Some(&caller.token_id)
+                {
+                    return Err(ControlError::Conflict(format!(
+                        "escalation {id} was asked for by token {} itself: another person's \
+                         token must approve it",
+                        caller.token_id
+                    )));
+                }
                 Some((p.clone(), l))
             }
             (None, crate::Decision::Approve) => {
@@ -1690,18 +1724,16 @@ impl Controller {
         }
         let now = now_ms();
         let mut announced = 0;
-        for e in self.store.breached_unannounced(now, 100).await? {
-            let new = {
-                let mut seen = self
+        let host = self.host.policy.host_id.clone();
+        for e in self.store.breached_unannounced(&host, now, 1000).await? {
+            let id = e.row.id.clone();
+            let seen = |ids: &std::collections::HashSet<String>| ids.contains(&id);
+            if seen(
+                &self
                     .breaches_announced
                     .lock()
-                    .unwrap_or_else(|e| e.into_inner());
-                if seen.len() > 100_000 {
-                    seen.clear();
-                }
-                seen.insert(e.row.id.clone())
-            };
-            if !new {
+                    .unwrap_or_else(|e| e.into_inner()),
+            ) {
                 continue;
             }
             let Some(rec) = self.incident(&e.row.tenant, &e.row.incident_id).await? else {
@@ -1711,6 +1743,16 @@ impl Controller {
             self.notifier
                 .notify(Notice::breached(&view, &rec.incident))
                 .await;
+            // Noted once handed to the webhooks; their delivery records take over from
+            // there (a dropped one is announced again by the next process).
+            let mut ids = self
+                .breaches_announced
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            if ids.len() > 100_000 {
+                ids.clear();
+            }
+            ids.insert(id);
             announced += 1;
         }
         Ok(announced)

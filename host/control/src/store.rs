@@ -611,20 +611,23 @@ impl ControlStore {
         })
     }
 
-    /// Escalations of any tenant still undecided past their deadline at `now_ms` whose
-    /// breach no webhook was told of yet, the longest overdue first.
+    /// Escalations of `host` (any tenant) still undecided past their deadline at `now_ms`
+    /// whose breach no webhook delivery ended for yet (a dropped one is tried again), the
+    /// longest overdue first.
     pub async fn breached_unannounced(
         &self,
+        host: &str,
         now_ms: i64,
         limit: u32,
     ) -> Result<Vec<StoredEscalation>> {
         self.flush().await?;
         on_db!(&self.db, p, pg => {
             let rows = sqlx::query(sql(pg, "SELECT id, incident_id, tenant, host, severity, reason, proposal, created_at_ms, sla_deadline_ms, state, decided_by, decided_at_ms, note \
-                FROM escalations e WHERE state IN ('open', 'acknowledged') AND sla_deadline_ms < ? \
-                AND NOT EXISTS (SELECT 1 FROM notifications n WHERE n.escalation_id = e.id AND n.event = 'escalation.breached') \
+                FROM escalations e WHERE host = ? AND state IN ('open', 'acknowledged') AND sla_deadline_ms < ? \
+                AND NOT EXISTS (SELECT 1 FROM notifications n WHERE n.escalation_id = e.id AND n.event = 'escalation.breached' \
+                    AND n.status IN ('delivered', 'failed')) \
                 ORDER BY sla_deadline_ms, id LIMIT ?"))
-                .bind(now_ms).bind(i64::from(limit))
+                .bind(host).bind(now_ms).bind(i64::from(limit))
                 .fetch_all(p).await.map_err(db_err("reading breached escalations"))?;
             rows.iter()
                 .map(|r| Ok(stored_escalation!(r)))

@@ -442,6 +442,43 @@ async fn tools_are_the_hosts_catalog_and_calls_pass_the_guardrails_into_evidence
     )
     .await;
     assert_eq!(r.json()["error"]["code"], -32602);
+    // The refusal is signed into the log.
+    let last = api.controller.evidence().size().await.unwrap() - 1;
+    let rec = api
+        .get(&format!("/v1/evidence/{last}"), &api.secret)
+        .await
+        .json()
+        .to_string();
+    assert!(
+        rec.contains("agent-request:rm-rf") && rec.contains("refused"),
+        "{rec}"
+    );
+
+    // An admin token is not an agent's: it could approve its own requests.
+    let admin = api.token("clinic-a", Scope::Admin).await;
+    let a = session(&api, &admin).await;
+    let r = mcp(
+        &api,
+        Some(&admin),
+        Some(&a),
+        &[],
+        &call(
+            11,
+            "clear-tmp",
+            json!({
+        "params": {"dir": api.tmp.display().to_string(), "older_than_hours": 2}, "reason": "x"}),
+        ),
+    )
+    .await;
+    let v = r.json();
+    assert_eq!(v["result"]["isError"], true);
+    assert!(
+        v["result"]["content"][0]["text"]
+            .as_str()
+            .unwrap()
+            .contains("operate token of its own"),
+        "{v}"
+    );
 
     // A read token lists but cannot run.
     let reader = api.token("clinic-a", Scope::Read).await;
@@ -486,6 +523,46 @@ async fn tools_are_the_hosts_catalog_and_calls_pass_the_guardrails_into_evidence
     let v = r.json();
     assert_eq!(v["result"]["structuredContent"]["status"], "healed", "{v}");
     let _ = HOST;
+
+    // High-risk: a dry run now, the real run waits; the asking token cannot approve it.
+    let r = mcp(
+        &api,
+        Some(&api.secret),
+        Some(&s),
+        &[],
+        &call(
+            12,
+            "disk-cleanup",
+            json!({
+        "params": {"dir": api.tmp.display().to_string(), "target_free_percent": 1},
+        "reason": "the disk fills"}),
+        ),
+    )
+    .await;
+    let v = r.json();
+    let out = &v["result"]["structuredContent"];
+    assert_eq!(out["status"], "awaiting_approval", "{v}");
+    assert_eq!(out["runs"][0]["dry_run"], true, "{v}");
+    let esc = out["escalation"].as_str().unwrap();
+    let msg = api
+        .post(
+            &format!("/v1/escalations/{esc}/approve"),
+            &api.secret,
+            &json!({}),
+        )
+        .await
+        .error(409, "conflict");
+    assert!(msg.contains("itself"), "{msg}");
+    let person = api.token("clinic-a", Scope::Operate).await;
+    let ok = api
+        .post(
+            &format!("/v1/escalations/{esc}/approve"),
+            &person,
+            &json!({}),
+        )
+        .await
+        .json();
+    assert_eq!(ok["escalation"]["state"], "approved", "{ok}");
     api.stop().await.unwrap();
 }
 

@@ -189,13 +189,13 @@ reload = ["/bin/sh", "-c", "true"]
         text.contains("replay against 3 stored incidents: matched 1, 1 resolved the same way"),
         "{text}"
     );
-    assert!(!data.join(format!("rules/{id}.yaml")).exists());
+    assert!(!data.join(format!("rules/local/{id}.yaml")).exists());
     // Confirmed.
     let o = cli(&data, &up, &["flywheel", "promote", id, "--yes"]);
     let text = String::from_utf8_lossy(&o.stdout);
     assert!(o.status.success(), "{text}{}", stderr(&o));
     assert!(text.contains(&format!("deployed {id}")), "{text}");
-    assert!(data.join(format!("rules/{id}.yaml")).exists());
+    assert!(data.join(format!("rules/local/{id}.yaml")).exists());
     // The next http-502 is matched by the new rule (L1); a repeat within 15 minutes, it
     // goes to a human rather than running again.
     let o = cli(

@@ -378,3 +378,28 @@ fn the_commented_example_configuration_is_valid() {
     let o = cli(&data, &up, &["incident", "list"]);
     assert!(o.status.success(), "{}", stderr(&o));
 }
+
+#[test]
+fn a_config_error_names_the_place_and_never_echoes_the_line() {
+    let d = tempfile::tempdir().unwrap();
+    let config = d.path().join("runwarden.toml");
+    // The quotes are missing: the line holds a Slack webhook URL, which is a secret.
+    std::fs::write(
+        &config,
+        "[[escalations.webhooks]]\nname = \"ops\"\nurl = https://hooks.slack.com/services/T0/B0/SECRETPART\n",
+    )
+    .unwrap();
+    let o = Command::new(env!("CARGO_BIN_EXE_runwarden"))
+        .args(["up", "--listen", "127.0.0.1:0", "--config"])
+        .arg(&config)
+        .env("RUNWARDEN_DATA_DIR", d.path().join("data"))
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    let err = stderr(&o);
+    assert!(err.contains("line 3, column"), "{err}");
+    assert!(
+        !err.contains("SECRETPART") && !err.contains("hooks.slack"),
+        "{err}"
+    );
+}

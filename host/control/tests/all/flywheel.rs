@@ -85,7 +85,7 @@ async fn three_good_l2_resolutions_become_an_l1_rule_after_replay_and_confirmati
     assert!(c.flywheel_candidates("clinic-b").await.unwrap().is_empty());
 
     // Proposed: the rule, compiled, replayed; nothing deployed, nothing written.
-    let p = c.flywheel_promote(&admin(), &fw.id, false).await.unwrap();
+    let p = c.flywheel_promote(&admin(), &fw.id, None).await.unwrap();
     assert!(!p.deployed && p.path.is_none() && p.evidence_index.is_none());
     assert!(p.yaml.contains("type: http-502"), "{}", p.yaml);
     assert!(p.yaml.contains("runbook: restart-service"), "{}", p.yaml);
@@ -111,7 +111,16 @@ async fn three_good_l2_resolutions_become_an_l1_rule_after_replay_and_confirmati
     assert!(!c.rules().iter().any(|r| r.id == fw.id));
 
     // Confirmed: written, deployed, recorded with who promoted it.
-    let done = c.flywheel_promote(&admin(), &fw.id, true).await.unwrap();
+    // Confirming something else than what was reviewed changes nothing.
+    match c.flywheel_promote(&admin(), &fw.id, Some("0123abcd")).await {
+        Err(ControlError::Conflict(m)) => assert!(m.contains("review it again"), "{m}"),
+        other => panic!("confirmed an unreviewed rule: {other:?}"),
+    }
+    assert!(!c.rules().iter().any(|r| r.id == fw.id));
+    let done = c
+        .flywheel_promote(&admin(), &fw.id, Some(&p.rule_sha256))
+        .await
+        .unwrap();
     assert!(done.deployed);
     let written = std::fs::read_to_string(done.path.as_ref().unwrap()).unwrap();
     assert_eq!(written, done.yaml);
@@ -129,7 +138,10 @@ async fn three_good_l2_resolutions_become_an_l1_rule_after_replay_and_confirmati
     ] {
         assert!(ev.contains(&needle), "{needle} not in {ev}");
     }
-    match c.flywheel_promote(&admin(), &fw.id, true).await {
+    match c
+        .flywheel_promote(&admin(), &fw.id, Some(&p.rule_sha256))
+        .await
+    {
         Err(ControlError::Conflict(m)) => assert!(m.contains("promoted"), "{m}"),
         other => panic!("promoted twice: {other:?}"),
     }
@@ -143,6 +155,21 @@ async fn three_good_l2_resolutions_become_an_l1_rule_after_replay_and_confirmati
     assert_eq!(r.tier, "L1", "{r:?}");
     assert_eq!(r.decision.as_ref().unwrap().rule_id, fw.id);
     assert_eq!(model.seen.lock().unwrap().len(), asked);
+    // It decides clinic-a's incidents only: another tenant's go to the planner (whose
+    // model has no answer left, so a human decides).
+    let r = c
+        .submit("clinic-b", web_down("upstream 502 at clinic b"))
+        .await
+        .unwrap();
+    assert_ne!(r.tier, "L1", "{r:?}");
+    assert!(r.runs.is_empty(), "{r:?}");
+    assert!(c.rules_for(Some("clinic-a")).iter().any(|r| r.id == fw.id));
+    assert!(!c.rules_for(Some("clinic-b")).iter().any(|r| r.id == fw.id));
+    assert!(
+        s.root
+            .join(format!("data/rules/clinic-a/{}.yaml", fw.id))
+            .exists()
+    );
     let now = c.flywheel_candidates("clinic-a").await.unwrap();
     assert_eq!(
         now.iter().find(|x| x.id == fw.id).unwrap().state,
@@ -152,7 +179,8 @@ async fn three_good_l2_resolutions_become_an_l1_rule_after_replay_and_confirmati
 
     // It is loaded again at the next start.
     let c = with_model(&s, &FakeModel::default()).await;
-    assert!(c.rules().iter().any(|r| r.id == fw.id));
+    assert!(c.rules_for(Some("clinic-a")).iter().any(|r| r.id == fw.id));
+    assert!(!c.rules_for(Some("clinic-b")).iter().any(|r| r.id == fw.id));
     assert!(log_verifies(&c, &s.root.join("data")).await >= 5);
 }
 
@@ -244,10 +272,7 @@ async fn failures_and_second_opinions_disqualify_and_differing_params_become_pla
     assert_eq!(cands[0].id, cache.id, "candidates come first");
 
     // The placeholder rule compiles and replays: it matches the three, with each one's dir.
-    let p = c
-        .flywheel_promote(&admin(), &cache.id, false)
-        .await
-        .unwrap();
+    let p = c.flywheel_promote(&admin(), &cache.id, None).await.unwrap();
     assert_eq!(
         (p.replay.matched, p.replay.agreed),
         (3, 3),
@@ -263,11 +288,11 @@ async fn failures_and_second_opinions_disqualify_and_differing_params_become_pla
     assert_eq!(dirs, [dir("c"), dir("b"), dir("a")], "newest first");
 
     // Refusals name what is wrong.
-    match c.flywheel_promote(&admin(), &tmp.id, true).await {
+    match c.flywheel_promote(&admin(), &tmp.id, Some("x")).await {
         Err(ControlError::Conflict(m)) => assert!(m.contains("disqualified"), "{m}"),
         other => panic!("{other:?}"),
     }
-    match c.flywheel_promote(&admin(), "fw-nope", false).await {
+    match c.flywheel_promote(&admin(), "fw-nope", None).await {
         Err(ControlError::NotFound(m)) => assert!(m.contains("flywheel candidates"), "{m}"),
         other => panic!("{other:?}"),
     }
@@ -277,7 +302,7 @@ async fn failures_and_second_opinions_disqualify_and_differing_params_become_pla
         ..admin()
     };
     assert!(matches!(
-        c.flywheel_promote(&other, &cache.id, true).await,
+        c.flywheel_promote(&other, &cache.id, Some("x")).await,
         Err(ControlError::NotFound(_))
     ));
 }
