@@ -1127,10 +1127,12 @@ impl Controller {
 
         // Admitted: note the runs before releasing the lock. They are persisted (so a
         // restart keeps the cooldown and the breaker) while the first one runs, and the
-        // incident's result waits for that write.
+        // incident's result waits for that write. Dry runs change nothing: they start no
+        // cooldown and do not count towards the breaker.
+        let counted: &[ActionRecord] = if dry_only { &[] } else { &actions };
         {
             let mut w = self.windows.lock().unwrap_or_else(|e| e.into_inner());
-            for a in &actions {
+            for a in counted {
                 w.ran(&rec.tenant, &host, &a.runbook, now);
             }
         }
@@ -1138,7 +1140,7 @@ impl Controller {
         let persist = self
             .store
             .queue(
-                actions
+                counted
                     .iter()
                     .map(|a| Write::Action {
                         tenant: rec.tenant.clone(),

@@ -524,6 +524,31 @@ async fn tools_are_the_hosts_catalog_and_calls_pass_the_guardrails_into_evidence
     assert_eq!(v["result"]["structuredContent"]["status"], "healed", "{v}");
     let _ = HOST;
 
+    // A dry run first, then the real run: neither a repeat nor cooling down.
+    let logs = json!({"dir": api.tmp.display().to_string(), "pattern": "*.log"});
+    for (n, dry) in [(13, true), (14, false)] {
+        let r = mcp(
+            &api,
+            Some(&api.secret),
+            Some(&s),
+            &[],
+            &call(
+                n,
+                "rotate-logs",
+                json!({
+            "params": logs.clone(), "reason": "logs grow", "dry_run": dry}),
+            ),
+        )
+        .await;
+        let v = r.json();
+        let out = &v["result"]["structuredContent"];
+        assert_eq!(out["runs"][0]["dry_run"], dry, "{v}");
+        assert!(
+            matches!(out["status"].as_str(), Some("no-op" | "healed")),
+            "{v}"
+        );
+    }
+
     // High-risk: a dry run now, the real run waits; the asking token cannot approve it.
     let r = mcp(
         &api,
