@@ -14,6 +14,7 @@
 
 use crate::escalation::Escalation;
 use crate::incident::Incident;
+use crate::planner::llm::{retry_after, wait};
 use crate::store::{ControlStore, EscalationRow, NotificationRow, Write};
 use hmac::{Hmac, Mac};
 use runwarden_evidence as ev;
@@ -767,6 +768,7 @@ async fn deliver(
                     Duration::from_millis(hook.backoff_ms),
                     *attempts,
                     asked,
+                    MAX_WAIT,
                 ))
                 .await;
             }
@@ -814,25 +816,6 @@ fn describe(e: &reqwest::Error, timeout: Duration) -> String {
     } else {
         "the request failed before an answer".into()
     }
-}
-
-/// `Retry-After` in seconds (the HTTP-date form is ignored: the backoff applies).
-fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
-    headers
-        .get("retry-after")?
-        .to_str()
-        .ok()?
-        .trim()
-        .parse::<u64>()
-        .ok()
-        .map(Duration::from_secs)
-}
-
-/// The wait after failed attempt number `attempt` (from 1): what the server asked for,
-/// else `backoff` doubled per earlier retry; never more than [`MAX_WAIT`].
-fn wait(backoff: Duration, attempt: u32, asked: Option<Duration>) -> Duration {
-    let doubled = backoff.saturating_mul(1u32 << attempt.saturating_sub(1).min(20));
-    asked.unwrap_or(doubled).min(MAX_WAIT)
 }
 
 #[cfg(test)]
@@ -946,10 +929,13 @@ mod tests {
         assert!(matches!(classify(429, asked), Attempt::Retry(_, Some(_))));
         assert!(matches!(classify(500, asked), Attempt::Retry(_, None)));
         let b = Duration::from_millis(500);
-        assert_eq!(wait(b, 1, None), b);
-        assert_eq!(wait(b, 3, None), Duration::from_secs(2));
-        assert_eq!(wait(b, 40, None), MAX_WAIT);
-        assert_eq!(wait(b, 1, Some(Duration::from_secs(3600))), MAX_WAIT);
+        assert_eq!(wait(b, 1, None, MAX_WAIT), b);
+        assert_eq!(wait(b, 3, None, MAX_WAIT), Duration::from_secs(2));
+        assert_eq!(wait(b, 40, None, MAX_WAIT), MAX_WAIT);
+        assert_eq!(
+            wait(b, 1, Some(Duration::from_secs(3600)), MAX_WAIT),
+            MAX_WAIT
+        );
     }
 
     #[test]

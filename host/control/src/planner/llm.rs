@@ -309,7 +309,7 @@ impl LlmClient {
                 Attempt::Failed(e) => return Err(e),
                 Attempt::Retry(e, _) if attempt >= max => return Err(e),
                 Attempt::Retry(_, asked) => {
-                    tokio::time::sleep(wait(self.config.backoff, attempt, asked)).await;
+                    tokio::time::sleep(wait(self.config.backoff, attempt, asked, MAX_WAIT)).await;
                     attempt += 1;
                 }
             }
@@ -523,7 +523,7 @@ fn read_anthropic(v: &Value) -> Result<(Option<ToolCall>, String, Usage), LlmErr
 }
 
 /// `Retry-After` in seconds (the HTTP-date form is ignored: the backoff applies).
-fn retry_after(headers: &HeaderMap) -> Option<Duration> {
+pub(crate) fn retry_after(headers: &HeaderMap) -> Option<Duration> {
     headers
         .get("retry-after")?
         .to_str()
@@ -535,10 +535,15 @@ fn retry_after(headers: &HeaderMap) -> Option<Duration> {
 }
 
 /// The wait after failed attempt number `attempt` (from 1): what the server asked for,
-/// else `backoff` doubled per earlier retry; never more than [`MAX_WAIT`].
-fn wait(backoff: Duration, attempt: u32, asked: Option<Duration>) -> Duration {
+/// else `backoff` doubled per earlier retry; never more than `max`.
+pub(crate) fn wait(
+    backoff: Duration,
+    attempt: u32,
+    asked: Option<Duration>,
+    max: Duration,
+) -> Duration {
     let doubled = backoff.saturating_mul(1u32 << attempt.saturating_sub(1).min(20));
-    asked.unwrap_or(doubled).min(MAX_WAIT)
+    asked.unwrap_or(doubled).min(max)
 }
 
 /// An error with its sources: reqwest's own message alone hides the cause
@@ -564,16 +569,26 @@ mod tests {
     #[test]
     fn waits_double_honour_the_server_and_are_capped() {
         let base = Duration::from_millis(500);
-        assert_eq!(wait(base, 1, None), Duration::from_millis(500));
-        assert_eq!(wait(base, 2, None), Duration::from_secs(1));
-        assert_eq!(wait(base, 3, None), Duration::from_secs(2));
-        assert_eq!(wait(base, 40, None), MAX_WAIT, "no overflow, capped");
-        assert_eq!(wait(base, 1, Some(Duration::ZERO)), Duration::ZERO);
+        assert_eq!(wait(base, 1, None, MAX_WAIT), Duration::from_millis(500));
+        assert_eq!(wait(base, 2, None, MAX_WAIT), Duration::from_secs(1));
+        assert_eq!(wait(base, 3, None, MAX_WAIT), Duration::from_secs(2));
         assert_eq!(
-            wait(base, 1, Some(Duration::from_secs(3))),
+            wait(base, 40, None, MAX_WAIT),
+            MAX_WAIT,
+            "no overflow, capped"
+        );
+        assert_eq!(
+            wait(base, 1, Some(Duration::ZERO), MAX_WAIT),
+            Duration::ZERO
+        );
+        assert_eq!(
+            wait(base, 1, Some(Duration::from_secs(3)), MAX_WAIT),
             Duration::from_secs(3)
         );
-        assert_eq!(wait(base, 1, Some(Duration::from_secs(3600))), MAX_WAIT);
+        assert_eq!(
+            wait(base, 1, Some(Duration::from_secs(3600)), MAX_WAIT),
+            MAX_WAIT
+        );
     }
 
     #[test]
