@@ -10,6 +10,7 @@
 use super::{ModelAnswer, PlanRequest, ToolCall, Usage};
 use reqwest::header::{HeaderMap, HeaderValue};
 use serde_json::{Value, json};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 /// Which wire format.
@@ -191,6 +192,10 @@ pub struct LlmClient {
     endpoint: String,
     /// Content type, version and key headers, built once; the key's is marked sensitive.
     headers: HeaderMap,
+    /// OpenAI's reasoning models refuse `max_tokens` (they want `max_completion_tokens`)
+    /// and any `temperature` but the default. Learned from the server's 400, then kept.
+    completion_tokens: std::sync::atomic::AtomicBool,
+    default_temperature: std::sync::atomic::AtomicBool,
 }
 
 /// How one attempt ended.
@@ -250,6 +255,8 @@ impl LlmClient {
             http,
             endpoint,
             headers,
+            completion_tokens: Default::default(),
+            default_temperature: Default::default(),
         })
     }
 
@@ -279,7 +286,20 @@ impl LlmClient {
                 "tool_choice": "required",
                 "max_tokens": c.max_tokens,
                 "temperature": 0
-            }),
+            })
+            .as_object()
+            .map(|o| {
+                let mut o = o.clone();
+                if self.completion_tokens.load(Ordering::Relaxed) {
+                    o.remove("max_tokens");
+                    o.insert("max_completion_tokens".into(), json!(c.max_tokens));
+                }
+                if self.default_temperature.load(Ordering::Relaxed) {
+                    o.remove("temperature");
+                }
+                Value::Object(o)
+            })
+            .unwrap_or_default(),
             Provider::Anthropic => json!({
                 "model": c.model,
                 "max_tokens": c.max_tokens,
@@ -298,13 +318,23 @@ impl LlmClient {
     /// a tool call is not an error (`tool` is `None`, `text` says what the model wrote):
     /// the caller escalates.
     pub async fn complete(&self, req: &PlanRequest) -> Result<ModelAnswer, LlmError> {
-        let body = serde_json::to_vec(&self.body(req)).expect("a JSON value serializes");
+        let mut body = serde_json::to_vec(&self.body(req)).expect("a JSON value serializes");
         let max = self.config.max_attempts.max(1);
         let mut attempt = 1;
         loop {
             match self.attempt(&body, attempt).await {
                 Attempt::Answered(bytes, latency_ms) => {
                     return self.read(body, bytes, latency_ms, attempt);
+                }
+                // A reasoning model named the parameter it refuses: send it its way, once
+                // per parameter (the two flags bound this to two extra requests).
+                Attempt::Failed(LlmError::Status {
+                    status: 400,
+                    body: refusal,
+                    ..
+                }) if self.adapt(&refusal) => {
+                    body = serde_json::to_vec(&self.body(req)).expect("a JSON value serializes");
+                    attempt += 1;
                 }
                 Attempt::Failed(e) => return Err(e),
                 Attempt::Retry(e, _) if attempt >= max => return Err(e),
@@ -314,6 +344,20 @@ impl LlmClient {
                 }
             }
         }
+    }
+
+    /// Whether an OpenAI 400 names `max_tokens` or `temperature` as unsupported and the
+    /// request can change to suit it (not yet changed).
+    fn adapt(&self, refusal: &str) -> bool {
+        if self.config.provider != Provider::OpenAi || !refusal.contains("nsupported") {
+            return false;
+        }
+        if refusal.contains("max_completion_tokens")
+            && !self.completion_tokens.swap(true, Ordering::Relaxed)
+        {
+            return true;
+        }
+        refusal.contains("'temperature'") && !self.default_temperature.swap(true, Ordering::Relaxed)
     }
 
     /// Attempt number `attempt` (from 1), with its outcome's error already counting it.

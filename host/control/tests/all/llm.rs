@@ -492,6 +492,69 @@ async fn server_errors_are_retried_up_to_max_attempts() {
 }
 
 #[tokio::test]
+async fn reasoning_models_get_max_completion_tokens_and_the_default_temperature() {
+    // OpenAI's answers to a reasoning model (o-series, gpt-5) sent max_tokens, then
+    // temperature 0, as its API words them.
+    let server = ModelServer::start(vec![
+        reply(
+            400,
+            r#"{"error": {"message": "Unsupported parameter: 'max_tokens' is not supported with this model. Use 'max_completion_tokens' instead.", "type": "invalid_request_error", "param": "max_tokens", "code": "unsupported_parameter"}}"#,
+        ),
+        reply(
+            400,
+            r#"{"error": {"message": "Unsupported value: 'temperature' does not support 0 with this model. Only the default (1) value is supported.", "type": "invalid_request_error", "param": "temperature", "code": "unsupported_value"}}"#,
+        ),
+        reply(200, tool_answer(Provider::OpenAi, &input())),
+        reply(200, tool_answer(Provider::OpenAi, &input())),
+    ])
+    .await;
+    let client = LlmClient::new(config(Provider::OpenAi, &server)).unwrap();
+    let answer = client.complete(&request()).await.unwrap();
+    assert!(answer.tool.is_some());
+    assert_eq!(answer.attempts, 3, "every request is counted");
+    let seen = server.seen();
+    assert_eq!(seen.len(), 3);
+    let last = seen[2].json();
+    assert_eq!(last["max_completion_tokens"], 256, "{last}");
+    assert!(
+        last.get("max_tokens").is_none() && last.get("temperature").is_none(),
+        "{last}"
+    );
+    // What was learned is kept: the next request goes right at once.
+    client.complete(&request()).await.unwrap();
+    assert_eq!(server.seen().len(), 4);
+    assert!(server.seen()[3].json().get("max_tokens").is_none());
+    server.stop().await;
+
+    // Other 400s are not retried, and local servers keep max_tokens and temperature 0.
+    let server = ModelServer::start(vec![reply(
+        400,
+        r#"{"error": {"message": "Unsupported parameter: 'logit_bias'", "param": "logit_bias"}}"#,
+    )])
+    .await;
+    let err = complete(config(Provider::OpenAi, &server))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            LlmError::Status {
+                status: 400,
+                attempts: 1,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    let sent = server.seen()[0].json();
+    assert_eq!(
+        (sent["max_tokens"].as_u64(), sent["temperature"].as_u64()),
+        (Some(256), Some(0))
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
 async fn client_errors_are_not_retried() {
     for (provider, status) in [
         (Provider::OpenAi, 400),
