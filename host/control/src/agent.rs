@@ -117,6 +117,13 @@ impl Controller {
         req: AgentRequest,
     ) -> Result<IncidentRecord> {
         let reason = req.reason.trim();
+        // The catalog, read once: the check below and the decision's record use it.
+        let catalog_names: Vec<String> = self
+            .agent_tools(&caller.tenant)
+            .await?
+            .into_iter()
+            .map(|t| t.name)
+            .collect();
         let refusal = if caller.scope < crate::Scope::Operate {
             Some(ControlError::Invalid(crate::IncidentError {
                 field: "token",
@@ -152,12 +159,7 @@ impl Controller {
                 field: "params",
                 message: "must be a JSON object of the runbook's params".into(),
             }))
-        } else if !self
-            .agent_tools(&caller.tenant)
-            .await?
-            .iter()
-            .any(|t| t.name == req.runbook)
-        {
+        } else if !catalog_names.contains(&req.runbook) {
             Some(ControlError::NotFound(format!(
                 "runbook {:?} is not in this host's catalog: list the tools to see what it can run",
                 catalog::cut(&req.runbook, 64)
@@ -190,12 +192,6 @@ impl Controller {
             occurred_at: None,
         };
         let mut rec = self.prepare(&caller.tenant, incident).await?;
-        let catalog_names: Vec<String> = self
-            .agent_tools(&caller.tenant)
-            .await?
-            .into_iter()
-            .map(|t| t.name)
-            .collect();
         let rationale = format!(
             "requested over MCP by {client} with token {} ({} scope, tenant {}): {}",
             caller.token_id,

@@ -143,16 +143,25 @@ fn webhook(name: &str, url: String) -> WebhookConfig {
 }
 
 async fn controller(s: &Setup, webhooks: Vec<WebhookConfig>) -> Controller {
+    with_sla(
+        s,
+        SlaConfig {
+            webhooks,
+            ..SlaConfig::default()
+        },
+    )
+    .await
+}
+
+/// A controller with no rule set and escalation settings `sla`.
+async fn with_sla(s: &Setup, sla: SlaConfig) -> Controller {
     match start(
         s,
         GuardrailConfig::default(),
         Vec::new(),
         None,
         Default::default(),
-        SlaConfig {
-            webhooks,
-            ..SlaConfig::default()
-        },
+        sla,
     )
     .await
     {
@@ -522,23 +531,12 @@ async fn an_escalation_past_its_deadline_is_announced_as_breached_once() {
     let s = setup();
     let ep = Endpoint::start(Vec::new(), status(200)).await;
     // High incidents must be decided at once: every escalation is breached as it opens.
-    let c = match start(
-        &s,
-        GuardrailConfig::default(),
-        Vec::new(),
-        None,
-        Default::default(),
-        SlaConfig {
-            high_secs: 0,
-            webhooks: vec![webhook("ops", ep.url())],
-            ..SlaConfig::default()
-        },
-    )
-    .await
-    {
-        Ok(c) => c,
-        Err(e) => panic!("{e}"),
+    let overdue = SlaConfig {
+        high_secs: 0,
+        webhooks: vec![webhook("ops", ep.url())],
+        ..SlaConfig::default()
     };
+    let c = with_sla(&s, overdue.clone()).await;
     let r = c.submit(TENANT, printer_jam()).await.unwrap();
     let id = r.escalation.clone().unwrap();
     // A second one, decided before its breach is looked for: not announced.
@@ -581,22 +579,6 @@ async fn an_escalation_past_its_deadline_is_announced_as_breached_once() {
     // Once: not again, in this process or the next.
     assert_eq!(c.announce_breaches().await.unwrap(), 0);
     c.shutdown().await;
-    let c = match start(
-        &s,
-        GuardrailConfig::default(),
-        Vec::new(),
-        None,
-        Default::default(),
-        SlaConfig {
-            high_secs: 0,
-            webhooks: vec![webhook("ops", ep.url())],
-            ..SlaConfig::default()
-        },
-    )
-    .await
-    {
-        Ok(c) => c,
-        Err(e) => panic!("{e}"),
-    };
+    let c = with_sla(&s, overdue.clone()).await;
     assert_eq!(c.announce_breaches().await.unwrap(), 0);
 }
