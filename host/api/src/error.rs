@@ -79,7 +79,19 @@ impl ApiError {
         ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             "payload_too_large",
-            format!("the request body is larger than {limit} bytes: send a smaller incident"),
+            format!("the request body is larger than {limit} bytes: send a smaller one"),
+        )
+    }
+
+    /// 408: the request body did not arrive in time.
+    pub(crate) fn body_timeout(timeout: std::time::Duration) -> ApiError {
+        ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "request_timeout",
+            format!(
+                "the request body did not arrive within {} s: send it at once",
+                timeout.as_secs()
+            ),
         )
     }
 

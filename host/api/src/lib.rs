@@ -8,6 +8,7 @@
 
 mod auth;
 mod error;
+mod listen;
 mod mcp;
 mod openapi;
 mod routes;

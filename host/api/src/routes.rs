@@ -28,6 +28,14 @@ pub struct ApiConfig {
     /// other `Origin` get 403. Clients that send no `Origin` are not browsers. Default
     /// none.
     pub mcp_origins: Vec<String>,
+    /// Connections served at once; past it new ones get 503 and are closed. Default 1024.
+    pub max_connections: usize,
+    /// Time a client has to send a request's headers, and the longest a kept-alive
+    /// connection may sit idle. Default 10 s.
+    pub header_timeout: std::time::Duration,
+    /// Time a client has to send a request's body once its headers arrived; slower
+    /// bodies get 408. Default 30 s.
+    pub body_timeout: std::time::Duration,
 }
 
 impl Default for ApiConfig {
@@ -37,6 +45,9 @@ impl Default for ApiConfig {
             rate_per_sec: 500,
             burst: 1000,
             mcp_origins: Vec::new(),
+            max_connections: 1024,
+            header_timeout: std::time::Duration::from_secs(10),
+            body_timeout: std::time::Duration::from_secs(30),
         }
     }
 }
@@ -63,6 +74,12 @@ struct Inner {
 struct AppState(Arc<Inner>);
 
 impl AppState {
+    /// A request body within the configured size and time limits.
+    async fn read_body(&self, headers: &HeaderMap, body: Body) -> ApiResult<Vec<u8>> {
+        let c = &self.0.config;
+        read_limited(headers, body, c.max_body_bytes, c.body_timeout).await
+    }
+
     async fn authorize(&self, headers: &HeaderMap, needed: Scope) -> ApiResult<Caller> {
         auth::authorize(
             &self.0.controller,
@@ -92,10 +109,13 @@ pub async fn serve(
         mcp: crate::mcp::Sessions::default(),
         tasks: Mutex::new(Some(tasks)),
     }));
+    let limits = crate::listen::Limits {
+        max_connections: state.0.config.max_connections,
+        header_timeout: state.0.config.header_timeout,
+        drain_timeout: std::time::Duration::from_secs(10),
+    };
     let app = router(state.clone());
-    let served = axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await;
+    let served = crate::listen::run(listener, app, limits, shutdown).await;
     // No new background tasks from here on; wait for those running.
     drop(
         state
@@ -191,7 +211,20 @@ struct SubmitQuery {
 }
 
 /// Read at most `limit` bytes of `body`; more is a 413.
-async fn read_limited(headers: &HeaderMap, body: Body, limit: usize) -> ApiResult<Vec<u8>> {
+/// The request body, refused past `limit` bytes (413) or when it does not arrive within
+/// `timeout` (408), both with the JSON error body.
+async fn read_limited(
+    headers: &HeaderMap,
+    body: Body,
+    limit: usize,
+    timeout: std::time::Duration,
+) -> ApiResult<Vec<u8>> {
+    tokio::time::timeout(timeout, read_body(headers, body, limit))
+        .await
+        .map_err(|_| ApiError::body_timeout(timeout))?
+}
+
+async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> ApiResult<Vec<u8>> {
     let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
@@ -224,7 +257,7 @@ async fn submit_incident(
 ) -> ApiResult<Response> {
     let caller = s.authorize(&headers, Scope::Operate).await?;
     let Query(q) = query.map_err(bad_query)?;
-    let bytes = read_limited(&headers, body, s.0.config.max_body_bytes).await?;
+    let bytes = s.read_body(&headers, body).await?;
     let incident = runwarden_control::Incident::from_json(&bytes)
         .map_err(|e| ApiError::invalid_incident(e.to_string()))?;
     let controller = s.0.controller.clone();
@@ -340,10 +373,11 @@ async fn decide_escalation(
     State(s): State<AppState>,
     headers: HeaderMap,
     path: Result<Path<(String, String)>, PathRejection>,
-    body: axum::body::Bytes,
+    body: Body,
 ) -> ApiResult<Json<serde_json::Value>> {
     let caller = s.authorize(&headers, Scope::Operate).await?;
     let Path((id, decision)) = path.map_err(bad_path)?;
+    let body = s.read_body(&headers, body).await?;
     let decision = match decision.as_str() {
         "approve" => runwarden_control::Decision::Approve,
         "deny" => runwarden_control::Decision::Deny,
@@ -519,7 +553,7 @@ async fn mcp_post(
 ) -> ApiResult<Response> {
     check_origin(&s, &headers)?;
     let caller = s.authorize(&headers, Scope::Read).await?;
-    let bytes = read_limited(&headers, body, s.0.config.max_body_bytes).await?;
+    let bytes = s.read_body(&headers, body).await?;
     let Some(task_guard) = s.0.tasks.lock().unwrap_or_else(|e| e.into_inner()).clone() else {
         return Err(ApiError::shutting_down());
     };
@@ -622,10 +656,11 @@ async fn flywheel_promote(
     State(s): State<AppState>,
     headers: HeaderMap,
     id: Result<Path<String>, PathRejection>,
-    body: axum::body::Bytes,
+    body: Body,
 ) -> ApiResult<Json<runwarden_control::Promotion>> {
     let caller = s.authorize(&headers, Scope::Admin).await?;
     let Path(id) = id.map_err(bad_path)?;
+    let body = s.read_body(&headers, body).await?;
     let body: PromoteBody = if body.is_empty() {
         PromoteBody::default()
     } else {

@@ -35,66 +35,78 @@ pub enum FlywheelCommand {
 }
 
 fn print_candidate(c: &Value) {
-    let service = c["service"].as_str().unwrap_or("");
-    println!(
+    let service = crate::term::clean(c["service"].as_str().unwrap_or(""));
+    outln!(
         "{}  {:<12} {}{} → {}: {} ok, {} failed — {}",
-        c["id"].as_str().unwrap_or("?"),
-        c["state"].as_str().unwrap_or("?"),
-        c["incident_type"].as_str().unwrap_or("?"),
+        crate::term::clean(c["id"].as_str().unwrap_or("?")),
+        crate::term::clean(c["state"].as_str().unwrap_or("?")),
+        crate::term::clean(c["incident_type"].as_str().unwrap_or("?")),
         if service.is_empty() {
             String::new()
         } else {
             format!(" on {service}")
         },
-        c["runbook"].as_str().unwrap_or("?"),
+        crate::term::clean(c["runbook"].as_str().unwrap_or("?")),
         c["successes"],
         c["failures"],
-        c["why"].as_str().unwrap_or("")
+        crate::term::clean(c["why"].as_str().unwrap_or(""))
     );
     if let Some(p) = c.get("params").filter(|p| !p.is_null()) {
-        println!("    rule params {p}");
+        outln!("    rule params {p}");
     }
     for h in c["history"].as_array().into_iter().flatten().take(5) {
-        println!(
+        outln!(
             "    {} {} {:<8} incident {}: {}",
-            h["at"].as_str().unwrap_or("?"),
-            h["host"].as_str().unwrap_or("?"),
-            h["status"].as_str().unwrap_or("?"),
-            h["incident_id"].as_str().unwrap_or("?"),
-            h["summary"].as_str().unwrap_or("")
+            crate::term::clean(h["at"].as_str().unwrap_or("?")),
+            crate::term::clean(h["host"].as_str().unwrap_or("?")),
+            crate::term::clean(h["status"].as_str().unwrap_or("?")),
+            crate::term::clean(h["incident_id"].as_str().unwrap_or("?")),
+            crate::term::clean(h["summary"].as_str().unwrap_or(""))
         );
     }
 }
 
 fn print_proposal(p: &Value) {
-    println!("rule {}:", p["candidate"]["id"].as_str().unwrap_or("?"));
+    outln!(
+        "rule {}:",
+        crate::term::clean(p["candidate"]["id"].as_str().unwrap_or("?"))
+    );
     for line in p["yaml"].as_str().unwrap_or("").lines() {
-        println!("  {line}");
+        outln!("  {}", crate::term::clean(line));
     }
     let r = &p["replay"];
-    println!(
+    outln!(
         "replay against {} stored incidents: matched {}, {} resolved the same way by L2, {} ended otherwise",
-        r["incidents"], r["matched"], r["agreed"], r["differed"]
+        r["incidents"],
+        r["matched"],
+        r["agreed"],
+        r["differed"]
     );
     for m in r["matches"].as_array().into_iter().flatten().take(10) {
         let would: Vec<String> = m["would_run"]
             .as_array()
             .into_iter()
             .flatten()
-            .map(|a| format!("{} {}", a["runbook"].as_str().unwrap_or("?"), a["params"]))
+            .map(|a| {
+                format!(
+                    "{} {}",
+                    crate::term::clean(a["runbook"].as_str().unwrap_or("?")),
+                    a["params"]
+                )
+            })
             .collect();
-        println!(
+        outln!(
             "  {} {} (then {} at {}): would run {}",
-            m["received_at"].as_str().unwrap_or("?"),
-            m["incident_id"].as_str().unwrap_or("?"),
-            m["status"].as_str().unwrap_or("?"),
-            m["tier"].as_str().unwrap_or("?"),
+            crate::term::clean(m["received_at"].as_str().unwrap_or("?")),
+            crate::term::clean(m["incident_id"].as_str().unwrap_or("?")),
+            crate::term::clean(m["status"].as_str().unwrap_or("?")),
+            crate::term::clean(m["tier"].as_str().unwrap_or("?")),
             would.join(", ")
         );
     }
-    println!(
+    outln!(
         "compiled rule component sha256 {}",
-        p["rule_sha256"].as_str().unwrap_or("?")
+        crate::term::clean(p["rule_sha256"].as_str().unwrap_or("?"))
     );
 }
 
@@ -103,7 +115,7 @@ fn confirm(id: &str) -> anyhow::Result<bool> {
     if !std::io::stdin().is_terminal() {
         return Ok(false);
     }
-    print!("deploy {id} to this host now? [y/N] ");
+    print!("deploy {} to this host now? [y/N] ", crate::term::clean(id));
     std::io::stdout().flush().ok();
     let mut line = String::new();
     std::io::stdin()
@@ -137,14 +149,14 @@ pub fn run(cmd: FlywheelCommand, server: &ServerArgs, data_dir: &Path) -> anyhow
                     .filter(|c| all || c["state"] == "candidate")
                     .collect();
                 if list.is_empty() && !json {
-                    println!(
+                    outln!(
                         "no candidates yet: a signature needs repeated successful L2 resolutions \
                          and no failure (--all shows them all)"
                     );
                 }
                 for c in list {
                     if json {
-                        println!("{c}");
+                        println!("{}", crate::term::json_line(c));
                     } else {
                         print_candidate(c);
                     }
@@ -167,9 +179,9 @@ pub fn run(cmd: FlywheelCommand, server: &ServerArgs, data_dir: &Path) -> anyhow
                 }
                 if !(yes || confirm(&id)?) {
                     if json {
-                        println!("{proposal}");
+                        println!("{}", crate::term::json_line(&proposal));
                     }
-                    eprintln!("not deployed: confirm on a terminal, or pass --yes");
+                    errln!("not deployed: confirm on a terminal, or pass --yes");
                     return Ok(ExitCode::from(1));
                 }
                 let done = client
@@ -188,11 +200,11 @@ pub fn run(cmd: FlywheelCommand, server: &ServerArgs, data_dir: &Path) -> anyhow
                     )
                     .await?;
                 if json {
-                    println!("{done}");
+                    println!("{}", crate::term::json_line(&done));
                 } else {
-                    println!(
+                    outln!(
                         "deployed {id}: written to {}, evidence record {}",
-                        done["path"].as_str().unwrap_or("?"),
+                        crate::term::clean(done["path"].as_str().unwrap_or("?")),
                         done["evidence_index"]
                     );
                 }

@@ -109,8 +109,8 @@ pub enum EscalationCommand {
 }
 
 fn print_escalation(e: &serde_json::Value) {
-    let s = |k: &str| e[k].as_str().unwrap_or("").to_string();
-    println!(
+    let s = |k: &str| crate::term::clean(e[k].as_str().unwrap_or("")).into_owned();
+    outln!(
         "escalation {}: {}{} ({} incident {}, host {})",
         s("id"),
         s("state"),
@@ -123,21 +123,21 @@ fn print_escalation(e: &serde_json::Value) {
         s("incident_id"),
         s("host")
     );
-    println!("  {}", s("reason"));
-    println!(
+    outln!("  {}", s("reason"));
+    outln!(
         "  raised {}, decide by {}",
         s("created_at"),
         s("sla_deadline")
     );
     if let Some(p) = e.get("proposal").filter(|p| !p.is_null()) {
-        println!(
+        outln!(
             "  proposed: run {} {}",
-            p["runbook"].as_str().unwrap_or("?"),
+            crate::term::clean(p["runbook"].as_str().unwrap_or("?")),
             p["params"]
         );
     }
     if !s("decided_by").is_empty() {
-        println!(
+        outln!(
             "  decided by {} at {}: {}",
             s("decided_by"),
             s("decided_at"),
@@ -146,18 +146,18 @@ fn print_escalation(e: &serde_json::Value) {
     }
     for n in e["notifications"].as_array().into_iter().flatten() {
         let attempts = n["attempts"].as_u64().unwrap_or(0);
-        let status = n["status"].as_str().unwrap_or("?");
+        let status = crate::term::clean(n["status"].as_str().unwrap_or("?"));
         let outcome = match attempts {
             0 => status.to_string(),
             1 => format!("{status} after 1 attempt"),
             _ => format!("{status} after {attempts} attempts"),
         };
-        let error = n["last_error"].as_str().unwrap_or("");
-        println!(
+        let error = crate::term::clean(n["last_error"].as_str().unwrap_or(""));
+        outln!(
             "  notified {} of {} at {}: {outcome}{}",
-            n["webhook"].as_str().unwrap_or("?"),
-            n["event"].as_str().unwrap_or("?"),
-            n["at"].as_str().unwrap_or("?"),
+            crate::term::clean(n["webhook"].as_str().unwrap_or("?")),
+            crate::term::clean(n["event"].as_str().unwrap_or("?")),
+            crate::term::clean(n["at"].as_str().unwrap_or("?")),
             if error.is_empty() {
                 String::new()
             } else {
@@ -197,20 +197,20 @@ pub fn run_escalation(
                 let v = client.send(req).await?;
                 for e in v["escalations"].as_array().into_iter().flatten() {
                     if json {
-                        println!("{e}");
+                        println!("{}", crate::term::json_line(e));
                     } else {
-                        println!(
+                        outln!(
                             "{}  {:<12} {:<9} decide by {}{}  {}",
-                            e["id"].as_str().unwrap_or("?"),
-                            e["state"].as_str().unwrap_or("?"),
-                            e["severity"].as_str().unwrap_or("?"),
-                            e["sla_deadline"].as_str().unwrap_or("?"),
+                            crate::term::clean(e["id"].as_str().unwrap_or("?")),
+                            crate::term::clean(e["state"].as_str().unwrap_or("?")),
+                            crate::term::clean(e["severity"].as_str().unwrap_or("?")),
+                            crate::term::clean(e["sla_deadline"].as_str().unwrap_or("?")),
                             if e["breached"] == true {
                                 " BREACHED"
                             } else {
                                 ""
                             },
-                            e["reason"].as_str().unwrap_or("")
+                            crate::term::clean(e["reason"].as_str().unwrap_or(""))
                         );
                     }
                 }
@@ -225,7 +225,7 @@ pub fn run_escalation(
                     )
                     .await?;
                 if json {
-                    println!("{v}");
+                    println!("{}", crate::term::json_line(&v));
                 } else {
                     print_escalation(&v);
                 }
@@ -328,55 +328,59 @@ impl Client {
 }
 
 fn print_record(v: &serde_json::Value) {
-    println!(
+    outln!(
         "incident {}: {} (tier {})",
-        v["id"].as_str().unwrap_or("?"),
-        v["status"].as_str().unwrap_or("?"),
-        v["tier"].as_str().unwrap_or("?")
+        crate::term::clean(v["id"].as_str().unwrap_or("?")),
+        crate::term::clean(v["status"].as_str().unwrap_or("?")),
+        crate::term::clean(v["tier"].as_str().unwrap_or("?"))
     );
     if let Some(r) = v["reason"].as_str().filter(|r| !r.is_empty()) {
-        println!("  {r}");
+        outln!("  {}", crate::term::clean(r));
     }
     if let Some(d) = v.get("decision").filter(|d| !d.is_null()) {
         match d.get("planner").filter(|p| !p.is_null()) {
-            Some(p) => println!(
+            Some(p) => outln!(
                 "  planner {} {} (confidence {:.2}): {}",
-                p["provider"].as_str().unwrap_or("?"),
-                p["model"].as_str().unwrap_or("?"),
+                crate::term::clean(p["provider"].as_str().unwrap_or("?")),
+                crate::term::clean(p["model"].as_str().unwrap_or("?")),
                 p["confidence"].as_f64().unwrap_or(0.0),
-                p["rationale"].as_str().unwrap_or("")
+                crate::term::clean(p["rationale"].as_str().unwrap_or(""))
             ),
-            None => println!("  rule {}", d["rule_id"].as_str().unwrap_or("?")),
+            None => outln!(
+                "  rule {}",
+                crate::term::clean(d["rule_id"].as_str().unwrap_or("?"))
+            ),
         }
     }
     for g in v["guardrails"].as_array().into_iter().flatten() {
-        println!(
+        outln!(
             "  guardrail {:<16} {:<15} {}",
-            g["guardrail"].as_str().unwrap_or("?"),
-            g["verdict"].as_str().unwrap_or("?"),
-            g["detail"].as_str().unwrap_or("")
+            crate::term::clean(g["guardrail"].as_str().unwrap_or("?")),
+            crate::term::clean(g["verdict"].as_str().unwrap_or("?")),
+            crate::term::clean(g["detail"].as_str().unwrap_or(""))
         );
     }
     for r in v["runs"].as_array().into_iter().flatten() {
-        println!(
+        outln!(
             "  ran {}{}: {} — {} (evidence record {})",
-            r["runbook"].as_str().unwrap_or("?"),
+            crate::term::clean(r["runbook"].as_str().unwrap_or("?")),
             if r["dry_run"] == true {
                 " (dry run)"
             } else {
                 ""
             },
-            r["status"].as_str().unwrap_or("?"),
-            r["summary"].as_str().unwrap_or(""),
+            crate::term::clean(r["status"].as_str().unwrap_or("?")),
+            crate::term::clean(r["summary"].as_str().unwrap_or("")),
             r["evidence_index"]
         );
     }
     if let Some(id) = v["escalation"].as_str() {
-        println!("  escalation {id}: `runwarden escalation show {id}`");
+        let id = crate::term::clean(id);
+        outln!("  escalation {id}: `runwarden escalation show {id}`");
     }
     if let Some(e) = v["evidence"].as_array().filter(|e| !e.is_empty()) {
         let list: Vec<String> = e.iter().map(|x| x.to_string()).collect();
-        println!("  evidence: {}", list.join(", "));
+        outln!("  evidence: {}", list.join(", "));
     }
 }
 
@@ -420,7 +424,7 @@ pub fn run(cmd: IncidentCommand, server: &ServerArgs, data_dir: &Path) -> anyhow
                     )
                     .await?;
                 if json {
-                    println!("{v}");
+                    println!("{}", crate::term::json_line(&v));
                 } else {
                     print_record(&v);
                 }
@@ -449,23 +453,23 @@ pub fn run(cmd: IncidentCommand, server: &ServerArgs, data_dir: &Path) -> anyhow
                 let v = client.send(req).await?;
                 for i in v["incidents"].as_array().into_iter().flatten() {
                     if json {
-                        println!("{i}");
+                        println!("{}", crate::term::json_line(i));
                     } else {
-                        println!(
+                        outln!(
                             "{}  {:<19} {:<18} {:<24} {}",
-                            i["id"].as_str().unwrap_or("?"),
+                            crate::term::clean(i["id"].as_str().unwrap_or("?")),
                             i["received_at"]
                                 .as_str()
                                 .unwrap_or("?")
                                 .get(..19)
                                 .unwrap_or("?"),
-                            i["status"].as_str().unwrap_or("?"),
+                            crate::term::clean(i["status"].as_str().unwrap_or("?")),
                             format!(
                                 "{} {}",
-                                i["incident"]["type"].as_str().unwrap_or("?"),
-                                i["incident"]["service"].as_str().unwrap_or("")
+                                crate::term::clean(i["incident"]["type"].as_str().unwrap_or("?")),
+                                crate::term::clean(i["incident"]["service"].as_str().unwrap_or(""))
                             ),
-                            i["incident"]["host"].as_str().unwrap_or("?"),
+                            crate::term::clean(i["incident"]["host"].as_str().unwrap_or("?")),
                         );
                     }
                 }
@@ -483,7 +487,7 @@ pub fn run(cmd: IncidentCommand, server: &ServerArgs, data_dir: &Path) -> anyhow
                     )
                     .await?;
                 if json {
-                    println!("{v}");
+                    println!("{}", crate::term::json_line(&v));
                 } else {
                     print_record(&v);
                 }

@@ -1,5 +1,7 @@
 //! `runwarden`: run and inspect sandboxed remediation runbooks.
 
+#[macro_use]
+mod term;
 mod evidence;
 mod flywheel;
 mod incident;
@@ -157,7 +159,7 @@ fn main() -> ExitCode {
                     msg = format!("{msg}: {c}");
                 }
             }
-            eprintln!("error: {msg}");
+            errln!("error: {}", crate::term::clean(&msg));
             ExitCode::from(2)
         }
     }

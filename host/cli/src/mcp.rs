@@ -42,7 +42,7 @@ async fn relay(client: Client) -> anyhow::Result<ExitCode> {
             break;
         }
         if line.len() > MAX_LINE && !line.ends_with(b"\n") {
-            eprintln!("runwarden mcp: a message longer than {MAX_LINE} bytes was dropped");
+            errln!("runwarden mcp: a message longer than {MAX_LINE} bytes was dropped");
             // Skip the rest of the line.
             let mut rest = Vec::new();
             stdin.read_until(b'\n', &mut rest).await.ok();
@@ -100,7 +100,7 @@ async fn relay(client: Client) -> anyhow::Result<ExitCode> {
         }
         let answer = match req.send().await {
             Err(e) if e.is_builder() => {
-                eprintln!("runwarden mcp: a message could not be sent: {e}");
+                errln!("runwarden mcp: a message could not be sent: {e}");
                 Some(error(
                     &id,
                     -32600,
@@ -108,7 +108,7 @@ async fn relay(client: Client) -> anyhow::Result<ExitCode> {
                 ))
             }
             Err(e) => {
-                eprintln!("runwarden mcp: cannot reach {url}: {e}");
+                errln!("runwarden mcp: cannot reach {url}: {e}");
                 Some(error(
                     &id,
                     -32603,
@@ -144,7 +144,7 @@ async fn relay(client: Client) -> anyhow::Result<ExitCode> {
                                 .as_str()
                                 .map(String::from)
                                 .unwrap_or_else(|| v.to_string());
-                            eprintln!("runwarden mcp: the server answered {status}: {msg}");
+                            errln!("runwarden mcp: the server answered {status}: {msg}");
                             Some(error(
                                 &id,
                                 -32001,
@@ -152,7 +152,7 @@ async fn relay(client: Client) -> anyhow::Result<ExitCode> {
                             ))
                         }
                         Err(_) => {
-                            eprintln!("runwarden mcp: the server answered {status}");
+                            errln!("runwarden mcp: the server answered {status}");
                             Some(error(&id, -32603, &format!("runwarden answered {status}")))
                         }
                     }

@@ -138,7 +138,7 @@ pub fn run(cmd: RulesCommand, data_dir: PathBuf) -> anyhow::Result<ExitCode> {
                 .load_rules(&wasm)
                 .context("the compiled rule component")?;
             write_atomically(&out, &wasm)?;
-            println!(
+            outln!(
                 "compiled {} rule(s) from {} file(s) into {} (sha256 {})",
                 set.rules().len(),
                 files.len(),
@@ -155,10 +155,17 @@ pub fn run(cmd: RulesCommand, data_dir: PathBuf) -> anyhow::Result<ExitCode> {
                 if json {
                     println!(
                         "{}",
-                        serde_json::json!({"id": r.id, "summary": r.summary, "runbooks": r.runbooks})
+                        crate::term::json_line(
+                            &serde_json::json!({"id": r.id, "summary": r.summary, "runbooks": r.runbooks})
+                        )
                     );
                 } else {
-                    println!("{:<28} {:<40} {}", r.id, r.runbooks.join(" → "), r.summary);
+                    outln!(
+                        "{:<28} {:<40} {}",
+                        crate::term::clean(&r.id),
+                        crate::term::clean(&r.runbooks.join(" → ")),
+                        crate::term::clean(&r.summary)
+                    );
                 }
             }
             Ok(ExitCode::SUCCESS)
@@ -187,11 +194,9 @@ pub fn run(cmd: RulesCommand, data_dir: PathBuf) -> anyhow::Result<ExitCode> {
             let decision = rt.evaluate(&set, &inc.to_rule_input("test", &labels, &now))?;
             let Some(d) = decision else {
                 if json {
-                    println!("{}", serde_json::json!({"matched": false}));
+                    outln!("{}", serde_json::json!({"matched": false}));
                 } else {
-                    println!(
-                        "no rule matched (tier L1 would not act; the incident would go to L2)"
-                    );
+                    outln!("no rule matched (tier L1 would not act; the incident would go to L2)");
                 }
                 return Ok(ExitCode::from(1));
             };
@@ -206,20 +211,26 @@ pub fn run(cmd: RulesCommand, data_dir: PathBuf) -> anyhow::Result<ExitCode> {
             if json {
                 println!(
                     "{}",
-                    serde_json::json!({"matched": true, "rule_id": d.rule_id, "actions": actions,
+                    crate::term::json_line(
+                        &serde_json::json!({"matched": true, "rule_id": d.rule_id, "actions": actions,
                         "dry_run": d.dry_run, "cooldown_secs": d.cooldown_secs,
                         "rules_sha256": set.sha256()})
+                    )
                 );
             } else {
-                println!("rule {} matched", d.rule_id);
+                outln!("rule {} matched", crate::term::clean(&d.rule_id));
                 for a in &d.actions {
-                    println!("  run {} {}", a.runbook, a.params);
+                    outln!(
+                        "  run {} {}",
+                        crate::term::clean(&a.runbook),
+                        crate::term::clean(&a.params)
+                    );
                 }
                 if d.dry_run {
-                    println!("  (dry run only)");
+                    outln!("  (dry run only)");
                 }
                 if let Some(c) = d.cooldown_secs {
-                    println!("  cooldown {c} s per (host, runbook)");
+                    outln!("  cooldown {c} s per (host, runbook)");
                 }
             }
             Ok(ExitCode::SUCCESS)

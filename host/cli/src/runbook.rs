@@ -66,7 +66,7 @@ pub fn run(
     match cmd {
         RunbookCommand::New { name, dir, sdk } => new(&name, &dir, sdk).map(|_| ExitCode::SUCCESS),
         RunbookCommand::Build { dir } => {
-            println!("{}", build(&dir)?.display());
+            outln!("{}", build(&dir)?.display());
             Ok(ExitCode::SUCCESS)
         }
         RunbookCommand::Describe { file, json } => {
@@ -76,11 +76,19 @@ pub fn run(
             if json {
                 let mut v = serde_json::to_value(m)?;
                 v["sha256"] = loaded.sha256().into();
-                println!("{}", serde_json::to_string_pretty(&v)?);
-            } else {
-                println!("{} {} — {}", m.name, m.version, m.summary);
-                println!("sha256:       {}", loaded.sha256());
                 println!(
+                    "{}",
+                    crate::term::json_text(serde_json::to_string_pretty(&v)?)
+                );
+            } else {
+                outln!(
+                    "{} {} — {}",
+                    crate::term::clean(&m.name),
+                    crate::term::clean(&m.version),
+                    crate::term::clean(&m.summary)
+                );
+                outln!("sha256:       {}", loaded.sha256());
+                outln!(
                     "risk:         {}",
                     serde_json::to_value(m.risk)?.as_str().unwrap_or("?")
                 );
@@ -89,12 +97,12 @@ pub fn run(
                 } else {
                     m.platforms.join(", ")
                 };
-                println!("platforms:    {platforms}");
-                println!("capabilities:");
+                outln!("platforms:    {}", crate::term::clean(&platforms));
+                outln!("capabilities:");
                 for c in &m.capabilities {
-                    println!("  - {c}");
+                    outln!("  - {}", crate::term::clean(&c.to_string()));
                 }
-                println!(
+                outln!(
                     "params schema: {}",
                     serde_json::to_string_pretty(&m.params_schema)?
                 );
@@ -124,11 +132,11 @@ pub fn run(
                 if let Ok(index) = &recorded {
                     v["evidence_index"] = (*index).into();
                 }
-                println!("{v}");
+                println!("{}", crate::term::json_line(&v));
             } else {
                 print_human(&inv);
                 if let Ok(index) = &recorded {
-                    println!("evidence: record {index}");
+                    outln!("evidence: record {index}");
                 }
             }
             recorded.context("the run happened but its evidence record could not be written")?;
@@ -173,19 +181,22 @@ fn print_human(inv: &Invocation) {
         .ok()
         .and_then(|v| v.as_str().map(String::from))
         .unwrap_or_default();
-    println!(
+    outln!(
         "{} {} (sha256 {}…) on {}{}",
-        inv.runbook,
-        inv.version,
+        crate::term::clean(&inv.runbook),
+        crate::term::clean(&inv.version),
         &inv.sha256[..12],
         inv.host_id,
         if inv.dry_run { " [dry run]" } else { "" }
     );
-    println!("status: {status} — {}", inv.outcome.summary);
+    outln!(
+        "status: {status} — {}",
+        crate::term::clean(&inv.outcome.summary)
+    );
     if !inv.trace.is_empty() {
-        println!("trace:");
+        outln!("trace:");
         for e in &inv.trace {
-            println!(
+            outln!(
                 "  #{:<3} {}.{} {} → {}{}{} ({} µs)",
                 e.seq,
                 e.interface,
@@ -200,10 +211,14 @@ fn print_human(inv: &Invocation) {
     }
     for (name, text) in [("stdout", &inv.stdout), ("stderr", &inv.stderr)] {
         if !text.is_empty() {
-            println!("{name}:\n{}", text.trim_end());
+            // The guest's own lines, each marked as its output so none can pass for ours.
+            outln!("{name}:");
+            for l in text.trim_end().lines() {
+                outln!("  | {}", crate::term::clean(l));
+            }
         }
     }
-    println!(
+    outln!(
         "invocation {} in {:.1} ms, fuel {}",
         inv.invocation_id,
         inv.duration_us as f64 / 1000.0,
@@ -322,7 +337,7 @@ fn new(name: &str, parent: &Path, sdk: Option<PathBuf>) -> anyhow::Result<()> {
             .replace("{{sdk}}", &sdk.display().to_string());
         std::fs::write(dir.join(path), text).with_context(|| format!("cannot write {path}"))?;
     }
-    println!("created {}", dir.display());
-    println!("build it with: runwarden runbook build {}", dir.display());
+    outln!("created {}", dir.display());
+    outln!("build it with: runwarden runbook build {}", dir.display());
     Ok(())
 }

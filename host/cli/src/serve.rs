@@ -143,6 +143,9 @@ struct ApiFileConfig {
     rate_per_sec: Option<u32>,
     burst: Option<u32>,
     mcp_origins: Option<Vec<String>>,
+    max_connections: Option<usize>,
+    header_timeout_secs: Option<u64>,
+    body_timeout_secs: Option<u64>,
 }
 
 fn read_config(path: &Path) -> anyhow::Result<FileConfig> {
@@ -282,6 +285,30 @@ pub fn up(
     if let Some(v) = file.api.burst {
         api.burst = v;
     }
+    if let Some(v) = file.api.max_connections {
+        anyhow::ensure!(v > 0, "[api] max_connections must be at least 1");
+        api.max_connections = v;
+    }
+    for (v, slot, key) in [
+        (
+            file.api.header_timeout_secs,
+            &mut api.header_timeout,
+            "header_timeout_secs",
+        ),
+        (
+            file.api.body_timeout_secs,
+            &mut api.body_timeout,
+            "body_timeout_secs",
+        ),
+    ] {
+        if let Some(v) = v {
+            anyhow::ensure!(
+                (1..=3600).contains(&v),
+                "[api] {key} must be between 1 and 3600 seconds, not {v}"
+            );
+            *slot = std::time::Duration::from_secs(v);
+        }
+    }
 
     let rt = Arc::new(crate::runbook::runtime(data_dir.clone())?);
     let rule_sets = rule_sets(&rt, &rules_files, runbooks_dir.as_deref())?;
@@ -326,17 +353,17 @@ pub fn up(
                 )
                 .await?;
             write_secret(&token_file, &secret)?;
-            eprintln!("created admin token {id} for tenant {LOCAL_TENANT}");
+            errln!("created admin token {id} for tenant {LOCAL_TENANT}");
         }
-        println!(
+        outln!(
             "runwarden is up at http://{addr}/ (host {})",
             controller.host_id()
         );
-        println!(
+        outln!(
             "  admin token: {} (tenant {LOCAL_TENANT})",
             token_file.display()
         );
-        println!(
+        outln!(
             "  {} runbooks, {} rules; evidence and state in {}",
             controller.runbooks().len(),
             controller.rules().len(),
@@ -345,16 +372,16 @@ pub fn up(
                 .map(|_| "the configured database")
                 .unwrap_or("the data dir")
         );
-        println!(
+        outln!(
             "  L2 planner: {} (acts at confidence ≥ {})",
             controller.planner(),
             planner_threshold
         );
         for w in &webhooks {
-            println!("  escalation webhook: {w}");
+            outln!("  escalation webhook: {w}");
         }
         if let Some(p) = &config_path {
-            println!("  config: {}", p.display());
+            outln!("  config: {}", p.display());
         }
         // A signed checkpoint of the log every minute it grew.
         let cp = controller.clone();
@@ -363,7 +390,7 @@ pub fn up(
             loop {
                 t.tick().await;
                 if let Err(e) = cp.checkpoint().await {
-                    eprintln!("warning: periodic checkpoint: {e}");
+                    errln!("warning: periodic checkpoint: {e}");
                 }
             }
         });
@@ -374,7 +401,7 @@ pub fn up(
             loop {
                 t.tick().await;
                 if let Err(e) = sla.announce_breaches().await {
-                    eprintln!("warning: announcing SLA breaches: {e}");
+                    errln!("warning: announcing SLA breaches: {e}");
                 }
             }
         });
@@ -383,7 +410,7 @@ pub fn up(
         breaches.abort();
         // A last checkpoint covering everything written before the stop.
         controller.checkpoint().await?;
-        println!("runwarden stopped: in-flight incidents finished, evidence written");
+        outln!("runwarden stopped: in-flight incidents finished, evidence written");
         Ok::<_, anyhow::Error>(())
     })?;
     Ok(ExitCode::SUCCESS)
@@ -404,7 +431,7 @@ async fn shutdown_signal() {
         _ = int.recv() => {}
         _ = term.recv() => {}
     }
-    eprintln!("stopping: finishing in-flight incidents");
+    errln!("stopping: finishing in-flight incidents");
 }
 
 /// Write a secret to a new file only its owner can read.
@@ -450,11 +477,11 @@ pub fn token_create(
         }
         Ok::<_, anyhow::Error>(runwarden_control::create_token(&store, tenant, scope, name).await?)
     })?;
-    eprintln!(
+    errln!(
         "created token {id} for tenant {tenant}, scope {}; it is shown once, keep it secret:",
         scope.as_str()
     );
-    println!("{secret}");
+    outln!("{secret}");
     Ok(ExitCode::SUCCESS)
 }
 
@@ -476,11 +503,11 @@ pub fn token_admin(
                 if !store.revoke_token(id).await? {
                     bail!("no token {id:?}: `runwarden token list` shows them");
                 }
-                println!("revoked {id}");
+                outln!("revoked {id}");
             }
             None => {
                 for t in store.list_tokens().await? {
-                    println!(
+                    outln!(
                         "{:<18} {:<16} {:<8} {}{}",
                         t.id,
                         t.tenant,

@@ -156,7 +156,9 @@ impl Incident {
         {
             return Err(IncidentError {
                 field: "occurred_at",
-                message: format!("{t:?} is not an RFC 3339 time like 2026-11-22T10:00:00Z"),
+                message: format!(
+                    "{t:?} is not an RFC 3339 time like 2026-11-22T10:00:00Z (a real date, an offset from -12:00 to +14:00)"
+                ),
             });
         }
         Ok(())
@@ -195,7 +197,14 @@ pub fn parse_rfc3339_ms(s: &str) -> Option<i64> {
         return None;
     }
     let (h, mi, sec) = (num(11..13)?, num(14..16)?, num(17..19)?);
-    if !(1..=12).contains(&mo) || !(1..=31).contains(&d) || h > 23 || mi > 59 || sec > 60 {
+    let leap = y % 4 == 0 && (y % 100 != 0 || y % 400 == 0);
+    let month_days = match mo {
+        2 if leap => 29,
+        2 => 28,
+        4 | 6 | 9 | 11 => 30,
+        _ => 31,
+    };
+    if !(1..=12).contains(&mo) || !(1..=month_days).contains(&d) || h > 23 || mi > 59 || sec > 60 {
         return None;
     }
     let mut rest = &s[19..];
@@ -212,8 +221,15 @@ pub fn parse_rfc3339_ms(s: &str) -> Option<i64> {
     let offset_min = match rest {
         "Z" | "z" => 0,
         o if o.len() == 6 && (o.starts_with('+') || o.starts_with('-')) && &o[3..4] == ":" => {
-            let v = num(s.len() - 5..s.len() - 3)? * 60 + num(s.len() - 2..s.len())?;
-            if o.starts_with('-') { -v } else { v }
+            let (oh, om) = (num(s.len() - 5..s.len() - 3)?, num(s.len() - 2..s.len())?);
+            let v = oh * 60 + om;
+            // Offsets in use on Earth run from -12:00 to +14:00; anything else is a
+            // sender's mistake that would move the incident by up to four days.
+            let v = if o.starts_with('-') { -v } else { v };
+            if om > 59 || !(-12 * 60..=14 * 60).contains(&v) {
+                return None;
+            }
+            v
         }
         _ => return None,
     };
@@ -317,5 +333,25 @@ mod tests {
         );
         assert_eq!(parse_rfc3339_ms("2026-13-22T00:00:00Z"), None);
         assert_eq!(parse_rfc3339_ms("2026-11-22"), None);
+        assert_eq!(
+            parse_rfc3339_ms("2026-11-22T00:00:00+14:00"),
+            Some(1_795_305_600_000 - 14 * 3_600_000)
+        );
+        assert_eq!(
+            parse_rfc3339_ms("2026-11-22T00:00:00-12:00"),
+            Some(1_795_305_600_000 + 12 * 3_600_000)
+        );
+        for absurd in [
+            "2026-11-22T00:00:00+99:00",
+            "2026-11-22T00:00:00-23:59",
+            "2026-11-22T00:00:00+14:01",
+            "2026-11-22T00:00:00+01:60",
+            "2026-02-30T00:00:00Z",
+            "2025-02-29T00:00:00Z",
+            "2026-04-31T00:00:00Z",
+        ] {
+            assert_eq!(parse_rfc3339_ms(absurd), None, "{absurd}");
+        }
+        assert!(parse_rfc3339_ms("2024-02-29T00:00:00Z").is_some());
     }
 }

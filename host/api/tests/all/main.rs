@@ -2,6 +2,7 @@
 //! runbooks and rule set running in the sandbox, SQLite in a temporary directory.
 
 mod access;
+mod connections;
 mod incidents;
 mod mcp;
 mod service;

@@ -188,6 +188,25 @@ const FIELDS: [&str; 9] = [
     "occurred_at",
 ];
 
+/// A `match.service` pattern: a unit name in which `*` (any run) and `?` (any one
+/// character) are the only wildcards the engine knows. Anything else (`[…]`, `{…}`,
+/// spaces) would be compared literally and never match a unit, so it is refused.
+fn check_service_glob(pattern: &str) -> Result<(), String> {
+    if pattern.is_empty() || pattern.len() > 256 {
+        return Err("must be 1 to 256 characters".into());
+    }
+    if let Some(c) = pattern
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || "@._:-\\*?".contains(*c)))
+    {
+        return Err(format!(
+            "{pattern:?} is not a unit name or glob: {c:?} is not allowed \
+             (letters, digits, @ . _ : - \\ and the wildcards * and ? only)"
+        ));
+    }
+    Ok(())
+}
+
 /// Check every `{{field}}` in the strings of `v`.
 fn check_placeholders(v: &serde_json::Value, path: &str) -> Result<(), (String, String)> {
     match v {
@@ -340,6 +359,9 @@ pub fn compile(
             }
             if m.kind.as_deref().is_some_and(|k| k.trim().is_empty()) {
                 return Err(fail(rid, "match.type", "is empty".into()));
+            }
+            if let Some(svc) = &m.service {
+                check_service_glob(svc).map_err(|e| fail(rid, "match.service", e))?;
             }
             if let Some(re) = &m.message {
                 regex::RegexBuilder::new(re)
@@ -495,6 +517,14 @@ mod tests {
             e.starts_with("r.yaml: rule a: match.message: bad regex"),
             "{e}"
         );
+        for bad in ["nginx.[s]ervice", "php{7,8}-fpm.service", "a b.service", ""] {
+            let e = one(&format!(
+                "rules:\n  - id: a\n    match: {{type: x, service: '{bad}'}}\n    action: {{runbook: r}}\n"
+            ))
+            .unwrap_err()
+            .to_string();
+            assert!(e.contains("rule a: match.service: "), "{bad:?}: {e}");
+        }
         let e = one(
             "rules:\n  - id: a\n    match: {type: x, severity: huge}\n    action: {runbook: r}\n",
         )
