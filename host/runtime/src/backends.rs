@@ -318,7 +318,14 @@ mod tests {
         assert_eq!(env.trim(), "PATH=/usr/sbin:/usr/bin:/sbin:/bin");
 
         let started = std::time::Instant::now();
-        let r = run_process("/bin/sleep", None, &["5".into()], Duration::from_millis(100), 64).await;
+        let r = run_process(
+            "/bin/sleep",
+            None,
+            &["5".into()],
+            Duration::from_millis(100),
+            64,
+        )
+        .await;
         assert!(matches!(r, Err(ProcError::Timeout)));
         assert!(
             started.elapsed() < Duration::from_secs(4),

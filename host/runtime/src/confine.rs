@@ -120,7 +120,12 @@ pub(crate) fn check_symlink(dir: BorrowedFd<'_>, link: &str, target: &str) -> Re
         ResolveFlags::empty(),
     ) {
         Ok(_) => Ok(()),
-        Err(e) if matches!(e.raw_os_error(), Some(libc_errno::ENOENT | libc_errno::ENOTDIR)) => {
+        Err(e)
+            if matches!(
+                e.raw_os_error(),
+                Some(libc_errno::ENOENT | libc_errno::ENOTDIR)
+            ) =>
+        {
             Ok(())
         }
         Err(e) if e.raw_os_error() == Some(libc_errno::EXDEV) => Err(format!(
@@ -238,12 +243,21 @@ fn check_host_path(text: &str, write_dirs: &[PathBuf]) -> Result<(), String> {
     };
     let rel = path.strip_prefix(root).unwrap_or(Path::new(""));
     let rel = rel.to_string_lossy();
-    let dir = rustix::fs::open(root, OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())
-        .map_err(|e| format!("write grant {} cannot be opened: {e}", root.display()))?;
+    let dir = rustix::fs::open(
+        root,
+        OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| format!("write grant {} cannot be opened: {e}", root.display()))?;
     match beneath(dir.as_fd(), &rel, true, ResolveFlags::NO_SYMLINKS) {
         Ok(_) => Ok(()),
         Err(e) if e.raw_os_error() == Some(libc_errno::ENOENT) => Ok(()),
-        Err(e) if matches!(e.raw_os_error(), Some(libc_errno::ELOOP | libc_errno::EXDEV)) => {
+        Err(e)
+            if matches!(
+                e.raw_os_error(),
+                Some(libc_errno::ELOOP | libc_errno::EXDEV)
+            ) =>
+        {
             Err(format!(
                 "{text} passes through a symlink inside write grant {}; programs run with runwarden's rights follow links, so they are handed only paths without any",
                 root.display()

@@ -245,15 +245,19 @@ impl Policy {
     /// A program runwarden runs with its own rights must not live where runbooks write:
     /// a runbook could rewrite it or swap it for a link. Checked as written and with
     /// symlinks resolved (as far as the paths exist when the policy is loaded).
-    fn program_outside_write_dirs(&self, what: &str, program: &str) -> std::result::Result<(), String> {
+    fn program_outside_write_dirs(
+        &self,
+        what: &str,
+        program: &str,
+    ) -> std::result::Result<(), String> {
         let program = Path::new(program);
         let real = std::fs::canonicalize(program).ok();
         for w in &self.grants.write_dirs {
             let real_w = std::fs::canonicalize(w).ok();
             let inside = program.starts_with(w)
-                || real
-                    .as_ref()
-                    .is_some_and(|r| r.starts_with(w) || real_w.as_ref().is_some_and(|rw| r.starts_with(rw)))
+                || real.as_ref().is_some_and(|r| {
+                    r.starts_with(w) || real_w.as_ref().is_some_and(|rw| r.starts_with(rw))
+                })
                 || real_w.as_ref().is_some_and(|rw| program.starts_with(rw));
             if inside {
                 return Err(format!(
@@ -321,7 +325,9 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(
-            err.contains("grants.exec") && err.contains("/srv/app/bin/tool") && err.contains("/srv/app"),
+            err.contains("grants.exec")
+                && err.contains("/srv/app/bin/tool")
+                && err.contains("/srv/app"),
             "{err}"
         );
 

@@ -122,7 +122,7 @@ impl Runtime {
                 true,
                 &cx.output,
             )
-                .map_err(Error::Setup)?;
+            .map_err(Error::Setup)?;
             let mut store = self.store(wasi, cx, &set.policy.limits);
             let rule = set
                 .pre

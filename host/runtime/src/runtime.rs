@@ -443,16 +443,8 @@ impl Runtime {
             true,
             Instant::now() + Duration::from_secs(5),
         );
-        let wasi =
-            wasi::context(
-            &[],
-            &[],
-            &policy.grants,
-            None,
-            &self.root,
-            true,
-            &cx.output,
-        ).map_err(Error::Setup)?;
+        let wasi = wasi::context(&[], &[], &policy.grants, None, &self.root, true, &cx.output)
+            .map_err(Error::Setup)?;
         let mut store = self.store(wasi, cx, &policy.limits);
         let instance = pre
             .instantiate(&mut store)

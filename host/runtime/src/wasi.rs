@@ -57,20 +57,24 @@ pub(crate) fn context(
         .allow_tcp(false)
         .allow_udp(false)
         .allow_ip_name_lookup(false);
-    let roots = |dirs: &[&[PathBuf]]| -> Vec<PathBuf> {
-        dirs.iter()
-            .flat_map(|d| d.iter())
-            .filter_map(|d| crate::policy::normalize_dir(d).ok())
-            .collect()
-    };
-    let read_roots = roots(&[&policy.read_dirs, &policy.write_dirs]);
-    let write_roots = roots(&[&policy.write_dirs]);
+    let normal = |d: &PathBuf| crate::policy::normalize_dir(d).ok();
+    let write_roots: Vec<PathBuf> = policy.write_dirs.iter().filter_map(normal).collect();
+    let read_roots: Vec<PathBuf> = policy
+        .read_dirs
+        .iter()
+        .filter_map(normal)
+        .chain(write_roots.iter().cloned())
+        .collect();
     // Kept open until the preopens are made: each is opened again through its descriptor.
     let mut checked = Vec::new();
     for d in read_dirs {
         let fd = confine::open_granted_dir(d, &read_roots)?;
-        b.preopened_dir(confine::proc_path(&fd), d.to_string_lossy(), FsPerms::ReadOnly)
-            .map_err(|e| format!("cannot open granted directory {}: {e}", d.display()))?;
+        b.preopened_dir(
+            confine::proc_path(&fd),
+            d.to_string_lossy(),
+            FsPerms::ReadOnly,
+        )
+        .map_err(|e| format!("cannot open granted directory {}: {e}", d.display()))?;
         checked.push(fd);
     }
     for d in write_dirs {
@@ -418,18 +422,15 @@ fn wrap_filesystem(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
             // its deadline, and sockets and devices are not files to remediate. Checked
             // through an O_PATH descriptor, which never blocks.
             let follow = pflags.contains(PathFlags::SYMLINK_FOLLOW);
-            let special = host_dir(&v, fd.rep())
-                .and_then(|dir| confine::special(dir.as_fd(), &path, follow));
+            let special =
+                host_dir(&v, fd.rep()).and_then(|dir| confine::special(dir.as_fd(), &path, follow));
             if let Some(kind) = special {
                 let message = format!(
                     "{full} is a {}; runbooks may open only regular files and directories",
                     kind.name()
                 );
-                cx.trace.record(
-                    call,
-                    false,
-                    json!({"error": "Access", "message": message}),
-                );
+                cx.trace
+                    .record(call, false, json!({"error": "Access", "message": message}));
                 return Ok((Err(ErrorCode::Access),));
             }
             let redirect = writes && cx.dry_run && zone == Zone::Write;

@@ -95,8 +95,12 @@ restart = [{stamp}, "{state}/{{unit}}"]
 
     /// Run adv-links with `steps`, writable `w`, under [`Setup::policy`].
     fn run(&self, arg: &str, steps: Value) -> Invocation {
-        self.h
-            .run("adv-links", &self.policy(arg), self.params(&self.w, arg, steps), false)
+        self.h.run(
+            "adv-links",
+            &self.policy(arg),
+            self.params(&self.w, arg, steps),
+            false,
+        )
     }
 
     fn p(&self, rel: &str) -> String {
@@ -146,7 +150,8 @@ fn entry<'a>(inv: &'a Invocation, function: &str, path: &str) -> &'a TraceEntry 
     inv.trace
         .iter()
         .find(|e| {
-            e.function == function && (e.args["paths"][0] == json!(path) || e.args["path"] == json!(path))
+            e.function == function
+                && (e.args["paths"][0] == json!(path) || e.args["path"] == json!(path))
         })
         .unwrap_or_else(|| panic!("no {function} of {path}: {}", pretty(inv)))
 }
@@ -184,18 +189,48 @@ fn chained_absolute_and_outward_links_are_refused_and_fifos_never_opened() {
     let g_fifo = s.granted.join("fifo").display().to_string();
     let steps = json!([
         step("up", "attack", "symlink", &s.p("up"), ".."),
-        step("chained", "attack", "symlink", &s.p("x"), "up/../../victim.txt"),
-        step("dotdot-inside", "attack", "symlink", &s.p("sub/y"), "../sub/file.txt"),
+        step(
+            "chained",
+            "attack",
+            "symlink",
+            &s.p("x"),
+            "up/../../victim.txt"
+        ),
+        step(
+            "dotdot-inside",
+            "attack",
+            "symlink",
+            &s.p("sub/y"),
+            "../sub/file.txt"
+        ),
         step("absolute", "attack", "symlink", &s.p("abs"), &victim),
-        step("through-planted", "attack", "symlink", &s.p("via"), "out/victim.txt"),
-        step("write-through-planted", "attack", "write", &s.p("out/victim.txt"), "pwned"),
+        step(
+            "through-planted",
+            "attack",
+            "symlink",
+            &s.p("via"),
+            "out/victim.txt"
+        ),
+        step(
+            "write-through-planted",
+            "attack",
+            "write",
+            &s.p("out/victim.txt"),
+            "pwned"
+        ),
         step("open-fifo", "attack", "open", &s.p("fifo"), ""),
         step("write-fifo", "attack", "write", &s.p("fifo"), "x"),
         step("open-socket", "attack", "open", &s.p("sock"), ""),
         step("open-read-grant-fifo", "attack", "open", &g_fifo, ""),
         step("down", "control", "symlink", &s.p("down"), "sub/file.txt"),
         step("read-down", "control", "read", &s.p("down"), ""),
-        step("dangling-down", "control", "symlink", &s.p("later"), "new/file"),
+        step(
+            "dangling-down",
+            "control",
+            "symlink",
+            &s.p("later"),
+            "new/file"
+        ),
         step("open-dir", "control", "open", &s.p("sub"), ""),
     ]);
 
@@ -204,14 +239,20 @@ fn chained_absolute_and_outward_links_are_refused_and_fifos_never_opened() {
     assert_guest_report(&inv, 10, 4);
     s.assert_victims_untouched();
     assert!(!s.w.join("up").exists() && fs::symlink_metadata(s.w.join("x")).is_err());
-    assert_eq!(fs::read_link(s.w.join("down")).unwrap(), PathBuf::from("sub/file.txt"));
+    assert_eq!(
+        fs::read_link(s.w.join("down")).unwrap(),
+        PathBuf::from("sub/file.txt")
+    );
     // Each refusal is traced with its reason; an allowed link records its target.
     assert_refused(&inv, "symlink-at", &s.p("up"), "`..`");
     assert_refused(&inv, "symlink-at", &s.p("x"), "`..`");
     assert_refused(&inv, "symlink-at", &s.p("sub/y"), "`..`");
     assert_refused(&inv, "symlink-at", &s.p("abs"), "absolute");
     assert_refused(&inv, "symlink-at", &s.p("via"), "leaves the grant");
-    assert_eq!(entry(&inv, "symlink-at", &s.p("x")).args["target"], "up/../../victim.txt");
+    assert_eq!(
+        entry(&inv, "symlink-at", &s.p("x")).args["target"],
+        "up/../../victim.txt"
+    );
     let down = entry(&inv, "symlink-at", &s.p("down"));
     assert!(down.allowed);
     assert_eq!(down.args["target"], "sub/file.txt");
@@ -228,14 +269,62 @@ fn links_are_renamed_and_hard_linked_only_when_they_cannot_lead_out() {
     h_path(&s, "w/sub2");
     let steps = json!([
         step("plain", "control", "symlink", &s.p("sub/plain"), "file.txt"),
-        step("move-plain", "control", "rename", &s.p("sub/plain"), &s.p("sub2/plain")),
-        step("nested", "control", "symlink", &s.p("nested"), "sub/file.txt"),
-        step("move-nested", "attack", "rename", &s.p("nested"), &s.p("sub/nested")),
-        step("move-planted", "attack", "rename", &s.p("planted"), &s.p("sub/planted")),
-        step("hardlink-planted", "attack", "hardlink", &s.p("planted"), &s.p("hard")),
-        step("hardlink-link", "attack", "hardlink", &s.p("nested"), &s.p("hard2")),
-        step("hardlink-dir", "attack", "hardlink", &s.p("sub"), &s.p("hard-dir")),
-        step("hardlink-file", "control", "hardlink", &s.p("sub/file.txt"), &s.p("file-hard")),
+        step(
+            "move-plain",
+            "control",
+            "rename",
+            &s.p("sub/plain"),
+            &s.p("sub2/plain")
+        ),
+        step(
+            "nested",
+            "control",
+            "symlink",
+            &s.p("nested"),
+            "sub/file.txt"
+        ),
+        step(
+            "move-nested",
+            "attack",
+            "rename",
+            &s.p("nested"),
+            &s.p("sub/nested")
+        ),
+        step(
+            "move-planted",
+            "attack",
+            "rename",
+            &s.p("planted"),
+            &s.p("sub/planted")
+        ),
+        step(
+            "hardlink-planted",
+            "attack",
+            "hardlink",
+            &s.p("planted"),
+            &s.p("hard")
+        ),
+        step(
+            "hardlink-link",
+            "attack",
+            "hardlink",
+            &s.p("nested"),
+            &s.p("hard2")
+        ),
+        step(
+            "hardlink-dir",
+            "attack",
+            "hardlink",
+            &s.p("sub"),
+            &s.p("hard-dir")
+        ),
+        step(
+            "hardlink-file",
+            "control",
+            "hardlink",
+            &s.p("sub/file.txt"),
+            &s.p("file-hard")
+        ),
         step("move-dir", "control", "rename", &s.p("sub2"), &s.p("sub3")),
     ]);
 
@@ -243,12 +332,18 @@ fn links_are_renamed_and_hard_linked_only_when_they_cannot_lead_out() {
 
     assert_guest_report(&inv, 5, 5);
     s.assert_victims_untouched();
-    assert_eq!(fs::read_link(s.w.join("planted")).unwrap(), PathBuf::from("../victim.txt"));
+    assert_eq!(
+        fs::read_link(s.w.join("planted")).unwrap(),
+        PathBuf::from("../victim.txt")
+    );
     assert!(fs::symlink_metadata(s.w.join("sub/planted")).is_err());
     assert!(fs::symlink_metadata(s.w.join("sub/nested")).is_err());
     assert!(fs::symlink_metadata(s.w.join("hard")).is_err());
     assert_eq!(fs::read_to_string(s.w.join("file-hard")).unwrap(), "inside");
-    assert_eq!(fs::read_link(s.w.join("sub3/plain")).unwrap(), PathBuf::from("file.txt"));
+    assert_eq!(
+        fs::read_link(s.w.join("sub3/plain")).unwrap(),
+        PathBuf::from("file.txt")
+    );
     assert_refused(&inv, "rename-at", &s.p("nested"), "plain name");
     assert_refused(&inv, "rename-at", &s.p("planted"), "plain name");
     for old in ["planted", "nested", "sub"] {
@@ -274,12 +369,36 @@ fn host_programs_are_handed_no_path_through_a_link() {
         // The guest moves the directories away and puts links in their place. The links
         // point down (they are allowed), but the programs are then handed paths through
         // links, which a later swap could turn anywhere: refused.
-        step("move-out", "control", "rename", &s.p("out"), &s.p("real-out")),
+        step(
+            "move-out",
+            "control",
+            "rename",
+            &s.p("out"),
+            &s.p("real-out")
+        ),
         step("link-out", "control", "symlink", &s.p("out"), "real-out"),
         step("exec-through-link", "attack", "exec", &arg, ""),
-        step("move-state", "control", "rename", &s.p("state"), &s.p("real-state")),
-        step("link-state", "control", "symlink", &s.p("state"), "real-state"),
-        step("restart-through-link", "attack", "restart", "web.service", ""),
+        step(
+            "move-state",
+            "control",
+            "rename",
+            &s.p("state"),
+            &s.p("real-state")
+        ),
+        step(
+            "link-state",
+            "control",
+            "symlink",
+            &s.p("state"),
+            "real-state"
+        ),
+        step(
+            "restart-through-link",
+            "attack",
+            "restart",
+            "web.service",
+            ""
+        ),
     ]);
 
     let inv = s.run(&arg, steps);
@@ -287,7 +406,10 @@ fn host_programs_are_handed_no_path_through_a_link() {
     assert_guest_report(&inv, 2, 6);
     s.assert_victims_untouched();
     // Each program ran once, before the links.
-    assert_eq!(fs::read_to_string(s.w.join("real-out/log.txt")).unwrap(), "appended\n");
+    assert_eq!(
+        fs::read_to_string(s.w.join("real-out/log.txt")).unwrap(),
+        "appended\n"
+    );
     assert_eq!(
         fs::read_to_string(s.w.join("real-state/web.service")).unwrap(),
         "restarted\n"
@@ -311,12 +433,18 @@ fn exec_call(inv: &Invocation) -> &TraceEntry {
 /// Invoke adv-links under an already parsed policy (so the files can change after it
 /// was checked).
 fn run_with(s: &Setup, policy: &Arc<Policy>, params: Value) -> Invocation {
-    let loaded = s
-        .h
-        .rt
-        .load(&runwarden_test_artifacts::bytes("adv-links"))
-        .unwrap();
-    s.h.rt.invoke(&loaded, policy, RunOptions { params, dry_run: false })
+    let loaded =
+        s.h.rt
+            .load(&runwarden_test_artifacts::bytes("adv-links"))
+            .unwrap();
+    s.h.rt.invoke(
+        &loaded,
+        policy,
+        RunOptions {
+            params,
+            dry_run: false,
+        },
+    )
 }
 
 #[test]
@@ -326,11 +454,16 @@ fn swapped_or_writable_programs_do_not_run() {
     // Loading refuses a program inside a write grant, by name and through a link.
     let mut inside = s.policy(&arg).replace(&q(&s.tool), &q(&s.w.join("tool")));
     let err = Policy::parse(&inside).unwrap_err().to_string();
-    assert!(err.contains("grants.exec") && err.contains("write_dirs"), "{err}");
+    assert!(
+        err.contains("grants.exec") && err.contains("write_dirs"),
+        "{err}"
+    );
     fs::write(s.w.join("tool"), "#!/bin/sh\necho appended >> \"$1\"\n").unwrap();
     fs::set_permissions(s.w.join("tool"), fs::Permissions::from_mode(0o755)).unwrap();
     symlink(s.w.join("tool"), s.x.join("bin/alias")).unwrap();
-    inside = s.policy(&arg).replace(&q(&s.tool), &q(&s.x.join("bin/alias")));
+    inside = s
+        .policy(&arg)
+        .replace(&q(&s.tool), &q(&s.x.join("bin/alias")));
     let err = Policy::parse(&inside).unwrap_err().to_string();
     assert!(err.contains("resolves to"), "{err}");
     fs::remove_file(s.x.join("bin/alias")).unwrap();
@@ -355,7 +488,10 @@ fn swapped_or_writable_programs_do_not_run() {
     fs::set_permissions(&s.tool, fs::Permissions::from_mode(0o757)).unwrap();
     let inv = run_with(&s, &policy, s.params(&s.w, &arg, steps));
     assert_guest_report(&inv, 1, 0);
-    let msg = exec_call(&inv).result["message"].as_str().unwrap_or("").to_string();
+    let msg = exec_call(&inv).result["message"]
+        .as_str()
+        .unwrap_or("")
+        .to_string();
     assert!(msg.contains("writable by group or others"), "{msg}");
     s.assert_victims_untouched();
 }
@@ -368,13 +504,22 @@ fn granted_directories_from_params_resolve_beneath_the_policy() {
     symlink(s.x.join("elsewhere"), s.w.join("evil")).unwrap();
     let policy = s.policy("unused");
     let write = |dir: &std::path::Path| {
-        json!([step("write", "control", "write", &dir.join("new.txt").display().to_string(), "written")])
+        json!([step(
+            "write",
+            "control",
+            "write",
+            &dir.join("new.txt").display().to_string(),
+            "written"
+        )])
     };
 
     let evil = s.w.join("evil");
-    let inv = s
-        .h
-        .run("adv-links", &policy, s.params(&evil, "unused", write(&evil)), false);
+    let inv = s.h.run(
+        "adv-links",
+        &policy,
+        s.params(&evil, "unused", write(&evil)),
+        false,
+    );
     assert_status(&inv, Status::Refused);
     assert!(
         inv.outcome.summary.contains("resolves outside")
@@ -387,15 +532,30 @@ fn granted_directories_from_params_resolve_beneath_the_policy() {
 
     // A link a run made (it points down) may be granted by a later run: it stays inside.
     let tenant = s.w.join("tenant");
-    let steps = json!([step("alias", "control", "symlink", &tenant.join("alias").display().to_string(), "real")]);
-    let inv = s
-        .h
-        .run("adv-links", &policy, s.params(&tenant, "unused", steps), false);
+    let steps = json!([step(
+        "alias",
+        "control",
+        "symlink",
+        &tenant.join("alias").display().to_string(),
+        "real"
+    )]);
+    let inv = s.h.run(
+        "adv-links",
+        &policy,
+        s.params(&tenant, "unused", steps),
+        false,
+    );
     assert_guest_report(&inv, 0, 1);
     let alias = tenant.join("alias");
-    let inv = s
-        .h
-        .run("adv-links", &policy, s.params(&alias, "unused", write(&alias)), false);
+    let inv = s.h.run(
+        "adv-links",
+        &policy,
+        s.params(&alias, "unused", write(&alias)),
+        false,
+    );
     assert_guest_report(&inv, 0, 1);
-    assert_eq!(fs::read_to_string(tenant.join("real/new.txt")).unwrap(), "written");
+    assert_eq!(
+        fs::read_to_string(tenant.join("real/new.txt")).unwrap(),
+        "written"
+    );
 }
