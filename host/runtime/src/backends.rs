@@ -23,8 +23,11 @@ pub(crate) enum ProcError {
 }
 
 /// Run `program args` with a cleared environment, no stdin, a timeout and capped output.
+/// With `exe`, the file executed is that descriptor (opened and checked by
+/// `confine::open_program`), whatever `program` names by now; `program` is its `argv[0]`.
 pub(crate) async fn run_process(
     program: &str,
+    exe: Option<&std::os::fd::OwnedFd>,
     args: &[String],
     timeout: Duration,
     cap: usize,
@@ -34,7 +37,27 @@ pub(crate) async fn run_process(
     if timeout < Duration::from_millis(1) {
         return Err(ProcError::Timeout);
     }
-    let mut cmd = tokio::process::Command::new(program);
+    let mut cmd = match exe {
+        Some(fd) => {
+            let mut cmd = tokio::process::Command::new(crate::confine::proc_path(fd));
+            cmd.arg0(program);
+            let raw = std::os::fd::AsRawFd::as_raw_fd(fd);
+            // SAFETY: runs in the forked child before exec and only makes one fcntl call,
+            // which is async-signal-safe. `raw` stays open: the parent holds `fd` until
+            // the spawn returns.
+            unsafe {
+                cmd.pre_exec(move || {
+                    // A script's interpreter opens /proc/self/fd/N after the exec, so the
+                    // descriptor must survive it.
+                    let fd = std::os::fd::BorrowedFd::borrow_raw(raw);
+                    rustix::io::fcntl_setfd(fd, rustix::io::FdFlags::empty())?;
+                    Ok(())
+                });
+            }
+            cmd
+        }
+        None => tokio::process::Command::new(program),
+    };
     cmd.args(args)
         .env_clear()
         .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
@@ -287,7 +310,7 @@ mod tests {
     async fn processes_get_no_environment_a_timeout_and_capped_output() {
         // The test process has HOME, CARGO_* and more; the child sees only a fixed PATH.
         assert!(std::env::var_os("CARGO_PKG_NAME").is_some() || std::env::var_os("HOME").is_some());
-        let o = run_process("/usr/bin/env", &[], Duration::from_secs(5), 4096)
+        let o = run_process("/usr/bin/env", None, &[], Duration::from_secs(5), 4096)
             .await
             .ok()
             .unwrap();
@@ -295,7 +318,14 @@ mod tests {
         assert_eq!(env.trim(), "PATH=/usr/sbin:/usr/bin:/sbin:/bin");
 
         let started = std::time::Instant::now();
-        let r = run_process("/bin/sleep", &["5".into()], Duration::from_millis(100), 64).await;
+        let r = run_process(
+            "/bin/sleep",
+            None,
+            &["5".into()],
+            Duration::from_millis(100),
+            64,
+        )
+        .await;
         assert!(matches!(r, Err(ProcError::Timeout)));
         assert!(
             started.elapsed() < Duration::from_secs(4),
@@ -304,6 +334,7 @@ mod tests {
 
         let o = run_process(
             "/bin/sh",
+            None,
             &["-c".into(), "head -c 100000 /dev/zero".into()],
             Duration::from_secs(5),
             1000,
@@ -316,7 +347,7 @@ mod tests {
         assert_eq!(o.exit_code, Some(0), "the writer was drained, not blocked");
 
         assert!(matches!(
-            run_process("/nonexistent/prog", &[], Duration::from_secs(1), 10).await,
+            run_process("/nonexistent/prog", None, &[], Duration::from_secs(1), 10).await,
             Err(ProcError::NotFound(_))
         ));
     }

@@ -138,6 +138,13 @@ impl CallContext {
                 format!("unit {unit:?} is not granted to this runbook"),
             ));
         }
+        // The service backend runs with runwarden's rights: the program it starts is the
+        // one checked, and no argument leads through a link inside a write grant.
+        let argv = backends::service_argv(&self.policy.services, verb, &unit);
+        let exe = match self.host_program(&argv[0], &argv[1..]) {
+            Ok(exe) => exe,
+            Err(why) => return Err(self.deny(call, why)),
+        };
         if self.dry_run {
             match verb {
                 Verb::Status => {
@@ -166,12 +173,15 @@ impl CallContext {
                 }
             }
         }
-        let argv = backends::service_argv(&self.policy.services, verb, &unit);
         let budget = self.budget(None);
         let cap = self.cap();
-        let r = self
-            .io
-            .block_on(backends::run_process(&argv[0], &argv[1..], budget, cap));
+        let r = self.io.block_on(backends::run_process(
+            &argv[0],
+            exe.as_ref(),
+            &argv[1..],
+            budget,
+            cap,
+        ));
         let r = match r {
             Err(ProcError::NotFound(p)) => Err(HostError::Failed(format!(
                 "service manager {p} not found on this host"
@@ -196,6 +206,23 @@ impl CallContext {
             Some((a, sub)) => json!({"active_state": a, "sub_state": sub}),
             None => json!("ok"),
         })
+    }
+}
+
+impl CallContext {
+    /// Open a program runwarden is about to run with its own rights, and check it and the
+    /// paths it is handed (see `confine`). The error says why it must not run.
+    fn host_program(
+        &self,
+        program: &str,
+        args: &[String],
+    ) -> Result<Option<std::os::fd::OwnedFd>, String> {
+        let mut write_dirs = self.policy.grants.write_dirs.clone();
+        write_dirs.extend(self.grant.write_dirs.iter().cloned());
+        let write_dirs = crate::confine::with_canonical(&write_dirs);
+        let exe = crate::confine::open_program(program, &write_dirs)?;
+        crate::confine::check_host_args(args, &write_dirs)?;
+        Ok(exe)
     }
 }
 
@@ -276,6 +303,10 @@ impl exec::Host for HostState {
                     ),
                 ));
             }
+            let exe = match cx.host_program(&cmd.program, &cmd.args) {
+                Ok(exe) => exe,
+                Err(why) => return Err(cx.deny(call, why)),
+            };
             if cx.dry_run {
                 call.dry_run = true;
                 cx.trace
@@ -290,6 +321,7 @@ impl exec::Host for HostState {
             let budget = cx.budget(cmd.timeout_ms);
             let r = cx.io.block_on(backends::run_process(
                 &cmd.program,
+                exe.as_ref(),
                 &cmd.args,
                 budget,
                 cx.cap(),

@@ -8,6 +8,7 @@
 
 mod backends;
 mod cache;
+mod confine;
 mod error;
 mod grant;
 mod host;

@@ -208,6 +208,9 @@ impl Policy {
                 ));
             }
         }
+        for e in &self.grants.exec {
+            self.program_outside_write_dirs("grants.exec", &e.program)?;
+        }
         if let ServiceBackend::Command(t) = &self.services {
             for (what, argv) in [
                 ("status", &t.status),
@@ -221,6 +224,7 @@ impl Policy {
                         "services.{what}: the template must start with an absolute program path"
                     ));
                 }
+                self.program_outside_write_dirs(&format!("services.{what}"), &argv[0])?;
             }
         }
         let l = &self.limits;
@@ -232,6 +236,40 @@ impl Policy {
                 "limits.memory_bytes is {} but at most {MAX_MEMORY_BYTES} (1 GiB) is supported",
                 l.memory_bytes
             ));
+        }
+        Ok(())
+    }
+}
+
+impl Policy {
+    /// A program runwarden runs with its own rights must not live where runbooks write:
+    /// a runbook could rewrite it or swap it for a link. Checked as written and with
+    /// symlinks resolved (as far as the paths exist when the policy is loaded).
+    fn program_outside_write_dirs(
+        &self,
+        what: &str,
+        program: &str,
+    ) -> std::result::Result<(), String> {
+        let program = Path::new(program);
+        let real = std::fs::canonicalize(program).ok();
+        for w in &self.grants.write_dirs {
+            let real_w = std::fs::canonicalize(w).ok();
+            let inside = program.starts_with(w)
+                || real.as_ref().is_some_and(|r| {
+                    r.starts_with(w) || real_w.as_ref().is_some_and(|rw| r.starts_with(rw))
+                })
+                || real_w.as_ref().is_some_and(|rw| program.starts_with(rw));
+            if inside {
+                return Err(format!(
+                    "{what}: program {} lies inside grants.write_dirs entry {}{}; runbooks could rewrite it or swap it for a link, and it runs with runwarden's rights. Install it outside every write directory",
+                    program.display(),
+                    w.display(),
+                    real.as_ref()
+                        .filter(|r| r.as_path() != program)
+                        .map(|r| format!(" (it resolves to {})", r.display()))
+                        .unwrap_or_default()
+                ));
+            }
         }
         Ok(())
     }
@@ -277,6 +315,41 @@ mod tests {
             let text = format!("host_id = \"h\"\n[grants]\nread_dirs = [\"{d}\"]\n");
             assert!(Policy::parse(&text).is_err(), "{d} accepted");
         }
+    }
+
+    #[test]
+    fn programs_inside_write_dirs_are_refused() {
+        let err = Policy::parse(
+            "host_id = \"h\"\n[grants]\nwrite_dirs = [\"/srv/app\"]\n[[grants.exec]]\nprogram = \"/srv/app/bin/tool\"\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("grants.exec")
+                && err.contains("/srv/app/bin/tool")
+                && err.contains("/srv/app"),
+            "{err}"
+        );
+
+        // Through a symlink: the program's real path is inside the write directory.
+        let dir = std::env::temp_dir().join(format!("rw-policy-{}", std::process::id()));
+        let w = dir.join("w");
+        std::fs::create_dir_all(&w).unwrap();
+        std::fs::write(w.join("tool"), "#!/bin/sh\n").unwrap();
+        let link = dir.join("tool");
+        let _ = std::fs::remove_file(&link);
+        std::os::unix::fs::symlink(w.join("tool"), &link).unwrap();
+        let text = format!(
+            "host_id = \"h\"\n[grants]\nwrite_dirs = [\"{}\"]\n[services]\nbackend = \"command\"\nstatus = [\"/bin/true\"]\nstart = [\"{}\"]\nstop = [\"/bin/true\"]\nrestart = [\"/bin/true\"]\nreload = [\"/bin/true\"]\n",
+            w.display(),
+            link.display()
+        );
+        let err = Policy::parse(&text).unwrap_err().to_string();
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert!(
+            err.contains("services.start") && err.contains("resolves to"),
+            "{err}"
+        );
     }
 
     #[test]

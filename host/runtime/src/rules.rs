@@ -113,8 +113,16 @@ impl Runtime {
                 // Rules never wait; the per-call epoch deadline is what bounds them.
                 Instant::now() + Duration::from_secs(365 * 24 * 3600),
             );
-            let wasi = wasi::context(&[], &[], None, self.root(), true, &cx.output)
-                .map_err(Error::Setup)?;
+            let wasi = wasi::context(
+                &[],
+                &[],
+                &set.policy.grants,
+                None,
+                self.root(),
+                true,
+                &cx.output,
+            )
+            .map_err(Error::Setup)?;
             let mut store = self.store(wasi, cx, &set.policy.limits);
             let rule = set
                 .pre

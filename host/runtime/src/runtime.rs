@@ -443,8 +443,8 @@ impl Runtime {
             true,
             Instant::now() + Duration::from_secs(5),
         );
-        let wasi =
-            wasi::context(&[], &[], None, &self.root, true, &cx.output).map_err(Error::Setup)?;
+        let wasi = wasi::context(&[], &[], &policy.grants, None, &self.root, true, &cx.output)
+            .map_err(Error::Setup)?;
         let mut store = self.store(wasi, cx, &policy.limits);
         let instance = pre
             .instantiate(&mut store)
@@ -554,6 +554,7 @@ impl Runtime {
         let wasi = match wasi::context(
             &cx.grant.read_dirs,
             &cx.grant.write_dirs,
+            &policy.grants,
             scratch.as_deref(),
             &self.root,
             opts.dry_run,

@@ -8,12 +8,19 @@
 //! and so that a dry run simulates changes: removals, renames and new
 //! directories are answered as successes without acting, and files opened for writing
 //! are redirected into a per-invocation scratch directory that is deleted afterwards.
+//!
+//! What a runbook leaves behind is later used by host programs that follow links, so
+//! links, renames and hard links are also checked on the resolved filesystem
+//! (`confine`), and opening anything but a regular file or a directory is refused.
 
+use crate::confine;
 use crate::host::{CallContext, HostState};
 use crate::output::Output;
 use crate::trace::Call;
 use serde_json::json;
+use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use wasmtime::component::{Linker, Resource};
 use wasmtime_wasi::filesystem::WasiFilesystemCtxView;
 use wasmtime_wasi::p2::bindings::sync::filesystem::types::{
@@ -28,10 +35,13 @@ pub(crate) const SCRATCH: &str = "/.runwarden-dry-run";
 const TYPES: &str = "wasi:filesystem/types@0.2.12";
 const PREOPENS: &str = "wasi:filesystem/preopens@0.2.12";
 
-/// Build the WASI context for one invocation.
+/// Build the WASI context for one invocation. Each granted directory is opened beneath
+/// the policy directory that grants it (`policy`), so a link planted inside a policy
+/// directory cannot move a preopen (a `{param}` directory, say) out of it.
 pub(crate) fn context(
     read_dirs: &[std::path::PathBuf],
     write_dirs: &[std::path::PathBuf],
+    policy: &crate::policy::Grants,
     scratch: Option<&Path>,
     root: &Path,
     dry_run: bool,
@@ -47,11 +57,28 @@ pub(crate) fn context(
         .allow_tcp(false)
         .allow_udp(false)
         .allow_ip_name_lookup(false);
+    let normal = |d: &PathBuf| crate::policy::normalize_dir(d).ok();
+    let write_roots: Vec<PathBuf> = policy.write_dirs.iter().filter_map(normal).collect();
+    let read_roots: Vec<PathBuf> = policy
+        .read_dirs
+        .iter()
+        .filter_map(normal)
+        .chain(write_roots.iter().cloned())
+        .collect();
+    // Kept open until the preopens are made: each is opened again through its descriptor.
+    let mut checked = Vec::new();
     for d in read_dirs {
-        b.preopened_dir(d, d.to_string_lossy(), FsPerms::ReadOnly)
-            .map_err(|e| format!("cannot open granted directory {}: {e}", d.display()))?;
+        let fd = confine::open_granted_dir(d, &read_roots)?;
+        b.preopened_dir(
+            confine::proc_path(&fd),
+            d.to_string_lossy(),
+            FsPerms::ReadOnly,
+        )
+        .map_err(|e| format!("cannot open granted directory {}: {e}", d.display()))?;
+        checked.push(fd);
     }
     for d in write_dirs {
+        let fd = confine::open_granted_dir(d, &write_roots)?;
         // In a dry run the real directory is read-only to wasmtime-wasi as well: whatever
         // the wrappers below do not intercept still cannot change it.
         let perms = if dry_run {
@@ -59,9 +86,11 @@ pub(crate) fn context(
         } else {
             FsPerms::ReadWrite
         };
-        b.preopened_dir(d, d.to_string_lossy(), perms)
+        b.preopened_dir(confine::proc_path(&fd), d.to_string_lossy(), perms)
             .map_err(|e| format!("cannot open granted directory {}: {e}", d.display()))?;
+        checked.push(fd);
     }
+    drop(checked);
     // An empty, read-only directory at `/`: paths outside every grant reach the host (and
     // so the trace, as denials) instead of failing silently inside the guest's libc.
     b.preopened_dir(root, "/", FsPerms::ReadOnly)
@@ -108,7 +137,8 @@ enum Zone {
 }
 
 /// Classify `full` lexically (`.` dropped, `..` popped). Symlinks are resolved later by
-/// cap-std, which refuses any that leave the preopen.
+/// cap-std, which refuses any that leave the preopen; what host programs would follow is
+/// checked on the resolved filesystem (`confine`).
 fn zone(cx: &CallContext, full: &str) -> Zone {
     let mut parts: Vec<&str> = Vec::new();
     for c in full.split('/') {
@@ -150,12 +180,26 @@ fn denied<T>(r: &Result<T, ErrorCode>) -> bool {
     )
 }
 
-/// A traced path mutation: every target must be inside a write grant; in a dry run the
-/// change is answered as done without acting.
+/// The host directory behind descriptor `rep`, if it is one.
+fn host_dir(v: &WasiFilesystemCtxView<'_>, rep: u32) -> Option<Arc<std::fs::File>> {
+    match v.table.get(&Resource::<Descriptor>::new_borrow(rep)).ok()? {
+        wasmtime_wasi::filesystem::Descriptor::Dir(d) => Some(d.dir.clone()),
+        wasmtime_wasi::filesystem::Descriptor::File(_) => None,
+    }
+}
+
+/// A check on the resolved filesystem: given the host directory behind the call's first
+/// descriptor, why the call must be refused, if it must.
+type Check<'a> = &'a dyn Fn(&std::fs::File) -> Result<(), String>;
+
+/// A traced path mutation: every target must be inside a write grant and pass `check`;
+/// in a dry run the change is answered as done without acting.
 fn mutate(
     s: &mut HostState,
     function: &'static str,
     targets: &[(u32, &str)],
+    extra: Option<(&'static str, &str)>,
+    check: Option<Check<'_>>,
     act: impl FnOnce(&mut WasiFilesystemCtxView<'_>) -> Result<(), wasmtime_wasi::p2::FsError>,
 ) -> FsOut<()> {
     s.guard()?;
@@ -164,11 +208,27 @@ fn mutate(
         .iter()
         .map(|(rep, p)| join(cx.fs_paths.get(rep), p))
         .collect();
-    let mut call = Call::new("filesystem", function, json!({ "paths": paths }));
+    let mut args = json!({ "paths": paths });
+    if let Some((k, val)) = extra {
+        args[k] = json!(val);
+    }
+    let mut call = Call::new("filesystem", function, args);
     if let Some(code) = paths.iter().find_map(|p| refusal(zone(cx, p), true)) {
         cx.trace
             .record(call, false, json!({"error": format!("{code:?}")}));
         return Ok((Err(code),));
+    }
+    if let Some(check) = check {
+        // Fail closed: a call whose directory cannot be inspected is not made.
+        let verdict = match host_dir(&v, targets[0].0) {
+            Some(dir) => check(&dir),
+            None => Err("the descriptor is not a directory".into()),
+        };
+        if let Err(message) = verdict {
+            cx.trace
+                .record(call, false, json!({"error": "Access", "message": message}));
+            return Ok((Err(ErrorCode::Access),));
+        }
     }
     if cx.dry_run && paths.iter().all(|p| zone(cx, p) == Zone::Write) {
         call.dry_run = true;
@@ -358,6 +418,21 @@ fn wrap_filesystem(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
                     .record(call, false, json!({"error": format!("{code:?}")}));
                 return Ok((Err(code),));
             }
+            // Only regular files and directories: opening a FIFO would block the run past
+            // its deadline, and sockets and devices are not files to remediate. Checked
+            // through an O_PATH descriptor, which never blocks.
+            let follow = pflags.contains(PathFlags::SYMLINK_FOLLOW);
+            let special =
+                host_dir(&v, fd.rep()).and_then(|dir| confine::special(dir.as_fd(), &path, follow));
+            if let Some(kind) = special {
+                let message = format!(
+                    "{full} is a {}; runbooks may open only regular files and directories",
+                    kind.name()
+                );
+                cx.trace
+                    .record(call, false, json!({"error": "Access", "message": message}));
+                return Ok((Err(ErrorCode::Access),));
+            }
             let redirect = writes && cx.dry_run && zone == Zone::Write;
             let r = if redirect {
                 // Simulate the write: the guest gets a writable file in the scratch directory.
@@ -405,6 +480,8 @@ fn wrap_filesystem(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
                 store.data_mut(),
                 "create-directory-at",
                 &[(fd.rep(), &path)],
+                None,
+                None,
                 |v| HostDescriptor::create_directory_at(v, fd, path.clone()),
             )
         },
@@ -416,6 +493,8 @@ fn wrap_filesystem(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
                 store.data_mut(),
                 "unlink-file-at",
                 &[(fd.rep(), &path)],
+                None,
+                None,
                 |v| HostDescriptor::unlink_file_at(v, fd, path.clone()),
             )
         },
@@ -427,6 +506,8 @@ fn wrap_filesystem(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
                 store.data_mut(),
                 "remove-directory-at",
                 &[(fd.rep(), &path)],
+                None,
+                None,
                 |v| HostDescriptor::remove_directory_at(v, fd, path.clone()),
             )
         },
@@ -434,29 +515,17 @@ fn wrap_filesystem(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
     t.func_wrap(
         "[method]descriptor.symlink-at",
         |mut store, (fd, target, path): (Resource<Descriptor>, String, String)| -> FsOut<()> {
-            // The link must point inside a write grant too: host programs (service
-            // templates, granted commands) that later follow it must not be steered out.
-            let s = store.data_mut();
-            let link = join(s.cx.fs_paths.get(&fd.rep()), &path);
-            let parent = link.rsplit_once('/').map_or("/", |(p, _)| p).to_string();
-            let resolved = join(Some(&parent), &target);
-            if target.starts_with('/') || zone(&s.cx, &resolved) != Zone::Write {
-                s.guard()?;
-                let call = Call::new(
-                    "filesystem",
-                    "symlink-at",
-                    json!({"paths": [link], "target": target}),
-                );
-                s.cx.trace.record(
-                    call,
-                    false,
-                    json!({"error": "Access", "message": "symlink target leaves the write grant"}),
-                );
-                return Ok((Err(ErrorCode::Access),));
-            }
-            mutate(store.data_mut(), "symlink-at", &[(fd.rep(), &path)], |v| {
-                HostDescriptor::symlink_at(v, fd, target.clone(), path.clone())
-            })
+            // Host programs (service templates, granted commands) follow links with
+            // runwarden's rights: a link may only point down from where it is made.
+            let check = |dir: &std::fs::File| confine::check_symlink(dir.as_fd(), &path, &target);
+            mutate(
+                store.data_mut(),
+                "symlink-at",
+                &[(fd.rep(), &path)],
+                Some(("target", &target)),
+                Some(&check),
+                |v| HostDescriptor::symlink_at(v, fd, target.clone(), path.clone()),
+            )
         },
     )?;
     t.func_wrap(
@@ -474,6 +543,8 @@ fn wrap_filesystem(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
                 store.data_mut(),
                 "set-times-at",
                 &[(fd.rep(), &path)],
+                None,
+                None,
                 |v| HostDescriptor::set_times_at(v, fd, pflags, path.clone(), atime, mtime),
             )
         },
@@ -487,6 +558,8 @@ fn wrap_filesystem(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
                 store.data_mut(),
                 "rename-at",
                 &[(fd.rep(), &old), (new_fd.rep(), &new)],
+                None,
+                Some(&|dir: &std::fs::File| confine::check_rename(dir.as_fd(), &old)),
                 |v| HostDescriptor::rename_at(v, fd, old.clone(), new_fd, new.clone()),
             )
         },
@@ -506,6 +579,11 @@ fn wrap_filesystem(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
                 store.data_mut(),
                 "link-at",
                 &[(fd.rep(), &old), (new_fd.rep(), &new)],
+                None,
+                Some(&|dir: &std::fs::File| {
+                    let follow = oflags.contains(PathFlags::SYMLINK_FOLLOW);
+                    confine::check_hard_link(dir.as_fd(), &old, follow)
+                }),
                 |v| HostDescriptor::link_at(v, fd, oflags, old.clone(), new_fd, new.clone()),
             )
         },

@@ -5,6 +5,7 @@
 mod adversarial;
 mod runbooks;
 mod sandbox;
+mod symlinks;
 
 use runwarden_runtime::{Invocation, Policy, RunOptions, Runtime, RuntimeConfig, Status};
 use std::path::Path;

@@ -19,6 +19,12 @@ pub trait Failure {
     fn describe(&self) -> Value;
 }
 
+impl<F: Failure + ?Sized> Failure for Box<F> {
+    fn describe(&self) -> Value {
+        (**self).describe()
+    }
+}
+
 impl Failure for HostError {
     fn describe(&self) -> Value {
         let (kind, msg) = match self {
