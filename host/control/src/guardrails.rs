@@ -226,9 +226,17 @@ mod tests {
     fn cooldowns_and_breakers_are_per_tenant() {
         let mut w = Windows::new(900_000, KEEP_RUNS_MS);
         w.ran("b", "h", "r", 10);
-        assert_eq!(w.last_run("a", "h", "r"), None, "b's run is not a's cooldown");
+        assert_eq!(
+            w.last_run("a", "h", "r"),
+            None,
+            "b's run is not a's cooldown"
+        );
         assert_eq!(w.last_run("b", "h", "r"), Some(10));
-        assert_eq!(w.runs_last_minute("a", 20), 0, "b's runs are not a's breaker");
+        assert_eq!(
+            w.runs_last_minute("a", 20),
+            0,
+            "b's runs are not a's breaker"
+        );
         assert_eq!(w.runs_last_minute("b", 20), 1);
     }
 

@@ -461,7 +461,10 @@ impl Controller {
         for (fp, at) in store.fingerprints_since(now - window_ms).await? {
             windows.see(&fp, at);
         }
-        for a in store.actions_since(now - crate::guardrails::KEEP_RUNS_MS).await? {
+        for a in store
+            .actions_since(now - crate::guardrails::KEEP_RUNS_MS)
+            .await?
+        {
             windows.ran(&a.tenant, &a.host, &a.runbook, a.at_ms);
         }
         let controller = Controller {
@@ -1637,8 +1640,10 @@ impl Controller {
                 .then(|| labels.get("token").cloned())
                 .flatten()
         });
-        if matches!(decision, crate::Decision::Approve | crate::Decision::Resolve)
-            && requester.as_deref() == Some(caller.token_id.as_str())
+        if matches!(
+            decision,
+            crate::Decision::Approve | crate::Decision::Resolve
+        ) && requester.as_deref() == Some(caller.token_id.as_str())
         {
             return Err(ControlError::Conflict(format!(
                 "escalation {id} was requested by token {} itself: a different token must {} it \
@@ -2008,13 +2013,10 @@ impl Controller {
         out
     }
 
-    /// `tenant`'s escalations of this host awaiting a human, and how many of them are
-    /// past their SLA deadline, as Prometheus gauges.
+    /// `tenant`'s escalations awaiting a human, and how many of them are past their SLA
+    /// deadline, as Prometheus gauges.
     pub async fn escalation_metrics(&self, tenant: &str) -> Result<String> {
-        let (open, breached) = self
-            .store
-            .undecided_escalations(tenant, &self.host.policy.host_id, now_ms())
-            .await?;
+        let (open, breached) = self.store.undecided_escalations(tenant, now_ms()).await?;
         Ok(format!(
             "# HELP runwarden_escalations_open Escalations open or acknowledged.\n# TYPE runwarden_escalations_open gauge\nrunwarden_escalations_open {open}\n\
              # HELP runwarden_escalations_breached Open escalations past their SLA deadline.\n# TYPE runwarden_escalations_breached gauge\nrunwarden_escalations_breached {breached}\n"

@@ -202,7 +202,9 @@ fn up_heals_at_l1_escalates_a_repeat_refuses_another_tenant_and_stops_cleanly() 
     // there were no such host; its escalations cannot be approved either.
     let o = runwarden(
         &data,
-        &["token", "create", "--tenant", "clinic-b", "--scope", "operate"],
+        &[
+            "token", "create", "--tenant", "clinic-b", "--scope", "operate",
+        ],
     );
     assert!(o.status.success(), "{}", stderr(&o));
     let b_operate = String::from_utf8_lossy(&o.stdout).trim().to_string();
