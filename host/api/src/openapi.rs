@@ -182,7 +182,7 @@ pub fn document() -> Value {
                             }},
                             "content": {"application/json": {"schema": schema_ref("IncidentRecord")}}
                         }
-                    }), &[400, 401, 403, 413, 422, 429, 500, 503])
+                    }), &[400, 401, 403, 404, 413, 422, 429, 500, 503])
                 },
                 "get": {
                     "summary": "The tenant's incidents, newest first (scope read)",
@@ -459,7 +459,7 @@ fn more_paths(bearer: &Value) -> serde_json::Map<String, Value> {
             "security": bearer,
             "responses": {"200": json_ok("Candidates", json!({"type": "object", "required": ["candidates"],
                 "properties": {"candidates": {"type": "array", "items": candidate}}})),
-                "401": error, "403": error, "429": error, "500": error}
+                "401": error, "403": error, "404": error, "429": error, "500": error}
         }},
         "/v1/flywheel/candidates/{id}/promote": {"post": {
             "summary": "The candidate's rule as YAML, compiled and replayed against the stored incidents; deployed (written, loaded, recorded in evidence) only with {\"confirm\": true} (scope admin)",

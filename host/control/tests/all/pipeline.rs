@@ -629,3 +629,79 @@ async fn on_a_systemd_host_a_service_that_is_not_installed_is_not_acted_on() {
         .unwrap();
     assert_eq!(v.verdict, "escalate");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_tenant_has_no_host_here_and_the_asker_does_not_approve() {
+    let s = setup();
+    let c = controller(&s, GuardrailConfig::default(), vec![standard_rules()]).await;
+    assert_eq!((c.owner(), c.owns("clinic-a")), ("clinic-a", true));
+    let b = Caller {
+        token_id: "tok_b".into(),
+        tenant: "clinic-b".into(),
+        scope: Scope::Operate,
+    };
+    // Not through the API either: incidents, agent requests and the catalog of the host
+    // are not found for another tenant, and nothing is written to the host's log.
+    let size = c.evidence().size().await.unwrap();
+    for host in ["clinic-demo-01", "no-such-host"] {
+        let mut i = disk_full(&s.root);
+        i.host = host.into();
+        match c.submit_as(&b, i).await {
+            Err(ControlError::NotFound(m)) => {
+                assert!(
+                    m.contains(&format!("no host {host:?} for tenant clinic-b")),
+                    "{m}"
+                )
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    assert!(matches!(
+        c.agent_tools("clinic-b").await,
+        Err(ControlError::NotFound(_))
+    ));
+    let req = runwarden_control::AgentRequest {
+        runbook: "clear-tmp".into(),
+        params: serde_json::json!({"dir": s.root.join("work/tmp").display().to_string()}),
+        reason: "not my host".into(),
+        dry_run: false,
+        severity: runwarden_control::Severity::High,
+        client: "test".into(),
+        request_sha256: "00".repeat(32),
+    };
+    assert!(matches!(
+        c.agent_request(&b, req).await,
+        Err(ControlError::NotFound(_))
+    ));
+    assert_eq!(c.evidence().size().await.unwrap(), size, "nothing recorded");
+    assert!(!c.metrics("clinic-b").contains("runwarden_incidents_total{"));
+
+    // The owner's asker cannot approve its own repeat's escalation; another token can.
+    let asker = Caller {
+        token_id: "tok_asker".into(),
+        tenant: "clinic-a".into(),
+        scope: Scope::Admin,
+    };
+    let first = c.submit_as(&asker, disk_full(&s.root)).await.unwrap();
+    assert_eq!(first.requested_by.as_deref(), Some("tok_asker"));
+    let repeat = c.submit_as(&asker, disk_full(&s.root)).await.unwrap();
+    let esc = repeat.escalation.clone().unwrap();
+    for d in [Decision::Approve, Decision::Resolve] {
+        match c.decide(&asker, &esc, d, "").await {
+            Err(ControlError::Conflict(m)) => assert!(m.contains("itself"), "{m}"),
+            other => panic!("{other:?}"),
+        }
+    }
+    // B cannot decide it at all.
+    assert!(matches!(
+        c.decide(&b, &esc, Decision::Approve, "").await,
+        Err(ControlError::NotFound(_))
+    ));
+    let human = Caller {
+        token_id: "tok_human".into(),
+        ..asker.clone()
+    };
+    let (e, _) = c.decide(&human, &esc, Decision::Approve, "").await.unwrap();
+    assert_eq!(e.state, "approved");
+    assert!(c.metrics("clinic-a").contains("runwarden_incidents_total{"));
+}
