@@ -13,7 +13,7 @@ fn error_responses(codes: &[u16]) -> serde_json::Map<String, Value> {
                 400 => "Malformed request (`bad_request`, `invalid_incident`)",
                 401 => "Missing, malformed, unknown or revoked token (`unauthorized`)",
                 403 => "The token's scope is too low (`forbidden`)",
-                404 => "Not found, or not the caller's tenant's (`not_found`)",
+                404 => "Not found, or not the caller's tenant's: a host of another tenant is answered like no host (`not_found`)",
                 413 => "Body larger than the server's limit (`payload_too_large`)",
                 422 => "The body names another tenant than the token's (`wrong_tenant`)",
                 429 => "The token's rate limit is exhausted (`rate_limited`); see Retry-After",
@@ -70,6 +70,9 @@ pub fn document() -> Value {
     incident_errors.push(404);
     let mut list_errors = READ_ERRORS.to_vec();
     list_errors.push(400);
+    // Reads about the host itself: 404 for a tenant that does not own it.
+    let mut host_errors = READ_ERRORS.to_vec();
+    host_errors.push(404);
     // Its own value: one json! of the whole document would exceed the macro recursion limit.
     let planner = json!({"type": "object", "description": "L2: what the planner saw and said",
     "required": ["provider", "model", "prompt_sha256", "response_sha256", "confidence", "rationale", "catalog"],
@@ -129,18 +132,19 @@ pub fn document() -> Value {
         "info": {
             "title": "runwarden API",
             "version": env!("CARGO_PKG_VERSION"),
-            "description": "Submit incidents to runwarden's control plane, follow what it decided and did, and fetch the signed evidence. Every token is bound to one tenant: a caller sees only its tenant's incidents and evidence, and another tenant's ids answer 404."
+            "description": "Submit incidents to runwarden's control plane, follow what it decided and did, and fetch the signed evidence. Every token is bound to one tenant, and the host belongs to one tenant: a caller sees only its tenant's incidents, escalations, evidence and metrics; another tenant's ids, and the host, catalog, rules, log and MCP tools of a host its tenant does not own, answer 404 exactly like things that do not exist."
         },
         "servers": [{"url": "/"}],
         "security": bearer,
         "paths": {
             "/healthz": {"get": {
-                "summary": "Liveness, and the host this agent serves",
+                "summary": "Liveness only (nothing about the host or its tenants)",
                 "security": [],
                 "responses": {"200": json_ok("Up", json!({
                     "type": "object",
-                    "required": ["status", "host"],
-                    "properties": {"status": {"const": "ok"}, "host": {"type": "string"}}
+                    "required": ["status"],
+                    "additionalProperties": false,
+                    "properties": {"status": {"const": "ok"}}
                 }))}
             }},
             "/metrics": {"get": {
@@ -178,7 +182,7 @@ pub fn document() -> Value {
                             }},
                             "content": {"application/json": {"schema": schema_ref("IncidentRecord")}}
                         }
-                    }), &[400, 401, 403, 413, 422, 429, 500, 503])
+                    }), &[400, 401, 403, 404, 413, 422, 429, 500, 503])
                 },
                 "get": {
                     "summary": "The tenant's incidents, newest first (scope read)",
@@ -251,7 +255,7 @@ pub fn document() -> Value {
                                 "services": {"type": "array", "items": {"type": "string"}}
                             }}
                     }
-                }))}), READ_ERRORS)
+                }))}), &host_errors)
             }},
             "/v1/runbooks": {"get": {
                 "summary": "Deployed runbooks (scope read)",
@@ -270,7 +274,7 @@ pub fn document() -> Value {
                             "params_schema": {"type": "object"}
                         }
                     }}}
-                }))}), READ_ERRORS)
+                }))}), &host_errors)
             }},
             "/v1/rules": {"get": {
                 "summary": "Deployed L1 rules, in evaluation order (scope read)",
@@ -287,14 +291,14 @@ pub fn document() -> Value {
                             "rule_sha256": {"type": "string"}
                         }
                     }}}
-                }))}), READ_ERRORS)
+                }))}), &host_errors)
             }},
             "/v1/evidence/checkpoint": {"get": {
                 "summary": "A signed checkpoint of the evidence log as it is now (scope read)",
                 "responses": responses(json!({"200": {
                     "description": "The signed checkpoint note",
                     "content": {"text/plain": {"schema": {"type": "string"}}}
-                }}), READ_ERRORS)
+                }}), &host_errors)
             }},
             "/v1/evidence/{index}": {"get": {
                 "summary": "One evidence record of the caller's tenant (scope read)",
@@ -455,7 +459,7 @@ fn more_paths(bearer: &Value) -> serde_json::Map<String, Value> {
             "security": bearer,
             "responses": {"200": json_ok("Candidates", json!({"type": "object", "required": ["candidates"],
                 "properties": {"candidates": {"type": "array", "items": candidate}}})),
-                "401": error, "403": error, "429": error, "500": error}
+                "401": error, "403": error, "404": error, "429": error, "500": error}
         }},
         "/v1/flywheel/candidates/{id}/promote": {"post": {
             "summary": "The candidate's rule as YAML, compiled and replayed against the stored incidents; deployed (written, loaded, recorded in evidence) only with {\"confirm\": true} (scope admin)",
@@ -477,11 +481,11 @@ fn more_paths(bearer: &Value) -> serde_json::Map<String, Value> {
                     "202": {"description": "A notification or response was accepted"},
                     "400": {"description": "Not one JSON-RPC message, no session, or an unsupported MCP-Protocol-Version"},
                     "401": error, "403": error,
-                    "404": {"description": "Unknown, expired or another token's session: initialize again"},
+                    "404": {"description": "Unknown, expired or another token's session: initialize again; or the token's tenant does not own this host (`not_found`, as if there were none)"},
                     "413": error, "429": error}
             },
             "get": {"summary": "Not offered: this server sends no messages of its own (405)", "security": bearer,
-                "responses": {"405": error}},
+                "responses": {"404": error, "405": error}},
             "delete": {"summary": "End the session named by Mcp-Session-Id", "security": bearer,
                 "responses": {"204": {"description": "Ended"}, "404": error}}
         }

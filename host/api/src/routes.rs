@@ -90,6 +90,15 @@ impl AppState {
         )
         .await
     }
+
+    /// [`AppState::authorize`], for a route about the host itself (its catalog, rules,
+    /// log, MCP tools): a token of a tenant that does not own the host gets 404, as if
+    /// there were no host. Scope is checked first (403 says nothing about the host).
+    async fn authorize_owner(&self, headers: &HeaderMap, needed: Scope) -> ApiResult<Caller> {
+        let caller = self.authorize(headers, needed).await?;
+        self.0.controller.check_owner(&caller.tenant)?;
+        Ok(caller)
+    }
 }
 
 /// Serve the API on `listener` until `shutdown` completes, then finish the requests and
@@ -181,14 +190,17 @@ fn bad_path(e: PathRejection) -> ApiError {
     ApiError::bad_request(e.body_text())
 }
 
-async fn healthz(State(s): State<AppState>) -> Json<serde_json::Value> {
-    Json(serde_json::json!({"status": "ok", "host": s.0.controller.host_id()}))
+/// Liveness only: without a token, nothing about the host or what it holds.
+async fn healthz() -> Json<serde_json::Value> {
+    Json(serde_json::json!({"status": "ok"}))
 }
 
+/// The caller's tenant's counters (any scope: a token of tenant X, admin or not, is
+/// tenant X).
 async fn metrics(State(s): State<AppState>, headers: HeaderMap) -> ApiResult<Response> {
-    s.authorize(&headers, Scope::Read).await?;
+    let caller = s.authorize(&headers, Scope::Read).await?;
     let c = &s.0.controller;
-    let text = c.metrics() + &c.escalation_metrics().await?;
+    let text = c.metrics(&caller.tenant) + &c.escalation_metrics(&caller.tenant).await?;
     Ok((
         [(
             header::CONTENT_TYPE,
@@ -267,9 +279,8 @@ async fn submit_incident(
     };
     if q.wait {
         // The caller waits for the outcome: nothing to store before processing starts.
-        let tenant = caller.tenant.clone();
         let done = tokio::spawn(async move {
-            let result = controller.submit(&tenant, incident).await;
+            let result = controller.submit_as(&caller, incident).await;
             drop(task_guard);
             result
         });
@@ -278,7 +289,7 @@ async fn submit_incident(
             .map_err(|e| ApiError::internal("incident task", &e))??;
         return Ok(Json(rec).into_response());
     }
-    let rec = controller.accept(&caller.tenant, incident).await?;
+    let rec = controller.accept_as(&caller, incident).await?;
     let accepted = rec.clone();
     // Completion runs in its own task: a client that hangs up does not cut an incident
     // off half-way, and shutdown waits for it (`task_guard`).
@@ -471,7 +482,7 @@ async fn list_runbooks(
     State(s): State<AppState>,
     headers: HeaderMap,
 ) -> ApiResult<Json<serde_json::Value>> {
-    s.authorize(&headers, Scope::Read).await?;
+    s.authorize_owner(&headers, Scope::Read).await?;
     Ok(Json(
         serde_json::json!({"runbooks": s.0.controller.runbooks()}),
     ))
@@ -481,7 +492,7 @@ async fn host_inventory(
     State(s): State<AppState>,
     headers: HeaderMap,
 ) -> ApiResult<Json<serde_json::Value>> {
-    s.authorize(&headers, Scope::Read).await?;
+    s.authorize_owner(&headers, Scope::Read).await?;
     let c = &s.0.controller;
     Ok(Json(
         serde_json::json!({"host_id": c.host_id(), "inventory": c.inventory()}),
@@ -492,7 +503,7 @@ async fn list_rules(
     State(s): State<AppState>,
     headers: HeaderMap,
 ) -> ApiResult<Json<serde_json::Value>> {
-    let caller = s.authorize(&headers, Scope::Read).await?;
+    let caller = s.authorize_owner(&headers, Scope::Read).await?;
     Ok(Json(
         serde_json::json!({"rules": s.0.controller.rules_for(Some(&caller.tenant))}),
     ))
@@ -523,7 +534,7 @@ async fn get_evidence(
 }
 
 async fn checkpoint(State(s): State<AppState>, headers: HeaderMap) -> ApiResult<Response> {
-    s.authorize(&headers, Scope::Read).await?;
+    s.authorize_owner(&headers, Scope::Read).await?;
     let note = s.0.controller.checkpoint().await?;
     Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], note).into_response())
 }
@@ -552,7 +563,7 @@ async fn mcp_post(
     body: Body,
 ) -> ApiResult<Response> {
     check_origin(&s, &headers)?;
-    let caller = s.authorize(&headers, Scope::Read).await?;
+    let caller = s.authorize_owner(&headers, Scope::Read).await?;
     let bytes = s.read_body(&headers, body).await?;
     let Some(task_guard) = s.0.tasks.lock().unwrap_or_else(|e| e.into_inner()).clone() else {
         return Err(ApiError::shutting_down());
@@ -603,7 +614,7 @@ async fn mcp_post(
 /// `GET /mcp`: this server sends no messages of its own, so it offers no stream.
 async fn mcp_get(State(s): State<AppState>, headers: HeaderMap) -> ApiResult<Response> {
     check_origin(&s, &headers)?;
-    s.authorize(&headers, Scope::Read).await?;
+    s.authorize_owner(&headers, Scope::Read).await?;
     Ok((
         StatusCode::METHOD_NOT_ALLOWED,
         [(header::ALLOW, "POST, DELETE")],
@@ -618,7 +629,7 @@ async fn mcp_get(State(s): State<AppState>, headers: HeaderMap) -> ApiResult<Res
 /// `DELETE /mcp`: end the session.
 async fn mcp_delete(State(s): State<AppState>, headers: HeaderMap) -> ApiResult<StatusCode> {
     check_origin(&s, &headers)?;
-    let caller = s.authorize(&headers, Scope::Read).await?;
+    let caller = s.authorize_owner(&headers, Scope::Read).await?;
     let id = header_str(&headers, crate::mcp::SESSION_HEADER).ok_or_else(|| {
         ApiError::bad_request("no Mcp-Session-Id header: name the session to end")
     })?;

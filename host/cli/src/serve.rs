@@ -21,7 +21,8 @@ const EXAMPLE_POLICY: &str = include_str!("../../../examples/policy.toml");
 const STANDARD_RULES: &str = include_str!("../../../rules/standard.yaml");
 /// Where `up` listens by default.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8640";
-/// Tenant of the admin token `up` creates on first start.
+/// The tenant that owns the local host unless `tenant` is configured; the admin token
+/// `up` creates on first start is its.
 pub const LOCAL_TENANT: &str = "local";
 
 #[derive(Args)]
@@ -48,6 +49,9 @@ pub struct UpArgs {
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct FileConfig {
+    /// The tenant that owns the local host (default `local`): only its tokens see or act
+    /// on it.
+    tenant: Option<String>,
     /// Address to listen on.
     listen: Option<String>,
     /// Host policy file.
@@ -245,6 +249,17 @@ pub fn up(
         None => FileConfig::default(),
     };
     let planner = file.planner()?;
+    let tenant = file
+        .tenant
+        .clone()
+        .unwrap_or_else(|| LOCAL_TENANT.to_string());
+    if tenant.is_empty()
+        || !tenant
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '@' | ':'))
+    {
+        bail!("tenant = {tenant:?} in the config: letters, digits and - _ . @ : only");
+    }
     let planner_threshold = planner.min_confidence;
     // What may be shown of each webhook: its name and host (the URL is a secret).
     let webhooks: Vec<String> = file
@@ -328,6 +343,7 @@ pub fn up(
                     database,
                     data_dir: data_dir.clone(),
                     host: HostConfig {
+                        tenant: tenant.clone(),
                         policy: Arc::new(policy),
                         labels: file.host_labels,
                         inventory: runwarden_control::Inventory::detect(Path::new("/")),
@@ -346,23 +362,16 @@ pub fn up(
         let token_file = admin_token(&data_dir);
         if !token_file.exists() {
             let (secret, id) = controller
-                .create_token(
-                    LOCAL_TENANT,
-                    Scope::Admin,
-                    "admin (created by runwarden up)",
-                )
+                .create_token(&tenant, Scope::Admin, "admin (created by runwarden up)")
                 .await?;
             write_secret(&token_file, &secret)?;
-            errln!("created admin token {id} for tenant {LOCAL_TENANT}");
+            errln!("created admin token {id} for tenant {tenant}");
         }
         outln!(
-            "runwarden is up at http://{addr}/ (host {})",
+            "runwarden is up at http://{addr}/ (host {}, tenant {tenant})",
             controller.host_id()
         );
-        outln!(
-            "  admin token: {} (tenant {LOCAL_TENANT})",
-            token_file.display()
-        );
+        outln!("  admin token: {} (tenant {tenant})", token_file.display());
         outln!(
             "  {} runbooks, {} rules; evidence and state in {}",
             controller.runbooks().len(),

@@ -76,6 +76,7 @@ fn bench(c: &mut Criterion) {
                 database: dir.path().join("rw.db").display().to_string(),
                 data_dir: dir.path().join("data"),
                 host: HostConfig {
+                    tenant: "bench".into(),
                     policy: Arc::new(policy),
                     labels: BTreeMap::new(),
                     inventory: Default::default(),

@@ -66,8 +66,10 @@ pub struct AgentRequest {
 
 impl Controller {
     /// The runbooks an agent of `tenant` may ask for on this host: the planners' catalog
-    /// (platform and grants filtered), with what each may do.
+    /// (platform and grants filtered), with what each may do. Not found for a tenant
+    /// that does not own the host.
     pub async fn agent_tools(&self, tenant: &str) -> Result<Vec<AgentTool>> {
+        self.check_owner(tenant)?;
         let recent = self
             .store
             .recent_runs(tenant, self.planner_config.history)
@@ -116,6 +118,8 @@ impl Controller {
         caller: &Caller,
         req: AgentRequest,
     ) -> Result<IncidentRecord> {
+        // Another tenant's host is not found, and nothing is recorded in its log.
+        self.check_owner(&caller.tenant)?;
         let reason = req.reason.trim();
         // The catalog, read once: the check below and the decision's record use it.
         let catalog_names: Vec<String> = self
@@ -192,6 +196,7 @@ impl Controller {
             occurred_at: None,
         };
         let mut rec = self.prepare(&caller.tenant, incident).await?;
+        rec.requested_by = Some(caller.token_id.clone());
         let rationale = format!(
             "requested over MCP by {client} with token {} ({} scope, tenant {}): {}",
             caller.token_id,

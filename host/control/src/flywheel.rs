@@ -243,8 +243,9 @@ fn promoted_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
 
 impl Controller {
     /// Every L2 signature of `tenant` and how close it is to becoming a rule: candidates
-    /// first, then the rest.
+    /// first, then the rest. Not found for a tenant that does not own the host.
     pub async fn flywheel_candidates(&self, tenant: &str) -> Result<Vec<Candidate>> {
+        self.check_owner(tenant)?;
         let runs = self.store.recent_runs(tenant, HISTORY).await?;
         let deployed: BTreeSet<String> = self
             .rule_sets(Some(tenant))

@@ -23,7 +23,6 @@ use runwarden_runtime::{Loaded, Policy, Risk, RuleSet, RunOptions, Runtime, Stat
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 /// What can go wrong outside an incident's own outcome.
@@ -73,8 +72,14 @@ pub const INCIDENT_STATUSES: &[&str] = &[
     "awaiting_approval",
 ];
 
-/// The host this process acts on: its policy (id, grants, limits) and inventory labels.
+/// The host this process acts on: the tenant that owns it, its policy (id, grants,
+/// limits) and inventory labels.
 pub struct HostConfig {
+    /// The tenant the host belongs to (`runwarden up`: `local`, or `tenant` in
+    /// runwarden.toml). Only its tokens see or act on the host: for any other tenant,
+    /// the host, its catalog, rules, metrics and log are answered like a host that does
+    /// not exist.
+    pub tenant: String,
     /// The host's policy.
     pub policy: Arc<Policy>,
     /// Inventory labels rules can match (`role = "db"`).
@@ -225,6 +230,10 @@ pub struct IncidentRecord {
     /// The escalation, when it ended at L3 (`GET /v1/escalations/{id}`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub escalation: Option<String>,
+    /// The token (`tok_…`) that submitted it over the API or MCP. That token may not
+    /// approve or resolve its escalation: another identity must.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requested_by: Option<String>,
 }
 
 /// A deployed runbook, as listed.
@@ -301,13 +310,15 @@ impl Scope {
     }
 }
 
-/// Counters for `/metrics`.
+/// Counters for `/metrics`, by tenant: each tenant's tokens see their own.
 #[derive(Default)]
 struct Metrics {
-    incidents: Mutex<BTreeMap<String, u64>>,
-    runs: Mutex<BTreeMap<String, u64>>,
-    l1_latency_us_sum: AtomicU64,
-    l1_latency_count: AtomicU64,
+    /// By (tenant, status).
+    incidents: Mutex<BTreeMap<(String, String), u64>>,
+    /// By (tenant, status).
+    runs: Mutex<BTreeMap<(String, String), u64>>,
+    /// By tenant: (sum of µs, count).
+    l1_latency: Mutex<BTreeMap<String, (u64, u64)>>,
 }
 
 /// The control plane and local agent.
@@ -442,12 +453,18 @@ impl Controller {
         };
         // Rebuild the windows from what the database remembers.
         let now = now_ms();
-        let mut windows = Windows::default();
         let window_ms = (config.guardrails.repeat_window_secs * 1000) as i64;
+        let mut windows = Windows::new(
+            window_ms,
+            crate::guardrails::KEEP_RUNS_MS.max((config.guardrails.cooldown_secs * 1000) as i64),
+        );
         for (fp, at) in store.fingerprints_since(now - window_ms).await? {
-            windows.see(&fp, at, window_ms);
+            windows.see(&fp, at);
         }
-        for a in store.actions_since(now - 7 * 24 * 3600 * 1000).await? {
+        for a in store
+            .actions_since(now - crate::guardrails::KEEP_RUNS_MS)
+            .await?
+        {
             windows.ran(&a.tenant, &a.host, &a.runbook, a.at_ms);
         }
         let controller = Controller {
@@ -557,6 +574,35 @@ impl Controller {
     /// The host this controller acts on.
     pub fn host_id(&self) -> &str {
         &self.host.policy.host_id
+    }
+
+    /// The tenant that owns the host.
+    pub fn owner(&self) -> &str {
+        &self.host.tenant
+    }
+
+    /// Whether `tenant` owns the host. Any other tenant is answered as if the host did
+    /// not exist: its incidents, catalog, rules, metrics and log are not theirs.
+    pub fn owns(&self, tenant: &str) -> bool {
+        self.host.tenant == tenant
+    }
+
+    /// `Ok` when `tenant` owns the host, else the not-found answer of a tenant without a
+    /// host here (the same whether the host exists or not).
+    pub fn check_owner(&self, tenant: &str) -> Result<()> {
+        if self.owns(tenant) {
+            Ok(())
+        } else {
+            Err(ControlError::NotFound(format!(
+                "tenant {tenant} has no host on this runwarden: use a token of the tenant that owns the host"
+            )))
+        }
+    }
+
+    /// Whether a record of `tenant` about `host` is hidden from it: the host is served
+    /// here and belongs to another tenant (records written before hosts had owners).
+    fn hidden(&self, tenant: &str, host: &str) -> bool {
+        host == self.host.policy.host_id && !self.owns(tenant)
     }
 
     /// The L2 planner, in words (`offline (lexical retrieval)`, `openai gpt-4o-mini`).
@@ -681,6 +727,23 @@ impl Controller {
         Ok(rec)
     }
 
+    /// [`Controller::submit`] for an API caller: the incident is `caller`'s tenant's, and
+    /// `caller`'s token is recorded as its requester (which may not approve it).
+    pub async fn submit_as(&self, caller: &Caller, incident: Incident) -> Result<IncidentRecord> {
+        let mut rec = self.prepare(&caller.tenant, incident).await?;
+        rec.requested_by = Some(caller.token_id.clone());
+        self.complete(rec).await
+    }
+
+    /// [`Controller::accept`] for an API caller, recording its token as the requester.
+    pub async fn accept_as(&self, caller: &Caller, incident: Incident) -> Result<IncidentRecord> {
+        let mut rec = self.prepare(&caller.tenant, incident).await?;
+        rec.requested_by = Some(caller.token_id.clone());
+        let received_ms = ev_ms(&rec.received_at);
+        self.save(&mut rec, received_ms).await?;
+        Ok(rec)
+    }
+
     /// Validate an incident for `tenant` and give it an id.
     async fn prepare(&self, tenant: &str, mut incident: Incident) -> Result<IncidentRecord> {
         if *self.in_flight.read().await {
@@ -695,6 +758,15 @@ impl Controller {
             });
         }
         incident.validate()?;
+        // A tenant that does not own the host has no host here: every host it names is
+        // answered alike, whether it exists or not. (The owner's incidents for a host
+        // this agent does not serve are escalated by the known-target guardrail.)
+        if !self.owns(tenant) {
+            return Err(ControlError::NotFound(format!(
+                "no host {:?} for tenant {tenant}: submit incidents for a host your tenant owns",
+                incident.host
+            )));
+        }
         let received_ms = now_ms();
         let rec = IncidentRecord {
             id: evrec::uuid_v4(),
@@ -710,6 +782,7 @@ impl Controller {
             runs: Vec::new(),
             evidence: Vec::new(),
             escalation: None,
+            requested_by: None,
         };
         Ok(rec)
     }
@@ -754,15 +827,17 @@ impl Controller {
             .incidents
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .entry(rec.status.clone())
+            .entry((rec.tenant.clone(), rec.status.clone()))
             .or_default() += 1;
         if rec.decision.is_some() {
-            self.metrics
-                .l1_latency_us_sum
-                .fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
-            self.metrics
-                .l1_latency_count
-                .fetch_add(1, Ordering::Relaxed);
+            let mut l1 = self
+                .metrics
+                .l1_latency
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            let (sum, count) = l1.entry(rec.tenant.clone()).or_default();
+            *sum += started.elapsed().as_micros() as u64;
+            *count += 1;
         }
         drop(guard);
         Ok(rec)
@@ -863,12 +938,11 @@ impl Controller {
                 }
             }
         }
-        let window_ms = (self.guardrails.repeat_window_secs * 1000) as i64;
-        let earlier = self.windows.lock().unwrap_or_else(|e| e.into_inner()).see(
-            &rec.fingerprint,
-            now,
-            window_ms,
-        );
+        let earlier = self
+            .windows
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .see(&rec.fingerprint, now);
 
         let threshold = self.guardrails.repeat_threshold.max(1) as usize;
         let chosen = match decision {
@@ -1037,7 +1111,7 @@ impl Controller {
         let cooling = {
             let w = self.windows.lock().unwrap_or_else(|e| e.into_inner());
             actions.iter().find_map(|a| {
-                w.last_run(&host, &a.runbook)
+                w.last_run(&rec.tenant, &host, &a.runbook)
                     .filter(|t| now - t < cooldown_ms)
                     .map(|t| (a.runbook.clone(), (cooldown_ms - (now - t)) / 1000))
             })
@@ -1254,7 +1328,7 @@ impl Controller {
             .runs
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .entry(status.clone())
+            .entry((rec.tenant.clone(), status.clone()))
             .or_default() += 1;
         // What planners learn from; committed before the incident's row.
         drop(
@@ -1499,11 +1573,13 @@ impl Controller {
 
     /// One of `tenant`'s incidents.
     pub async fn incident(&self, tenant: &str, id: &str) -> Result<Option<IncidentRecord>> {
-        self.store
+        Ok(self
+            .store
             .get_incident(tenant, id)
             .await?
             .map(|j| parse_record(&j))
-            .transpose()
+            .transpose()?
+            .filter(|r| !self.hidden(tenant, &r.incident.host)))
     }
 
     /// `tenant`'s incidents, newest first.
@@ -1513,12 +1589,14 @@ impl Controller {
         status: Option<&str>,
         limit: u32,
     ) -> Result<Vec<IncidentRecord>> {
-        self.store
-            .list_incidents(tenant, status, limit)
-            .await?
-            .iter()
-            .map(|j| parse_record(j))
-            .collect()
+        let mut out = Vec::new();
+        for j in self.store.list_incidents(tenant, status, limit).await? {
+            let r = parse_record(&j)?;
+            if !self.hidden(tenant, &r.incident.host) {
+                out.push(r);
+            }
+        }
+        Ok(out)
     }
 
     /// Decide `caller`'s tenant's escalation `id`: acknowledge it, deny it, or approve it —
@@ -1547,11 +1625,38 @@ impl Controller {
             .escalations(tenant, Some(id), None, 1)
             .await?
             .pop()
+            .filter(|e| !self.hidden(tenant, &e.row.host))
             .ok_or_else(unknown)?;
         let mut rec = self
             .incident(tenant, &esc.row.incident_id)
             .await?
             .ok_or_else(unknown)?;
+        // Approval comes from another identity than the request's: the token that asked
+        // (an agent's, or whoever submitted the incident) neither approves nor resolves
+        // it. Denying or acknowledging one's own request is allowed: nothing runs.
+        let requester = rec.requested_by.clone().or_else(|| {
+            let labels = &rec.incident.labels;
+            (labels.get("source").map(String::as_str) == Some("mcp"))
+                .then(|| labels.get("token").cloned())
+                .flatten()
+        });
+        if matches!(
+            decision,
+            crate::Decision::Approve | crate::Decision::Resolve
+        ) && requester.as_deref() == Some(caller.token_id.as_str())
+        {
+            return Err(ControlError::Conflict(format!(
+                "escalation {id} was requested by token {} itself: a different token must {} it \
+                 (another person's, or an operator's); a request's own token may only deny or \
+                 acknowledge it",
+                caller.token_id,
+                if decision == crate::Decision::Approve {
+                    "approve"
+                } else {
+                    "resolve"
+                }
+            )));
+        }
         let note = crate::planner::catalog::cut(note, 1000);
         let by = format!(
             "token {} ({} scope, tenant {tenant})",
@@ -1623,17 +1728,6 @@ impl Controller {
                 if let Some(why) = self.unknown_service(&l, &p.params) {
                     return Err(ControlError::Conflict(format!(
                         "escalation {id} cannot run: {why}"
-                    )));
-                }
-                // An agent does not approve its own request.
-                let labels = &rec.incident.labels;
-                if labels.get("source").map(String::as_str) == Some("mcp")
-                    && labels.get("token") == Some(&caller.token_id)
-                {
-                    return Err(ControlError::Conflict(format!(
-                        "escalation {id} was asked for by token {} itself: another person's \
-                         token must approve it",
-                        caller.token_id
                     )));
                 }
                 Some((p.clone(), l))
@@ -1773,6 +1867,7 @@ impl Controller {
             .escalations(tenant, None, state, limit)
             .await?
             .into_iter()
+            .filter(|e| !self.hidden(tenant, &e.row.host))
             .map(|e| escalation_view(e, now))
             .collect())
     }
@@ -1785,7 +1880,7 @@ impl Controller {
             .escalations(tenant, Some(id), None, 1)
             .await?
             .into_iter()
-            .next()
+            .find(|e| !self.hidden(tenant, &e.row.host))
             .map(|e| escalation_view(e, now))
         else {
             return Ok(None);
@@ -1806,6 +1901,10 @@ impl Controller {
         tenant: &str,
         index: u64,
     ) -> Result<Option<serde_json::Value>> {
+        // The log is the host's: a tenant that does not own it has no records in it.
+        if !self.owns(tenant) {
+            return Ok(None);
+        }
         let Some(r) = self.evidence.get(index).await? else {
             return Ok(None);
         };
@@ -1860,50 +1959,64 @@ impl Controller {
         authenticate(&self.store, secret).await
     }
 
-    /// Prometheus text exposition of the counters.
-    pub fn metrics(&self) -> String {
+    /// Prometheus text exposition of `tenant`'s counters. Webhook deliveries are the
+    /// host's, shown to the tenant that owns it.
+    pub fn metrics(&self, tenant: &str) -> String {
         let mut out = String::new();
         out.push_str("# HELP runwarden_incidents_total Incidents by final status.\n# TYPE runwarden_incidents_total counter\n");
-        for (s, n) in self
+        for ((t, s), n) in self
             .metrics
             .incidents
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .iter()
         {
-            out.push_str(&format!(
-                "runwarden_incidents_total{{status=\"{s}\"}} {n}\n"
-            ));
+            if t == tenant {
+                out.push_str(&format!(
+                    "runwarden_incidents_total{{status=\"{s}\"}} {n}\n"
+                ));
+            }
         }
         out.push_str("# HELP runwarden_runs_total Runbook runs by status.\n# TYPE runwarden_runs_total counter\n");
-        for (s, n) in self
+        for ((t, s), n) in self
             .metrics
             .runs
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .iter()
         {
-            out.push_str(&format!("runwarden_runs_total{{status=\"{s}\"}} {n}\n"));
+            if t == tenant {
+                out.push_str(&format!("runwarden_runs_total{{status=\"{s}\"}} {n}\n"));
+            }
         }
+        let (sum, count) = self
+            .metrics
+            .l1_latency
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(tenant)
+            .copied()
+            .unwrap_or_default();
         out.push_str("# HELP runwarden_l1_seconds Time from intake to result of incidents a rule matched.\n# TYPE runwarden_l1_seconds summary\n");
         out.push_str(&format!(
-            "runwarden_l1_seconds_sum {}\nrunwarden_l1_seconds_count {}\n",
-            self.metrics.l1_latency_us_sum.load(Ordering::Relaxed) as f64 / 1e6,
-            self.metrics.l1_latency_count.load(Ordering::Relaxed)
+            "runwarden_l1_seconds_sum {}\nrunwarden_l1_seconds_count {count}\n",
+            sum as f64 / 1e6,
         ));
-        out.push_str("# HELP runwarden_webhook_deliveries_total Escalation webhook deliveries by outcome.\n# TYPE runwarden_webhook_deliveries_total counter\n");
-        for (s, n) in self.notifier.counts() {
-            out.push_str(&format!(
-                "runwarden_webhook_deliveries_total{{status=\"{s}\"}} {n}\n"
-            ));
+        if self.owns(tenant) {
+            out.push_str("# HELP runwarden_webhook_deliveries_total Escalation webhook deliveries by outcome.\n# TYPE runwarden_webhook_deliveries_total counter\n");
+            for (s, n) in self.notifier.counts() {
+                out.push_str(&format!(
+                    "runwarden_webhook_deliveries_total{{status=\"{s}\"}} {n}\n"
+                ));
+            }
         }
         out
     }
 
-    /// Escalations awaiting a human, and how many of them are past their SLA deadline, as
-    /// Prometheus gauges (every tenant).
-    pub async fn escalation_metrics(&self) -> Result<String> {
-        let (open, breached) = self.store.undecided_escalations(now_ms()).await?;
+    /// `tenant`'s escalations awaiting a human, and how many of them are past their SLA
+    /// deadline, as Prometheus gauges.
+    pub async fn escalation_metrics(&self, tenant: &str) -> Result<String> {
+        let (open, breached) = self.store.undecided_escalations(tenant, now_ms()).await?;
         Ok(format!(
             "# HELP runwarden_escalations_open Escalations open or acknowledged.\n# TYPE runwarden_escalations_open gauge\nrunwarden_escalations_open {open}\n\
              # HELP runwarden_escalations_breached Open escalations past their SLA deadline.\n# TYPE runwarden_escalations_breached gauge\nrunwarden_escalations_breached {breached}\n"

@@ -666,14 +666,14 @@ impl ControlStore {
         })
     }
 
-    /// Escalations open or acknowledged, and how many of them are past their deadline at
-    /// `now_ms` (every tenant).
-    pub async fn undecided_escalations(&self, now_ms: i64) -> Result<(i64, i64)> {
+    /// `tenant`'s escalations open or acknowledged, and how many of them are past their
+    /// deadline at `now_ms`.
+    pub async fn undecided_escalations(&self, tenant: &str, now_ms: i64) -> Result<(i64, i64)> {
         self.flush().await?;
         on_db!(&self.db, p, pg => {
             let row = sqlx::query(sql(pg, "SELECT COUNT(*), COALESCE(SUM(CASE WHEN sla_deadline_ms < ? THEN 1 ELSE 0 END), 0) \
-                FROM escalations WHERE state IN ('open', 'acknowledged')"))
-                .bind(now_ms)
+                FROM escalations WHERE state IN ('open', 'acknowledged') AND tenant = ?"))
+                .bind(now_ms).bind(tenant)
                 .fetch_one(p).await.map_err(db_err("counting escalations"))?;
             Ok((
                 row.try_get::<i64, _>(0).map_err(db_err("counting escalations"))?,

@@ -260,8 +260,10 @@ async fn tenants_see_only_their_own_incidents_and_evidence() {
     api.post(&format!("/v1/escalations/{esc_id}/escalate"), &a, &note)
         .await
         .error(404, "not_found");
+    // Another token than the one that submitted it approves (see tenancy.rs).
+    let a2 = api.token("clinic-a", Scope::Operate).await;
     let msg = api
-        .post(&format!("/v1/escalations/{esc_id}/approve"), &a, &note)
+        .post(&format!("/v1/escalations/{esc_id}/approve"), &a2, &note)
         .await
         .error(409, "conflict");
     assert!(msg.contains("does not serve"), "{msg}");
@@ -289,7 +291,7 @@ async fn tenants_see_only_their_own_incidents_and_evidence() {
     let resolved = api
         .post(
             &format!("/v1/escalations/{second}/resolve"),
-            &a,
+            &a2,
             &json!({"note": "cleared by hand"}),
         )
         .await

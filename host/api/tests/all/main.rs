@@ -6,6 +6,7 @@ mod connections;
 mod incidents;
 mod mcp;
 mod service;
+mod tenancy;
 
 use runwarden_api::ApiConfig;
 use runwarden_control::{ControlConfig, Controller, HostConfig, Scope};
@@ -80,6 +81,7 @@ async fn controller(dir: &Path) -> Arc<Controller> {
             database: dir.join("rw.db").display().to_string(),
             data_dir: dir.to_path_buf(),
             host: HostConfig {
+                tenant: "clinic-a".into(),
                 policy: Arc::new(policy),
                 labels: Default::default(),
                 inventory: Default::default(),

@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 
 const ORIGIN: &str = "http://127.0.0.1:6274";
 
-async fn mcp(
+pub(crate) async fn mcp(
     api: &Api,
     token: Option<&str>,
     session: Option<&str>,
@@ -39,7 +39,7 @@ async fn mcp(
     }
 }
 
-fn initialize(version: &str) -> Value {
+pub(crate) fn initialize(version: &str) -> Value {
     json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
         "protocolVersion": version,
         "capabilities": {},
@@ -61,7 +61,7 @@ async fn session(api: &Api, token: &str) -> String {
     id
 }
 
-fn call(id: u64, name: &str, arguments: Value) -> Value {
+pub(crate) fn call(id: u64, name: &str, arguments: Value) -> Value {
     json!({"jsonrpc": "2.0", "id": id, "method": "tools/call",
            "params": {"name": name, "arguments": arguments}})
 }
@@ -591,7 +591,7 @@ async fn tools_are_the_hosts_catalog_and_calls_pass_the_guardrails_into_evidence
     api.stop().await.unwrap();
 }
 
-fn modern(id: u64, method: &str, mut params: Value) -> Value {
+pub(crate) fn modern(id: u64, method: &str, mut params: Value) -> Value {
     params["_meta"] = json!({
         "io.modelcontextprotocol/protocolVersion": "2026-07-28",
         "io.modelcontextprotocol/clientInfo": {"name": "wire-test", "version": "2"},

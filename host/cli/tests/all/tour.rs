@@ -2,8 +2,8 @@
 //! bundled scripted model server (scripts/model-server, the OpenAI wire format) and the
 //! demo configuration (examples/demo.toml), with `runwarden up` and the CLI.
 
-use super::stderr;
 use super::up::{cli, start_with};
+use super::{runwarden, stderr};
 use serde_json::{Value, json};
 use std::io::{BufRead, BufReader};
 use std::path::Path;
@@ -147,16 +147,48 @@ reload = ["/bin/sh", "-c", "true"]
         .and_then(|r| r.split(':').next())
         .unwrap()
         .to_string();
+    // The token that submitted it (the admin token) cannot approve its own request: the
+    // on-call human approves with a token of their own.
     let o = cli(
         &data,
         &up,
-        &["escalation", "approve", &esc, "--note", "on-call approves"],
+        &["escalation", "approve", &esc, "--note", "self-approval"],
+    );
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("409") && stderr(&o).contains("different token"),
+        "{}",
+        stderr(&o)
+    );
+    let o = runwarden(
+        &data,
+        &[
+            "token", "create", "--tenant", "local", "--scope", "operate", "--name", "on-call",
+        ],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let on_call = String::from_utf8_lossy(&o.stdout).trim().to_string();
+    let o = cli(
+        &data,
+        &up,
+        &[
+            "escalation",
+            "approve",
+            &esc,
+            "--note",
+            "on-call approves",
+            "--token",
+            &on_call,
+        ],
     );
     let text = String::from_utf8_lossy(&o.stdout);
     assert!(o.status.success(), "{text}{}", stderr(&o));
     assert!(text.contains(": approved"), "{text}");
     assert!(text.contains("ran disk-cleanup"), "{text}");
-    assert!(text.contains("approved by token tok_"), "{text}");
+    assert!(
+        text.contains("approved by token tok_") && text.contains("(operate scope, tenant local)"),
+        "{text}"
+    );
 
     // The flywheel: the demo proposes after one success.
     let o = cli(&data, &up, &["flywheel", "candidates", "--json"]);

@@ -198,6 +198,40 @@ fn up_heals_at_l1_escalates_a_repeat_refuses_another_tenant_and_stops_cleanly() 
     // And a read token cannot submit.
     let o = cli(&data, &up, &["incident", "submit", inc, "--token", &other]);
     assert!(stderr(&o).contains("403"), "{}", stderr(&o));
+    // Nor can an operate token of that tenant act on tenant local's host: 404, as if
+    // there were no such host; its escalations cannot be approved either.
+    let o = runwarden(
+        &data,
+        &[
+            "token", "create", "--tenant", "clinic-b", "--scope", "operate",
+        ],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let b_operate = String::from_utf8_lossy(&o.stdout).trim().to_string();
+    let o = cli(
+        &data,
+        &up,
+        &["incident", "submit", inc, "--token", &b_operate],
+    );
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("404") && stderr(&o).contains("no host"),
+        "{}",
+        stderr(&o)
+    );
+    let o = cli(
+        &data,
+        &up,
+        &["escalation", "approve", &esc, "--token", &b_operate],
+    );
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("404"), "{}", stderr(&o));
+    let o = cli(&data, &up, &["incident", "list", "--json"]);
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout).lines().count(),
+        2,
+        "nothing new for tenant local"
+    );
     let o = runwarden(&data, &["token", "revoke", &other_id]);
     assert!(o.status.success(), "{}", stderr(&o));
     std::thread::sleep(Duration::from_millis(5200));

@@ -327,7 +327,7 @@ async fn an_escalation_is_sent_signed_as_json_and_to_slack_and_its_decision_too(
         "delivered"
     );
     no_leak(&serde_json::to_string(&esc).unwrap(), &[&json, &slack]);
-    let metrics = c.metrics();
+    let metrics = c.metrics("clinic-a");
     assert!(
         metrics.contains("# TYPE runwarden_webhook_deliveries_total counter")
             && metrics.contains("runwarden_webhook_deliveries_total{status=\"delivered\"} 4")
@@ -448,7 +448,7 @@ async fn retries_and_failures_are_recorded_and_the_incident_never_waits() {
             .unwrap()
             .contains(&closed.to_string())
     );
-    let metrics = c.metrics();
+    let metrics = c.metrics("clinic-a");
     assert!(
         metrics.contains("runwarden_webhook_deliveries_total{status=\"delivered\"} 2")
             && metrics.contains("runwarden_webhook_deliveries_total{status=\"failed\"} 4")

@@ -101,6 +101,7 @@ pub(crate) async fn start(
             database: s.root.join("rw.db").display().to_string(),
             data_dir: s.root.join("data"),
             host: HostConfig {
+                tenant: "clinic-a".into(),
                 policy: Arc::new(policy(&s.root)),
                 labels: Default::default(),
                 inventory: Default::default(),
@@ -338,6 +339,15 @@ rules:
         ..GuardrailConfig::default()
     };
     let c = controller(&s, guard, vec![rules(&yaml)]).await;
+    // disk-cleanup is high-risk: a dry run now, the real run waits for approval. (A dry
+    // run does not count towards the breaker.)
+    let r = c.submit("clinic-a", disk_critical()).await.unwrap();
+    assert_eq!(r.status, "awaiting_approval", "{r:?}");
+    assert_eq!(r.runs.len(), 1);
+    assert!(r.runs[0].dry_run);
+    let risk = r.guardrails.iter().find(|v| v.guardrail == "risk").unwrap();
+    assert_eq!(risk.verdict, "dry_run_first");
+
     let mut statuses = Vec::new();
     for _ in 0..3 {
         statuses.push(c.submit("clinic-a", service_down()).await.unwrap().status);
@@ -347,19 +357,12 @@ rules:
         statuses[2], "escalated",
         "the third run in a minute trips the breaker"
     );
-    // Another tenant has its own breaker.
-    assert_ne!(
-        c.submit("clinic-b", service_down()).await.unwrap().status,
-        "escalated"
-    );
-
-    // disk-cleanup is high-risk: a dry run now, the real run waits for approval.
-    let r = c.submit("clinic-c", disk_critical()).await.unwrap();
-    assert_eq!(r.status, "awaiting_approval", "{r:?}");
-    assert_eq!(r.runs.len(), 1);
-    assert!(r.runs[0].dry_run);
-    let risk = r.guardrails.iter().find(|v| v.guardrail == "risk").unwrap();
-    assert_eq!(risk.verdict, "dry_run_first");
+    // Another tenant can neither trip nor be tripped by it: it cannot act on clinic-a's
+    // host at all (the breaker's per-tenant count: guardrails' unit tests).
+    assert!(matches!(
+        c.submit("clinic-b", service_down()).await,
+        Err(ControlError::NotFound(_))
+    ));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -583,6 +586,7 @@ async fn on_a_systemd_host_a_service_that_is_not_installed_is_not_acted_on() {
             database: s.root.join("rw.db").display().to_string(),
             data_dir: s.root.join("data"),
             host: HostConfig {
+                tenant: "clinic-a".into(),
                 policy: Arc::new(policy),
                 labels: Default::default(),
                 inventory,
@@ -624,4 +628,80 @@ async fn on_a_systemd_host_a_service_that_is_not_installed_is_not_acted_on() {
         .find(|v| v.guardrail == "known_target")
         .unwrap();
     assert_eq!(v.verdict, "escalate");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_tenant_has_no_host_here_and_the_asker_does_not_approve() {
+    let s = setup();
+    let c = controller(&s, GuardrailConfig::default(), vec![standard_rules()]).await;
+    assert_eq!((c.owner(), c.owns("clinic-a")), ("clinic-a", true));
+    let b = Caller {
+        token_id: "tok_b".into(),
+        tenant: "clinic-b".into(),
+        scope: Scope::Operate,
+    };
+    // Not through the API either: incidents, agent requests and the catalog of the host
+    // are not found for another tenant, and nothing is written to the host's log.
+    let size = c.evidence().size().await.unwrap();
+    for host in ["clinic-demo-01", "no-such-host"] {
+        let mut i = disk_full(&s.root);
+        i.host = host.into();
+        match c.submit_as(&b, i).await {
+            Err(ControlError::NotFound(m)) => {
+                assert!(
+                    m.contains(&format!("no host {host:?} for tenant clinic-b")),
+                    "{m}"
+                )
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    assert!(matches!(
+        c.agent_tools("clinic-b").await,
+        Err(ControlError::NotFound(_))
+    ));
+    let req = runwarden_control::AgentRequest {
+        runbook: "clear-tmp".into(),
+        params: serde_json::json!({"dir": s.root.join("work/tmp").display().to_string()}),
+        reason: "not my host".into(),
+        dry_run: false,
+        severity: runwarden_control::Severity::High,
+        client: "test".into(),
+        request_sha256: "00".repeat(32),
+    };
+    assert!(matches!(
+        c.agent_request(&b, req).await,
+        Err(ControlError::NotFound(_))
+    ));
+    assert_eq!(c.evidence().size().await.unwrap(), size, "nothing recorded");
+    assert!(!c.metrics("clinic-b").contains("runwarden_incidents_total{"));
+
+    // The owner's asker cannot approve its own repeat's escalation; another token can.
+    let asker = Caller {
+        token_id: "tok_asker".into(),
+        tenant: "clinic-a".into(),
+        scope: Scope::Admin,
+    };
+    let first = c.submit_as(&asker, disk_full(&s.root)).await.unwrap();
+    assert_eq!(first.requested_by.as_deref(), Some("tok_asker"));
+    let repeat = c.submit_as(&asker, disk_full(&s.root)).await.unwrap();
+    let esc = repeat.escalation.clone().unwrap();
+    for d in [Decision::Approve, Decision::Resolve] {
+        match c.decide(&asker, &esc, d, "").await {
+            Err(ControlError::Conflict(m)) => assert!(m.contains("itself"), "{m}"),
+            other => panic!("{other:?}"),
+        }
+    }
+    // B cannot decide it at all.
+    assert!(matches!(
+        c.decide(&b, &esc, Decision::Approve, "").await,
+        Err(ControlError::NotFound(_))
+    ));
+    let human = Caller {
+        token_id: "tok_human".into(),
+        ..asker.clone()
+    };
+    let (e, _) = c.decide(&human, &esc, Decision::Approve, "").await.unwrap();
+    assert_eq!(e.state, "approved");
+    assert!(c.metrics("clinic-a").contains("runwarden_incidents_total{"));
 }
