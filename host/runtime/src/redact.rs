@@ -213,6 +213,8 @@ fn spellings(c: char) -> Vec<String> {
     v.push(units.iter().map(|u| format!("\\u{u:04X}")).collect());
     v.sort();
     v.dedup();
+    // Longest first, so an escape wins over the bare character it starts with.
+    v.sort_by_key(|a| std::cmp::Reverse(a.len()));
     v
 }
 
@@ -246,6 +248,9 @@ fn base64_forms(value: &[u8]) -> Vec<String> {
     forms.retain(|f| f.len() >= MIN_SECRET);
     forms.sort();
     forms.dedup();
+    // Longest first: alternatives match first-come, and a padded form must win over the
+    // same form without its padding.
+    forms.sort_by_key(|f| std::cmp::Reverse(f.len()));
     forms
 }
 
