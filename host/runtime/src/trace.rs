@@ -78,18 +78,24 @@ impl Call {
     }
 }
 
-/// A guest-supplied list of strings as a trace value: at most [`MAX_ITEMS`] items, each
+/// A guest-supplied list of strings as a trace value: at most [`MAX_ITEMS`] items (the
+/// last a count of the rest when there are more), each
 /// pre-cut, built without copying the rest (a guest can pass 100 000 arguments).
 pub(crate) fn strings<S: AsRef<str>>(items: &[S]) -> serde_json::Value {
-    let mut v: Vec<serde_json::Value> = items
+    // One place is kept for the count, so that [`bound`] leaves the list as it is.
+    let keep = if items.len() > MAX_ITEMS {
+        MAX_ITEMS - 1
+    } else {
+        items.len()
+    };
+    let mut v: Vec<serde_json::Value> = items[..keep]
         .iter()
-        .take(MAX_ITEMS)
         .map(|s| serde_json::Value::String(precut(s.as_ref())))
         .collect();
-    if items.len() > MAX_ITEMS {
+    if items.len() > keep {
         v.push(serde_json::Value::String(format!(
             "…[{} more]",
-            items.len() - MAX_ITEMS
+            items.len() - keep
         )));
     }
     serde_json::Value::Array(v)
