@@ -1241,10 +1241,10 @@ fn denied_calls_with_huge_argument_lists_leave_a_bounded_trace() {
         let args = e.args["args"].as_array().unwrap();
         assert_eq!(
             args.len(),
-            17,
-            "16 arguments and a count of the rest: {e:?}"
+            16,
+            "15 arguments and a count of the rest: {e:?}"
         );
-        assert_eq!(args[16], "…[99984 more]");
+        assert_eq!(args[15], "…[99985 more]");
         assert!(serde_json::to_string(e).unwrap().len() < 4096, "{e:?}");
     }
     assert!(serde_json::to_string(&inv).unwrap().len() < 200_000);
@@ -1282,6 +1282,10 @@ const NEEDLES: [&str; 5] = ["p@ss", "p%40ss", "ss%20w", "ss+w", "w%2Frd"];
 #[track_caller]
 fn assert_nasty_nowhere(inv: &Invocation) {
     use base64::Engine;
+    // The params hold the needles the guest looks for, not the secret.
+    let mut inv = inv.clone();
+    inv.params = json!({});
+    let inv = &inv;
     let text = serde_json::to_string(inv).unwrap();
     for n in NEEDLES {
         assert!(
