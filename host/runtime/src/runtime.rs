@@ -649,8 +649,19 @@ impl Runtime {
         let (stdout, stderr) = output.captured();
         // Captured output may end mid-secret where the output limit (or the deadline) cut
         // it: the cut-aware scrub drops a secret's first bytes too.
-        inv.stdout = trace.redact_cut(&String::from_utf8_lossy(&stdout), usize::MAX);
-        inv.stderr = trace.redact_cut(&String::from_utf8_lossy(&stderr), usize::MAX);
+        // Only output that was cut short is treated so: a run that ended on its own may
+        // well end with text that happens to begin like a secret.
+        let cut_short = output.exceeded() || !inv.outcome.status.is_success();
+        let scrub = |b: &[u8]| {
+            let text = String::from_utf8_lossy(b);
+            if cut_short {
+                trace.redact_tail(&text)
+            } else {
+                trace.redact(&text)
+            }
+        };
+        inv.stdout = scrub(&stdout);
+        inv.stderr = scrub(&stderr);
         finish(inv)
     }
 }

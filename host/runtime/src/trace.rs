@@ -216,16 +216,18 @@ impl Trace {
         inner.secrets.redact(text)
     }
 
-    /// Scrub revealed secrets out of `text` that was cut (or may end mid-secret), and
-    /// cut it to `max` bytes without leaving a secret's first bytes.
+    /// Scrub revealed secrets out of `text` and cut it to `max` bytes without leaving a
+    /// secret's first bytes at the cut.
     pub fn redact_cut(&self, text: &str, max: usize) -> String {
         let inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        let out = inner.secrets.redact_and_cut(text, max);
-        if out.len() <= max {
-            inner.secrets.redact_cut(&out)
-        } else {
-            out
-        }
+        inner.secrets.redact_and_cut(text, max)
+    }
+
+    /// Scrub revealed secrets out of `text` that was cut short elsewhere (by the output
+    /// limit, the deadline or a trap), dropping a secret's first bytes at its end.
+    pub fn redact_tail(&self, text: &str) -> String {
+        let inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        inner.secrets.redact_cut(text)
     }
 
     /// Scrub revealed secret values out of every string and key of `v`.
