@@ -1,5 +1,6 @@
 //! Builds the test guests (`tests/guests/`) for wasm32-wasip2 and writes a table of their
-//! paths; the standard runbooks come from `runwarden-guests`.
+//! paths; the standard runbooks come from `runwarden-guests`. (Worktrees sharing one
+//! target directory share this script's output: edit it to make it run again, e.g. this line).
 
 #[path = "../../host/guests/cargo_guest.rs"]
 mod cargo_guest;

@@ -7,7 +7,7 @@ use crate::bindings::runwarden::runbook::{
 };
 use crate::grant::{Grant, parse_origin};
 use crate::policy::{Policy, SecretSource};
-use crate::trace::{Call, Trace};
+use crate::trace::{self, Call, Trace};
 use serde_json::{Value, json};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -20,6 +20,8 @@ pub(crate) struct CallContext {
     pub policy: Arc<Policy>,
     pub grant: Grant,
     pub dry_run: bool,
+    /// The runbook's effective risk: a `low` one may send only GET and HEAD requests.
+    pub risk: crate::manifest::Risk,
     pub deadline: Instant,
     pub trace: Trace,
     pub io: tokio::runtime::Handle,
@@ -111,9 +113,22 @@ impl CallContext {
 
     /// Record a denial and return the error the guest sees.
     fn deny(&self, call: Call, why: String) -> HostError {
-        let e = HostError::Denied(why);
+        let e = self.scrub(HostError::Denied(why));
         self.trace.record(call, false, err_json(&e));
         e
+    }
+
+    /// An error with revealed secrets scrubbed from its message: host errors repeat what
+    /// the guest sent (URLs, arguments, unit names), and the guest may pass them on.
+    fn scrub(&self, e: HostError) -> HostError {
+        let r = |m: String| self.trace.redact(&m);
+        match e {
+            HostError::Denied(m) => HostError::Denied(r(m)),
+            HostError::NotFound(m) => HostError::NotFound(r(m)),
+            HostError::Timeout(m) => HostError::Timeout(r(m)),
+            HostError::Invalid(m) => HostError::Invalid(r(m)),
+            HostError::Failed(m) => HostError::Failed(r(m)),
+        }
     }
 
     fn finish<T>(
@@ -122,6 +137,7 @@ impl CallContext {
         r: Result<T, HostError>,
         ok: impl FnOnce(&T) -> Value,
     ) -> Result<T, HostError> {
+        let r = r.map_err(|e| self.scrub(e));
         let v = match &r {
             Ok(t) => ok(t),
             Err(e) => err_json(e),
@@ -292,7 +308,7 @@ impl exec::Host for HostState {
             let mut call = Call::new(
                 "exec",
                 "run",
-                json!({"program": cmd.program, "args": cmd.args, "timeout_ms": cmd.timeout_ms}),
+                json!({"program": trace::text(&cmd.program), "args": trace::strings(&cmd.args), "timeout_ms": cmd.timeout_ms}),
             );
             if !cx.grant.allows_exec(&cx.policy, &cmd.program, &cmd.args) {
                 return Err(cx.deny(
@@ -358,13 +374,14 @@ impl http::Host for HostState {
             let mut call = Call::new(
                 "http",
                 "send",
-                json!({"method": method, "url": req.url, "headers": req.headers.iter().map(|h| &h.name).collect::<Vec<_>>(),
+                json!({"method": trace::text(&method), "url": trace::text(&req.url), "headers": trace::strings(&req.headers.iter().take(trace::MAX_ITEMS + 1).map(|h| h.name.as_str()).collect::<Vec<_>>()),
                        "body_bytes": req.body.as_ref().map(|b| b.len())}),
             );
             let origin = match parse_origin(&req.url) {
                 Ok(o) => o,
                 Err(m) => {
                     let e = HostError::Invalid(format!("url {:?}: {m}", req.url));
+                    let e = cx.scrub(e);
                     cx.trace.record(call, false, err_json(&e));
                     return Err(e);
                 }
@@ -395,11 +412,13 @@ impl http::Host for HostState {
                     "header {:?} is set by the host, not the runbook",
                     h.name
                 ));
+                let e = cx.scrub(e);
                 cx.trace.record(call, false, err_json(&e));
                 return Err(e);
             }
             let Ok(m) = reqwest::Method::from_bytes(method.as_bytes()) else {
                 let e = HostError::Invalid(format!("method {method:?}"));
+                let e = cx.scrub(e);
                 cx.trace.record(call, true, err_json(&e));
                 return Err(e);
             };
@@ -408,8 +427,18 @@ impl http::Host for HostState {
                 "GET" | "HEAD" | "POST" | "PUT" | "PATCH" | "DELETE"
             ) {
                 let e = HostError::Invalid(format!("method {method} is not supported"));
+                let e = cx.scrub(e);
                 cx.trace.record(call, true, err_json(&e));
                 return Err(e);
+            }
+            if cx.risk == crate::manifest::Risk::Low && !matches!(method.as_str(), "GET" | "HEAD") {
+                return Err(cx.deny(
+                    call,
+                    format!(
+                        "method {method} changes state: a runbook of risk low may only send GET \
+                         and HEAD; declare risk medium or high"
+                    ),
+                ));
             }
             if cx.dry_run && !matches!(method.as_str(), "GET" | "HEAD") {
                 call.dry_run = true;
@@ -492,6 +521,27 @@ impl CallContext {
         let r = f();
         self.finish(call, r, show)
     }
+}
+
+/// A secret's file, read without blocking: a FIFO or device in its place is refused
+/// instead of hanging the run (and the host's shutdown) until something writes to it.
+fn read_secret_file(p: &std::path::Path) -> std::io::Result<String> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(rustix::fs::OFlags::NONBLOCK.bits() as i32)
+        .open(p)?;
+    if !f.metadata()?.is_file() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "not a regular file",
+        ));
+    }
+    // Secrets are small; a policy pointing at a huge file must not fill host memory.
+    let mut s = String::new();
+    f.by_ref().take(1 << 20).read_to_string(&mut s)?;
+    Ok(s)
 }
 
 fn io_err(e: std::io::Error) -> HostError {
@@ -630,13 +680,10 @@ impl secrets::Host for HostState {
                 ));
             }
             let r = match cx.policy.secrets.get(&name) {
-                Some(SecretSource::File(p)) => std::fs::read_to_string(p)
+                Some(SecretSource::File(p)) => read_secret_file(p)
                     .map(|s| s.trim_end_matches(['\n', '\r']).to_string())
                     .map_err(|e| {
-                        HostError::Failed(format!(
-                            "secret {name}: cannot read its file: {}",
-                            e.kind()
-                        ))
+                        HostError::Failed(format!("secret {name}: cannot read its file: {e}"))
                     }),
                 Some(SecretSource::Env(var)) => std::env::var(var).map_err(|_| {
                     HostError::NotFound(format!("secret {name}: variable {var} is not set"))

@@ -15,6 +15,7 @@ mod host;
 mod manifest;
 mod output;
 mod policy;
+mod redact;
 mod rules;
 mod runtime;
 mod trace;
@@ -31,12 +32,13 @@ pub(crate) mod bindings {
 
 pub use error::{Error, Result};
 pub use grant::{Capability, Grant, Refusal};
-pub use manifest::{Manifest, Risk};
+pub use manifest::{Manifest, Risk, effective_risk, implied_risk};
 pub use policy::{
     CommandTemplates, ExecGrant, Grants, Limits, Policy, SecretSource, ServiceBackend,
 };
 pub use rules::{Action, Decision, Incident, RuleInfo, RuleSet, Severity};
 pub use runtime::{
-    Invocation, Loaded, Outcome, RunOptions, Runtime, RuntimeConfig, Status, engine_config,
+    Invocation, Loaded, MAX_ABANDONED, Outcome, RunOptions, Runtime, RuntimeConfig, Status,
+    engine_config,
 };
 pub use trace::TraceEntry;

@@ -196,6 +196,8 @@ pub struct Runtime {
     /// An empty read-only directory preopened at `/` (see `wasi.rs`).
     root: PathBuf,
     stop_ticker: Arc<AtomicBool>,
+    /// Runs abandoned past their deadline and still blocked (see [`MAX_ABANDONED`]).
+    abandoned: Arc<Abandoned>,
 }
 
 impl Drop for Runtime {
@@ -294,6 +296,7 @@ impl Runtime {
             data_dir: config.data_dir,
             root,
             stop_ticker,
+            abandoned: Arc::default(),
         })
     }
 
@@ -391,6 +394,7 @@ impl Runtime {
             policy,
             grant,
             dry_run,
+            risk: crate::manifest::Risk::Low,
             deadline,
             trace: Trace::default(),
             io: self.io(),
@@ -549,7 +553,8 @@ impl Runtime {
         }
         let limits = policy.limits.clone();
         let deadline = started + Duration::from_millis(limits.timeout_ms);
-        let cx = self.context(policy.clone(), grant, opts.dry_run, deadline);
+        let mut cx = self.context(policy.clone(), grant, opts.dry_run, deadline);
+        cx.risk = m.risk;
         let output = cx.output.clone();
         let wasi = match wasi::context(
             &cx.grant.read_dirs,
@@ -574,17 +579,199 @@ impl Runtime {
             }
         };
         let trace = cx.trace.clone();
-        let mut store = self.store(wasi, cx, &limits);
+        let store = self.store(wasi, cx, &limits);
 
-        let params_text = params.to_string();
-        let result = loaded
+        // The guest runs on a thread of its own, and this thread waits for it at most until
+        // the deadline and a grace period: a run blocked in a host call that the epoch
+        // cannot interrupt (a FIFO, a hung mount) is abandoned and ends `timeout` now.
+        if let Err(n) = self.abandoned.admit() {
+            {
+                if let Some(s) = &scratch {
+                    let _ = std::fs::remove_dir_all(s);
+                }
+                inv.outcome = failed(format!(
+                    "host busy: {n} runs are still blocked in host calls past their deadline \
+                     (at most {MAX_ABANDONED}); nothing ran; retry when they end"
+                ));
+                return finish(inv);
+            }
+        }
+        let job = Job {
+            pre: loaded.pre.clone(),
+            store,
+            params: params.to_string(),
+            limits: limits.clone(),
+            name: m.name.clone(),
+            trace: trace.clone(),
+            output: output.clone(),
+            deadline,
+            scratch: scratch.clone(),
+        };
+        let done = Arc::new(Done::default());
+        let spawned = {
+            let done = done.clone();
+            std::thread::Builder::new()
+                .name("runwarden-run".into())
+                .spawn(move || {
+                    let r = job.run();
+                    done.put(r);
+                })
+        };
+        if let Err(e) = spawned {
+            // The job (and its scratch directory) was dropped with the closure.
+            if let Some(s) = &scratch {
+                let _ = std::fs::remove_dir_all(s);
+            }
+            inv.outcome = failed(format!("cannot start the run's thread: {e}"));
+            return finish(inv);
+        }
+        match done.wait(deadline + GRACE, &self.abandoned) {
+            Some((outcome, fuel)) => {
+                inv.outcome = outcome;
+                inv.fuel_consumed = fuel;
+            }
+            None => {
+                inv.outcome = Outcome {
+                    status: Status::Timeout,
+                    summary: format!(
+                        "deadline of {} ms passed while the runbook was blocked in a host call; \
+                         the run was abandoned",
+                        limits.timeout_ms
+                    ),
+                    details: serde_json::json!({ "abandoned": true }),
+                };
+                inv.fuel_consumed = 0;
+            }
+        }
+        // Everything recorded is scrubbed once more: the outcome may quote host errors.
+        inv.outcome.summary = trace.redact_cut(&inv.outcome.summary, MAX_SUMMARY);
+        trace.redact_json(&mut inv.outcome.details);
+        inv.trace = trace.entries();
+        let (stdout, stderr) = output.captured();
+        // Captured output may end mid-secret where the output limit (or the deadline) cut
+        // it: the cut-aware scrub drops a secret's first bytes too.
+        // Only output that was cut short is treated so: a run that ended on its own may
+        // well end with text that happens to begin like a secret.
+        let cut_short = output.exceeded() || !inv.outcome.status.is_success();
+        let scrub = |b: &[u8]| {
+            let text = String::from_utf8_lossy(b);
+            if cut_short {
+                trace.redact_tail(&text)
+            } else {
+                trace.redact(&text)
+            }
+        };
+        inv.stdout = scrub(&stdout);
+        inv.stderr = scrub(&stderr);
+        finish(inv)
+    }
+}
+
+/// How long past its deadline a run may take to end before it is abandoned: time for the
+/// epoch interrupt (a few ticks) and for a host call bounded by the deadline to return.
+const GRACE: Duration = Duration::from_secs(2);
+/// Runs that may be abandoned (blocked past their deadline) at once. Each holds a thread,
+/// an instance slot of the pool and up to its memory limit until its blocking call
+/// returns; past this many, new runs are refused (`failed`, host busy) instead.
+pub const MAX_ABANDONED: usize = 8;
+
+/// Runs abandoned and not yet ended.
+#[derive(Default)]
+struct Abandoned {
+    count: Mutex<usize>,
+}
+
+impl Abandoned {
+    /// Room for one more run, or how many are abandoned when there is none.
+    fn admit(&self) -> Result<(), usize> {
+        let n = *self.count.lock().unwrap_or_else(|e| e.into_inner());
+        if n >= MAX_ABANDONED { Err(n) } else { Ok(()) }
+    }
+}
+
+/// The result of a run's thread, handed over under a lock so that a run ending just as
+/// it is abandoned is counted exactly once.
+#[derive(Default)]
+struct Done {
+    state: Mutex<DoneState>,
+    cv: std::sync::Condvar,
+}
+
+#[derive(Default)]
+struct DoneState {
+    result: Option<(Outcome, u64)>,
+    /// Set when the caller gave up waiting: the run's thread then uncounts itself.
+    abandoned: Option<Arc<Abandoned>>,
+}
+
+impl Done {
+    /// Called by the run's thread when the run ended.
+    fn put(&self, r: (Outcome, u64)) {
+        let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        match st.abandoned.take() {
+            Some(a) => {
+                let mut n = a.count.lock().unwrap_or_else(|e| e.into_inner());
+                *n = n.saturating_sub(1);
+            }
+            None => {
+                st.result = Some(r);
+                self.cv.notify_all();
+            }
+        }
+    }
+
+    /// The run's result if it ends by `until`; otherwise the run is counted as abandoned.
+    fn wait(&self, until: Instant, abandoned: &Arc<Abandoned>) -> Option<(Outcome, u64)> {
+        let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        loop {
+            if let Some(r) = st.result.take() {
+                return Some(r);
+            }
+            let now = Instant::now();
+            if now >= until {
+                *abandoned.count.lock().unwrap_or_else(|e| e.into_inner()) += 1;
+                st.abandoned = Some(abandoned.clone());
+                return None;
+            }
+            st = self
+                .cv
+                .wait_timeout(st, until - now)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+    }
+}
+
+/// One run on its own thread: everything it needs, owned.
+struct Job {
+    pre: RunbookPre<HostState>,
+    store: Store<HostState>,
+    params: String,
+    limits: crate::Limits,
+    name: String,
+    trace: Trace,
+    output: Output,
+    deadline: Instant,
+    scratch: Option<PathBuf>,
+}
+
+impl Job {
+    /// Instantiate and run; the outcome and the fuel consumed.
+    fn run(mut self) -> (Outcome, u64) {
+        let limits = &self.limits;
+        let trace = &self.trace;
+        let output = &self.output;
+        let result = self
             .pre
-            .instantiate(&mut store)
-            .and_then(|instance| instance.call_run(&mut store, &params_text));
-        inv.fuel_consumed = limits.fuel.saturating_sub(store.get_fuel().unwrap_or(0));
-        let state = store.data();
+            .instantiate(&mut self.store)
+            .and_then(|instance| instance.call_run(&mut self.store, &self.params));
+        let fuel = limits
+            .fuel
+            .saturating_sub(self.store.get_fuel().unwrap_or(0));
+        let late = Instant::now() > self.deadline;
+        let memory_hit = self.store.data().limiter.hit;
         let returned = result.is_ok();
-        inv.outcome = match result {
+        let mut outcome = match result {
             Ok(Ok(o)) => {
                 use crate::bindings::runwarden::runbook::types::Status as S;
                 // Parse first, then scrub: secrets with JSON-escaped characters would
@@ -597,7 +784,7 @@ impl Runtime {
                     S::NoOp => Status::NoOp,
                     S::Failed => Status::Failed,
                 };
-                let summary = cut(trace.redact(&o.summary), MAX_SUMMARY);
+                let summary = trace.redact_cut(&o.summary, MAX_SUMMARY);
                 let size = details.to_string().len() as u64;
                 if size > limits.output_bytes {
                     details = serde_json::json!({ "truncated": true, "bytes": size });
@@ -615,39 +802,46 @@ impl Runtime {
                     E::Denied(m) => ("denied", m),
                     E::Failed(m) => ("failed", m),
                 };
-                let msg = cut(trace.redact(&msg), MAX_SUMMARY);
+                let msg = trace.redact_cut(&msg, MAX_SUMMARY);
                 Outcome {
                     status: if kind == "invalid-params" {
                         Status::InvalidParams
                     } else {
                         Status::Failed
                     },
-                    summary: format!("{} returned an error ({kind}): {msg}", m.name),
+                    summary: format!("{} returned an error ({kind}): {msg}", self.name),
                     details: serde_json::json!({ "error": kind, "message": msg }),
                 }
             }
-            Err(e) => classify_trap(&e, state.limiter.hit, output.exceeded(), &limits),
+            Err(e) => classify_trap(&e, memory_hit, output.exceeded(), limits),
         };
-        if returned && output.exceeded() {
+        if returned && late {
+            // Past the deadline the run timed out, whatever the runbook says: a guest
+            // woken from a sleep cut at the deadline must not report `healed`.
+            outcome = Outcome {
+                status: Status::Timeout,
+                summary: format!(
+                    "deadline of {} ms passed (the runbook then reported {:?}: {})",
+                    limits.timeout_ms, outcome.status, outcome.summary
+                ),
+                details: outcome.details,
+            };
+        } else if returned && output.exceeded() {
             // The runbook carried on after its output was cut off: say so.
-            inv.outcome = Outcome {
+            outcome = Outcome {
                 status: Status::OutputLimit,
                 summary: format!(
                     "output limit of {} bytes exceeded (the runbook then reported {:?}: {})",
-                    limits.output_bytes, inv.outcome.status, inv.outcome.summary
+                    limits.output_bytes, outcome.status, outcome.summary
                 ),
-                details: std::mem::take(&mut inv.outcome.details),
+                details: outcome.details,
             };
         }
-        drop(store);
-        if let Some(s) = &scratch {
+        drop(self.store);
+        if let Some(s) = &self.scratch {
             let _ = std::fs::remove_dir_all(s);
         }
-        inv.trace = trace.entries();
-        let (stdout, stderr) = output.captured();
-        inv.stdout = trace.redact(&String::from_utf8_lossy(&stdout));
-        inv.stderr = trace.redact(&String::from_utf8_lossy(&stderr));
-        finish(inv)
+        (outcome, fuel)
     }
 }
 
@@ -681,19 +875,6 @@ fn raise_open_file_limit() {
         l.current = l.maximum;
         let _ = setrlimit(Resource::Nofile, l);
     }
-}
-
-/// `text` cut to at most `max` bytes on a character boundary.
-fn cut(mut text: String, max: usize) -> String {
-    if text.len() > max {
-        let mut end = max;
-        while !text.is_char_boundary(end) {
-            end -= 1;
-        }
-        text.truncate(end);
-        text.push('…');
-    }
-    text
 }
 
 fn failed(summary: String) -> Outcome {

@@ -1,5 +1,6 @@
 //! The trace of one invocation: every host call, allowed or denied, in order.
 
+use crate::redact::Redactor;
 use serde::Serialize;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -34,15 +35,25 @@ pub(crate) struct Trace {
 /// Entries one invocation may record; the next host call after that traps (`output_limit`).
 pub(crate) const MAX_ENTRIES: usize = 10_000;
 /// Strings longer than this are cut in the trace (the call itself sees the whole string).
-const MAX_STRING: usize = 1024;
+pub(crate) const MAX_STRING: usize = 1024;
+/// Lists and objects longer than this keep their first items in the trace and a count of
+/// the rest.
+pub(crate) const MAX_ITEMS: usize = 16;
+/// Nesting deeper than this is replaced by a marker.
+const MAX_DEPTH: usize = 8;
+/// Serialized bytes of arguments and results the whole trace keeps; past it, entries keep
+/// who called what and whether it was allowed, and their arguments and result are elided.
+pub(crate) const MAX_TRACE_BYTES: usize = 1 << 20;
 
 #[derive(Default)]
 struct TraceInner {
     entries: Vec<TraceEntry>,
     /// Set once MAX_ENTRIES is reached.
     exhausted: bool,
-    /// (name, value) of secrets revealed so far; their values are scrubbed from the trace.
-    secrets: Vec<(String, String)>,
+    /// Serialized bytes of the entries' arguments and results so far.
+    bytes: usize,
+    /// Secrets revealed so far; scrubbed from the trace, the outcome and the output.
+    secrets: Redactor,
 }
 
 /// A call being traced: created before the work, finished with its result.
@@ -55,14 +66,100 @@ pub(crate) struct Call {
 }
 
 impl Call {
+    /// A call with `args`, bounded right away (see [`bound`]).
     pub fn new(interface: &'static str, function: &'static str, args: serde_json::Value) -> Call {
         Call {
             interface,
             function,
-            args,
+            args: bound(args, 0),
             dry_run: false,
             started: Instant::now(),
         }
+    }
+}
+
+/// A guest-supplied list of strings as a trace value: at most [`MAX_ITEMS`] items (the
+/// last a count of the rest when there are more), each
+/// pre-cut, built without copying the rest (a guest can pass 100 000 arguments).
+pub(crate) fn strings<S: AsRef<str>>(items: &[S]) -> serde_json::Value {
+    // One place is kept for the count, so that [`bound`] leaves the list as it is.
+    let keep = if items.len() > MAX_ITEMS {
+        MAX_ITEMS - 1
+    } else {
+        items.len()
+    };
+    let mut v: Vec<serde_json::Value> = items[..keep]
+        .iter()
+        .map(|s| serde_json::Value::String(precut(s.as_ref())))
+        .collect();
+    if items.len() > keep {
+        v.push(serde_json::Value::String(format!(
+            "…[{} more]",
+            items.len() - keep
+        )));
+    }
+    serde_json::Value::Array(v)
+}
+
+/// A guest-supplied string as a trace value, pre-cut without copying the rest.
+pub(crate) fn text(s: &str) -> serde_json::Value {
+    serde_json::Value::String(precut(s))
+}
+
+/// Strings are pre-cut generously before redaction (a secret straddling the final cut is
+/// then dropped by [`Redactor::redact_and_cut`]); the final cut is [`MAX_STRING`].
+fn precut(s: &str) -> String {
+    let max = MAX_STRING * 4;
+    if s.len() <= max {
+        return s.to_string();
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    // Keep the original length visible for the final marker.
+    format!("{}…[{} bytes]", &s[..end], s.len())
+}
+
+/// `v` with lists and objects cut to [`MAX_ITEMS`], strings pre-cut, and depth bounded.
+fn bound(v: serde_json::Value, depth: usize) -> serde_json::Value {
+    use serde_json::Value;
+    if depth >= MAX_DEPTH {
+        return match v {
+            Value::Array(_) | Value::Object(_) => Value::String("…[nested too deep]".into()),
+            v => v,
+        };
+    }
+    match v {
+        Value::String(s) if s.len() > MAX_STRING * 4 => Value::String(precut(&s)),
+        Value::Array(a) => {
+            let n = a.len();
+            let mut out: Vec<Value> = a
+                .into_iter()
+                .take(MAX_ITEMS)
+                .map(|v| bound(v, depth + 1))
+                .collect();
+            if n > MAX_ITEMS {
+                out.push(Value::String(format!("…[{} more]", n - MAX_ITEMS)));
+            }
+            Value::Array(out)
+        }
+        Value::Object(o) => {
+            let n = o.len();
+            let mut out: serde_json::Map<String, Value> = o
+                .into_iter()
+                .take(MAX_ITEMS)
+                .map(|(k, v)| (precut(&k), bound(v, depth + 1)))
+                .collect();
+            if n > MAX_ITEMS {
+                out.insert(
+                    "…".into(),
+                    Value::String(format!("[{} more]", n - MAX_ITEMS)),
+                );
+            }
+            Value::Object(out)
+        }
+        v => v,
     }
 }
 
@@ -75,20 +172,28 @@ impl Trace {
             inner.exhausted = true;
             return;
         }
-        let mut entry = TraceEntry {
+        let mut args = call.args;
+        let mut result = bound(result, 0);
+        finish_value(&mut args, &inner.secrets);
+        finish_value(&mut result, &inner.secrets);
+        let size = args.to_string().len() + result.to_string().len();
+        if inner.bytes + size > MAX_TRACE_BYTES {
+            let note = serde_json::json!({ "elided": format!("{size} bytes: the trace's limit of {MAX_TRACE_BYTES} bytes was reached") });
+            args = note;
+            result = serde_json::Value::Null;
+        } else {
+            inner.bytes += size;
+        }
+        let entry = TraceEntry {
             seq: inner.entries.len() as u32,
             interface: call.interface,
             function: call.function,
-            args: call.args,
+            args,
             result,
             allowed,
             dry_run: call.dry_run,
             duration_us,
         };
-        redact_value(&mut entry.args, &inner.secrets);
-        redact_value(&mut entry.result, &inner.secrets);
-        truncate_value(&mut entry.args);
-        truncate_value(&mut entry.result);
         inner.entries.push(entry);
     }
 
@@ -98,31 +203,31 @@ impl Trace {
         inner.exhausted || inner.entries.len() >= MAX_ENTRIES
     }
 
-    /// Remember a secret value so it never appears in the trace or the outcome.
-    ///
-    /// Common encodings of the value (base64, percent-encoding) are scrubbed too, since a
-    /// runbook may pass a secret on as a Basic-auth header or in a URL.
+    /// Remember a secret value so it never appears in the trace, the outcome or the
+    /// output, in any spelling (see [`crate::redact`]).
     pub fn reveal_secret(&self, name: &str, value: &str) {
-        use base64::Engine;
         let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        let mut forms = vec![
-            value.to_string(),
-            base64::engine::general_purpose::STANDARD.encode(value),
-            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(value),
-            percent_encode(value),
-        ];
-        forms.dedup();
-        for form in forms {
-            if !inner.secrets.iter().any(|(_, v)| *v == form) {
-                inner.secrets.push((name.to_string(), form));
-            }
-        }
+        inner.secrets.add(name, value);
     }
 
     /// Scrub revealed secret values out of `text`.
     pub fn redact(&self, text: &str) -> String {
         let inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        redact_str(text, &inner.secrets)
+        inner.secrets.redact(text)
+    }
+
+    /// Scrub revealed secrets out of `text` and cut it to `max` bytes without leaving a
+    /// secret's first bytes at the cut.
+    pub fn redact_cut(&self, text: &str, max: usize) -> String {
+        let inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        inner.secrets.redact_and_cut(text, max)
+    }
+
+    /// Scrub revealed secrets out of `text` that was cut short elsewhere (by the output
+    /// limit, the deadline or a trap), dropping a secret's first bytes at its end.
+    pub fn redact_tail(&self, text: &str) -> String {
+        let inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        inner.secrets.redact_cut(text)
     }
 
     /// Scrub revealed secret values out of every string and key of `v`.
@@ -150,50 +255,31 @@ impl Trace {
     }
 }
 
-fn percent_encode(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
-}
-
-/// Cut long strings so a guest cannot grow the trace (host memory) with huge arguments.
-fn truncate_value(v: &mut serde_json::Value) {
+/// Scrub secrets out of a bounded value, then cut its strings to [`MAX_STRING`] without
+/// leaving a secret's first bytes at a cut.
+fn finish_value(v: &mut serde_json::Value, secrets: &Redactor) {
     match v {
-        serde_json::Value::String(s) if s.len() > MAX_STRING => {
-            let mut end = MAX_STRING;
-            while !s.is_char_boundary(end) {
-                end -= 1;
-            }
-            *s = format!("{}…[{} bytes]", &s[..end], s.len());
+        serde_json::Value::String(s) => *s = secrets.redact_and_cut(s, MAX_STRING),
+        serde_json::Value::Array(a) => a.iter_mut().for_each(|v| finish_value(v, secrets)),
+        serde_json::Value::Object(o) => {
+            *o = std::mem::take(o)
+                .into_iter()
+                .map(|(k, mut v)| {
+                    finish_value(&mut v, secrets);
+                    (secrets.redact_and_cut(&k, MAX_STRING), v)
+                })
+                .collect();
         }
-        serde_json::Value::Array(a) => a.iter_mut().for_each(truncate_value),
-        serde_json::Value::Object(o) => o.values_mut().for_each(truncate_value),
         _ => {}
     }
 }
 
-fn redact_str(text: &str, secrets: &[(String, String)]) -> String {
-    let mut out = text.to_string();
-    for (name, value) in secrets {
-        // Very short values would scrub unrelated text; policy authors are told to use real secrets.
-        if value.len() >= 3 && out.contains(value.as_str()) {
-            out = out.replace(value.as_str(), &format!("[secret:{name}]"));
-        }
-    }
-    out
-}
-
-fn redact_value(v: &mut serde_json::Value, secrets: &[(String, String)]) {
+fn redact_value(v: &mut serde_json::Value, secrets: &Redactor) {
     if secrets.is_empty() {
         return;
     }
     match v {
-        serde_json::Value::String(s) => *s = redact_str(s, secrets),
+        serde_json::Value::String(s) => *s = secrets.redact(s),
         serde_json::Value::Array(a) => a.iter_mut().for_each(|v| redact_value(v, secrets)),
         serde_json::Value::Object(o) => {
             // Keys are guest-chosen too (log fields, details): scrub them as well.
@@ -201,7 +287,7 @@ fn redact_value(v: &mut serde_json::Value, secrets: &[(String, String)]) {
                 .into_iter()
                 .map(|(k, mut v)| {
                     redact_value(&mut v, secrets);
-                    (redact_str(&k, secrets), v)
+                    (secrets.redact(&k), v)
                 })
                 .collect();
         }

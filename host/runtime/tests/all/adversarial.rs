@@ -1112,3 +1112,271 @@ smtp = {{ file = {secret} }}
     );
     assert_host_survives(&h);
 }
+
+// ----- 14. limits: deadlines, trace size, secrets in every spelling, risk --------------
+
+/// `adv-limits` under a policy granting `dir` read-only, the origin `http://127.0.0.1:1`
+/// (nothing listens there) and the secret `s` read from a file holding `secret`.
+fn run_limits_guest(h: &Harness, limits: &str, secret: &str, params: Value) -> Invocation {
+    let dir = h.path("limits");
+    let file = h.path("limits-secrets").join("s");
+    fs::write(&file, format!("{secret}\n")).unwrap();
+    let policy = format!(
+        "host_id = \"adv\"\n[limits]\n{limits}\n[grants]\nread_dirs = [{}]\nhttp = [\"http://127.0.0.1:1\"]\nsecrets = [\"s\"]\n[secrets]\ns = {{ file = {} }}\n",
+        toml_path(&dir),
+        toml_path(&file)
+    );
+    let mut params = params;
+    params["dir"] = json!(dir);
+    params["origin"] = json!("http://127.0.0.1:1");
+    h.run("adv-limits", &policy, params, false)
+}
+
+#[test]
+fn a_guest_woken_at_its_deadline_cannot_report_healed() {
+    let h = Harness::new();
+    let inv = run_limits_guest(
+        &h,
+        "timeout_ms = 200",
+        "unused-secret",
+        json!({"mode": "sleep-heal", "sleep_ms": 10_000}),
+    );
+    assert_status(&inv, Status::Timeout);
+    assert!(inv.outcome.summary.contains("Healed"), "{}", pretty(&inv));
+    assert_host_survives(&h);
+}
+
+/// A read of a FIFO nobody writes to blocks the run's thread in the host, where the
+/// epoch cannot interrupt it. The run still ends `timeout` at its deadline (plus a grace
+/// period), abandoned; the host keeps serving; writing to the FIFO later releases the
+/// abandoned thread. (Where opening a FIFO is refused, the guest sleeps past its deadline
+/// instead and must end `timeout` all the same.)
+#[test]
+fn a_run_blocked_on_a_fifo_ends_at_its_deadline() {
+    let h = Harness::new();
+    let fifo = h.path("limits").join("pipe");
+    rustix::fs::mkfifoat(
+        rustix::fs::CWD,
+        &fifo,
+        rustix::fs::Mode::from_raw_mode(0o644),
+    )
+    .unwrap();
+    let started = Instant::now();
+    let inv = run_limits_guest(
+        &h,
+        "timeout_ms = 300",
+        "unused-secret",
+        json!({"mode": "fifo", "path": fifo, "sleep_ms": 60_000}),
+    );
+    let took = started.elapsed();
+    assert_status(&inv, Status::Timeout);
+    assert!(
+        took < Duration::from_secs(10),
+        "a 300 ms deadline ended a run blocked on a FIFO only after {took:?}"
+    );
+    assert_host_survives(&h);
+    // Release the abandoned thread, if the open blocked.
+    use std::os::unix::fs::OpenOptionsExt;
+    if let Ok(mut w) = fs::OpenOptions::new()
+        .write(true)
+        .custom_flags(rustix::fs::OFlags::NONBLOCK.bits() as i32)
+        .open(&fifo)
+    {
+        let _ = w.write_all(b"x");
+    }
+}
+
+/// A secret file that is a FIFO is refused instead of hanging the run.
+#[test]
+fn a_secret_file_that_is_a_fifo_is_refused_without_blocking() {
+    let h = Harness::new();
+    let dir = h.path("limits");
+    let fifo = h.path("fifo-secret").join("s");
+    rustix::fs::mkfifoat(
+        rustix::fs::CWD,
+        &fifo,
+        rustix::fs::Mode::from_raw_mode(0o600),
+    )
+    .unwrap();
+    let policy = format!(
+        "host_id = \"adv\"\n[limits]\ntimeout_ms = 30000\n[grants]\nread_dirs = [{}]\nhttp = [\"http://127.0.0.1:1\"]\nsecrets = [\"s\"]\n[secrets]\ns = {{ file = {} }}\n",
+        toml_path(&dir),
+        toml_path(&fifo)
+    );
+    let started = Instant::now();
+    let inv = h.run(
+        "adv-limits",
+        &policy,
+        json!({"mode": "cut", "fill": 1, "dir": dir, "origin": "http://127.0.0.1:1"}),
+        false,
+    );
+    assert!(started.elapsed() < Duration::from_secs(10));
+    assert_status(&inv, Status::NoOp);
+    let get = &calls(&inv, "secrets", "get")[0];
+    assert!(
+        get.result["message"]
+            .as_str()
+            .unwrap()
+            .contains("not a regular file"),
+        "{get:?}"
+    );
+}
+
+#[test]
+fn denied_calls_with_huge_argument_lists_leave_a_bounded_trace() {
+    let h = Harness::new();
+    // 40 calls of 100 000 arguments each: once 2.4 GB of trace.
+    let inv = run_limits_guest(
+        &h,
+        "timeout_ms = 60000\nmemory_bytes = 268435456",
+        "unused-secret",
+        json!({"mode": "flood", "calls": 40, "args": 100_000, "arg_bytes": 8}),
+    );
+    assert_status(&inv, Status::NoOp);
+    assert_eq!(inv.outcome.details["denied"], 40, "{}", pretty(&inv));
+    let execs = calls(&inv, "exec", "run");
+    assert_eq!(execs.len(), 40);
+    for e in &execs {
+        assert!(!e.allowed);
+        let args = e.args["args"].as_array().unwrap();
+        assert_eq!(
+            args.len(),
+            16,
+            "15 arguments and a count of the rest: {e:?}"
+        );
+        assert_eq!(args[15], "…[99985 more]");
+        assert!(serde_json::to_string(e).unwrap().len() < 4096, "{e:?}");
+    }
+    assert!(serde_json::to_string(&inv).unwrap().len() < 200_000);
+}
+
+#[test]
+fn the_trace_of_one_record_is_capped() {
+    let h = Harness::new();
+    // 300 calls with 16 arguments of 5 000 bytes: ~5 MB of bounded arguments.
+    let inv = run_limits_guest(
+        &h,
+        "timeout_ms = 60000",
+        "unused-secret",
+        json!({"mode": "flood", "calls": 300, "args": 16, "arg_bytes": 5000}),
+    );
+    assert_status(&inv, Status::NoOp);
+    let execs = calls(&inv, "exec", "run");
+    assert_eq!(execs.len(), 300, "every call is still in the trace");
+    assert!(execs.iter().all(|e| !e.allowed));
+    let elided = execs
+        .iter()
+        .filter(|e| e.args.get("elided").is_some())
+        .count();
+    assert!(elided > 0 && elided < 300, "{elided} entries elided");
+    let size = serde_json::to_string(&inv.trace).unwrap().len();
+    assert!(size < (1 << 20) + 300 * 400, "the trace is {size} bytes");
+}
+
+/// A password with a space and symbols that every encoding changes.
+const NASTY: &str = r#"p@ss w/rd+%&"\"#;
+
+/// Pieces of NASTY that any spelling of it keeps (raw, percent, form, JSON, base64 aside).
+const NEEDLES: [&str; 5] = ["p@ss", "p%40ss", "ss%20w", "ss+w", "w%2Frd"];
+
+#[track_caller]
+fn assert_nasty_nowhere(inv: &Invocation) {
+    use base64::Engine;
+    // The params hold the needles the guest looks for, not the secret.
+    let mut inv = inv.clone();
+    inv.params = json!({});
+    let inv = &inv;
+    let text = serde_json::to_string(inv).unwrap();
+    for n in NEEDLES {
+        assert!(
+            !text.contains(n),
+            "{n:?} is in the invocation:\n{}",
+            pretty(inv)
+        );
+    }
+    let lower: String = NASTY.bytes().map(|b| format!("%{b:02x}")).collect();
+    assert!(!text.to_lowercase().contains(&lower[..12]), "{text}");
+    let b64 = base64::engine::general_purpose::STANDARD.encode(NASTY);
+    assert!(!text.contains(&b64[..8]), "{text}");
+}
+
+#[test]
+fn a_secret_with_spaces_and_symbols_is_scrubbed_from_every_error_path() {
+    let h = Harness::new();
+    let inv = run_limits_guest(
+        &h,
+        "timeout_ms = 30000",
+        NASTY,
+        json!({"mode": "leak", "needles": NEEDLES}),
+    );
+    assert_status(&inv, Status::NoOp);
+    assert_nasty_nowhere(&inv);
+    // The guest saw no spelling of the secret in the errors the host returned to it.
+    assert_eq!(
+        inv.outcome.details["errors_with_secret"],
+        json!([]),
+        "{}",
+        pretty(&inv)
+    );
+    // Each error path was taken.
+    let http = calls(&inv, "http", "send");
+    assert_eq!(http.len(), 3, "{}", pretty(&inv));
+    assert!(http[0].allowed, "{:?}", http[0]);
+    assert_eq!(http[0].result["error"], "failed", "{:?}", http[0]);
+    assert!(arg(http[0], "url").contains("[secret:s]"), "{:?}", http[0]);
+    assert_eq!(http[1].result["error"], "invalid", "{:?}", http[1]);
+    // A low-risk runbook may not POST.
+    assert!(!http[2].allowed, "{:?}", http[2]);
+    assert!(
+        http[2].result["message"]
+            .as_str()
+            .unwrap()
+            .contains("risk low"),
+        "{:?}",
+        http[2]
+    );
+    assert_eq!(calls(&inv, "exec", "run").len(), 2);
+    assert_eq!(calls(&inv, "services", "stop").len(), 1);
+    assert!(inv.stdout.contains("[secret:s]"), "{:?}", inv.stdout);
+    assert!(inv.stderr.contains("[secret:s]"), "{:?}", inv.stderr);
+    assert_eq!(inv.outcome.details["leaked"], "[secret:s]");
+    assert_host_survives(&h);
+}
+
+#[test]
+fn a_secret_cut_by_the_output_limit_leaves_no_first_bytes() {
+    let h = Harness::new();
+    // The limit falls 6 bytes into the secret: "p@ss w" would survive a plain scrub.
+    let inv = run_limits_guest(
+        &h,
+        "timeout_ms = 30000\noutput_bytes = 1000",
+        NASTY,
+        json!({"mode": "cut", "fill": 994}),
+    );
+    assert!(
+        matches!(inv.outcome.status, Status::OutputLimit | Status::NoOp),
+        "{}",
+        pretty(&inv)
+    );
+    assert!(inv.stdout.starts_with("xxxx"), "{:?}", inv.stdout);
+    assert!(inv.stdout.ends_with("[secret:s]"), "{:?}", inv.stdout);
+    assert_nasty_nowhere(&inv);
+    assert!(!inv.stdout.contains("p@s"), "{:?}", inv.stdout);
+}
+
+/// A runbook declaring `low` while asking to manage a service and write a directory is
+/// treated as `high`: its manifest's effective risk is what the high-risk gate reads.
+#[test]
+fn a_manifest_cannot_lower_its_risk_below_its_capabilities() {
+    let h = Harness::new();
+    let loaded =
+        h.rt.load(&runwarden_test_artifacts::bytes("adv-lowrisk"))
+            .unwrap();
+    let m = loaded.manifest();
+    assert_eq!(m.declared_risk, runwarden_runtime::Risk::Low);
+    assert_eq!(m.risk, runwarden_runtime::Risk::High);
+    let limits =
+        h.rt.load(&runwarden_test_artifacts::bytes("adv-limits"))
+            .unwrap();
+    assert_eq!(limits.manifest().risk, runwarden_runtime::Risk::Low);
+}
