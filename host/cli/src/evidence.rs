@@ -428,7 +428,10 @@ fn verify(bundle: &Path, keys: &[PathBuf], since: Option<&Path>) -> anyhow::Resu
             Ok(ExitCode::SUCCESS)
         }
         Err(e) => {
-            eprintln!("verification FAILED: {}", ev::escape_control(&e.to_string()));
+            eprintln!(
+                "verification FAILED: {}",
+                ev::escape_control(&e.to_string())
+            );
             Ok(ExitCode::FAILURE)
         }
     }

@@ -399,8 +399,7 @@ fn parse_manifest(data: &[u8]) -> Result<Manifest, BundleError> {
         }
         None => return Err(bad(format!("{MANIFEST} has no version"))),
     }
-    let m: Manifest =
-        serde_json::from_value(value).map_err(|e| bad(format!("{MANIFEST}: {e}")))?;
+    let m: Manifest = serde_json::from_value(value).map_err(|e| bad(format!("{MANIFEST}: {e}")))?;
     if m.version >= 3 {
         if m.members.is_empty() {
             return Err(bad(format!(
@@ -453,9 +452,11 @@ fn fixed_cap(kind: Kind) -> u64 {
 /// derived from the counts a format 2 manifest states.
 fn cap(m: &Manifest, kind: Kind, name: &str) -> Result<u64, BundleError> {
     if m.version >= 3 {
-        return m.members.get(name).copied().ok_or_else(|| {
-            refused(name.as_bytes(), format!("{MANIFEST} does not list it"))
-        });
+        return m
+            .members
+            .get(name)
+            .copied()
+            .ok_or_else(|| refused(name.as_bytes(), format!("{MANIFEST} does not list it")));
     }
     let derived = match kind {
         Kind::Records => m.record_count.saturating_mul(MAX_RECORD_LINE),
@@ -569,10 +570,7 @@ fn read_members(bundle: impl Read) -> Result<Members, BundleError> {
             } else {
                 format!("at most {limit} are allowed")
             };
-            return Err(refused(
-                &raw,
-                format!("it is {size} bytes but {declared}"),
-            ));
+            return Err(refused(&raw, format!("it is {size} bytes but {declared}")));
         }
         total += size;
         if total > MAX_TOTAL {
@@ -586,7 +584,12 @@ fn read_members(bundle: impl Read) -> Result<Members, BundleError> {
         (&mut entry)
             .take(size)
             .read_to_end(&mut data)
-            .map_err(|e| bad(format!("corrupt or truncated bundle at {}: {e}", shown(&raw))))?;
+            .map_err(|e| {
+                bad(format!(
+                    "corrupt or truncated bundle at {}: {e}",
+                    shown(&raw)
+                ))
+            })?;
         if data.len() as u64 != size {
             return Err(bad(format!(
                 "truncated bundle: member {} ends after {} of its {size} bytes",
@@ -634,6 +637,13 @@ pub fn verify_bundle(
         return Err(bad(format!(
             "the manifest says tree size {} but the signed checkpoint says {}",
             manifest.tree_size, cp.size
+        )));
+    }
+    // The report names the log from the manifest: it must be the log that signed.
+    if cp.origin != manifest.origin {
+        return Err(bad(format!(
+            "the manifest says log {:?} but the signed checkpoint is of log {:?}",
+            manifest.origin, cp.origin
         )));
     }
 
@@ -781,7 +791,10 @@ fn check_report(members: &Members, records: &[Line]) -> Result<(), BundleError> 
     let Some(report) = members.get(REPORT) else {
         return Ok(());
     };
-    let records: Vec<(u64, &str)> = records.iter().map(|r| (r.index, r.envelope.get())).collect();
+    let records: Vec<(u64, &str)> = records
+        .iter()
+        .map(|r| (r.index, r.envelope.get()))
+        .collect();
     if report != report_html(&members.manifest, &records, &keys).as_bytes() {
         return Err(bad(format!(
             "{REPORT} is not the report of the records in this bundle (altered or forged): do not rely on it; re-export the bundle"

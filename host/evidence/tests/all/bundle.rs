@@ -281,7 +281,13 @@ fn a_sparse_member_claiming_4_gib_is_refused_before_anything_is_read() {
     let (bytes, key) = bundle(2);
     let m = members(&bytes);
     let mut out = Vec::new();
-    raw_member(&mut out, m[0].0.as_bytes(), EntryType::Regular, m[0].1.len() as u64, &m[0].1);
+    raw_member(
+        &mut out,
+        m[0].0.as_bytes(),
+        EntryType::Regular,
+        m[0].1.len() as u64,
+        &m[0].1,
+    );
     // A GNU sparse member: 512 bytes stored, a map that expands it to 4 GiB of zeros.
     let mut h = tar::Header::new_gnu();
     h.as_old_mut().name[..13].copy_from_slice(b"records.jsonl");
@@ -313,8 +319,20 @@ fn a_sparse_member_claiming_4_gib_is_refused_before_anything_is_read() {
     // A plain member whose header claims 4 GiB in the same small file: refused on the
     // header, against what the manifest declares, without reading it.
     let mut out = Vec::new();
-    raw_member(&mut out, m[0].0.as_bytes(), EntryType::Regular, m[0].1.len() as u64, &m[0].1);
-    raw_member(&mut out, b"checkpoint.txt", EntryType::Regular, 4 << 30, &m[1].1);
+    raw_member(
+        &mut out,
+        m[0].0.as_bytes(),
+        EntryType::Regular,
+        m[0].1.len() as u64,
+        &m[0].1,
+    );
+    raw_member(
+        &mut out,
+        b"checkpoint.txt",
+        EntryType::Regular,
+        4 << 30,
+        &m[1].1,
+    );
     let (result, bytes_allocated) =
         allocated_by(|| verify_bundle(out.as_slice(), std::slice::from_ref(&key), None));
     let msg = result.unwrap_err().to_string();
@@ -333,7 +351,11 @@ fn a_duplicate_member_is_refused() {
     let m = members(&bytes);
     // A second records.jsonl after the first, as `tar -x` would extract over it.
     let mut twice = m.clone();
-    let records = m.iter().find(|(n, _)| n == "records.jsonl").unwrap().clone();
+    let records = m
+        .iter()
+        .find(|(n, _)| n == "records.jsonl")
+        .unwrap()
+        .clone();
     twice.push(records);
     assert_refused(
         &tar_of(&twice),
@@ -352,7 +374,12 @@ fn a_duplicate_member_is_refused() {
 #[test]
 fn a_member_a_bundle_does_not_have_is_refused() {
     let (bytes, key) = bundle(2);
-    for extra in ["notes.txt", "keys/00000000.pub.bak", "keys/ABCDEF01.pub", "./records.jsonl"] {
+    for extra in [
+        "notes.txt",
+        "keys/00000000.pub.bak",
+        "keys/ABCDEF01.pub",
+        "./records.jsonl",
+    ] {
         let mut m = members(&bytes);
         m.push((extra.into(), b"x".to_vec()));
         assert_refused(
@@ -399,10 +426,22 @@ fn links_devices_fifos_and_tar_extensions_are_refused() {
         (EntryType::Continuous, "a tar entry of type '7'"),
     ] {
         let mut out = Vec::new();
-        raw_member(&mut out, m[0].0.as_bytes(), EntryType::Regular, m[0].1.len() as u64, &m[0].1);
+        raw_member(
+            &mut out,
+            m[0].0.as_bytes(),
+            EntryType::Regular,
+            m[0].1.len() as u64,
+            &m[0].1,
+        );
         raw_member(&mut out, b"records.jsonl", ty, 0, &[]);
         for (name, data) in &m[1..] {
-            raw_member(&mut out, name.as_bytes(), EntryType::Regular, data.len() as u64, data);
+            raw_member(
+                &mut out,
+                name.as_bytes(),
+                EntryType::Regular,
+                data.len() as u64,
+                data,
+            );
         }
         out.extend_from_slice(&[0; 1024]);
         assert_refused(
@@ -530,7 +569,9 @@ fn what_a_bundle_says_is_escaped_in_errors() {
     m.insert(1, ("records.jsonl\x1b[1A\x1b[2K".into(), b"x".to_vec()));
     let msg = refused(&tar_of(&m), &key);
     assert!(
-        msg.contains("\"records.jsonl\\x1b[1A\\x1b[2K\" refused: its name holds control characters"),
+        msg.contains(
+            "\"records.jsonl\\x1b[1A\\x1b[2K\" refused: its name holds control characters"
+        ),
         "{msg}"
     );
     assert!(!msg.contains('\x1b'), "{msg:?}");
@@ -552,5 +593,23 @@ fn what_a_bundle_says_is_escaped_in_errors() {
             && msg.contains("\\x1b[1A\\x1b[2K\\u{202e}verified"),
         "{msg}"
     );
-    assert!(!msg.contains('\x1b') && !msg.contains('\u{202e}'), "{msg:?}");
+    assert!(
+        !msg.contains('\x1b') && !msg.contains('\u{202e}'),
+        "{msg:?}"
+    );
+}
+
+#[test]
+fn a_manifest_naming_another_log_than_the_checkpoint_is_refused() {
+    let (bytes, key) = bundle(2);
+    let mut m = members(&bytes);
+    let manifest = String::from_utf8(get(&mut m, "runwarden-bundle.json").clone()).unwrap();
+    *get(&mut m, "runwarden-bundle.json") = manifest
+        .replace("runwarden/host-1", "runwarden/host-2")
+        .into_bytes();
+    assert_refused(
+        &tar_of(&m),
+        &key,
+        "the manifest says log \"runwarden/host-2\" but the signed checkpoint is of log \"runwarden/host-1\"",
+    );
 }
