@@ -978,63 +978,96 @@ fn esc(s: &str) -> String {
         .replace('"', "&quot;")
 }
 
+/// One row of the report and the outcome it tallies; `None` for a record that is not a
+/// runwarden statement.
+fn report_row(index: u64, envelope: &str) -> Option<(String, String)> {
+    let env = Envelope::from_json(envelope).ok()?;
+    let st = Statement::from_envelope(&env).ok()?;
+    let p = &st.predicate;
+    let why = match serde_json::to_value(&p.provenance) {
+        Ok(v) => match v["tier"].as_str() {
+            Some("manual") => format!(
+                "run by hand{}",
+                v["operator"]
+                    .as_str()
+                    .map(|o| format!(" by {o}"))
+                    .unwrap_or_default()
+            ),
+            Some("L1") => format!("rule {}", v["rule_id"].as_str().unwrap_or("?")),
+            Some("L2") => format!(
+                "planner {} ({})",
+                v["model"].as_str().unwrap_or("?"),
+                v["rationale"].as_str().unwrap_or("")
+            ),
+            Some("L3") => format!("approved by {}", v["approver"].as_str().unwrap_or("?")),
+            Some("none") => format!("nothing decided: {}", v["reason"].as_str().unwrap_or("?")),
+            _ => "?".into(),
+        },
+        Err(_) => "?".into(),
+    };
+    let calls = p.trace.as_array().map_or(0, Vec::len);
+    let denied = p
+        .trace
+        .as_array()
+        .map_or(0, |t| t.iter().filter(|e| e["allowed"] == false).count());
+    let row = format!(
+        "<tr><td>{}</td><td class=\"when\">{}</td><td>{}</td><td>{}</td><td>{} {}</td><td>{}</td><td class=\"s-{}\">{}</td><td>{}</td><td>{} ({} denied)</td></tr>\n",
+        index,
+        esc(&p.started_at),
+        esc(&p.tenant),
+        esc(&p.host_id),
+        esc(st.subject.first().map_or("?", |s| s.name.as_str())),
+        esc(&p.runbook_version),
+        esc(&why),
+        esc(p.outcome["status"].as_str().unwrap_or("?")),
+        esc(p.outcome["status"].as_str().unwrap_or("?")),
+        esc(&format!(
+            "{}{}",
+            p.outcome["summary"].as_str().unwrap_or(""),
+            if p.dry_run {
+                " (dry run: nothing was changed)"
+            } else {
+                ""
+            }
+        )),
+        calls,
+        denied,
+    );
+    Some((row, p.outcome["status"].as_str().unwrap_or("?").to_string()))
+}
+
+/// [`report_row`] of every record, on every core (verification makes the report again).
+fn report_rows(records: &[(u64, &str)]) -> Vec<Option<(String, String)>> {
+    let workers = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .clamp(1, 16);
+    let chunk = records.len().div_ceil(workers).max(1);
+    std::thread::scope(|s| {
+        let handles: Vec<_> = records
+            .chunks(chunk)
+            .map(|part| {
+                s.spawn(move || {
+                    part.iter()
+                        .map(|&(i, e)| report_row(i, e))
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap_or_default())
+            .collect()
+    })
+}
+
 /// A report a non-engineer can read: what ran where, when, why, with what outcome. Made
 /// from `records` (leaf index, envelope) alone, so verification can make it again.
 fn report_html(manifest: &Manifest, records: &[(u64, &str)], keys: &[VerifyingKey]) -> String {
     let mut rows = String::new();
     let mut tally: BTreeMap<String, usize> = BTreeMap::new();
-    for &(index, envelope) in records {
-        let Ok(env) = Envelope::from_json(envelope) else {
-            continue;
-        };
-        let Ok(st) = Statement::from_envelope(&env) else {
-            continue;
-        };
-        let p = &st.predicate;
-        let why = match serde_json::to_value(&p.provenance) {
-            Ok(v) => match v["tier"].as_str() {
-                Some("manual") => format!(
-                    "run by hand{}",
-                    v["operator"]
-                        .as_str()
-                        .map(|o| format!(" by {o}"))
-                        .unwrap_or_default()
-                ),
-                Some("L1") => format!("rule {}", v["rule_id"].as_str().unwrap_or("?")),
-                Some("L2") => format!(
-                    "planner {} ({})",
-                    v["model"].as_str().unwrap_or("?"),
-                    v["rationale"].as_str().unwrap_or("")
-                ),
-                Some("L3") => format!("approved by {}", v["approver"].as_str().unwrap_or("?")),
-                Some("none") => format!("nothing decided: {}", v["reason"].as_str().unwrap_or("?")),
-                _ => "?".into(),
-            },
-            Err(_) => "?".into(),
-        };
-        *tally
-            .entry(p.outcome["status"].as_str().unwrap_or("?").to_string())
-            .or_default() += 1;
-        let calls = p.trace.as_array().map_or(0, Vec::len);
-        let denied = p
-            .trace
-            .as_array()
-            .map_or(0, |t| t.iter().filter(|e| e["allowed"] == false).count());
-        rows.push_str(&format!(
-            "<tr><td>{}</td><td class=\"when\">{}</td><td>{}</td><td>{}</td><td>{} {}</td><td>{}</td><td class=\"s-{}\">{}</td><td>{}</td><td>{} ({} denied)</td></tr>\n",
-            index,
-            esc(&p.started_at),
-            esc(&p.tenant),
-            esc(&p.host_id),
-            esc(&st.subject[0].name),
-            esc(&p.runbook_version),
-            esc(&why),
-            esc(p.outcome["status"].as_str().unwrap_or("?")),
-            esc(p.outcome["status"].as_str().unwrap_or("?")),
-            esc(&format!("{}{}", p.outcome["summary"].as_str().unwrap_or(""), if p.dry_run { " (dry run: nothing was changed)" } else { "" })),
-            calls,
-            denied,
-        ));
+    for (row, status) in report_rows(records).into_iter().flatten() {
+        rows.push_str(&row);
+        *tally.entry(status).or_default() += 1;
     }
     let outcomes: Vec<String> = tally
         .iter()

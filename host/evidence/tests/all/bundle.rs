@@ -304,7 +304,10 @@ fn a_sparse_member_claiming_4_gib_is_refused_before_anything_is_read() {
     out.extend_from_slice(&[0; 1024]);
     assert!(out.len() < 10_000, "a small file: {}", out.len());
     let (_, counted) = allocated_by(|| std::hint::black_box(vec![0u8; 4 << 20]));
-    assert!(counted >= 4 << 20, "the allocation counter counts: {counted}");
+    assert!(
+        counted >= 4 << 20,
+        "the allocation counter counts: {counted}"
+    );
 
     let (result, bytes_allocated) =
         allocated_by(|| verify_bundle(out.as_slice(), std::slice::from_ref(&key), None));
