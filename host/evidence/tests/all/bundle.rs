@@ -618,3 +618,50 @@ fn a_manifest_naming_another_log_than_the_checkpoint_is_refused() {
         "the manifest says log \"runwarden/host-2\" but the signed checkpoint is of log \"runwarden/host-1\"",
     );
 }
+
+/// The README's tampering walk-through: a bundle extracted and repacked with GNU tar (which
+/// adds the `keys/` directory) is read, and the record deleted from it is named.
+#[test]
+fn a_bundle_repacked_with_tar_is_read_and_the_deleted_record_named() {
+    let (bytes, key) = bundle(3);
+    let d = tempfile::tempdir().unwrap();
+    let tar = |args: &[&str]| {
+        let o = std::process::Command::new("tar")
+            .args(args)
+            .current_dir(d.path())
+            .output()
+            .expect("tar is installed");
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    };
+    std::fs::write(d.path().join("bundle.tar"), &bytes).unwrap();
+    std::fs::create_dir(d.path().join("t")).unwrap();
+    tar(&["-xf", "bundle.tar", "-C", "t"]);
+    let names = [
+        "runwarden-bundle.json",
+        "checkpoint.txt",
+        "records.jsonl",
+        "consistency.json",
+        "keys",
+        "report.html",
+    ];
+    let repack = |out: &str| {
+        let mut args = vec!["-cf", out, "-C", "t"];
+        args.extend(names);
+        tar(&args);
+        std::fs::read(d.path().join(out)).unwrap()
+    };
+    let same = repack("same.tar");
+    let v = verify_bundle(same.as_slice(), std::slice::from_ref(&key), None).unwrap();
+    assert_eq!(v.records, 3);
+
+    let records = d.path().join("t/records.jsonl");
+    let text = std::fs::read_to_string(&records).unwrap();
+    let mut lines: Vec<&str> = text.lines().collect();
+    lines.remove(1);
+    std::fs::write(&records, format!("{}\n", lines.join("\n"))).unwrap();
+    assert_refused(
+        &repack("tampered.tar"),
+        &key,
+        "record 1: missing from a complete bundle (removed)",
+    );
+}
