@@ -439,3 +439,69 @@ fn escape_sequences_in_a_bundle_cannot_rewrite_the_failed_line() {
         "\\x1b[1A\\x1b[2Kverified",
     );
 }
+
+#[test]
+fn evidence_list_and_show_escape_what_a_record_holds() {
+    use runwarden_evidence::{Invocation, NewRecord, Provenance, Statement, Store};
+    let d = tempfile::tempdir().unwrap();
+    setup(d.path(), 1);
+    let key =
+        runwarden_evidence::read_signing_key(&d.path().join("signing-keys/cli-test.key")).unwrap();
+    let evil = "x\x1b[1A\x1b[2Khealed\u{202e}";
+    let escaped = "x\\x1b[1A\\x1b[2Khealed\\u{202e}";
+    let envelope = Statement::new(
+        evil,
+        "c73b7727a07ab051d5b3458b7d72c85ee2ff4b5c2c3e790e6ffa5ec3cabc3c9d",
+        Invocation {
+            invocation_id: evil.into(),
+            tenant: evil.into(),
+            host_id: evil.into(),
+            key_id: key.verifying_key().key_id_hex(),
+            provenance: Provenance::Manual { operator: None },
+            runbook_version: evil.into(),
+            grant_digest: None,
+            grant: None,
+            params: serde_json::json!({}),
+            trace: serde_json::json!([]),
+            outcome: serde_json::json!({"status": evil, "summary": evil, "details": {}}),
+            started_at: runwarden_evidence::rfc3339_ms(0),
+            ended_at: runwarden_evidence::rfc3339_ms(1),
+            duration_us: 1000,
+            fuel_consumed: 1,
+            dry_run: false,
+            incident_id: None,
+            guardrails: None,
+        },
+    )
+    .sign(&key)
+    .unwrap();
+    let db = d.path().join("evidence.db");
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(async {
+            let store = Store::open(db.to_str().unwrap()).await.unwrap();
+            store
+                .append(NewRecord {
+                    envelope: envelope.to_json().into_bytes(),
+                    invocation_id: evil.into(),
+                    host_id: evil.into(),
+                    runbook: evil.into(),
+                    status: evil.into(),
+                    started_at_ms: 0,
+                })
+                .await
+                .unwrap();
+        });
+    for args in [&["evidence", "list"][..], &["evidence", "show", "1"]] {
+        let o = runwarden(d.path(), args);
+        assert!(o.status.success(), "{args:?}: {}", stderr(&o));
+        let out = String::from_utf8_lossy(&o.stdout);
+        assert!(out.contains(escaped), "{args:?}: {out:?}");
+        assert!(
+            !out.contains('\x1b') && !out.contains('\u{202e}'),
+            "{args:?}: raw controls reached the terminal: {out:?}"
+        );
+    }
+}
