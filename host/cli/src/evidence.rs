@@ -320,14 +320,15 @@ pub fn evidence(cmd: EvidenceCommand, data_dir: &Path, log: &LogArgs) -> anyhow:
                             })
                         );
                     } else {
+                        let e = |t: &str| ev::escape_control(t).into_owned();
                         println!(
                             "{:>6}  {}  {:<16} {:<18} {:<14} {}",
                             r.index,
                             ev::rfc3339_ms(r.started_at_ms.max(0) as u64),
-                            r.host_id,
-                            r.runbook,
-                            r.status,
-                            r.invocation_id
+                            e(&r.host_id),
+                            e(&r.runbook),
+                            e(&r.status),
+                            e(&r.invocation_id)
                         );
                     }
                 }
@@ -347,8 +348,8 @@ pub fn evidence(cmd: EvidenceCommand, data_dir: &Path, log: &LogArgs) -> anyhow:
                 println!(
                     "exported {} record(s) of {} to {} (checkpoint size {}, {})",
                     bundle.records.len(),
-                    bundle.manifest.origin,
-                    out.display(),
+                    ev::escape_control(&bundle.manifest.origin),
+                    ev::escape_control(&out.display().to_string()),
                     bundle.manifest.tree_size,
                     if bundle.manifest.complete { "complete log" } else { "filtered" }
                 );
@@ -384,14 +385,17 @@ pub fn evidence(cmd: EvidenceCommand, data_dir: &Path, log: &LogArgs) -> anyhow:
                         }))?
                     );
                 } else {
+                    // Every field was written by someone else (a runbook's summary, a host id):
+                    // printed with control characters escaped.
+                    let say = |line: String| println!("{}", ev::escape_control(&line));
                     let p = &statement.predicate;
-                    println!("record {index} of {size}");
-                    println!("runbook:    {} {} (sha256 {})", statement.subject[0].name, p.runbook_version, statement.sha256().unwrap_or("?"));
-                    println!("invocation: {} on {} for {} ({})", p.invocation_id, p.host_id, p.tenant, serde_json::to_string(&p.provenance)?);
-                    println!("when:       {} → {}{}", p.started_at, p.ended_at, if p.dry_run { " [dry run]" } else { "" });
-                    println!("outcome:    {} — {}", p.outcome["status"].as_str().unwrap_or("?"), p.outcome["summary"].as_str().unwrap_or(""));
-                    println!("host calls: {}", p.trace.as_array().map_or(0, Vec::len));
-                    println!("signature:  {signature}");
+                    say(format!("record {index} of {size}"));
+                    say(format!("runbook:    {} {} (sha256 {})", statement.subject[0].name, p.runbook_version, statement.sha256().unwrap_or("?")));
+                    say(format!("invocation: {} on {} for {} ({})", p.invocation_id, p.host_id, p.tenant, serde_json::to_string(&p.provenance)?));
+                    say(format!("when:       {} → {}{}", p.started_at, p.ended_at, if p.dry_run { " [dry run]" } else { "" }));
+                    say(format!("outcome:    {} — {}", p.outcome["status"].as_str().unwrap_or("?"), p.outcome["summary"].as_str().unwrap_or("")));
+                    say(format!("host calls: {}", p.trace.as_array().map_or(0, Vec::len)));
+                    say(format!("signature:  {signature}"));
                     println!(
                         "inclusion:  {} in the tree of size {size} with root {} ({} proof hashes)",
                         if included { "verified" } else { "FAILED" },
@@ -417,12 +421,17 @@ fn verify(bundle: &Path, keys: &[PathBuf], since: Option<&Path>) -> anyhow::Resu
     let file =
         std::fs::File::open(bundle).with_context(|| format!("cannot open {}", bundle.display()))?;
     match ev::verify_bundle(std::io::BufReader::new(file), &trusted, since.as_deref()) {
+        // Both quote the bundle: printed with control characters escaped, so nothing in it
+        // can rewrite the line that says whether it verified.
         Ok(v) => {
-            println!("{v}");
+            println!("{}", ev::escape_control(&v.to_string()));
             Ok(ExitCode::SUCCESS)
         }
         Err(e) => {
-            eprintln!("verification FAILED: {e}");
+            eprintln!(
+                "verification FAILED: {}",
+                ev::escape_control(&e.to_string())
+            );
             Ok(ExitCode::FAILURE)
         }
     }

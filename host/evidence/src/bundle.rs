@@ -8,18 +8,43 @@ use crate::dsse::Envelope;
 use crate::keys::VerifyingKey;
 use crate::merkle::{Hash, leaf_hash, verify_consistency, verify_inclusion};
 use crate::record::{Statement, rfc3339_ms};
+use crate::text::escape_control;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::io::Read;
 
-/// The bundle format version this code writes and reads. Version 1 (hex proofs, the
-/// envelope as an escaped string) was never released.
-pub const BUNDLE_VERSION: u32 = 2;
+/// The bundle format version this code writes. Version 3 adds the manifest's `members`
+/// (each member's size); version 2 bundles, which lack it, still verify. Version 1 (hex
+/// proofs, the envelope as an escaped string) was never released.
+pub const BUNDLE_VERSION: u32 = 3;
+/// The oldest bundle format this code reads.
+const OLDEST_VERSION: u32 = 2;
 const MANIFEST: &str = "runwarden-bundle.json";
 const RECORDS: &str = "records.jsonl";
 const CHECKPOINT: &str = "checkpoint.txt";
-/// Largest member a bundle may hold (a corrupt size field must not exhaust memory).
+const CONSISTENCY: &str = "consistency.json";
+const REPORT: &str = "report.html";
+const KEYS_DIR: &str = "keys/";
+
+// Caps checked against each member's header before a byte of it is read, so that a size
+// field (or a sparse map) cannot make verification allocate more than the file holds.
+/// The manifest: a few fields and the export's filter.
+const MAX_MANIFEST: u64 = 1 << 20;
+/// A signed note: the checkpoint body and a few signature lines.
+const MAX_CHECKPOINT: u64 = 64 << 10;
+/// One `keys/KEYID.pub`: one line of key text.
+const MAX_KEY_FILE: u64 = 4 << 10;
+/// How many `keys/*.pub` members a bundle may hold.
+const MAX_KEYS: usize = 256;
+/// One line of `records.jsonl` (a version 2 bundle's records are capped at this many bytes
+/// per record its manifest lists).
+const MAX_RECORD_LINE: u64 = 16 << 20;
+/// One entry of `consistency.json`: a proof of at most 2 × 64 hashes, base64, and its size.
+const MAX_CONSISTENCY_ENTRY: u64 = 12 << 10;
+/// Records, consistency proofs or the report.
 const MAX_MEMBER: u64 = 4 << 30;
+/// Every member together.
+const MAX_TOTAL: u64 = 8 << 30;
 
 /// What the bundle says about itself.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -39,6 +64,11 @@ pub struct Manifest {
     pub filter: serde_json::Value,
     /// When the bundle was made (RFC 3339).
     pub created_at: String,
+    /// The size in bytes of every other member, by name (format 3; empty in format 2).
+    /// Verification refuses a member that is not listed or larger than listed, before
+    /// reading it. [`BundleContents::write`] fills it in.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub members: BTreeMap<String, u64>,
 }
 
 /// One record of a bundle. In `records.jsonl` it is one line,
@@ -126,8 +156,10 @@ pub struct BundleContents {
 }
 
 /// Why a bundle did not verify. `record` names the first bad record when there is one.
+/// Displayed with control characters escaped ([`escape_control`]): the message quotes what
+/// the bundle holds.
 #[derive(Debug, thiserror::Error)]
-#[error("{}{message}", record.map(|r| format!("record {r}: ")).unwrap_or_default())]
+#[error("{}{}", record.map(|r| format!("record {r}: ")).unwrap_or_default(), escape_control(message))]
 pub struct BundleError {
     /// Leaf index of the first bad record, when the problem is a record.
     pub record: Option<u64>,
@@ -159,19 +191,9 @@ pub fn hash_hex(h: &Hash) -> String {
 }
 
 impl BundleContents {
-    /// Write the bundle as a tar archive.
+    /// Write the bundle as a tar archive: the manifest first, listing every other member's
+    /// size, then the members.
     pub fn write(&self, out: impl std::io::Write) -> std::io::Result<()> {
-        let mut tar = tar::Builder::new(out);
-        let mut add = |name: &str, data: &[u8]| {
-            let mut h = tar::Header::new_gnu();
-            h.set_size(data.len() as u64);
-            h.set_mode(0o644);
-            h.set_mtime(0);
-            h.set_cksum();
-            tar.append_data(&mut h, name, data)
-        };
-        add(MANIFEST, &serde_json::to_vec_pretty(&self.manifest)?)?;
-        add(CHECKPOINT, self.checkpoint_note.as_bytes())?;
         let mut lines = Vec::new();
         for r in &self.records {
             // The envelope goes in verbatim: it must be one line of JSON.
@@ -194,15 +216,46 @@ impl BundleContents {
             lines.extend_from_slice(r.envelope.as_bytes());
             lines.extend_from_slice(b"}\n");
         }
-        add(RECORDS, &lines)?;
-        add("consistency.json", &serde_json::to_vec(&self.consistency)?)?;
+        let mut members: Vec<(String, Vec<u8>)> = vec![
+            (CHECKPOINT.into(), self.checkpoint_note.clone().into_bytes()),
+            (RECORDS.into(), lines),
+            (CONSISTENCY.into(), serde_json::to_vec(&self.consistency)?),
+        ];
         for k in &self.keys {
-            add(
-                &format!("keys/{}.pub", k.key_id_hex()),
-                format!("{}\n", k.to_text()).as_bytes(),
-            )?;
+            members.push((
+                format!("{KEYS_DIR}{}.pub", k.key_id_hex()),
+                format!("{}\n", k.to_text()).into_bytes(),
+            ));
         }
-        add("report.html", report_html(self).as_bytes())?;
+        let records: Vec<(u64, &str)> = self
+            .records
+            .iter()
+            .map(|r| (r.index, r.envelope.as_str()))
+            .collect();
+        members.push((
+            REPORT.into(),
+            report_html(&self.manifest, &records, &self.keys).into_bytes(),
+        ));
+        let mut manifest = self.manifest.clone();
+        manifest.version = BUNDLE_VERSION;
+        manifest.members = members
+            .iter()
+            .map(|(name, data)| (name.clone(), data.len() as u64))
+            .collect();
+
+        let mut tar = tar::Builder::new(out);
+        let mut add = |name: &str, data: &[u8]| {
+            let mut h = tar::Header::new_gnu();
+            h.set_size(data.len() as u64);
+            h.set_mode(0o644);
+            h.set_mtime(0);
+            h.set_cksum();
+            tar.append_data(&mut h, name, data)
+        };
+        add(MANIFEST, &serde_json::to_vec_pretty(&manifest)?)?;
+        for (name, data) in &members {
+            add(name, data)?;
+        }
         tar.into_inner()?.flush()
     }
 }
@@ -230,7 +283,7 @@ impl std::fmt::Display for Verified {
             f,
             "verified {} records of {} ({}), tree size {}, root {}",
             self.records,
-            self.origin,
+            escape_control(&self.origin),
             if self.complete {
                 "complete log"
             } else {
@@ -246,33 +299,326 @@ impl std::fmt::Display for Verified {
     }
 }
 
-/// Read a bundle's members (name → bytes).
-fn read_members(bundle: impl Read) -> Result<BTreeMap<String, Vec<u8>>, BundleError> {
-    let mut members = BTreeMap::new();
+/// A bundle's members as read: the manifest, and every other member in archive order.
+struct Members {
+    manifest: Manifest,
+    list: Vec<(String, Vec<u8>)>,
+}
+
+impl Members {
+    fn get(&self, name: &str) -> Option<&[u8]> {
+        self.list
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, d)| d.as_slice())
+    }
+
+    fn require(&self, name: &str) -> Result<&[u8], BundleError> {
+        self.get(name).ok_or_else(|| {
+            bad(format!(
+                "bundle has no {name}: corrupt or not a runwarden bundle"
+            ))
+        })
+    }
+}
+
+/// What a member is, by its name.
+#[derive(Clone, Copy, PartialEq)]
+enum Kind {
+    Manifest,
+    Checkpoint,
+    Records,
+    Consistency,
+    Report,
+    Key,
+}
+
+fn kind_of(name: &str) -> Option<Kind> {
+    Some(match name {
+        MANIFEST => Kind::Manifest,
+        CHECKPOINT => Kind::Checkpoint,
+        RECORDS => Kind::Records,
+        CONSISTENCY => Kind::Consistency,
+        REPORT => Kind::Report,
+        _ => {
+            let id = name.strip_prefix(KEYS_DIR)?.strip_suffix(".pub")?;
+            let hex = |b: u8| b.is_ascii_digit() || (b'a'..=b'f').contains(&b);
+            if id.len() != 8 || !id.bytes().all(hex) {
+                return None;
+            }
+            Kind::Key
+        }
+    })
+}
+
+/// A member name for messages: quoted, control characters escaped.
+fn shown(name: &[u8]) -> String {
+    format!("\"{}\"", escape_control(&String::from_utf8_lossy(name)))
+}
+
+fn refused(name: &[u8], why: impl std::fmt::Display) -> BundleError {
+    bad(format!(
+        "bundle member {} refused: {why}; re-export the bundle",
+        shown(name)
+    ))
+}
+
+/// The member's name, if it is a plain relative path inside the bundle.
+fn member_name(raw: &[u8]) -> Result<&str, BundleError> {
+    let name = std::str::from_utf8(raw).map_err(|_| refused(raw, "its name is not UTF-8"))?;
+    if name.is_empty() {
+        return Err(refused(raw, "it has no name"));
+    }
+    if name.chars().any(crate::text::is_unsafe_char) {
+        return Err(refused(raw, "its name holds control characters"));
+    }
+    if name.contains('\\') {
+        return Err(refused(raw, "its name holds a backslash"));
+    }
+    let drive = name.len() >= 2 && name.as_bytes()[1] == b':';
+    if name.starts_with('/') || drive {
+        return Err(refused(raw, "absolute path"));
+    }
+    if name.split('/').any(|c| c == "..") {
+        return Err(refused(raw, "path leaves the bundle"));
+    }
+    Ok(name)
+}
+
+/// Parse the manifest: a version this code reads, and (format 3) only expected member
+/// names whose sizes are within the caps.
+fn parse_manifest(data: &[u8]) -> Result<Manifest, BundleError> {
+    let value: serde_json::Value =
+        serde_json::from_slice(data).map_err(|e| bad(format!("{MANIFEST} is not JSON: {e}")))?;
+    match value.get("version").and_then(|v| v.as_u64()) {
+        Some(v) if (u64::from(OLDEST_VERSION)..=u64::from(BUNDLE_VERSION)).contains(&v) => {}
+        Some(v) => {
+            return Err(bad(format!(
+                "unknown bundle version {v}; this runwarden reads versions {OLDEST_VERSION} to {BUNDLE_VERSION}: upgrade runwarden"
+            )));
+        }
+        None => return Err(bad(format!("{MANIFEST} has no version"))),
+    }
+    let m: Manifest = serde_json::from_value(value).map_err(|e| bad(format!("{MANIFEST}: {e}")))?;
+    if m.version >= 3 {
+        if m.members.is_empty() {
+            return Err(bad(format!(
+                "{MANIFEST} lists no members: corrupt; re-export the bundle"
+            )));
+        }
+        let mut total = 0u64;
+        let mut keys = 0;
+        for (name, &size) in &m.members {
+            let kind = kind_of(name).filter(|k| *k != Kind::Manifest).ok_or_else(|| {
+                bad(format!(
+                    "{MANIFEST} lists a member {} that is not part of a runwarden bundle; re-export the bundle",
+                    shown(name.as_bytes())
+                ))
+            })?;
+            keys += usize::from(kind == Kind::Key);
+            if size > fixed_cap(kind) || keys > MAX_KEYS {
+                return Err(bad(format!(
+                    "{MANIFEST} declares member {} of {size} bytes, more than a bundle may hold; re-export the bundle",
+                    shown(name.as_bytes())
+                )));
+            }
+            total = total.saturating_add(size);
+        }
+        if total > MAX_TOTAL {
+            return Err(bad(format!(
+                "{MANIFEST} declares {total} bytes of members, more than the {MAX_TOTAL} a bundle may hold"
+            )));
+        }
+    } else if !m.members.is_empty() {
+        return Err(bad(format!(
+            "{MANIFEST}: a version {} manifest has no members field",
+            m.version
+        )));
+    }
+    Ok(m)
+}
+
+/// The largest member of `kind` any bundle may hold.
+fn fixed_cap(kind: Kind) -> u64 {
+    match kind {
+        Kind::Manifest => MAX_MANIFEST,
+        Kind::Checkpoint => MAX_CHECKPOINT,
+        Kind::Key => MAX_KEY_FILE,
+        Kind::Records | Kind::Consistency | Kind::Report => MAX_MEMBER,
+    }
+}
+
+/// The largest a member may be, given the manifest: what format 3 declares, else a cap
+/// derived from the counts a format 2 manifest states.
+fn cap(m: &Manifest, kind: Kind, name: &str) -> Result<u64, BundleError> {
+    if m.version >= 3 {
+        return m
+            .members
+            .get(name)
+            .copied()
+            .ok_or_else(|| refused(name.as_bytes(), format!("{MANIFEST} does not list it")));
+    }
+    let derived = match kind {
+        Kind::Records => m.record_count.saturating_mul(MAX_RECORD_LINE),
+        Kind::Consistency => m
+            .tree_size
+            .saturating_mul(MAX_CONSISTENCY_ENTRY)
+            .saturating_add(2),
+        Kind::Report => m
+            .record_count
+            .saturating_mul(MAX_RECORD_LINE)
+            .saturating_add(1 << 20),
+        _ => u64::MAX,
+    };
+    Ok(derived.min(fixed_cap(kind)))
+}
+
+/// What a tar entry type is, for a message refusing it.
+fn type_name(t: tar::EntryType) -> String {
+    use tar::EntryType as T;
+    match t {
+        T::Link => "a hard link".into(),
+        T::Symlink => "a symbolic link".into(),
+        T::Char | T::Block => "a device".into(),
+        T::Fifo => "a FIFO".into(),
+        T::Directory => "a directory".into(),
+        T::GNUSparse => "a sparse file".into(),
+        T::XHeader | T::XGlobalHeader => "a pax extended header".into(),
+        T::GNULongName | T::GNULongLink => "a GNU long-name header".into(),
+        other => format!("a tar entry of type {:?}", other.as_byte() as char),
+    }
+}
+
+/// Read a bundle's members, strictly and within bounds: the manifest first, then only the
+/// members a bundle has, each a regular file, once, no larger than the manifest allows —
+/// all checked on the header, before the member is read. Tar extensions are not
+/// interpreted (no member name needs one), so what is read here is what `tar -x` extracts.
+fn read_members(bundle: impl Read) -> Result<Members, BundleError> {
     let mut archive = tar::Archive::new(bundle);
     let entries = archive
         .entries()
-        .map_err(|e| bad(format!("not a runwarden bundle (tar): {e}")))?;
+        .map_err(|e| bad(format!("not a runwarden bundle (tar): {e}")))?
+        .raw(true);
+    let mut manifest: Option<Manifest> = None;
+    let mut list: Vec<(String, Vec<u8>)> = Vec::new();
+    let mut keys_dir = false;
+    let mut keys = 0usize;
+    let mut total = 0u64;
     for entry in entries {
         let mut entry = entry.map_err(|e| bad(format!("corrupt or truncated bundle: {e}")))?;
-        let name = entry
-            .path()
-            .map_err(|e| bad(format!("corrupt bundle entry name: {e}")))?
-            .display()
-            .to_string();
-        if entry.size() > MAX_MEMBER {
+        let raw = entry.path_bytes().into_owned();
+        let etype = entry.header().entry_type();
+        // Header sizes, not the entry's: a sparse map or pax record may claim another.
+        let size = entry
+            .header()
+            .entry_size()
+            .map_err(|e| bad(format!("corrupt bundle member {}: {e}", shown(&raw))))?;
+        // `tar -cf … keys` adds the directory itself: harmless, once, empty.
+        if etype.is_dir() && matches!(raw.as_slice(), b"keys/" | b"keys") && size == 0 {
+            if std::mem::replace(&mut keys_dir, true) {
+                return Err(refused(&raw, "it appears twice"));
+            }
+            continue;
+        }
+        if etype != tar::EntryType::Regular {
+            return Err(refused(
+                &raw,
+                format!(
+                    "it is {}; a bundle holds only regular files",
+                    type_name(etype)
+                ),
+            ));
+        }
+        let name = member_name(&raw)?;
+        let kind = kind_of(name).ok_or_else(|| {
+            refused(
+                &raw,
+                format!(
+                    "not part of a runwarden bundle (which holds {MANIFEST}, {CHECKPOINT}, {RECORDS}, {CONSISTENCY}, {REPORT} and {KEYS_DIR}KEYID.pub)"
+                ),
+            )
+        })?;
+        let twice = match kind {
+            Kind::Manifest => manifest.is_some(),
+            _ => list.iter().any(|(n, _)| n == name),
+        };
+        if twice {
+            return Err(refused(&raw, "it appears twice"));
+        }
+        let limit = match &manifest {
+            None if kind == Kind::Manifest => MAX_MANIFEST,
+            None => {
+                return Err(refused(
+                    &raw,
+                    format!("it comes before {MANIFEST}, which must be the first member"),
+                ));
+            }
+            Some(m) => cap(m, kind, name)?,
+        };
+        if kind == Kind::Key {
+            keys += 1;
+            if keys > MAX_KEYS {
+                return Err(refused(
+                    &raw,
+                    format!("a bundle holds at most {MAX_KEYS} keys"),
+                ));
+            }
+        }
+        if size > limit {
+            let declared = if manifest.as_ref().is_some_and(|m| m.version >= 3) {
+                format!("{MANIFEST} declares {limit}")
+            } else {
+                format!("at most {limit} are allowed")
+            };
+            return Err(refused(&raw, format!("it is {size} bytes but {declared}")));
+        }
+        total += size;
+        if total > MAX_TOTAL {
+            return Err(refused(
+                &raw,
+                format!("the bundle's members exceed {MAX_TOTAL} bytes in all"),
+            ));
+        }
+        // Grows with what is actually read, never with what a header claims.
+        let mut data = Vec::with_capacity(size.min(1 << 20) as usize);
+        (&mut entry)
+            .take(size)
+            .read_to_end(&mut data)
+            .map_err(|e| {
+                bad(format!(
+                    "corrupt or truncated bundle at {}: {e}",
+                    shown(&raw)
+                ))
+            })?;
+        if data.len() as u64 != size {
             return Err(bad(format!(
-                "bundle member {name} claims {} bytes: corrupt",
-                entry.size()
+                "truncated bundle: member {} ends after {} of its {size} bytes",
+                shown(&raw),
+                data.len()
             )));
         }
-        let mut data = Vec::new();
-        entry
-            .read_to_end(&mut data)
-            .map_err(|e| bad(format!("corrupt or truncated bundle at {name}: {e}")))?;
-        members.insert(name, data);
+        if kind == Kind::Manifest {
+            manifest = Some(parse_manifest(&data)?);
+        } else {
+            list.push((name.to_string(), data));
+        }
     }
-    Ok(members)
+    let manifest = manifest.ok_or_else(|| {
+        bad(format!(
+            "bundle has no {MANIFEST}: corrupt or not a runwarden bundle"
+        ))
+    })?;
+    if let Some(missing) = manifest
+        .members
+        .keys()
+        .find(|name| !list.iter().any(|(n, _)| n == *name))
+    {
+        return Err(bad(format!(
+            "bundle member {} is listed in {MANIFEST} but missing; re-export the bundle",
+            shown(missing.as_bytes())
+        )));
+    }
+    Ok(Members { manifest, list })
 }
 
 /// Verify a bundle against `trusted` keys; optionally against an earlier checkpoint note
@@ -283,32 +629,21 @@ pub fn verify_bundle(
     since_checkpoint: Option<&str>,
 ) -> Result<Verified, BundleError> {
     let members = read_members(bundle)?;
-    let get = |name: &str| {
-        members.get(name).ok_or_else(|| {
-            bad(format!(
-                "bundle has no {name}: corrupt or not a runwarden bundle"
-            ))
-        })
-    };
-    let manifest: serde_json::Value = serde_json::from_slice(get(MANIFEST)?)
-        .map_err(|e| bad(format!("{MANIFEST} is not JSON: {e}")))?;
-    match manifest.get("version").and_then(|v| v.as_u64()) {
-        Some(v) if v == u64::from(BUNDLE_VERSION) => {}
-        Some(v) => {
-            return Err(bad(format!(
-                "unknown bundle version {v}; this runwarden reads version {BUNDLE_VERSION}"
-            )));
-        }
-        None => return Err(bad(format!("{MANIFEST} has no version"))),
-    }
-    let manifest: Manifest =
-        serde_json::from_value(manifest).map_err(|e| bad(format!("{MANIFEST}: {e}")))?;
+    let get = |name: &str| members.require(name);
+    let manifest = &members.manifest;
     let note = std::str::from_utf8(get(CHECKPOINT)?).map_err(|_| bad("checkpoint is not UTF-8"))?;
     let cp = Checkpoint::parse(note, trusted).map_err(|e| bad(format!("checkpoint: {e}")))?;
     if cp.size != manifest.tree_size {
         return Err(bad(format!(
             "the manifest says tree size {} but the signed checkpoint says {}",
             manifest.tree_size, cp.size
+        )));
+    }
+    // The report names the log from the manifest: it must be the log that signed.
+    if cp.origin != manifest.origin {
+        return Err(bad(format!(
+            "the manifest says log {:?} but the signed checkpoint is of log {:?}",
+            manifest.origin, cp.origin
         )));
     }
 
@@ -421,6 +756,7 @@ pub fn verify_bundle(
             ),
         ));
     }
+    check_report(&members, &records)?;
     Ok(Verified {
         records: count,
         tree_size: cp.size,
@@ -429,6 +765,42 @@ pub fn verify_bundle(
         consistent_with,
         complete: manifest.complete,
     })
+}
+
+/// The bundle's report is unsigned: it must be exactly the report of the records just
+/// verified, or the bundle is refused. The keys it lists must be the key files beside it.
+fn check_report(members: &Members, records: &[Line]) -> Result<(), BundleError> {
+    let mut keys = Vec::new();
+    for (name, data) in &members.list {
+        if kind_of(name) != Some(Kind::Key) {
+            continue;
+        }
+        let key = std::str::from_utf8(data)
+            .ok()
+            .and_then(|t| t.strip_suffix('\n'))
+            .and_then(|t| VerifyingKey::from_text(t).ok())
+            .filter(|k| *name == format!("{KEYS_DIR}{}.pub", k.key_id_hex()))
+            .ok_or_else(|| {
+                refused(
+                    name.as_bytes(),
+                    "it is not the public key its name says (one line of key text, named by its key id)",
+                )
+            })?;
+        keys.push(key);
+    }
+    let Some(report) = members.get(REPORT) else {
+        return Ok(());
+    };
+    let records: Vec<(u64, &str)> = records
+        .iter()
+        .map(|r| (r.index, r.envelope.get()))
+        .collect();
+    if report != report_html(&members.manifest, &records, &keys).as_bytes() {
+        return Err(bad(format!(
+            "{REPORT} is not the report of the records in this bundle (altered or forged): do not rely on it; re-export the bundle"
+        )));
+    }
+    Ok(())
 }
 
 /// The envelope's claims about itself: enough to know it is a runwarden statement without
@@ -606,62 +978,96 @@ fn esc(s: &str) -> String {
         .replace('"', "&quot;")
 }
 
-/// A report a non-engineer can read: what ran where, when, why, with what outcome.
-fn report_html(b: &BundleContents) -> String {
+/// One row of the report and the outcome it tallies; `None` for a record that is not a
+/// runwarden statement.
+fn report_row(index: u64, envelope: &str) -> Option<(String, String)> {
+    let env = Envelope::from_json(envelope).ok()?;
+    let st = Statement::from_envelope(&env).ok()?;
+    let p = &st.predicate;
+    let why = match serde_json::to_value(&p.provenance) {
+        Ok(v) => match v["tier"].as_str() {
+            Some("manual") => format!(
+                "run by hand{}",
+                v["operator"]
+                    .as_str()
+                    .map(|o| format!(" by {o}"))
+                    .unwrap_or_default()
+            ),
+            Some("L1") => format!("rule {}", v["rule_id"].as_str().unwrap_or("?")),
+            Some("L2") => format!(
+                "planner {} ({})",
+                v["model"].as_str().unwrap_or("?"),
+                v["rationale"].as_str().unwrap_or("")
+            ),
+            Some("L3") => format!("approved by {}", v["approver"].as_str().unwrap_or("?")),
+            Some("none") => format!("nothing decided: {}", v["reason"].as_str().unwrap_or("?")),
+            _ => "?".into(),
+        },
+        Err(_) => "?".into(),
+    };
+    let calls = p.trace.as_array().map_or(0, Vec::len);
+    let denied = p
+        .trace
+        .as_array()
+        .map_or(0, |t| t.iter().filter(|e| e["allowed"] == false).count());
+    let row = format!(
+        "<tr><td>{}</td><td class=\"when\">{}</td><td>{}</td><td>{}</td><td>{} {}</td><td>{}</td><td class=\"s-{}\">{}</td><td>{}</td><td>{} ({} denied)</td></tr>\n",
+        index,
+        esc(&p.started_at),
+        esc(&p.tenant),
+        esc(&p.host_id),
+        esc(st.subject.first().map_or("?", |s| s.name.as_str())),
+        esc(&p.runbook_version),
+        esc(&why),
+        esc(p.outcome["status"].as_str().unwrap_or("?")),
+        esc(p.outcome["status"].as_str().unwrap_or("?")),
+        esc(&format!(
+            "{}{}",
+            p.outcome["summary"].as_str().unwrap_or(""),
+            if p.dry_run {
+                " (dry run: nothing was changed)"
+            } else {
+                ""
+            }
+        )),
+        calls,
+        denied,
+    );
+    Some((row, p.outcome["status"].as_str().unwrap_or("?").to_string()))
+}
+
+/// [`report_row`] of every record, on every core (verification makes the report again).
+fn report_rows(records: &[(u64, &str)]) -> Vec<Option<(String, String)>> {
+    let workers = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .clamp(1, 16);
+    let chunk = records.len().div_ceil(workers).max(1);
+    std::thread::scope(|s| {
+        let handles: Vec<_> = records
+            .chunks(chunk)
+            .map(|part| {
+                s.spawn(move || {
+                    part.iter()
+                        .map(|&(i, e)| report_row(i, e))
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap_or_default())
+            .collect()
+    })
+}
+
+/// A report a non-engineer can read: what ran where, when, why, with what outcome. Made
+/// from `records` (leaf index, envelope) alone, so verification can make it again.
+fn report_html(manifest: &Manifest, records: &[(u64, &str)], keys: &[VerifyingKey]) -> String {
     let mut rows = String::new();
     let mut tally: BTreeMap<String, usize> = BTreeMap::new();
-    for r in &b.records {
-        let Ok(env) = Envelope::from_json(&r.envelope) else {
-            continue;
-        };
-        let Ok(st) = Statement::from_envelope(&env) else {
-            continue;
-        };
-        let p = &st.predicate;
-        let why = match serde_json::to_value(&p.provenance) {
-            Ok(v) => match v["tier"].as_str() {
-                Some("manual") => format!(
-                    "run by hand{}",
-                    v["operator"]
-                        .as_str()
-                        .map(|o| format!(" by {o}"))
-                        .unwrap_or_default()
-                ),
-                Some("L1") => format!("rule {}", v["rule_id"].as_str().unwrap_or("?")),
-                Some("L2") => format!(
-                    "planner {} ({})",
-                    v["model"].as_str().unwrap_or("?"),
-                    v["rationale"].as_str().unwrap_or("")
-                ),
-                Some("L3") => format!("approved by {}", v["approver"].as_str().unwrap_or("?")),
-                Some("none") => format!("nothing decided: {}", v["reason"].as_str().unwrap_or("?")),
-                _ => "?".into(),
-            },
-            Err(_) => "?".into(),
-        };
-        *tally
-            .entry(p.outcome["status"].as_str().unwrap_or("?").to_string())
-            .or_default() += 1;
-        let calls = p.trace.as_array().map_or(0, Vec::len);
-        let denied = p
-            .trace
-            .as_array()
-            .map_or(0, |t| t.iter().filter(|e| e["allowed"] == false).count());
-        rows.push_str(&format!(
-            "<tr><td>{}</td><td class=\"when\">{}</td><td>{}</td><td>{}</td><td>{} {}</td><td>{}</td><td class=\"s-{}\">{}</td><td>{}</td><td>{} ({} denied)</td></tr>\n",
-            r.index,
-            esc(&p.started_at),
-            esc(&p.tenant),
-            esc(&p.host_id),
-            esc(&st.subject[0].name),
-            esc(&p.runbook_version),
-            esc(&why),
-            esc(p.outcome["status"].as_str().unwrap_or("?")),
-            esc(p.outcome["status"].as_str().unwrap_or("?")),
-            esc(&format!("{}{}", p.outcome["summary"].as_str().unwrap_or(""), if p.dry_run { " (dry run: nothing was changed)" } else { "" })),
-            calls,
-            denied,
-        ));
+    for (row, status) in report_rows(records).into_iter().flatten() {
+        rows.push_str(&row);
+        *tally.entry(status).or_default() += 1;
     }
     let outcomes: Vec<String> = tally
         .iter()
@@ -678,8 +1084,7 @@ fn report_html(b: &BundleContents) -> String {
     .iter()
     .map(|(k, v)| format!("<dt>{k}</dt><dd>{v}</dd>"))
     .collect();
-    let keys: String = b
-        .keys
+    let keys: String = keys
         .iter()
         .map(|k| format!("<li><code>{}</code></li>", esc(&k.to_text())))
         .collect();
@@ -702,15 +1107,15 @@ Check it with <code>runwarden evidence verify BUNDLE --key KEY.pub</code>; this 
         } else {
             outcomes.join(", ")
         },
-        kind = if b.manifest.complete {
+        kind = if manifest.complete {
             "This is the complete log up to the checkpoint: nothing was left out."
         } else {
             "This is a filtered export: it proves each record shown is authentic and in the log, not that no others exist."
         },
-        origin = esc(&b.manifest.origin),
-        count = b.records.len(),
-        size = b.manifest.tree_size,
-        created = esc(&b.manifest.created_at),
+        origin = esc(&manifest.origin),
+        count = records.len(),
+        size = manifest.tree_size,
+        created = esc(&manifest.created_at),
     )
 }
 
@@ -777,6 +1182,7 @@ pub async fn export(
                 "runbook": filter.runbook, "status": filter.status,
             }),
             created_at: now_rfc3339(),
+            members: BTreeMap::new(),
         },
         checkpoint_note: note,
         records,

@@ -11,6 +11,7 @@
 //! - [`record`](Statement): the in-toto statement of one invocation.
 //! - [`bundle`](verify_bundle): auditor bundles and their offline verification.
 //! - [`store`](Store): the durable, append-only log in SQLite or PostgreSQL.
+//! - [`escape_control`]: outside text made safe to print on a terminal.
 
 mod bundle;
 mod checkpoint;
@@ -20,6 +21,7 @@ mod keys;
 mod merkle;
 mod record;
 mod store;
+mod text;
 
 pub use bundle::{
     BUNDLE_VERSION, BundleContents, BundleError, BundleRecord, Consistency, Manifest, Verified,
@@ -38,3 +40,4 @@ pub use record::{
     rfc3339_ms,
 };
 pub use store::{Filter, NewRecord, Store, StoredRecord};
+pub use text::{escape_control, is_unsafe_char};

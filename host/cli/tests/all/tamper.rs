@@ -25,9 +25,32 @@ impl Bundle {
         Bundle { members }
     }
 
+    /// Write it back, the manifest's declared member sizes edited to match (as a forger
+    /// would), so each tampering reaches the check it is aimed at.
     fn write(&self, path: &Path) {
+        let mut members = self.members.clone();
+        let sizes: serde_json::Map<String, serde_json::Value> = members
+            .iter()
+            .filter(|(n, _)| n != "runwarden-bundle.json")
+            .map(|(n, d)| (n.clone(), d.len().into()))
+            .collect();
+        if let Some((_, m)) = members
+            .iter_mut()
+            .find(|(n, _)| n == "runwarden-bundle.json")
+        {
+            let mut v: serde_json::Value = serde_json::from_slice(m).unwrap();
+            if v.get("members").is_some() {
+                v["members"] = sizes.into();
+                *m = serde_json::to_vec_pretty(&v).unwrap();
+            }
+        }
+        Self::write_raw(&members, path);
+    }
+
+    /// Write `members` as they are.
+    fn write_raw(members: &[(String, Vec<u8>)], path: &Path) {
         let mut b = tar::Builder::new(std::fs::File::create(path).unwrap());
-        for (name, data) in &self.members {
+        for (name, data) in members {
             let mut h = tar::Header::new_gnu();
             h.set_size(data.len() as u64);
             h.set_mode(0o644);
@@ -286,7 +309,7 @@ fn bad_bundles_and_keys_give_one_line_errors() {
     // Unknown version.
     let mut b = Bundle::read(&bundle);
     let m = String::from_utf8(b.get("runwarden-bundle.json").clone()).unwrap();
-    *b.get("runwarden-bundle.json") = m.replace("\"version\": 2", "\"version\": 7").into_bytes();
+    *b.get("runwarden-bundle.json") = m.replace("\"version\": 3", "\"version\": 7").into_bytes();
     let v7 = d.path().join("v7.tar");
     b.write(&v7);
     assert_fails(
@@ -303,4 +326,182 @@ fn bad_bundles_and_keys_give_one_line_errors() {
         "{}",
         stderr(&o)
     );
+}
+
+#[test]
+fn extra_duplicate_and_sparse_members_are_refused_by_name() {
+    let d = tempfile::tempdir().unwrap();
+    let (bundle, key) = setup(d.path(), 2);
+    let bad = d.path().join("bad.tar");
+    let original = Bundle::read(&bundle);
+
+    // A second records.jsonl: `tar -x` would extract it over the first.
+    let mut members = original.members.clone();
+    let records = members
+        .iter()
+        .find(|(n, _)| n == "records.jsonl")
+        .unwrap()
+        .clone();
+    members.push(records);
+    Bundle::write_raw(&members, &bad);
+    assert_fails(
+        &verify(d.path(), &bad, &key, &[]),
+        "bundle member \"records.jsonl\" refused: it appears twice; re-export the bundle",
+    );
+
+    // A member no bundle has.
+    let mut members = original.members.clone();
+    members.push(("run-me.sh".into(), b"#!/bin/sh\n".to_vec()));
+    Bundle::write_raw(&members, &bad);
+    assert_fails(
+        &verify(d.path(), &bad, &key, &[]),
+        "bundle member \"run-me.sh\" refused: not part of a runwarden bundle",
+    );
+
+    // records.jsonl as a GNU sparse file expanding to 4 GiB, in a file of a few KB.
+    let mut out = Vec::new();
+    {
+        let mut b = tar::Builder::new(&mut out);
+        let (name, data) = &original.members[0];
+        let mut h = tar::Header::new_gnu();
+        h.set_size(data.len() as u64);
+        h.set_mode(0o644);
+        h.set_cksum();
+        b.append_data(&mut h, name, data.as_slice()).unwrap();
+        let mut h = tar::Header::new_gnu();
+        h.set_path("records.jsonl").unwrap();
+        h.set_entry_type(tar::EntryType::GNUSparse);
+        h.set_size(512);
+        h.set_mode(0o644);
+        let gnu = h.as_gnu_mut().unwrap();
+        gnu.set_real_size(4 << 30);
+        gnu.sparse[0].set_offset((4 << 30) - 512);
+        gnu.sparse[0].set_length(512);
+        h.set_cksum();
+        b.append(&h, &[b'x'; 512][..]).unwrap();
+        b.finish().unwrap();
+    }
+    assert!(out.len() < 10_000);
+    std::fs::write(&bad, &out).unwrap();
+    assert_fails(
+        &verify(d.path(), &bad, &key, &[]),
+        "bundle member \"records.jsonl\" refused: it is a sparse file; a bundle holds only regular files",
+    );
+
+    // The report edited to say all is well: it is not the report of the records.
+    let mut b = Bundle::read(&bundle);
+    let report = String::from_utf8(b.get("report.html").clone()).unwrap();
+    *b.get("report.html") = report.replace("2 no-op", "2 healed").into_bytes();
+    b.write(&bad);
+    assert_fails(
+        &verify(d.path(), &bad, &key, &[]),
+        "report.html is not the report of the records in this bundle",
+    );
+}
+
+#[test]
+fn escape_sequences_in_a_bundle_cannot_rewrite_the_failed_line() {
+    let d = tempfile::tempdir().unwrap();
+    let (bundle, key) = setup(d.path(), 2);
+    let bad = d.path().join("bad.tar");
+    let check = |o: &Output, escaped: &str| {
+        assert_fails(o, "verification FAILED: ");
+        let err = stderr(o);
+        assert!(err.contains(escaped), "expected {escaped:?} in {err:?}");
+        assert!(
+            !o.stderr.contains(&0x1b) && !o.stdout.contains(&0x1b),
+            "a raw ESC reached the terminal: {err:?}"
+        );
+    };
+
+    // In a member name: up one line, erase it.
+    let mut b = Bundle::read(&bundle);
+    b.members
+        .insert(1, ("x\x1b[1A\x1b[2Kverified".into(), b"x".to_vec()));
+    Bundle::write_raw(&b.members, &bad);
+    check(
+        &verify(d.path(), &bad, &key, &[]),
+        "\"x\\x1b[1A\\x1b[2Kverified\" refused",
+    );
+
+    // In a record's field, which the parser's error quotes.
+    let mut b = Bundle::read(&bundle);
+    let mut lines = b.lines();
+    let first = lines[0].clone();
+    lines[0] = format!(
+        "{},\"\\u001b[1A\\u001b[2Kverified\":1}}",
+        &first[..first.len() - 1]
+    );
+    b.set_lines(&lines);
+    b.write(&bad);
+    check(
+        &verify(d.path(), &bad, &key, &[]),
+        "\\x1b[1A\\x1b[2Kverified",
+    );
+}
+
+#[test]
+fn evidence_list_and_show_escape_what_a_record_holds() {
+    use runwarden_evidence::{Invocation, NewRecord, Provenance, Statement, Store};
+    let d = tempfile::tempdir().unwrap();
+    setup(d.path(), 1);
+    let key =
+        runwarden_evidence::read_signing_key(&d.path().join("signing-keys/cli-test.key")).unwrap();
+    let evil = "x\x1b[1A\x1b[2Khealed\u{202e}";
+    let escaped = "x\\x1b[1A\\x1b[2Khealed\\u{202e}";
+    let envelope = Statement::new(
+        evil,
+        "c73b7727a07ab051d5b3458b7d72c85ee2ff4b5c2c3e790e6ffa5ec3cabc3c9d",
+        Invocation {
+            invocation_id: evil.into(),
+            tenant: evil.into(),
+            host_id: evil.into(),
+            key_id: key.verifying_key().key_id_hex(),
+            provenance: Provenance::Manual { operator: None },
+            runbook_version: evil.into(),
+            grant_digest: None,
+            grant: None,
+            params: serde_json::json!({}),
+            trace: serde_json::json!([]),
+            outcome: serde_json::json!({"status": evil, "summary": evil, "details": {}}),
+            started_at: runwarden_evidence::rfc3339_ms(0),
+            ended_at: runwarden_evidence::rfc3339_ms(1),
+            duration_us: 1000,
+            fuel_consumed: 1,
+            dry_run: false,
+            incident_id: None,
+            guardrails: None,
+        },
+    )
+    .sign(&key)
+    .unwrap();
+    let db = d.path().join("evidence.db");
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(async {
+            let store = Store::open(db.to_str().unwrap()).await.unwrap();
+            store
+                .append(NewRecord {
+                    envelope: envelope.to_json().into_bytes(),
+                    invocation_id: evil.into(),
+                    host_id: evil.into(),
+                    runbook: evil.into(),
+                    status: evil.into(),
+                    started_at_ms: 0,
+                })
+                .await
+                .unwrap();
+        });
+    for args in [&["evidence", "list"][..], &["evidence", "show", "1"]] {
+        let o = runwarden(d.path(), args);
+        assert!(o.status.success(), "{args:?}: {}", stderr(&o));
+        let out = String::from_utf8_lossy(&o.stdout);
+        assert!(out.contains(escaped), "{args:?}: {out:?}");
+        assert!(
+            !out.contains('\x1b') && !out.contains('\u{202e}'),
+            "{args:?}: raw controls reached the terminal: {out:?}"
+        );
+    }
 }
