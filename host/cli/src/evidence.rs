@@ -312,12 +312,12 @@ pub fn evidence(cmd: EvidenceCommand, data_dir: &Path, log: &LogArgs) -> anyhow:
                     if json {
                         println!(
                             "{}",
-                            serde_json::json!({
+                            crate::term::json_line(&serde_json::json!({
                                 "index": r.index, "invocation_id": r.invocation_id, "host_id": r.host_id,
                                 "runbook": r.runbook, "status": r.status,
                                 "started_at": ev::rfc3339_ms(r.started_at_ms.max(0) as u64),
                                 "leaf_hash": ev::hash_hex(&r.leaf_hash),
-                            })
+                            }))
                         );
                     } else {
                         let e = |t: &str| ev::escape_control(t).into_owned();
@@ -375,14 +375,14 @@ pub fn evidence(cmd: EvidenceCommand, data_dir: &Path, log: &LogArgs) -> anyhow:
                 if json {
                     println!(
                         "{}",
-                        serde_json::to_string_pretty(&serde_json::json!({
+                        crate::term::json_text(serde_json::to_string_pretty(&serde_json::json!({
                             "index": index,
                             "statement": statement,
                             "signature": signature,
                             "leaf_hash": ev::hash_hex(&r.leaf_hash),
                             "inclusion_proof": {"tree_size": size, "root": ev::hash_hex(&root),
                                                 "hashes": proof.iter().map(ev::hash_hex).collect::<Vec<_>>(), "verified": included},
-                        }))?
+                        }))?)
                     );
                 } else {
                     // Every field was written by someone else (a runbook's summary, a host id):

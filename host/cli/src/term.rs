@@ -9,42 +9,24 @@
 
 use std::borrow::Cow;
 
-/// Characters a terminal may act on: C0 controls, DEL, C1 controls, and the Unicode
-/// bidirectional overrides and isolates (which reorder what is shown).
+/// Characters a terminal may act on (C0, DEL, C1, bidi controls): one definition, in
+/// `runwarden-evidence`, shared with `evidence verify`.
 fn dangerous(c: char) -> bool {
-    c.is_control() || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+    runwarden_evidence::is_unsafe_char(c)
 }
 
-fn escape(s: &str, keep: impl Fn(char) -> bool) -> Cow<'_, str> {
-    if !s.chars().any(|c| dangerous(c) && !keep(c)) {
-        return Cow::Borrowed(s);
-    }
-    let mut out = String::with_capacity(s.len() + 8);
-    for c in s.chars() {
-        if !dangerous(c) || keep(c) {
-            out.push(c);
-            continue;
-        }
-        match c {
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if (c as u32) < 0x100 => out.push_str(&format!("\\x{:02x}", c as u32)),
-            c => out.push_str(&format!("\\u{{{:x}}}", c as u32)),
-        }
-    }
-    Cow::Owned(out)
-}
-
-/// `s` with every control character (newlines included) and bidi override shown as a
-/// visible escape (`\x1b`, `\n`, `\u{202e}`): safe to print on one line.
+/// `s` with every control character (newlines included) and bidi control shown as a
+/// visible escape (`\x1b`, `\x0a`, `\u{202e}`): safe to print on one line.
 pub(crate) fn clean(s: &str) -> Cow<'_, str> {
-    escape(s, |_| false)
+    runwarden_evidence::escape_control(s)
 }
 
 /// A composed line (or lines): control characters escaped except its own newlines.
 pub(crate) fn line(s: &str) -> Cow<'_, str> {
-    escape(s, |c| c == '\n')
+    if !s.chars().any(|c| dangerous(c) && c != '\n') {
+        return Cow::Borrowed(s);
+    }
+    Cow::Owned(s.split('\n').map(clean).collect::<Vec<_>>().join("\n"))
 }
 
 /// `v` as one line of JSON. serde_json escapes C0 controls but leaves DEL, C1 and the
@@ -96,7 +78,7 @@ mod tests {
         assert!(!c.chars().any(dangerous), "{c}");
         assert_eq!(
             c,
-            "ok\\x1b[1A\\x1b[2K\\rverified\\n✓ all good\\x9b2J\\u{202e}txt\\x7f"
+            "ok\\x1b[1A\\x1b[2K\\x0dverified\\x0a✓ all good\\u{9b}2J\\u{202e}txt\\x7f"
         );
         assert_eq!(line("a\nb\x1b"), "a\nb\\x1b");
         assert!(matches!(clean("plain ü text"), Cow::Borrowed(_)));
