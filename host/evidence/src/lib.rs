@@ -16,6 +16,7 @@ mod bundle;
 mod checkpoint;
 mod dsse;
 mod error;
+mod files;
 mod keys;
 mod merkle;
 mod record;
@@ -28,6 +29,7 @@ pub use bundle::{
 pub use checkpoint::Checkpoint;
 pub use dsse::{Envelope, EnvelopeSignature, pae};
 pub use error::{Error, Result};
+pub use files::{create_private_dir, private_sqlite_files};
 pub use keys::{SigningKey, VerifyingKey, read_signing_key, read_verifying_key, write_key_pair};
 pub use merkle::{
     CompactTree, EMPTY_ROOT, Hash, MerkleTree, consistency_proof, hash_from_slice, inclusion_proof,
@@ -37,4 +39,4 @@ pub use record::{
     Invocation, PAYLOAD_TYPE, PREDICATE_TYPE, Provenance, STATEMENT_TYPE, Statement, Subject,
     rfc3339_ms,
 };
-pub use store::{Filter, NewRecord, Store, StoredRecord};
+pub use store::{Filter, NewRecord, Store, StoredRecord, checkpoint_file_of};

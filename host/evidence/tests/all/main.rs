@@ -3,6 +3,7 @@
 
 mod crash;
 mod end_to_end;
+mod integrity;
 mod key_files;
 mod pg;
 mod proofs;
