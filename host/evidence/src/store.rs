@@ -260,7 +260,7 @@ impl Store {
             signed_at,
         };
         let Some((note, kept_at)) = read_kept(&f.path)? else {
-            if let Some((size, note)) = self.checkpoint_at_most(u64::MAX).await? {
+            if let Some((size, note)) = self.checkpoint_at_most(i64::MAX as u64).await? {
                 self.keep(size, &note).await?;
             }
             return Ok(());
@@ -303,11 +303,15 @@ impl Store {
     }
 
     /// Write `note` (for `size` leaves) to the checkpoint file unless it already keeps one
-    /// at least as large.
+    /// at least as large. A note that is not a checkpoint of `size` leaves is not kept: the
+    /// file must always be one the next open can check the log against.
     async fn keep(&self, size: u64, note: &str) -> Result<()> {
         let Some(f) = &self.checkpoint_file else {
             return Ok(());
         };
+        if !Checkpoint::parse_unverified(note).is_ok_and(|cp| cp.size == size) {
+            return Ok(());
+        }
         let _order = f.lock.lock().await;
         let (path, note) = (f.path.clone(), note.to_string());
         tokio::task::spawn_blocking(move || {
