@@ -591,8 +591,12 @@ impl ControlStore {
     pub async fn max_evidence_index(&self) -> Result<Option<u64>> {
         self.flush().await?;
         let max: Option<i64> = on_db!(&self.db, p, pg => {
+            // PostgreSQL's JSON functions refuse a record holding `\u0000` (any text the
+            // input allows), so there the top-level list is found as text: the last
+            // `"evidence":[…]` (the field comes after every nested object), which no JSON
+            // string can contain unescaped.
             let text = if pg {
-                "SELECT MAX(e::BIGINT) FROM incidents, json_array_elements_text(record::json -> 'evidence') AS e"
+                r#"SELECT MAX(e::BIGINT) FROM incidents, regexp_split_to_table(substring(record from '.*"evidence":\[([0-9,]*)\]'), ',') AS e WHERE e <> ''"#
             } else {
                 "SELECT MAX(CAST(e.value AS INTEGER)) FROM incidents, json_each(incidents.record, '$.evidence') AS e"
             };

@@ -19,7 +19,10 @@ pub fn create_private_dir(dir: &Path) -> io::Result<()> {
     if dir.is_dir() {
         return Ok(());
     }
-    fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
 }
 
 /// Makes the SQLite database at `path` private before SQLite opens it: creates it empty with
@@ -100,7 +103,10 @@ mod tests {
         write_atomic(&p, b"one").unwrap();
         write_atomic(&p, b"two").unwrap();
         assert_eq!(fs::read(&p).unwrap(), b"two");
-        assert_eq!(fs::metadata(&p).unwrap().permissions().mode() & 0o777, 0o600);
+        assert_eq!(
+            fs::metadata(&p).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
         assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
     }
 
@@ -117,6 +123,10 @@ mod tests {
             assert_eq!(fs::metadata(p).unwrap().permissions().mode() & 0o777, 0o600);
         }
         let parent = fs::metadata(dir.path().join("a/b")).unwrap();
-        assert_eq!(parent.permissions().mode() & 0o077, 0, "new directories are 0700");
+        assert_eq!(
+            parent.permissions().mode() & 0o077,
+            0,
+            "new directories are 0700"
+        );
     }
 }

@@ -178,10 +178,7 @@ impl Store {
             return Err(Error::LogIntegrity {
                 database: path.display().to_string(),
                 checkpoint_file: cp_file,
-                problem: format!(
-                    "SQLite's integrity check failed: {}",
-                    problems.join("; ")
-                ),
+                problem: format!("SQLite's integrity check failed: {}", problems.join("; ")),
                 signed_at: "the last checkpoint you trust".into(),
             });
         }

@@ -152,7 +152,11 @@ fn up_and_export_refuse_a_log_that_lost_its_newest_records() {
         &["evidence", "export", "--out", bundle.to_str().unwrap()],
     );
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
-    assert!(stderr(&o).contains("the log has 1 records"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("the log has 1 records"),
+        "{}",
+        stderr(&o)
+    );
     assert!(!bundle.exists(), "no bundle of a shortened log");
     // The kept checkpoint is still the one for 3 records.
     let kept = std::fs::read_to_string(data.join("evidence.db.checkpoint")).unwrap();

@@ -81,7 +81,13 @@ fn incident(tenant: &str, n: usize, message: &str) -> Write {
         status: "healed".into(),
         received_at_ms: 1_000 + n as i64,
         updated_at_ms: 1_000 + n as i64,
-        record: serde_json::json!({ "message": message, "evidence": [n] }).to_string(),
+        // Params nest an `evidence` list of their own: only the record's own list counts.
+        record: serde_json::json!({
+            "decision": { "params": { "evidence": [999] } },
+            "message": message,
+            "evidence": [n],
+        })
+        .to_string(),
     })
 }
 
@@ -104,8 +110,17 @@ async fn on_postgres_any_text_is_stored_and_a_failing_write_fails_only_its_reque
         "private use \u{E000} and \u{E000}0 and \u{E000}\0",
         "plain",
     ];
-    // Queued before any is awaited: the writer commits them in one batch.
+    // Every request is queued while the writer waits on a lock, so the poisoned one shares
+    // a batch with others' (queued in the middle: whatever the writer took first, the
+    // batch that holds it holds another tenant's request too).
+    let locker = sqlx::PgPool::connect(&pg.url).await.unwrap();
+    let mut lock = locker.begin().await.unwrap();
+    sqlx::query("LOCK TABLE runs IN ACCESS EXCLUSIVE MODE")
+        .execute(&mut *lock)
+        .await
+        .unwrap();
     let mut pending = Vec::new();
+    let mut poison = None;
     for (n, text) in texts.iter().enumerate() {
         let tenant = format!("tenant-{n}");
         pending.push((
@@ -115,14 +130,20 @@ async fn on_postgres_any_text_is_stored_and_a_failing_write_fails_only_its_reque
                 .await
                 .unwrap(),
         ));
+        if n == 1 {
+            poison = Some(
+                store
+                    .queue(vec![
+                        incident("tenant-p", 9, "poison"),
+                        run("tenant-p", 9, "poison"),
+                    ])
+                    .await
+                    .unwrap(),
+            );
+        }
     }
-    let poison = store
-        .queue(vec![
-            incident("tenant-p", 9, "poison"),
-            run("tenant-p", 9, "poison"),
-        ])
-        .await
-        .unwrap();
+    lock.rollback().await.unwrap();
+    let poison = poison.unwrap();
     for (tenant, p) in pending {
         p.wait().await.unwrap_or_else(|e| panic!("{tenant}: {e}"));
     }
