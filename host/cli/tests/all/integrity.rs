@@ -47,6 +47,14 @@ fn data_dir_databases_keys_and_checkpoint_are_private_whatever_the_umask() {
             ],
         );
         assert!(o.status.success(), "umask {umask}: {}", stderr(&o));
+        // An export signs a checkpoint, which is kept beside the database.
+        let bundle = d.path().join("bundle.tar");
+        let o = with_umask(
+            umask,
+            &data,
+            &["evidence", "export", "--out", bundle.to_str().unwrap()],
+        );
+        assert!(o.status.success(), "umask {umask}: {}", stderr(&o));
         let o = with_umask(
             umask,
             &data,
@@ -126,6 +134,13 @@ fn up_and_export_refuse_a_log_that_lost_its_newest_records() {
     }
     run();
     run();
+    // An auditor's export signs a checkpoint of all 3.
+    let first = d.path().join("first.tar");
+    let o = runwarden(
+        &data,
+        &["evidence", "export", "--out", first.to_str().unwrap()],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
     for f in db_files {
         let _ = std::fs::remove_file(data.join(f));
         if backup.join(f).exists() {
