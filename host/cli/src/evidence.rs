@@ -180,12 +180,22 @@ async fn open_store(data_dir: &Path, args: &LogArgs) -> anyhow::Result<ev::Store
     let target = match &args.evidence_db {
         Some(t) => t.clone(),
         None => {
-            std::fs::create_dir_all(data_dir)
+            ev::create_private_dir(data_dir)
                 .with_context(|| format!("cannot create {}", data_dir.display()))?;
             data_dir.join("evidence.db").display().to_string()
         }
     };
-    Ok(ev::Store::open(&target).await?)
+    let store = ev::Store::open(&target).await?;
+    if target.starts_with("postgres://") || target.starts_with("postgresql://") {
+        // Where `runwarden up` keeps the PostgreSQL log's latest checkpoint.
+        let kept = data_dir.join("evidence.checkpoint");
+        if kept.exists() {
+            return Ok(store
+                .keep_checkpoint_in("(the PostgreSQL evidence log)", &kept)
+                .await?);
+        }
+    }
+    Ok(store)
 }
 
 use runwarden_control::evidence::keys_dir;

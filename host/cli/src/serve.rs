@@ -284,7 +284,7 @@ pub fn up(
         args.rules
     };
     let runbooks_dir = args.runbooks_dir.or(file.runbooks_dir);
-    std::fs::create_dir_all(&data_dir)
+    runwarden_evidence::create_private_dir(&data_dir)
         .with_context(|| format!("cannot create {}", data_dir.display()))?;
     let database = database(&data_dir, log);
     let mut api = runwarden_api::ApiConfig::default();
@@ -468,7 +468,7 @@ pub fn token_create(
     let Some(scope) = Scope::parse(scope) else {
         bail!("--scope {scope:?}: use read, operate or admin");
     };
-    std::fs::create_dir_all(data_dir)
+    runwarden_evidence::create_private_dir(data_dir)
         .with_context(|| format!("cannot create {}", data_dir.display()))?;
     let database = database(data_dir, log);
     let io = tokio::runtime::Builder::new_current_thread()

@@ -39,13 +39,72 @@ pub fn host_key(
     if path.exists() {
         return Ok((ev::read_signing_key(&path)?, None));
     }
-    std::fs::create_dir_all(&dir).map_err(|source| ev::Error::Io {
+    ev::create_private_dir(&dir).map_err(|source| ev::Error::Io {
         action: "create the signing-key directory",
         path: dir.clone(),
         source,
     })?;
     let (private, _) = ev::write_key_pair(&dir, host_id)?;
     Ok((ev::read_signing_key(&private)?, Some(private)))
+}
+
+/// Open the evidence log and the control state of `database` and check them together:
+/// the log against its kept checkpoint (a SQLite log keeps it beside itself; a PostgreSQL
+/// one in `DATA_DIR/evidence.checkpoint`), and every evidence index the stored incidents
+/// name against the log's size, so that a log that lost records is never extended and an
+/// index an old incident names is never given to a new record.
+pub async fn open_checked(
+    database: &str,
+    data_dir: &Path,
+) -> Result<(ev::Store, crate::store::ControlStore), crate::ControlError> {
+    let mut evidence = ev::Store::open(database).await?;
+    let postgres = database.starts_with("postgres://") || database.starts_with("postgresql://");
+    if postgres {
+        ev::create_private_dir(data_dir).map_err(|source| ev::Error::Io {
+            action: "create the data directory",
+            path: data_dir.to_owned(),
+            source,
+        })?;
+        evidence = evidence
+            .keep_checkpoint_in(
+                "(the PostgreSQL evidence log)",
+                &data_dir.join("evidence.checkpoint"),
+            )
+            .await?;
+    }
+    let control = crate::store::ControlStore::open(database).await?;
+    let size = evidence.size().await?;
+    if let Some(max) = control.max_evidence_index().await?
+        && max >= size
+    {
+        let (what, recover) = if postgres {
+            (
+                "the PostgreSQL database".to_string(),
+                "restore the database from a backup".to_string(),
+            )
+        } else {
+            let db = Path::new(database);
+            (
+                db.display().to_string(),
+                format!(
+                    "stop runwarden and restore {} (with its -wal file, if any) from a backup \
+                     taken after the incident was stored; if no such backup exists, move {}, \
+                     {} and {} (each with its -wal and -shm files) into an archive directory \
+                     (give it to your auditors) and start again with a new, empty log",
+                    db.display(),
+                    db.display(),
+                    crate::store::control_path(db).display(),
+                    ev::checkpoint_file_of(db).display()
+                ),
+            )
+        };
+        return Err(crate::ControlError::Setup(format!(
+            "the evidence log in {what} has {size} records, but a stored incident names \
+             evidence record {max}: the log lost records. Refusing to start, so that no new \
+             record takes an index an old incident names. To recover: {recover}"
+        )));
+    }
+    Ok((evidence, control))
 }
 
 /// Context of an invocation beyond what the runtime reports.

@@ -391,8 +391,7 @@ impl Controller {
         runbooks: Vec<Vec<u8>>,
         rule_sets: Vec<Vec<u8>>,
     ) -> Result<Controller> {
-        let evidence = ev::Store::open(&config.database).await?;
-        let store = ControlStore::open(&config.database).await?;
+        let (evidence, store) = evrec::open_checked(&config.database, &config.data_dir).await?;
         let notifier = Notifier::start(&config.sla.webhooks, store.clone())
             .map_err(|e| ControlError::Setup(e.to_string()))?;
         let host_id = config.host.policy.host_id.clone();

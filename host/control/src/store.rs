@@ -52,25 +52,65 @@ macro_rules! on_db {
 
 /// A [`StoredEscalation`] from a row of `ESCALATION_COLUMNS`, on either backend.
 macro_rules! stored_escalation {
-    ($r:expr) => {
+    ($r:expr, $pg:expr) => {
         StoredEscalation {
             row: EscalationRow {
                 id: $r.try_get(0)?,
                 incident_id: $r.try_get(1)?,
                 tenant: $r.try_get(2)?,
-                host: $r.try_get(3)?,
+                host: from_db($pg, $r.try_get(3)?),
                 severity: $r.try_get(4)?,
-                reason: $r.try_get(5)?,
-                proposal: $r.try_get(6)?,
+                reason: from_db($pg, $r.try_get(5)?),
+                proposal: from_db($pg, $r.try_get(6)?),
                 created_at_ms: $r.try_get(7)?,
                 sla_deadline_ms: $r.try_get(8)?,
             },
             state: $r.try_get(9)?,
-            decided_by: $r.try_get(10)?,
+            decided_by: from_db($pg, $r.try_get(10)?),
             decided_at_ms: $r.try_get(11)?,
-            note: $r.try_get(12)?,
+            note: from_db($pg, $r.try_get(12)?),
         }
     };
+}
+
+/// Text as PostgreSQL stores it. PostgreSQL text cannot hold U+0000, which incident input
+/// may carry (a JSON `\u0000`): on PostgreSQL, U+0000 is written as U+E000 `0` and U+E000
+/// itself as U+E000 U+E000 (a private-use character), and [`from_db`] undoes it. SQLite
+/// stores every string as it is. Incident records are JSON, whose writer escapes U+0000, so
+/// only the free-text columns of runs, escalations and notifications go through this.
+fn to_db(pg: bool, text: &str) -> std::borrow::Cow<'_, str> {
+    if !pg || !text.contains(['\0', '\u{E000}']) {
+        return text.into();
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        match c {
+            '\0' => out.push_str("\u{E000}0"),
+            '\u{E000}' => out.push_str("\u{E000}\u{E000}"),
+            c => out.push(c),
+        }
+    }
+    out.into()
+}
+
+/// The text [`to_db`] stored.
+fn from_db(pg: bool, text: String) -> String {
+    if !pg || !text.contains('\u{E000}') {
+        return text;
+    }
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        match (c, c == '\u{E000}') {
+            (_, true) => match chars.next() {
+                Some('0') => out.push('\0'),
+                Some(next) => out.push(next),
+                None => out.push(c),
+            },
+            (c, false) => out.push(c),
+        }
+    }
+    out
 }
 
 /// SQL written with `?` placeholders, numbered `$1…` for PostgreSQL.
@@ -308,13 +348,24 @@ async fn writer(db: Db, mut rx: mpsc::Receiver<WriteRequest>) {
         } else {
             commit(&db, batch.iter().flat_map(|r| &r.writes)).await
         };
-        for r in batch {
-            let sent = r.done.send(match &result {
-                Ok(()) => Ok(()),
-                Err(e) => Err(StoreError(e.0.clone())),
-            });
+        // A PostgreSQL batch is one transaction, so a failed one wrote nothing: commit each
+        // request alone, so that only the one that cannot be written fails, not the other
+        // tenants' requests that shared its batch. (SQLite statements commit on their own and
+        // fail only when the database does, for every request alike.)
+        let results: Vec<Result<()>> = match result {
+            Err(_) if batch.len() > 1 && matches!(db, Db::Postgres(_)) => {
+                let mut each = Vec::with_capacity(batch.len());
+                for r in &batch {
+                    each.push(commit(&db, r.writes.iter()).await);
+                }
+                each
+            }
+            Ok(()) => batch.iter().map(|_| Ok(())).collect(),
+            Err(e) => batch.iter().map(|_| Err(StoreError(e.0.clone()))).collect(),
+        };
+        for (r, result) in batch.into_iter().zip(results) {
             // Nobody waits for this write (see `Controller::complete`): say it failed.
-            if let Err(Err(e)) = sent {
+            if let Err(Err(e)) = r.done.send(result) {
                 eprintln!("runwarden: {e}");
             }
         }
@@ -348,7 +399,10 @@ async fn commit<'a>(db: &Db, writes: impl Iterator<Item = &'a Write>) -> Result<
             },
         }
     }
-    on_db!(db, p, _pg => {
+    // The statements, against executor `$ex`; `$pg` says whether it is PostgreSQL.
+    macro_rules! statements {
+        ($ex:expr, $pg:expr) => {{
+        let pg = $pg;
         for chunk in actions.chunks(ROWS_PER_STATEMENT) {
             let mut q = sqlx::QueryBuilder::new(
                 "INSERT INTO actions (tenant, host, runbook, incident_id, at_ms) ",
@@ -362,7 +416,7 @@ async fn commit<'a>(db: &Db, writes: impl Iterator<Item = &'a Write>) -> Result<
                         .push_bind(*at_ms);
                 }
             });
-            q.build().persistent(false).execute(p).await.map_err(db_err("recording actions"))?;
+            q.build().persistent(false).execute($ex).await.map_err(db_err("recording actions"))?;
         }
         for chunk in runs.chunks(ROWS_PER_STATEMENT / 2) {
             let mut q = sqlx::QueryBuilder::new(
@@ -375,17 +429,17 @@ async fn commit<'a>(db: &Db, writes: impl Iterator<Item = &'a Write>) -> Result<
                     .push_bind(r.host.as_str())
                     .push_bind(r.runbook.as_str())
                     .push_bind(r.status.as_str())
-                    .push_bind(r.summary.as_str())
+                    .push_bind(to_db(pg, &r.summary))
                     .push_bind(r.tier.as_str())
                     .push_bind(r.dry_run)
-                    .push_bind(r.incident_type.as_str())
-                    .push_bind(r.service.as_str())
-                    .push_bind(r.message.as_str())
-                    .push_bind(r.params.as_str())
+                    .push_bind(to_db(pg, &r.incident_type))
+                    .push_bind(to_db(pg, &r.service))
+                    .push_bind(to_db(pg, &r.message))
+                    .push_bind(to_db(pg, &r.params))
                     .push_bind(r.at_ms);
             });
             q.push(" ON CONFLICT (invocation_id) DO NOTHING");
-            q.build().persistent(false).execute(p).await.map_err(db_err("recording runs"))?;
+            q.build().persistent(false).execute($ex).await.map_err(db_err("recording runs"))?;
         }
         for chunk in escalations.chunks(ROWS_PER_STATEMENT / 2) {
             let mut q = sqlx::QueryBuilder::new(
@@ -395,17 +449,17 @@ async fn commit<'a>(db: &Db, writes: impl Iterator<Item = &'a Write>) -> Result<
                 b.push_bind(e.id.as_str())
                     .push_bind(e.incident_id.as_str())
                     .push_bind(e.tenant.as_str())
-                    .push_bind(e.host.as_str())
+                    .push_bind(to_db(pg, &e.host))
                     .push_bind(e.severity.as_str())
-                    .push_bind(e.reason.as_str())
+                    .push_bind(to_db(pg, &e.reason))
                     .push_bind("open")
-                    .push_bind(e.proposal.as_str())
+                    .push_bind(to_db(pg, &e.proposal))
                     .push_bind(e.created_at_ms)
                     .push_bind(e.sla_deadline_ms)
                     .push_bind(e.created_at_ms);
             });
             q.push(" ON CONFLICT (incident_id) DO NOTHING");
-            q.build().persistent(false).execute(p).await.map_err(db_err("recording escalations"))?;
+            q.build().persistent(false).execute($ex).await.map_err(db_err("recording escalations"))?;
         }
         for chunk in notifications.chunks(ROWS_PER_STATEMENT / 2) {
             let mut q = sqlx::QueryBuilder::new(
@@ -419,11 +473,11 @@ async fn commit<'a>(db: &Db, writes: impl Iterator<Item = &'a Write>) -> Result<
                     .push_bind(n.event.as_str())
                     .push_bind(n.status.as_str())
                     .push_bind(n.attempts)
-                    .push_bind(n.last_error.as_str())
+                    .push_bind(to_db(pg, &n.last_error))
                     .push_bind(n.at_ms);
             });
             q.push(" ON CONFLICT (id) DO NOTHING");
-            q.build().persistent(false).execute(p).await.map_err(db_err("recording notifications"))?;
+            q.build().persistent(false).execute($ex).await.map_err(db_err("recording notifications"))?;
         }
         for chunk in incidents.chunks(ROWS_PER_STATEMENT) {
             let mut q = sqlx::QueryBuilder::new(
@@ -440,9 +494,20 @@ async fn commit<'a>(db: &Db, writes: impl Iterator<Item = &'a Write>) -> Result<
                     .push_bind(r.record.as_str());
             });
             q.push(" ON CONFLICT (id) DO UPDATE SET status = excluded.status, updated_at_ms = excluded.updated_at_ms, record = excluded.record");
-            q.build().persistent(false).execute(p).await.map_err(db_err("writing incidents"))?;
+            q.build().persistent(false).execute($ex).await.map_err(db_err("writing incidents"))?;
         }
-    });
+        }};
+    }
+    match db {
+        Db::Sqlite(p) => statements!(p, false),
+        // One transaction: a batch that fails leaves nothing behind, so its requests can be
+        // committed again one by one (see `writer`).
+        Db::Postgres(p) => {
+            let mut tx = p.begin().await.map_err(db_err("beginning a write"))?;
+            statements!(&mut *tx, true);
+            tx.commit().await.map_err(db_err("committing writes"))?;
+        }
+    }
     Ok(())
 }
 
@@ -487,6 +552,8 @@ impl ControlStore {
                 (Db::Postgres(pool.clone()), Db::Postgres(pool))
             } else {
                 let path = control_path(Path::new(target));
+                runwarden_evidence::private_sqlite_files(&path)
+                    .map_err(|e| StoreError(format!("creating {}: {e}", path.display())))?;
                 let opts = SqliteConnectOptions::new()
                     .filename(&path)
                     .create_if_missing(true)
@@ -517,6 +584,25 @@ impl ControlStore {
             write,
             writer: tx,
         })
+    }
+
+    /// The largest evidence log index a stored incident names (its `evidence` list), if
+    /// any: at start, a log shorter than this lost records those incidents point to.
+    pub async fn max_evidence_index(&self) -> Result<Option<u64>> {
+        self.flush().await?;
+        let max: Option<i64> = on_db!(&self.db, p, pg => {
+            // PostgreSQL's JSON functions refuse a record holding `\u0000` (any text the
+            // input allows), so there the top-level list is found as text: the last
+            // `"evidence":[…]` (the field comes after every nested object), which no JSON
+            // string can contain unescaped.
+            let text = if pg {
+                r#"SELECT MAX(e::BIGINT) FROM incidents, regexp_split_to_table(substring(record from '.*"evidence":\[([0-9,]*)\]'), ',') AS e WHERE e <> ''"#
+            } else {
+                "SELECT MAX(CAST(e.value AS INTEGER)) FROM incidents, json_each(incidents.record, '$.evidence') AS e"
+            };
+            sqlx::query_scalar(text).fetch_one(p).await.map_err(db_err("reading the evidence indexes incidents name"))?
+        });
+        Ok(max.map(|m| m as u64))
     }
 
     /// One incident's record, if it belongs to `tenant`.
@@ -605,7 +691,7 @@ impl ControlStore {
                 .bind(tenant).bind(id).bind(id).bind(state).bind(state).bind(i64::from(limit))
                 .fetch_all(p).await.map_err(db_err("reading escalations"))?;
             rows.iter()
-                .map(|r| Ok(stored_escalation!(r)))
+                .map(|r| Ok(stored_escalation!(r, pg)))
                 .collect::<std::result::Result<Vec<_>, sqlx::Error>>()
                 .map_err(db_err("reading escalations"))
         })
@@ -630,7 +716,7 @@ impl ControlStore {
                 .bind(host).bind(now_ms).bind(i64::from(limit))
                 .fetch_all(p).await.map_err(db_err("reading breached escalations"))?;
             rows.iter()
-                .map(|r| Ok(stored_escalation!(r)))
+                .map(|r| Ok(stored_escalation!(r, pg)))
                 .collect::<std::result::Result<Vec<_>, sqlx::Error>>()
                 .map_err(db_err("reading breached escalations"))
         })
@@ -658,7 +744,7 @@ impl ControlStore {
                     event: r.try_get(4)?,
                     status: r.try_get(5)?,
                     attempts: r.try_get(6)?,
-                    last_error: r.try_get(7)?,
+                    last_error: from_db(pg, r.try_get(7)?),
                     at_ms: r.try_get(8)?,
                 }))
                 .collect::<std::result::Result<Vec<_>, sqlx::Error>>()
@@ -700,7 +786,7 @@ impl ControlStore {
         on_db!(&self.write, p, pg => {
             let r = sqlx::query(sql(pg, "UPDATE escalations SET state = ?, decided_by = ?, decided_at_ms = ?, note = ?, updated_at_ms = ? \
                 WHERE id = ? AND tenant = ? AND state IN (?, ?)"))
-                .bind(to).bind(by).bind(at_ms).bind(note).bind(at_ms)
+                .bind(to).bind(to_db(pg, by)).bind(at_ms).bind(to_db(pg, note)).bind(at_ms)
                 .bind(id).bind(tenant).bind(from[0]).bind(from[1])
                 .execute(p).await.map_err(db_err("deciding an escalation"))?;
             Ok(r.rows_affected() == 1)
@@ -723,13 +809,13 @@ impl ControlStore {
                     host: r.try_get(3)?,
                     runbook: r.try_get(4)?,
                     status: r.try_get(5)?,
-                    summary: r.try_get(6)?,
+                    summary: from_db(pg, r.try_get(6)?),
                     tier: r.try_get(7)?,
                     dry_run: r.try_get(8)?,
-                    incident_type: r.try_get(9)?,
-                    service: r.try_get(10)?,
-                    message: r.try_get(11)?,
-                    params: r.try_get(12)?,
+                    incident_type: from_db(pg, r.try_get(9)?),
+                    service: from_db(pg, r.try_get(10)?),
+                    message: from_db(pg, r.try_get(11)?),
+                    params: from_db(pg, r.try_get(12)?),
                     at_ms: r.try_get(13)?,
                 }))
                 .collect::<std::result::Result<Vec<_>, sqlx::Error>>()

@@ -174,6 +174,30 @@ pub enum Error {
     #[error("evidence store: {0}")]
     Store(String),
 
+    /// The log lost or changed records that a checkpoint it signed covers, or its database
+    /// is damaged: refusing to serve or export it rather than presenting a shorter log as
+    /// complete.
+    #[error(
+        "the evidence log {database} is damaged or lost records: {problem}. Nothing was written. \
+         To recover: stop every runwarden using it and restore {database} (with its -wal file, if \
+         any) from a backup taken after {signed_at}; keep {}, it is the signed record of what the \
+         log held. If no such backup exists, move the database files and {} into an archive \
+         directory (give it to your auditors) and start again: runwarden then starts a new, \
+         empty log",
+        checkpoint_file.display(),
+        checkpoint_file.display()
+    )]
+    LogIntegrity {
+        /// The database (path or URL without credentials).
+        database: String,
+        /// The file that keeps the latest signed checkpoint.
+        checkpoint_file: PathBuf,
+        /// What is wrong, with the sizes.
+        problem: String,
+        /// When the latest checkpoint was kept (RFC 3339), or "the last checkpoint".
+        signed_at: String,
+    },
+
     /// The database was migrated by a newer runwarden.
     #[error(
         "the evidence database has schema version {0}, newer than this runwarden knows: upgrade runwarden (nothing was written)"

@@ -17,6 +17,7 @@ mod bundle;
 mod checkpoint;
 mod dsse;
 mod error;
+mod files;
 mod keys;
 mod merkle;
 mod record;
@@ -30,6 +31,7 @@ pub use bundle::{
 pub use checkpoint::Checkpoint;
 pub use dsse::{Envelope, EnvelopeSignature, pae};
 pub use error::{Error, Result};
+pub use files::{create_private_dir, private_sqlite_files};
 pub use keys::{SigningKey, VerifyingKey, read_signing_key, read_verifying_key, write_key_pair};
 pub use merkle::{
     CompactTree, EMPTY_ROOT, Hash, MerkleTree, consistency_proof, hash_from_slice, inclusion_proof,
@@ -39,5 +41,5 @@ pub use record::{
     Invocation, PAYLOAD_TYPE, PREDICATE_TYPE, Provenance, STATEMENT_TYPE, Statement, Subject,
     rfc3339_ms,
 };
-pub use store::{Filter, NewRecord, Store, StoredRecord};
+pub use store::{Filter, NewRecord, Store, StoredRecord, checkpoint_file_of};
 pub use text::{escape_control, is_unsafe_char};

@@ -1,5 +1,6 @@
 //! The `runwarden` binary as users call it: arguments, output, exit codes.
 
+mod integrity;
 mod mcp;
 #[path = "../../../evidence/tests/all/pg.rs"]
 mod pg;

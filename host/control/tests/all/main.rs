@@ -7,3 +7,4 @@ mod notify;
 mod pipeline;
 mod planner;
 mod rules;
+mod store;

@@ -4,6 +4,7 @@
 mod bundle;
 mod crash;
 mod end_to_end;
+mod integrity;
 mod key_files;
 mod pg;
 mod proofs;

@@ -1,0 +1,176 @@
+//! The control-plane store against real databases: a log shorter than the evidence its
+//! incidents name is refused at start; on PostgreSQL, any text the input allows is stored
+//! (U+0000 included) and a write that fails fails only the request that made it.
+
+use super::pipeline::{service_down, setup, standard_rules, start};
+use runwarden_control::GuardrailConfig;
+use runwarden_control::store::{ControlStore, IncidentRow, RunRow, Write};
+
+#[path = "../../../evidence/tests/all/pg.rs"]
+mod pg;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_log_shorter_than_its_incidents_point_to_is_refused_at_start() {
+    let s = setup();
+    let c = start(
+        &s,
+        GuardrailConfig::default(),
+        vec![standard_rules()],
+        None,
+        Default::default(),
+        Default::default(),
+    )
+    .await
+    .unwrap();
+    let r = c.submit("clinic-a", service_down()).await.unwrap();
+    assert!(!r.evidence.is_empty(), "{r:?}");
+    let last = *r.evidence.iter().max().unwrap();
+    drop(c);
+    // The evidence log is lost with its kept checkpoint; the control state survives.
+    for name in ["rw.db", "rw.db-wal", "rw.db-shm", "rw.db.checkpoint"] {
+        let _ = std::fs::remove_file(s.root.join(name));
+    }
+    let err = match start(
+        &s,
+        GuardrailConfig::default(),
+        vec![standard_rules()],
+        None,
+        Default::default(),
+        Default::default(),
+    )
+    .await
+    {
+        Ok(_) => panic!("started on a log that lost the records its incidents name"),
+        Err(e) => e.to_string(),
+    };
+    for want in [
+        "has 0 records".to_string(),
+        format!("names evidence record {last}"),
+        "restore".into(),
+        "rw-control.db".into(),
+    ] {
+        assert!(err.contains(&want), "{err:?} does not say {want:?}");
+    }
+}
+
+fn run(tenant: &str, n: usize, message: &str) -> Write {
+    Write::Run(RunRow {
+        invocation_id: format!("inv-{tenant}-{n}"),
+        incident_id: format!("inc-{tenant}-{n}"),
+        tenant: tenant.into(),
+        host: "h".into(),
+        runbook: "restart-service".into(),
+        status: "healed".into(),
+        summary: format!("summary with {message}"),
+        tier: "L1".into(),
+        dry_run: false,
+        incident_type: "service-down".into(),
+        service: "nginx.service".into(),
+        message: message.into(),
+        params: "{}".into(),
+        at_ms: 1_000 + n as i64,
+    })
+}
+
+fn incident(tenant: &str, n: usize, message: &str) -> Write {
+    Write::Incident(IncidentRow {
+        id: format!("inc-{tenant}-{n}"),
+        tenant: tenant.into(),
+        host: "h".into(),
+        fingerprint: format!("fp-{n}"),
+        status: "healed".into(),
+        received_at_ms: 1_000 + n as i64,
+        updated_at_ms: 1_000 + n as i64,
+        // Params nest an `evidence` list of their own: only the record's own list counts.
+        record: serde_json::json!({
+            "decision": { "params": { "evidence": [999] } },
+            "message": message,
+            "evidence": [n],
+        })
+        .to_string(),
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_postgres_any_text_is_stored_and_a_failing_write_fails_only_its_request() {
+    let pg = pg::Postgres::start();
+    let store = ControlStore::open(&pg.url).await.unwrap();
+    // A write PostgreSQL refuses: a trigger stands in for whatever one row can break.
+    for stmt in [
+        "CREATE FUNCTION refuse_poison() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN \
+         IF NEW.message = 'poison' THEN RAISE EXCEPTION 'poisoned row'; END IF; RETURN NEW; END $$",
+        "CREATE TRIGGER refuse_poison BEFORE INSERT ON runs FOR EACH ROW EXECUTE FUNCTION refuse_poison()",
+    ] {
+        let pool = sqlx::PgPool::connect(&pg.url).await.unwrap();
+        sqlx::query(stmt).execute(&pool).await.unwrap();
+    }
+    let texts = [
+        "a NUL \0 in the middle",
+        "\0",
+        "private use \u{E000} and \u{E000}0 and \u{E000}\0",
+        "plain",
+    ];
+    // Every request is queued while the writer waits on a lock, so the poisoned one shares
+    // a batch with others' (queued in the middle: whatever the writer took first, the
+    // batch that holds it holds another tenant's request too).
+    let locker = sqlx::PgPool::connect(&pg.url).await.unwrap();
+    let mut lock = locker.begin().await.unwrap();
+    sqlx::query("LOCK TABLE runs IN ACCESS EXCLUSIVE MODE")
+        .execute(&mut *lock)
+        .await
+        .unwrap();
+    let mut pending = Vec::new();
+    let mut poison = None;
+    for (n, text) in texts.iter().enumerate() {
+        let tenant = format!("tenant-{n}");
+        pending.push((
+            tenant.clone(),
+            store
+                .queue(vec![incident(&tenant, n, text), run(&tenant, n, text)])
+                .await
+                .unwrap(),
+        ));
+        if n == 1 {
+            poison = Some(
+                store
+                    .queue(vec![
+                        incident("tenant-p", 9, "poison"),
+                        run("tenant-p", 9, "poison"),
+                    ])
+                    .await
+                    .unwrap(),
+            );
+        }
+    }
+    lock.rollback().await.unwrap();
+    let poison = poison.unwrap();
+    for (tenant, p) in pending {
+        p.wait().await.unwrap_or_else(|e| panic!("{tenant}: {e}"));
+    }
+    let err = poison.wait().await.unwrap_err().to_string();
+    assert!(err.contains("poisoned row"), "{err}");
+    for (n, text) in texts.iter().enumerate() {
+        let tenant = format!("tenant-{n}");
+        let runs = store.recent_runs(&tenant, 10).await.unwrap();
+        assert_eq!(runs.len(), 1, "{tenant}");
+        assert_eq!(runs[0].message, *text);
+        assert_eq!(runs[0].summary, format!("summary with {text}"));
+        let rec = store
+            .get_incident(&tenant, &format!("inc-{tenant}-{n}"))
+            .await
+            .unwrap()
+            .expect("the incident is stored");
+        let rec: serde_json::Value = serde_json::from_str(&rec).unwrap();
+        assert_eq!(rec["message"], *text);
+    }
+    // The poisoned request left nothing behind: not its incident, not its run.
+    assert!(store.recent_runs("tenant-p", 10).await.unwrap().is_empty());
+    assert!(
+        store
+            .get_incident("tenant-p", "inc-tenant-p-9")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert_eq!(store.max_evidence_index().await.unwrap(), Some(3));
+}
