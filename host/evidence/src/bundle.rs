@@ -920,24 +920,25 @@ fn check_chunk(
 
 /// Parse `records.jsonl` lines on every core, keeping their order.
 fn parse_lines<'a>(lines: &[&'a [u8]]) -> Vec<Result<Line<'a>, serde_json::Error>> {
+    map_on_every_core(lines, |l| serde_json::from_slice(l))
+}
+
+/// `f` of each item, computed on every core, in the items' order. A panic in a worker is
+/// passed on rather than dropping its share (which would shift every later result).
+fn map_on_every_core<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec<R> {
     let workers = std::thread::available_parallelism()
         .map_or(1, |n| n.get())
         .clamp(1, 16);
-    let chunk = lines.len().div_ceil(workers).max(1);
+    let chunk = items.len().div_ceil(workers).max(1);
+    let f = &f;
     std::thread::scope(|s| {
-        let handles: Vec<_> = lines
+        let handles: Vec<_> = items
             .chunks(chunk)
-            .map(|part| {
-                s.spawn(move || {
-                    part.iter()
-                        .map(|l| serde_json::from_slice(l))
-                        .collect::<Vec<_>>()
-                })
-            })
+            .map(|part| s.spawn(move || part.iter().map(f).collect::<Vec<_>>()))
             .collect();
         handles
             .into_iter()
-            .flat_map(|h| h.join().unwrap_or_default())
+            .flat_map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
             .collect()
     })
 }
@@ -1038,26 +1039,7 @@ fn report_row(index: u64, envelope: &str) -> Option<(String, String)> {
 
 /// [`report_row`] of every record, on every core (verification makes the report again).
 fn report_rows(records: &[(u64, &str)]) -> Vec<Option<(String, String)>> {
-    let workers = std::thread::available_parallelism()
-        .map_or(1, |n| n.get())
-        .clamp(1, 16);
-    let chunk = records.len().div_ceil(workers).max(1);
-    std::thread::scope(|s| {
-        let handles: Vec<_> = records
-            .chunks(chunk)
-            .map(|part| {
-                s.spawn(move || {
-                    part.iter()
-                        .map(|&(i, e)| report_row(i, e))
-                        .collect::<Vec<_>>()
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .flat_map(|h| h.join().unwrap_or_default())
-            .collect()
-    })
+    map_on_every_core(records, |&(i, e)| report_row(i, e))
 }
 
 /// A report a non-engineer can read: what ran where, when, why, with what outcome. Made
