@@ -137,6 +137,15 @@ impl From<ControlError> for ApiError {
             ControlError::ShuttingDown => ApiError::shutting_down(),
             ControlError::NotFound(m) => ApiError::not_found(m),
             ControlError::Conflict(m) => ApiError::new(StatusCode::CONFLICT, "conflict", m),
+            e if e.is_disk_full() => {
+                eprintln!("runwarden-api: control plane: {e}");
+                ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "disk_full",
+                    "the disk that holds runwarden's data is full: free space on it and retry; \
+                     incidents already accepted are concluded and recorded once writes succeed",
+                )
+            }
             e @ (ControlError::Store(_) | ControlError::Evidence(_) | ControlError::Setup(_)) => {
                 ApiError::internal("control plane", &e)
             }
@@ -196,5 +205,17 @@ mod tests {
         assert_eq!(s, StatusCode::INTERNAL_SERVER_ERROR);
         assert_eq!(b["error"]["code"], "internal");
         assert!(!b["error"]["message"].as_str().unwrap().contains("/var/x"));
+
+        // A full disk is the operator's to fix, and says so (503, retry later).
+        let full = runwarden_evidence::Error::Io {
+            action: "append to the log",
+            path: "/var/lib/runwarden/evidence.db".into(),
+            source: std::io::Error::from_raw_os_error(28),
+        };
+        let (s, b) = body(ControlError::Evidence(full).into()).await;
+        assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(b["error"]["code"], "disk_full");
+        assert!(b["error"]["message"].as_str().unwrap().contains("disk"));
+        assert!(!b["error"]["message"].as_str().unwrap().contains("/var/lib"));
     }
 }

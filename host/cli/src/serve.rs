@@ -403,7 +403,8 @@ pub fn up(
                 }
             }
         });
-        // Escalations past their SLA deadline, announced to the webhooks once each.
+        // Escalations past their SLA deadline, announced to the webhooks once each; and
+        // incidents a failed write left `processing`, concluded.
         let sla = controller.clone();
         let breaches = tokio::spawn(async move {
             let mut t = tokio::time::interval(std::time::Duration::from_secs(30));
@@ -411,6 +412,16 @@ pub fn up(
                 t.tick().await;
                 if let Err(e) = sla.announce_breaches().await {
                     errln!("warning: announcing SLA breaches: {e}");
+                }
+                // Incidents acknowledged when a write then failed (a full disk): concluded
+                // and recorded as soon as the store takes writes again.
+                match sla
+                    .conclude_stalled(std::time::Duration::from_secs(60))
+                    .await
+                {
+                    Ok(0) => {}
+                    Ok(n) => errln!("concluded {n} incident(s) left processing by a failed write"),
+                    Err(e) => errln!("warning: concluding stalled incidents: {e}"),
                 }
             }
         });

@@ -59,6 +59,34 @@ pub enum ControlError {
     Setup(String),
 }
 
+impl ControlError {
+    /// Whether the store or the evidence log failed because its disk (or SQLite's
+    /// `max_page_count`) is full: the caller can say so and retry later, and nothing
+    /// acknowledged is lost (see [`Controller::conclude_stalled`]).
+    pub fn is_disk_full(&self) -> bool {
+        if !matches!(self, ControlError::Store(_) | ControlError::Evidence(_)) {
+            return false;
+        }
+        let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(self);
+        while let Some(e) = cause {
+            if let Some(io) = e.downcast_ref::<std::io::Error>()
+                && (io.kind() == std::io::ErrorKind::StorageFull || io.raw_os_error() == Some(28))
+            {
+                return true;
+            }
+            // SQLite says "database or disk is full"; PostgreSQL (53100) and the OS "No
+            // space left on device". Store errors carry the driver's text.
+            let text = e.to_string();
+            if text.contains("database or disk is full") || text.contains("No space left on device")
+            {
+                return true;
+            }
+            cause = e.source();
+        }
+        false
+    }
+}
+
 type Result<T, E = ControlError> = std::result::Result<T, E>;
 
 /// Every status an incident can be in.
@@ -351,6 +379,25 @@ pub struct Controller {
     /// Escalations whose breach was announced by this process (the notifications table
     /// remembers them across restarts once a delivery ended).
     breaches_announced: Mutex<std::collections::HashSet<String>>,
+    /// Incidents this process stored as `processing` and has not finished: from before
+    /// their `processing` row is written until after their final row is queued. Any other
+    /// `processing` row of this host is stalled (see [`Controller::conclude_stalled`]).
+    active: Mutex<std::collections::HashSet<String>>,
+}
+
+/// Removes an incident from [`Controller::active`] however its processing ends.
+struct Active<'a> {
+    set: &'a Mutex<std::collections::HashSet<String>>,
+    id: String,
+}
+
+impl Drop for Active<'_> {
+    fn drop(&mut self) {
+        self.set
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&self.id);
+    }
 }
 
 fn now_ms() -> i64 {
@@ -487,34 +534,72 @@ impl Controller {
             metrics: Metrics::default(),
             notifier,
             breaches_announced: Mutex::default(),
+            active: Mutex::default(),
         };
-        controller.reconcile().await?;
+        controller
+            .conclude_unfinished(
+                None,
+                "runwarden stopped before it finished this incident: a human must decide (or resubmit)",
+                "interrupted by a stop",
+            )
+            .await?;
         Ok(controller)
     }
 
-    /// Incidents for this host a previous run accepted but never finished (it crashed, or
-    /// was killed) are escalated, with a record saying so: none stays `processing`
-    /// forever. (Only this host's: another agent sharing the database may be working on
-    /// its own.)
-    async fn reconcile(&self) -> Result<()> {
-        for json in self
+    /// Incidents of this host that are `processing` but that nothing is working on —
+    /// accepted (and acknowledged) when a write then failed, a full disk say — are
+    /// escalated, with a record saying so, once the store takes writes again. Only those
+    /// received more than `older_than` ago (a margin against an incident that starts and
+    /// ends between the sweep's reads). Returns how many. `runwarden up` calls this
+    /// periodically, so an acknowledged incident never stays `processing`.
+    pub async fn conclude_stalled(&self, older_than: std::time::Duration) -> Result<usize> {
+        self.conclude_unfinished(
+            Some(older_than),
+            "runwarden could not finish this incident (a write failed, e.g. a full disk): \
+             a human must decide (or resubmit)",
+            "a write failed while it was handled",
+        )
+        .await
+    }
+
+    /// Escalate this host's `processing` incidents that this process is not working on
+    /// (all of them at start, when nothing is). Another agent sharing the database has its
+    /// own host's.
+    async fn conclude_unfinished(
+        &self,
+        older_than: Option<std::time::Duration>,
+        reason: &str,
+        note: &str,
+    ) -> Result<usize> {
+        let active = || {
+            self.active
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone()
+        };
+        let before = active();
+        let stored = self
             .store
             .unfinished_incidents(&self.host.policy.host_id)
-            .await?
-        {
+            .await?;
+        let after = active();
+        let cutoff = older_than.map(|d| now_ms() - d.as_millis() as i64);
+        let mut concluded = 0;
+        for json in stored {
             let mut rec = parse_record(&json)?;
             let received_ms = ev_ms(&rec.received_at);
-            Self::end(
-                &mut rec,
-                "L3",
-                "escalated",
-                "runwarden stopped before it finished this incident: a human must decide (or resubmit)",
-            );
-            self.record_undecided(&mut rec, "interrupted by a stop", now_ms())
-                .await?;
+            if before.contains(&rec.id)
+                || after.contains(&rec.id)
+                || cutoff.is_some_and(|c| received_ms > c)
+            {
+                continue;
+            }
+            Self::end(&mut rec, "L3", "escalated", reason);
+            self.record_undecided(&mut rec, note, now_ms()).await?;
             self.save(&mut rec, received_ms).await?;
+            concluded += 1;
         }
-        Ok(())
+        Ok(concluded)
     }
 
     /// A service unit a runbook would act on that is not installed on this host, when the
@@ -721,8 +806,7 @@ impl Controller {
     /// Follow with [`Controller::complete`].
     pub async fn accept(&self, tenant: &str, incident: Incident) -> Result<IncidentRecord> {
         let mut rec = self.prepare(tenant, incident).await?;
-        let received_ms = ev_ms(&rec.received_at);
-        self.save(&mut rec, received_ms).await?;
+        self.store_accepted(&mut rec).await?;
         Ok(rec)
     }
 
@@ -738,9 +822,22 @@ impl Controller {
     pub async fn accept_as(&self, caller: &Caller, incident: Incident) -> Result<IncidentRecord> {
         let mut rec = self.prepare(&caller.tenant, incident).await?;
         rec.requested_by = Some(caller.token_id.clone());
-        let received_ms = ev_ms(&rec.received_at);
-        self.save(&mut rec, received_ms).await?;
+        self.store_accepted(&mut rec).await?;
         Ok(rec)
+    }
+
+    /// Store an accepted incident as `processing`. If that fails it was not accepted, and
+    /// nothing is working on it.
+    async fn store_accepted(&self, rec: &mut IncidentRecord) -> Result<()> {
+        let received_ms = ev_ms(&rec.received_at);
+        let saved = self.save(rec, received_ms).await;
+        if saved.is_err() {
+            self.active
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&rec.id);
+        }
+        saved
     }
 
     /// Validate an incident for `tenant` and give it an id.
@@ -801,6 +898,10 @@ impl Controller {
         directed: Option<Chosen>,
     ) -> Result<IncidentRecord> {
         let guard = self.in_flight.read().await;
+        let _active = Active {
+            set: &self.active,
+            id: rec.id.clone(),
+        };
         let started = std::time::Instant::now();
         let received_ms = ev_ms(&rec.received_at);
         if *guard {
@@ -849,6 +950,12 @@ impl Controller {
     /// Queue the incident's row; an incident that ended at L3 also gets its escalation
     /// (once: the row is written only if the incident has none).
     async fn queue_save(&self, rec: &mut IncidentRecord, received_ms: i64) -> Result<Pending> {
+        if rec.status == "processing" {
+            self.active
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(rec.id.clone());
+        }
         let mut writes = Vec::with_capacity(2);
         let mut opened = None;
         if rec.tier == "L3" && rec.status != "processing" && rec.escalation.is_none() {

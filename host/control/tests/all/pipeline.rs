@@ -705,3 +705,115 @@ async fn another_tenant_has_no_host_here_and_the_asker_does_not_approve() {
     assert_eq!(e.state, "approved");
     assert!(c.metrics("clinic-a").contains("runwarden_incidents_total{"));
 }
+
+/// A tmpfs of `mib` MiB mounted on a new temporary directory, unmounted when dropped.
+/// `None` where this process may not mount (not root, or no mount namespace rights).
+struct SmallDisk {
+    dir: tempfile::TempDir,
+}
+
+impl SmallDisk {
+    fn mount(mib: u32) -> Option<SmallDisk> {
+        let dir = tempfile::tempdir().unwrap();
+        let ok = std::process::Command::new("mount")
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={mib}m,mode=0700"),
+                "tmpfs",
+            ])
+            .arg(dir.path())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        ok.then_some(SmallDisk { dir })
+    }
+
+    /// Fill it to the last byte; returns the filler, whose removal frees the space.
+    fn fill(&self) -> PathBuf {
+        use std::io::Write;
+        let path = self.dir.path().join("filler");
+        let mut f = std::fs::File::create(&path).unwrap();
+        for size in [1 << 20, 4096, 1] {
+            let chunk = vec![0u8; size];
+            // Bounded: the disk is at most a few hundred MiB.
+            for _ in 0..(512 << 20) / size.max(4096) {
+                if f.write_all(&chunk).and_then(|()| f.flush()).is_err() {
+                    break;
+                }
+            }
+        }
+        path
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(self.dir.path())
+            .status();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_incident_acknowledged_before_the_disk_filled_is_concluded_once_space_returns() {
+    let Some(disk) = SmallDisk::mount(96) else {
+        eprintln!("skipped: mounting a tmpfs needs root (CI runs as root)");
+        return;
+    };
+    let root = disk.dir.path().to_path_buf();
+    std::fs::create_dir_all(root.join("work/tmp")).unwrap();
+    let rt = Arc::new(
+        Runtime::new(RuntimeConfig {
+            data_dir: root.join("data"),
+        })
+        .unwrap(),
+    );
+    let s = Setup {
+        _dir: tempfile::tempdir().unwrap(),
+        root: root.clone(),
+        rt,
+    };
+    let c = controller(&s, GuardrailConfig::default(), vec![standard_rules()]).await;
+    // Acknowledged (stored as processing) while there was space …
+    let rec = c.accept("clinic-a", service_down()).await.unwrap();
+    let filler = disk.fill();
+    // … then handled once the disk is full: it cannot be recorded, so it fails as such.
+    let err = c.complete(rec.clone()).await.unwrap_err();
+    assert!(err.is_disk_full(), "{err}");
+    let err = c.accept("clinic-a", service_down()).await.unwrap_err();
+    assert!(err.is_disk_full(), "{err}");
+    assert!(
+        c.conclude_stalled(std::time::Duration::ZERO)
+            .await
+            .is_err_and(|e| e.is_disk_full()),
+        "nothing can be concluded while the disk is full"
+    );
+    // Space returns: the acknowledged incident is concluded and recorded, without a restart.
+    std::fs::remove_file(filler).unwrap();
+    assert_eq!(
+        c.conclude_stalled(std::time::Duration::ZERO).await.unwrap(),
+        1
+    );
+    let r = c.incident("clinic-a", &rec.id).await.unwrap().unwrap();
+    assert_eq!(r.status, "escalated", "{r:?}");
+    assert!(r.reason.contains("a write failed"), "{}", r.reason);
+    assert_eq!(r.evidence.len(), 1, "the conclusion is recorded");
+    assert_eq!(
+        c.conclude_stalled(std::time::Duration::ZERO).await.unwrap(),
+        0,
+        "once"
+    );
+    // An incident being worked on is never taken for a stalled one.
+    let busy = c.accept("clinic-a", disk_full(&root)).await.unwrap();
+    assert_eq!(
+        c.conclude_stalled(std::time::Duration::ZERO).await.unwrap(),
+        0
+    );
+    let done = c.complete(busy).await.unwrap();
+    assert_ne!(done.status, "processing");
+    assert!(log_verifies(&c, &root.join("data")).await >= 2);
+    c.shutdown().await;
+}
