@@ -635,8 +635,8 @@ impl ControlStore {
     pub async fn unfinished_incidents(&self, host: &str) -> Result<Vec<String>> {
         self.flush().await?;
         on_db!(&self.db, p, pg => {
-            sqlx::query_scalar(sql(pg, "SELECT record FROM incidents WHERE status = ? AND host = ? ORDER BY received_at_ms"))
-                .bind("processing").bind(host)
+            sqlx::query_scalar(sql(pg, "SELECT record FROM incidents WHERE status = 'processing' AND host = ? ORDER BY received_at_ms"))
+                .bind(host)
                 .fetch_all(p).await.map_err(db_err("reading unfinished incidents"))
         })
     }
