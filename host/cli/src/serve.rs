@@ -328,7 +328,11 @@ pub fn up(
     let rt = Arc::new(crate::runbook::runtime(data_dir.clone())?);
     let rule_sets = rule_sets(&rt, &rules_files, runbooks_dir.as_deref())?;
     let runbooks = runbooks(runbooks_dir.as_deref())?;
+    // Blocking threads carry rule evaluations and runs waiting for a slot (at most
+    // `runwarden_runtime::MAX_RUNS` run at once): past this many, work queues instead of
+    // each waiting incident holding a thread of its own.
     let io = tokio::runtime::Builder::new_multi_thread()
+        .max_blocking_threads(64)
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;

@@ -37,7 +37,7 @@ fn bench(c: &mut Criterion) {
     )
     .unwrap();
     let names: Vec<String> = deployed.keys().cloned().collect();
-    let recent: Vec<RunRow> = (0..500)
+    let recent: Vec<std::sync::Arc<RunRow>> = (0..500)
         .map(|i| RunRow {
             invocation_id: format!("inv-{i}"),
             incident_id: format!("inc-{i}"),
@@ -54,6 +54,7 @@ fn bench(c: &mut Criterion) {
             params: r#"{"unit":"nginx.service"}"#.into(),
             at_ms: 1_790_000_000_000 - i as i64 * 1000,
         })
+        .map(std::sync::Arc::new)
         .collect();
     let incident = Incident::from_json(
         br#"{"tenant":"t","host":"h1","type":"php-fpm-stuck","severity":"high","service":"php8.2-fpm.service","message":"php-fpm workers stuck; requests time out","labels":{"site":"portal"}}"#,

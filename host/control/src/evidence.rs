@@ -177,7 +177,7 @@ pub fn decision_statement(
         subject.name,
         subject.sha256,
         ev::Invocation {
-            invocation_id: uuid_v4(),
+            invocation_id: time_ordered_id(),
             tenant: cx.tenant.to_string(),
             host_id: host_id.to_string(),
             key_id: key.verifying_key().key_id_hex(),
@@ -202,4 +202,12 @@ pub fn decision_statement(
 /// A random UUID v4 string.
 pub fn uuid_v4() -> String {
     uuid::Uuid::new_v4().to_string()
+}
+
+/// A UUID v7 string: the time in ms, then 74 random bits. Ids that are primary keys of
+/// tables written on every incident are time-ordered, so each insert lands at the end of
+/// its index instead of on a random page: writes stay as fast with a million rows as with
+/// none.
+pub fn time_ordered_id() -> String {
+    uuid::Uuid::now_v7().to_string()
 }

@@ -260,7 +260,7 @@ impl Controller {
             groups
                 .entry((r.incident_type.clone(), r.service.clone()))
                 .or_default()
-                .push(r);
+                .push(&**r);
         }
         let min = self.planner_config.promote_after.max(1);
         let mut out = Vec::new();

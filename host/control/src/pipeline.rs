@@ -865,7 +865,7 @@ impl Controller {
         }
         let received_ms = now_ms();
         let rec = IncidentRecord {
-            id: evrec::uuid_v4(),
+            id: evrec::time_ordered_id(),
             tenant: tenant.to_string(),
             fingerprint: incident.fingerprint(),
             received_at: ev::rfc3339_ms(received_ms as u64),

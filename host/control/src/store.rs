@@ -8,6 +8,7 @@ use sqlx::sqlite::{
 use sqlx::{AssertSqlSafe, Row};
 use std::collections::HashMap;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 
@@ -170,6 +171,101 @@ pub struct ControlStore {
     db: Db,
     write: Db,
     writer: mpsc::Sender<WriteRequest>,
+    recent: Arc<std::sync::Mutex<RecentRuns>>,
+}
+
+/// How many of a tenant's latest runs are kept in memory: what the planners read on
+/// every incident no rule matched (`planner.history`, 500 by default). A request for
+/// more reads the database.
+pub const RECENT_RUNS: usize = 1000;
+/// Tenants whose latest runs are kept at once; the least recently read is dropped first.
+const RECENT_TENANTS: usize = 256;
+
+/// The latest runs of recently planned-for tenants, newest first. A tenant's list is
+/// read from the database once, then kept current by the writer with every run it
+/// commits (this store is the only writer of runs in a process), so planning reads no
+/// rows. A run not yet committed is not among them, as it would not be in the database.
+#[derive(Default)]
+struct RecentRuns {
+    tenants: HashMap<String, TenantRuns>,
+    clock: u64,
+}
+
+struct TenantRuns {
+    runs: std::collections::VecDeque<Arc<RunRow>>,
+    /// False while the list is being read from the database (runs queued meanwhile are
+    /// collected and merged when it arrives).
+    loaded: bool,
+    used: u64,
+}
+
+impl RecentRuns {
+    fn push(&mut self, run: &RunRow) {
+        if let Some(t) = self.tenants.get_mut(&run.tenant) {
+            t.runs.push_front(Arc::new(run.clone()));
+            t.runs.truncate(RECENT_RUNS);
+        }
+    }
+
+    /// The first `limit` runs of `tenant`, when its list is loaded.
+    fn get(&mut self, tenant: &str, limit: usize) -> Option<Vec<Arc<RunRow>>> {
+        self.clock += 1;
+        let t = self.tenants.get_mut(tenant).filter(|t| t.loaded)?;
+        t.used = self.clock;
+        Some(t.runs.iter().take(limit).cloned().collect())
+    }
+
+    /// Start loading `tenant`'s list; false when another caller already is.
+    fn start_loading(&mut self, tenant: &str) -> bool {
+        if self.tenants.contains_key(tenant) {
+            return false;
+        }
+        if self.tenants.len() >= RECENT_TENANTS
+            && let Some(oldest) = self
+                .tenants
+                .iter()
+                .filter(|(_, t)| t.loaded)
+                .min_by_key(|(_, t)| t.used)
+                .map(|(k, _)| k.clone())
+        {
+            self.tenants.remove(&oldest);
+        }
+        self.tenants.insert(
+            tenant.to_string(),
+            TenantRuns {
+                runs: Default::default(),
+                loaded: false,
+                used: self.clock,
+            },
+        );
+        true
+    }
+
+    /// Finish loading `tenant`'s list with `stored` (newest first, read after every run
+    /// queued before loading began was committed); `None` when the read failed.
+    fn finish_loading(&mut self, tenant: &str, stored: Option<&[Arc<RunRow>]>) {
+        let Some(stored) = stored else {
+            self.tenants.remove(tenant);
+            return;
+        };
+        let Some(t) = self.tenants.get_mut(tenant) else {
+            return;
+        };
+        // Runs queued while the database was read may also be in what it returned.
+        let queued: std::collections::HashSet<&str> =
+            t.runs.iter().map(|r| r.invocation_id.as_str()).collect();
+        let older: Vec<Arc<RunRow>> = stored
+            .iter()
+            .filter(|r| !queued.contains(r.invocation_id.as_str()))
+            .cloned()
+            .collect();
+        t.runs.extend(older);
+        t.runs
+            .make_contiguous()
+            .sort_by_key(|r| std::cmp::Reverse(r.at_ms));
+        t.runs.truncate(RECENT_RUNS);
+        t.loaded = true;
+    }
 }
 
 /// A write the control plane makes on every incident; queued and committed in batches
@@ -334,7 +430,11 @@ impl Pending {
 /// Most requests committed in one batch.
 const MAX_BATCH: usize = 256;
 
-async fn writer(db: Db, mut rx: mpsc::Receiver<WriteRequest>) {
+async fn writer(
+    db: Db,
+    mut rx: mpsc::Receiver<WriteRequest>,
+    recent: Arc<std::sync::Mutex<RecentRuns>>,
+) {
     while let Some(first) = rx.recv().await {
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
@@ -364,6 +464,16 @@ async fn writer(db: Db, mut rx: mpsc::Receiver<WriteRequest>) {
             Err(e) => batch.iter().map(|_| Err(StoreError(e.0.clone()))).collect(),
         };
         for (r, result) in batch.into_iter().zip(results) {
+            // Committed runs join their tenant's latest, before anyone is told they are
+            // written.
+            if result.is_ok() && r.writes.iter().any(|w| matches!(w, Write::Run(_))) {
+                let mut recent = recent.lock().unwrap_or_else(|e| e.into_inner());
+                for w in &r.writes {
+                    if let Write::Run(run) = w {
+                        recent.push(run);
+                    }
+                }
+            }
             // Nobody waits for this write (see `Controller::complete`): say it failed.
             if let Err(Err(e)) = r.done.send(result) {
                 eprintln!("runwarden: {e}");
@@ -578,11 +688,13 @@ impl ControlStore {
                 (Db::Sqlite(read), Db::Sqlite(write))
             };
         let (tx, rx) = mpsc::channel(4 * MAX_BATCH);
-        tokio::spawn(writer(write.clone(), rx));
+        let recent = Arc::<std::sync::Mutex<RecentRuns>>::default();
+        tokio::spawn(writer(write.clone(), rx, recent.clone()));
         Ok(ControlStore {
             db,
             write,
             writer: tx,
+            recent,
         })
     }
 
@@ -794,15 +906,36 @@ impl ControlStore {
     }
 
     /// `tenant`'s most recent runs (at most `limit`), newest first.
-    pub async fn recent_runs(&self, tenant: &str, limit: u32) -> Result<Vec<RunRow>> {
+    pub async fn recent_runs(&self, tenant: &str, limit: u32) -> Result<Vec<Arc<RunRow>>> {
+        let limit = limit as usize;
+        if limit > RECENT_RUNS {
+            return self.stored_runs(tenant, limit).await;
+        }
+        let lock = || self.recent.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(runs) = lock().get(tenant, limit) {
+            return Ok(runs);
+        }
+        if !lock().start_loading(tenant) {
+            // Another caller is loading it.
+            return self.stored_runs(tenant, limit).await;
+        }
+        let stored = self.stored_runs(tenant, RECENT_RUNS).await;
+        lock().finish_loading(tenant, stored.as_deref().ok());
+        let mut runs = stored?;
+        runs.truncate(limit);
+        Ok(runs)
+    }
+
+    /// `tenant`'s latest `limit` runs as stored, newest first (after every queued write).
+    async fn stored_runs(&self, tenant: &str, limit: usize) -> Result<Vec<Arc<RunRow>>> {
         self.flush().await?;
         on_db!(&self.db, p, pg => {
             let rows = sqlx::query(sql(pg, "SELECT invocation_id, incident_id, tenant, host, runbook, status, summary, tier, dry_run, incident_type, service, message, params, at_ms \
                 FROM runs WHERE tenant = ? ORDER BY at_ms DESC LIMIT ?"))
-                .bind(tenant).bind(i64::from(limit))
+                .bind(tenant).bind(limit as i64)
                 .fetch_all(p).await.map_err(db_err("reading recent runs"))?;
             rows.iter()
-                .map(|r| Ok(RunRow {
+                .map(|r| Ok(Arc::new(RunRow {
                     invocation_id: r.try_get(0)?,
                     incident_id: r.try_get(1)?,
                     tenant: r.try_get(2)?,
@@ -817,7 +950,7 @@ impl ControlStore {
                     message: from_db(pg, r.try_get(11)?),
                     params: from_db(pg, r.try_get(12)?),
                     at_ms: r.try_get(13)?,
-                }))
+                })))
                 .collect::<std::result::Result<Vec<_>, sqlx::Error>>()
                 .map_err(db_err("reading recent runs"))
         })

@@ -38,7 +38,7 @@ pub use policy::{
 };
 pub use rules::{Action, Decision, Incident, RuleInfo, RuleSet, Severity};
 pub use runtime::{
-    Invocation, Loaded, MAX_ABANDONED, Outcome, RunOptions, Runtime, RuntimeConfig, Status,
-    engine_config,
+    Invocation, Loaded, MAX_ABANDONED, MAX_RUNS, Outcome, RunOptions, Runtime, RuntimeConfig,
+    Status, engine_config,
 };
 pub use trace::TraceEntry;

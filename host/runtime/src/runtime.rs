@@ -198,6 +198,8 @@ pub struct Runtime {
     stop_ticker: Arc<AtomicBool>,
     /// Runs abandoned past their deadline and still blocked (see [`MAX_ABANDONED`]).
     abandoned: Arc<Abandoned>,
+    /// Runs in progress (see [`MAX_RUNS`]).
+    slots: Arc<RunSlots>,
 }
 
 impl Drop for Runtime {
@@ -297,6 +299,7 @@ impl Runtime {
             root,
             stop_ticker,
             abandoned: Arc::default(),
+            slots: Arc::default(),
         })
     }
 
@@ -476,7 +479,8 @@ impl Runtime {
         };
         let params = with_defaults(&m.params_schema, params);
         let mut inv = Invocation {
-            invocation_id: uuid::Uuid::new_v4().to_string(),
+            // Time-ordered (v7): the evidence log and runs tables are keyed by it.
+            invocation_id: uuid::Uuid::now_v7().to_string(),
             runbook: m.name.clone(),
             version: m.version.clone(),
             sha256: loaded.sha256.clone(),
@@ -552,7 +556,17 @@ impl Runtime {
             return finish(inv);
         }
         let limits = policy.limits.clone();
-        let deadline = started + Duration::from_millis(limits.timeout_ms);
+        // A run waits for a free slot at most its own timeout; its deadline starts once it
+        // has one.
+        let Some(slot) = self.slots.acquire(Duration::from_millis(limits.timeout_ms)) else {
+            inv.outcome = failed(format!(
+                "host busy: {MAX_RUNS} runs were in progress for the whole {} ms timeout; \
+                 nothing ran; retry later",
+                limits.timeout_ms
+            ));
+            return finish(inv);
+        };
+        let deadline = Instant::now() + Duration::from_millis(limits.timeout_ms);
         let mut cx = self.context(policy.clone(), grant, opts.dry_run, deadline);
         cx.risk = m.risk;
         let output = cx.output.clone();
@@ -606,6 +620,7 @@ impl Runtime {
             output: output.clone(),
             deadline,
             scratch: scratch.clone(),
+            _slot: slot,
         };
         let done = Arc::new(Done::default());
         let spawned = {
@@ -674,6 +689,52 @@ const GRACE: Duration = Duration::from_secs(2);
 /// an instance slot of the pool and up to its memory limit until its blocking call
 /// returns; past this many, new runs are refused (`failed`, host busy) instead.
 pub const MAX_ABANDONED: usize = 8;
+
+/// Runs in progress at once. Each holds a component instance of the pool (64, shared with
+/// rule sets and manifest reads), a thread and up to its memory limit; a run past this
+/// many waits for one to end (at most its own timeout) rather than failing on an
+/// exhausted pool, and the process's memory stays bounded however many incidents arrive
+/// at once. Abandoned runs (see [`MAX_ABANDONED`]) keep their slot until they end.
+pub const MAX_RUNS: usize = 32;
+
+/// The count of runs in progress, and a wake-up when one ends.
+#[derive(Default)]
+struct RunSlots {
+    busy: Mutex<usize>,
+    freed: std::sync::Condvar,
+}
+
+/// One run's place among [`MAX_RUNS`]; given back when dropped.
+struct RunSlot(Arc<RunSlots>);
+
+impl RunSlots {
+    /// A slot, waiting at most `wait` for one.
+    fn acquire(self: &Arc<Self>, wait: Duration) -> Option<RunSlot> {
+        let until = Instant::now() + wait;
+        let mut busy = self.busy.lock().unwrap_or_else(|e| e.into_inner());
+        while *busy >= MAX_RUNS {
+            let now = Instant::now();
+            if now >= until {
+                return None;
+            }
+            busy = self
+                .freed
+                .wait_timeout(busy, until - now)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+        *busy += 1;
+        Some(RunSlot(self.clone()))
+    }
+}
+
+impl Drop for RunSlot {
+    fn drop(&mut self) {
+        let mut busy = self.0.busy.lock().unwrap_or_else(|e| e.into_inner());
+        *busy = busy.saturating_sub(1);
+        self.0.freed.notify_one();
+    }
+}
 
 /// Runs abandoned and not yet ended.
 #[derive(Default)]
@@ -753,6 +814,8 @@ struct Job {
     output: Output,
     deadline: Instant,
     scratch: Option<PathBuf>,
+    /// Held until the run's thread ends (an abandoned run keeps its slot).
+    _slot: RunSlot,
 }
 
 impl Job {

@@ -132,7 +132,7 @@ pub fn build(
     policy: &Policy,
     platform: &str,
     host: &str,
-    recent: &[RunRow],
+    recent: &[std::sync::Arc<RunRow>],
 ) -> (Vec<CatalogEntry>, Vec<Excluded>) {
     let mut out = Vec::new();
     let mut excluded = Vec::new();

@@ -167,7 +167,7 @@ pub async fn plan(
     host: &str,
     incident: &Incident,
     catalog: &[CatalogEntry],
-    recent: &[crate::store::RunRow],
+    recent: &[std::sync::Arc<crate::store::RunRow>],
     policy: &Policy,
 ) -> Plan {
     let incident_json = serde_json::to_value(incident).unwrap_or(serde_json::Value::Null);

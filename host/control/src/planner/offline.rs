@@ -185,7 +185,11 @@ fn fill_params(entry: &CatalogEntry, incident: &Incident) -> Option<Value> {
 }
 
 /// Choose for `incident` among `catalog`, given the tenant's `recent` runs (newest first).
-pub fn choose(incident: &Incident, catalog: &[CatalogEntry], recent: &[RunRow]) -> Proposal {
+pub fn choose(
+    incident: &Incident,
+    catalog: &[CatalogEntry],
+    recent: &[std::sync::Arc<RunRow>],
+) -> Proposal {
     if catalog.is_empty() {
         return Proposal::Escalate {
             reason: "no runbook in the catalog can run on this host".into(),

@@ -1,10 +1,11 @@
 //! The control-plane store against real databases: a log shorter than the evidence its
 //! incidents name is refused at start; on PostgreSQL, any text the input allows is stored
-//! (U+0000 included) and a write that fails fails only the request that made it.
+//! (U+0000 included) and a write that fails fails only the request that made it; the
+//! latest runs the planners read are kept current in memory and agree with the database.
 
 use super::pipeline::{service_down, setup, standard_rules, start};
 use runwarden_control::GuardrailConfig;
-use runwarden_control::store::{ControlStore, IncidentRow, RunRow, Write};
+use runwarden_control::store::{ControlStore, IncidentRow, RECENT_RUNS, RunRow, Write};
 
 #[path = "../../../evidence/tests/all/pg.rs"]
 mod pg;
@@ -51,6 +52,43 @@ async fn a_log_shorter_than_its_incidents_point_to_is_refused_at_start() {
     ] {
         assert!(err.contains(&want), "{err:?} does not say {want:?}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_latest_runs_are_read_once_then_kept_current_newest_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("rw.db");
+    let store = ControlStore::open(db.to_str().unwrap()).await.unwrap();
+    let ids = |runs: &[std::sync::Arc<RunRow>]| -> Vec<String> {
+        runs.iter().map(|r| r.invocation_id.clone()).collect()
+    };
+    for n in 0..3 {
+        store.write(vec![run("a", n, "x")]).await.unwrap();
+    }
+    store.write(vec![run("b", 0, "other")]).await.unwrap();
+    assert_eq!(
+        ids(&store.recent_runs("a", 10).await.unwrap()),
+        ["inv-a-2", "inv-a-1", "inv-a-0"]
+    );
+    // Runs committed after the first read are seen, newest first, within the limit.
+    for n in 3..6 {
+        store.write(vec![run("a", n, "x")]).await.unwrap();
+    }
+    let kept = store.recent_runs("a", 4).await.unwrap();
+    assert_eq!(ids(&kept), ["inv-a-5", "inv-a-4", "inv-a-3", "inv-a-2"]);
+    // What is kept is what the database holds: a request past the kept number reads it.
+    let stored = store
+        .recent_runs("a", RECENT_RUNS as u32 + 1)
+        .await
+        .unwrap();
+    assert_eq!(ids(&stored)[..4], ids(&kept)[..]);
+    assert_eq!(stored.len(), 6);
+    // Another tenant's runs are its own.
+    assert_eq!(ids(&store.recent_runs("b", 10).await.unwrap()), ["inv-b-0"]);
+    // A second process on the same file reads the same.
+    drop(store);
+    let again = ControlStore::open(db.to_str().unwrap()).await.unwrap();
+    assert_eq!(ids(&again.recent_runs("a", 4).await.unwrap()), ids(&kept));
 }
 
 fn run(tenant: &str, n: usize, message: &str) -> Write {

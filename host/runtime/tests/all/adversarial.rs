@@ -1118,6 +1118,12 @@ smtp = {{ file = {secret} }}
 /// `adv-limits` under a policy granting `dir` read-only, the origin `http://127.0.0.1:1`
 /// (nothing listens there) and the secret `s` read from a file holding `secret`.
 fn run_limits_guest(h: &Harness, limits: &str, secret: &str, params: Value) -> Invocation {
+    let (policy, params) = limits_guest(h, limits, secret, params);
+    h.run("adv-limits", &policy, params, false)
+}
+
+/// The policy and params [`run_limits_guest`] runs `adv-limits` with.
+fn limits_guest(h: &Harness, limits: &str, secret: &str, params: Value) -> (String, Value) {
     let dir = h.path("limits");
     let file = h.path("limits-secrets").join("s");
     fs::write(&file, format!("{secret}\n")).unwrap();
@@ -1129,7 +1135,46 @@ fn run_limits_guest(h: &Harness, limits: &str, secret: &str, params: Value) -> I
     let mut params = params;
     params["dir"] = json!(dir);
     params["origin"] = json!("http://127.0.0.1:1");
-    h.run("adv-limits", &policy, params, false)
+    (policy, params)
+}
+
+#[test]
+fn more_runs_at_once_than_the_pool_holds_wait_their_turn_and_all_end() {
+    // Twice as many runs as the pool has instances (64), each sleeping 200 ms: past
+    // `MAX_RUNS` they wait for a slot instead of failing on an exhausted pool.
+    let h = Harness::new();
+    let (policy, params) = limits_guest(
+        &h,
+        "timeout_ms = 60000",
+        "unused-secret",
+        json!({"mode": "sleep-heal", "sleep_ms": 200}),
+    );
+    let policy = std::sync::Arc::new(runwarden_runtime::Policy::parse(&policy).unwrap());
+    let loaded =
+        h.rt.load(&runwarden_test_artifacts::bytes("adv-limits"))
+            .unwrap();
+    let invs: Vec<Invocation> = std::thread::scope(|s| {
+        let runs: Vec<_> = (0..128)
+            .map(|_| {
+                s.spawn(|| {
+                    let params = params.clone();
+                    h.rt.invoke(
+                        &loaded,
+                        &policy,
+                        RunOptions {
+                            params,
+                            dry_run: false,
+                        },
+                    )
+                })
+            })
+            .collect();
+        runs.into_iter().map(|t| t.join().unwrap()).collect()
+    });
+    for inv in &invs {
+        assert_status(inv, Status::Healed);
+    }
+    assert_host_survives(&h);
 }
 
 #[test]
