@@ -667,21 +667,22 @@ fn outcome(rec: &IncidentRecord) -> Value {
         .as_ref()
         .and_then(|d| d.actions.first())
         .map_or("", |a| a.runbook.as_str());
-    let text = match rec.status.as_str() {
-        "healed" | "no-op" => format!("{runbook} ran: {} ({}).", rec.reason, rec.status),
-        "failed" => format!("{runbook} failed: {}", rec.reason),
-        "awaiting_approval" => format!(
+    use runwarden_control::IncidentStatus as St;
+    let text = match rec.status {
+        St::Healed | St::NoOp => format!("{runbook} ran: {} ({}).", rec.reason, rec.status),
+        St::Failed => format!("{runbook} failed: {}", rec.reason),
+        St::AwaitingApproval => format!(
             "{runbook} waits for a human's approval: {}. Escalation {} — a person approves or denies it; do not retry.",
             rec.reason,
             rec.escalation.as_deref().unwrap_or("")
         ),
-        "escalated" => format!(
+        St::Escalated => format!(
             "{runbook} did not run: {}. It went to a human as escalation {}.",
             rec.reason,
             rec.escalation.as_deref().unwrap_or("")
         ),
-        "suppressed" => format!("{runbook} did not run: {}", rec.reason),
-        other => format!("{runbook}: {other}: {}", rec.reason),
+        St::Suppressed => format!("{runbook} did not run: {}", rec.reason),
+        St::Processing => format!("{runbook}: {}: {}", rec.status, rec.reason),
     };
     let text = format!(
         "{text}\nIncident {} · evidence records {:?}",
@@ -699,7 +700,7 @@ fn outcome(rec: &IncidentRecord) -> Value {
             "runs": rec.runs,
             "evidence": rec.evidence,
         },
-        "isError": matches!(rec.status.as_str(), "failed" | "escalated"),
+        "isError": matches!(rec.status, St::Failed | St::Escalated),
     })
 }
 

@@ -99,7 +99,7 @@ pub fn document() -> Value {
             "host": {"type": "string"},
             "severity": {"enum": ["info", "low", "medium", "high", "critical"]},
             "reason": {"type": "string", "description": "why a human must decide"},
-            "state": {"enum": runwarden_control::ESCALATION_STATES},
+            "state": {"enum": runwarden_control::EscalationState::NAMES},
             "proposal": {"description": "what a human may approve: {runbook, params}, or null",
                 "oneOf": [{"type": "null"}, {"type": "object", "required": ["runbook", "params"],
                     "properties": {"runbook": {"type": "string"}, "params": {}}}]},
@@ -207,7 +207,7 @@ pub fn document() -> Value {
             "/v1/escalations": {"get": {
                 "summary": "The tenant's escalations, newest first: incidents a human must decide, with SLA deadlines (scope read)",
                 "parameters": [
-                    {"name": "state", "in": "query", "schema": {"enum": runwarden_control::ESCALATION_STATES}},
+                    {"name": "state", "in": "query", "schema": {"enum": runwarden_control::EscalationState::NAMES}},
                     {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 1000}}
                 ],
                 "responses": responses(json!({"200": json_ok("Escalations", json!({

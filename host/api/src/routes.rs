@@ -53,7 +53,7 @@ impl Default for ApiConfig {
 }
 
 /// Statuses an incident can be in, as `GET /v1/incidents?status=` accepts them.
-pub(crate) const STATUSES: &[&str] = runwarden_control::INCIDENT_STATUSES;
+pub(crate) const STATUSES: &[&str] = runwarden_control::IncidentStatus::NAMES;
 
 /// Default and largest `limit` of `GET /v1/incidents`.
 pub(crate) const LIST_DEFAULT: u32 = 50;
@@ -360,14 +360,18 @@ async fn list_escalations(
     let Query(q) = query.map_err(bad_query)?;
     let limit = list_filter(
         q.state.as_deref(),
-        runwarden_control::ESCALATION_STATES,
+        runwarden_control::EscalationState::NAMES,
         "state",
         "an escalation state",
         q.limit,
     )?;
     let escalations =
         s.0.controller
-            .escalations(&caller.tenant, q.state.as_deref(), limit)
+            .escalations(
+                &caller.tenant,
+                q.state.as_deref().and_then(|s| s.parse().ok()),
+                limit,
+            )
             .await?;
     Ok(Json(serde_json::json!({"escalations": escalations})))
 }
@@ -453,7 +457,11 @@ async fn list_incidents(
     )?;
     let incidents =
         s.0.controller
-            .incidents(&caller.tenant, q.status.as_deref(), limit)
+            .incidents(
+                &caller.tenant,
+                q.status.as_deref().and_then(|s| s.parse().ok()),
+                limit,
+            )
             .await?;
     Ok(Json(serde_json::json!({"incidents": incidents})))
 }

@@ -242,10 +242,10 @@ pub fn record(
     inv: &Invocation,
 ) -> anyhow::Result<u64> {
     let key = host_key(data_dir, signing_key, &inv.host_id)?;
-    let statement = runwarden_control::evidence::statement(
+    let statement = runwarden_agent::statement(
         inv,
         &key,
-        runwarden_control::evidence::Context {
+        runwarden_agent::Context {
             tenant,
             provenance: ev::Provenance::Manual {
                 operator: std::env::var("SUDO_USER")

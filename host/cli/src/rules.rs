@@ -191,7 +191,10 @@ pub fn run(cmd: RulesCommand, data_dir: PathBuf) -> anyhow::Result<ExitCode> {
                 labels.insert(k.to_string(), v.to_string());
             }
             let now = runwarden_evidence::now_rfc3339();
-            let decision = rt.evaluate(&set, &inc.to_rule_input("test", &labels, &now))?;
+            let decision = rt.evaluate(
+                &set,
+                &runwarden_control::rule_input(&inc, "test", &labels, &now),
+            )?;
             let Some(d) = decision else {
                 if json {
                     outln!("{}", serde_json::json!({"matched": false}));

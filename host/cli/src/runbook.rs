@@ -122,7 +122,15 @@ pub fn run(
             let params = parse_params(&params)?;
             let rt = runtime(data_dir.clone())?;
             let loaded = load(&rt, &file)?;
-            let inv = rt.invoke(&loaded, &policy, RunOptions { params, dry_run });
+            let inv = rt.invoke(
+                &loaded,
+                &policy,
+                RunOptions {
+                    params,
+                    dry_run,
+                    invocation_id: None,
+                },
+            );
             // Every run is recorded, refused and failed ones included. If the record cannot
             // be written the run is still reported, and the command fails.
             let recorded =

@@ -341,6 +341,10 @@ pub fn up(
             .await
             .with_context(|| format!("cannot listen on {listen}: pass --listen ADDR:PORT"))?;
         let addr = listener.local_addr()?;
+        // The control plane and this host's agent, in one process over the in-process
+        // link: the same seam as a fleet's server and agents over NATS.
+        let policy = Arc::new(policy);
+        let (link, agent) = runwarden_bus::in_process(&policy.host_id, 256);
         let controller = Arc::new(
             Controller::start(
                 ControlConfig {
@@ -348,7 +352,7 @@ pub fn up(
                     data_dir: data_dir.clone(),
                     host: HostConfig {
                         tenant: tenant.clone(),
-                        policy: Arc::new(policy),
+                        policy: policy.clone(),
                         labels: file.host_labels,
                         inventory: runwarden_control::Inventory::detect(Path::new("/")),
                     },
@@ -356,13 +360,31 @@ pub fn up(
                     llm,
                     planner,
                     sla: file.escalations,
+                    dispatch: Arc::new(link),
                 },
-                rt,
-                runbooks,
+                rt.clone(),
+                runbooks.clone(),
                 rule_sets,
             )
             .await?,
         );
+        let (host_key, _) =
+            runwarden_control::evidence::host_key(&data_dir, None, controller.host_id())?;
+        runwarden_agent::spawn_local(
+            rt,
+            runwarden_agent::AgentConfig {
+                tenant: tenant.clone(),
+                policy,
+                runbooks: Vec::new(),
+                key: host_key,
+                control_keys: vec![controller.control_public_key()],
+                log: controller.evidence_log(),
+                journal: data_dir.join("agent-journal.db"),
+            },
+            &runbooks,
+            agent,
+        )
+        .await?;
         let token_file = admin_token(&data_dir);
         if !token_file.exists() {
             let (secret, id) = controller

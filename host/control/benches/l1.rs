@@ -42,11 +42,12 @@ fn bench(c: &mut Criterion) {
         ));
     }
     let set = rt.load_rules(&compile(&yaml)).unwrap();
-    let input = Incident::from_json(
+    let incident = Incident::from_json(
         br#"{"tenant":"t","host":"h","type":"kind-999","severity":"high","service":"svc-999.service","message":"Disk 999 full","labels":{"dir":"/srv/tmp"}}"#,
     )
-    .unwrap()
-    .to_rule_input("id", &BTreeMap::new(), "2026-11-22T00:00:00Z");
+    .unwrap();
+    let input =
+        runwarden_control::rule_input(&incident, "id", &BTreeMap::new(), "2026-11-22T00:00:00Z");
     assert_eq!(rt.evaluate(&set, &input).unwrap().unwrap().rule_id, "r999");
     let mut g = c.benchmark_group("l1");
     g.bench_function("rules_1000", |b| {
@@ -70,6 +71,11 @@ fn bench(c: &mut Criterion) {
         .enable_all()
         .build()
         .unwrap();
+    let policy = Arc::new(policy);
+    let (link, agent) = runwarden_bus::in_process("bench-host", 64);
+    let runbooks: Vec<Vec<u8>> = runwarden_guests::standard_runbooks()
+        .map(|(_, b)| b.to_vec())
+        .collect();
     let controller = io
         .block_on(Controller::start(
             ControlConfig {
@@ -77,7 +83,7 @@ fn bench(c: &mut Criterion) {
                 data_dir: dir.path().join("data"),
                 host: HostConfig {
                     tenant: "bench".into(),
-                    policy: Arc::new(policy),
+                    policy: policy.clone(),
                     labels: BTreeMap::new(),
                     inventory: Default::default(),
                 },
@@ -91,14 +97,32 @@ fn bench(c: &mut Criterion) {
                 llm: None,
                 planner: Default::default(),
                 sla: Default::default(),
+                dispatch: Arc::new(link),
             },
             rt.clone(),
-            runwarden_guests::standard_runbooks()
-                .map(|(_, b)| b.to_vec())
-                .collect(),
+            runbooks.clone(),
             vec![rules],
         ))
         .unwrap();
+    let (key, _) =
+        runwarden_control::evidence::host_key(&dir.path().join("data"), None, "bench-host")
+            .unwrap();
+    // The agent's task runs on `io`, like the controller.
+    io.block_on(runwarden_agent::spawn_local(
+        rt.clone(),
+        runwarden_agent::AgentConfig {
+            tenant: "bench".into(),
+            policy,
+            runbooks: Vec::new(),
+            key,
+            control_keys: vec![controller.control_public_key()],
+            log: controller.evidence_log(),
+            journal: dir.path().join("data/agent-journal.db"),
+        },
+        &runbooks,
+        agent,
+    ))
+    .unwrap();
     let incident =
         Incident::from_json(br#"{"host":"bench-host","type":"disk-full","severity":"high"}"#)
             .unwrap();

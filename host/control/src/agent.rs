@@ -7,7 +7,7 @@
 
 use super::{
     ActionRecord, Caller, Chosen, ControlError, Controller, DecisionRecord, IncidentRecord,
-    PlannerRecord, Result,
+    PlannerRecord, Result, Tier,
 };
 use crate::incident::{Incident, Severity};
 use crate::planner::catalog;
@@ -217,7 +217,7 @@ impl Controller {
             params: req.params.clone(),
         }];
         rec.decision = Some(DecisionRecord {
-            tier: "L2".into(),
+            tier: Tier::L2,
             rule_id: String::new(),
             rule_sha256: String::new(),
             planner: Some(PlannerRecord {
@@ -237,7 +237,7 @@ impl Controller {
             dry_run: req.dry_run,
         });
         let chosen = Chosen {
-            tier: "L2",
+            tier: Tier::L2,
             actions,
             dry_run: req.dry_run,
             cooldown_secs: None,

@@ -3,6 +3,8 @@
 //! by severity. An open escalation past its deadline is *breached*.
 
 use crate::incident::Severity;
+pub use runwarden_proto::Escalation;
+use runwarden_proto::{EscalationState, VerdictKind};
 use serde::{Deserialize, Serialize};
 
 /// SLA deadlines by severity, in seconds; `low` (and `info`) is one business day unless
@@ -69,53 +71,6 @@ impl SlaConfig {
     }
 }
 
-/// Every state an escalation can be in.
-pub const ESCALATION_STATES: &[&str] = &[
-    "open",
-    "acknowledged",
-    "approved",
-    "denied",
-    "expired",
-    "resolved",
-];
-
-/// An escalation as listed and shown.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
-pub struct Escalation {
-    /// Its id.
-    pub id: String,
-    /// The incident.
-    pub incident_id: String,
-    /// Tenant.
-    pub tenant: String,
-    /// Host.
-    pub host: String,
-    /// The incident's severity.
-    pub severity: String,
-    /// Why a human must decide.
-    pub reason: String,
-    /// `open`, `acknowledged`, `approved`, `denied`, `expired`, `resolved`.
-    pub state: String,
-    /// What a human may approve: `{"runbook", "params"}`, when something was proposed.
-    pub proposal: Option<serde_json::Value>,
-    /// When it was raised (RFC 3339).
-    pub created_at: String,
-    /// When it must be decided (RFC 3339).
-    pub sla_deadline: String,
-    /// Still undecided past its deadline.
-    pub breached: bool,
-    /// Who decided.
-    pub decided_by: String,
-    /// When (RFC 3339).
-    pub decided_at: Option<String>,
-    /// What they said.
-    pub note: String,
-    /// How webhooks were told about it, oldest first (shown with one escalation, not in
-    /// lists).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub notifications: Vec<crate::notify::NotificationView>,
-}
-
 /// What a human does with an escalation.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Decision {
@@ -131,19 +86,24 @@ pub enum Decision {
 
 impl Decision {
     /// The state it leads to.
-    pub fn state(self) -> &'static str {
+    pub fn state(self) -> EscalationState {
         match self {
-            Decision::Acknowledge => "acknowledged",
-            Decision::Approve => "approved",
-            Decision::Deny => "denied",
-            Decision::Resolve => "resolved",
+            Decision::Acknowledge => EscalationState::Acknowledged,
+            Decision::Approve => EscalationState::Approved,
+            Decision::Deny => EscalationState::Denied,
+            Decision::Resolve => EscalationState::Resolved,
         }
     }
-}
 
-/// Whether an escalation in `state` with `deadline_ms` is breached at `now_ms`.
-pub fn breached(state: &str, deadline_ms: i64, now_ms: i64) -> bool {
-    matches!(state, "open" | "acknowledged") && now_ms > deadline_ms
+    /// The approval guardrail's verdict when it decides an escalation.
+    pub fn verdict(self) -> VerdictKind {
+        match self {
+            Decision::Acknowledge => VerdictKind::Acknowledged,
+            Decision::Approve => VerdictKind::Approved,
+            Decision::Deny => VerdictKind::Denied,
+            Decision::Resolve => VerdictKind::Resolved,
+        }
+    }
 }
 
 #[cfg(test)]
@@ -180,8 +140,9 @@ mod tests {
             ..SlaConfig::default()
         };
         assert_eq!(custom.deadline(Severity::Low, t), t + 60_000);
-        assert!(breached("open", t, t + 1));
-        assert!(!breached("approved", t, t + 1));
-        assert!(!breached("open", t, t));
+        assert!(EscalationState::Open.breached(t, t + 1));
+        assert!(EscalationState::Acknowledged.breached(t, t + 1));
+        assert!(!EscalationState::Approved.breached(t, t + 1));
+        assert!(!EscalationState::Open.breached(t, t));
     }
 }

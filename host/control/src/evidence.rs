@@ -2,7 +2,6 @@
 //! for an invocation — or for a decision not to act.
 
 use runwarden_evidence as ev;
-use runwarden_runtime::Invocation;
 use std::path::{Path, PathBuf};
 
 /// Where host signing keys live: `DATA_DIR/signing-keys/HOST.key` (0600) beside `HOST.pub`.
@@ -34,17 +33,37 @@ pub fn host_key(
     if let Some(p) = explicit {
         return Ok((ev::read_signing_key(p)?, None));
     }
-    let dir = keys_dir(data_dir);
-    let path = dir.join(format!("{}.key", key_stem(host_id)));
+    key_in(&keys_dir(data_dir), host_id, &key_stem(host_id))
+}
+
+/// The name of the control plane's key, and of its file.
+pub const CONTROL_KEY_NAME: &str = "runwarden-control";
+
+/// The control plane's signing key, `DATA_DIR/control-key/runwarden-control.key`,
+/// created on first use: it signs the jobs agents run (agents trust its public key,
+/// `runwarden-control.pub` beside it). Apart from host keys, so that no host id can name
+/// it.
+pub fn control_key(data_dir: &Path) -> ev::Result<(ev::SigningKey, Option<PathBuf>)> {
+    key_in(
+        &data_dir.join("control-key"),
+        CONTROL_KEY_NAME,
+        CONTROL_KEY_NAME,
+    )
+}
+
+/// The key `dir/STEM.key`, or a new key pair named `name` written there (0600, in a 0700
+/// directory).
+fn key_in(dir: &Path, name: &str, stem: &str) -> ev::Result<(ev::SigningKey, Option<PathBuf>)> {
+    let path = dir.join(format!("{stem}.key"));
     if path.exists() {
         return Ok((ev::read_signing_key(&path)?, None));
     }
-    ev::create_private_dir(&dir).map_err(|source| ev::Error::Io {
+    ev::create_private_dir(dir).map_err(|source| ev::Error::Io {
         action: "create the signing-key directory",
-        path: dir.clone(),
+        path: dir.to_owned(),
         source,
     })?;
-    let (private, _) = ev::write_key_pair(&dir, host_id)?;
+    let (private, _) = ev::write_key_pair(dir, name)?;
     Ok((ev::read_signing_key(&private)?, Some(private)))
 }
 
@@ -117,37 +136,6 @@ pub struct Context<'a> {
     pub incident_id: Option<&'a str>,
     /// Guardrail verdicts, when it went through the pipeline.
     pub guardrails: Option<serde_json::Value>,
-}
-
-/// The evidence statement of an invocation.
-pub fn statement(inv: &Invocation, key: &ev::SigningKey, cx: Context<'_>) -> ev::Statement {
-    ev::Statement::new(
-        &inv.runbook,
-        &inv.sha256,
-        ev::Invocation {
-            invocation_id: inv.invocation_id.clone(),
-            tenant: cx.tenant.to_string(),
-            host_id: inv.host_id.clone(),
-            key_id: key.verifying_key().key_id_hex(),
-            provenance: cx.provenance,
-            runbook_version: inv.version.clone(),
-            grant_digest: inv.grant_digest.clone(),
-            grant: inv
-                .grant
-                .as_ref()
-                .and_then(|g| serde_json::to_value(g).ok()),
-            params: inv.params.clone(),
-            trace: serde_json::to_value(&inv.trace).unwrap_or_default(),
-            outcome: serde_json::to_value(&inv.outcome).unwrap_or_default(),
-            started_at: ev::rfc3339_ms(inv.started_at_ms),
-            ended_at: ev::rfc3339_ms(inv.started_at_ms + inv.duration_us / 1000),
-            duration_us: inv.duration_us,
-            fuel_consumed: inv.fuel_consumed,
-            dry_run: inv.dry_run,
-            incident_id: cx.incident_id.map(String::from),
-            guardrails: cx.guardrails,
-        },
-    )
 }
 
 /// What a decision record is about: the component that would have run (or decided).

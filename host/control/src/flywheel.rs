@@ -16,6 +16,7 @@ use crate::evidence::{self as evrec, Context as EvContext, Subject};
 use crate::rules::{self as rulesfmt, RunbookParams};
 use crate::store::RunRow;
 use runwarden_evidence as ev;
+use runwarden_proto::{IncidentStatus, Tier};
 use runwarden_runtime::{Loaded, RuleSet, Runtime};
 use serde::Serialize;
 use serde_json::{Value, json};
@@ -82,9 +83,9 @@ pub struct ReplayMatch {
     /// When it was received.
     pub received_at: String,
     /// How it ended then.
-    pub status: String,
-    /// Who handled it then (`L1`, `L2`, `L3`).
-    pub tier: String,
+    pub status: IncidentStatus,
+    /// Who handled it then.
+    pub tier: Tier,
     /// What the rule would have run.
     pub would_run: Vec<ActionRecord>,
 }
@@ -600,8 +601,7 @@ impl Controller {
         let inputs: Vec<_> = records
             .iter()
             .map(|r| {
-                r.incident
-                    .to_rule_input(&r.id, &self.host.labels, &r.received_at)
+                crate::incident::rule_input(&r.incident, &r.id, &self.host.labels, &r.received_at)
             })
             .collect();
         let (rt, set) = (self.runtime.clone(), set.clone());
@@ -622,9 +622,9 @@ impl Controller {
         for (rec, d) in records.iter().zip(decisions) {
             let Some(d) = d else { continue };
             replay.matched += 1;
-            let same = rec.decision.as_ref().is_some_and(|x| x.tier == "L2")
+            let same = rec.decision.as_ref().is_some_and(|x| x.tier == Tier::L2)
                 && rec.runs.first().is_some_and(|r| r.runbook == runbook)
-                && ok(&rec.status);
+                && matches!(rec.status, IncidentStatus::Healed | IncidentStatus::NoOp);
             if same {
                 replay.agreed += 1;
             } else {
@@ -634,8 +634,8 @@ impl Controller {
                 replay.matches.push(ReplayMatch {
                     incident_id: rec.id.clone(),
                     received_at: rec.received_at.clone(),
-                    status: rec.status.clone(),
-                    tier: rec.tier.clone(),
+                    status: rec.status,
+                    tier: rec.tier,
                     would_run: d
                         .actions
                         .iter()

@@ -15,6 +15,8 @@
 use serde::{Deserialize, Serialize};
 use std::collections::{HashMap, VecDeque};
 
+pub use runwarden_proto::Verdict;
+
 /// What to do with a high-risk runbook an automatic tier chose.
 #[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "kebab-case")]
@@ -50,32 +52,6 @@ impl Default for GuardrailConfig {
             breaker_max_per_minute: 30,
             high_risk: HighRisk::DryRunFirst,
         }
-    }
-}
-
-/// One guardrail's verdict, as shown in the API and recorded in evidence.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
-pub struct Verdict {
-    /// `repeat`, `known_target`, `cooldown`, `circuit_breaker`, `risk`.
-    pub guardrail: String,
-    /// `pass`, `escalate`, `suppress`, `dry_run_first`, `await_approval`.
-    pub verdict: String,
-    /// Why, in words.
-    pub detail: String,
-}
-
-impl Verdict {
-    pub(crate) fn new(guardrail: &str, verdict: &str, detail: impl Into<String>) -> Verdict {
-        Verdict {
-            guardrail: guardrail.into(),
-            verdict: verdict.into(),
-            detail: detail.into(),
-        }
-    }
-
-    /// Whether the guardrail let the action through.
-    pub fn passed(&self) -> bool {
-        self.verdict == "pass"
     }
 }
 

@@ -1,8 +1,9 @@
 //! The runwarden control plane.
 //!
 //! An [`Incident`] comes in; L1 [rule sets](rules) decide which runbook should fix it;
-//! guardrails decide whether it may run now; the sandbox runs it; the evidence log
-//! records what was done — and what was not, and why.
+//! guardrails decide whether it may run now; the host's agent runs it (a signed job over
+//! a [`Dispatch`](runwarden_bus::Dispatch)); the evidence log records what was done — and
+//! what was not, and why.
 
 pub mod escalation;
 pub mod evidence;
@@ -15,15 +16,19 @@ pub mod planner;
 pub mod rules;
 pub mod store;
 
-pub use escalation::{Decision, ESCALATION_STATES, Escalation, SlaConfig};
-pub use guardrails::{GuardrailConfig, HighRisk, Verdict};
-pub use incident::{Incident, IncidentError, Severity, parse_rfc3339_ms};
+pub use escalation::{Decision, Escalation, SlaConfig};
+pub use guardrails::{GuardrailConfig, HighRisk};
+pub use incident::rule_input;
 pub use inventory::Inventory;
-pub use notify::{Format, NotificationView, WebhookConfig};
+pub use notify::{Format, WebhookConfig};
 pub use pipeline::agent::{AgentRequest, AgentTool, MAX_REASON};
 pub use pipeline::flywheel::{Candidate, FlywheelRun, Promotion, Replay, ReplayMatch};
 pub use pipeline::{
-    ActionRecord, Caller, ControlConfig, ControlError, Controller, DecisionRecord, HostConfig,
-    INCIDENT_STATUSES, IncidentRecord, RuleListing, RunRecord, RunbookInfo, Scope, authenticate,
-    create_token,
+    Caller, ControlConfig, ControlError, Controller, HostConfig, authenticate, create_token,
+};
+/// The vocabulary and views, from [`runwarden_proto`].
+pub use runwarden_proto::{
+    ActionRecord, DecisionRecord, EscalationState, Guardrail, Incident, IncidentError,
+    IncidentRecord, IncidentStatus, NotificationView, PlannerRecord, Risk, RuleListing, RunRecord,
+    RunStatus, RunbookInfo, Scope, Severity, Tier, Verdict, VerdictKind, parse_rfc3339_ms,
 };

@@ -18,6 +18,7 @@ use crate::planner::llm::{retry_after, wait};
 use crate::store::{ControlStore, EscalationRow, NotificationRow, Write};
 use hmac::{Hmac, Mac};
 use runwarden_evidence as ev;
+use runwarden_proto::EscalationState;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use sha2::Sha256;
@@ -257,24 +258,7 @@ pub enum NotifyError {
     Client(String),
 }
 
-/// A webhook delivery as shown with its escalation.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
-pub struct NotificationView {
-    /// The webhook's name.
-    pub webhook: String,
-    /// `escalation.opened`, `escalation.decided`.
-    pub event: String,
-    /// `delivered`, `failed` (after its attempts), `dropped` (never sent: the queue was
-    /// full, or runwarden stopped first).
-    pub status: String,
-    /// Requests made.
-    pub attempts: u32,
-    /// Why it was not delivered (`HTTP 500`, `no answer within 5 s`, …).
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub last_error: String,
-    /// When it ended (RFC 3339).
-    pub at: String,
-}
+pub use runwarden_proto::NotificationView;
 
 impl From<NotificationRow> for NotificationView {
     fn from(r: NotificationRow) -> NotificationView {
@@ -298,7 +282,7 @@ pub(crate) struct Notice {
     tenant: String,
     host: String,
     severity: String,
-    state: String,
+    state: EscalationState,
     reason: String,
     sla_deadline: String,
     proposal: Option<Value>,
@@ -316,7 +300,7 @@ impl Notice {
             tenant: row.tenant.clone(),
             host: row.host.clone(),
             severity: row.severity.clone(),
-            state: "open".into(),
+            state: EscalationState::Open,
             reason: row.reason.clone(),
             sla_deadline: ev::rfc3339_ms(row.sla_deadline_ms.max(0) as u64),
             proposal: serde_json::from_str(&row.proposal).ok(),
@@ -333,8 +317,8 @@ impl Notice {
             incident_id: e.incident_id.clone(),
             tenant: e.tenant.clone(),
             host: e.host.clone(),
-            severity: e.severity.clone(),
-            state: e.state.clone(),
+            severity: e.severity.to_string(),
+            state: e.state,
             reason: e.reason.clone(),
             sla_deadline: e.sla_deadline.clone(),
             proposal: e.proposal.clone(),
@@ -383,7 +367,7 @@ impl Notice {
         let what = match self.event {
             "escalation.opened" => "opened".to_string(),
             "escalation.breached" => format!("BREACHED its SLA (still {})", self.state),
-            _ => self.state.clone(),
+            _ => self.state.to_string(),
         };
         let incident = match &self.service {
             Some(s) => format!("{} ({s})", self.incident_type),
@@ -417,7 +401,7 @@ impl Notice {
         {
             section.push_str(&format!("\n*Proposed:* run `{}`", esc(rb)));
         }
-        if matches!(self.state.as_str(), "open" | "acknowledged") {
+        if self.state.is_undecided() {
             section.push_str(&format!("\n*Decide by:* {}", esc(&self.sla_deadline)));
         }
         section.push_str(&format!(
@@ -947,7 +931,7 @@ mod tests {
             tenant: "t".into(),
             host: "h".into(),
             severity: "high".into(),
-            state: "open".into(),
+            state: EscalationState::Open,
             reason: "a <b> & c".into(),
             sla_deadline: "2026-01-01T00:00:00.000Z".into(),
             proposal: Some(json!({"runbook": "restart-service", "params": {}})),
@@ -997,7 +981,7 @@ mod tests {
             tenant: "t".into(),
             host: "h".into(),
             severity: "low".into(),
-            state: "open".into(),
+            state: EscalationState::Open,
             reason: "r".into(),
             sla_deadline: String::new(),
             proposal: None,

@@ -1,8 +1,10 @@
-//! The incident pipeline: intake → L1 rules → guardrails → sandbox → evidence.
+//! The incident pipeline: intake → L1 rules → guardrails → a signed job → evidence.
 //!
-//! One [`Controller`] is the control plane and the local agent of the embedded default:
-//! it serves one host (its policy and labels), the deployed runbooks and rule sets, and
-//! writes every decision — what ran, and what did not and why — into the evidence log.
+//! A [`Controller`] decides; it runs nothing. It serves one host (its policy and labels),
+//! the deployed runbooks and rule sets; what the guardrails admit goes to the host's
+//! agent as a job signed with the control plane's key ([`ControlConfig::dispatch`]), and
+//! the agent's report (each run signed with the host key) concludes the incident. Every
+//! decision not to act — and why — is a record the controller signs itself.
 
 #[path = "agent.rs"]
 pub(crate) mod agent;
@@ -11,16 +13,23 @@ pub(crate) mod flywheel;
 
 use crate::escalation::{Escalation, SlaConfig};
 use crate::evidence::{self as evrec, Context as EvContext, Subject};
-use crate::guardrails::{GuardrailConfig, HighRisk, Verdict, Windows};
+use crate::guardrails::{GuardrailConfig, HighRisk, Windows};
 use crate::incident::Incident;
 use crate::notify::{Notice, Notifier};
 use crate::planner::{self, Backend, PlannerConfig, catalog};
 use crate::store::{
     ControlStore, EscalationRow, IncidentRow, Pending, RunRow, StoredEscalation, TokenRow, Write,
 };
+use runwarden_bus::Dispatch;
 use runwarden_evidence as ev;
-use runwarden_runtime::{Loaded, Policy, Risk, RuleSet, RunOptions, Runtime, Status};
-use serde::{Deserialize, Serialize};
+use runwarden_proto::bus::{JOB_PAYLOAD_TYPE, PlannedRun, RunJob, RunReport};
+use runwarden_proto::{
+    ActionRecord, DecisionRecord, EscalationState, Guardrail as G, IncidentRecord,
+    IncidentStatus as St, PlannerRecord, RuleListing, RunRecord, RunStatus, RunbookInfo, Scope,
+    Tier, Verdict, VerdictKind as V,
+};
+use runwarden_runtime::{Loaded, Policy, Risk, RuleSet, Runtime};
+
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -89,17 +98,6 @@ impl ControlError {
 
 type Result<T, E = ControlError> = std::result::Result<T, E>;
 
-/// Every status an incident can be in.
-pub const INCIDENT_STATUSES: &[&str] = &[
-    "processing",
-    "healed",
-    "no-op",
-    "failed",
-    "escalated",
-    "suppressed",
-    "awaiting_approval",
-];
-
 /// The host this process acts on: the tenant that owns it, its policy (id, grants,
 /// limits) and inventory labels.
 pub struct HostConfig {
@@ -134,71 +132,10 @@ pub struct ControlConfig {
     pub planner: PlannerConfig,
     /// SLA deadlines of escalations.
     pub sla: SlaConfig,
-}
-
-/// One run the pipeline started.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
-pub struct RunRecord {
-    /// Runbook name.
-    pub runbook: String,
-    /// Its status (`healed`, `no-op`, `failed`, `refused`, …).
-    pub status: String,
-    /// Its summary.
-    pub summary: String,
-    /// Invocation id.
-    pub invocation_id: String,
-    /// Whether it was a dry run.
-    pub dry_run: bool,
-    /// Its evidence record's log index.
-    pub evidence_index: u64,
-}
-
-/// What was decided: by an L1 rule, or by the L2 planner.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
-pub struct DecisionRecord {
-    /// `L1` (a rule) or `L2` (the planner).
-    pub tier: String,
-    /// The rule that matched (L1).
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub rule_id: String,
-    /// SHA-256 of the rule component it is in (L1).
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub rule_sha256: String,
-    /// What the planner saw and said (L2).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub planner: Option<PlannerRecord>,
-    /// Runbooks to run, in order, with params.
-    pub actions: Vec<ActionRecord>,
-    /// Whether the rule asks for dry runs only.
-    pub dry_run: bool,
-}
-
-/// An L2 decision as recorded: who planned, digests of what it was sent and answered,
-/// its confidence and rationale, and its cost.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
-pub struct PlannerRecord {
-    /// `offline`, `openai`, `anthropic`.
-    pub provider: String,
-    /// Model.
-    pub model: String,
-    /// SHA-256 of the prompt as sent.
-    pub prompt_sha256: String,
-    /// SHA-256 of the response as received.
-    pub response_sha256: String,
-    /// 0–1.
-    pub confidence: f64,
-    /// Why (the planner's words, or why there was no proposal).
-    pub rationale: String,
-    /// Estimated prompt tokens.
-    pub prompt_tokens: usize,
-    /// Tokens the provider reported (input, output).
-    pub usage: (u64, u64),
-    /// Model latency (ms).
-    pub latency_ms: u64,
-    /// Attempts made.
-    pub attempts: u32,
-    /// Runbooks the catalog offered.
-    pub catalog: Vec<String>,
+    /// How jobs reach the host's agent (`runwarden up`: in process). Jobs are signed
+    /// with the control plane's key, `DATA_DIR/control-key/` (created on first start):
+    /// agents trust [`Controller::control_public_key`].
+    pub dispatch: Arc<dyn Dispatch>,
 }
 
 /// A rule set and the tenant whose incidents it decides (`None`: every tenant's).
@@ -209,7 +146,7 @@ struct Scoped {
 
 /// What a tier chose, as the guardrails see it.
 struct Chosen {
-    tier: &'static str,
+    tier: Tier,
     actions: Vec<ActionRecord>,
     dry_run: bool,
     cooldown_secs: Option<u32>,
@@ -218,81 +155,6 @@ struct Chosen {
 
 /// A plan that escalates: why, and its provenance.
 type Unplanned = (String, ev::Provenance);
-
-/// One runbook of a decision.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
-pub struct ActionRecord {
-    /// Runbook name.
-    pub runbook: String,
-    /// Params.
-    pub params: serde_json::Value,
-}
-
-/// An incident and everything decided and done about it.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
-pub struct IncidentRecord {
-    /// Its id.
-    pub id: String,
-    /// Tenant.
-    pub tenant: String,
-    /// The incident as submitted (tenant filled in).
-    pub incident: Incident,
-    /// Fingerprint (tenant, host, type, service).
-    pub fingerprint: String,
-    /// When it was received (RFC 3339).
-    pub received_at: String,
-    /// Who owns it now: `L1` (a rule handled it), `L3` (a human must).
-    pub tier: String,
-    /// `processing`, `healed`, `no-op`, `failed`, `escalated`, `suppressed`, `awaiting_approval`.
-    pub status: String,
-    /// Why it ended in this status, in words.
-    pub reason: String,
-    /// What the L1 rule decided, if one matched.
-    pub decision: Option<DecisionRecord>,
-    /// Each guardrail's verdict.
-    pub guardrails: Vec<Verdict>,
-    /// Runbook runs, in order.
-    pub runs: Vec<RunRecord>,
-    /// Log indexes of every evidence record about this incident.
-    pub evidence: Vec<u64>,
-    /// The escalation, when it ended at L3 (`GET /v1/escalations/{id}`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub escalation: Option<String>,
-    /// The token (`tok_…`) that submitted it over the API or MCP. That token may not
-    /// approve or resolve its escalation: another identity must.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub requested_by: Option<String>,
-}
-
-/// A deployed runbook, as listed.
-#[derive(Clone, Debug, Serialize)]
-pub struct RunbookInfo {
-    /// Name.
-    pub name: String,
-    /// Version.
-    pub version: String,
-    /// One line.
-    pub summary: String,
-    /// `low`, `medium`, `high`.
-    pub risk: String,
-    /// SHA-256 of the component.
-    pub sha256: String,
-    /// Params JSON Schema.
-    pub params_schema: serde_json::Value,
-}
-
-/// A deployed rule, as listed.
-#[derive(Clone, Debug, Serialize)]
-pub struct RuleListing {
-    /// Rule id.
-    pub id: String,
-    /// One line.
-    pub summary: String,
-    /// Runbooks it may choose.
-    pub runbooks: Vec<String>,
-    /// SHA-256 of its component.
-    pub rule_sha256: String,
-}
 
 /// An authenticated API caller.
 #[derive(Clone, Debug)]
@@ -303,39 +165,6 @@ pub struct Caller {
     pub tenant: String,
     /// `read`, `operate` or `admin`.
     pub scope: Scope,
-}
-
-/// What a token may do; each scope includes the ones before it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Scope {
-    /// Read incidents, runbooks, rules, evidence.
-    Read,
-    /// Also submit incidents.
-    Operate,
-    /// Also manage tokens.
-    Admin,
-}
-
-impl Scope {
-    /// Parse `read`, `operate`, `admin`.
-    pub fn parse(s: &str) -> Option<Scope> {
-        match s {
-            "read" => Some(Scope::Read),
-            "operate" => Some(Scope::Operate),
-            "admin" => Some(Scope::Admin),
-            _ => None,
-        }
-    }
-
-    /// The name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Scope::Read => "read",
-            Scope::Operate => "operate",
-            Scope::Admin => "admin",
-        }
-    }
 }
 
 /// Counters for `/metrics`, by tenant: each tenant's tokens see their own.
@@ -356,6 +185,10 @@ pub struct Controller {
     evidence: ev::Store,
     key: ev::SigningKey,
     origin: String,
+    /// Signs the jobs agents run.
+    control_key: ev::SigningKey,
+    /// Where jobs go: the host's agent.
+    dispatch: Arc<dyn Dispatch>,
     host: HostConfig,
     guardrails: GuardrailConfig,
     runbooks: BTreeMap<String, Arc<Loaded>>,
@@ -422,13 +255,6 @@ fn ev_ms(rfc3339: &str) -> i64 {
     crate::incident::parse_rfc3339_ms(rfc3339).unwrap_or_else(now_ms)
 }
 
-fn status_name(s: Status) -> String {
-    serde_json::to_value(s)
-        .ok()
-        .and_then(|v| v.as_str().map(String::from))
-        .unwrap_or_else(|| "unknown".into())
-}
-
 impl Controller {
     /// Open the database, load the signing key, rebuild the guardrail windows, and serve
     /// `runbooks` (component bytes) and `rule_sets` (rule component bytes) on `runtime`.
@@ -444,6 +270,7 @@ impl Controller {
         let host_id = config.host.policy.host_id.clone();
         let (key, _) = evrec::host_key(&config.data_dir, None, &host_id)?;
         let origin = format!("runwarden/{}", key.name());
+        let (control_key, _) = evrec::control_key(&config.data_dir)?;
         let mut deployed = BTreeMap::new();
         for bytes in runbooks {
             let l = runtime
@@ -519,6 +346,8 @@ impl Controller {
             evidence,
             key,
             origin,
+            control_key,
+            dispatch: config.dispatch,
             host,
             guardrails: config.guardrails,
             runbooks: deployed,
@@ -594,7 +423,7 @@ impl Controller {
             {
                 continue;
             }
-            Self::end(&mut rec, "L3", "escalated", reason);
+            Self::end(&mut rec, Tier::L3, St::Escalated, reason);
             self.record_undecided(&mut rec, note, now_ms()).await?;
             self.save(&mut rec, received_ms).await?;
             concluded += 1;
@@ -653,6 +482,16 @@ impl Controller {
             .filter(|s| tenant.is_none() || s.tenant.is_none() || s.tenant.as_deref() == tenant)
             .map(|s| s.set.clone())
             .collect()
+    }
+
+    /// The key agents check jobs against.
+    pub fn control_public_key(&self) -> ev::VerifyingKey {
+        self.control_key.verifying_key()
+    }
+
+    /// The evidence log (`runwarden up`'s agent appends its host's records to it).
+    pub fn evidence_log(&self) -> ev::Store {
+        self.evidence.clone()
     }
 
     /// The host this controller acts on.
@@ -759,11 +598,10 @@ impl Controller {
                     version: m.version.clone(),
                     summary: m.summary.clone(),
                     risk: match m.risk {
-                        Risk::Low => "low",
-                        Risk::Medium => "medium",
-                        Risk::High => "high",
-                    }
-                    .into(),
+                        Risk::Low => runwarden_proto::Risk::Low,
+                        Risk::Medium => runwarden_proto::Risk::Medium,
+                        Risk::High => runwarden_proto::Risk::High,
+                    },
                     sha256: l.sha256().into(),
                     params_schema: m.params_schema.clone(),
                 }
@@ -870,8 +708,8 @@ impl Controller {
             fingerprint: incident.fingerprint(),
             received_at: ev::rfc3339_ms(received_ms as u64),
             incident,
-            tier: "L1".into(),
-            status: "processing".into(),
+            tier: Tier::L1,
+            status: St::Processing,
             reason: String::new(),
             decision: None,
             guardrails: Vec::new(),
@@ -907,8 +745,8 @@ impl Controller {
         if *guard {
             Self::end(
                 &mut rec,
-                "L3",
-                "escalated",
+                Tier::L3,
+                St::Escalated,
                 "runwarden was stopping before it could act: a human must decide (or resubmit)",
             );
             self.record_undecided(&mut rec, "shutting down", now_ms())
@@ -927,7 +765,7 @@ impl Controller {
             .incidents
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .entry((rec.tenant.clone(), rec.status.clone()))
+            .entry((rec.tenant.clone(), rec.status.to_string()))
             .or_default() += 1;
         if rec.decision.is_some() {
             let mut l1 = self
@@ -950,7 +788,7 @@ impl Controller {
     /// Queue the incident's row; an incident that ended at L3 also gets its escalation
     /// (once: the row is written only if the incident has none).
     async fn queue_save(&self, rec: &mut IncidentRecord, received_ms: i64) -> Result<Pending> {
-        if rec.status == "processing" {
+        if rec.status == St::Processing {
             self.active
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
@@ -958,7 +796,7 @@ impl Controller {
         }
         let mut writes = Vec::with_capacity(2);
         let mut opened = None;
-        if rec.tier == "L3" && rec.status != "processing" && rec.escalation.is_none() {
+        if rec.tier == Tier::L3 && rec.status != St::Processing && rec.escalation.is_none() {
             let now = now_ms();
             let id = format!("esc_{}", &evrec::uuid_v4().replace('-', "")[..16]);
             let proposal = rec
@@ -988,7 +826,7 @@ impl Controller {
             tenant: rec.tenant.clone(),
             host: rec.incident.host.clone(),
             fingerprint: rec.fingerprint.clone(),
-            status: rec.status.clone(),
+            status: rec.status.to_string(),
             received_at_ms: received_ms,
             updated_at_ms: now_ms(),
             record,
@@ -1001,9 +839,9 @@ impl Controller {
         Ok(pending)
     }
 
-    fn end(rec: &mut IncidentRecord, tier: &str, status: &str, reason: impl Into<String>) {
-        rec.tier = tier.into();
-        rec.status = status.into();
+    fn end(rec: &mut IncidentRecord, tier: Tier, status: St, reason: impl Into<String>) {
+        rec.tier = tier;
+        rec.status = status;
         rec.reason = reason.into();
     }
 
@@ -1014,9 +852,12 @@ impl Controller {
         directed: Option<Chosen>,
     ) -> Result<()> {
         // L1: the first rule set with a matching rule decides (unless it is decided).
-        let input = rec
-            .incident
-            .to_rule_input(&rec.id, &self.host.labels, &rec.received_at);
+        let input = crate::incident::rule_input(
+            &rec.incident,
+            &rec.id,
+            &self.host.labels,
+            &rec.received_at,
+        );
         let mut decision = None;
         let sets = if directed.is_some() {
             Vec::new()
@@ -1037,8 +878,8 @@ impl Controller {
                 Err(e) => {
                     // A broken rule set must not stop the others; it is recorded.
                     rec.guardrails.push(Verdict::new(
-                        "rules",
-                        "error",
+                        G::Rules,
+                        V::Error,
                         format!("rule set {} failed: {e}", &set.sha256()[..12]),
                     ));
                 }
@@ -1063,7 +904,7 @@ impl Controller {
                     })
                     .collect();
                 rec.decision = Some(DecisionRecord {
-                    tier: "L1".into(),
+                    tier: Tier::L1,
                     rule_id: d.rule_id.clone(),
                     rule_sha256: set.sha256().into(),
                     planner: None,
@@ -1071,7 +912,7 @@ impl Controller {
                     dry_run: d.dry_run,
                 });
                 Chosen {
-                    tier: "L1",
+                    tier: Tier::L1,
                     actions,
                     dry_run: d.dry_run,
                     cooldown_secs: d.cooldown_secs,
@@ -1089,11 +930,11 @@ impl Controller {
                     self.guardrails.repeat_window_secs / 60
                 );
                 rec.guardrails
-                    .push(Verdict::new("repeat", "escalate", detail.clone()));
+                    .push(Verdict::new(G::Repeat, V::Escalate, detail.clone()));
                 Self::end(
                     rec,
-                    "L3",
-                    "escalated",
+                    Tier::L3,
+                    St::Escalated,
                     format!("repeated incident: {detail}"),
                 );
                 self.record_undecided(rec, "repeated incident, no L1 rule matched", now)
@@ -1103,7 +944,7 @@ impl Controller {
             None => match self.plan(rec).await? {
                 Ok(chosen) => chosen,
                 Err((reason, provenance)) => {
-                    Self::end(rec, "L3", "escalated", reason);
+                    Self::end(rec, Tier::L3, St::Escalated, reason);
                     // The subject is the planner: what it was sent is what it judged.
                     let (model, prompt) = match &provenance {
                         ev::Provenance::L2 {
@@ -1146,11 +987,11 @@ impl Controller {
                 self.guardrails.repeat_window_secs / 60
             );
             rec.guardrails
-                .push(Verdict::new("repeat", "escalate", detail.clone()));
+                .push(Verdict::new(G::Repeat, V::Escalate, detail.clone()));
             Self::end(
                 rec,
-                "L3",
-                "escalated",
+                Tier::L3,
+                St::Escalated,
                 format!("repeated incident: {detail}"),
             );
             self.record_blocked(rec, first.as_ref(), provenance, now)
@@ -1158,8 +999,8 @@ impl Controller {
             return Ok(());
         }
         rec.guardrails.push(Verdict::new(
-            "repeat",
-            "pass",
+            G::Repeat,
+            V::Pass,
             format!("{} earlier within the window", earlier),
         ));
 
@@ -1194,15 +1035,20 @@ impl Controller {
         }
         if let Some(why) = unknown {
             rec.guardrails
-                .push(Verdict::new("known_target", "escalate", why.clone()));
-            Self::end(rec, "L3", "escalated", format!("unknown target: {why}"));
+                .push(Verdict::new(G::KnownTarget, V::Escalate, why.clone()));
+            Self::end(
+                rec,
+                Tier::L3,
+                St::Escalated,
+                format!("unknown target: {why}"),
+            );
             self.record_blocked(rec, first.as_ref(), provenance, now)
                 .await?;
             return Ok(());
         }
         rec.guardrails.push(Verdict::new(
-            "known_target",
-            "pass",
+            G::KnownTarget,
+            V::Pass,
             "runbooks deployed; the host's policy grants what they touch",
         ));
 
@@ -1228,16 +1074,16 @@ impl Controller {
                 cooldown_ms / 1000
             );
             rec.guardrails
-                .push(Verdict::new("cooldown", "suppress", detail.clone()));
-            Self::end(rec, tier, "suppressed", format!("cooldown: {detail}"));
+                .push(Verdict::new(G::Cooldown, V::Suppress, detail.clone()));
+            Self::end(rec, tier, St::Suppressed, format!("cooldown: {detail}"));
             drop(admission);
             self.record_blocked(rec, first.as_ref(), provenance, now)
                 .await?;
             return Ok(());
         }
         rec.guardrails.push(Verdict::new(
-            "cooldown",
-            "pass",
+            G::Cooldown,
+            V::Pass,
             format!(
                 "none of its runbooks ran on {host} in the last {} s",
                 cooldown_ms / 1000
@@ -1255,11 +1101,11 @@ impl Controller {
                 rec.tenant
             );
             rec.guardrails
-                .push(Verdict::new("circuit_breaker", "escalate", detail.clone()));
+                .push(Verdict::new(G::CircuitBreaker, V::Escalate, detail.clone()));
             Self::end(
                 rec,
-                "L3",
-                "escalated",
+                Tier::L3,
+                St::Escalated,
                 format!("circuit breaker open: {detail}"),
             );
             drop(admission);
@@ -1268,8 +1114,8 @@ impl Controller {
             return Ok(());
         }
         rec.guardrails.push(Verdict::new(
-            "circuit_breaker",
-            "pass",
+            G::CircuitBreaker,
+            V::Pass,
             format!("{recent} automatic runs in the last minute (at most {max})"),
         ));
 
@@ -1283,8 +1129,8 @@ impl Controller {
                 HighRisk::Approval => {
                     let detail = format!("{name} is high-risk: it waits for a human's approval");
                     rec.guardrails
-                        .push(Verdict::new("risk", "await_approval", detail.clone()));
-                    Self::end(rec, "L3", "awaiting_approval", detail);
+                        .push(Verdict::new(G::Risk, V::AwaitApproval, detail.clone()));
+                    Self::end(rec, Tier::L3, St::AwaitingApproval, detail);
                     drop(admission);
                     self.record_blocked(rec, first.as_ref(), provenance, now)
                         .await?;
@@ -1295,14 +1141,14 @@ impl Controller {
                         "{name} is high-risk: it runs as a dry run now, the real run waits for approval"
                     );
                     rec.guardrails
-                        .push(Verdict::new("risk", "dry_run_first", detail.clone()));
+                        .push(Verdict::new(G::Risk, V::DryRunFirst, detail.clone()));
                     dry_only = true;
                     awaiting = Some(detail);
                 }
             }
         } else {
             rec.guardrails
-                .push(Verdict::new("risk", "pass", "no high-risk runbook"));
+                .push(Verdict::new(G::Risk, V::Pass, "no high-risk runbook"));
         }
 
         // Admitted: note the runs before releasing the lock. They are persisted (so a
@@ -1333,51 +1179,39 @@ impl Controller {
             )
             .await?;
 
-        // Run, in order, while each heals or finds nothing to do.
-        let verdicts = serde_json::to_value(&rec.guardrails).ok();
-        let mut statuses = Vec::new();
-        for (a, l) in actions.iter().zip(&loaded) {
-            let status = self
-                .run_one(
-                    rec,
-                    l.clone(),
-                    &a.params,
-                    dry_only,
-                    &provenance,
-                    tier,
-                    verdicts.clone(),
-                )
-                .await?;
-            statuses.push(status);
-            if !matches!(status, Status::Healed | Status::NoOp) {
-                break;
-            }
-        }
+        // Dispatch to the host's agent; it runs them in order while each heals or finds
+        // nothing to do.
+        let runs = actions.iter().zip(&loaded).map(|(a, l)| (a, l.as_ref()));
+        let verdicts = rec.guardrails.clone();
+        let statuses = self
+            .run_job(rec, runs, dry_only, &provenance, tier, verdicts)
+            .await?;
         persist.wait().await?;
-        let failed = statuses
-            .iter()
-            .any(|s| !matches!(s, Status::Healed | Status::NoOp));
+        let Some(statuses) = statuses else {
+            return Ok(());
+        };
+        let failed = statuses.iter().any(|s| !s.is_success());
         if failed {
             let last = rec.runs.last().expect("a run happened");
             let reason = format!("{} ended {}: {}", last.runbook, last.status, last.summary);
-            Self::end(rec, tier, "failed", reason);
+            Self::end(rec, tier, St::Failed, reason);
         } else if let Some(detail) = awaiting {
-            Self::end(rec, "L3", "awaiting_approval", detail);
+            Self::end(rec, Tier::L3, St::AwaitingApproval, detail);
         } else if dry_only {
             Self::end(
                 rec,
                 tier,
-                "no-op",
+                St::NoOp,
                 "the rule runs dry runs only: nothing was changed",
             );
-        } else if statuses.contains(&Status::Healed) {
+        } else if statuses.contains(&RunStatus::Healed) {
             let summary = rec
                 .runs
                 .iter()
                 .map(|r| r.summary.as_str())
                 .collect::<Vec<_>>()
                 .join("; ");
-            Self::end(rec, tier, "healed", summary);
+            Self::end(rec, tier, St::Healed, summary);
         } else {
             let summary = rec
                 .runs
@@ -1385,87 +1219,125 @@ impl Controller {
                 .map(|r| r.summary.as_str())
                 .collect::<Vec<_>>()
                 .join("; ");
-            Self::end(rec, tier, "no-op", summary);
+            Self::end(rec, tier, St::NoOp, summary);
         }
         Ok(())
     }
 
-    /// Run one runbook for `rec` in the sandbox, sign and append its record, note the run
-    /// (for planners), and add it to the incident. Returns its status.
-    #[allow(clippy::too_many_arguments)]
-    async fn run_one(
+    /// Send `runs` to the host's agent as one signed job and add what it reports to
+    /// `rec`: each run's record, its note for planners and the metrics. Returns the runs'
+    /// statuses, or `None` when the agent refused the job or could not be reached — then
+    /// `rec` has ended at L3, escalated, with the refusal recorded.
+    async fn run_job<'a>(
         &self,
         rec: &mut IncidentRecord,
-        loaded: Arc<Loaded>,
-        params: &serde_json::Value,
+        runs: impl Iterator<Item = (&'a ActionRecord, &'a Loaded)>,
         dry_run: bool,
         provenance: &ev::Provenance,
-        tier: &str,
-        verdicts: Option<serde_json::Value>,
-    ) -> Result<Status> {
-        let rt = self.runtime.clone();
-        let policy = self.host.policy.clone();
-        let p = params.clone();
-        let inv = blocking(move || rt.invoke(&loaded, &policy, RunOptions { params: p, dry_run }))
-            .await?;
-        let statement = evrec::statement(
-            &inv,
-            &self.key,
-            EvContext {
-                tenant: &rec.tenant,
-                provenance: provenance.clone(),
-                incident_id: Some(&rec.id),
-                guardrails: verdicts,
+        tier: Tier,
+        verdicts: Vec<Verdict>,
+    ) -> Result<Option<Vec<RunStatus>>> {
+        let now = now_ms();
+        let job = RunJob {
+            job: evrec::time_ordered_id(),
+            incident: rec.id.clone(),
+            tenant: rec.tenant.clone(),
+            host: rec.incident.host.clone(),
+            runs: runs
+                .map(|(a, l)| PlannedRun {
+                    invocation: evrec::time_ordered_id(),
+                    runbook: a.runbook.clone(),
+                    sha256: l.sha256().to_string(),
+                    params: a.params.clone(),
+                })
+                .collect(),
+            dry_run,
+            provenance: job_provenance(provenance),
+            verdicts,
+            issued_at_ms: now,
+            expires_at_ms: now + JOB_TTL_MS,
+        };
+        let payload = serde_json::to_vec(&job).expect("a job serializes");
+        let signed = ev::Envelope::sign(JOB_PAYLOAD_TYPE, &payload, &self.control_key)
+            .to_json()
+            .into_bytes();
+        let report = match self.dispatch.dispatch(&job.host, signed).await {
+            Ok(report) => report,
+            Err(e) => RunReport {
+                job: job.job.clone(),
+                incident: rec.id.clone(),
+                host: job.host.clone(),
+                runs: Vec::new(),
+                refused: Some(format!("the job did not reach the host's agent: {e}")),
             },
-        );
-        let status = status_name(inv.outcome.status);
-        let index = self
-            .append(
-                &statement,
-                &inv.invocation_id,
-                &inv.runbook,
-                &status,
-                inv.started_at_ms as i64,
-            )
-            .await?;
-        rec.evidence.push(index);
+        };
+        if report.runs.is_empty() {
+            let why = report
+                .refused
+                .unwrap_or_else(|| "the agent ran nothing".to_string());
+            Self::end(rec, Tier::L3, St::Escalated, format!("not run: {why}"));
+            let first = job.runs.first().map(|p| ActionRecord {
+                runbook: p.runbook.clone(),
+                params: p.params.clone(),
+            });
+            self.record_blocked(rec, first.as_ref(), provenance.clone(), now_ms())
+                .await?;
+            return Ok(None);
+        }
+        let mut statuses = Vec::with_capacity(report.runs.len());
+        for (run, plan) in report.runs.into_iter().zip(&job.runs) {
+            statuses.push(run.status);
+            self.note_run(rec, run, plan, tier).await?;
+        }
+        Ok(Some(statuses))
+    }
+
+    /// Add one run the agent reported to `rec`; note it for planners and metrics.
+    async fn note_run(
+        &self,
+        rec: &mut IncidentRecord,
+        run: runwarden_proto::bus::RunOutcome,
+        plan: &PlannedRun,
+        tier: Tier,
+    ) -> Result<()> {
+        rec.evidence.push(run.record.index);
         *self
             .metrics
             .runs
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .entry((rec.tenant.clone(), status.clone()))
+            .entry((rec.tenant.clone(), run.status.to_string()))
             .or_default() += 1;
         // What planners learn from; committed before the incident's row.
         drop(
             self.store
                 .queue(vec![Write::Run(RunRow {
-                    invocation_id: inv.invocation_id.clone(),
+                    invocation_id: run.invocation.clone(),
                     incident_id: rec.id.clone(),
                     tenant: rec.tenant.clone(),
                     host: rec.incident.host.clone(),
-                    runbook: inv.runbook.clone(),
-                    status: status.clone(),
-                    summary: inv.outcome.summary.clone(),
-                    tier: tier.into(),
-                    dry_run: inv.dry_run,
+                    runbook: run.runbook.clone(),
+                    status: run.status.to_string(),
+                    summary: run.summary.clone(),
+                    tier: tier.to_string(),
+                    dry_run: run.dry_run,
                     incident_type: rec.incident.kind.clone(),
                     service: rec.incident.service.clone().unwrap_or_default(),
                     message: rec.incident.message.clone(),
-                    params: params.to_string(),
-                    at_ms: inv.started_at_ms as i64,
+                    params: plan.params.to_string(),
+                    at_ms: now_ms(),
                 })])
                 .await?,
         );
         rec.runs.push(RunRecord {
-            runbook: inv.runbook.clone(),
-            status,
-            summary: inv.outcome.summary.clone(),
-            invocation_id: inv.invocation_id.clone(),
-            dry_run: inv.dry_run,
-            evidence_index: index,
+            runbook: run.runbook,
+            status: run.status,
+            summary: run.summary,
+            invocation_id: run.invocation,
+            dry_run: run.dry_run,
+            evidence_index: run.record.index,
         });
-        Ok(inv.outcome.status)
+        Ok(())
     }
 
     /// L2: build the host's catalog, ask the planner, validate. `Ok` is what to run (the
@@ -1509,7 +1381,7 @@ impl Controller {
             })
             .collect();
         rec.decision = Some(DecisionRecord {
-            tier: "L2".into(),
+            tier: Tier::L2,
             rule_id: String::new(),
             rule_sha256: String::new(),
             planner: Some(PlannerRecord {
@@ -1530,15 +1402,15 @@ impl Controller {
         });
         if let Some(reason) = plan.escalate {
             rec.guardrails
-                .push(Verdict::new("planner", "escalate", reason.clone()));
+                .push(Verdict::new(G::Planner, V::Escalate, reason.clone()));
             return Ok(Err((
                 format!("no L1 rule matched; {reason}: a human must decide"),
                 provenance,
             )));
         }
         rec.guardrails.push(Verdict::new(
-            "planner",
-            "pass",
+            G::Planner,
+            V::Pass,
             format!(
                 "{} ({}) chose {} with confidence {:.2} (threshold {:.2})",
                 plan.provider,
@@ -1549,7 +1421,7 @@ impl Controller {
             ),
         ));
         Ok(Ok(Chosen {
-            tier: "L2",
+            tier: Tier::L2,
             actions,
             dry_run: false,
             cooldown_secs: None,
@@ -1642,14 +1514,14 @@ impl Controller {
                 incident_id: Some(&rec.id),
                 guardrails: serde_json::to_value(&rec.guardrails).ok(),
             },
-            &rec.status,
+            rec.status.as_str(),
             &rec.reason,
             params,
             now as u64,
         );
         let id = statement.predicate.invocation_id.clone();
         let index = self
-            .append(&statement, &id, &name, &rec.status, now)
+            .append(&statement, &id, &name, rec.status.as_str(), now)
             .await?;
         rec.evidence.push(index);
         Ok(())
@@ -1692,10 +1564,11 @@ impl Controller {
     pub async fn incidents(
         &self,
         tenant: &str,
-        status: Option<&str>,
+        status: Option<St>,
         limit: u32,
     ) -> Result<Vec<IncidentRecord>> {
         let mut out = Vec::new();
+        let status = status.map(St::as_str);
         for j in self.store.list_incidents(tenant, status, limit).await? {
             let r = parse_record(&j)?;
             if !self.hidden(tenant, &r.incident.host) {
@@ -1770,8 +1643,8 @@ impl Controller {
             caller.scope.as_str()
         );
         let now = now_ms();
-        let undecided = ["open", "acknowledged"];
-        let decided = |state: &str| {
+        let undecided = [EscalationState::Open, EscalationState::Acknowledged];
+        let decided = |state: &dyn std::fmt::Display| {
             ControlError::Conflict(format!(
                 "escalation {id} is {state}: only an open or acknowledged escalation can be decided"
             ))
@@ -1782,8 +1655,8 @@ impl Controller {
                 .transition_escalation(
                     tenant,
                     id,
-                    &["open", "open"],
-                    "acknowledged",
+                    &[EscalationState::Open, EscalationState::Open],
+                    EscalationState::Acknowledged,
                     &by,
                     now,
                     &note,
@@ -1801,16 +1674,24 @@ impl Controller {
         let proposal: Option<ActionRecord> = serde_json::from_str(&esc.row.proposal).ok();
         if decision == crate::Decision::Approve {
             let expires = esc.row.created_at_ms + (self.sla.approval_ttl_secs as i64) * 1000;
-            if now > expires && undecided.contains(&esc.state.as_str()) {
+            if now > expires && undecided.iter().any(|u| *u == esc.state.as_str()) {
                 self.store
-                    .transition_escalation(tenant, id, &undecided, "expired", &by, now, "")
+                    .transition_escalation(
+                        tenant,
+                        id,
+                        &undecided,
+                        EscalationState::Expired,
+                        &by,
+                        now,
+                        "",
+                    )
                     .await?;
                 return Err(ControlError::Conflict(format!(
                     "escalation {id} expired at {}: the host has moved on since it was judged; resubmit the incident",
                     ev::rfc3339_ms(expires as u64)
                 )));
             }
-            if !undecided.contains(&esc.state.as_str()) {
+            if !undecided.iter().any(|u| *u == esc.state.as_str()) {
                 return Err(decided(&esc.state));
             }
         }
@@ -1854,18 +1735,18 @@ impl Controller {
             let now_state = self
                 .escalation(tenant, id)
                 .await?
-                .map_or_else(|| "gone".to_string(), |e| e.state);
+                .map_or_else(|| "gone".to_string(), |e| e.state.to_string());
             return Err(decided(&now_state));
         }
         let provenance = ev::Provenance::L3 {
             approver: by.clone(),
         };
         let verdict = Verdict::new(
-            "approval",
+            G::Approval,
             if runnable.is_some() {
-                "approved"
+                V::Approved
             } else {
-                decision.state()
+                decision.verdict()
             },
             format!(
                 "{} by {by}{}",
@@ -1880,28 +1761,29 @@ impl Controller {
         rec.guardrails.push(verdict.clone());
         match runnable {
             Some((p, l)) => {
-                let status = self
-                    .run_one(
+                let statuses = self
+                    .run_job(
                         &mut rec,
-                        l,
-                        &p.params,
+                        std::iter::once((&p, l.as_ref())),
                         false,
                         &provenance,
-                        "L3",
-                        serde_json::to_value([&verdict]).ok(),
+                        Tier::L3,
+                        vec![verdict.clone()],
                     )
                     .await?;
-                let last = rec.runs.last().expect("it ran");
-                let outcome = match status {
-                    Status::Healed => "healed",
-                    Status::NoOp => "no-op",
-                    _ => "failed",
-                };
-                let reason = format!(
-                    "approved by {by}; {} ended {}: {}",
-                    last.runbook, last.status, last.summary
-                );
-                Self::end(&mut rec, "L3", outcome, reason);
+                if let Some(statuses) = statuses {
+                    let last = rec.runs.last().expect("it ran");
+                    let outcome = match statuses.last() {
+                        Some(RunStatus::Healed) => St::Healed,
+                        Some(RunStatus::NoOp) => St::NoOp,
+                        _ => St::Failed,
+                    };
+                    let reason = format!(
+                        "approved by {by}; {} ended {}: {}",
+                        last.runbook, last.status, last.summary
+                    );
+                    Self::end(&mut rec, Tier::L3, outcome, reason);
+                }
             }
             None => {
                 rec.reason = format!("{}; {} by {by}", rec.reason, decision.state());
@@ -1941,7 +1823,7 @@ impl Controller {
             let Some(rec) = self.incident(&e.row.tenant, &e.row.incident_id).await? else {
                 continue;
             };
-            let view = escalation_view(e, now);
+            let view = escalation_view(e, now)?;
             self.notifier
                 .notify(Notice::breached(&view, &rec.incident))
                 .await;
@@ -1964,18 +1846,17 @@ impl Controller {
     pub async fn escalations(
         &self,
         tenant: &str,
-        state: Option<&str>,
+        state: Option<EscalationState>,
         limit: u32,
     ) -> Result<Vec<Escalation>> {
         let now = now_ms();
-        Ok(self
-            .store
+        self.store
             .escalations(tenant, None, state, limit)
             .await?
             .into_iter()
             .filter(|e| !self.hidden(tenant, &e.row.host))
             .map(|e| escalation_view(e, now))
-            .collect())
+            .collect()
     }
 
     /// One of `tenant`'s escalations, with how webhooks were told about it.
@@ -1988,6 +1869,7 @@ impl Controller {
             .into_iter()
             .find(|e| !self.hidden(tenant, &e.row.host))
             .map(|e| escalation_view(e, now))
+            .transpose()?
         else {
             return Ok(None);
         };
@@ -2141,17 +2023,69 @@ impl Controller {
     }
 }
 
-fn escalation_view(e: StoredEscalation, now: i64) -> Escalation {
+/// How long an agent may still act on a job after it was issued: past that the decision
+/// is stale and the agent refuses it.
+const JOB_TTL_MS: i64 = 5 * 60 * 1000;
+
+/// The provenance a job carries: what the tier that chose it decided.
+fn job_provenance(p: &ev::Provenance) -> runwarden_proto::bus::Provenance {
+    use runwarden_proto::bus::Provenance as P;
+    match p.clone() {
+        ev::Provenance::L1 {
+            rule_id,
+            rule_sha256,
+        } => P::L1 {
+            rule_id,
+            rule_sha256,
+        },
+        ev::Provenance::L2 {
+            provider,
+            model,
+            prompt_sha256,
+            response_sha256,
+            confidence,
+            rationale,
+        } => P::L2 {
+            provider,
+            model,
+            prompt_sha256,
+            response_sha256,
+            confidence,
+            rationale,
+        },
+        ev::Provenance::L3 { approver } => P::L3 { approver },
+        // Never dispatched: a manual run is not the control plane's, and an undecided
+        // incident runs nothing. Named for what they are, should that change.
+        ev::Provenance::Manual { operator } => P::L3 {
+            approver: operator.unwrap_or_else(|| "an operator".into()),
+        },
+        ev::Provenance::Undecided { reason } => P::L3 {
+            approver: format!("nobody ({reason})"),
+        },
+    }
+}
+
+/// An escalation as shown; a stored state or severity runwarden does not know is an
+/// error (a damaged or newer database), never guessed.
+fn escalation_view(e: StoredEscalation, now: i64) -> Result<Escalation> {
     let at = |ms: i64| ev::rfc3339_ms(ms.max(0) as u64);
-    Escalation {
-        breached: crate::escalation::breached(&e.state, e.row.sla_deadline_ms, now),
+    let corrupt = |what: runwarden_proto::UnknownWord| {
+        ControlError::Store(crate::store::StoreError::corrupt(format!(
+            "escalation {}: {what}",
+            e.row.id
+        )))
+    };
+    let state: EscalationState = e.state.parse().map_err(corrupt)?;
+    let severity = e.row.severity.parse().map_err(corrupt)?;
+    Ok(Escalation {
+        breached: state.breached(e.row.sla_deadline_ms, now),
         id: e.row.id,
         incident_id: e.row.incident_id,
         tenant: e.row.tenant,
         host: e.row.host,
-        severity: e.row.severity,
+        severity,
         reason: e.row.reason,
-        state: e.state,
+        state,
         proposal: serde_json::from_str(&e.row.proposal).ok(),
         created_at: at(e.row.created_at_ms),
         sla_deadline: at(e.row.sla_deadline_ms),
@@ -2159,7 +2093,7 @@ fn escalation_view(e: StoredEscalation, now: i64) -> Escalation {
         decided_at: e.decided_at_ms.map(at),
         note: e.note,
         notifications: Vec::new(),
-    }
+    })
 }
 
 /// A stored incident record; a row that does not parse is an error, never skipped.

@@ -1,6 +1,7 @@
 //! Control-plane state in the same database as the evidence log (one migration sequence
 //! in `migrations/`): incidents, the runbook actions guardrails count, API tokens.
 
+use runwarden_proto::EscalationState;
 use sqlx::postgres::{PgPool, PgPoolOptions};
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
@@ -562,7 +563,7 @@ async fn commit<'a>(db: &Db, writes: impl Iterator<Item = &'a Write>) -> Result<
                     .push_bind(to_db(pg, &e.host))
                     .push_bind(e.severity.as_str())
                     .push_bind(to_db(pg, &e.reason))
-                    .push_bind("open")
+                    .push_bind(EscalationState::Open.as_str())
                     .push_bind(to_db(pg, &e.proposal))
                     .push_bind(e.created_at_ms)
                     .push_bind(e.sla_deadline_ms)
@@ -793,10 +794,11 @@ impl ControlStore {
         &self,
         tenant: &str,
         id: Option<&str>,
-        state: Option<&str>,
+        state: Option<EscalationState>,
         limit: u32,
     ) -> Result<Vec<StoredEscalation>> {
         self.flush().await?;
+        let state = state.map(EscalationState::as_str);
         on_db!(&self.db, p, pg => {
             let rows = sqlx::query(sql(pg, "SELECT id, incident_id, tenant, host, severity, reason, proposal, created_at_ms, sla_deadline_ms, state, decided_by, decided_at_ms, note \
                 FROM escalations WHERE tenant = ? AND (? IS NULL OR id = ?) AND (? IS NULL OR state = ?) ORDER BY created_at_ms DESC, id DESC LIMIT ?"))
@@ -888,8 +890,8 @@ impl ControlStore {
         &self,
         tenant: &str,
         id: &str,
-        from: &[&str; 2],
-        to: &str,
+        from: &[EscalationState; 2],
+        to: EscalationState,
         by: &str,
         at_ms: i64,
         note: &str,
@@ -898,8 +900,8 @@ impl ControlStore {
         on_db!(&self.write, p, pg => {
             let r = sqlx::query(sql(pg, "UPDATE escalations SET state = ?, decided_by = ?, decided_at_ms = ?, note = ?, updated_at_ms = ? \
                 WHERE id = ? AND tenant = ? AND state IN (?, ?)"))
-                .bind(to).bind(to_db(pg, by)).bind(at_ms).bind(to_db(pg, note)).bind(at_ms)
-                .bind(id).bind(tenant).bind(from[0]).bind(from[1])
+                .bind(to.as_str()).bind(to_db(pg, by)).bind(at_ms).bind(to_db(pg, note)).bind(at_ms)
+                .bind(id).bind(tenant).bind(from[0].as_str()).bind(from[1].as_str())
                 .execute(p).await.map_err(db_err("deciding an escalation"))?;
             Ok(r.rows_affected() == 1)
         })

@@ -448,6 +448,36 @@ impl Store {
         }
     }
 
+    /// The record of invocation `id`, if the log has one (an agent answers a second
+    /// delivery of a job from it instead of running the job again).
+    pub async fn by_invocation(&self, id: &str) -> Result<Option<StoredRecord>> {
+        let read = db_err("reading a record by invocation id");
+        match &self.db {
+            Db::Sqlite(p) => {
+                let sql = sqlx::AssertSqlSafe(format!(
+                    "SELECT {COLUMNS} FROM evidence_log WHERE invocation_id = ?"
+                ));
+                let row = sqlx::query(sql)
+                    .bind(id)
+                    .fetch_optional(p)
+                    .await
+                    .map_err(read)?;
+                row.as_ref().map(row_to_record).transpose()
+            }
+            Db::Postgres(p) => {
+                let sql = sqlx::AssertSqlSafe(format!(
+                    "SELECT {COLUMNS} FROM evidence_log WHERE invocation_id = $1"
+                ));
+                let row = sqlx::query(sql)
+                    .bind(id)
+                    .fetch_optional(p)
+                    .await
+                    .map_err(read)?;
+                row.as_ref().map(row_to_record).transpose()
+            }
+        }
+    }
+
     /// Records matching `filter`, in log order.
     pub async fn list(&self, filter: &Filter) -> Result<Vec<StoredRecord>> {
         // Every condition is always present and disabled by a NULL bind, so the SQL text is

@@ -1,37 +1,9 @@
 //! The incident model: what monitors report, validated before anything acts on it.
 
+use crate::Severity;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
-
-/// How bad an incident is, in increasing order.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Severity {
-    /// Worth knowing.
-    Info,
-    /// Degraded, no one affected yet.
-    Low,
-    /// Someone is or soon will be affected.
-    Medium,
-    /// A needed service is impaired.
-    High,
-    /// A needed service is down, or data is at risk.
-    Critical,
-}
-
-impl Severity {
-    /// The lower-case name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Severity::Info => "info",
-            Severity::Low => "low",
-            Severity::Medium => "medium",
-            Severity::High => "high",
-            Severity::Critical => "critical",
-        }
-    }
-}
 
 /// One incident as submitted: JSON with exactly these fields.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -78,8 +50,8 @@ const MAX_LABELS: usize = 32;
 const MAX_LABEL_KEY: usize = 64;
 const MAX_LABEL_VALUE: usize = 512;
 
-/// Check a tenant, host, type or service name.
-pub(crate) fn check_name(field: &'static str, v: &str) -> Result<(), IncidentError> {
+/// Check a tenant, host, type or service name: 1 to 128 of letters, digits and `- _ . @ :`.
+pub fn check_name(field: &'static str, v: &str) -> Result<(), IncidentError> {
     let bad = |message: String| Err(IncidentError { field, message });
     if v.is_empty() {
         return bad("is empty".into());
@@ -245,39 +217,6 @@ pub fn parse_rfc3339_ms(s: &str) -> Option<i64> {
     let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
     let days = era * 146_097 + doe - 719_468;
     Some(((days * 24 + h) * 60 + mi - offset_min) * 60_000 + sec * 1000 + ms)
-}
-
-impl Incident {
-    /// What a rule component sees: the incident, its id, and the host's labels.
-    pub fn to_rule_input(
-        &self,
-        id: &str,
-        host_labels: &BTreeMap<String, String>,
-        received_at: &str,
-    ) -> runwarden_runtime::Incident {
-        use runwarden_runtime::Severity as S;
-        runwarden_runtime::Incident {
-            id: id.to_string(),
-            tenant: self.tenant.clone(),
-            host: self.host.clone(),
-            kind: self.kind.clone(),
-            severity: match self.severity {
-                Severity::Info => S::Info,
-                Severity::Low => S::Low,
-                Severity::Medium => S::Medium,
-                Severity::High => S::High,
-                Severity::Critical => S::Critical,
-            },
-            service: self.service.clone(),
-            message: self.message.clone(),
-            labels: self.labels.clone().into_iter().collect(),
-            host_labels: host_labels.clone().into_iter().collect(),
-            occurred_at: self
-                .occurred_at
-                .clone()
-                .unwrap_or_else(|| received_at.to_string()),
-        }
-    }
 }
 
 #[cfg(test)]

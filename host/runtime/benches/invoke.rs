@@ -45,6 +45,7 @@ fn bench(c: &mut Criterion) {
                 RunOptions {
                     params: serde_json::json!({}),
                     dry_run: false,
+                    invocation_id: None,
                 },
             );
             assert_eq!(inv.trace.len(), 1);

@@ -126,6 +126,10 @@ pub struct RunOptions {
     pub params: serde_json::Value,
     /// Simulate mutating calls instead of performing them.
     pub dry_run: bool,
+    /// The invocation id to use (a UUID), when the caller chose it: an agent uses the id
+    /// the control plane put in the job, so that a second delivery is recognised. A new
+    /// time-ordered id when `None`; anything but a UUID is refused.
+    pub invocation_id: Option<String>,
 }
 
 /// A loaded component, ready to run many times.
@@ -478,9 +482,17 @@ impl Runtime {
             opts.params
         };
         let params = with_defaults(&m.params_schema, params);
+        // A given id names a scratch directory below: only a UUID, in its canonical form.
+        let given = opts
+            .invocation_id
+            .as_deref()
+            .map(|id| uuid::Uuid::try_parse(id).map(|u| u.hyphenated().to_string()));
         let mut inv = Invocation {
             // Time-ordered (v7): the evidence log and runs tables are keyed by it.
-            invocation_id: uuid::Uuid::now_v7().to_string(),
+            invocation_id: match &given {
+                Some(Ok(id)) => id.clone(),
+                _ => uuid::Uuid::now_v7().to_string(),
+            },
             runbook: m.name.clone(),
             version: m.version.clone(),
             sha256: loaded.sha256.clone(),
@@ -505,6 +517,14 @@ impl Runtime {
             inv.duration_us = started.elapsed().as_micros() as u64;
             inv
         };
+        if let Some(Err(e)) = given {
+            inv.outcome = Outcome {
+                status: Status::Refused,
+                summary: format!("refused: the invocation id is not a UUID ({e})"),
+                details: serde_json::json!({}),
+            };
+            return finish(inv);
+        }
 
         let errors: Vec<String> = loaded
             .validator

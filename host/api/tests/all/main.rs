@@ -76,13 +76,15 @@ async fn controller(dir: &Path) -> Arc<Controller> {
     let rules =
         runwarden_control::rules::embed(runwarden_guests::rule_engine(), &program.to_bytes())
             .unwrap();
+    let policy = Arc::new(policy);
+    let (link, agent) = runwarden_bus::in_process(&policy.host_id, 64);
     let c = Controller::start(
         ControlConfig {
             database: dir.join("rw.db").display().to_string(),
             data_dir: dir.to_path_buf(),
             host: HostConfig {
                 tenant: "clinic-a".into(),
-                policy: Arc::new(policy),
+                policy: policy.clone(),
                 labels: Default::default(),
                 inventory: Default::default(),
             },
@@ -90,10 +92,28 @@ async fn controller(dir: &Path) -> Arc<Controller> {
             llm: None,
             planner: Default::default(),
             sla: Default::default(),
+            dispatch: Arc::new(link),
         },
-        rt,
-        runbooks,
+        rt.clone(),
+        runbooks.clone(),
         vec![rules],
+    )
+    .await
+    .unwrap();
+    let (key, _) = runwarden_control::evidence::host_key(dir, None, c.host_id()).unwrap();
+    runwarden_agent::spawn_local(
+        rt,
+        runwarden_agent::AgentConfig {
+            tenant: c.owner().to_string(),
+            policy,
+            runbooks: Vec::new(),
+            key,
+            control_keys: vec![c.control_public_key()],
+            log: c.evidence_log(),
+            journal: dir.join("agent-journal.db"),
+        },
+        &runbooks,
+        agent,
     )
     .await
     .unwrap();

@@ -5,7 +5,7 @@ use runwarden_control::planner::PlannerConfig;
 use runwarden_control::planner::llm::LlmConfig;
 use runwarden_control::{
     Caller, ControlConfig, ControlError, Controller, Decision, GuardrailConfig, HighRisk,
-    HostConfig, Incident, Scope, SlaConfig,
+    HostConfig, Incident, IncidentStatus, Scope, SlaConfig,
 };
 use runwarden_runtime::{Policy, Runtime, RuntimeConfig};
 use std::path::{Path, PathBuf};
@@ -96,28 +96,64 @@ pub(crate) async fn start(
     planner: PlannerConfig,
     sla: SlaConfig,
 ) -> Result<Controller, ControlError> {
-    Controller::start(
+    let (link, agent) = runwarden_bus::in_process("clinic-demo-01", 64);
+    let host = HostConfig {
+        tenant: "clinic-a".into(),
+        policy: Arc::new(policy(&s.root)),
+        labels: Default::default(),
+        inventory: Default::default(),
+    };
+    let c = Controller::start(
         ControlConfig {
             database: s.root.join("rw.db").display().to_string(),
             data_dir: s.root.join("data"),
-            host: HostConfig {
-                tenant: "clinic-a".into(),
-                policy: Arc::new(policy(&s.root)),
-                labels: Default::default(),
-                inventory: Default::default(),
-            },
+            host,
             guardrails,
             llm,
             planner,
             sla,
+            dispatch: Arc::new(link),
         },
         s.rt.clone(),
-        runwarden_guests::standard_runbooks()
-            .map(|(_, b)| b.to_vec())
-            .collect(),
+        standard_runbooks(),
         rule_sets,
     )
+    .await?;
+    attach_agent(s, &c, Arc::new(policy(&s.root)), agent).await;
+    Ok(c)
+}
+
+pub(crate) fn standard_runbooks() -> Vec<Vec<u8>> {
+    runwarden_guests::standard_runbooks()
+        .map(|(_, b)| b.to_vec())
+        .collect()
+}
+
+/// `runwarden up`'s agent for `c`'s host, in this process, with the standard runbooks.
+pub(crate) async fn attach_agent(
+    s: &Setup,
+    c: &Controller,
+    policy: Arc<Policy>,
+    link: runwarden_bus::AgentLink,
+) {
+    let (key, _) =
+        runwarden_control::evidence::host_key(&s.root.join("data"), None, c.host_id()).unwrap();
+    runwarden_agent::spawn_local(
+        s.rt.clone(),
+        runwarden_agent::AgentConfig {
+            tenant: c.owner().to_string(),
+            policy,
+            runbooks: Vec::new(),
+            key,
+            control_keys: vec![c.control_public_key()],
+            log: c.evidence_log(),
+            journal: s.root.join("data/agent-journal.db"),
+        },
+        &standard_runbooks(),
+        link,
+    )
     .await
+    .unwrap();
 }
 
 pub(crate) fn incident(json: &str) -> Incident {
@@ -352,7 +388,10 @@ rules:
     for _ in 0..3 {
         statuses.push(c.submit("clinic-a", service_down()).await.unwrap().status);
     }
-    assert_eq!(statuses[..2], ["healed".to_string(), "no-op".to_string()]);
+    assert_eq!(
+        statuses[..2],
+        [IncidentStatus::Healed, IncidentStatus::NoOp]
+    );
     assert_eq!(
         statuses[2], "escalated",
         "the third run in a minute trips the breaker"
@@ -581,13 +620,15 @@ async fn on_a_systemd_host_a_service_that_is_not_installed_is_not_acted_on() {
         services: vec!["nginx.service".into(), "sshd.service".into()],
         ..Default::default()
     };
+    let policy = Arc::new(policy);
+    let (link, agent) = runwarden_bus::in_process("clinic-demo-01", 64);
     let c = Controller::start(
         ControlConfig {
             database: s.root.join("rw.db").display().to_string(),
             data_dir: s.root.join("data"),
             host: HostConfig {
                 tenant: "clinic-a".into(),
-                policy: Arc::new(policy),
+                policy: policy.clone(),
                 labels: Default::default(),
                 inventory,
             },
@@ -595,15 +636,15 @@ async fn on_a_systemd_host_a_service_that_is_not_installed_is_not_acted_on() {
             llm: None,
             planner: Default::default(),
             sla: Default::default(),
+            dispatch: Arc::new(link),
         },
         s.rt.clone(),
-        runwarden_guests::standard_runbooks()
-            .map(|(_, b)| b.to_vec())
-            .collect(),
+        standard_runbooks(),
         vec![standard_rules()],
     )
     .await
     .unwrap();
+    attach_agent(&s, &c, policy, agent).await;
     let r = c
         .submit(
             "clinic-a",

@@ -60,7 +60,7 @@ fn eval(
     let labels = BTreeMap::from([("role".to_string(), "web".to_string())]);
     rt.evaluate(
         set,
-        &i.to_rule_input("inc-1", &labels, "2026-11-22T00:00:00Z"),
+        &runwarden_control::rule_input(i, "inc-1", &labels, "2026-11-22T00:00:00Z"),
     )
     .unwrap()
 }
@@ -185,7 +185,10 @@ rules:
     );
     let db = BTreeMap::from([("role".to_string(), "db".to_string())]);
     let dec = rt
-        .evaluate(&set, &i.to_rule_input("1", &db, "2026-11-22T00:00:00Z"))
+        .evaluate(
+            &set,
+            &runwarden_control::rule_input(&i, "1", &db, "2026-11-22T00:00:00Z"),
+        )
         .unwrap()
         .unwrap();
     assert!(dec.dry_run);
@@ -196,14 +199,14 @@ rules:
     // Another host role, or another message: no match.
     let web = BTreeMap::from([("role".to_string(), "web".to_string())]);
     assert!(
-        rt.evaluate(&set, &i.to_rule_input("1", &web, "x"))
+        rt.evaluate(&set, &runwarden_control::rule_input(&i, "1", &web, "x"))
             .unwrap()
             .is_none()
     );
     let mut other = i.clone();
     other.message = "disk at 91%".into();
     assert!(
-        rt.evaluate(&set, &other.to_rule_input("1", &db, "x"))
+        rt.evaluate(&set, &runwarden_control::rule_input(&other, "1", &db, "x"))
             .unwrap()
             .is_none()
     );
@@ -224,7 +227,7 @@ fn a_bare_engine_holds_no_rules_and_rust_rules_work() {
     assert_eq!(rust.rules()[0].id, "db-down-restart");
     let db = BTreeMap::from([("role".to_string(), "db".to_string())]);
     let dec = rt
-        .evaluate(&rust, &i.to_rule_input("1", &db, "x"))
+        .evaluate(&rust, &runwarden_control::rule_input(&i, "1", &db, "x"))
         .unwrap()
         .unwrap();
     let runbooks: Vec<&str> = dec.actions.iter().map(|a| a.runbook.as_str()).collect();

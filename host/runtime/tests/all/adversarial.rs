@@ -1164,6 +1164,7 @@ fn more_runs_at_once_than_the_pool_holds_wait_their_turn_and_all_end() {
                         RunOptions {
                             params,
                             dry_run: false,
+                            invocation_id: None,
                         },
                     )
                 })

@@ -58,8 +58,15 @@ impl Harness {
             .rt
             .load(&runwarden_test_artifacts::bytes(name))
             .unwrap();
-        self.rt
-            .invoke(&loaded, &policy, RunOptions { params, dry_run })
+        self.rt.invoke(
+            &loaded,
+            &policy,
+            RunOptions {
+                params,
+                dry_run,
+                invocation_id: None,
+            },
+        )
     }
 }
 

@@ -443,6 +443,7 @@ fn run_with(s: &Setup, policy: &Arc<Policy>, params: Value) -> Invocation {
         RunOptions {
             params,
             dry_run: false,
+            invocation_id: None,
         },
     )
 }

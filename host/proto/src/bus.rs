@@ -1,0 +1,165 @@
+//! Messages between the control plane and a host's agent, version 1.
+//!
+//! The control plane decides; the agent executes. A [`RunJob`] says what one host must
+//! run for one incident; the control plane signs it (a DSSE envelope of
+//! [`JOB_PAYLOAD_TYPE`] over the job's JSON, made and checked by `runwarden-evidence`),
+//! so a message on the bus is never enough to make a host act. The agent answers with a
+//! [`RunReport`] naming the records it signed into its own log.
+//!
+//! Every message is JSON with `deny_unknown_fields` where a sender could smuggle in
+//! something the receiver would ignore, and every enum is tagged by `type`: a version 2
+//! gets new subjects (`rw.v2.…`), not new meanings for these.
+
+use crate::{RunStatus, Tier, Verdict};
+use serde::{Deserialize, Serialize};
+
+/// The DSSE payload type of a signed [`RunJob`].
+pub const JOB_PAYLOAD_TYPE: &str = "application/vnd.runwarden.job.v1+json";
+
+/// Longest message either side accepts, in bytes (params are bounded far below).
+pub const MAX_MESSAGE_BYTES: usize = 1024 * 1024;
+
+/// The subject commands for `host` of `tenant` travel on.
+pub fn command_subject(tenant: &str, host: &str) -> String {
+    format!("rw.v1.cmd.{tenant}.{host}")
+}
+
+/// The subject `host` of `tenant` publishes events of `kind` on.
+pub fn event_subject(tenant: &str, host: &str, kind: &str) -> String {
+    format!("rw.v1.evt.{tenant}.{host}.{kind}")
+}
+
+/// Why a tier chose what a job runs, as the run's evidence records it.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(tag = "tier", deny_unknown_fields)]
+pub enum Provenance {
+    /// A deterministic rule.
+    L1 {
+        /// The rule's id.
+        rule_id: String,
+        /// SHA-256 of the rule component it is in.
+        rule_sha256: String,
+    },
+    /// The planner, or an MCP client's direct ask (`provider = "mcp"`).
+    L2 {
+        /// `offline`, `openai`, `anthropic`, `mcp`.
+        provider: String,
+        /// Model (or MCP client) name.
+        model: String,
+        /// SHA-256 of the prompt (or request).
+        prompt_sha256: String,
+        /// SHA-256 of the response (or params).
+        response_sha256: String,
+        /// 0–1.
+        confidence: f64,
+        /// Why, in the planner's words.
+        rationale: String,
+    },
+    /// A human approved it.
+    L3 {
+        /// Who.
+        approver: String,
+    },
+}
+
+impl Provenance {
+    /// The tier it names.
+    pub fn tier(&self) -> Tier {
+        match self {
+            Provenance::L1 { .. } => Tier::L1,
+            Provenance::L2 { .. } => Tier::L2,
+            Provenance::L3 { .. } => Tier::L3,
+        }
+    }
+}
+
+/// One runbook run a job asks for.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct PlannedRun {
+    /// The invocation id the run's record will carry: unique, chosen by the control
+    /// plane, so a second delivery of the job is recognised by the agent.
+    pub invocation: String,
+    /// The runbook's name.
+    pub runbook: String,
+    /// SHA-256 of the component the control plane decided on: the agent refuses to run
+    /// anything else under this name.
+    pub sha256: String,
+    /// Its params (checked against its schema by the agent before it runs).
+    pub params: serde_json::Value,
+}
+
+/// What one host must run for one incident: the control plane's decision, signed.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RunJob {
+    /// The job's id.
+    pub job: String,
+    /// The incident it is for.
+    pub incident: String,
+    /// The tenant that owns the host.
+    pub tenant: String,
+    /// The host that must run it.
+    pub host: String,
+    /// The runs, in order; the agent stops at the first that neither heals nor finds
+    /// nothing to do.
+    pub runs: Vec<PlannedRun>,
+    /// Dry runs only.
+    pub dry_run: bool,
+    /// Who decided.
+    pub provenance: Provenance,
+    /// What the guardrails said, recorded in each run's evidence.
+    pub verdicts: Vec<Verdict>,
+    /// When the control plane issued it (ms since the epoch).
+    pub issued_at_ms: i64,
+    /// After this the agent refuses it: the decision is stale.
+    pub expires_at_ms: i64,
+}
+
+/// Where a record sits: its log (origin), index and leaf hash.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct LogRef {
+    /// The log's origin (`runwarden/HOST`).
+    pub origin: String,
+    /// Its index in that log.
+    pub index: u64,
+    /// RFC 6962 leaf hash of the record, hex.
+    pub leaf_hash: String,
+}
+
+/// How one planned run ended on the host.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RunOutcome {
+    /// The invocation.
+    pub invocation: String,
+    /// The runbook.
+    pub runbook: String,
+    /// How it ended.
+    pub status: RunStatus,
+    /// One line for humans.
+    pub summary: String,
+    /// Whether it was a dry run.
+    pub dry_run: bool,
+    /// Its signed record in the host's log.
+    pub record: LogRef,
+}
+
+/// The agent's answer to a [`RunJob`].
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RunReport {
+    /// The job.
+    pub job: String,
+    /// The incident.
+    pub incident: String,
+    /// The host that ran it.
+    pub host: String,
+    /// One per run that started, in order (the runs after one that failed are absent).
+    pub runs: Vec<RunOutcome>,
+    /// Set when the agent refused the whole job (bad signature, expired, another
+    /// tenant's or host's, a component it does not have): why, in words. Nothing ran.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refused: Option<String>,
+}

@@ -1,0 +1,29 @@
+//! runwarden's vocabulary: the types the HTTP API, the CLI, the control plane and the
+//! agents all read and write.
+//!
+//! - [`Incident`]: what monitors report, validated.
+//! - The words ([`Tier`], [`IncidentStatus`], [`EscalationState`], [`Guardrail`],
+//!   [`VerdictKind`], [`RunStatus`], [`Scope`], [`Severity`], [`Risk`]): enums with one
+//!   wire spelling each, pinned by tests, because stored records and sent messages use
+//!   them.
+//! - The views ([`IncidentRecord`], [`Escalation`], [`RunbookInfo`], …): what the API
+//!   answers and the CLI prints.
+//! - [`bus`]: the messages between the control plane and agents.
+//!
+//! This crate has no async runtime, database, sandbox or transport in it (serde only), so
+//! that anything can speak runwarden.
+
+pub mod bus;
+mod incident;
+mod model;
+mod vocab;
+
+pub use incident::{Incident, IncidentError, check_name, parse_rfc3339_ms};
+pub use model::{
+    ActionRecord, DecisionRecord, Escalation, IncidentRecord, NotificationView, PlannerRecord,
+    RuleListing, RunRecord, RunbookInfo,
+};
+pub use vocab::{
+    EscalationState, Guardrail, IncidentStatus, Risk, RunStatus, Scope, Severity, Tier,
+    UnknownWord, Verdict, VerdictKind,
+};

@@ -1,0 +1,201 @@
+//! What the API, the CLI and the dashboard show: an incident and everything decided and
+//! done about it, escalations, runbooks and rules as listed.
+
+use crate::{EscalationState, Incident, IncidentStatus, Risk, RunStatus, Severity, Tier, Verdict};
+use serde::{Deserialize, Serialize};
+
+/// One run the pipeline started.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct RunRecord {
+    /// Runbook name.
+    pub runbook: String,
+    /// How it ended.
+    pub status: RunStatus,
+    /// Its summary.
+    pub summary: String,
+    /// Invocation id.
+    pub invocation_id: String,
+    /// Whether it was a dry run.
+    pub dry_run: bool,
+    /// Its evidence record's log index.
+    pub evidence_index: u64,
+}
+
+/// What was decided: by an L1 rule, or by the L2 planner.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct DecisionRecord {
+    /// `L1` (a rule) or `L2` (the planner).
+    pub tier: Tier,
+    /// The rule that matched (L1).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub rule_id: String,
+    /// SHA-256 of the rule component it is in (L1).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub rule_sha256: String,
+    /// What the planner saw and said (L2).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub planner: Option<PlannerRecord>,
+    /// Runbooks to run, in order, with params.
+    pub actions: Vec<ActionRecord>,
+    /// Whether the rule asks for dry runs only.
+    pub dry_run: bool,
+}
+
+/// An L2 decision as recorded: who planned, digests of what it was sent and answered,
+/// its confidence and rationale, and its cost.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct PlannerRecord {
+    /// `offline`, `openai`, `anthropic`.
+    pub provider: String,
+    /// Model.
+    pub model: String,
+    /// SHA-256 of the prompt as sent.
+    pub prompt_sha256: String,
+    /// SHA-256 of the response as received.
+    pub response_sha256: String,
+    /// 0–1.
+    pub confidence: f64,
+    /// Why (the planner's words, or why there was no proposal).
+    pub rationale: String,
+    /// Estimated prompt tokens.
+    pub prompt_tokens: usize,
+    /// Tokens the provider reported (input, output).
+    pub usage: (u64, u64),
+    /// Model latency (ms).
+    pub latency_ms: u64,
+    /// Attempts made.
+    pub attempts: u32,
+    /// Runbooks the catalog offered.
+    pub catalog: Vec<String>,
+}
+
+/// One runbook of a decision.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct ActionRecord {
+    /// Runbook name.
+    pub runbook: String,
+    /// Params.
+    pub params: serde_json::Value,
+}
+
+/// An incident and everything decided and done about it.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct IncidentRecord {
+    /// Its id.
+    pub id: String,
+    /// Tenant.
+    pub tenant: String,
+    /// The incident as submitted (tenant filled in).
+    pub incident: Incident,
+    /// Fingerprint (tenant, host, type, service).
+    pub fingerprint: String,
+    /// When it was received (RFC 3339).
+    pub received_at: String,
+    /// Who owns it now: `L1` (a rule handled it), `L2` (the planner did), `L3` (a human must).
+    pub tier: Tier,
+    /// Where it stands.
+    pub status: IncidentStatus,
+    /// Why it ended in this status, in words.
+    pub reason: String,
+    /// What the L1 rule decided, if one matched.
+    pub decision: Option<DecisionRecord>,
+    /// Each guardrail's verdict.
+    pub guardrails: Vec<Verdict>,
+    /// Runbook runs, in order.
+    pub runs: Vec<RunRecord>,
+    /// Log indexes of every evidence record about this incident.
+    pub evidence: Vec<u64>,
+    /// The escalation, when it ended at L3 (`GET /v1/escalations/{id}`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub escalation: Option<String>,
+    /// The token (`tok_…`) that submitted it over the API or MCP. That token may not
+    /// approve or resolve its escalation: another identity must.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requested_by: Option<String>,
+}
+
+/// A deployed runbook, as listed.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct RunbookInfo {
+    /// Name.
+    pub name: String,
+    /// Version.
+    pub version: String,
+    /// One line.
+    pub summary: String,
+    /// `low`, `medium`, `high`.
+    pub risk: Risk,
+    /// SHA-256 of the component.
+    pub sha256: String,
+    /// Params JSON Schema.
+    pub params_schema: serde_json::Value,
+}
+
+/// A deployed rule, as listed.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct RuleListing {
+    /// Rule id.
+    pub id: String,
+    /// One line.
+    pub summary: String,
+    /// Runbooks it may choose.
+    pub runbooks: Vec<String>,
+    /// SHA-256 of its component.
+    pub rule_sha256: String,
+}
+
+/// An escalation as listed and shown.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct Escalation {
+    /// Its id.
+    pub id: String,
+    /// The incident.
+    pub incident_id: String,
+    /// Tenant.
+    pub tenant: String,
+    /// Host.
+    pub host: String,
+    /// The incident's severity.
+    pub severity: Severity,
+    /// Why a human must decide.
+    pub reason: String,
+    /// Where it stands.
+    pub state: EscalationState,
+    /// What a human may approve: `{"runbook", "params"}`, when something was proposed.
+    pub proposal: Option<serde_json::Value>,
+    /// When it was raised (RFC 3339).
+    pub created_at: String,
+    /// When it must be decided (RFC 3339).
+    pub sla_deadline: String,
+    /// Still undecided past its deadline.
+    pub breached: bool,
+    /// Who decided.
+    pub decided_by: String,
+    /// When (RFC 3339).
+    pub decided_at: Option<String>,
+    /// What they said.
+    pub note: String,
+    /// How webhooks were told about it, oldest first (shown with one escalation, not in
+    /// lists).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notifications: Vec<NotificationView>,
+}
+
+/// A webhook delivery as shown with its escalation.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct NotificationView {
+    /// The webhook's name.
+    pub webhook: String,
+    /// `escalation.opened`, `escalation.decided`, `escalation.breached`.
+    pub event: String,
+    /// `delivered`, `failed` (after its attempts), `dropped` (never sent: the queue was
+    /// full, or runwarden stopped first).
+    pub status: String,
+    /// Requests made.
+    pub attempts: u32,
+    /// Why it was not delivered (`HTTP 500`, `no answer within 5 s`, …).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub last_error: String,
+    /// When it ended (RFC 3339).
+    pub at: String,
+}
