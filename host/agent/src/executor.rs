@@ -557,15 +557,18 @@ fn evidence_provenance(p: &Provenance) -> ev::Provenance {
 /// its own task. A job the log could not record is answered with nothing (the control
 /// plane sees the link's error and escalates; the job asked again is answered from the
 /// log or run then).
-pub async fn serve(executor: Arc<Executor>, mut link: runwarden_bus::AgentLink) {
+pub async fn serve(executor: Arc<Executor>, mut link: impl runwarden_bus::Jobs) {
     let mut tasks = tokio::task::JoinSet::new();
     while let Some(delivery) = link.next().await {
         let executor = executor.clone();
         tasks.spawn(async move {
             let now = now_ms();
             match executor.execute(&delivery.job, now).await {
-                Ok(report) => delivery.reply(report),
-                Err(e) => eprintln!("runwarden agent {}: {e}", executor.host()),
+                Ok(report) => delivery.reply(report).await,
+                Err(e) => {
+                    eprintln!("runwarden agent {}: {e}", executor.host());
+                    delivery.abandon().await
+                }
             }
         });
         // Reap finished tasks as we go, so the set does not grow with history.
@@ -589,7 +592,7 @@ pub async fn spawn_local(
     runtime: Arc<Runtime>,
     mut config: AgentConfig,
     runbooks: &[Vec<u8>],
-    link: runwarden_bus::AgentLink,
+    link: impl runwarden_bus::Jobs,
 ) -> Result<tokio::task::JoinHandle<()>, AgentError> {
     for bytes in runbooks {
         config.runbooks.push(runtime.load(bytes)?);

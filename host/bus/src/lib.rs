@@ -2,11 +2,13 @@
 //!
 //! The control plane hands a signed job (a DSSE envelope of a
 //! [`RunJob`](runwarden_proto::bus::RunJob)) to a [`Dispatch`] and gets the agent's
-//! [`RunReport`] back. The transport carries bytes and is trusted with nothing: the
-//! agent checks the signature, the host and the tenant itself.
+//! [`RunReport`] back. The agent takes jobs from its [`Jobs`] and answers each
+//! [`Delivery`]. The transport carries bytes and is trusted with nothing: the agent checks
+//! the signature, the host and the tenant itself, and answers a job delivered twice from
+//! its log.
 //!
 //! [`in_process`] is the link of `runwarden up`: a channel from the control plane to the
-//! agent task in the same process. NATS JetStream goes behind the same trait.
+//! agent task in the same process. NATS JetStream goes behind the same traits.
 
 use runwarden_proto::bus::RunReport;
 use tokio::sync::{mpsc, oneshot};
@@ -22,30 +24,81 @@ pub enum BusError {
     /// it again with the same job, which it answers from its log).
     #[error("the agent of host {0:?} stopped before it answered")]
     Gone(String),
+    /// No answer came in time (the job may still run: ask again with the same job).
+    #[error("the agent of host {0:?} did not answer in time")]
+    Timeout(String),
+    /// The transport failed.
+    #[error("the bus: {0}")]
+    Transport(String),
 }
 
-/// Deliver a signed job to the agent of `host` and wait for its report.
+/// Where a job goes: a host of a tenant.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Address {
+    /// The tenant that owns the host.
+    pub tenant: String,
+    /// The host.
+    pub host: String,
+}
+
+/// Deliver a signed job to the agent of a host and wait for its report.
 #[async_trait::async_trait]
 pub trait Dispatch: Send + Sync + 'static {
-    /// Deliver `job` (signed envelope bytes) to the agent of `host` and wait for its
-    /// report.
-    async fn dispatch(&self, host: &str, job: Vec<u8>) -> Result<RunReport, BusError>;
+    /// Deliver `job` (signed envelope bytes of the job with id `job_id`) to the agent of
+    /// `to` and wait for its report. Delivering the same job again is safe: the agent
+    /// answers it from its log.
+    async fn dispatch(&self, to: &Address, job_id: &str, job: Vec<u8>)
+    -> Result<RunReport, BusError>;
+}
+
+/// Where an agent takes its jobs from.
+#[async_trait::async_trait]
+pub trait Jobs: Send + 'static {
+    /// The next job, or `None` once the link is closed for good.
+    async fn next(&mut self) -> Option<Delivery>;
+}
+
+/// How a transport carries an answer back (and settles the delivery: acknowledged only
+/// once the answer is on its way).
+#[async_trait::async_trait]
+pub trait Reply: Send + 'static {
+    /// Send `report` back.
+    async fn send(self: Box<Self>, report: RunReport);
+    /// The agent could not answer (its log failed): let the job come again later.
+    async fn abandon(self: Box<Self>) {}
 }
 
 /// A job as the agent receives it, with the way back.
 pub struct Delivery {
-    /// The host it is addressed to.
-    pub host: String,
     /// The signed envelope.
     pub job: Vec<u8>,
-    reply: oneshot::Sender<RunReport>,
+    reply: Box<dyn Reply>,
 }
 
 impl Delivery {
+    /// A delivery of `job` answered through `reply` (for transports).
+    pub fn new(job: Vec<u8>, reply: Box<dyn Reply>) -> Delivery {
+        Delivery { job, reply }
+    }
+
     /// Answer it.
-    pub fn reply(self, report: RunReport) {
+    pub async fn reply(self, report: RunReport) {
+        self.reply.send(report).await
+    }
+
+    /// Give it up unanswered (the agent's log failed): the transport may deliver it again.
+    pub async fn abandon(self) {
+        self.reply.abandon().await
+    }
+}
+
+struct ChannelReply(oneshot::Sender<RunReport>);
+
+#[async_trait::async_trait]
+impl Reply for ChannelReply {
+    async fn send(self: Box<Self>, report: RunReport) {
         // The control plane stopped waiting: the record is in the log all the same.
-        let _ = self.reply.send(report);
+        let _ = self.0.send(report);
     }
 }
 
@@ -61,9 +114,9 @@ pub struct AgentLink {
     rx: mpsc::Receiver<Delivery>,
 }
 
-impl AgentLink {
-    /// The next job, or `None` once the control plane's end is dropped.
-    pub async fn next(&mut self) -> Option<Delivery> {
+#[async_trait::async_trait]
+impl Jobs for AgentLink {
+    async fn next(&mut self) -> Option<Delivery> {
         self.rx.recv().await
     }
 }
@@ -83,19 +136,20 @@ pub fn in_process(host: &str, capacity: usize) -> (ServerLink, AgentLink) {
 
 #[async_trait::async_trait]
 impl Dispatch for ServerLink {
-    async fn dispatch(&self, host: &str, job: Vec<u8>) -> Result<RunReport, BusError> {
-        if host != self.host {
-            return Err(BusError::NoAgent(host.to_string()));
+    async fn dispatch(
+        &self,
+        to: &Address,
+        _job_id: &str,
+        job: Vec<u8>,
+    ) -> Result<RunReport, BusError> {
+        if to.host != self.host {
+            return Err(BusError::NoAgent(to.host.clone()));
         }
         let (reply, answer) = oneshot::channel();
         self.tx
-            .send(Delivery {
-                host: host.to_string(),
-                job,
-                reply,
-            })
+            .send(Delivery::new(job, Box::new(ChannelReply(reply))))
             .await
-            .map_err(|_| BusError::Gone(host.to_string()))?;
-        answer.await.map_err(|_| BusError::Gone(host.to_string()))
+            .map_err(|_| BusError::Gone(to.host.clone()))?;
+        answer.await.map_err(|_| BusError::Gone(to.host.clone()))
     }
 }

@@ -1261,7 +1261,11 @@ impl Controller {
         let signed = ev::Envelope::sign(JOB_PAYLOAD_TYPE, &payload, &self.control_key)
             .to_json()
             .into_bytes();
-        let report = match self.dispatch.dispatch(&job.host, signed).await {
+        let to = runwarden_bus::Address {
+            tenant: job.tenant.clone(),
+            host: job.host.clone(),
+        };
+        let report = match self.dispatch.dispatch(&to, &job.job, signed).await {
             Ok(report) => report,
             Err(e) => RunReport {
                 job: job.job.clone(),

@@ -2,8 +2,7 @@
 
 mod integrity;
 mod mcp;
-#[path = "../../../evidence/tests/all/pg.rs"]
-mod pg;
+use runwarden_testkit as pg;
 mod tamper;
 mod tour;
 mod up;

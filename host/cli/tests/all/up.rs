@@ -437,3 +437,96 @@ fn a_config_error_names_the_place_and_never_echoes_the_line() {
         "{err}"
     );
 }
+
+/// `kill -9` of `runwarden up` while a runbook runs (adv-limits sleeping 60 s): at the
+/// next start the agent records the run `interrupted`, signed with the host key, the
+/// incident is escalated to a human, and the run does not start again.
+#[test]
+fn a_run_cut_off_by_kill_9_is_recorded_interrupted_at_restart_and_not_run_again() {
+    let d = tempfile::tempdir().unwrap();
+    let data = d.path().join("data");
+    let dir = d.path().join("ro");
+    let runbooks = d.path().join("runbooks");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::create_dir_all(&runbooks).unwrap();
+    std::fs::copy(
+        runwarden_test_artifacts::component("adv-limits"),
+        runbooks.join("adv-limits.wasm"),
+    )
+    .unwrap();
+    let secret = d.path().join("s");
+    std::fs::write(&secret, "unused\n").unwrap();
+    let policy = d.path().join("policy.toml");
+    std::fs::write(
+        &policy,
+        format!(
+            "host_id = \"clinic-kill-01\"\n[limits]\ntimeout_ms = 120000\n[grants]\nread_dirs = [\"{}\"]\nhttp = [\"http://127.0.0.1:1\"]\nsecrets = [\"s\"]\n[secrets]\ns = {{ file = \"{}\" }}\n",
+            dir.display(),
+            secret.display()
+        ),
+    )
+    .unwrap();
+    let rules = d.path().join("slow.yaml");
+    std::fs::write(
+        &rules,
+        format!(
+            "rules:\n  - id: slow\n    match: {{type: slow-thing}}\n    action:\n      runbook: adv-limits\n      params: {{mode: sleep-heal, sleep_ms: 60000, dir: \"{}\", origin: \"http://127.0.0.1:1\"}}\n    cooldown: 0\n",
+            dir.display()
+        ),
+    )
+    .unwrap();
+    std::fs::create_dir_all(&data).unwrap();
+    std::fs::write(
+        data.join("runwarden.toml"),
+        format!("rules = [\"{}\"]\n", rules.display()),
+    )
+    .unwrap();
+    let env = [("RUNWARDEN_RUNBOOKS_DIR", runbooks.to_str().unwrap())];
+    let mut up = start_with(&data, &policy, &env);
+    let incident = d.path().join("slow.json");
+    std::fs::write(
+        &incident,
+        r#"{"host":"clinic-kill-01","type":"slow-thing","severity":"high"}"#,
+    )
+    .unwrap();
+    let o = cli(
+        &data,
+        &up,
+        &["incident", "submit", incident.to_str().unwrap(), "--no-wait", "--json"],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let accepted: Value = serde_json::from_slice(&o.stdout).unwrap();
+    let id = accepted["id"].as_str().expect("an incident id").to_string();
+    // The run is under way once the agent's journal has noted it (a write of its WAL):
+    // wait for that, at most 60 s.
+    let journal_wal = data.join("agent-journal.db-wal");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while std::fs::metadata(&journal_wal).map_or(0, |m| m.len()) == 0 {
+        assert!(Instant::now() < deadline, "the run never started");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let mut child = up.child.take().unwrap();
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+
+    let up = start_with(&data, &policy, &env);
+    let o = cli(&data, &up, &["incident", "show", &id, "--json"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let rec: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(rec["status"], "escalated", "{rec}");
+    assert_eq!(rec["tier"], "L3", "{rec}");
+    let o = runwarden(&data, &["evidence", "list", "--json"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let records: Vec<Value> = String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let runs: Vec<&Value> = records
+        .iter()
+        .filter(|r| r["runbook"] == "adv-limits")
+        .collect();
+    assert_eq!(runs.len(), 1, "one record of the run, no second run: {records:?}");
+    assert_eq!(runs[0]["status"], "interrupted", "{records:?}");
+    drop(up);
+}

@@ -7,8 +7,7 @@ use super::pipeline::{service_down, setup, standard_rules, start};
 use runwarden_control::GuardrailConfig;
 use runwarden_control::store::{ControlStore, IncidentRow, RECENT_RUNS, RunRow, Write};
 
-#[path = "../../../evidence/tests/all/pg.rs"]
-mod pg;
+use runwarden_testkit as pg;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_log_shorter_than_its_incidents_point_to_is_refused_at_start() {

@@ -6,7 +6,7 @@ mod crash;
 mod end_to_end;
 mod integrity;
 mod key_files;
-mod pg;
+use runwarden_testkit as pg;
 mod proofs;
 mod store;
 mod vectors;

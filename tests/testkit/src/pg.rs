@@ -1,11 +1,8 @@
-//! A real PostgreSQL server for tests: `initdb` into a temporary directory, a free
-//! loopback port, stopped when dropped. Needs Debian's `postgresql` (scripts/setup
-//! installs it).
-
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-/// A running server; stopped on drop.
+/// A running PostgreSQL server with `--auth=trust` on a free loopback port; stopped (immediate
+/// mode) on drop.
 pub struct Postgres {
     bin: PathBuf,
     data: PathBuf,
