@@ -87,6 +87,11 @@ impl Executor {
     /// [`recover`](Executor::recover) before it serves.
     pub async fn open(runtime: Arc<Runtime>, config: AgentConfig) -> Result<Executor, AgentError> {
         let origin = format!("runwarden/{}", config.key.name());
+        // This host's log has one signer: its key, checked at every start.
+        config
+            .log
+            .claim(&origin, &config.key.verifying_key())
+            .await?;
         let journal = Journal::open(&config.journal)
             .await
             .map_err(AgentError::Journal)?;

@@ -137,6 +137,7 @@ impl From<ControlError> for ApiError {
             ControlError::ShuttingDown => ApiError::shutting_down(),
             ControlError::NotFound(m) => ApiError::not_found(m),
             ControlError::Conflict(m) => ApiError::new(StatusCode::CONFLICT, "conflict", m),
+            ControlError::BadRequest(m) => ApiError::new(StatusCode::BAD_REQUEST, "bad_request", m),
             e if e.is_disk_full() => {
                 eprintln!("runwarden-api: control plane: {e}");
                 ApiError::new(

@@ -404,6 +404,9 @@ pub fn document() -> Value {
     for (path, item) in more_paths(&bearer) {
         paths.insert(path, item);
     }
+    for (path, item) in host_paths(&bearer) {
+        paths.insert(path, item);
+    }
     let notifications = json!({"type": "array", "description": "webhook deliveries about it (GET of one escalation only)", "items": {
         "type": "object",
         "required": ["webhook", "event", "status", "attempts", "last_error", "at"],
@@ -418,6 +421,74 @@ pub fn document() -> Value {
     }});
     doc["components"]["schemas"]["Escalation"]["properties"]["notifications"] = notifications;
     doc
+}
+
+/// The fleet's hosts: the list, enrollment tokens, enrollment, drain.
+fn host_paths(bearer: &Value) -> serde_json::Map<String, Value> {
+    let error = json!({"description": "An error", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}});
+    let labels = json!({"type": "object", "additionalProperties": {"type": "string"}});
+    let host = json!({"type": "object",
+    "required": ["id", "tenant", "labels", "key_id", "enrolled_at", "last_seen", "drained", "inventory"],
+    "properties": {
+        "id": {"type": "string"}, "tenant": {"type": "string"}, "labels": labels.clone(),
+        "key_id": {"type": "string", "description": "the host key's id (hex); empty for runwarden up's own host"},
+        "enrolled_at": {"type": ["string", "null"], "format": "date-time"},
+        "last_seen": {"type": ["string", "null"], "format": "date-time"},
+        "drained": {"type": "boolean"},
+        "inventory": {"type": "object"}
+    }});
+    let v = json!({
+        "/v1/hosts": {"get": {
+            "summary": "The caller's tenant's hosts (scope read)",
+            "security": bearer,
+            "responses": {"200": json_ok("Hosts", json!({"type": "object", "required": ["hosts"],
+                "properties": {"hosts": {"type": "array", "items": host}}})),
+                "401": error, "403": error, "429": error, "500": error}
+        }},
+        "/v1/hosts/enroll-tokens": {"post": {
+            "summary": "A single-use, expiring token that enrolls one host into the caller's tenant with the given labels (scope admin)",
+            "security": bearer,
+            "requestBody": {"required": false, "content": {"application/json": {"schema": {
+                "type": "object", "additionalProperties": false,
+                "properties": {"tenant": {"type": "string", "description": "the caller's own (the default); another tenant is refused"},
+                    "labels": labels.clone(),
+                    "ttl_secs": {"type": "integer", "minimum": 60, "maximum": 604800, "default": 3600}}}}}},
+            "responses": {"200": json_ok("The token, shown once", json!({"type": "object",
+                "required": ["token", "id", "tenant", "labels", "expires_at"],
+                "properties": {"token": {"type": "string"}, "id": {"type": "string"}, "tenant": {"type": "string"},
+                    "labels": labels.clone(), "expires_at": {"type": "string", "format": "date-time"}}})),
+                "400": error, "401": error, "403": error, "409": error, "422": error, "429": error, "500": error}
+        }},
+        "/v1/hosts/{id}/{action}": {"post": {
+            "summary": "drain: no new jobs go to the host (incidents for it escalate); undrain: resume (scope operate)",
+            "security": bearer,
+            "parameters": [{"name": "id", "in": "path", "required": true, "schema": {"type": "string"}},
+                {"name": "action", "in": "path", "required": true, "schema": {"enum": ["drain", "undrain"]}}],
+            "responses": {"200": json_ok("Done", json!({"type": "object", "required": ["host", "drained"],
+                "properties": {"host": {"type": "string"}, "drained": {"type": "boolean"}}})),
+                "401": error, "403": error, "404": error, "409": error, "429": error, "500": error}
+        }},
+        "/v1/enroll": {"post": {
+            "summary": "An agent enrolls its host: the single-use enrollment token is the credential (no bearer token). The host then belongs to the token's tenant, and its records must verify under the key it gave",
+            "security": [],
+            "requestBody": {"required": true, "content": {"application/json": {"schema": {
+                "type": "object", "additionalProperties": false,
+                "required": ["token", "host_id", "policy", "key"],
+                "properties": {"token": {"type": "string"}, "host_id": {"type": "string"},
+                    "policy": {"type": "string", "description": "the agent's policy, TOML; its host_id must be host_id"},
+                    "inventory": {"type": "object"},
+                    "key": {"type": "string", "description": "the host's public key, signed-note verifier form NAME+ID+KEY"}}}}}},
+            "responses": {"200": json_ok("Enrolled", json!({"type": "object",
+                "required": ["tenant", "host_id", "labels", "control_key"],
+                "properties": {"tenant": {"type": "string"}, "host_id": {"type": "string"}, "labels": labels,
+                    "control_key": {"type": "string", "description": "the key the control plane signs jobs with"}}})),
+                "400": error, "404": error, "409": error, "413": error, "429": error, "500": error}
+        }}
+    });
+    match v {
+        Value::Object(m) => m,
+        _ => serde_json::Map::new(),
+    }
 }
 
 /// The MCP endpoint and the flywheel (a second value: one `json!` this deep would pass
@@ -550,6 +621,10 @@ mod tests {
             ("/v1/incidents/{id}", "get"),
             ("/v1/runbooks", "get"),
             ("/v1/host", "get"),
+            ("/v1/hosts", "get"),
+            ("/v1/hosts/enroll-tokens", "post"),
+            ("/v1/hosts/{id}/{action}", "post"),
+            ("/v1/enroll", "post"),
             ("/v1/escalations", "get"),
             ("/v1/escalations/{id}", "get"),
             ("/v1/escalations/{id}/{decision}", "post"),

@@ -151,6 +151,10 @@ fn router(state: AppState) -> axum::Router {
         .route("/v1/escalations/{id}/{decision}", post(decide_escalation))
         .route("/v1/runbooks", get(list_runbooks))
         .route("/v1/host", get(host_inventory))
+        .route("/v1/hosts", get(list_hosts))
+        .route("/v1/hosts/enroll-tokens", post(create_enroll_token))
+        .route("/v1/hosts/{id}/{action}", post(drain_host))
+        .route("/v1/enroll", post(enroll))
         .route("/v1/rules", get(list_rules))
         .route("/v1/evidence/checkpoint", get(checkpoint))
         .route("/v1/evidence/{index}", get(get_evidence))
@@ -500,10 +504,17 @@ async fn host_inventory(
     State(s): State<AppState>,
     headers: HeaderMap,
 ) -> ApiResult<Json<serde_json::Value>> {
-    s.authorize_owner(&headers, Scope::Read).await?;
-    let c = &s.0.controller;
+    let caller = s.authorize_owner(&headers, Scope::Read).await?;
+    // The caller's tenant's first host (`runwarden up`: its only one).
+    let hosts = s.0.controller.hosts_of(&caller.tenant);
+    let host = hosts.first().ok_or_else(|| {
+        runwarden_control::ControlError::NotFound(format!(
+            "tenant {} has no host on this runwarden",
+            caller.tenant
+        ))
+    })?;
     Ok(Json(
-        serde_json::json!({"host_id": c.host_id(), "inventory": c.inventory()}),
+        serde_json::json!({"host_id": host.id(), "inventory": host.inventory}),
     ))
 }
 
@@ -657,6 +668,89 @@ async fn flywheel_candidates(
     let caller = s.authorize(&headers, Scope::Read).await?;
     let candidates = s.0.controller.flywheel_candidates(&caller.tenant).await?;
     Ok(Json(serde_json::json!({"candidates": candidates})))
+}
+
+/// `GET /v1/hosts`: the caller's tenant's hosts (none for a tenant without any).
+async fn list_hosts(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+) -> ApiResult<Json<serde_json::Value>> {
+    let caller = s.authorize(&headers, Scope::Read).await?;
+    let hosts = s.0.controller.host_views(&caller.tenant).await?;
+    Ok(Json(serde_json::json!({ "hosts": hosts })))
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct EnrollTokenBody {
+    #[serde(default)]
+    tenant: Option<String>,
+    #[serde(default)]
+    labels: std::collections::BTreeMap<String, String>,
+    #[serde(default)]
+    ttl_secs: Option<u64>,
+}
+
+/// `POST /v1/hosts/enroll-tokens`: a single-use token that enrolls one host into the
+/// caller's tenant. Admin.
+async fn create_enroll_token(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    body: Body,
+) -> ApiResult<Json<runwarden_control::EnrollmentToken>> {
+    let caller = s.authorize(&headers, Scope::Admin).await?;
+    let body = s.read_body(&headers, body).await?;
+    let body: EnrollTokenBody = if body.is_empty() {
+        EnrollTokenBody::default()
+    } else {
+        serde_json::from_slice(&body).map_err(|e| {
+            ApiError::bad_request(format!(
+                "the body must be {{\"tenant\": …, \"labels\": {{…}}, \"ttl_secs\": …}} (each optional): {e}"
+            ))
+        })?
+    };
+    Ok(Json(
+        s.0.controller
+            .create_enrollment_token(&caller, body.tenant.as_deref(), body.labels, body.ttl_secs)
+            .await?,
+    ))
+}
+
+/// `POST /v1/hosts/{id}/drain|undrain`: stop or resume dispatching new jobs to a host.
+async fn drain_host(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    path: Result<Path<(String, String)>, PathRejection>,
+) -> ApiResult<Json<serde_json::Value>> {
+    let caller = s.authorize(&headers, Scope::Operate).await?;
+    let Path((id, action)) = path.map_err(bad_path)?;
+    let drained = match action.as_str() {
+        "drain" => true,
+        "undrain" => false,
+        other => {
+            return Err(ApiError::not_found(format!(
+                "no action {other:?} on hosts: drain or undrain"
+            )));
+        }
+    };
+    s.0.controller.drain(&caller, &id, drained).await?;
+    Ok(Json(serde_json::json!({ "host": id, "drained": drained })))
+}
+
+/// `POST /v1/enroll`: an agent enrolls its host with a single-use enrollment token (the
+/// token is the credential: no bearer token).
+async fn enroll(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    body: Body,
+) -> ApiResult<Json<runwarden_control::Enrolled>> {
+    let body = s.read_body(&headers, body).await?;
+    let e: runwarden_control::Enrollment = serde_json::from_slice(&body).map_err(|e| {
+        ApiError::bad_request(format!(
+            "the body must be {{\"token\", \"host_id\", \"policy\", \"inventory\", \"key\"}}: {e}"
+        ))
+    })?;
+    Ok(Json(s.0.controller.enroll(e).await?))
 }
 
 #[derive(Deserialize, Default)]

@@ -47,8 +47,12 @@ pub trait Dispatch: Send + Sync + 'static {
     /// Deliver `job` (signed envelope bytes of the job with id `job_id`) to the agent of
     /// `to` and wait for its report. Delivering the same job again is safe: the agent
     /// answers it from its log.
-    async fn dispatch(&self, to: &Address, job_id: &str, job: Vec<u8>)
-    -> Result<RunReport, BusError>;
+    async fn dispatch(
+        &self,
+        to: &Address,
+        job_id: &str,
+        job: Vec<u8>,
+    ) -> Result<RunReport, BusError>;
 }
 
 /// Where an agent takes its jobs from.

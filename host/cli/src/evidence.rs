@@ -263,6 +263,7 @@ pub fn record(
         .to_string();
     io()?.block_on(async {
         let store = open_store(data_dir, log).await?;
+        store.claim(&origin(&key), &key.verifying_key()).await?;
         let index = store
             .append(ev::NewRecord {
                 envelope: envelope.to_json().into_bytes(),

@@ -344,18 +344,20 @@ pub fn up(
         // The control plane and this host's agent, in one process over the in-process
         // link: the same seam as a fleet's server and agents over NATS.
         let policy = Arc::new(policy);
+        let host_id = policy.host_id.clone();
         let (link, agent) = runwarden_bus::in_process(&policy.host_id, 256);
         let controller = Arc::new(
             Controller::start(
                 ControlConfig {
                     database,
                     data_dir: data_dir.clone(),
-                    host: HostConfig {
+                    hosts: vec![HostConfig {
                         tenant: tenant.clone(),
                         policy: policy.clone(),
                         labels: file.host_labels,
                         inventory: runwarden_control::Inventory::detect(Path::new("/")),
-                    },
+                    }],
+                    signer: runwarden_control::LogSigner::Host(policy.host_id.clone()),
                     guardrails: file.guardrails,
                     llm,
                     planner,
@@ -369,7 +371,7 @@ pub fn up(
             .await?,
         );
         let (host_key, _) =
-            runwarden_control::evidence::host_key(&data_dir, None, controller.host_id())?;
+            runwarden_control::evidence::host_key(&data_dir, None, &policy.host_id)?;
         runwarden_agent::spawn_local(
             rt,
             runwarden_agent::AgentConfig {
@@ -393,10 +395,7 @@ pub fn up(
             write_secret(&token_file, &secret)?;
             errln!("created admin token {id} for tenant {tenant}");
         }
-        outln!(
-            "runwarden is up at http://{addr}/ (host {}, tenant {tenant})",
-            controller.host_id()
-        );
+        outln!("runwarden is up at http://{addr}/ (host {host_id}, tenant {tenant})");
         outln!("  admin token: {} (tenant {tenant})", token_file.display());
         outln!(
             "  {} runbooks, {} rules; evidence and state in {}",

@@ -81,12 +81,13 @@ fn bench(c: &mut Criterion) {
             ControlConfig {
                 database: dir.path().join("rw.db").display().to_string(),
                 data_dir: dir.path().join("data"),
-                host: HostConfig {
+                hosts: vec![HostConfig {
                     tenant: "bench".into(),
                     policy: policy.clone(),
                     labels: BTreeMap::new(),
                     inventory: Default::default(),
-                },
+                }],
+                signer: runwarden_control::LogSigner::Host("bench-host".into()),
                 // Every submission must run: no cooldown, repeat or breaker in the way.
                 guardrails: GuardrailConfig {
                     cooldown_secs: 0,

@@ -69,17 +69,16 @@ impl Controller {
     /// (platform and grants filtered), with what each may do. Not found for a tenant
     /// that does not own the host.
     pub async fn agent_tools(&self, tenant: &str) -> Result<Vec<AgentTool>> {
-        self.check_owner(tenant)?;
+        let host = self.tenant_host(tenant)?;
         let recent = self
             .store
             .recent_runs(tenant, self.planner_config.history)
             .await?;
-        let host = &self.host.policy.host_id;
         let (entries, _) = catalog::build(
             &self.runbooks,
-            &self.host.policy,
-            &self.host.inventory.platform,
-            host,
+            &host.policy,
+            &host.inventory.platform,
+            host.id(),
             &recent,
         );
         Ok(entries
@@ -187,7 +186,7 @@ impl Controller {
         labels.insert("token".to_string(), caller.token_id.clone());
         let incident = Incident {
             tenant: caller.tenant.clone(),
-            host: self.host.policy.host_id.clone(),
+            host: self.tenant_host(&caller.tenant)?.id().to_string(),
             kind: format!("agent.{}", req.runbook),
             severity: req.severity,
             service: Some(format!("params-{}", &params_sha[..12])),
@@ -261,7 +260,7 @@ impl Controller {
                 sha256: &req.request_sha256,
             },
             &self.key,
-            &self.host.policy.host_id,
+            self.tenant_host(&caller.tenant)?.id(),
             crate::evidence::Context {
                 tenant: &caller.tenant,
                 provenance: ev::Provenance::L2 {

@@ -545,7 +545,12 @@ impl Controller {
                 sha256: set.sha256(),
             },
             &self.key,
-            &self.host.policy.host_id,
+            // A rule is the tenant's: its record names the tenant's first host.
+            &self
+                .hosts_of(tenant)
+                .first()
+                .map(|h| h.id().to_string())
+                .unwrap_or_default(),
             EvContext {
                 tenant,
                 provenance: ev::Provenance::L3 { approver: by },
@@ -601,7 +606,12 @@ impl Controller {
         let inputs: Vec<_> = records
             .iter()
             .map(|r| {
-                crate::incident::rule_input(&r.incident, &r.id, &self.host.labels, &r.received_at)
+                let labels = self
+                    .hosts
+                    .owned(tenant, &r.incident.host)
+                    .map(|h| h.labels.clone())
+                    .unwrap_or_default();
+                crate::incident::rule_input(&r.incident, &r.id, &labels, &r.received_at)
             })
             .collect();
         let (rt, set) = (self.runtime.clone(), set.clone());

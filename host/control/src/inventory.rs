@@ -4,11 +4,12 @@
 //! Rules see it as host labels (`os`, `os_version`, `init`, `package_manager`), planners
 //! in their prompt, and runbooks that declare platforms are offered only on theirs.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::path::Path;
 
 /// One host's inventory. The default knows only the platform this binary runs on.
-#[derive(Clone, Debug, Serialize, PartialEq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
 pub struct Inventory {
     /// `linux`, `macos`, … (the Rust target's OS name).
     pub platform: String,

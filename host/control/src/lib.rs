@@ -13,6 +13,7 @@ pub mod inventory;
 pub mod notify;
 mod pipeline;
 pub mod planner;
+mod registry;
 pub mod rules;
 pub mod store;
 
@@ -22,10 +23,12 @@ pub use incident::rule_input;
 pub use inventory::Inventory;
 pub use notify::{Format, WebhookConfig};
 pub use pipeline::agent::{AgentRequest, AgentTool, MAX_REASON};
+pub use pipeline::enroll::{Enrolled, Enrollment, EnrollmentToken, HostView};
 pub use pipeline::flywheel::{Candidate, FlywheelRun, Promotion, Replay, ReplayMatch};
 pub use pipeline::{
-    Caller, ControlConfig, ControlError, Controller, HostConfig, authenticate, create_token,
+    Caller, ControlConfig, ControlError, Controller, LogSigner, authenticate, create_token,
 };
+pub use registry::HostConfig;
 /// The vocabulary and views, from [`runwarden_proto`].
 pub use runwarden_proto::{
     ActionRecord, DecisionRecord, EscalationState, Guardrail, Incident, IncidentError,

@@ -8,6 +8,8 @@
 
 #[path = "agent.rs"]
 pub(crate) mod agent;
+#[path = "enroll.rs"]
+pub(crate) mod enroll;
 #[path = "flywheel.rs"]
 pub(crate) mod flywheel;
 
@@ -17,6 +19,7 @@ use crate::guardrails::{GuardrailConfig, HighRisk, Windows};
 use crate::incident::Incident;
 use crate::notify::{Notice, Notifier};
 use crate::planner::{self, Backend, PlannerConfig, catalog};
+use crate::registry::{HostConfig, Registry};
 use crate::store::{
     ControlStore, EscalationRow, IncidentRow, Pending, RunRow, StoredEscalation, TokenRow, Write,
 };
@@ -28,7 +31,7 @@ use runwarden_proto::{
     IncidentStatus as St, PlannerRecord, RuleListing, RunRecord, RunStatus, RunbookInfo, Scope,
     Tier, Verdict, VerdictKind as V,
 };
-use runwarden_runtime::{Loaded, Policy, Risk, RuleSet, Runtime};
+use runwarden_runtime::{Loaded, Risk, RuleSet, Runtime};
 
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
@@ -63,6 +66,9 @@ pub enum ControlError {
     /// It cannot be done in the state things are in.
     #[error("{0}")]
     Conflict(String),
+    /// A request (other than an incident) is malformed: what, and what to do.
+    #[error("{0}")]
+    BadRequest(String),
     /// Setup failed.
     #[error("{0}")]
     Setup(String),
@@ -98,32 +104,17 @@ impl ControlError {
 
 type Result<T, E = ControlError> = std::result::Result<T, E>;
 
-/// The host this process acts on: the tenant that owns it, its policy (id, grants,
-/// limits) and inventory labels.
-pub struct HostConfig {
-    /// The tenant the host belongs to (`runwarden up`: `local`, or `tenant` in
-    /// runwarden.toml). Only its tokens see or act on the host: for any other tenant,
-    /// the host, its catalog, rules, metrics and log are answered like a host that does
-    /// not exist.
-    pub tenant: String,
-    /// The host's policy.
-    pub policy: Arc<Policy>,
-    /// Inventory labels rules can match (`role = "db"`).
-    pub labels: BTreeMap<String, String>,
-    /// What the host is and has (platform, OS, init, package manager, services): rules
-    /// see it as labels, planners in their prompt, and runbooks that declare platforms
-    /// are offered only on theirs.
-    pub inventory: crate::Inventory,
-}
-
 /// Everything a [`Controller`] needs.
 pub struct ControlConfig {
     /// Evidence + control-plane database: a `postgres://` URL or a SQLite file.
     pub database: String,
     /// Where host signing keys live (`DATA_DIR/signing-keys`).
     pub data_dir: std::path::PathBuf,
-    /// The host served.
-    pub host: HostConfig,
+    /// The hosts served at start (`runwarden up`: its own; a server adds each host as
+    /// its agent enrolls).
+    pub hosts: Vec<HostConfig>,
+    /// Whose key signs what this control plane records (decisions, checkpoints).
+    pub signer: LogSigner,
     /// Guardrail settings.
     pub guardrails: GuardrailConfig,
     /// The L2 model, if one is configured; else the offline planner.
@@ -136,6 +127,17 @@ pub struct ControlConfig {
     /// with the control plane's key, `DATA_DIR/control-key/` (created on first start):
     /// agents trust [`Controller::control_public_key`].
     pub dispatch: Arc<dyn Dispatch>,
+}
+
+/// Whose key signs a control plane's log.
+#[derive(Clone, Debug)]
+pub enum LogSigner {
+    /// The key of this host (`runwarden up`: the control plane and the host's agent share
+    /// one log, signed by the host's key, `DATA_DIR/signing-keys/HOST.key`).
+    Host(String),
+    /// The control plane's own key (`DATA_DIR/control-key/`): a fleet server, whose log
+    /// holds only what it decided; each host signs its runs into its own log.
+    Control,
 }
 
 /// A rule set and the tenant whose incidents it decides (`None`: every tenant's).
@@ -189,7 +191,7 @@ pub struct Controller {
     control_key: ev::SigningKey,
     /// Where jobs go: the host's agent.
     dispatch: Arc<dyn Dispatch>,
-    host: HostConfig,
+    hosts: Registry,
     guardrails: GuardrailConfig,
     runbooks: BTreeMap<String, Arc<Loaded>>,
     /// The configured rule sets, then the flywheel's promoted rules (each for its tenant).
@@ -267,10 +269,15 @@ impl Controller {
         let (evidence, store) = evrec::open_checked(&config.database, &config.data_dir).await?;
         let notifier = Notifier::start(&config.sla.webhooks, store.clone())
             .map_err(|e| ControlError::Setup(e.to_string()))?;
-        let host_id = config.host.policy.host_id.clone();
-        let (key, _) = evrec::host_key(&config.data_dir, None, &host_id)?;
-        let origin = format!("runwarden/{}", key.name());
         let (control_key, _) = evrec::control_key(&config.data_dir)?;
+        let key = match &config.signer {
+            LogSigner::Host(host_id) => evrec::host_key(&config.data_dir, None, host_id)?.0,
+            LogSigner::Control => control_key.clone(),
+        };
+        let origin = format!("runwarden/{}", key.name());
+        // The decisions and checkpoints this control plane signs go into its log: one
+        // signer, checked at every start.
+        evidence.claim(&origin, &key.verifying_key()).await?;
         let mut deployed = BTreeMap::new();
         for bytes in runbooks {
             let l = runtime
@@ -313,9 +320,9 @@ impl Controller {
             sets.push(Scoped { tenant, set });
         }
         // Rules see the inventory as host labels; configured labels win.
-        let mut host = config.host;
-        for (k, v) in host.inventory.labels() {
-            host.labels.entry(k.to_string()).or_insert(v);
+        let hosts = Registry::default();
+        for host in config.hosts {
+            hosts.insert(host).map_err(ControlError::Setup)?;
         }
         let planner = match config.llm {
             Some(llm) => Backend::Llm(Box::new(
@@ -348,7 +355,7 @@ impl Controller {
             origin,
             control_key,
             dispatch: config.dispatch,
-            host,
+            hosts,
             guardrails: config.guardrails,
             runbooks: deployed,
             rule_sets: std::sync::RwLock::new(sets),
@@ -365,6 +372,7 @@ impl Controller {
             breaches_announced: Mutex::default(),
             active: Mutex::default(),
         };
+        controller.load_enrolled().await?;
         controller
             .conclude_unfinished(
                 None,
@@ -391,9 +399,8 @@ impl Controller {
         .await
     }
 
-    /// Escalate this host's `processing` incidents that this process is not working on
-    /// (all of them at start, when nothing is). Another agent sharing the database has its
-    /// own host's.
+    /// Escalate the served hosts' `processing` incidents that this process is not working
+    /// on (all of them at start, when nothing is).
     async fn conclude_unfinished(
         &self,
         older_than: Option<std::time::Duration>,
@@ -407,10 +414,10 @@ impl Controller {
                 .clone()
         };
         let before = active();
-        let stored = self
-            .store
-            .unfinished_incidents(&self.host.policy.host_id)
-            .await?;
+        let mut stored = Vec::new();
+        for host in self.hosts.all() {
+            stored.extend(self.store.unfinished_incidents(host.id()).await?);
+        }
         let after = active();
         let cutoff = older_than.map(|d| now_ms() - d.as_millis() as i64);
         let mut concluded = 0;
@@ -435,10 +442,14 @@ impl Controller {
     /// host is managed by systemd and its inventory lists every unit (a typo, or a unit
     /// of another host, is not acted on). Instances (`getty@tty1.service`) and globs are
     /// not checked.
-    fn unknown_service(&self, l: &Loaded, params: &serde_json::Value) -> Option<String> {
-        let inv = &self.host.inventory;
+    fn unknown_service(
+        host: &HostConfig,
+        l: &Loaded,
+        params: &serde_json::Value,
+    ) -> Option<String> {
+        let inv = &host.inventory;
         let systemd = matches!(
-            self.host.policy.services,
+            host.policy.services,
             runwarden_runtime::ServiceBackend::Systemd
         );
         if !systemd
@@ -465,7 +476,7 @@ impl Controller {
             return Some(format!(
                 "service {unit} is not installed on {} (its {} unit files do not include it; \
                  restart runwarden after installing a unit)",
-                self.host.policy.host_id,
+                host.id(),
                 inv.services.len()
             ));
         }
@@ -494,24 +505,33 @@ impl Controller {
         self.evidence.clone()
     }
 
-    /// The host this controller acts on.
-    pub fn host_id(&self) -> &str {
-        &self.host.policy.host_id
+    /// The first host served, by id (`runwarden up`'s own, its only one).
+    pub fn local_host(&self) -> Option<Arc<HostConfig>> {
+        self.hosts.all().into_iter().next()
     }
 
-    /// The tenant that owns the host.
-    pub fn owner(&self) -> &str {
-        &self.host.tenant
+    /// Serve `host` from now on (a fleet agent enrolled), or update its entry. Refused if
+    /// the host id belongs to another tenant.
+    pub fn add_host(&self, host: HostConfig) -> Result<()> {
+        self.hosts
+            .insert(host)
+            .map(drop)
+            .map_err(ControlError::Conflict)
     }
 
-    /// Whether `tenant` owns the host. Any other tenant is answered as if the host did
-    /// not exist: its incidents, catalog, rules, metrics and log are not theirs.
+    /// `tenant`'s hosts, in id order.
+    pub fn hosts_of(&self, tenant: &str) -> Vec<Arc<HostConfig>> {
+        self.hosts.of_tenant(tenant)
+    }
+
+    /// Whether `tenant` owns a host here. A tenant without one is answered as if nothing
+    /// existed: no incidents, catalog, rules, metrics or log.
     pub fn owns(&self, tenant: &str) -> bool {
-        self.host.tenant == tenant
+        self.hosts.has_tenant(tenant)
     }
 
-    /// `Ok` when `tenant` owns the host, else the not-found answer of a tenant without a
-    /// host here (the same whether the host exists or not).
+    /// `Ok` when `tenant` owns a host here, else the not-found answer of a tenant without
+    /// one (the same whether other tenants have hosts or not).
     pub fn check_owner(&self, tenant: &str) -> Result<()> {
         if self.owns(tenant) {
             Ok(())
@@ -522,10 +542,37 @@ impl Controller {
         }
     }
 
+    /// `tenant`'s host `id`, or the not-found answer of a host that does not exist (the
+    /// same for another tenant's host).
+    fn owned_host(&self, tenant: &str, id: &str) -> Result<Arc<HostConfig>> {
+        self.hosts.owned(tenant, id).ok_or_else(|| {
+            ControlError::NotFound(format!(
+                "no host {id:?} for tenant {tenant}: submit incidents for a host your tenant owns (an agent enrolls a host)"
+            ))
+        })
+    }
+
+    /// The host an MCP client of `tenant` acts on: the tenant's only host.
+    fn tenant_host(&self, tenant: &str) -> Result<Arc<HostConfig>> {
+        let hosts = self.hosts.of_tenant(tenant);
+        match hosts.as_slice() {
+            [one] => Ok(one.clone()),
+            [] => self.check_owner(tenant).and_then(|()| {
+                Err(ControlError::NotFound(format!(
+                    "tenant {tenant} has no host"
+                )))
+            }),
+            many => Err(ControlError::Conflict(format!(
+                "tenant {tenant} has {} hosts here: agent requests over MCP act on a tenant's only host",
+                many.len()
+            ))),
+        }
+    }
+
     /// Whether a record of `tenant` about `host` is hidden from it: the host is served
     /// here and belongs to another tenant (records written before hosts had owners).
     fn hidden(&self, tenant: &str, host: &str) -> bool {
-        host == self.host.policy.host_id && !self.owns(tenant)
+        self.hosts.get(host).is_some_and(|h| h.tenant != tenant)
     }
 
     /// The L2 planner, in words (`offline (lexical retrieval)`, `openai gpt-4o-mini`).
@@ -536,15 +583,10 @@ impl Controller {
         }
     }
 
-    /// What this host is and has.
-    pub fn inventory(&self) -> &crate::Inventory {
-        &self.host.inventory
-    }
-
-    /// The host as a planner is told about it: the inventory, and the service units
-    /// present that the policy grants (at most 40).
-    fn host_line(&self) -> String {
-        let inv = &self.host.inventory;
+    /// `host` as a planner is told about it: the inventory, and the service units present
+    /// that the policy grants (at most 40).
+    fn host_line(host: &HostConfig) -> String {
+        let inv = &host.inventory;
         let granted: Vec<&str> = inv
             .services
             .iter()
@@ -552,7 +594,7 @@ impl Controller {
                 runwarden_runtime::Grant::resolve(
                     &[runwarden_runtime::Capability::Service((*u).clone())],
                     &serde_json::json!({}),
-                    &self.host.policy,
+                    &host.policy,
                 )
                 .is_ok()
             })
@@ -561,7 +603,7 @@ impl Controller {
             .collect();
         format!(
             "{} ({}); service units present that runbooks may touch: {}",
-            self.host.policy.host_id,
+            host.id(),
             inv.describe(),
             if granted.is_empty() {
                 "none known".to_string()
@@ -692,15 +734,9 @@ impl Controller {
             });
         }
         incident.validate()?;
-        // A tenant that does not own the host has no host here: every host it names is
-        // answered alike, whether it exists or not. (The owner's incidents for a host
-        // this agent does not serve are escalated by the known-target guardrail.)
-        if !self.owns(tenant) {
-            return Err(ControlError::NotFound(format!(
-                "no host {:?} for tenant {tenant}: submit incidents for a host your tenant owns",
-                incident.host
-            )));
-        }
+        // A host belongs to one tenant: every host a tenant does not own is answered
+        // alike, whether it exists for another tenant or not at all.
+        self.owned_host(tenant, &incident.host)?;
         let received_ms = now_ms();
         let rec = IncidentRecord {
             id: evrec::time_ordered_id(),
@@ -851,13 +887,26 @@ impl Controller {
         now: i64,
         directed: Option<Chosen>,
     ) -> Result<()> {
+        // The host as registered now (an approval may come after its agent left).
+        let Some(host) = self.hosts.owned(&rec.tenant, &rec.incident.host) else {
+            let why = format!(
+                "host {:?} is no longer served here (its agent left the fleet)",
+                rec.incident.host
+            );
+            rec.guardrails
+                .push(Verdict::new(G::KnownTarget, V::Escalate, why.clone()));
+            Self::end(
+                rec,
+                Tier::L3,
+                St::Escalated,
+                format!("unknown target: {why}"),
+            );
+            self.record_undecided(rec, "unknown target", now).await?;
+            return Ok(());
+        };
         // L1: the first rule set with a matching rule decides (unless it is decided).
-        let input = crate::incident::rule_input(
-            &rec.incident,
-            &rec.id,
-            &self.host.labels,
-            &rec.received_at,
-        );
+        let input =
+            crate::incident::rule_input(&rec.incident, &rec.id, &host.labels, &rec.received_at);
         let mut decision = None;
         let sets = if directed.is_some() {
             Vec::new()
@@ -941,7 +990,7 @@ impl Controller {
                     .await?;
                 return Ok(());
             }
-            None => match self.plan(rec).await? {
+            None => match self.plan(rec, &host).await? {
                 Ok(chosen) => chosen,
                 Err((reason, provenance)) => {
                     Self::end(rec, Tier::L3, St::Escalated, reason);
@@ -1004,13 +1053,15 @@ impl Controller {
             format!("{} earlier within the window", earlier),
         ));
 
-        // Known target: host served, runbooks deployed, params and grants fit.
+        // Known target: host served (and not drained), runbooks deployed, params and
+        // grants fit.
         let mut loaded = Vec::new();
         let mut unknown = None;
-        if rec.incident.host != self.host.policy.host_id {
+        if self.hosts.is_drained(host.id()) {
             unknown = Some(format!(
-                "host {:?} is not served by this agent (it serves {:?})",
-                rec.incident.host, self.host.policy.host_id
+                "host {} is drained: no new jobs go to it (runwarden hosts undrain {})",
+                host.id(),
+                host.id()
             ));
         } else {
             for a in &actions {
@@ -1020,11 +1071,11 @@ impl Controller {
                         break;
                     }
                     Some(l) => {
-                        if let Err(why) = l.precheck(&self.host.policy, &a.params) {
+                        if let Err(why) = l.precheck(&host.policy, &a.params) {
                             unknown = Some(why);
                             break;
                         }
-                        if let Some(why) = self.unknown_service(l, &a.params) {
+                        if let Some(why) = Self::unknown_service(&host, l, &a.params) {
                             unknown = Some(why);
                             break;
                         }
@@ -1346,26 +1397,30 @@ impl Controller {
 
     /// L2: build the host's catalog, ask the planner, validate. `Ok` is what to run (the
     /// guardrails still apply); `Err` is an escalation with its reason and provenance.
-    async fn plan(&self, rec: &mut IncidentRecord) -> Result<Result<Chosen, Unplanned>> {
+    async fn plan(
+        &self,
+        rec: &mut IncidentRecord,
+        host: &HostConfig,
+    ) -> Result<Result<Chosen, Unplanned>> {
         let recent = self
             .store
             .recent_runs(&rec.tenant, self.planner_config.history)
             .await?;
         let (catalog, _excluded) = catalog::build(
             &self.runbooks,
-            &self.host.policy,
-            &self.host.inventory.platform,
+            &host.policy,
+            &host.inventory.platform,
             &rec.incident.host,
             &recent,
         );
         let plan = planner::plan(
             &self.planner,
             &self.planner_config,
-            &self.host_line(),
+            &Self::host_line(host),
             &rec.incident,
             &catalog,
             &recent,
-            &self.host.policy,
+            &host.policy,
         )
         .await;
         let provenance = ev::Provenance::L2 {
@@ -1511,7 +1566,7 @@ impl Controller {
         let statement = evrec::decision_statement(
             subject,
             &self.key,
-            &self.host.policy.host_id,
+            &rec.incident.host,
             EvContext {
                 tenant: &rec.tenant,
                 provenance,
@@ -1545,7 +1600,7 @@ impl Controller {
             .append(ev::NewRecord {
                 envelope: envelope.to_json().into_bytes(),
                 invocation_id: invocation_id.to_string(),
-                host_id: self.host.policy.host_id.clone(),
+                host_id: statement.predicate.host_id.clone(),
                 runbook: runbook.to_string(),
                 status: status.to_string(),
                 started_at_ms,
@@ -1707,16 +1762,19 @@ impl Controller {
                         p.runbook
                     ))
                 })?;
-                if rec.incident.host != self.host.policy.host_id {
-                    return Err(ControlError::Conflict(format!(
-                        "escalation {id} is for host {}, which this agent does not serve",
-                        rec.incident.host
-                    )));
-                }
-                l.precheck(&self.host.policy, &p.params).map_err(|why| {
+                let host = self
+                    .hosts
+                    .owned(&rec.tenant, &rec.incident.host)
+                    .ok_or_else(|| {
+                        ControlError::Conflict(format!(
+                            "escalation {id} is for host {}, which is no longer served here",
+                            rec.incident.host
+                        ))
+                    })?;
+                l.precheck(&host.policy, &p.params).map_err(|why| {
                     ControlError::Conflict(format!("escalation {id} cannot run: {why}"))
                 })?;
-                if let Some(why) = self.unknown_service(&l, &p.params) {
+                if let Some(why) = Self::unknown_service(&host, &l, &p.params) {
                     return Err(ControlError::Conflict(format!(
                         "escalation {id} cannot run: {why}"
                     )));
@@ -1812,8 +1870,15 @@ impl Controller {
         }
         let now = now_ms();
         let mut announced = 0;
-        let host = self.host.policy.host_id.clone();
-        for e in self.store.breached_unannounced(&host, now, 1000).await? {
+        let mut breached = Vec::new();
+        for host in self.hosts.all() {
+            breached.extend(
+                self.store
+                    .breached_unannounced(host.id(), now, 1000)
+                    .await?,
+            );
+        }
+        for e in breached {
             let id = e.row.id.clone();
             let seen = |ids: &std::collections::HashSet<String>| ids.contains(&id);
             if seen(

@@ -52,6 +52,10 @@ macro_rules! on_db {
     };
 }
 
+// After the macros it uses.
+mod hosts;
+pub use hosts::{EnrollmentTokenRow, HostRow};
+
 /// A [`StoredEscalation`] from a row of `ESCALATION_COLUMNS`, on either backend.
 macro_rules! stored_escalation {
     ($r:expr, $pg:expr) => {

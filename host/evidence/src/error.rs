@@ -170,6 +170,41 @@ pub enum Error {
     #[error("malformed record: {0}")]
     MalformedRecord(String),
 
+    /// A log has one signer: this one is claimed by another key or origin.
+    #[error(
+        "this evidence log is signed by {held}; refusing {claimed}: a Merkle log has one signer (give each signer its own log)"
+    )]
+    ForeignSigner {
+        /// Who signs it.
+        held: String,
+        /// Who tried.
+        claimed: String,
+    },
+
+    /// A mirrored log's segment starts past what is held: records are missing.
+    #[error(
+        "the log {origin} has a gap: {held} records are held, and the next records offered start at {first} (records {held}..{first} are missing; ask its signer for them)"
+    )]
+    LogGap {
+        /// The log.
+        origin: String,
+        /// Records held.
+        held: u64,
+        /// Where the offered records start.
+        first: u64,
+    },
+
+    /// A mirrored log disagrees with itself: two different histories under one signature.
+    #[error("the log {origin} forked at record {index}: {detail}")]
+    LogFork {
+        /// The log.
+        origin: String,
+        /// The first index where the histories differ (or the mirror's end).
+        index: u64,
+        /// What differs.
+        detail: String,
+    },
+
     /// The evidence database could not be opened, read or written.
     #[error("evidence store: {0}")]
     Store(String),

@@ -41,5 +41,8 @@ pub use record::{
     Invocation, PAYLOAD_TYPE, PREDICATE_TYPE, Provenance, STATEMENT_TYPE, Statement, Subject,
     rfc3339_ms,
 };
-pub use store::{Filter, NewRecord, Store, StoredRecord, checkpoint_file_of};
+pub use store::{
+    Filter, MAX_SEGMENT_RECORDS, MirrorHead, Mirrored, NewRecord, Segment, Store, StoredRecord,
+    checkpoint_file_of,
+};
 pub use text::{escape_control, is_unsafe_char};

@@ -27,6 +27,9 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 
+mod origins;
+pub use origins::{MAX_SEGMENT_RECORDS, MirrorHead, Mirrored, Segment};
+
 /// Most records committed in one transaction.
 const MAX_BATCH: usize = 1024;
 /// Rows per INSERT statement (9 bound values each; well under every backend's limit).
@@ -523,6 +526,7 @@ impl Store {
 
     /// Store a signed checkpoint note for tree size `size` (kept if one exists already).
     pub async fn put_checkpoint(&self, size: u64, root: &Hash, note: &str) -> Result<()> {
+        self.check_signer(note).await?;
         let (s, r, n, t) = (size as i64, root.to_vec(), note.to_string(), now_ms());
         match &self.db {
             Db::Sqlite(p) => {

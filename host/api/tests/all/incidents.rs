@@ -204,13 +204,14 @@ async fn tenants_see_only_their_own_incidents_and_evidence() {
         .error(422, "wrong_tenant");
     assert!(msg.contains("clinic-a"), "{msg}");
     // Naming one's own tenant is fine.
-    as_a["host"] = json!("another-host");
+    let mut as_a = api.unplannable();
+    as_a["tenant"] = json!("clinic-a");
     let r = api.post("/v1/incidents?wait=true", &a, &as_a).await;
     assert_eq!(r.status, 200);
     let escalated = r.json();
     assert_eq!(escalated["tenant"], "clinic-a");
 
-    // A host this agent does not serve: escalated, with an escalation only A sees.
+    // Nothing fits: escalated, with an escalation only A sees.
     assert_eq!(escalated["status"], "escalated", "{escalated}");
     let esc_id = escalated["escalation"].as_str().unwrap();
     let esc = api
@@ -248,7 +249,7 @@ async fn tenants_see_only_their_own_incidents_and_evidence() {
     );
 
     // Deciding needs scope operate, the tenant's own escalation, and a decision that
-    // can be carried out: this one proposes a run on a host the agent does not serve.
+    // can be carried out: this one proposes nothing to run.
     let reader = api.token("clinic-a", Scope::Read).await;
     let note = json!({"note": "looked at it"});
     api.post(&format!("/v1/escalations/{esc_id}/approve"), &reader, &note)
@@ -266,7 +267,7 @@ async fn tenants_see_only_their_own_incidents_and_evidence() {
         .post(&format!("/v1/escalations/{esc_id}/approve"), &a2, &note)
         .await
         .error(409, "conflict");
-    assert!(msg.contains("does not serve"), "{msg}");
+    assert!(msg.contains("proposes nothing to run"), "{msg}");
     let denied = api
         .post(&format!("/v1/escalations/{esc_id}/deny"), &a, &note)
         .await

@@ -3,6 +3,7 @@
 
 mod access;
 mod connections;
+mod hosts;
 mod incidents;
 mod mcp;
 mod service;
@@ -82,12 +83,13 @@ async fn controller(dir: &Path) -> Arc<Controller> {
         ControlConfig {
             database: dir.join("rw.db").display().to_string(),
             data_dir: dir.to_path_buf(),
-            host: HostConfig {
+            hosts: vec![HostConfig {
                 tenant: "clinic-a".into(),
                 policy: policy.clone(),
                 labels: Default::default(),
                 inventory: Default::default(),
-            },
+            }],
+            signer: runwarden_control::LogSigner::Host(policy.host_id.clone()),
             guardrails: Default::default(),
             llm: None,
             planner: Default::default(),
@@ -100,11 +102,11 @@ async fn controller(dir: &Path) -> Arc<Controller> {
     )
     .await
     .unwrap();
-    let (key, _) = runwarden_control::evidence::host_key(dir, None, c.host_id()).unwrap();
+    let (key, _) = runwarden_control::evidence::host_key(dir, None, &policy.host_id).unwrap();
     runwarden_agent::spawn_local(
         rt,
         runwarden_agent::AgentConfig {
-            tenant: c.owner().to_string(),
+            tenant: "clinic-a".to_string(),
             policy,
             runbooks: Vec::new(),
             key,
@@ -272,6 +274,17 @@ impl Api {
             "severity": "high",
             "message": "/ is 97% full",
             "labels": {"dir": self.tmp.display().to_string()}
+        })
+    }
+
+    /// An incident on the host that no rule matches and no runbook fits: the offline
+    /// planner escalates it, with an open escalation.
+    pub fn unplannable(&self) -> Value {
+        serde_json::json!({
+            "host": HOST,
+            "type": "printer-jam",
+            "severity": "high",
+            "message": "the label printer at the front desk is jammed"
         })
     }
 

@@ -22,6 +22,8 @@ enum Expect {
     EmptyList(&'static str),
     /// 200, its own tenant's (empty) counters.
     OwnMetrics,
+    /// 422 `wrong_tenant`: it named the owner's tenant, which is not its own.
+    WrongTenant,
 }
 
 /// One request of the matrix.
@@ -109,12 +111,10 @@ async fn owner_view(api: &Api, a: &str, esc: &str) -> (Value, Value, u64, String
 async fn another_tenant_can_neither_see_nor_act_on_the_host_on_any_route_or_mcp_method() {
     let mut api = Api::start(ApiConfig::default()).await;
     let a = api.secret.clone();
-    // The owner's records: an open escalation (a host this agent does not serve), its
-    // incident and evidence, and an MCP session.
-    let mut elsewhere = api.disk_full();
-    elsewhere["host"] = json!("another-host");
+    // The owner's records: an open escalation (nothing fits the incident), its incident
+    // and evidence, and an MCP session.
     let rec = api
-        .post("/v1/incidents?wait=true", &a, &elsewhere)
+        .post("/v1/incidents?wait=true", &a, &api.unplannable())
         .await
         .json();
     assert_eq!(rec["status"], "escalated", "{rec}");
@@ -185,6 +185,27 @@ async fn another_tenant_can_neither_see_nor_act_on_the_host_on_any_route_or_mcp_
             Expect::NotFound,
         ),
         probe(
+            ("/v1/hosts", "get"),
+            Method::GET,
+            "/v1/hosts".into(),
+            Scope::Read,
+            Expect::EmptyList("hosts"),
+        ),
+        probe(
+            ("/v1/hosts/{id}/{action}", "post"),
+            Method::POST,
+            format!("/v1/hosts/{HOST}/drain"),
+            Scope::Operate,
+            Expect::NotFound,
+        ),
+        probe(
+            ("/v1/hosts/{id}/{action}", "post"),
+            Method::POST,
+            "/v1/hosts/no-such-host/undrain".into(),
+            Scope::Operate,
+            Expect::NotFound,
+        ),
+        probe(
             ("/v1/rules", "get"),
             Method::GET,
             "/v1/rules".into(),
@@ -242,6 +263,16 @@ async fn another_tenant_can_neither_see_nor_act_on_the_host_on_any_route_or_mcp_
         }));
         probes.push(p);
     }
+    // An enrollment token for the owner's tenant.
+    let mut p = probe(
+        ("/v1/hosts/enroll-tokens", "post"),
+        Method::POST,
+        "/v1/hosts/enroll-tokens".into(),
+        Scope::Admin,
+        Expect::WrongTenant,
+    );
+    p.body = Some(json!({"tenant": "clinic-a", "labels": {"site": "main"}}));
+    probes.push(p);
     for decision in ["approve", "deny", "acknowledge", "resolve"] {
         let mut p = probe(
             ("/v1/escalations/{id}/{decision}", "post"),
@@ -363,6 +394,9 @@ async fn another_tenant_can_neither_see_nor_act_on_the_host_on_any_route_or_mcp_
                 Expect::EmptyList(key) => {
                     assert_eq!(r.status, 200, "{what}");
                     assert_eq!(r.json(), json!({key: []}), "{what}");
+                }
+                Expect::WrongTenant => {
+                    r.error(422, "wrong_tenant");
                 }
                 Expect::OwnMetrics => {
                     assert_eq!(r.status, 200, "{what}");

@@ -492,7 +492,13 @@ fn a_run_cut_off_by_kill_9_is_recorded_interrupted_at_restart_and_not_run_again(
     let o = cli(
         &data,
         &up,
-        &["incident", "submit", incident.to_str().unwrap(), "--no-wait", "--json"],
+        &[
+            "incident",
+            "submit",
+            incident.to_str().unwrap(),
+            "--no-wait",
+            "--json",
+        ],
     );
     assert!(o.status.success(), "{}", stderr(&o));
     let accepted: Value = serde_json::from_slice(&o.stdout).unwrap();
@@ -526,7 +532,11 @@ fn a_run_cut_off_by_kill_9_is_recorded_interrupted_at_restart_and_not_run_again(
         .iter()
         .filter(|r| r["runbook"] == "adv-limits")
         .collect();
-    assert_eq!(runs.len(), 1, "one record of the run, no second run: {records:?}");
+    assert_eq!(
+        runs.len(),
+        1,
+        "one record of the run, no second run: {records:?}"
+    );
     assert_eq!(runs[0]["status"], "interrupted", "{records:?}");
     drop(up);
 }

@@ -2,6 +2,7 @@
 //! engine and evaluated in the sandbox, and the incident pipeline end to end.
 
 mod flywheel;
+mod hosts;
 mod llm;
 mod notify;
 mod pipeline;

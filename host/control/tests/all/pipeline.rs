@@ -69,7 +69,11 @@ pub(crate) fn standard_rules() -> Vec<u8> {
     rules(&std::fs::read_to_string(path).unwrap())
 }
 
-async fn controller(s: &Setup, guardrails: GuardrailConfig, rule_sets: Vec<Vec<u8>>) -> Controller {
+pub(crate) async fn controller(
+    s: &Setup,
+    guardrails: GuardrailConfig,
+    rule_sets: Vec<Vec<u8>>,
+) -> Controller {
     controller_with(s, guardrails, rule_sets, None, Default::default()).await
 }
 
@@ -107,7 +111,8 @@ pub(crate) async fn start(
         ControlConfig {
             database: s.root.join("rw.db").display().to_string(),
             data_dir: s.root.join("data"),
-            host,
+            hosts: vec![host],
+            signer: runwarden_control::LogSigner::Host("clinic-demo-01".into()),
             guardrails,
             llm,
             planner,
@@ -137,11 +142,12 @@ pub(crate) async fn attach_agent(
     link: runwarden_bus::AgentLink,
 ) {
     let (key, _) =
-        runwarden_control::evidence::host_key(&s.root.join("data"), None, c.host_id()).unwrap();
+        runwarden_control::evidence::host_key(&s.root.join("data"), None, "clinic-demo-01")
+            .unwrap();
     runwarden_agent::spawn_local(
         s.rt.clone(),
         runwarden_agent::AgentConfig {
-            tenant: c.owner().to_string(),
+            tenant: "clinic-a".to_string(),
             policy,
             runbooks: Vec::new(),
             key,
@@ -182,9 +188,13 @@ pub(crate) async fn log_verifies(c: &Controller, data_dir: &Path) -> u64 {
     let contents = runwarden_evidence::export(
         c.evidence(),
         &runwarden_evidence::Filter::default(),
-        &runwarden_control::evidence::host_key(data_dir, None, c.host_id())
-            .unwrap()
-            .0,
+        &runwarden_control::evidence::host_key(
+            data_dir,
+            None,
+            c.local_host().unwrap().id(),
+        )
+        .unwrap()
+        .0,
         c.origin(),
         vec![],
     )
@@ -295,7 +305,7 @@ async fn l1_heals_then_the_repeat_escalates_and_everything_is_evidence() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn cooldown_survives_a_restart_and_unknown_targets_escalate() {
+async fn cooldown_survives_a_restart_unknown_targets_escalate_and_unknown_hosts_are_not_found() {
     let s = setup();
     let guard = GuardrailConfig {
         repeat_threshold: 100,
@@ -335,16 +345,18 @@ async fn cooldown_survives_a_restart_and_unknown_targets_escalate() {
         kt.detail.contains("does not grant service sshd.service"),
         "{kt:?}"
     );
-    // Another host than the one served.
-    let r = c
+    // A host the tenant has not enrolled: not found, and nothing is stored about it.
+    let before = c.incidents("clinic-a", None, 1000).await.unwrap().len();
+    match c
         .submit("clinic-a", incident(r#"{"host":"elsewhere","type":"service-down","severity":"high","service":"nginx.service"}"#))
         .await
-        .unwrap();
-    assert_eq!(r.status, "escalated");
-    assert!(
-        r.reason.contains("not served by this agent"),
-        "{}",
-        r.reason
+    {
+        Err(ControlError::NotFound(why)) => assert!(why.contains("no host \"elsewhere\""), "{why}"),
+        other => panic!("an unknown host must be not found, got {other:?}"),
+    }
+    assert_eq!(
+        c.incidents("clinic-a", None, 1000).await.unwrap().len(),
+        before
     );
     // A body naming another tenant is refused outright.
     let mut other = service_down();
@@ -572,7 +584,7 @@ rules:
     let r = c.submit("clinic-a", service_down()).await.unwrap();
     assert_eq!(r.tier, "L1", "{r:?}");
     assert_eq!(r.decision.unwrap().rule_id, "on-this-platform");
-    assert_eq!(c.inventory().platform, "linux");
+    assert_eq!(c.local_host().unwrap().inventory.platform, "linux");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -626,12 +638,13 @@ async fn on_a_systemd_host_a_service_that_is_not_installed_is_not_acted_on() {
         ControlConfig {
             database: s.root.join("rw.db").display().to_string(),
             data_dir: s.root.join("data"),
-            host: HostConfig {
+            hosts: vec![HostConfig {
                 tenant: "clinic-a".into(),
                 policy: policy.clone(),
                 labels: Default::default(),
                 inventory,
-            },
+            }],
+            signer: runwarden_control::LogSigner::Host("clinic-demo-01".into()),
             guardrails: GuardrailConfig::default(),
             llm: None,
             planner: Default::default(),
@@ -675,7 +688,10 @@ async fn on_a_systemd_host_a_service_that_is_not_installed_is_not_acted_on() {
 async fn another_tenant_has_no_host_here_and_the_asker_does_not_approve() {
     let s = setup();
     let c = controller(&s, GuardrailConfig::default(), vec![standard_rules()]).await;
-    assert_eq!((c.owner(), c.owns("clinic-a")), ("clinic-a", true));
+    assert_eq!(
+        (c.local_host().unwrap().tenant.as_str(), c.owns("clinic-a")),
+        ("clinic-a", true)
+    );
     let b = Caller {
         token_id: "tok_b".into(),
         tenant: "clinic-b".into(),

@@ -6,6 +6,7 @@ mod crash;
 mod end_to_end;
 mod integrity;
 mod key_files;
+mod origins;
 use runwarden_testkit as pg;
 mod proofs;
 mod store;

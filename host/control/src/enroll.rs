@@ -1,0 +1,344 @@
+//! Hosts joining the control plane: single-use enrollment tokens, enrollment, the hosts
+//! list, drain.
+//!
+//! An admin of tenant T makes an enrollment token for T (optionally with labels): a
+//! secret good for one host, until it expires. The agent of a new host presents it once
+//! with its host id, its policy, its inventory and its public key; the host then belongs
+//! to T for good (another tenant's token cannot take the id), and every record its log
+//! holds must verify under that key.
+
+use super::{Caller, ControlError, Controller, Result, getrandom_fill, now_ms, token_hash};
+use crate::registry::HostConfig;
+use crate::store::{EnrollmentTokenRow, HostRow};
+use runwarden_evidence as ev;
+use runwarden_proto::Scope;
+use runwarden_runtime::Policy;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+/// Shortest and longest life of an enrollment token, in seconds.
+pub const ENROLL_TTL_SECS: std::ops::RangeInclusive<u64> = 60..=7 * 24 * 3600;
+/// Most labels a host gets.
+pub const MAX_LABELS: usize = 32;
+/// Longest policy an agent may enroll with, in bytes.
+pub const MAX_POLICY_BYTES: usize = 256 * 1024;
+
+/// What an agent sends to enroll its host.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Enrollment {
+    /// The single-use enrollment token (`rwe_…`).
+    pub token: String,
+    /// The host's id (its policy's `host_id` must be the same).
+    pub host_id: String,
+    /// The agent's policy, TOML: the control plane builds the host's catalog from it.
+    pub policy: String,
+    /// What the host is and has.
+    #[serde(default)]
+    pub inventory: crate::Inventory,
+    /// The host's public key, in the signed-note verifier form (`NAME+ID+KEY`): every
+    /// record of its log must verify under it.
+    pub key: String,
+}
+
+/// What the control plane answers an enrolled agent.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Enrolled {
+    /// The tenant the host now belongs to.
+    pub tenant: String,
+    /// The host.
+    pub host_id: String,
+    /// Its labels.
+    pub labels: BTreeMap<String, String>,
+    /// The key the control plane signs jobs with (verifier form): the agent runs only
+    /// jobs it signed.
+    pub control_key: String,
+}
+
+/// A host as the operator sees it.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct HostView {
+    /// Host id.
+    pub id: String,
+    /// Owner.
+    pub tenant: String,
+    /// Labels.
+    pub labels: BTreeMap<String, String>,
+    /// The host key's id (hex).
+    pub key_id: String,
+    /// When it enrolled (RFC 3339), or `null` for `runwarden up`'s own host.
+    pub enrolled_at: Option<String>,
+    /// When its agent was last heard from (RFC 3339).
+    pub last_seen: Option<String>,
+    /// No new jobs go to it.
+    pub drained: bool,
+    /// What it is and has.
+    pub inventory: crate::Inventory,
+}
+
+/// A newly made enrollment token: the secret (shown once) and what it enrolls into.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct EnrollmentToken {
+    /// The secret (`rwe_…`): give it to one agent.
+    pub token: String,
+    /// Its id (`enr_…`).
+    pub id: String,
+    /// The tenant the host will belong to.
+    pub tenant: String,
+    /// The labels it will get.
+    pub labels: BTreeMap<String, String>,
+    /// When it stops working (RFC 3339).
+    pub expires_at: String,
+}
+
+fn bad(why: String) -> ControlError {
+    ControlError::BadRequest(why)
+}
+
+fn check_labels(labels: &BTreeMap<String, String>) -> Result<()> {
+    if labels.len() > MAX_LABELS {
+        return Err(bad(format!(
+            "{} labels: at most {MAX_LABELS}",
+            labels.len()
+        )));
+    }
+    for (k, v) in labels {
+        crate::incident::check_name("label name", k).map_err(|e| bad(e.to_string()))?;
+        crate::incident::check_name("label value", v).map_err(|e| bad(e.to_string()))?;
+    }
+    Ok(())
+}
+
+impl HostConfig {
+    fn from_row(row: &HostRow) -> std::result::Result<HostConfig, String> {
+        let policy = Policy::parse(&row.policy)
+            .map_err(|e| format!("the stored policy of host {} does not parse: {e}", row.id))?;
+        Ok(HostConfig {
+            tenant: row.tenant.clone(),
+            policy: Arc::new(policy),
+            labels: serde_json::from_str(&row.labels)
+                .map_err(|e| format!("the stored labels of host {}: {e}", row.id))?,
+            inventory: serde_json::from_str(&row.inventory)
+                .map_err(|e| format!("the stored inventory of host {}: {e}", row.id))?,
+        })
+    }
+}
+
+impl Controller {
+    /// Serve every host enrolled in the store (at start).
+    pub(super) async fn load_enrolled(&self) -> Result<()> {
+        for row in self.store.hosts().await? {
+            let host = HostConfig::from_row(&row).map_err(ControlError::Setup)?;
+            self.hosts.insert(host).map_err(ControlError::Setup)?;
+            self.hosts.set_drained(&row.id, row.drained);
+        }
+        Ok(())
+    }
+
+    /// Make a single-use enrollment token for `caller`'s tenant (admin scope), good for
+    /// `ttl_secs` (default one hour); the host it enrolls gets `labels`.
+    pub async fn create_enrollment_token(
+        &self,
+        caller: &Caller,
+        tenant: Option<&str>,
+        labels: BTreeMap<String, String>,
+        ttl_secs: Option<u64>,
+    ) -> Result<EnrollmentToken> {
+        if caller.scope != Scope::Admin {
+            return Err(ControlError::Conflict(
+                "enrollment tokens are made with an admin token".into(),
+            ));
+        }
+        let tenant = tenant.unwrap_or(&caller.tenant);
+        if tenant != caller.tenant {
+            return Err(ControlError::WrongTenant {
+                given: tenant.to_string(),
+                caller: caller.tenant.clone(),
+            });
+        }
+        check_labels(&labels)?;
+        let ttl = ttl_secs.unwrap_or(3600);
+        if !ENROLL_TTL_SECS.contains(&ttl) {
+            return Err(bad(format!(
+                "ttl of {ttl} s: an enrollment token lives from {} s to {} s (7 days)",
+                ENROLL_TTL_SECS.start(),
+                ENROLL_TTL_SECS.end()
+            )));
+        }
+        let mut raw = [0u8; 32];
+        getrandom_fill(&mut raw)?;
+        let token = format!("rwe_{}", hex::encode(raw));
+        let now = now_ms();
+        let row = EnrollmentTokenRow {
+            id: format!("enr_{}", &token_hash(&token)[..12]),
+            tenant: tenant.to_string(),
+            labels: serde_json::to_string(&labels).unwrap_or_else(|_| "{}".into()),
+            created_at_ms: now,
+            expires_at_ms: now + (ttl * 1000) as i64,
+        };
+        self.store
+            .put_enrollment_token(&row, &token_hash(&token))
+            .await?;
+        Ok(EnrollmentToken {
+            token,
+            id: row.id,
+            tenant: row.tenant,
+            labels,
+            expires_at: ev::rfc3339_ms(row.expires_at_ms as u64),
+        })
+    }
+
+    /// Enroll a host with a single-use token: it belongs to the token's tenant from now
+    /// on, its jobs are signed for its agent, and its records must verify under its key.
+    pub async fn enroll(&self, e: Enrollment) -> Result<Enrolled> {
+        crate::incident::check_name("host", &e.host_id).map_err(|x| bad(x.to_string()))?;
+        if e.policy.len() > MAX_POLICY_BYTES {
+            return Err(bad(format!(
+                "a policy of {} bytes: at most {MAX_POLICY_BYTES}",
+                e.policy.len()
+            )));
+        }
+        let policy = Policy::parse(&e.policy).map_err(|x| bad(format!("the policy: {x}")))?;
+        if policy.host_id != e.host_id {
+            return Err(bad(format!(
+                "the policy is for host {:?}, not {:?}: enroll with the host's own policy",
+                policy.host_id, e.host_id
+            )));
+        }
+        let key = ev::VerifyingKey::from_text(e.key.trim())
+            .map_err(|x| bad(format!("the host key: {x}")))?;
+        let unusable = || {
+            ControlError::NotFound(
+                "the enrollment token is unknown, expired or already used: ask an admin for a new one (runwarden hosts enroll-token)"
+                    .into(),
+            )
+        };
+        let secret = token_hash(&e.token);
+        let held = self
+            .store
+            .enrollment_token(&secret, now_ms())
+            .await?
+            .ok_or_else(unusable)?;
+        let taken = || {
+            ControlError::Conflict(format!(
+                "host id {:?} is taken: a host belongs to one tenant (enroll under another id)",
+                e.host_id
+            ))
+        };
+        // Checked before the token is spent: a refused enrollment leaves it usable.
+        if self
+            .hosts
+            .get(&e.host_id)
+            .is_some_and(|h| h.tenant != held.tenant)
+            || self
+                .store
+                .host(&e.host_id)
+                .await?
+                .is_some_and(|h| h.tenant != held.tenant)
+        {
+            return Err(taken());
+        }
+        // Spent once, atomically: of two agents racing with one token, one enrolls.
+        let token = self
+            .store
+            .use_enrollment_token(&secret, &e.host_id, now_ms())
+            .await?
+            .ok_or_else(unusable)?;
+        let labels: BTreeMap<String, String> =
+            serde_json::from_str(&token.labels).unwrap_or_default();
+        let row = HostRow {
+            id: e.host_id.clone(),
+            tenant: token.tenant.clone(),
+            labels: token.labels.clone(),
+            inventory: serde_json::to_string(&e.inventory).unwrap_or_else(|_| "{}".into()),
+            policy: e.policy.clone(),
+            key_name: key.name().to_string(),
+            public_key: key.to_bytes().to_vec(),
+            enrolled_at_ms: now_ms(),
+            last_seen_ms: None,
+            drained: false,
+        };
+        if !self.store.put_host(&row).await? {
+            return Err(taken());
+        }
+        self.hosts
+            .insert(HostConfig {
+                tenant: token.tenant.clone(),
+                policy: Arc::new(policy),
+                labels: labels.clone(),
+                inventory: e.inventory,
+            })
+            .map_err(ControlError::Conflict)?;
+        Ok(Enrolled {
+            tenant: token.tenant,
+            host_id: e.host_id,
+            labels,
+            control_key: self.control_public_key().to_text(),
+        })
+    }
+
+    /// The key host `id` signs its records with, if it enrolled.
+    pub async fn host_key(&self, id: &str) -> Result<Option<ev::VerifyingKey>> {
+        let Some(row) = self.store.host(id).await? else {
+            return Ok(None);
+        };
+        let bytes: [u8; 32] = row.public_key.as_slice().try_into().map_err(|_| {
+            ControlError::Setup(format!("the stored key of host {id} is malformed"))
+        })?;
+        Ok(Some(ev::VerifyingKey::from_bytes(&row.key_name, &bytes)?))
+    }
+
+    /// `tenant`'s hosts as the operator sees them.
+    pub async fn host_views(&self, tenant: &str) -> Result<Vec<HostView>> {
+        let rows: BTreeMap<String, HostRow> = self
+            .store
+            .hosts()
+            .await?
+            .into_iter()
+            .filter(|r| r.tenant == tenant)
+            .map(|r| (r.id.clone(), r))
+            .collect();
+        let time = |ms: i64| ev::rfc3339_ms(ms.max(0) as u64);
+        Ok(self
+            .hosts_of(tenant)
+            .iter()
+            .map(|h| {
+                let row = rows.get(h.id());
+                HostView {
+                    id: h.id().to_string(),
+                    tenant: h.tenant.clone(),
+                    labels: h.labels.clone(),
+                    key_id: row
+                        .and_then(|r| <[u8; 32]>::try_from(r.public_key.as_slice()).ok())
+                        .and_then(|b| ev::VerifyingKey::from_bytes(&row?.key_name, &b).ok())
+                        .map(|k| k.key_id_hex())
+                        .unwrap_or_default(),
+                    enrolled_at: row.map(|r| time(r.enrolled_at_ms)),
+                    last_seen: row.and_then(|r| r.last_seen_ms).map(time),
+                    drained: row.is_some_and(|r| r.drained),
+                    inventory: h.inventory.clone(),
+                }
+            })
+            .collect())
+    }
+
+    /// Stop (or resume) dispatching new jobs to `caller`'s tenant's host `id`.
+    pub async fn drain(&self, caller: &Caller, id: &str, drained: bool) -> Result<()> {
+        // The path names the host: the answer does not echo it.
+        if self.hosts.owned(&caller.tenant, id).is_none() {
+            return Err(ControlError::NotFound(format!(
+                "no such host for tenant {}: see GET /v1/hosts",
+                caller.tenant
+            )));
+        }
+        if !self.store.set_drained(id, drained).await? {
+            return Err(ControlError::Conflict(format!(
+                "host {id} did not enroll (runwarden up's own host cannot be drained)"
+            )));
+        }
+        self.hosts.set_drained(id, drained);
+        Ok(())
+    }
+}
