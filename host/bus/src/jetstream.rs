@@ -320,6 +320,21 @@ fn escape(s: &str) -> String {
     out
 }
 
+/// Resolves once the connection is down (checked every 250 ms).
+async fn disconnected(client: &Client) {
+    while client.connection_state() == async_nats::connection::State::Connected {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// Resolves once the connection went down and came back.
+async fn reconnected(client: Client) {
+    disconnected(&client).await;
+    while client.connection_state() != async_nats::connection::State::Connected {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 fn next_backoff(b: Duration) -> Duration {
     (b * 2).min(MAX_BACKOFF)
 }
@@ -459,6 +474,8 @@ async fn report_messages(
             deliver_policy: consumer::DeliverPolicy::ByStartSequence {
                 start_sequence: start,
             },
+            // Pulls of 5 s (not 30 s): a lost pull is noticed sooner.
+            max_expires: FETCH_EXPIRES,
             ..Default::default()
         })
         .await
@@ -489,7 +506,18 @@ async fn read_reports(
             }
             continue;
         };
-        match current.next().await {
+        let next = tokio::select! {
+            next = current.next() => Some(next),
+            () = reconnected(js.client()) => None,
+        };
+        let Some(next) = next else {
+            // Pulls made before the disconnection are gone with it: read again now rather
+            // than after missed heartbeats.
+            messages = None;
+            backoff = Duration::from_millis(50);
+            continue;
+        };
+        match next {
             Some(Ok(message)) => {
                 backoff = Duration::from_millis(250);
                 if let Ok(info) = message.info() {
@@ -775,9 +803,13 @@ impl JetStreamJobs {
             .await
             .map_err(|e| format!("cannot fetch a job: {e}"))?;
         let mut stop = self.stop.clone();
+        let client = self.js.client();
         let next = tokio::select! {
             n = tokio::time::timeout(FETCH_EXPIRES + Duration::from_secs(5), batch.next()) => n,
             _ = stop.wait_for(|s| *s) => return Ok(None),
+            // The pull died with the connection: pull again once it is back (a job sent
+            // for it meanwhile comes again after the ack wait).
+            () = disconnected(&client) => return Err("the connection to NATS is down".into()),
         };
         match next {
             Err(_) | Ok(None) => Ok(None),
