@@ -8,7 +8,11 @@
 //! its log.
 //!
 //! [`in_process`] is the link of `runwarden up`: a channel from the control plane to the
-//! agent task in the same process. NATS JetStream goes behind the same traits.
+//! agent task in the same process. [`jetstream`] (feature `jetstream`) carries the same
+//! traits over NATS JetStream between processes and hosts.
+
+#[cfg(feature = "jetstream")]
+pub mod jetstream;
 
 use runwarden_proto::bus::RunReport;
 use tokio::sync::{mpsc, oneshot};
@@ -30,6 +34,9 @@ pub enum BusError {
     /// The transport failed.
     #[error("the bus: {0}")]
     Transport(String),
+    /// The bus will not carry this (too large, a name it cannot carry, a server too old).
+    #[error("{0}")]
+    Refused(String),
 }
 
 /// Where a job goes: a host of a tenant.
