@@ -9,6 +9,12 @@
 //!
 //! [`in_process`] is the link of `runwarden up`: a channel from the control plane to the
 //! agent task in the same process. NATS JetStream goes behind the same traits.
+//!
+//! With the feature `nats-auth`, [`nats_auth`] mints the NATS operator, account (one per
+//! tenant) and user credentials that isolate tenants and hosts at the NATS server.
+
+#[cfg(feature = "nats-auth")]
+pub mod nats_auth;
 
 use runwarden_proto::bus::RunReport;
 use tokio::sync::{mpsc, oneshot};
@@ -47,8 +53,12 @@ pub trait Dispatch: Send + Sync + 'static {
     /// Deliver `job` (signed envelope bytes of the job with id `job_id`) to the agent of
     /// `to` and wait for its report. Delivering the same job again is safe: the agent
     /// answers it from its log.
-    async fn dispatch(&self, to: &Address, job_id: &str, job: Vec<u8>)
-    -> Result<RunReport, BusError>;
+    async fn dispatch(
+        &self,
+        to: &Address,
+        job_id: &str,
+        job: Vec<u8>,
+    ) -> Result<RunReport, BusError>;
 }
 
 /// Where an agent takes its jobs from.
