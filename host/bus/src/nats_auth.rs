@@ -12,7 +12,7 @@
 //!   [`AccountLimits`]. Accounts are separate subject namespaces: nothing published in
 //!   tenant A's account is visible in tenant B's, and their streams are separate. The
 //!   control plane keeps each account's nkey to sign that tenant's users.
-//! - **User** ([`Credentials`]): signed by its account's key. Two kinds, see
+//! - **User** ([`Credentials`]): signed by its account's key. Three kinds, see
 //!   [`Permissions`]:
 //!   - the control plane's user in a tenant account ([`Permissions::control`]) may do
 //!     everything in that account (create streams and consumers, publish commands, read
@@ -23,7 +23,11 @@
 //!     server, so a compromised host can neither read nor forge another host's (or
 //!     tenant's) messages. **The agent must connect with that inbox prefix**
 //!     (async-nats `ConnectOptions::custom_inbox_prefix`): the default `_INBOX` is not
-//!     allowed, since a shared inbox would let one host read another's replies.
+//!     allowed, since a shared inbox would let one host read another's replies;
+//!   - the operator's user in the system account ([`Permissions::claims_pusher`]) may only
+//!     push account JWTs to a server with the full resolver. The server stores whatever
+//!     it is pushed and checks the issuer only when the account is used, so keep its
+//!     credentials on the control plane.
 //!
 //! The user's seed goes to the host in a `.creds` file ([`Credentials::to_creds_file`],
 //! read by clients with `credentials_file`); seeds never appear in `Debug` output or error
@@ -39,10 +43,11 @@
 //! **Deployment.** [`server_config`] writes the nats-server configuration: the operator
 //! JWT, the system account, and `resolver: MEMORY` with every account JWT preloaded — fit
 //! for tests and a fixed set of tenants (a new tenant means a new configuration and a
-//! reload). Production uses the full `resolver: { type: full, dir: … }`, to which the
-//! operator pushes account JWTs (`$SYS.REQ.CLAIMS.UPDATE` as a system account user); that
-//! push is not implemented here yet. Add `jetstream { store_dir: … }` and the listen
-//! address to the generated text.
+//! reload). Production uses [`server_config_full_resolver`] (`resolver: { type: full,
+//! dir: … }`): the operator pushes a new or changed account JWT at run time as a system
+//! account user ([`Permissions::claims_pusher`]) with a request to
+//! [`claims_update_subject`]. Add `jetstream { store_dir: … }` and the listen address to
+//! the generated text.
 //!
 //! The JWTs follow the NATS v2 format (as the nats-io `jwt` library writes them): header
 //! `{"typ":"JWT","alg":"ed25519-nkey"}`, claims with `jti` = unpadded base32 of the
@@ -444,6 +449,17 @@ impl Permissions {
         }
     }
 
+    /// The operator's user in the system account ([`Operator::system_account`]) that
+    /// pushes account JWTs: publish `$SYS.REQ.ACCOUNT.*.CLAIMS.UPDATE` only, subscribe
+    /// `_INBOX_runwarden.>` only (connect with that inbox prefix).
+    pub fn claims_pusher() -> Permissions {
+        Permissions {
+            publish: vec!["$SYS.REQ.ACCOUNT.*.CLAIMS.UPDATE".into()],
+            subscribe: vec!["_INBOX_runwarden.>".into()],
+            inbox_prefix: Some("_INBOX_runwarden".into()),
+        }
+    }
+
     /// Subjects the user may publish to.
     pub fn publish(&self) -> &[String] {
         &self.publish
@@ -509,16 +525,37 @@ impl Credentials {
 }
 
 /// The nats-server configuration for operator mode: the operator JWT, its system account,
-/// and `resolver: MEMORY` with the system account and `accounts` preloaded. Add the
-/// listen address and `jetstream { store_dir: … }`. Production uses the full resolver
-/// (`resolver: { type: full, dir: … }`) with account JWTs pushed by the operator.
+/// and `resolver: MEMORY` with the system account and `accounts` preloaded (fixed at
+/// start: a new tenant means a new configuration). Add the listen address and
+/// `jetstream { store_dir: … }`. Production uses [`server_config_full_resolver`].
 pub fn server_config(operator: &Operator, accounts: &[Account]) -> String {
+    config(operator, "resolver: MEMORY\n", accounts)
+}
+
+/// The nats-server configuration for operator mode with the full (`nats`) resolver: the
+/// server keeps account JWTs in `dir` and takes new and updated ones from the operator at
+/// run time ([`claims_update_subject`], sent by a system account user with
+/// [`Permissions::claims_pusher`]); the system account and `accounts` are preloaded.
+pub fn server_config_full_resolver(
+    operator: &Operator,
+    dir: &std::path::Path,
+    accounts: &[Account],
+) -> String {
+    let dir = serde_json::to_string(&dir.to_string_lossy()).expect("a string serialises");
+    let resolver = format!(
+        "resolver: {{\n  type: full\n  dir: {dir}\n  allow_delete: false\n  \
+         interval: \"2m\"\n  timeout: \"1.9s\"\n}}\n"
+    );
+    config(operator, &resolver, accounts)
+}
+
+fn config(operator: &Operator, resolver: &str, accounts: &[Account]) -> String {
     let sys = operator.system_account();
     let mut out = format!(
         "# nats-server in operator mode, written by runwarden (operator {name:?}).\n\
          operator: \"{op}\"\n\
          system_account: {sys_pub}\n\
-         resolver: MEMORY\n\
+         {resolver}\
          resolver_preload: {{\n  \
          # SYS\n  {sys_pub}: \"{sys_jwt}\"\n",
         name = operator.name,
@@ -536,6 +573,13 @@ pub fn server_config(operator: &Operator, accounts: &[Account]) -> String {
     }
     out.push_str("}\n");
     out
+}
+
+/// The subject a system account user sends `account`'s JWT to (as a request) so that a
+/// server with the full resolver stores and applies it: new tenants, changed limits.
+/// The answer is JSON with `data` (`code` 200) on success, `error` otherwise.
+pub fn claims_update_subject(account: &Account) -> String {
+    format!("$SYS.REQ.ACCOUNT.{}.CLAIMS.UPDATE", account.public_key())
 }
 
 /// A JWT label (operator or user name): not a subject token, but kept printable and short.
@@ -1032,5 +1076,25 @@ mod tests {
         )));
         assert!(text.contains("# tenant acme") && text.contains("# tenant globex"));
         assert!(!text.contains(op.seed().expose()));
+
+        let full = server_config_full_resolver(&op, std::path::Path::new("/var/lib/\"jwt\""), &[]);
+        assert!(full.contains("type: full"), "{full}");
+        assert!(full.contains(r#"dir: "/var/lib/\"jwt\"""#), "{full}");
+        assert!(full.contains(&op.system_account().public_key()));
+        assert!(!full.contains("MEMORY"));
+    }
+
+    #[test]
+    fn the_claims_pusher_may_only_push_account_jwts() {
+        let p = Permissions::claims_pusher();
+        assert_eq!(p.publish(), ["$SYS.REQ.ACCOUNT.*.CLAIMS.UPDATE"]);
+        assert_eq!(p.subscribe(), ["_INBOX_runwarden.>"]);
+        assert_eq!(p.inbox_prefix(), Some("_INBOX_runwarden"));
+        let op = Operator::generate("runwarden").unwrap();
+        let a = op.account("acme").unwrap();
+        assert_eq!(
+            claims_update_subject(&a),
+            format!("$SYS.REQ.ACCOUNT.{}.CLAIMS.UPDATE", a.public_key())
+        );
     }
 }

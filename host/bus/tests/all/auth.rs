@@ -7,7 +7,10 @@ use async_nats::{Client, ConnectOptions, Event, ServerError};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use futures_util::StreamExt as _;
-use runwarden_bus::nats_auth::{Account, Credentials, Operator, Permissions, server_config};
+use runwarden_bus::nats_auth::{
+    Account, Credentials, Operator, Permissions, claims_update_subject, server_config,
+    server_config_full_resolver,
+};
 use runwarden_testkit::Nats;
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -472,4 +475,64 @@ async fn credentials_from_an_unknown_or_forged_issuer_are_refused_at_connect() {
     );
     let text = user.to_creds_file().expose().replace(jwt, &forged);
     assert_refused(fleet.connect_creds_text(&text, None).await);
+}
+
+#[tokio::test]
+async fn the_operator_pushes_a_new_tenant_to_the_full_resolver() {
+    let op = Operator::generate("runwarden-test").unwrap();
+    let jwts = tempfile::tempdir().unwrap();
+    let nats = Nats::start_with_config(&server_config_full_resolver(&op, jwts.path(), &[]));
+    let dir = tempfile::tempdir().unwrap();
+    let connect = |creds: &Credentials, inbox: Option<&str>| {
+        let text = creds.to_creds_file().expose().to_string();
+        let inbox = inbox.map(str::to_string);
+        let (url, dir) = (nats.url.clone(), dir.path().to_path_buf());
+        async move { connect_creds_text(&url, &dir, &text, inbox.as_deref()).await }
+    };
+
+    // Tenant A is not known yet.
+    let a = op.account("A").unwrap();
+    let ctl = a.user("control", &Permissions::control()).unwrap();
+    assert_refused(connect(&ctl, None).await);
+
+    let perms = Permissions::claims_pusher();
+    let pusher = op.system_account().user("pusher", &perms).unwrap();
+    let (sys, _) = connect(&pusher, perms.inbox_prefix()).await.unwrap();
+    let push = |account: &Account| {
+        let (sys, subject, jwt) = (
+            sys.clone(),
+            claims_update_subject(account),
+            account.jwt().to_string(),
+        );
+        async move {
+            let reply = tokio::time::timeout(WAIT, sys.request(subject, jwt.into()))
+                .await
+                .expect("an answer in time")
+                .expect("an answer");
+            serde_json::from_slice::<serde_json::Value>(&reply.payload).unwrap()
+        }
+    };
+    let answer = push(&a).await;
+    assert_eq!(answer["data"]["code"], 200, "{answer}");
+
+    // Now A's control user connects, with JetStream as the account JWT allows.
+    let (c, _) = connect(&ctl, None)
+        .await
+        .expect("A is known after the push");
+    jetstream::new(c)
+        .create_stream(stream::Config {
+            name: "RW_CMD".into(),
+            subjects: vec!["rw.v1.cmd.A.>".into()],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+
+    // An account signed by another operator is of no use: 2.15.1 stores the pushed JWT
+    // (answers 200 "jwt updated") but checks the issuer when the account is used, so its
+    // users are refused.
+    let rogue = Operator::generate("rogue").unwrap().account("X").unwrap();
+    push(&rogue).await;
+    let user = rogue.user("ctl", &Permissions::control()).unwrap();
+    assert_refused(connect(&user, None).await);
 }
