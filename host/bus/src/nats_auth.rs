@@ -46,7 +46,8 @@
 //! reload). Production uses [`server_config_full_resolver`] (`resolver: { type: full,
 //! dir: … }`): the operator pushes a new or changed account JWT at run time as a system
 //! account user ([`Permissions::claims_pusher`]) with a request to
-//! [`claims_update_subject`]. Add `jetstream { store_dir: … }` and the listen address to
+//! [`claims_update_subject`]. That is also how a compromised host is cut off: sign the
+//! tenant's account again with its user in [`AccountSpec::revoked_users`] and push it. Add `jetstream { store_dir: … }` and the listen address to
 //! the generated text.
 //!
 //! The JWTs follow the NATS v2 format (as the nats-io `jwt` library writes them): header
@@ -60,6 +61,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use nkeys::{KeyPair, KeyPairType};
 use serde::Serialize;
 use sha2::Digest as _;
+use std::collections::BTreeMap;
 use std::fmt;
 
 /// The JetStream stream commands travel on (work queue, one durable consumer per host).
@@ -93,6 +95,12 @@ pub enum AuthError {
         /// The prefix such a seed starts with.
         prefix: &'static str,
     },
+    /// A revoked user that is not a user public key.
+    #[error("{key:?} is not a user public key (U…): revoke users by their public key")]
+    BadKey {
+        /// The key as given.
+        key: String,
+    },
     /// Signing or encoding failed (should not happen with a valid key).
     #[error("could not sign the {0} JWT")]
     Sign(&'static str),
@@ -102,7 +110,7 @@ pub enum AuthError {
 pub type Result<T, E = AuthError> = std::result::Result<T, E>;
 
 /// Key material: a seed, or a `.creds` file holding one. `Debug` shows nothing of it.
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Clone)]
 pub struct Secret(String);
 
 impl Secret {
@@ -252,24 +260,44 @@ impl Operator {
 
     /// A new account for `tenant` (fresh key, keep [`Account::seed`]) with default limits.
     pub fn account(&self, tenant: &str) -> Result<Account> {
-        self.account_with(tenant, None, AccountLimits::default())
+        self.account_with(tenant, None, &AccountSpec::default())
     }
 
     /// The account of `tenant`: with the stored seed (`SA…`) if given, else a fresh key;
-    /// its JWT signed now with `limits`.
+    /// its JWT signed now as `spec` says. To change a tenant's limits or revoke a user,
+    /// sign again with its seed and push the new JWT ([`claims_update_subject`]).
     pub fn account_with(
         &self,
         tenant: &str,
         seed: Option<&str>,
-        limits: AccountLimits,
+        spec: &AccountSpec,
     ) -> Result<Account> {
         check_name("tenant", tenant)?;
+        for user in spec.revoked_users.keys() {
+            let ok = KeyPair::from_public_key(user)
+                .is_ok_and(|k| k.key_pair_type() == KeyPairType::User);
+            if !ok {
+                return Err(AuthError::BadKey {
+                    key: user.chars().take(2 * MAX_NAME_LEN).collect(),
+                });
+            }
+        }
         let key = match seed {
             Some(s) => key_from_seed(s, KeyPairType::Account)?,
             None => KeyPair::new_account(),
         };
-        Account::signed(&self.key, tenant.to_string(), key, Some(limits))
+        Account::signed(&self.key, tenant.to_string(), key, Some(spec))
     }
+}
+
+/// What a tenant's account JWT says: its limits, and the users it no longer trusts.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct AccountSpec {
+    /// JetStream quotas and connections.
+    pub limits: AccountLimits,
+    /// Revoked users: user public key (`U…`) → Unix seconds; that user's JWTs issued at
+    /// or before then are refused (e.g. a compromised host's agent user, at "now").
+    pub revoked_users: BTreeMap<String, i64>,
 }
 
 /// A tenant's JetStream quotas and connection limit (`-1` = unlimited).
@@ -321,16 +349,19 @@ impl Account {
         operator: &KeyPair,
         name: String,
         key: KeyPair,
-        limits: Option<AccountLimits>,
+        spec: Option<&AccountSpec>,
     ) -> Result<Account> {
-        // Unlimited core NATS, bearer tokens refused; JetStream off unless limits are given.
-        let js = limits.unwrap_or(AccountLimits {
-            memory_bytes: 0,
-            disk_bytes: 0,
-            streams: 0,
-            consumers: 0,
-            connections: -1,
-        });
+        // Unlimited core NATS, bearer tokens refused; JetStream off unless a spec is given.
+        let js = spec.map_or(
+            AccountLimits {
+                memory_bytes: 0,
+                disk_bytes: 0,
+                streams: 0,
+                consumers: 0,
+                connections: -1,
+            },
+            |s| s.limits,
+        );
         let nats = AccountNats {
             limits: OperatorLimits {
                 subs: -1,
@@ -347,6 +378,7 @@ impl Account {
                 streams: js.streams,
                 consumer: js.consumers,
             },
+            revocations: spec.map(|s| &s.revoked_users).filter(|r| !r.is_empty()),
             kind: "account",
             version: 2,
         };
@@ -641,8 +673,10 @@ struct OperatorNats {
 }
 
 #[derive(Serialize)]
-struct AccountNats {
+struct AccountNats<'a> {
     limits: OperatorLimits,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    revocations: Option<&'a BTreeMap<String, i64>>,
     #[serde(rename = "type")]
     kind: &'static str,
     version: u8,
@@ -797,7 +831,11 @@ mod tests {
             consumers: 4,
             connections: 5,
         };
-        let acct = op.account_with("acme", None, limits).unwrap();
+        let spec = AccountSpec {
+            limits,
+            revoked_users: Default::default(),
+        };
+        let acct = op.account_with("acme", None, &spec).unwrap();
         let (_, a) = decode(acct.jwt());
         assert_eq!(a["iss"], op.public_key());
         assert_eq!(a["sub"], acct.public_key());
@@ -811,6 +849,7 @@ mod tests {
         );
         assert_eq!((&l["consumer"], &l["conn"]), (&4.into(), &5.into()));
         assert_eq!(l["disallow_bearer"], true);
+        assert!(a["nats"].get("revocations").is_none());
 
         let perms = Permissions::agent("acme", "h1", "agent-h1").unwrap();
         let user = acct.user("agent-h1", &perms).unwrap();
@@ -824,6 +863,30 @@ mod tests {
         assert_eq!(strings(&u["nats"]["pub"]["allow"]), perms.publish());
         assert_eq!(strings(&u["nats"]["sub"]["allow"]), ["_INBOX_h1.>"]);
         assert!(u["nats"]["pub"].get("deny").is_none());
+    }
+
+    #[test]
+    fn revoked_users_go_into_the_account_jwt() {
+        let op = Operator::generate("runwarden").unwrap();
+        let acct = op.account("acme").unwrap();
+        let user = acct.user("agent-h1", &Permissions::control()).unwrap();
+        let mut spec = AccountSpec::default();
+        spec.revoked_users.insert(user.public_key(), 1_700_000_000);
+        let again = op
+            .account_with("acme", Some(acct.seed().expose()), &spec)
+            .unwrap();
+        let (_, a) = decode(again.jwt());
+        assert_eq!(
+            a["nats"]["revocations"],
+            serde_json::json!({ user.public_key(): 1_700_000_000 })
+        );
+        // Only user keys can be revoked.
+        for bad in [acct.public_key(), "nonsense".to_string()] {
+            let mut spec = AccountSpec::default();
+            spec.revoked_users.insert(bad.clone(), 1);
+            let e = op.account_with("acme", None, &spec).unwrap_err();
+            assert!(matches!(e, AuthError::BadKey { .. }), "{e}");
+        }
     }
 
     #[test]
@@ -939,7 +1002,7 @@ mod tests {
 
         let acct = op.account("acme").unwrap();
         let same = op
-            .account_with("acme", Some(acct.seed().expose()), AccountLimits::default())
+            .account_with("acme", Some(acct.seed().expose()), &AccountSpec::default())
             .unwrap();
         assert_eq!(same.public_key(), acct.public_key());
 
@@ -954,7 +1017,7 @@ mod tests {
             assert!(!msg.contains(bad.expose()), "{msg}");
         }
         let e = op
-            .account_with("acme", Some(op.seed().expose()), AccountLimits::default())
+            .account_with("acme", Some(op.seed().expose()), &AccountSpec::default())
             .unwrap_err();
         assert!(matches!(
             e,

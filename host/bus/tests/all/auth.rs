@@ -8,7 +8,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use futures_util::StreamExt as _;
 use runwarden_bus::nats_auth::{
-    Account, Credentials, Operator, Permissions, claims_update_subject, server_config,
+    Account, AccountSpec, Credentials, Operator, Permissions, claims_update_subject, server_config,
     server_config_full_resolver,
 };
 use runwarden_testkit::Nats;
@@ -478,7 +478,7 @@ async fn credentials_from_an_unknown_or_forged_issuer_are_refused_at_connect() {
 }
 
 #[tokio::test]
-async fn the_operator_pushes_a_new_tenant_to_the_full_resolver() {
+async fn the_operator_pushes_a_new_tenant_and_a_revocation_to_the_full_resolver() {
     let op = Operator::generate("runwarden-test").unwrap();
     let jwts = tempfile::tempdir().unwrap();
     let nats = Nats::start_with_config(&server_config_full_resolver(&op, jwts.path(), &[]));
@@ -527,6 +527,30 @@ async fn the_operator_pushes_a_new_tenant_to_the_full_resolver() {
         })
         .await
         .unwrap();
+
+    // A compromised host: its user is revoked by pushing A's JWT again; it can no longer
+    // connect, while the control user (not revoked) still can.
+    let host = a
+        .user(
+            "agent-h1",
+            &Permissions::agent("A", "h1", "agent-h1").unwrap(),
+        )
+        .unwrap();
+    let inbox = Some("_INBOX_h1");
+    assert!(connect(&host, inbox).await.is_ok(), "before the revocation");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let mut spec = AccountSpec::default();
+    spec.revoked_users.insert(host.public_key(), now);
+    let a = op
+        .account_with("A", Some(a.seed().expose()), &spec)
+        .unwrap();
+    let answer = push(&a).await;
+    assert_eq!(answer["data"]["code"], 200, "{answer}");
+    assert_refused(connect(&host, inbox).await);
+    assert!(connect(&ctl, None).await.is_ok(), "others are not revoked");
 
     // An account signed by another operator is of no use: 2.15.1 stores the pushed JWT
     // (answers 200 "jwt updated") but checks the issuer when the account is used, so its
