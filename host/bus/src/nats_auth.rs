@@ -96,9 +96,10 @@ pub enum AuthError {
         prefix: &'static str,
     },
     /// A revoked user that is not a user public key.
-    #[error("{key:?} is not a user public key (U…): revoke users by their public key")]
+    #[error("a revoked user {key} is not a user public key (U…): revoke users by their public key")]
     BadKey {
-        /// The key as given.
+        /// The key as given if it is a public key of another kind, else `<not a public key>`
+        /// (never a seed).
         key: String,
     },
     /// Signing or encoding failed (should not happen with a valid key).
@@ -277,9 +278,12 @@ impl Operator {
             let ok = KeyPair::from_public_key(user)
                 .is_ok_and(|k| k.key_pair_type() == KeyPairType::User);
             if !ok {
-                return Err(AuthError::BadKey {
-                    key: user.chars().take(2 * MAX_NAME_LEN).collect(),
-                });
+                // Echo only what is public: the text may be a seed given by mistake.
+                let key = match KeyPair::from_public_key(user) {
+                    Ok(k) => k.public_key(),
+                    Err(_) => "<not a public key>".into(),
+                };
+                return Err(AuthError::BadKey { key });
             }
         }
         let key = match seed {
@@ -881,11 +885,18 @@ mod tests {
             serde_json::json!({ user.public_key(): 1_700_000_000 })
         );
         // Only user keys can be revoked.
-        for bad in [acct.public_key(), "nonsense".to_string()] {
+        for bad in [
+            acct.public_key(),
+            "nonsense".to_string(),
+            user.seed().expose().to_string(),
+        ] {
             let mut spec = AccountSpec::default();
             spec.revoked_users.insert(bad.clone(), 1);
             let e = op.account_with("acme", None, &spec).unwrap_err();
             assert!(matches!(e, AuthError::BadKey { .. }), "{e}");
+            if bad.starts_with('S') {
+                assert!(!e.to_string().contains(&bad[..12]), "{e}");
+            }
         }
     }
 
