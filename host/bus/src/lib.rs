@@ -10,9 +10,14 @@
 //! [`in_process`] is the link of `runwarden up`: a channel from the control plane to the
 //! agent task in the same process. [`jetstream`] (feature `jetstream`) carries the same
 //! traits over NATS JetStream between processes and hosts.
+//!
+//! With the feature `nats-auth`, [`nats_auth`] mints the NATS operator, account (one per
+//! tenant) and user credentials that isolate tenants and hosts at the NATS server.
 
 #[cfg(feature = "jetstream")]
 pub mod jetstream;
+#[cfg(feature = "nats-auth")]
+pub mod nats_auth;
 
 use runwarden_proto::bus::RunReport;
 use tokio::sync::{mpsc, oneshot};

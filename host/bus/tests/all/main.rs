@@ -1,6 +1,8 @@
-//! The NATS JetStream bus against a real nats-server 2.15 (runwarden-testkit), one server
-//! per test. Run with `cargo test -p runwarden-bus --features jetstream`.
+//! The NATS JetStream bus and NATS credentials against a real nats-server 2.15
+//! (runwarden-testkit: `RUNWARDEN_NATS_SERVER` or `target/nats-venv/bin/nats-server`), one
+//! server per test.
 
+mod auth;
 mod crash;
 mod delivery;
 
