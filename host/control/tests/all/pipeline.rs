@@ -188,13 +188,9 @@ pub(crate) async fn log_verifies(c: &Controller, data_dir: &Path) -> u64 {
     let contents = runwarden_evidence::export(
         c.evidence(),
         &runwarden_evidence::Filter::default(),
-        &runwarden_control::evidence::host_key(
-            data_dir,
-            None,
-            c.local_host().unwrap().id(),
-        )
-        .unwrap()
-        .0,
+        &runwarden_control::evidence::host_key(data_dir, None, c.local_host().unwrap().id())
+            .unwrap()
+            .0,
         c.origin(),
         vec![],
     )
