@@ -200,6 +200,16 @@ impl Executor {
         &self.origin
     }
 
+    /// This host's evidence log.
+    pub fn log(&self) -> &ev::Store {
+        &self.log
+    }
+
+    /// The key this host signs with.
+    pub(crate) fn key(&self) -> &ev::SigningKey {
+        &self.key
+    }
+
     /// Check the signed job `envelope` (DSSE JSON) and run it; `now_ms` is this host's
     /// clock. The report names every record; a refused job's report says why, and the
     /// refusal is itself a signed record.

@@ -8,10 +8,12 @@
 //! NATS JetStream with the same messages ([`runwarden_proto::bus`]).
 
 mod executor;
+mod forward;
 mod journal;
 mod record;
 
 pub use executor::{
     AgentConfig, AgentError, Executor, MAX_RUNS_PER_JOB, now_ms, run_status, serve, spawn_local,
 };
+pub use forward::MAX_SEGMENT_BYTES;
 pub use record::{Context, statement};

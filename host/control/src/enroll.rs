@@ -12,6 +12,7 @@ use crate::registry::HostConfig;
 use crate::store::{EnrollmentTokenRow, HostRow};
 use runwarden_evidence as ev;
 use runwarden_proto::Scope;
+use runwarden_proto::bus::LogSegment;
 use runwarden_runtime::Policy;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -339,6 +340,78 @@ impl Controller {
             )));
         }
         self.hosts.set_drained(id, drained);
+        Ok(())
+    }
+
+    /// Mirror a segment of enrolled host `host`'s log: every record and the checkpoint
+    /// must verify under the key it enrolled with, and continue what is held. A gap (a
+    /// record missing, e.g. deleted from the agent's buffer) or a fork (another history
+    /// under the host's key) is refused and raised once as a critical incident of the
+    /// host's tenant, escalated to a human.
+    pub async fn ingest_log(&self, host: &str, segment: &LogSegment) -> Result<ev::Mirrored> {
+        let Some(key) = self.host_key(host).await? else {
+            return Err(ControlError::NotFound(format!(
+                "host {host} did not enroll: its log is not mirrored"
+            )));
+        };
+        let origin = format!("runwarden/{}", key.name());
+        if segment.origin != origin {
+            return Err(ControlError::BadRequest(format!(
+                "a segment of log {} from host {host}, whose log is {origin}",
+                segment.origin
+            )));
+        }
+        let store_segment = ev::Segment {
+            origin: segment.origin.clone(),
+            first: segment.first,
+            envelopes: segment
+                .envelopes
+                .iter()
+                .map(|e| e.as_bytes().to_vec())
+                .collect(),
+            checkpoint: segment.checkpoint.clone(),
+        };
+        let result = self.evidence.mirror(&key, &store_segment).await;
+        let (kind, index) = match &result {
+            Err(ev::Error::LogGap { held, .. }) => ("evidence-gap", *held),
+            Err(ev::Error::LogFork { index, .. }) => ("evidence-fork", *index),
+            _ => return Ok(result?),
+        };
+        let err = result.err().map(|e| e.to_string()).unwrap_or_default();
+        let first = self
+            .raised
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert((host.to_string(), kind, index));
+        if first && let Some(h) = self.hosts.get(host) {
+            self.raise(&h.tenant, host, kind, &err).await?;
+        }
+        Err(ControlError::Conflict(err))
+    }
+
+    /// An incident the control plane itself found about `host`: escalated to a human at
+    /// once, with its record; no rule or planner acts on it.
+    async fn raise(&self, tenant: &str, host: &str, kind: &str, message: &str) -> Result<()> {
+        let incident = crate::Incident {
+            tenant: tenant.to_string(),
+            host: host.to_string(),
+            kind: kind.to_string(),
+            severity: runwarden_proto::Severity::Critical,
+            service: None,
+            message: crate::planner::catalog::cut(message, 1000).to_string(),
+            labels: BTreeMap::from([("source".to_string(), "control-plane".to_string())]),
+            occurred_at: None,
+        };
+        let mut rec = self.prepare(tenant, incident).await?;
+        let now = now_ms();
+        Self::end(
+            &mut rec,
+            runwarden_proto::Tier::L3,
+            runwarden_proto::IncidentStatus::Escalated,
+            format!("the host's evidence log: {message}"),
+        );
+        self.record_undecided(&mut rec, kind, now).await?;
+        self.save(&mut rec, now).await?;
         Ok(())
     }
 }

@@ -214,6 +214,8 @@ pub struct Controller {
     /// Escalations whose breach was announced by this process (the notifications table
     /// remembers them across restarts once a delivery ended).
     breaches_announced: Mutex<std::collections::HashSet<String>>,
+    /// Gaps and forks of hosts' logs already raised (host, kind, index).
+    raised: Mutex<std::collections::HashSet<(String, &'static str, u64)>>,
     /// Incidents this process stored as `processing` and has not finished: from before
     /// their `processing` row is written until after their final row is queued. Any other
     /// `processing` row of this host is stalled (see [`Controller::conclude_stalled`]).
@@ -370,6 +372,7 @@ impl Controller {
             metrics: Metrics::default(),
             notifier,
             breaches_announced: Mutex::default(),
+            raised: Mutex::default(),
             active: Mutex::default(),
         };
         controller.load_enrolled().await?;

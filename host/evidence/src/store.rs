@@ -451,6 +451,41 @@ impl Store {
         }
     }
 
+    /// Records `from..to` of the log, in order (fewer at its end).
+    pub async fn range(&self, from: u64, to: u64) -> Result<Vec<StoredRecord>> {
+        let (f, t) = (
+            from.min(i64::MAX as u64) as i64,
+            to.min(i64::MAX as u64) as i64,
+        );
+        let read = db_err("reading records");
+        match &self.db {
+            Db::Sqlite(p) => {
+                let sql = sqlx::AssertSqlSafe(format!(
+                    "SELECT {COLUMNS} FROM evidence_log WHERE idx >= ? AND idx < ? ORDER BY idx"
+                ));
+                let rows = sqlx::query(sql)
+                    .bind(f)
+                    .bind(t)
+                    .fetch_all(p)
+                    .await
+                    .map_err(read)?;
+                rows.iter().map(row_to_record).collect()
+            }
+            Db::Postgres(p) => {
+                let sql = sqlx::AssertSqlSafe(format!(
+                    "SELECT {COLUMNS} FROM evidence_log WHERE idx >= $1 AND idx < $2 ORDER BY idx"
+                ));
+                let rows = sqlx::query(sql)
+                    .bind(f)
+                    .bind(t)
+                    .fetch_all(p)
+                    .await
+                    .map_err(read)?;
+                rows.iter().map(row_to_record).collect()
+            }
+        }
+    }
+
     /// The record of invocation `id`, if the log has one (an agent answers a second
     /// delivery of a job from it instead of running the job again).
     pub async fn by_invocation(&self, id: &str) -> Result<Option<StoredRecord>> {

@@ -163,3 +163,21 @@ pub struct RunReport {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub refused: Option<String>,
 }
+
+/// Consecutive records of a host's log, from index `first`, with the host's signed
+/// checkpoint of its log at `first + envelopes.len()` records: what an agent forwards so
+/// the control plane mirrors its log (subject `event_subject(tenant, host, "log")`). The
+/// control plane checks every signature against the key the host enrolled with, and that
+/// the segment continues what it holds: a gap or a fork is refused and raised.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct LogSegment {
+    /// The log's origin (`runwarden/HOST`).
+    pub origin: String,
+    /// Index of the first record.
+    pub first: u64,
+    /// The DSSE envelopes, exactly as signed (JSON text).
+    pub envelopes: Vec<String>,
+    /// The signed checkpoint note at the segment's end.
+    pub checkpoint: String,
+}

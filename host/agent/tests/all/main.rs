@@ -403,3 +403,79 @@ async fn a_run_cut_off_by_a_crash_is_recorded_interrupted_at_the_next_start_and_
     assert!(stale.exists(), "the runbook did not run again");
     assert_eq!(h.log.size().await.unwrap(), size + 1);
 }
+
+/// The log as the control plane mirrors it: segments of the host's records with its
+/// signed checkpoints, each continuing the last, every record under the host key.
+#[tokio::test]
+async fn the_hosts_log_forwards_in_segments_that_a_mirror_takes_in_order() {
+    let h = host().await;
+    for _ in 0..5 {
+        let report = h.send(&h.job(), &h.control).await;
+        assert_eq!(report.runs.len(), 1, "{report:?}");
+    }
+    // A refusal is a record too: 6 in all.
+    let mut stale = h.job();
+    stale.expires_at_ms = 1;
+    assert!(h.send(&stale, &h.control).await.refused.is_some());
+    assert_eq!(h.log.size().await.unwrap(), 6);
+
+    let mirror = ev::Store::open(&h.dir.path().join("server.db").display().to_string())
+        .await
+        .unwrap();
+    let first = h.agent.segment(0).await.unwrap().unwrap();
+    assert_eq!((first.first, first.envelopes.len()), (0, 6));
+    assert_eq!(first.origin, "runwarden/srv-1");
+    let as_stored = |s: &runwarden_proto::bus::LogSegment| ev::Segment {
+        origin: s.origin.clone(),
+        first: s.first,
+        envelopes: s.envelopes.iter().map(|e| e.as_bytes().to_vec()).collect(),
+        checkpoint: s.checkpoint.clone(),
+    };
+    // Forwarded in two pieces, then once more after a new run.
+    let mut head = first.clone();
+    head.envelopes.truncate(4);
+    head.checkpoint = h.agent.checkpoint_at(4).await.unwrap();
+    assert_eq!(
+        mirror
+            .mirror(&h.host_key, &as_stored(&head))
+            .await
+            .unwrap()
+            .size,
+        4
+    );
+    let rest = h.agent.segment(4).await.unwrap().unwrap();
+    assert_eq!(
+        mirror
+            .mirror(&h.host_key, &as_stored(&rest))
+            .await
+            .unwrap()
+            .size,
+        6
+    );
+    assert!(h.agent.segment(6).await.unwrap().is_none(), "nothing new");
+    h.send(&h.job(), &h.control).await;
+    let next = h.agent.segment(6).await.unwrap().unwrap();
+    assert_eq!(
+        mirror
+            .mirror(&h.host_key, &as_stored(&next))
+            .await
+            .unwrap()
+            .size,
+        7
+    );
+    // What the mirror holds is the host's log, byte for byte.
+    let held = mirror
+        .mirrored_records("runwarden/srv-1", 0, 100)
+        .await
+        .unwrap();
+    let own = h.log.range(0, 100).await.unwrap();
+    assert_eq!(held.len(), 7);
+    assert!(
+        held.iter()
+            .zip(&own)
+            .all(|(m, o)| m.envelope == o.envelope && m.leaf_hash == o.leaf_hash)
+    );
+    // Under another key the host's segments are refused.
+    let other = ev::SigningKey::generate("srv-1").unwrap().verifying_key();
+    assert!(mirror.mirror(&other, &as_stored(&next)).await.is_err());
+}

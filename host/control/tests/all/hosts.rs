@@ -63,3 +63,132 @@ async fn enrolled_hosts_survive_a_restart_and_stay_their_tenants() {
     ));
     assert!(c.host_views("clinic-b").await.unwrap().is_empty());
 }
+
+/// A record of host `key.name()`, number `i`, signed by its key.
+fn record(key: &runwarden_evidence::SigningKey, i: u64) -> String {
+    runwarden_evidence::Statement::new(
+        "restart-service",
+        &"ab".repeat(32),
+        runwarden_evidence::Invocation {
+            invocation_id: format!("{i:032x}"),
+            tenant: "clinic-a".into(),
+            host_id: key.name().into(),
+            key_id: key.verifying_key().key_id_hex(),
+            provenance: runwarden_evidence::Provenance::Manual { operator: None },
+            runbook_version: "0.1.0".into(),
+            grant_digest: None,
+            grant: None,
+            params: serde_json::json!({}),
+            trace: serde_json::json!([]),
+            outcome: serde_json::json!({"status": "healed", "summary": "ok", "details": {}}),
+            started_at: runwarden_evidence::rfc3339_ms(1_700_000_000_000 + i),
+            ended_at: runwarden_evidence::rfc3339_ms(1_700_000_000_001 + i),
+            duration_us: 1000,
+            fuel_consumed: 1,
+            dry_run: false,
+            incident_id: None,
+            guardrails: None,
+        },
+    )
+    .sign(key)
+    .unwrap()
+    .to_json()
+}
+
+/// Records `from..to` of `all`, with `key`'s checkpoint at `to`.
+fn segment(
+    key: &runwarden_evidence::SigningKey,
+    all: &[String],
+    from: usize,
+    to: usize,
+) -> runwarden_proto::bus::LogSegment {
+    let tree = runwarden_evidence::MerkleTree::new(
+        all[..to]
+            .iter()
+            .map(|e| runwarden_evidence::leaf_hash(e.as_bytes()))
+            .collect(),
+    );
+    let origin = format!("runwarden/{}", key.name());
+    runwarden_proto::bus::LogSegment {
+        checkpoint: runwarden_evidence::Checkpoint {
+            origin: origin.clone(),
+            size: to as u64,
+            root: tree.root(),
+        }
+        .sign(key)
+        .unwrap(),
+        origin,
+        first: from as u64,
+        envelopes: all[from..to].to_vec(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gap_in_a_hosts_forwarded_log_is_refused_and_raised_once() {
+    let s = setup();
+    let admin = Caller {
+        token_id: "tok_admin".into(),
+        tenant: "clinic-a".into(),
+        scope: Scope::Admin,
+    };
+    let key = runwarden_evidence::SigningKey::generate("clinic-a-03").unwrap();
+    let c = controller(&s, GuardrailConfig::default(), vec![standard_rules()]).await;
+    let t = c
+        .create_enrollment_token(&admin, None, Default::default(), None)
+        .await
+        .unwrap();
+    c.enroll(Enrollment {
+        token: t.token,
+        host_id: "clinic-a-03".into(),
+        policy: "host_id = \"clinic-a-03\"\n".into(),
+        inventory: Default::default(),
+        key: key.verifying_key().to_text(),
+    })
+    .await
+    .unwrap();
+    let all: Vec<String> = (0..8).map(|i| record(&key, i)).collect();
+    assert_eq!(
+        c.ingest_log("clinic-a-03", &segment(&key, &all, 0, 3))
+            .await
+            .unwrap()
+            .size,
+        3
+    );
+    // Records 3 and 4 never arrive.
+    for _ in 0..2 {
+        match c
+            .ingest_log("clinic-a-03", &segment(&key, &all, 5, 8))
+            .await
+        {
+            Err(ControlError::Conflict(why)) => assert!(why.contains("gap"), "{why}"),
+            other => panic!("a gap must be refused, got {other:?}"),
+        }
+    }
+    let raised: Vec<_> = c
+        .incidents("clinic-a", None, 100)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|r| r.incident.kind == "evidence-gap")
+        .collect();
+    assert_eq!(raised.len(), 1, "raised once: {raised:?}");
+    assert_eq!(raised[0].status, "escalated");
+    assert_eq!(raised[0].incident.host, "clinic-a-03");
+    assert!(
+        raised[0].reason.contains("records 3..5 are missing"),
+        "{}",
+        raised[0].reason
+    );
+    // The rest, in order, is taken; an unknown host's log is not.
+    assert_eq!(
+        c.ingest_log("clinic-a-03", &segment(&key, &all, 3, 8))
+            .await
+            .unwrap()
+            .size,
+        8
+    );
+    assert!(matches!(
+        c.ingest_log("nobody", &segment(&key, &all, 0, 3)).await,
+        Err(ControlError::NotFound(_))
+    ));
+}

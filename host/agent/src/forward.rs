@@ -1,0 +1,78 @@
+//! Forwarding this host's log to the control plane, which mirrors it.
+//!
+//! The host's log is the agent's outbox: every record is in it (durable) before anything
+//! is reported, so nothing needs a second buffer. A [`LogSegment`] carries consecutive
+//! records with the host's signed checkpoint at their end; the control plane takes it only
+//! if it continues what it holds under the key the host enrolled with. Segments are sized
+//! to fit one bus message.
+
+use crate::executor::{AgentError, Executor};
+use runwarden_evidence as ev;
+use runwarden_proto::bus::{LogSegment, MAX_MESSAGE_BYTES};
+
+/// Most bytes of envelopes in one segment (the rest of the message is the checkpoint and
+/// JSON framing, far below the margin).
+pub const MAX_SEGMENT_BYTES: usize = MAX_MESSAGE_BYTES * 3 / 4;
+
+impl Executor {
+    /// Sign (and store) a checkpoint of this host's log at `size` records, or return the
+    /// one stored.
+    pub async fn checkpoint_at(&self, size: u64) -> Result<String, AgentError> {
+        if let Some((s, note)) = self.log().checkpoint_at_most(size).await?
+            && s == size
+        {
+            return Ok(note);
+        }
+        let leaves = self.log().leaf_hashes(size).await?;
+        let cp = ev::Checkpoint {
+            origin: self.origin().to_string(),
+            size,
+            root: ev::MerkleTree::new(leaves).root(),
+        };
+        let note = cp.sign(self.key())?;
+        self.log().put_checkpoint(size, &cp.root, &note).await?;
+        Ok(note)
+    }
+
+    /// The records of this host's log from `from` on — as many as fit one message, at most
+    /// [`ev::MAX_SEGMENT_RECORDS`] — with the signed checkpoint at their end; `None` when
+    /// the log holds nothing from `from` on.
+    pub async fn segment(&self, from: u64) -> Result<Option<LogSegment>, AgentError> {
+        let size = self.log().size().await?;
+        if from >= size {
+            return Ok(None);
+        }
+        let to = size.min(from + ev::MAX_SEGMENT_RECORDS as u64);
+        let mut envelopes = Vec::new();
+        let mut bytes = 0;
+        for r in self.log().range(from, to).await? {
+            if r.index != from + envelopes.len() as u64 {
+                return Err(AgentError::Evidence(ev::Error::Store(format!(
+                    "this host's log has no record {} (it has a gap)",
+                    from + envelopes.len() as u64
+                ))));
+            }
+            // One record always goes, whatever its size (records are bounded far below).
+            if !envelopes.is_empty() && bytes + r.envelope.len() > MAX_SEGMENT_BYTES {
+                break;
+            }
+            bytes += r.envelope.len();
+            envelopes.push(String::from_utf8(r.envelope).map_err(|_| {
+                AgentError::Evidence(ev::Error::MalformedRecord(format!(
+                    "record {} of this host's log is not UTF-8",
+                    r.index
+                )))
+            })?);
+        }
+        if envelopes.is_empty() {
+            return Ok(None);
+        }
+        let end = from + envelopes.len() as u64;
+        Ok(Some(LogSegment {
+            origin: self.origin().to_string(),
+            first: from,
+            checkpoint: self.checkpoint_at(end).await?,
+            envelopes,
+        }))
+    }
+}
