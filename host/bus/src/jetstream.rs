@@ -986,6 +986,206 @@ impl Drop for JetStreamReply {
     }
 }
 
+// ---------------------------------------------------------------------------------------
+// Agents' other events: log segments and heartbeats.
+
+/// The durable consumer, shared by every control-plane process, that takes agents' log
+/// segments and heartbeats.
+pub const EVENTS_CONSUMER: &str = "control-events";
+
+/// The event kinds [`Events`] takes: `log` (a [`runwarden_proto::bus::LogSegment`]) and
+/// `heartbeat`.
+pub const EVENT_KINDS: [&str; 2] = ["log", "heartbeat"];
+
+/// Publish `payload` as event `kind` of `host` of `tenant` on `RW_EVT`, stored once per
+/// `msg_id` within the duplicate window; `Ok` once the server confirmed it stored.
+pub async fn publish_event(
+    client: &Client,
+    tenant: &str,
+    host: &str,
+    kind: &str,
+    msg_id: &str,
+    payload: Vec<u8>,
+) -> Result<(), BusError> {
+    subject_token("tenant", tenant)?;
+    subject_token("host", host)?;
+    if payload.len() > MAX_MESSAGE_BYTES {
+        return Err(BusError::Refused(format!(
+            "a {kind} event of {} bytes; the bus carries at most {MAX_MESSAGE_BYTES}",
+            payload.len()
+        )));
+    }
+    let js = jetstream::new(client.clone());
+    js.send_publish(
+        event_subject(tenant, host, kind),
+        jetstream::message::PublishMessage::build()
+            .payload(payload.into())
+            .message_id(msg_id),
+    )
+    .await
+    .map_err(|e| nats_err(&format!("cannot publish a {kind} event"), e))?
+    .await
+    .map_err(|e| nats_err(&format!("a {kind} event was not confirmed stored"), e))?;
+    Ok(())
+}
+
+/// One agent's event as the control plane takes it. The subject names the tenant and the
+/// host; nothing else about it is trusted (a log segment is checked against the host's
+/// enrolled key).
+pub struct Event {
+    /// Tenant, from the subject.
+    pub tenant: String,
+    /// Host, from the subject.
+    pub host: String,
+    /// `log` or `heartbeat`.
+    pub kind: String,
+    /// The payload.
+    pub payload: Vec<u8>,
+    message: jetstream::Message,
+}
+
+impl Event {
+    /// Done with it (whatever the outcome): it is not delivered again.
+    pub async fn ack(self) {
+        if let Err(e) = self.message.double_ack().await {
+            warn(&format!("acknowledging an event of {}: {e}", self.host));
+        }
+    }
+
+    /// Not now (the store failed): deliver it again after `delay`.
+    pub async fn retry(self, delay: Duration) {
+        let _ = self
+            .message
+            .ack_with(jetstream::AckKind::Nak(Some(delay)))
+            .await;
+    }
+}
+
+/// The control plane's end of agents' events: one at a time, in stream order, across
+/// every control-plane process (a host's log segments must be mirrored in order).
+pub struct Events {
+    js: jetstream::Context,
+    consumer: Option<consumer::PullConsumer>,
+    complained: bool,
+}
+
+impl Events {
+    /// Create (or update) the durable consumer [`EVENTS_CONSUMER`] and read from it.
+    pub async fn open(client: &Client) -> Result<Events, BusError> {
+        let js = jetstream::new(client.clone());
+        let stream = js.get_stream(EVT_STREAM).await.map_err(|e| {
+            nats_err(
+                &format!("cannot open stream {EVT_STREAM} (ensure_streams first)"),
+                e,
+            )
+        })?;
+        let consumer = stream
+            .create_consumer(consumer::pull::Config {
+                durable_name: Some(EVENTS_CONSUMER.to_string()),
+                description: Some("runwarden control plane: agents' logs and heartbeats".into()),
+                filter_subjects: EVENT_KINDS
+                    .iter()
+                    .map(|k| format!("rw.v1.evt.*.*.{k}"))
+                    .collect(),
+                ack_policy: consumer::AckPolicy::Explicit,
+                ack_wait: Duration::from_secs(30),
+                // In order: a segment is applied before the next one is delivered.
+                max_ack_pending: 1,
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| {
+                nats_err(
+                    &format!("cannot create consumer {EVENTS_CONSUMER} on {EVT_STREAM}"),
+                    e,
+                )
+            })?;
+        Ok(Events {
+            js,
+            consumer: Some(consumer),
+            complained: false,
+        })
+    }
+
+    /// The next event; waits (retrying with backoff across NATS restarts) until one comes.
+    pub async fn next(&mut self) -> Event {
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            match self.fetch_one().await {
+                Ok(Some(e)) => {
+                    self.complained = false;
+                    return e;
+                }
+                Ok(None) => continue,
+                Err(line) => {
+                    if !self.complained {
+                        warn(&format!("agents' events: {line}; retrying"));
+                        self.complained = true;
+                    }
+                    self.consumer = None;
+                    tokio::time::sleep(backoff).await;
+                    backoff = next_backoff(backoff);
+                }
+            }
+        }
+    }
+
+    async fn fetch_one(&mut self) -> Result<Option<Event>, String> {
+        if self.consumer.is_none() {
+            self.consumer = Some(
+                self.js
+                    .get_consumer_from_stream(EVENTS_CONSUMER, EVT_STREAM)
+                    .await
+                    .map_err(|e| format!("cannot open consumer {EVENTS_CONSUMER}: {e}"))?,
+            );
+        }
+        let Some(consumer) = self.consumer.as_ref() else {
+            return Ok(None);
+        };
+        let mut batch = consumer
+            .fetch()
+            .max_messages(1)
+            .expires(FETCH_EXPIRES)
+            .messages()
+            .await
+            .map_err(|e| format!("cannot fetch an event: {e}"))?;
+        let client = self.js.client();
+        let next = tokio::select! {
+            n = tokio::time::timeout(FETCH_EXPIRES + Duration::from_secs(5), batch.next()) => n,
+            () = disconnected(&client) => return Err("the connection to NATS is down".into()),
+        };
+        let message = match next {
+            Err(_) | Ok(None) => return Ok(None),
+            Ok(Some(Ok(m))) => m,
+            Ok(Some(Err(e))) => return Err(format!("fetching an event: {e}")),
+        };
+        let subject = message.subject.to_string();
+        let mut parts = subject.split('.');
+        let (Some("rw"), Some("v1"), Some("evt"), Some(tenant), Some(host), Some(kind), None) = (
+            parts.next(),
+            parts.next(),
+            parts.next(),
+            parts.next(),
+            parts.next(),
+            parts.next(),
+            parts.next(),
+        ) else {
+            warn(&format!(
+                "an event on an unexpected subject {subject}: dropped"
+            ));
+            let _ = message.double_ack().await;
+            return Ok(None);
+        };
+        Ok(Some(Event {
+            tenant: tenant.to_string(),
+            host: host.to_string(),
+            kind: kind.to_string(),
+            payload: message.payload.to_vec(),
+            message,
+        }))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -17,6 +17,16 @@ pub struct ServerArgs {
     token: Option<String>,
 }
 
+impl ServerArgs {
+    /// The server's base URL as given (`--server`, `RUNWARDEN_SERVER`), without a
+    /// trailing `/`.
+    pub(crate) fn server(&self) -> Option<String> {
+        self.server
+            .as_deref()
+            .map(|s| s.trim_end_matches('/').to_string())
+    }
+}
+
 #[derive(Subcommand)]
 pub enum IncidentCommand {
     /// Submit an incident (JSON) and wait for its final state.

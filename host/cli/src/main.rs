@@ -3,6 +3,7 @@
 #[macro_use]
 mod term;
 mod evidence;
+mod fleet;
 mod flywheel;
 mod incident;
 mod mcp;
@@ -42,6 +43,15 @@ enum Command {
     Runbook(runbook::RunbookCommand),
     /// Start the control plane and a local agent (SQLite, in-process; zero configuration).
     Up(serve::UpArgs),
+    /// Start the control plane of a fleet: agents over NATS JetStream (it runs nothing
+    /// itself).
+    Server(fleet::ServerCmd),
+    /// This host's agent in a fleet: enroll once, then run.
+    #[command(subcommand)]
+    Agent(fleet::AgentCommand),
+    /// The fleet's hosts: enrollment tokens, list, drain.
+    #[command(subcommand)]
+    Hosts(fleet::HostsCommand),
     /// Submit and inspect incidents through the HTTP API.
     #[command(subcommand)]
     Incident(incident::IncidentCommand),
@@ -119,6 +129,15 @@ fn main() -> ExitCode {
             data_dir(cli.data_dir).and_then(|d| runbook::run(cmd, d, &cli.log))
         }
         Command::Up(args) => data_dir(cli.data_dir).and_then(|d| serve::up(args, d, &cli.log)),
+        Command::Server(cmd) => {
+            data_dir(cli.data_dir).and_then(|d| fleet::server(cmd, d, &cli.log))
+        }
+        Command::Agent(cmd) => {
+            data_dir(cli.data_dir).and_then(|d| fleet::agent(cmd, &cli.server, d))
+        }
+        Command::Hosts(cmd) => {
+            data_dir(cli.data_dir).and_then(|d| fleet::hosts(cmd, &cli.server, &d))
+        }
         Command::Incident(cmd) => {
             data_dir(cli.data_dir).and_then(|d| incident::run(cmd, &cli.server, &d))
         }

@@ -235,10 +235,22 @@ fn admin_token(data_dir: &Path) -> PathBuf {
     data_dir.join("admin-token")
 }
 
+/// `runwarden up`: the control plane and this host's agent in one process.
 pub fn up(
     args: UpArgs,
     data_dir: PathBuf,
     log: &crate::evidence::LogArgs,
+) -> anyhow::Result<ExitCode> {
+    run_control(args, data_dir, log, None)
+}
+
+/// The control plane, with this host's agent in process (`fleet` = `None`: `runwarden
+/// up`) or with agents over NATS JetStream (`runwarden server`).
+pub(crate) fn run_control(
+    args: UpArgs,
+    data_dir: PathBuf,
+    log: &crate::evidence::LogArgs,
+    fleet: Option<crate::fleet::Fleet>,
 ) -> anyhow::Result<ExitCode> {
     let config_path = args.config.clone().or_else(|| {
         let p = data_dir.join("runwarden.toml");
@@ -341,28 +353,55 @@ pub fn up(
             .await
             .with_context(|| format!("cannot listen on {listen}: pass --listen ADDR:PORT"))?;
         let addr = listener.local_addr()?;
-        // The control plane and this host's agent, in one process over the in-process
-        // link: the same seam as a fleet's server and agents over NATS.
+        // `up`: the control plane and this host's agent, in one process over the
+        // in-process link — the same seam as a fleet's server and agents over NATS.
         let policy = Arc::new(policy);
         let host_id = policy.host_id.clone();
-        let (link, agent) = runwarden_bus::in_process(&policy.host_id, 256);
-        let controller = Arc::new(
-            Controller::start(
-                ControlConfig {
-                    database,
-                    data_dir: data_dir.clone(),
-                    hosts: vec![HostConfig {
+        let (dispatch, hosts, signer, local, nats): (
+            Arc<dyn runwarden_bus::Dispatch>,
+            _,
+            _,
+            _,
+            _,
+        ) = match &fleet {
+            None => {
+                let (link, agent) = runwarden_bus::in_process(&policy.host_id, 256);
+                (
+                    Arc::new(link),
+                    vec![HostConfig {
                         tenant: tenant.clone(),
                         policy: policy.clone(),
                         labels: file.host_labels,
                         inventory: runwarden_control::Inventory::detect(Path::new("/")),
                     }],
-                    signer: runwarden_control::LogSigner::Host(policy.host_id.clone()),
+                    runwarden_control::LogSigner::Host(policy.host_id.clone()),
+                    Some(agent),
+                    None,
+                )
+            }
+            Some(f) => {
+                let (client, dispatch) = crate::fleet::connect_server(f).await?;
+                (
+                    dispatch,
+                    Vec::new(),
+                    runwarden_control::LogSigner::Control,
+                    None,
+                    Some(client),
+                )
+            }
+        };
+        let controller = Arc::new(
+            Controller::start(
+                ControlConfig {
+                    database,
+                    data_dir: data_dir.clone(),
+                    hosts,
+                    signer,
                     guardrails: file.guardrails,
                     llm,
                     planner,
                     sla: file.escalations,
-                    dispatch: Arc::new(link),
+                    dispatch,
                 },
                 rt.clone(),
                 runbooks.clone(),
@@ -370,23 +409,26 @@ pub fn up(
             )
             .await?,
         );
-        let (host_key, _) =
-            runwarden_control::evidence::host_key(&data_dir, None, &policy.host_id)?;
-        runwarden_agent::spawn_local(
-            rt,
-            runwarden_agent::AgentConfig {
-                tenant: tenant.clone(),
-                policy,
-                runbooks: Vec::new(),
-                key: host_key,
-                control_keys: vec![controller.control_public_key()],
-                log: controller.evidence_log(),
-                journal: data_dir.join("agent-journal.db"),
-            },
-            &runbooks,
-            agent,
-        )
-        .await?;
+        if let Some(agent) = local {
+            let (host_key, _) =
+                runwarden_control::evidence::host_key(&data_dir, None, &policy.host_id)?;
+            runwarden_agent::spawn_local(
+                rt,
+                runwarden_agent::AgentConfig {
+                    tenant: tenant.clone(),
+                    policy,
+                    runbooks: Vec::new(),
+                    key: host_key,
+                    control_keys: vec![controller.control_public_key()],
+                    log: controller.evidence_log(),
+                    journal: data_dir.join("agent-journal.db"),
+                },
+                &runbooks,
+                agent,
+            )
+            .await?;
+        }
+        let events = nats.map(|client| tokio::spawn(crate::fleet::serve_events(client, controller.clone())));
         let token_file = admin_token(&data_dir);
         if !token_file.exists() {
             let (secret, id) = controller
@@ -395,7 +437,13 @@ pub fn up(
             write_secret(&token_file, &secret)?;
             errln!("created admin token {id} for tenant {tenant}");
         }
-        outln!("runwarden is up at http://{addr}/ (host {host_id}, tenant {tenant})");
+        match &fleet {
+            None => outln!("runwarden is up at http://{addr}/ (host {host_id}, tenant {tenant})"),
+            Some(f) => outln!(
+                "runwarden server is up at http://{addr}/ (agents over NATS at {}, tenant {tenant})",
+                f.nats
+            ),
+        }
         outln!("  admin token: {} (tenant {tenant})", token_file.display());
         outln!(
             "  {} runbooks, {} rules; evidence and state in {}",
@@ -453,6 +501,9 @@ pub fn up(
         runwarden_api::serve(listener, controller.clone(), api, shutdown_signal()).await?;
         ticker.abort();
         breaches.abort();
+        if let Some(e) = events {
+            e.abort();
+        }
         // A last checkpoint covering everything written before the stop.
         controller.checkpoint().await?;
         outln!("runwarden stopped: in-flight incidents finished, evidence written");
@@ -462,7 +513,7 @@ pub fn up(
 }
 
 /// Resolves on SIGINT or SIGTERM.
-async fn shutdown_signal() {
+pub(crate) async fn shutdown_signal() {
     use tokio::signal::unix::{SignalKind, signal};
     let (Ok(mut int), Ok(mut term)) = (
         signal(SignalKind::interrupt()),

@@ -414,4 +414,9 @@ impl Controller {
         self.save(&mut rec, now).await?;
         Ok(())
     }
+
+    /// Note that `host`'s agent was heard from now.
+    pub async fn heard_from(&self, host: &str) -> Result<()> {
+        Ok(self.store.touch_host(host, now_ms()).await?)
+    }
 }

@@ -522,6 +522,11 @@ impl Controller {
             .map_err(ControlError::Conflict)
     }
 
+    /// Every host served, in id order.
+    pub fn all_hosts(&self) -> Vec<Arc<HostConfig>> {
+        self.hosts.all()
+    }
+
     /// `tenant`'s hosts, in id order.
     pub fn hosts_of(&self, tenant: &str) -> Vec<Arc<HostConfig>> {
         self.hosts.of_tenant(tenant)

@@ -65,8 +65,8 @@ fn narrow(path: &Path) -> io::Result<()> {
 
 /// Replaces `path` with `contents` so that a crash leaves either the old or the new file:
 /// write a temporary file (0600) beside it, fsync it, rename it over `path`, fsync the
-/// directory.
-pub(crate) fn write_atomic(path: &Path, contents: &[u8]) -> io::Result<()> {
+/// directory. The file is readable by its owner only.
+pub fn write_atomic(path: &Path, contents: &[u8]) -> io::Result<()> {
     let mut tmp_name = path.as_os_str().to_owned();
     tmp_name.push(format!(".tmp{}", std::process::id()));
     let tmp = PathBuf::from(tmp_name);

@@ -1,0 +1,291 @@
+//! The fleet as an operator runs it, real processes over a real nats-server 2.15:
+//! `runwarden server`, two hosts' `runwarden agent`s enrolled with single-use tokens, an
+//! incident healed on the host it names (and only there), and each host's log mirrored
+//! at the server under that host's own key.
+
+use super::{runwarden, stderr};
+use runwarden_testkit::Nats;
+use serde_json::Value;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A running `runwarden` process, killed if the test ends first.
+struct Proc {
+    child: Option<Child>,
+    lines: std::sync::mpsc::Receiver<String>,
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// Start `runwarden ARGS` with data dir `data`; returns it and its first stdout line that
+/// starts with `ready` (within 2 minutes).
+fn spawn(data: &Path, args: &[&str], ready: &str) -> (Proc, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_runwarden"))
+        .args(args)
+        .env("RUNWARDEN_DATA_DIR", data)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let out = BufReader::new(child.stdout.take().unwrap());
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in out.lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let p = Proc {
+        child: Some(child),
+        lines: rx,
+    };
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let line = p
+            .lines
+            .recv_timeout(left)
+            .unwrap_or_else(|_| panic!("runwarden {args:?} did not print {ready:?}"));
+        if line.starts_with(ready) {
+            return (p, line);
+        }
+    }
+}
+
+/// A host with its own scratch "service manager" (a unit is a file saying active or
+/// inactive) and its policy.
+fn host_policy(root: &Path, host: &str) -> PathBuf {
+    let dir = root.join(host);
+    std::fs::create_dir_all(dir.join("units")).unwrap();
+    let units = dir.join("units").display().to_string();
+    let p = dir.join("policy.toml");
+    std::fs::write(
+        &p,
+        format!(
+            r#"host_id = "{host}"
+[grants]
+services = ["nginx.service"]
+[services]
+backend = "command"
+status = ["/bin/sh", "-c", "cat {units}/{{unit}} 2>/dev/null || echo inactive"]
+start = ["/bin/sh", "-c", "echo active > {units}/{{unit}}"]
+stop = ["/bin/sh", "-c", "echo inactive > {units}/{{unit}}"]
+restart = ["/bin/sh", "-c", "echo active > {units}/{{unit}}"]
+reload = ["/bin/sh", "-c", "true"]
+"#
+        ),
+    )
+    .unwrap();
+    p
+}
+
+fn unit_state(root: &Path, host: &str) -> String {
+    std::fs::read_to_string(root.join(host).join("units/nginx.service"))
+        .unwrap_or_else(|_| "inactive".into())
+        .trim()
+        .to_string()
+}
+
+#[test]
+fn a_fleet_heals_on_the_host_named_and_mirrors_each_hosts_log_under_its_key() {
+    let nats = Nats::start_with_config("jetstream { sync_interval: always }\n");
+    let root = tempfile::tempdir().unwrap();
+    let server_data = root.path().join("server");
+    let (_server, line) = spawn(
+        &server_data,
+        &["server", "--nats", &nats.url, "--listen", "127.0.0.1:0"],
+        "runwarden server is up at ",
+    );
+    let url = line
+        .trim_start_matches("runwarden server is up at ")
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .trim_end_matches('/')
+        .to_string();
+
+    let mut agents = Vec::new();
+    for (host, site) in [("clinic-a-01", "front"), ("clinic-a-02", "back")] {
+        // An admin makes a single-use token; the host's agent enrolls with it.
+        let token = runwarden(
+            &server_data,
+            &[
+                "--server",
+                &url,
+                "hosts",
+                "enroll-token",
+                "--labels",
+                &format!("site={site}"),
+            ],
+        );
+        assert!(token.status.success(), "{}", stderr(&token));
+        let token = String::from_utf8(token.stdout).unwrap().trim().to_string();
+        assert!(token.starts_with("rwe_"), "{token}");
+        let data = root.path().join(host).join("data");
+        let policy = host_policy(root.path(), host);
+        let enrolled = runwarden(
+            &data,
+            &[
+                "--server",
+                &url,
+                "agent",
+                "enroll",
+                "--token",
+                &token,
+                "--host-id",
+                host,
+                "--policy",
+                policy.to_str().unwrap(),
+            ],
+        );
+        assert!(enrolled.status.success(), "{}", stderr(&enrolled));
+        // The token is spent.
+        let other = host_policy(root.path(), "clinic-a-09");
+        let again = runwarden(
+            &root.path().join("elsewhere"),
+            &[
+                "--server",
+                &url,
+                "agent",
+                "enroll",
+                "--token",
+                &token,
+                "--host-id",
+                "clinic-a-09",
+                "--policy",
+                other.to_str().unwrap(),
+            ],
+        );
+        assert_eq!(again.status.code(), Some(2));
+        assert!(
+            stderr(&again).contains("already used"),
+            "{}",
+            stderr(&again)
+        );
+        let (agent, _) = spawn(
+            &data,
+            &["agent", "run", "--nats", &nats.url],
+            "runwarden agent of host",
+        );
+        agents.push((agent, data));
+    }
+
+    // An incident for the second host is healed there, and only there.
+    let incident = root.path().join("incident.json");
+    std::fs::write(
+        &incident,
+        r#"{"host":"clinic-a-02","type":"service-down","severity":"high","service":"nginx.service"}"#,
+    )
+    .unwrap();
+    let out = runwarden(
+        &server_data,
+        &[
+            "--server",
+            &url,
+            "incident",
+            "submit",
+            "--json",
+            incident.to_str().unwrap(),
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let rec: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(rec["status"], "healed", "{rec}");
+    assert_eq!(rec["tier"], "L1");
+    assert_eq!(unit_state(root.path(), "clinic-a-02"), "active");
+    assert_eq!(unit_state(root.path(), "clinic-a-01"), "inactive");
+
+    // The operator's view: both hosts, their labels, heard from.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let hosts = loop {
+        let out = runwarden(&server_data, &["--server", &url, "hosts", "list", "--json"]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        let hosts: Value = serde_json::from_slice(&out.stdout).unwrap();
+        if hosts
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|h| !h["last_seen"].is_null())
+        {
+            break hosts;
+        }
+        assert!(Instant::now() < deadline, "no heartbeat in 60 s: {hosts}");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let sites: Vec<&str> = hosts
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["labels"]["site"].as_str().unwrap())
+        .collect();
+    assert_eq!(sites, ["front", "back"]);
+
+    // The run's record is in the host's own log, signed by its key, and mirrored at the
+    // server; the server's own log is the control plane's.
+    let io = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    io.block_on(async {
+        let host_log =
+            runwarden_evidence::Store::open(&agents[1].1.join("evidence.db").display().to_string())
+                .await
+                .unwrap();
+        assert_eq!(host_log.size().await.unwrap(), 1);
+        let host_key = runwarden_evidence::read_verifying_key(
+            &agents[1].1.join("signing-keys/clinic-a-02.pub"),
+        )
+        .unwrap();
+        let server_log =
+            runwarden_evidence::Store::open(&server_data.join("evidence.db").display().to_string())
+                .await
+                .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let mirrored = loop {
+            let m = server_log
+                .mirrored_records("runwarden/clinic-a-02", 0, 100)
+                .await
+                .unwrap();
+            if !m.is_empty() {
+                break m;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the host's log was not mirrored in 60 s"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        };
+        let env = runwarden_evidence::Envelope::from_json(
+            std::str::from_utf8(&mirrored[0].envelope).unwrap(),
+        )
+        .unwrap();
+        env.verify(std::slice::from_ref(&host_key))
+            .expect("the mirrored record is signed by the host's key");
+        assert_eq!(mirrored[0].status, "healed");
+        assert_eq!(
+            mirrored[0].envelope,
+            host_log.get(0).await.unwrap().unwrap().envelope
+        );
+        let (origin, key) = server_log.identity().await.unwrap().unwrap();
+        assert_eq!(origin, "runwarden/runwarden-control");
+        assert_ne!(key.to_bytes(), host_key.to_bytes());
+        assert!(
+            server_log
+                .mirrored_records("runwarden/clinic-a-01", 0, 100)
+                .await
+                .unwrap()
+                .is_empty(),
+            "nothing ran on the first host"
+        );
+    });
+}
