@@ -631,7 +631,13 @@ pub fn hosts(cmd: HostsCommand, server: &ServerArgs, data_dir: &Path) -> anyhow:
                             crate::term::clean(h["id"].as_str().unwrap_or("?")),
                             crate::term::clean(h["tenant"].as_str().unwrap_or("?")),
                             crate::term::clean(h["last_seen"].as_str().unwrap_or("never")),
-                            if h["drained"] == true { "drained" } else { "active" },
+                            if h["drained"] == true {
+                                "drained"
+                            } else if h["online"] == true {
+                                "online"
+                            } else {
+                                "offline"
+                            },
                             crate::term::clean(&labels.join(","))
                         );
                     }

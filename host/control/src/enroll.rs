@@ -22,6 +22,8 @@ use std::sync::Arc;
 pub const ENROLL_TTL_SECS: std::ops::RangeInclusive<u64> = 60..=7 * 24 * 3600;
 /// Most labels a host gets.
 pub const MAX_LABELS: usize = 32;
+/// A host heard from within this many seconds is online.
+pub const ONLINE_WITHIN_SECS: i64 = 30;
 /// Longest policy an agent may enroll with, in bytes.
 pub const MAX_POLICY_BYTES: usize = 256 * 1024;
 
@@ -73,6 +75,9 @@ pub struct HostView {
     pub enrolled_at: Option<String>,
     /// When its agent was last heard from (RFC 3339).
     pub last_seen: Option<String>,
+    /// Heard from within the last [`ONLINE_WITHIN_SECS`] seconds (agents say they are
+    /// alive every 10 s); `runwarden up`'s own host always is.
+    pub online: bool,
     /// No new jobs go to it.
     pub drained: bool,
     /// What it is and has.
@@ -318,6 +323,12 @@ impl Controller {
                         .unwrap_or_default(),
                     enrolled_at: row.map(|r| time(r.enrolled_at_ms)),
                     last_seen: row.and_then(|r| r.last_seen_ms).map(time),
+                    online: match row {
+                        None => true,
+                        Some(r) => r
+                            .last_seen_ms
+                            .is_some_and(|t| now_ms() - t <= ONLINE_WITHIN_SECS * 1000),
+                    },
                     drained: row.is_some_and(|r| r.drained),
                     inventory: h.inventory.clone(),
                 }

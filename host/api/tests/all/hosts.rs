@@ -105,6 +105,8 @@ async fn an_agent_enrolls_once_with_a_token_of_its_tenant_and_its_host_is_the_te
     assert_eq!(db["key_id"], key.verifying_key().key_id_hex());
     assert_eq!(db["labels"]["role"], "db");
     assert_eq!(db["drained"], false);
+    assert_eq!(db["online"], false, "its agent has not been heard from");
+    assert_eq!(db["last_seen"], Value::Null);
     assert_eq!(db["inventory"]["os"], "debian");
     assert_eq!(
         api.controller
