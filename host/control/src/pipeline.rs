@@ -1250,7 +1250,23 @@ impl Controller {
             return Ok(());
         };
         let failed = statuses.iter().any(|s| !s.is_success());
-        if failed {
+        if statuses.contains(&RunStatus::Interrupted) {
+            // The agent stopped mid-run and recorded it so; it does not run it again:
+            // what state the host is in is for a human to check.
+            let cut = rec
+                .runs
+                .iter()
+                .find(|r| r.status == RunStatus::Interrupted)
+                .map_or_else(String::new, |r| r.runbook.clone());
+            Self::end(
+                rec,
+                Tier::L3,
+                St::Escalated,
+                format!(
+                    "{cut} was cut off by a stop of the host's agent (recorded `interrupted`, not run again): a human must check the host"
+                ),
+            );
+        } else if failed {
             let last = rec.runs.last().expect("a run happened");
             let reason = format!("{} ended {}: {}", last.runbook, last.status, last.summary);
             Self::end(rec, tier, St::Failed, reason);

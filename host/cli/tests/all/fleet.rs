@@ -29,9 +29,15 @@ impl Drop for Proc {
 /// Start `runwarden ARGS` with data dir `data`; returns it and its first stdout line that
 /// starts with `ready` (within 2 minutes).
 fn spawn(data: &Path, args: &[&str], ready: &str) -> (Proc, String) {
+    spawn_env(data, args, &[], ready)
+}
+
+/// [`spawn`] with more environment.
+fn spawn_env(data: &Path, args: &[&str], env: &[(&str, &str)], ready: &str) -> (Proc, String) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_runwarden"))
         .args(args)
         .env("RUNWARDEN_DATA_DIR", data)
+        .envs(env.iter().copied())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
@@ -288,4 +294,204 @@ fn a_fleet_heals_on_the_host_named_and_mirrors_each_hosts_log_under_its_key() {
             "nothing ran on the first host"
         );
     });
+}
+
+/// A server and one agent over NATS, with the slow `adv-limits` runbook deployed on both
+/// and a rule that runs it for `slow-thing` incidents.
+struct SlowFleet {
+    _nats: Nats,
+    root: tempfile::TempDir,
+    server: Proc,
+    url: String,
+    agent_data: PathBuf,
+    runbooks: PathBuf,
+}
+
+fn slow_fleet(host: &str) -> SlowFleet {
+    let nats = Nats::start_with_config("jetstream { sync_interval: always }\n");
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("ro");
+    let runbooks = root.path().join("runbooks");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::create_dir_all(&runbooks).unwrap();
+    std::fs::copy(
+        runwarden_test_artifacts::component("adv-limits"),
+        runbooks.join("adv-limits.wasm"),
+    )
+    .unwrap();
+    let secret = root.path().join("s");
+    std::fs::write(&secret, "unused\n").unwrap();
+    let policy = root.path().join("policy.toml");
+    std::fs::write(
+        &policy,
+        format!(
+            "host_id = \"{host}\"\n[limits]\ntimeout_ms = 120000\n[grants]\nread_dirs = [\"{}\"]\nhttp = [\"http://127.0.0.1:1\"]\nsecrets = [\"s\"]\n[secrets]\ns = {{ file = \"{}\" }}\n",
+            dir.display(),
+            secret.display()
+        ),
+    )
+    .unwrap();
+    let rules = root.path().join("slow.yaml");
+    std::fs::write(
+        &rules,
+        format!(
+            "rules:\n  - id: slow\n    match: {{type: slow-thing}}\n    action:\n      runbook: adv-limits\n      params: {{mode: sleep-heal, sleep_ms: 60000, dir: \"{}\", origin: \"http://127.0.0.1:1\"}}\n    cooldown: 0\n",
+            dir.display()
+        ),
+    )
+    .unwrap();
+    let server_data = root.path().join("server");
+    std::fs::create_dir_all(&server_data).unwrap();
+    std::fs::write(
+        server_data.join("runwarden.toml"),
+        format!("rules = [\"{}\"]\n", rules.display()),
+    )
+    .unwrap();
+    let env = [("RUNWARDEN_RUNBOOKS_DIR", runbooks.to_str().unwrap())];
+    let (server, line) = spawn_env(
+        &server_data,
+        &["server", "--nats", &nats.url, "--listen", "127.0.0.1:0"],
+        &env,
+        "runwarden server is up at ",
+    );
+    let url = line
+        .trim_start_matches("runwarden server is up at ")
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .trim_end_matches('/')
+        .to_string();
+    let token = runwarden(&server_data, &["--server", &url, "hosts", "enroll-token"]);
+    assert!(token.status.success(), "{}", stderr(&token));
+    let token = String::from_utf8(token.stdout).unwrap().trim().to_string();
+    let agent_data = root.path().join("agent");
+    let enrolled = runwarden(
+        &agent_data,
+        &[
+            "--server",
+            &url,
+            "agent",
+            "enroll",
+            "--token",
+            &token,
+            "--host-id",
+            host,
+            "--policy",
+            policy.to_str().unwrap(),
+        ],
+    );
+    assert!(enrolled.status.success(), "{}", stderr(&enrolled));
+    SlowFleet {
+        _nats: nats,
+        root,
+        server,
+        url,
+        agent_data,
+        runbooks,
+    }
+}
+
+impl SlowFleet {
+    fn agent(&self) -> Proc {
+        let nats = self._nats.url.clone();
+        spawn_env(
+            &self.agent_data,
+            &["agent", "run", "--nats", &nats],
+            &[("RUNWARDEN_RUNBOOKS_DIR", self.runbooks.to_str().unwrap())],
+            "runwarden agent of host",
+        )
+        .0
+    }
+
+    fn server_data(&self) -> PathBuf {
+        self.root.path().join("server")
+    }
+}
+
+#[test]
+fn an_agent_killed_mid_run_records_it_interrupted_at_restart_never_reruns_it_and_the_incident_escalates()
+ {
+    let f = slow_fleet("clinic-kill-02");
+    let mut agent = f.agent();
+    let incident = f.root.path().join("slow.json");
+    std::fs::write(
+        &incident,
+        r#"{"host":"clinic-kill-02","type":"slow-thing","severity":"high"}"#,
+    )
+    .unwrap();
+    let o = runwarden(
+        &f.server_data(),
+        &[
+            "--server",
+            &f.url,
+            "incident",
+            "submit",
+            "--no-wait",
+            "--json",
+            incident.to_str().unwrap(),
+        ],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let id = serde_json::from_slice::<Value>(&o.stdout).unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    // The run is under way once the agent's journal noted it.
+    let journal_wal = f.agent_data.join("agent-journal.db-wal");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while std::fs::metadata(&journal_wal).map_or(0, |m| m.len()) == 0 {
+        assert!(Instant::now() < deadline, "the run never started");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let mut child = agent.child.take().unwrap();
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    let _agent = f.agent();
+
+    // The job comes again (its delivery was never acked); the agent answers it from its
+    // log — `interrupted` — and the server escalates the incident.
+    let deadline = Instant::now() + Duration::from_secs(150);
+    let rec = loop {
+        let o = runwarden(
+            &f.server_data(),
+            &["--server", &f.url, "incident", "show", &id, "--json"],
+        );
+        assert!(o.status.success(), "{}", stderr(&o));
+        let rec: Value = serde_json::from_slice(&o.stdout).unwrap();
+        if rec["status"] != "processing" {
+            break rec;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "still processing after 150 s: {rec}"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    assert_eq!(rec["status"], "escalated", "{rec}");
+    assert_eq!(rec["tier"], "L3", "{rec}");
+    assert!(rec["reason"].as_str().unwrap().contains("cut off"), "{rec}");
+    assert_eq!(rec["runs"][0]["status"], "interrupted", "{rec}");
+    assert!(rec["escalation"].is_string(), "{rec}");
+
+    // One record of the run in the host's log: `interrupted`; it never ran again.
+    let io = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    io.block_on(async {
+        let log = runwarden_evidence::Store::open(
+            &f.agent_data.join("evidence.db").display().to_string(),
+        )
+        .await
+        .unwrap();
+        let records = log.range(0, 100).await.unwrap();
+        let runs: Vec<_> = records
+            .iter()
+            .filter(|r| r.runbook == "adv-limits")
+            .collect();
+        assert_eq!(runs.len(), 1, "one record, no second run");
+        assert_eq!(runs[0].status, "interrupted");
+    });
+    drop(f.server);
 }
