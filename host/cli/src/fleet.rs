@@ -504,7 +504,8 @@ async fn forward(
         match executor.segment(from).await {
             Ok(Some(segment)) => {
                 let end = segment.first + segment.envelopes.len() as u64;
-                let id = format!("log-{}-{}", segment.first, end);
+                // Message ids are deduplicated per stream: they name the log.
+                let id = format!("log-{tenant}-{host}-{}-{end}", segment.first);
                 let sent = match serde_json::to_vec(&segment) {
                     Ok(bytes) => {
                         jetstream::publish_event(&client, &tenant, &host, "log", &id, bytes).await
@@ -529,7 +530,7 @@ async fn forward(
         }
         if last_beat.elapsed() >= HEARTBEAT_EVERY {
             let beat = serde_json::json!({"version": env!("CARGO_PKG_VERSION"), "forwarded": from});
-            let id = format!("hb-{}", runwarden_agent::now_ms());
+            let id = format!("hb-{tenant}-{host}-{}", runwarden_agent::now_ms());
             if jetstream::publish_event(
                 &client,
                 &tenant,

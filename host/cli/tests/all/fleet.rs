@@ -211,6 +211,75 @@ fn a_fleet_heals_on_the_host_named_and_mirrors_each_hosts_log_under_its_key() {
     assert_eq!(unit_state(root.path(), "clinic-a-02"), "active");
     assert_eq!(unit_state(root.path(), "clinic-a-01"), "inactive");
 
+    // A message on the bus is not enough to make a host act: a job for the first host
+    // signed by another key than the control plane's is refused, and the refusal is a
+    // record of that host's log (forwarded and mirrored like any).
+    let io = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    io.block_on(async {
+        let forger = runwarden_evidence::SigningKey::generate("runwarden-control").unwrap();
+        let now = runwarden_agent::now_ms();
+        let job = runwarden_proto::bus::RunJob {
+            job: "01a2462d-0000-7000-8000-000000000001".into(),
+            incident: "01a2462d-0000-7000-8000-000000000002".into(),
+            tenant: "local".into(),
+            host: "clinic-a-01".into(),
+            runs: vec![runwarden_proto::bus::PlannedRun {
+                invocation: "01a2462d-0000-7000-8000-000000000003".into(),
+                runbook: "restart-service".into(),
+                sha256: "00".repeat(32),
+                params: serde_json::json!({"unit": "nginx.service"}),
+            }],
+            dry_run: false,
+            provenance: runwarden_proto::bus::Provenance::L3 {
+                approver: "mallory".into(),
+            },
+            verdicts: vec![],
+            issued_at_ms: now,
+            expires_at_ms: now + 60_000,
+        };
+        let signed = runwarden_evidence::Envelope::sign(
+            runwarden_proto::bus::JOB_PAYLOAD_TYPE,
+            &serde_json::to_vec(&job).unwrap(),
+            &forger,
+        )
+        .to_json();
+        let client = runwarden_bus::jetstream::connect(&nats.url, None, "forger")
+            .await
+            .unwrap();
+        client
+            .publish("rw.v1.cmd.local.clinic-a-01", signed.into_bytes().into())
+            .await
+            .unwrap();
+        client.flush().await.unwrap();
+        let log =
+            runwarden_evidence::Store::open(&agents[0].1.join("evidence.db").display().to_string())
+                .await
+                .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let records = log.range(0, 10).await.unwrap();
+            if let Some(r) = records.first() {
+                assert_eq!(r.status, "refused", "{r:?}");
+                let text = String::from_utf8_lossy(&r.envelope);
+                assert!(text.len() > 100, "{text}");
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the forged job was not refused in 60 s"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    });
+    assert_eq!(
+        unit_state(root.path(), "clinic-a-01"),
+        "inactive",
+        "nothing ran"
+    );
+
     // The operator's view: both hosts, their labels, heard from.
     let deadline = Instant::now() + Duration::from_secs(60);
     let hosts = loop {
@@ -238,10 +307,6 @@ fn a_fleet_heals_on_the_host_named_and_mirrors_each_hosts_log_under_its_key() {
 
     // The run's record is in the host's own log, signed by its key, and mirrored at the
     // server; the server's own log is the control plane's.
-    let io = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
     io.block_on(async {
         let host_log =
             runwarden_evidence::Store::open(&agents[1].1.join("evidence.db").display().to_string())
