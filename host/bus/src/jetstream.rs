@@ -99,6 +99,18 @@ pub async fn connect(
     credentials: Option<&Path>,
     name: &str,
 ) -> Result<Client, BusError> {
+    connect_with(url, credentials, name, None).await
+}
+
+/// [`connect`] with replies to this client under `inbox_prefix` instead of `_INBOX`: an
+/// agent's NATS user may subscribe only below its own prefix
+/// (`nats_auth::agent_inbox_prefix`), so no host reads another's replies.
+pub async fn connect_with(
+    url: &str,
+    credentials: Option<&Path>,
+    name: &str,
+    inbox_prefix: Option<&str>,
+) -> Result<Client, BusError> {
     let log_name = name.to_string();
     let mut options = async_nats::ConnectOptions::new()
         .name(name)
@@ -107,6 +119,9 @@ pub async fn connect(
             let log_name = log_name.clone();
             async move { warn(&format!("{log_name}: NATS {event}")) }
         });
+    if let Some(prefix) = inbox_prefix {
+        options = options.custom_inbox_prefix(prefix);
+    }
     if let Some(path) = credentials {
         options = options.credentials_file(path).await.map_err(|e| {
             BusError::Transport(format!(

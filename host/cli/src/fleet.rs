@@ -8,8 +8,8 @@
 use crate::incident::{Client, ServerArgs};
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
-use runwarden_bus::jetstream;
 use runwarden_bus::{Address, BusError, Dispatch};
+use runwarden_bus::{jetstream, nats_auth};
 use runwarden_control::Controller;
 use runwarden_proto::bus::{LogSegment, RunReport};
 use std::collections::{BTreeMap, HashSet};
@@ -27,6 +27,8 @@ const FORWARD_EVERY: Duration = Duration::from_secs(1);
 const HEARTBEAT_EVERY: Duration = Duration::from_secs(10);
 /// What `runwarden agent enroll` writes in the data directory.
 const AGENT_FILE: &str = "agent.json";
+/// The host's own NATS credentials, when the control plane minted them (0600).
+const NATS_CREDS: &str = "nats.creds";
 
 /// How `runwarden server` reaches its agents.
 pub struct Fleet {
@@ -36,17 +38,70 @@ pub struct Fleet {
     pub creds: Option<PathBuf>,
 }
 
+/// What the server needs of NATS: the connection, the dispatcher, and (when it is the
+/// operator) what mints each enrolling agent's credentials.
+pub(crate) type ServerBus = (
+    jetstream::Client,
+    Arc<dyn Dispatch>,
+    Option<Arc<runwarden_control::CredentialMinter>>,
+);
+
 /// `runwarden server`.
 #[derive(Args)]
 pub struct ServerCmd {
     #[command(flatten)]
     control: crate::serve::UpArgs,
     /// NATS server with JetStream (2.11 or later).
-    #[arg(long, env = "RUNWARDEN_NATS")]
-    nats: String,
-    /// NATS credentials file of the control plane's user.
+    #[arg(long, env = "RUNWARDEN_NATS", required_unless_present = "init_nats")]
+    nats: Option<String>,
+    /// NATS credentials file of the control plane's user (default:
+    /// DATA_DIR/nats/control.creds, written by --init-nats).
     #[arg(long, env = "RUNWARDEN_NATS_CREDS")]
     nats_creds: Option<PathBuf>,
+    /// Make this control plane the NATS operator (once): write DATA_DIR/nats/ — the
+    /// operator and fleet account keys, `nats-server.conf` for the NATS server, and the
+    /// control plane's own credentials — then exit. From then on each enrolling agent gets
+    /// credentials that reach only its own host's subjects.
+    #[arg(long)]
+    init_nats: bool,
+}
+
+/// The NATS account every agent and the control plane use (one per fleet; agents are
+/// kept apart by their users' permissions).
+const NATS_ACCOUNT: &str = "runwarden";
+
+/// The fleet's NATS identity in DATA_DIR/nats/: the operator and the account (seeds,
+/// 0600), if this control plane is the operator.
+fn nats_identity(
+    data_dir: &Path,
+    create: bool,
+) -> anyhow::Result<Option<(nats_auth::Operator, nats_auth::Account)>> {
+    let dir = data_dir.join("nats");
+    let (op_file, acct_file) = (dir.join("operator.seed"), dir.join("account.seed"));
+    if !op_file.exists() {
+        if !create {
+            return Ok(None);
+        }
+        runwarden_evidence::create_private_dir(&dir)
+            .with_context(|| format!("cannot create {}", dir.display()))?;
+        let op = nats_auth::Operator::generate("runwarden")?;
+        let acct = op.account(NATS_ACCOUNT)?;
+        runwarden_evidence::write_atomic(&acct_file, acct.seed().expose().as_bytes())?;
+        runwarden_evidence::write_atomic(&op_file, op.seed().expose().as_bytes())?;
+    }
+    let read = |f: &Path| -> anyhow::Result<String> {
+        Ok(std::fs::read_to_string(f)
+            .with_context(|| format!("read {}", f.display()))?
+            .trim()
+            .to_string())
+    };
+    let op = nats_auth::Operator::from_seed("runwarden", &read(&op_file)?)?;
+    let acct = op.account_with(
+        NATS_ACCOUNT,
+        Some(&read(&acct_file)?),
+        &nats_auth::AccountSpec::default(),
+    )?;
+    Ok(Some((op, acct)))
 }
 
 /// `runwarden server`: the control plane; agents over NATS.
@@ -55,22 +110,69 @@ pub fn server(
     data_dir: PathBuf,
     log: &crate::evidence::LogArgs,
 ) -> anyhow::Result<ExitCode> {
+    if cmd.init_nats {
+        let (op, acct) =
+            nats_identity(&data_dir, true)?.context("the NATS identity was not written")?;
+        let dir = data_dir.join("nats");
+        let conf = dir.join("nats-server.conf");
+        let text = format!(
+            "# Written by `runwarden server --init-nats`: operator mode, the fleet's account\n\
+             # preloaded. Add listen/port and a jetstream store_dir; keep sync_interval.\n\
+             {}\njetstream {{ sync_interval: always }}\n",
+            nats_auth::server_config(&op, std::slice::from_ref(&acct))
+        );
+        runwarden_evidence::write_atomic(&conf, text.as_bytes())?;
+        let creds = acct.user("runwarden-control", &nats_auth::Permissions::control())?;
+        runwarden_evidence::write_atomic(
+            &dir.join("control.creds"),
+            creds.to_creds_file().expose().as_bytes(),
+        )?;
+        outln!("{}", conf.display());
+        errln!(
+            "wrote the NATS operator and fleet account (keys in {}, 0600), the NATS server's configuration ({}) and this control plane's credentials ({}); start nats-server with that configuration, then `runwarden server --nats URL`",
+            dir.display(),
+            conf.display(),
+            dir.join("control.creds").display()
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
     crate::serve::run_control(
         cmd.control,
         data_dir,
         log,
         Some(Fleet {
-            nats: cmd.nats,
+            nats: cmd
+                .nats
+                .context("pass --nats nats://HOST:PORT (a NATS server with JetStream)")?,
             creds: cmd.nats_creds,
         }),
     )
 }
 
 /// Connect the server to NATS: streams, and the dispatcher that reaches agents.
-pub(crate) async fn connect_server(
-    f: &Fleet,
-) -> anyhow::Result<(jetstream::Client, Arc<dyn Dispatch>)> {
-    let client = jetstream::connect(&f.nats, f.creds.as_deref(), "runwarden-server")
+pub(crate) async fn connect_server(f: &Fleet, data_dir: &Path) -> anyhow::Result<ServerBus> {
+    let identity = nats_identity(data_dir, false)?;
+    let own = data_dir.join("nats/control.creds");
+    let creds = f
+        .creds
+        .clone()
+        .or_else(|| (identity.is_some() && own.exists()).then_some(own));
+    let minter: Option<Arc<runwarden_control::CredentialMinter>> =
+        identity.map(|(_, acct)| -> Arc<runwarden_control::CredentialMinter> {
+            Arc::new(move |tenant: &str, host: &str| {
+                let perms = nats_auth::Permissions::agent(
+                    tenant,
+                    host,
+                    &jetstream::agent_consumer_name(tenant, host),
+                )
+                .map_err(|e| e.to_string())?;
+                let user = acct
+                    .user(&format!("agent-{tenant}-{host}"), &perms)
+                    .map_err(|e| e.to_string())?;
+                Ok(user.to_creds_file().expose().to_string())
+            })
+        });
+    let client = jetstream::connect(&f.nats, creds.as_deref(), "runwarden-server")
         .await
         .with_context(|| format!("cannot use NATS at {}", f.nats))?;
     jetstream::ensure_streams(&client).await?;
@@ -96,6 +198,7 @@ pub(crate) async fn connect_server(
             inner,
             ready: Mutex::default(),
         }),
+        minter,
     ))
 }
 
@@ -369,6 +472,10 @@ fn enroll(
         control_key: enrolled.control_key,
         policy,
     };
+    if let Some(creds) = &enrolled.nats_creds {
+        runwarden_evidence::write_atomic(&data_dir.join(NATS_CREDS), creds.as_bytes())
+            .with_context(|| format!("write {}", data_dir.join(NATS_CREDS).display()))?;
+    }
     runwarden_evidence::write_atomic(&file, serde_json::to_string_pretty(&agent)?.as_bytes())
         .with_context(|| format!("write {}", file.display()))?;
     outln!(
@@ -459,9 +566,18 @@ fn run_agent(
         if interrupted > 0 {
             errln!("{interrupted} run(s) cut off by a stop are recorded `interrupted`");
         }
-        let client = jetstream::connect(nats, creds, &format!("runwarden-agent-{}", agent.host_id))
-            .await
-            .with_context(|| format!("cannot use NATS at {nats}"))?;
+        let own = data_dir.join(NATS_CREDS);
+        let creds = creds
+            .map(Path::to_path_buf)
+            .or_else(|| own.exists().then_some(own));
+        let client = jetstream::connect_with(
+            nats,
+            creds.as_deref(),
+            &format!("runwarden-agent-{}", agent.host_id),
+            Some(&nats_auth::agent_inbox_prefix(&agent.host_id)?),
+        )
+        .await
+        .with_context(|| format!("cannot use NATS at {nats}"))?;
         let jobs = jetstream::JetStreamJobs::new(&client, &agent.tenant, &agent.host_id)?;
         let stopper = jobs.stopper();
         let serving = tokio::spawn(runwarden_agent::serve(executor.clone(), jobs));

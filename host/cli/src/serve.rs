@@ -357,8 +357,9 @@ pub(crate) fn run_control(
         // in-process link — the same seam as a fleet's server and agents over NATS.
         let policy = Arc::new(policy);
         let host_id = policy.host_id.clone();
-        let (dispatch, hosts, signer, local, nats): (
+        let (dispatch, hosts, signer, local, nats, minter): (
             Arc<dyn runwarden_bus::Dispatch>,
+            _,
             _,
             _,
             _,
@@ -377,16 +378,19 @@ pub(crate) fn run_control(
                     runwarden_control::LogSigner::Host(policy.host_id.clone()),
                     Some(agent),
                     None,
+                    None,
                 )
             }
             Some(f) => {
-                let (client, dispatch) = crate::fleet::connect_server(f).await?;
+                let (client, dispatch, minter) =
+                    crate::fleet::connect_server(f, &data_dir).await?;
                 (
                     dispatch,
                     Vec::new(),
                     runwarden_control::LogSigner::Control,
                     None,
                     Some(client),
+                    minter,
                 )
             }
         };
@@ -409,6 +413,9 @@ pub(crate) fn run_control(
             )
             .await?,
         );
+        if let Some(mint) = minter {
+            controller.set_credential_minter(mint);
+        }
         if let Some(agent) = local {
             let (host_key, _) =
                 runwarden_control::evidence::host_key(&data_dir, None, &policy.host_id)?;

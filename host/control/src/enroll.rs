@@ -58,7 +58,15 @@ pub struct Enrolled {
     /// The key the control plane signs jobs with (verifier form): the agent runs only
     /// jobs it signed.
     pub control_key: String,
+    /// The host's own NATS credentials (a `.creds` file's text), when the control plane
+    /// mints them: its user reaches only this host's subjects. A secret: the agent keeps
+    /// it 0600 and nothing logs it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nats_creds: Option<String>,
 }
+
+/// Mints a host's bus credentials at enrollment: `(tenant, host)` → the `.creds` text.
+pub type CredentialMinter = dyn Fn(&str, &str) -> std::result::Result<String, String> + Send + Sync;
 
 /// A host as the operator sees it.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -277,11 +285,21 @@ impl Controller {
                 inventory: e.inventory,
             })
             .map_err(ControlError::Conflict)?;
+        let nats_creds = match self.minter.get() {
+            Some(mint) => Some(mint(&token.tenant, &e.host_id).map_err(|why| {
+                ControlError::Setup(format!(
+                    "host {} enrolled, but its bus credentials could not be made: {why}",
+                    e.host_id
+                ))
+            })?),
+            None => None,
+        };
         Ok(Enrolled {
             tenant: token.tenant,
             host_id: e.host_id,
             labels,
             control_key: self.control_public_key().to_text(),
+            nats_creds,
         })
     }
 
@@ -424,6 +442,12 @@ impl Controller {
         self.record_undecided(&mut rec, kind, now).await?;
         self.save(&mut rec, now).await?;
         Ok(())
+    }
+
+    /// From now on, hand each enrolling agent the bus credentials `mint` makes for its
+    /// host (`runwarden server` with a NATS operator). Set once.
+    pub fn set_credential_minter(&self, mint: Arc<CredentialMinter>) {
+        let _ = self.minter.set(mint);
     }
 
     /// Note that `host`'s agent was heard from now.

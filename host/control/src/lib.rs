@@ -23,7 +23,7 @@ pub use incident::rule_input;
 pub use inventory::Inventory;
 pub use notify::{Format, WebhookConfig};
 pub use pipeline::agent::{AgentRequest, AgentTool, MAX_REASON};
-pub use pipeline::enroll::{Enrolled, Enrollment, EnrollmentToken, HostView};
+pub use pipeline::enroll::{CredentialMinter, Enrolled, Enrollment, EnrollmentToken, HostView};
 pub use pipeline::flywheel::{Candidate, FlywheelRun, Promotion, Replay, ReplayMatch};
 pub use pipeline::{
     Caller, ControlConfig, ControlError, Controller, LogSigner, authenticate, create_token,

@@ -216,6 +216,8 @@ pub struct Controller {
     breaches_announced: Mutex<std::collections::HashSet<String>>,
     /// Gaps and forks of hosts' logs already raised (host, kind, index).
     raised: Mutex<std::collections::HashSet<(String, &'static str, u64)>>,
+    /// Makes each enrolling agent's bus credentials, when set.
+    minter: std::sync::OnceLock<Arc<enroll::CredentialMinter>>,
     /// Incidents this process stored as `processing` and has not finished: from before
     /// their `processing` row is written until after their final row is queued. Any other
     /// `processing` row of this host is stalled (see [`Controller::conclude_stalled`]).
@@ -373,6 +375,7 @@ impl Controller {
             notifier,
             breaches_announced: Mutex::default(),
             raised: Mutex::default(),
+            minter: std::sync::OnceLock::new(),
             active: Mutex::default(),
         };
         controller.load_enrolled().await?;

@@ -104,9 +104,15 @@ fn unit_state(root: &Path, host: &str) -> String {
 
 #[test]
 fn a_fleet_heals_on_the_host_named_and_mirrors_each_hosts_log_under_its_key() {
-    let nats = Nats::start_with_config("jetstream { sync_interval: always }\n");
     let root = tempfile::tempdir().unwrap();
     let server_data = root.path().join("server");
+    // The control plane is the NATS operator: it writes the NATS server's configuration,
+    // and each agent it enrolls gets credentials for its own host's subjects only.
+    let init = runwarden(&server_data, &["server", "--init-nats"]);
+    assert!(init.status.success(), "{}", stderr(&init));
+    let conf = String::from_utf8(init.stdout).unwrap().trim().to_string();
+    let nats = Nats::start_with_config(&std::fs::read_to_string(&conf).unwrap());
+    let control_creds = server_data.join("nats/control.creds");
     let (_server, line) = spawn(
         &server_data,
         &["server", "--nats", &nats.url, "--listen", "127.0.0.1:0"],
@@ -246,7 +252,15 @@ fn a_fleet_heals_on_the_host_named_and_mirrors_each_hosts_log_under_its_key() {
             &forger,
         )
         .to_json();
-        let client = runwarden_bus::jetstream::connect(&nats.url, None, "forger")
+        // Without credentials nobody gets on the bus at all.
+        assert!(
+            runwarden_bus::jetstream::connect(&nats.url, None, "anonymous")
+                .await
+                .is_err()
+        );
+        // Whoever has the bus (here: the control plane's own NATS user) still cannot make
+        // a host act without the control plane's key.
+        let client = runwarden_bus::jetstream::connect(&nats.url, Some(&control_creds), "forger")
             .await
             .unwrap();
         client
@@ -279,6 +293,52 @@ fn a_fleet_heals_on_the_host_named_and_mirrors_each_hosts_log_under_its_key() {
         "inactive",
         "nothing ran"
     );
+
+    // A host's NATS user reaches its own subjects only: clinic-a-01 can publish its own
+    // events, not clinic-a-02's (refused by the NATS server).
+    io.block_on(async {
+        let creds = agents[0].1.join("nats.creds");
+        let mode = std::fs::metadata(&creds).unwrap().permissions();
+        assert_eq!(
+            std::os::unix::fs::PermissionsExt::mode(&mode) & 0o077,
+            0,
+            "the host's credentials are its own"
+        );
+        let own = runwarden_bus::jetstream::connect_with(
+            &nats.url,
+            Some(&creds),
+            "clinic-a-01",
+            Some("_INBOX_clinic-a-01"),
+        )
+        .await
+        .unwrap();
+        runwarden_bus::jetstream::publish_event(
+            &own,
+            "local",
+            "clinic-a-01",
+            "probe",
+            "p-1",
+            b"{}".to_vec(),
+        )
+        .await
+        .expect("its own subject");
+        let forged = tokio::time::timeout(
+            Duration::from_secs(30),
+            runwarden_bus::jetstream::publish_event(
+                &own,
+                "local",
+                "clinic-a-02",
+                "log",
+                "p-2",
+                b"{}".to_vec(),
+            ),
+        )
+        .await;
+        assert!(
+            !matches!(forged, Ok(Ok(()))),
+            "clinic-a-01 published as clinic-a-02: {forged:?}"
+        );
+    });
 
     // The operator's view: both hosts, their labels, heard from.
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -350,13 +410,14 @@ fn a_fleet_heals_on_the_host_named_and_mirrors_each_hosts_log_under_its_key() {
         let (origin, key) = server_log.identity().await.unwrap().unwrap();
         assert_eq!(origin, "runwarden/runwarden-control");
         assert_ne!(key.to_bytes(), host_key.to_bytes());
+        // The first host ran nothing: its log holds the refusal of the forged job only.
+        let first = server_log
+            .mirrored_records("runwarden/clinic-a-01", 0, 100)
+            .await
+            .unwrap();
         assert!(
-            server_log
-                .mirrored_records("runwarden/clinic-a-01", 0, 100)
-                .await
-                .unwrap()
-                .is_empty(),
-            "nothing ran on the first host"
+            first.iter().all(|r| r.status == "refused"),
+            "nothing ran on the first host: {first:?}"
         );
     });
 }
