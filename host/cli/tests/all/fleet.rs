@@ -338,6 +338,29 @@ fn a_fleet_heals_on_the_host_named_and_mirrors_each_hosts_log_under_its_key() {
             !matches!(forged, Ok(Ok(()))),
             "clinic-a-01 published as clinic-a-02: {forged:?}"
         );
+        // Junk on its own subjects: refused and dropped by the server, which goes on
+        // mirroring (checked below) — not JSON, a segment whose checkpoint and record are
+        // not the host's, and a heartbeat that is not one.
+        let bogus = serde_json::json!({
+            "origin": "runwarden/clinic-a-01", "first": 0,
+            "envelopes": ["{}"], "checkpoint": "runwarden/clinic-a-01\n1\nAAAA\n\n— x AAAA\n",
+        });
+        for (kind, id, payload) in [
+            ("log", "junk-1", b"not json at all".to_vec()),
+            ("log", "junk-2", bogus.to_string().into_bytes()),
+            ("heartbeat", "junk-3", vec![0xff, 0xfe, 0]),
+        ] {
+            runwarden_bus::jetstream::publish_event(
+                &own,
+                "local",
+                "clinic-a-01",
+                kind,
+                id,
+                payload,
+            )
+            .await
+            .expect("its own subject");
+        }
     });
 
     // The operator's view: both hosts, their labels, heard from.
