@@ -428,7 +428,7 @@ fn host_paths(bearer: &Value) -> serde_json::Map<String, Value> {
     let error = json!({"description": "An error", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}});
     let labels = json!({"type": "object", "additionalProperties": {"type": "string"}});
     let host = json!({"type": "object",
-    "required": ["id", "tenant", "labels", "key_id", "enrolled_at", "last_seen", "online", "drained", "inventory"],
+    "required": ["id", "tenant", "labels", "key_id", "enrolled_at", "last_seen", "online", "drained", "version", "log_records", "mirrored_records", "inventory"],
     "properties": {
         "id": {"type": "string"}, "tenant": {"type": "string"}, "labels": labels.clone(),
         "key_id": {"type": "string", "description": "the host key's id (hex); empty for runwarden up's own host"},

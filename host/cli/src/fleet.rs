@@ -326,7 +326,15 @@ pub(crate) async fn serve_events(client: jetstream::Client, controller: Arc<Cont
                 if let Err(e) = ensure_consumer(&client, &ready, &to).await {
                     errln!("warning: the job consumer of host {}: {e}", to.host);
                 }
-                if let Err(e) = controller.heard_from(&ev.host).await {
+                let beat: serde_json::Value =
+                    serde_json::from_slice(&ev.payload).unwrap_or_default();
+                let version = beat["version"]
+                    .as_str()
+                    .filter(|v| v.len() <= 64 && v.chars().all(|c| c.is_ascii_graphic()));
+                if let Err(e) = controller
+                    .heard_from(&ev.host, version, beat["log_size"].as_u64())
+                    .await
+                {
                     errln!("warning: noting {}'s heartbeat: {e}", ev.host);
                 }
                 ev.ack().await;
@@ -645,7 +653,10 @@ async fn forward(
             Err(e) => errln!("warning: reading this host's log to forward it: {e}"),
         }
         if last_beat.elapsed() >= HEARTBEAT_EVERY {
-            let beat = serde_json::json!({"version": env!("CARGO_PKG_VERSION"), "forwarded": from});
+            let size = executor.log().size().await.ok();
+            let beat = serde_json::json!({
+                "version": env!("CARGO_PKG_VERSION"), "forwarded": from, "log_size": size,
+            });
             let id = format!("hb-{tenant}-{host}-{}", runwarden_agent::now_ms());
             if jetstream::publish_event(
                 &client,
@@ -735,7 +746,15 @@ pub fn hosts(cmd: HostsCommand, server: &ServerArgs, data_dir: &Path) -> anyhow:
                 if json {
                     outln!("{}", serde_json::to_string_pretty(&v["hosts"])?);
                 } else {
-                    outln!("{:<24} {:<16} {:<26} {:<8} labels", "HOST", "TENANT", "LAST SEEN", "STATE");
+                    outln!(
+                        "{:<24} {:<16} {:<26} {:<8} {:<8} {:<11} labels",
+                        "HOST",
+                        "TENANT",
+                        "LAST SEEN",
+                        "STATE",
+                        "VERSION",
+                        "LOG (HELD)"
+                    );
                     for h in v["hosts"].as_array().into_iter().flatten() {
                         let labels: Vec<String> = h["labels"]
                             .as_object()
@@ -743,8 +762,13 @@ pub fn hosts(cmd: HostsCommand, server: &ServerArgs, data_dir: &Path) -> anyhow:
                             .flatten()
                             .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or("")))
                             .collect();
+                        let log = match (h["log_records"].as_u64(), h["mirrored_records"].as_u64()) {
+                            (Some(n), Some(m)) => format!("{n} ({m})"),
+                            (None, Some(m)) => format!("? ({m})"),
+                            _ => "-".to_string(),
+                        };
                         outln!(
-                            "{:<24} {:<16} {:<26} {:<8} {}",
+                            "{:<24} {:<16} {:<26} {:<8} {:<8} {:<11} {}",
                             crate::term::clean(h["id"].as_str().unwrap_or("?")),
                             crate::term::clean(h["tenant"].as_str().unwrap_or("?")),
                             crate::term::clean(h["last_seen"].as_str().unwrap_or("never")),
@@ -755,6 +779,8 @@ pub fn hosts(cmd: HostsCommand, server: &ServerArgs, data_dir: &Path) -> anyhow:
                             } else {
                                 "offline"
                             },
+                            crate::term::clean(h["version"].as_str().unwrap_or("-")),
+                            log,
                             crate::term::clean(&labels.join(","))
                         );
                     }

@@ -88,6 +88,12 @@ pub struct HostView {
     pub online: bool,
     /// No new jobs go to it.
     pub drained: bool,
+    /// The agent's version, as its last heartbeat said.
+    pub version: Option<String>,
+    /// Records its log held at its last heartbeat (enrolled hosts).
+    pub log_records: Option<u64>,
+    /// Records of its log the control plane holds (mirrored; enrolled hosts).
+    pub mirrored_records: Option<u64>,
     /// What it is and has.
     pub inventory: crate::Inventory,
 }
@@ -273,6 +279,8 @@ impl Controller {
             enrolled_at_ms: now_ms(),
             last_seen_ms: None,
             drained: false,
+            agent_version: None,
+            log_size: None,
         };
         if !self.store.put_host(&row).await? {
             return Err(taken());
@@ -325,12 +333,24 @@ impl Controller {
             .map(|r| (r.id.clone(), r))
             .collect();
         let time = |ms: i64| ev::rfc3339_ms(ms.max(0) as u64);
+        let mut mirrored = BTreeMap::new();
+        for r in rows.values() {
+            let held = self
+                .evidence
+                .mirror_head(&format!("runwarden/{}", r.key_name))
+                .await?
+                .map_or(0, |h| h.size);
+            mirrored.insert(r.id.clone(), held);
+        }
         Ok(self
             .hosts_of(tenant)
             .iter()
             .map(|h| {
                 let row = rows.get(h.id());
                 HostView {
+                    version: row.and_then(|r| r.agent_version.clone()),
+                    log_records: row.and_then(|r| r.log_size).map(|n| n.max(0) as u64),
+                    mirrored_records: mirrored.get(h.id()).copied(),
                     id: h.id().to_string(),
                     tenant: h.tenant.clone(),
                     labels: h.labels.clone(),
@@ -450,8 +470,23 @@ impl Controller {
         let _ = self.minter.set(mint);
     }
 
-    /// Note that `host`'s agent was heard from now.
-    pub async fn heard_from(&self, host: &str) -> Result<()> {
-        Ok(self.store.touch_host(host, now_ms()).await?)
+    /// Note that `host`'s agent was heard from now, running `version` with `log_size`
+    /// records in its log.
+    pub async fn heard_from(
+        &self,
+        host: &str,
+        version: Option<&str>,
+        log_size: Option<u64>,
+    ) -> Result<()> {
+        let version = version.map(|v| crate::planner::catalog::cut(v, 64));
+        Ok(self
+            .store
+            .touch_host(
+                host,
+                now_ms(),
+                version.as_deref(),
+                log_size.map(|n| n.min(i64::MAX as u64) as i64),
+            )
+            .await?)
     }
 }

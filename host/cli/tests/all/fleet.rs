@@ -387,6 +387,23 @@ fn a_fleet_heals_on_the_host_named_and_mirrors_each_hosts_log_under_its_key() {
         .map(|h| h["labels"]["site"].as_str().unwrap())
         .collect();
     assert_eq!(sites, ["front", "back"]);
+    // The agents' version, and each host's log as it reports it and as the server holds
+    // it: caught up once forwarded.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let out = runwarden(&server_data, &["--server", &url, "hosts", "list", "--json"]);
+        let hosts: Value = serde_json::from_slice(&out.stdout).unwrap();
+        let second = &hosts[1];
+        assert_eq!(second["id"], "clinic-a-02");
+        if second["version"] == env!("CARGO_PKG_VERSION")
+            && second["log_records"] == 1
+            && second["mirrored_records"] == 1
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "not caught up in 60 s: {hosts}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
 
     // The run's record is in the host's own log, signed by its key, and mirrored at the
     // server; the server's own log is the control plane's.

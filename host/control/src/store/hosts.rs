@@ -26,6 +26,10 @@ pub struct HostRow {
     pub last_seen_ms: Option<i64>,
     /// No new jobs go to it.
     pub drained: bool,
+    /// The agent's version, as its last heartbeat said.
+    pub agent_version: Option<String>,
+    /// Records its log held, as its last heartbeat said.
+    pub log_size: Option<i64>,
 }
 
 /// An enrollment token as stored (never its secret).
@@ -43,12 +47,13 @@ pub struct EnrollmentTokenRow {
     pub expires_at_ms: i64,
 }
 
-const HOST_COLUMNS: &str = "id, tenant, labels, inventory, policy, key_name, public_key, enrolled_at_ms, last_seen_ms, drained";
+const HOST_COLUMNS: &str = "id, tenant, labels, inventory, policy, key_name, public_key, enrolled_at_ms, last_seen_ms, drained, agent_version, log_size";
 
 fn host_row<R: Row>(r: &R) -> std::result::Result<HostRow, sqlx::Error>
 where
     for<'a> i64: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
     for<'a> Option<i64>: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
+    for<'a> Option<String>: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
     for<'a> Vec<u8>: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
     for<'a> String: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
     usize: sqlx::ColumnIndex<R>,
@@ -64,6 +69,8 @@ where
         enrolled_at_ms: r.try_get(7)?,
         last_seen_ms: r.try_get(8)?,
         drained: r.try_get::<i64, _>(9)? != 0,
+        agent_version: r.try_get(10)?,
+        log_size: r.try_get(11)?,
     })
 }
 
@@ -177,11 +184,19 @@ impl ControlStore {
         })
     }
 
-    /// Note that `id`'s agent was heard from at `at_ms`.
-    pub async fn touch_host(&self, id: &str, at_ms: i64) -> Result<()> {
+    /// Note that `id`'s agent was heard from at `at_ms`, running `version`, its log holding
+    /// `log_size` records (each kept when not given).
+    pub async fn touch_host(
+        &self,
+        id: &str,
+        at_ms: i64,
+        version: Option<&str>,
+        log_size: Option<i64>,
+    ) -> Result<()> {
         on_db!(&self.write, p, pg => {
-            sqlx::query(sql(pg, "UPDATE hosts SET last_seen_ms = ? WHERE id = ? AND (last_seen_ms IS NULL OR last_seen_ms < ?)"))
-                .bind(at_ms).bind(id).bind(at_ms)
+            sqlx::query(sql(pg, "UPDATE hosts SET last_seen_ms = ?, agent_version = COALESCE(?, agent_version), \
+                log_size = COALESCE(?, log_size) WHERE id = ? AND (last_seen_ms IS NULL OR last_seen_ms < ?)"))
+                .bind(at_ms).bind(version).bind(log_size).bind(id).bind(at_ms)
                 .execute(p).await.map_err(db_err("noting a host's heartbeat"))?;
         });
         Ok(())
