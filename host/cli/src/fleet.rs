@@ -19,9 +19,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// How long the server waits for an agent's report of one job, per attempt.
-const ANSWER_TIMEOUT: Duration = Duration::from_secs(45);
-/// Attempts per job (the same job id: stored once, run once).
-const DISPATCH_ATTEMPTS: u32 = 2;
+const ANSWER_TIMEOUT: Duration = Duration::from_secs(60);
+/// Attempts per job (the same job id: run once, the agent answers a repeat from its
+/// log). Six minutes in all: past the job's expiry (5 min) and the clock skew an agent
+/// allows (1 min), so a job given up on can no longer run.
+const DISPATCH_ATTEMPTS: u32 = 6;
 /// How often an agent forwards its log when it has new records, and says it is alive.
 const FORWARD_EVERY: Duration = Duration::from_secs(1);
 const HEARTBEAT_EVERY: Duration = Duration::from_secs(10);

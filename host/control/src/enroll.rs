@@ -24,6 +24,9 @@ pub const ENROLL_TTL_SECS: std::ops::RangeInclusive<u64> = 60..=7 * 24 * 3600;
 pub const MAX_LABELS: usize = 32;
 /// A host heard from within this many seconds is online.
 pub const ONLINE_WITHIN_SECS: i64 = 30;
+/// An enrolled host not heard from for this many seconds (after it was once) gets no
+/// jobs: its incidents escalate at once.
+pub const OFFLINE_AFTER_SECS: i64 = 60;
 /// Longest policy an agent may enroll with, in bytes.
 pub const MAX_POLICY_BYTES: usize = 256 * 1024;
 

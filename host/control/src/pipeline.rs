@@ -1343,15 +1343,33 @@ impl Controller {
             tenant: job.tenant.clone(),
             host: job.host.clone(),
         };
-        let report = match self.dispatch.dispatch(&to, &job.job, signed).await {
-            Ok(report) => report,
-            Err(e) => RunReport {
-                job: job.job.clone(),
-                incident: rec.id.clone(),
-                host: job.host.clone(),
-                runs: Vec::new(),
-                refused: Some(format!("the job did not reach the host's agent: {e}")),
-            },
+        let not_run = |why: String| RunReport {
+            job: job.job.clone(),
+            incident: rec.id.clone(),
+            host: job.host.clone(),
+            runs: Vec::new(),
+            refused: Some(why),
+        };
+        // An enrolled host whose agent went silent gets no job: nothing is sent that
+        // could run after a human took the incident over. (A dispatch that gets no answer
+        // waits until the job has expired, so "not run" is then true too.)
+        let silent = match self.store.host(&job.host).await? {
+            Some(h) => h
+                .last_seen_ms
+                .filter(|t| now - t > enroll::OFFLINE_AFTER_SECS * 1000),
+            None => None,
+        };
+        let report = if let Some(seen) = silent {
+            not_run(format!(
+                "host {}'s agent is offline (last heard from {}): no job was sent",
+                job.host,
+                ev::rfc3339_ms(seen.max(0) as u64)
+            ))
+        } else {
+            match self.dispatch.dispatch(&to, &job.job, signed).await {
+                Ok(report) => report,
+                Err(e) => not_run(format!("the job did not reach the host's agent: {e}")),
+            }
         };
         if report.runs.is_empty() {
             let why = report

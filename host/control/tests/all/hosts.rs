@@ -192,3 +192,58 @@ async fn a_gap_in_a_hosts_forwarded_log_is_refused_and_raised_once() {
         Err(ControlError::NotFound(_))
     ));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_enrolled_host_gone_silent_gets_no_job_and_its_incident_escalates_at_once() {
+    let s = setup();
+    let admin = Caller {
+        token_id: "tok_admin".into(),
+        tenant: "clinic-a".into(),
+        scope: Scope::Admin,
+    };
+    let key = runwarden_evidence::SigningKey::generate("clinic-a-04").unwrap();
+    let c = controller(&s, GuardrailConfig::default(), vec![standard_rules()]).await;
+    let t = c
+        .create_enrollment_token(&admin, None, Default::default(), None)
+        .await
+        .unwrap();
+    c.enroll(Enrollment {
+        token: t.token,
+        host_id: "clinic-a-04".into(),
+        policy: "host_id = \"clinic-a-04\"\n[grants]\nservices = [\"nginx.service\"]\n".into(),
+        inventory: Default::default(),
+        key: key.verifying_key().to_text(),
+    })
+    .await
+    .unwrap();
+    // Its agent was last heard from two minutes ago.
+    let store =
+        runwarden_control::store::ControlStore::open(&s.root.join("rw.db").display().to_string())
+            .await
+            .unwrap();
+    let two_minutes_ago = runwarden_agent::now_ms() - 120_000;
+    store
+        .touch_host("clinic-a-04", two_minutes_ago, Some("0.1.0"), Some(3))
+        .await
+        .unwrap();
+    let r = c
+        .submit(
+            "clinic-a",
+            incident(r#"{"host":"clinic-a-04","type":"service-down","severity":"high","service":"nginx.service"}"#),
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.status, "escalated", "{r:?}");
+    assert_eq!(r.tier, "L3");
+    assert!(r.reason.contains("offline"), "{}", r.reason);
+    assert!(r.runs.is_empty());
+    assert!(
+        !r.evidence.is_empty(),
+        "the decision not to run is recorded"
+    );
+    let view = c.host_views("clinic-a").await.unwrap();
+    let h = view.iter().find(|h| h.id == "clinic-a-04").unwrap();
+    assert!(!h.online);
+    assert_eq!(h.version.as_deref(), Some("0.1.0"));
+    assert_eq!(h.log_records, Some(3));
+}
