@@ -156,6 +156,7 @@ impl Controller {
             let host = HostConfig::from_row(&row).map_err(ControlError::Setup)?;
             self.hosts.insert(host).map_err(ControlError::Setup)?;
             self.hosts.set_drained(&row.id, row.drained);
+            self.hosts.set_enrolled(&row.id);
         }
         Ok(())
     }
@@ -296,6 +297,7 @@ impl Controller {
                 inventory: e.inventory,
             })
             .map_err(ControlError::Conflict)?;
+        self.hosts.set_enrolled(&e.host_id);
         let nats_creds = match self.minter.get() {
             Some(mint) => Some(mint(&token.tenant, &e.host_id).map_err(|why| {
                 ControlError::Setup(format!(

@@ -1353,11 +1353,15 @@ impl Controller {
         // An enrolled host whose agent went silent gets no job: nothing is sent that
         // could run after a human took the incident over. (A dispatch that gets no answer
         // waits until the job has expired, so "not run" is then true too.)
-        let silent = match self.store.host(&job.host).await? {
-            Some(h) => h
-                .last_seen_ms
-                .filter(|t| now - t > enroll::OFFLINE_AFTER_SECS * 1000),
-            None => None,
+        // Only enrolled hosts have heartbeats: `up`'s own host costs no read here.
+        let silent = if self.hosts.is_enrolled(&job.host) {
+            self.store
+                .host(&job.host)
+                .await?
+                .and_then(|h| h.last_seen_ms)
+                .filter(|t| now - t > enroll::OFFLINE_AFTER_SECS * 1000)
+        } else {
+            None
         };
         let report = if let Some(seen) = silent {
             not_run(format!(

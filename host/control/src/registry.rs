@@ -39,6 +39,8 @@ pub(crate) struct Registry {
     hosts: RwLock<BTreeMap<String, Arc<HostConfig>>>,
     /// Hosts no new jobs go to.
     drained: RwLock<std::collections::BTreeSet<String>>,
+    /// Hosts whose agents enrolled (their heartbeats are in the store).
+    enrolled: RwLock<std::collections::BTreeSet<String>>,
 }
 
 impl Registry {
@@ -117,6 +119,22 @@ impl Registry {
     /// Whether `id` is drained.
     pub(crate) fn is_drained(&self, id: &str) -> bool {
         self.drained
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(id)
+    }
+
+    /// Note that `id`'s agent enrolled.
+    pub(crate) fn set_enrolled(&self, id: &str) {
+        self.enrolled
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id.to_string());
+    }
+
+    /// Whether `id`'s agent enrolled (`runwarden up`'s own host did not).
+    pub(crate) fn is_enrolled(&self, id: &str) -> bool {
+        self.enrolled
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .contains(id)

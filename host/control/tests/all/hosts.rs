@@ -4,6 +4,38 @@
 use crate::pipeline::{controller, incident, setup, standard_rules};
 use runwarden_control::{Caller, ControlError, Enrollment, GuardrailConfig, Scope};
 
+/// An admin of clinic-a.
+fn admin() -> Caller {
+    Caller {
+        token_id: "tok_admin".into(),
+        tenant: "clinic-a".into(),
+        scope: Scope::Admin,
+    }
+}
+
+/// Enroll `host` of clinic-a with `policy` and a new key named after it; returns the key.
+async fn enroll(
+    c: &runwarden_control::Controller,
+    host: &str,
+    policy: &str,
+) -> runwarden_evidence::SigningKey {
+    let key = runwarden_evidence::SigningKey::generate(host).unwrap();
+    let t = c
+        .create_enrollment_token(&admin(), None, Default::default(), None)
+        .await
+        .unwrap();
+    c.enroll(Enrollment {
+        token: t.token,
+        host_id: host.into(),
+        policy: policy.into(),
+        inventory: Default::default(),
+        key: key.verifying_key().to_text(),
+    })
+    .await
+    .unwrap();
+    key
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn enrolled_hosts_survive_a_restart_and_stay_their_tenants() {
     let s = setup();
@@ -126,26 +158,8 @@ fn segment(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_gap_in_a_hosts_forwarded_log_is_refused_and_raised_once() {
     let s = setup();
-    let admin = Caller {
-        token_id: "tok_admin".into(),
-        tenant: "clinic-a".into(),
-        scope: Scope::Admin,
-    };
-    let key = runwarden_evidence::SigningKey::generate("clinic-a-03").unwrap();
     let c = controller(&s, GuardrailConfig::default(), vec![standard_rules()]).await;
-    let t = c
-        .create_enrollment_token(&admin, None, Default::default(), None)
-        .await
-        .unwrap();
-    c.enroll(Enrollment {
-        token: t.token,
-        host_id: "clinic-a-03".into(),
-        policy: "host_id = \"clinic-a-03\"\n".into(),
-        inventory: Default::default(),
-        key: key.verifying_key().to_text(),
-    })
-    .await
-    .unwrap();
+    let key = enroll(&c, "clinic-a-03", "host_id = \"clinic-a-03\"\n").await;
     let all: Vec<String> = (0..8).map(|i| record(&key, i)).collect();
     assert_eq!(
         c.ingest_log("clinic-a-03", &segment(&key, &all, 0, 3))
@@ -196,26 +210,13 @@ async fn a_gap_in_a_hosts_forwarded_log_is_refused_and_raised_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_enrolled_host_gone_silent_gets_no_job_and_its_incident_escalates_at_once() {
     let s = setup();
-    let admin = Caller {
-        token_id: "tok_admin".into(),
-        tenant: "clinic-a".into(),
-        scope: Scope::Admin,
-    };
-    let key = runwarden_evidence::SigningKey::generate("clinic-a-04").unwrap();
     let c = controller(&s, GuardrailConfig::default(), vec![standard_rules()]).await;
-    let t = c
-        .create_enrollment_token(&admin, None, Default::default(), None)
-        .await
-        .unwrap();
-    c.enroll(Enrollment {
-        token: t.token,
-        host_id: "clinic-a-04".into(),
-        policy: "host_id = \"clinic-a-04\"\n[grants]\nservices = [\"nginx.service\"]\n".into(),
-        inventory: Default::default(),
-        key: key.verifying_key().to_text(),
-    })
-    .await
-    .unwrap();
+    enroll(
+        &c,
+        "clinic-a-04",
+        "host_id = \"clinic-a-04\"\n[grants]\nservices = [\"nginx.service\"]\n",
+    )
+    .await;
     // Its agent was last heard from two minutes ago.
     let store =
         runwarden_control::store::ControlStore::open(&s.root.join("rw.db").display().to_string())
