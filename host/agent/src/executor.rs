@@ -602,13 +602,14 @@ pub fn now_ms() -> i64 {
 /// The agent of `runwarden up`, in the control plane's process: `runbooks` (component
 /// bytes) loaded on `runtime`, runs a crash cut off recorded (see
 /// [`Executor::recover`]), then serving `link` in a task of its own until the link's
-/// control-plane end is dropped.
+/// control-plane end is dropped. The executor is returned so that the same one can serve
+/// another link too (`runwarden agent run`: its own control plane's and the fleet's).
 pub async fn spawn_local(
     runtime: Arc<Runtime>,
     mut config: AgentConfig,
     runbooks: &[Vec<u8>],
     link: impl runwarden_bus::Jobs,
-) -> Result<tokio::task::JoinHandle<()>, AgentError> {
+) -> Result<Arc<Executor>, AgentError> {
     for bytes in runbooks {
         config.runbooks.push(runtime.load(bytes)?);
     }
@@ -620,5 +621,6 @@ pub async fn spawn_local(
             executor.host()
         );
     }
-    Ok(tokio::spawn(serve(executor, link)))
+    tokio::spawn(serve(executor.clone(), link));
+    Ok(executor)
 }

@@ -37,20 +37,23 @@ impl Executor {
     /// The records of this host's log from `from` on — as many as fit one message, at most
     /// [`ev::MAX_SEGMENT_RECORDS`] — with the signed checkpoint at their end; `None` when
     /// the log holds nothing from `from` on.
+    ///
+    /// When record `from` is missing (deleted from this host's buffer before it was
+    /// forwarded), the records after the hole go without a checkpoint: the tree can no
+    /// longer be signed, and the control plane raises the gap.
     pub async fn segment(&self, from: u64) -> Result<Option<LogSegment>, AgentError> {
-        let size = self.log().size().await?;
-        if from >= size {
+        let records = self
+            .log()
+            .range(from, from.saturating_add(ev::MAX_SEGMENT_RECORDS as u64))
+            .await?;
+        let Some(first) = records.first().map(|r| r.index) else {
             return Ok(None);
-        }
-        let to = size.min(from + ev::MAX_SEGMENT_RECORDS as u64);
+        };
         let mut envelopes = Vec::new();
         let mut bytes = 0;
-        for r in self.log().range(from, to).await? {
-            if r.index != from + envelopes.len() as u64 {
-                return Err(AgentError::Evidence(ev::Error::Store(format!(
-                    "this host's log has no record {} (it has a gap)",
-                    from + envelopes.len() as u64
-                ))));
+        for r in records {
+            if r.index != first + envelopes.len() as u64 {
+                break;
             }
             // One record always goes, whatever its size (records are bounded far below).
             if !envelopes.is_empty() && bytes + r.envelope.len() > MAX_SEGMENT_BYTES {
@@ -64,14 +67,16 @@ impl Executor {
                 )))
             })?);
         }
-        if envelopes.is_empty() {
-            return Ok(None);
-        }
-        let end = from + envelopes.len() as u64;
+        let end = first + envelopes.len() as u64;
+        let checkpoint = if first == from {
+            self.checkpoint_at(end).await?
+        } else {
+            String::new()
+        };
         Ok(Some(LogSegment {
             origin: self.origin().to_string(),
-            first: from,
-            checkpoint: self.checkpoint_at(end).await?,
+            first,
+            checkpoint,
             envelopes,
         }))
     }

@@ -682,6 +682,10 @@ fn outcome(rec: &IncidentRecord) -> Value {
             rec.escalation.as_deref().unwrap_or("")
         ),
         St::Suppressed => format!("{runbook} did not run: {}", rec.reason),
+        St::HandedUp => format!(
+            "Not finished on this host: {}. The control plane decides it; do not retry.",
+            rec.reason
+        ),
         St::Processing => format!("{runbook}: {}: {}", rec.status, rec.reason),
     };
     let text = format!(

@@ -1008,9 +1008,9 @@ impl Drop for JetStreamReply {
 /// segments and heartbeats.
 pub const EVENTS_CONSUMER: &str = "control-events";
 
-/// The event kinds [`Events`] takes: `log` (a [`runwarden_proto::bus::LogSegment`]) and
-/// `heartbeat`.
-pub const EVENT_KINDS: [&str; 2] = ["log", "heartbeat"];
+/// The event kinds [`Events`] takes: `log` (a [`runwarden_proto::bus::LogSegment`]),
+/// `heartbeat` and `handup` (a [`runwarden_proto::bus::HandUp`]).
+pub const EVENT_KINDS: [&str; 3] = ["log", "heartbeat", "handup"];
 
 /// Publish `payload` as event `kind` of `host` of `tenant` on `RW_EVT`, stored once per
 /// `msg_id` within the duplicate window; `Ok` once the server confirmed it stored.
@@ -1097,7 +1097,9 @@ impl Events {
         let consumer = stream
             .create_consumer(consumer::pull::Config {
                 durable_name: Some(EVENTS_CONSUMER.to_string()),
-                description: Some("runwarden control plane: agents' logs and heartbeats".into()),
+                description: Some(
+                    "runwarden control plane: agents' logs, heartbeats and hand-ups".into(),
+                ),
                 filter_subjects: EVENT_KINDS
                     .iter()
                     .map(|k| format!("rw.v1.evt.*.*.{k}"))

@@ -11,7 +11,7 @@ use clap::{Args, Subcommand};
 use runwarden_bus::{Address, BusError, Dispatch};
 use runwarden_bus::{jetstream, nats_auth};
 use runwarden_control::Controller;
-use runwarden_proto::bus::{LogSegment, RunReport};
+use runwarden_proto::bus::{HandUp, LogSegment, RunReport};
 use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -31,6 +31,8 @@ const HEARTBEAT_EVERY: Duration = Duration::from_secs(10);
 const AGENT_FILE: &str = "agent.json";
 /// The host's own NATS credentials, when the control plane minted them (0600).
 const NATS_CREDS: &str = "nats.creds";
+/// The event kind of an incident an agent hands up.
+const HANDUP: &str = "handup";
 
 /// How `runwarden server` reaches its agents.
 pub struct Fleet {
@@ -142,7 +144,7 @@ pub fn server(
         cmd.control,
         data_dir,
         log,
-        Some(Fleet {
+        crate::serve::Role::Server(Fleet {
             nats: cmd
                 .nats
                 .context("pass --nats nats://HOST:PORT (a NATS server with JetStream)")?,
@@ -320,6 +322,39 @@ pub(crate) async fn serve_events(client: jetstream::Client, controller: Arc<Cont
                     ev.ack().await;
                 }
             },
+            HANDUP => match serde_json::from_slice::<HandUp>(&ev.payload) {
+                Ok(up) => match controller.take_hand_up(&ev.host, up).await {
+                    Ok(rec) => {
+                        errln!(
+                            "host {} handed up incident {}: {} at {}",
+                            crate::term::clean(&ev.host),
+                            crate::term::clean(&rec.id),
+                            rec.status,
+                            rec.tier
+                        );
+                        ev.ack().await
+                    }
+                    Err(e @ runwarden_control::ControlError::Store(_)) => {
+                        errln!("warning: taking {}'s hand-up: {e}; retrying", ev.host);
+                        ev.retry(Duration::from_secs(2)).await;
+                    }
+                    Err(e) => {
+                        errln!(
+                            "refused a hand-up from host {}: {}",
+                            crate::term::clean(&ev.host),
+                            crate::term::clean(&e.to_string())
+                        );
+                        ev.ack().await;
+                    }
+                },
+                Err(e) => {
+                    errln!(
+                        "a malformed hand-up from host {}: {e}",
+                        crate::term::clean(&ev.host)
+                    );
+                    ev.ack().await;
+                }
+            },
             _ => {
                 let to = Address {
                     tenant: ev.tenant.clone(),
@@ -361,18 +396,40 @@ pub enum AgentCommand {
         policy: PathBuf,
     },
     /// Run this host's agent: jobs from NATS, records into this host's log, the log
-    /// forwarded to the control plane.
+    /// forwarded to the control plane; and a local intake (loopback HTTP, the `/v1` API)
+    /// whose incidents this host heals at L1 by itself, link or no link, handing the rest
+    /// up to the control plane.
     Run {
-        /// NATS server with JetStream (2.11 or later).
+        /// NATS server with JetStream (2.11 or later). The agent starts without it and
+        /// connects when it can.
         #[arg(long, env = "RUNWARDEN_NATS")]
         nats: String,
-        /// NATS credentials file of this host's user.
+        /// NATS credentials file of this host's user (default: DATA_DIR/nats.creds).
         #[arg(long, env = "RUNWARDEN_NATS_CREDS")]
         nats_creds: Option<PathBuf>,
-        /// Also deploy the runbook components in this directory.
-        #[arg(long, env = "RUNWARDEN_RUNBOOKS_DIR")]
-        runbooks_dir: Option<PathBuf>,
+        /// The local intake and the rules, guardrails and runbooks of this host's own
+        /// control plane (`--listen`, default 127.0.0.1:8641; `--rules`; `--config`).
+        #[command(flatten)]
+        control: crate::serve::UpArgs,
     },
+}
+
+/// What `runwarden agent run` is: the enrolled host, and how it reaches the fleet.
+pub(crate) struct AgentRole {
+    /// The tenant the host enrolled into.
+    pub tenant: String,
+    /// The host.
+    pub host_id: String,
+    /// Its labels, from enrollment.
+    pub labels: BTreeMap<String, String>,
+    /// The fleet control plane's key: its jobs verify under it.
+    pub control_key: runwarden_evidence::VerifyingKey,
+    /// The policy it enrolled with (canonical path).
+    pub policy: PathBuf,
+    /// `nats://…`.
+    pub nats: String,
+    /// The host's NATS credentials, if any.
+    pub creds: Option<PathBuf>,
 }
 
 /// What an enrolled agent keeps in its data directory.
@@ -390,6 +447,7 @@ pub fn agent(
     cmd: AgentCommand,
     server: &ServerArgs,
     data_dir: PathBuf,
+    log: &crate::evidence::LogArgs,
 ) -> anyhow::Result<ExitCode> {
     match cmd {
         AgentCommand::Enroll {
@@ -400,13 +458,16 @@ pub fn agent(
         AgentCommand::Run {
             nats,
             nats_creds,
-            runbooks_dir,
-        } => run_agent(
-            &data_dir,
-            &nats,
-            nats_creds.as_deref(),
-            runbooks_dir.as_deref(),
-        ),
+            control,
+        } => {
+            let role = agent_role(&data_dir, nats, nats_creds)?;
+            crate::serve::run_control(
+                control,
+                data_dir,
+                log,
+                crate::serve::Role::Agent(Box::new(role)),
+            )
+        }
     }
 }
 
@@ -508,12 +569,8 @@ fn enroll(
     Ok(ExitCode::SUCCESS)
 }
 
-fn run_agent(
-    data_dir: &Path,
-    nats: &str,
-    creds: Option<&Path>,
-    runbooks_dir: Option<&Path>,
-) -> anyhow::Result<ExitCode> {
+/// The enrolled agent of `data_dir` (`agent.json`).
+fn agent_role(data_dir: &Path, nats: String, creds: Option<PathBuf>) -> anyhow::Result<AgentRole> {
     let file = data_dir.join(AGENT_FILE);
     let agent: AgentFile = serde_json::from_slice(
         &std::fs::read(&file).with_context(|| {
@@ -524,100 +581,106 @@ fn run_agent(
         })?,
     )
     .with_context(|| format!("{}", file.display()))?;
-    let policy = Arc::new(runwarden_runtime::Policy::load(&agent.policy)?);
-    if policy.host_id != agent.host_id {
-        bail!(
-            "{} is now the policy of host {:?}; this agent enrolled as {:?}",
-            agent.policy.display(),
-            policy.host_id,
-            agent.host_id
-        );
-    }
     let control_key = runwarden_evidence::VerifyingKey::from_text(&agent.control_key)
         .context("the control plane's key in agent.json")?;
-    let rt = Arc::new(crate::runbook::runtime(data_dir.to_path_buf())?);
-    let mut runbooks = Vec::new();
-    for (_, b) in runwarden_guests::standard_runbooks() {
-        runbooks.push(rt.load(b)?);
-    }
-    if let Some(dir) = runbooks_dir {
-        for p in crate::rules::wasm_files(dir)? {
-            runbooks.push(
-                rt.load(&std::fs::read(&p).with_context(|| format!("read {}", p.display()))?)?,
-            );
-        }
-    }
-    let (key, _) = runwarden_control::evidence::host_key(data_dir, None, &agent.host_id)?;
-    let io = tokio::runtime::Builder::new_multi_thread()
-        .max_blocking_threads(32)
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")?;
-    io.block_on(async move {
-        let log =
-            runwarden_evidence::Store::open(&data_dir.join("evidence.db").display().to_string())
-                .await?;
-        let executor = Arc::new(
-            runwarden_agent::Executor::open(
-                rt,
-                runwarden_agent::AgentConfig {
-                    tenant: agent.tenant.clone(),
-                    policy,
-                    runbooks,
-                    key,
-                    control_keys: vec![control_key],
-                    log,
-                    journal: data_dir.join("agent-journal.db"),
-                },
-            )
-            .await?,
-        );
-        let interrupted = executor.recover().await?;
-        if interrupted > 0 {
-            errln!("{interrupted} run(s) cut off by a stop are recorded `interrupted`");
-        }
-        let own = data_dir.join(NATS_CREDS);
-        let creds = creds
-            .map(Path::to_path_buf)
-            .or_else(|| own.exists().then_some(own));
-        let client = jetstream::connect_with(
-            nats,
-            creds.as_deref(),
-            &format!("runwarden-agent-{}", agent.host_id),
-            Some(&nats_auth::agent_inbox_prefix(&agent.host_id)?),
-        )
-        .await
-        .with_context(|| format!("cannot use NATS at {nats}"))?;
-        let jobs = jetstream::JetStreamJobs::new(&client, &agent.tenant, &agent.host_id)?;
-        let stopper = jobs.stopper();
-        let serving = tokio::spawn(runwarden_agent::serve(executor.clone(), jobs));
-        let forwarding = tokio::spawn(forward(
-            client.clone(),
-            executor.clone(),
-            data_dir.join("forwarded"),
-        ));
-        outln!(
-            "runwarden agent of host {} (tenant {}) is up: jobs from NATS at {nats}",
-            crate::term::clean(&agent.host_id),
-            crate::term::clean(&agent.tenant)
-        );
-        crate::serve::shutdown_signal().await;
-        stopper.stop();
-        // Runs in progress finish and are recorded before the agent stops.
-        let _ = serving.await;
-        forwarding.abort();
-        outln!("runwarden agent stopped");
-        Ok::<_, anyhow::Error>(())
-    })?;
-    Ok(ExitCode::SUCCESS)
+    let own = data_dir.join(NATS_CREDS);
+    Ok(AgentRole {
+        tenant: agent.tenant,
+        host_id: agent.host_id,
+        labels: agent.labels,
+        control_key,
+        policy: agent.policy,
+        nats,
+        creds: creds.or_else(|| own.exists().then_some(own)),
+    })
 }
 
-/// Forward this host's log to the control plane for as long as the agent runs, and say
-/// it is alive. How far it was forwarded is kept in `mark`, written after the server
-/// confirmed each segment stored (a segment sent again is taken once).
+/// An agent's side of the bus: connected in the background (the agent heals at L1
+/// without it), then serving the fleet's jobs and forwarding the host's log, heartbeats
+/// and hand-ups.
+pub(crate) struct AgentBus {
+    stop: tokio::sync::watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl AgentBus {
+    /// Start connecting to the fleet for `role`'s host, with this host's `executor` and
+    /// its own `controller` (whose hand-ups go up).
+    pub(crate) fn start(
+        role: &AgentRole,
+        executor: Arc<runwarden_agent::Executor>,
+        controller: Arc<Controller>,
+        data_dir: &Path,
+    ) -> AgentBus {
+        let (stop, mut stopped) = tokio::sync::watch::channel(false);
+        let (nats, creds, host) = (role.nats.clone(), role.creds.clone(), role.host_id.clone());
+        let mark = data_dir.join("forwarded");
+        let task = tokio::spawn(async move {
+            let mut wait = Duration::from_millis(500);
+            let client = loop {
+                let inbox = match nats_auth::agent_inbox_prefix(&host) {
+                    Ok(p) => p,
+                    Err(e) => {
+                        errln!("error: this host's NATS inbox: {e}");
+                        return;
+                    }
+                };
+                let name = format!("runwarden-agent-{host}");
+                let connecting =
+                    jetstream::connect_with(&nats, creds.as_deref(), &name, Some(&inbox));
+                tokio::select! {
+                    r = connecting => match r {
+                        Ok(c) => break c,
+                        Err(e @ BusError::Refused(_)) => {
+                            errln!("error: NATS at {nats}: {e}; this host heals at L1 only");
+                            return;
+                        }
+                        Err(e) => errln!("warning: {e}; healing at L1 meanwhile, retrying in {}s", wait.as_secs_f32()),
+                    },
+                    _ = stopped.changed() => return,
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(wait) => {}
+                    _ = stopped.changed() => return,
+                }
+                wait = (wait * 2).min(Duration::from_secs(15));
+            };
+            let jobs =
+                match jetstream::JetStreamJobs::new(&client, executor.tenant(), executor.host()) {
+                    Ok(j) => j,
+                    Err(e) => {
+                        errln!("error: this host's jobs on NATS: {e}");
+                        return;
+                    }
+                };
+            let stopper = jobs.stopper();
+            let serving = tokio::spawn(runwarden_agent::serve(executor.clone(), jobs));
+            let forwarding = tokio::spawn(forward(client, executor, controller, mark));
+            outln!("connected to NATS at {nats}: jobs from the control plane");
+            let _ = stopped.changed().await;
+            stopper.stop();
+            // Runs in progress finish and are recorded before the agent stops.
+            let _ = serving.await;
+            forwarding.abort();
+        });
+        AgentBus { stop, task }
+    }
+
+    /// Stop taking jobs; wait for those in progress.
+    pub(crate) async fn stop(self) {
+        let _ = self.stop.send(true);
+        let _ = self.task.await;
+    }
+}
+
+/// Forward this host's log to the control plane for as long as the agent runs, hand up
+/// what its own control plane could not finish, and say it is alive. How far the log was
+/// forwarded is kept in `mark`, written after the server confirmed each segment stored (a
+/// segment sent again is taken once); a hand-up is marked sent once NATS stored it.
 async fn forward(
     client: jetstream::Client,
     executor: Arc<runwarden_agent::Executor>,
+    controller: Arc<Controller>,
     mark: PathBuf,
 ) {
     let mut from: u64 = std::fs::read_to_string(&mark)
@@ -639,6 +702,14 @@ async fn forward(
                     Err(e) => Err(BusError::Refused(e.to_string())),
                 };
                 match sent {
+                    Ok(()) if segment.checkpoint.is_empty() => {
+                        // Records after a hole in this host's log: the control plane
+                        // raises the gap; nothing past it can be signed, so this waits.
+                        errln!(
+                            "error: this host's log misses record {from}: it was deleted; the control plane is told"
+                        );
+                        tokio::time::sleep(HEARTBEAT_EVERY).await;
+                    }
                     Ok(()) => {
                         from = end;
                         if let Err(e) =
@@ -654,6 +725,7 @@ async fn forward(
             Ok(None) => {}
             Err(e) => errln!("warning: reading this host's log to forward it: {e}"),
         }
+        hand_up(&client, &controller, &tenant, &host).await;
         if last_beat.elapsed() >= HEARTBEAT_EVERY {
             let size = executor.log().size().await.ok();
             let beat = serde_json::json!({
@@ -675,6 +747,39 @@ async fn forward(
             }
         }
         tokio::time::sleep(FORWARD_EVERY).await;
+    }
+}
+
+/// Send what this host's control plane handed up and has not sent yet.
+async fn hand_up(client: &jetstream::Client, controller: &Controller, tenant: &str, host: &str) {
+    let ups = match controller.hand_ups(32).await {
+        Ok(u) => u,
+        Err(e) => {
+            errln!("warning: reading what to hand up: {e}");
+            return;
+        }
+    };
+    for up in ups {
+        let id = up.record.id.clone();
+        let bytes = match serde_json::to_vec(&up) {
+            Ok(b) => b,
+            Err(e) => {
+                errln!("warning: handing up incident {id}: {e}");
+                continue;
+            }
+        };
+        let msg_id = format!("up-{tenant}-{host}-{id}");
+        match jetstream::publish_event(client, tenant, host, HANDUP, &msg_id, bytes).await {
+            Ok(()) => {
+                if let Err(e) = controller.hand_up_sent(&id).await {
+                    errln!("warning: noting incident {id} handed up: {e}");
+                }
+            }
+            Err(e) => {
+                errln!("warning: handing up incident {id}: {e}; retrying");
+                return;
+            }
+        }
     }
 }
 

@@ -281,10 +281,19 @@ pub(crate) struct Client {
 
 impl Client {
     pub(crate) fn new(args: &ServerArgs, data_dir: &Path) -> anyhow::Result<Client> {
+        // On an enrolled host, its agent's local intake and token are the default.
+        let agent = data_dir.join("agent.json").exists();
         let base = args
             .server
             .clone()
-            .unwrap_or_else(|| format!("http://{}", crate::serve::DEFAULT_LISTEN))
+            .unwrap_or_else(|| {
+                let listen = if agent {
+                    crate::serve::AGENT_LISTEN
+                } else {
+                    crate::serve::DEFAULT_LISTEN
+                };
+                format!("http://{listen}")
+            })
             .trim_end_matches('/')
             .to_string();
         if !(base.starts_with("http://") || base.starts_with("https://")) {
@@ -293,11 +302,15 @@ impl Client {
         let token = match &args.token {
             Some(t) => t.clone(),
             None => {
-                let f = data_dir.join("admin-token");
+                let f = data_dir.join(if agent {
+                    crate::serve::LOCAL_TOKEN
+                } else {
+                    "admin-token"
+                });
                 std::fs::read_to_string(&f)
                     .with_context(|| {
                         format!(
-                            "no API token: pass --token or set RUNWARDEN_TOKEN (or start `runwarden up`, which writes {})",
+                            "no API token: pass --token or set RUNWARDEN_TOKEN (or start `runwarden up` or `runwarden agent run`, which write {})",
                             f.display()
                         )
                     })?

@@ -133,7 +133,7 @@ fn main() -> ExitCode {
             data_dir(cli.data_dir).and_then(|d| fleet::server(cmd, d, &cli.log))
         }
         Command::Agent(cmd) => {
-            data_dir(cli.data_dir).and_then(|d| fleet::agent(cmd, &cli.server, d))
+            data_dir(cli.data_dir).and_then(|d| fleet::agent(cmd, &cli.server, d, &cli.log))
         }
         Command::Hosts(cmd) => {
             data_dir(cli.data_dir).and_then(|d| fleet::hosts(cmd, &cli.server, &d))

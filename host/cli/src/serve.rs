@@ -21,6 +21,21 @@ const EXAMPLE_POLICY: &str = include_str!("../../../examples/policy.toml");
 const STANDARD_RULES: &str = include_str!("../../../rules/standard.yaml");
 /// Where `up` listens by default.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8640";
+/// Where an agent's local intake listens by default (loopback only).
+pub const AGENT_LISTEN: &str = "127.0.0.1:8641";
+/// The operate token of an agent's local intake (created, 0600, on first start).
+pub const LOCAL_TOKEN: &str = "local-token";
+
+/// What a control plane started by [`run_control`] is.
+pub(crate) enum Role {
+    /// `runwarden up`: the control plane and this host's agent, in one process.
+    Up,
+    /// `runwarden server`: the control plane; agents over NATS.
+    Server(crate::fleet::Fleet),
+    /// `runwarden agent run`: this host's agent, with its own control plane for the local
+    /// intake (L1 here; the rest handed up to the fleet's control plane over NATS).
+    Agent(Box<crate::fleet::AgentRole>),
+}
 /// The tenant that owns the local host unless `tenant` is configured; the admin token
 /// `up` creates on first start is its.
 pub const LOCAL_TENANT: &str = "local";
@@ -241,16 +256,17 @@ pub fn up(
     data_dir: PathBuf,
     log: &crate::evidence::LogArgs,
 ) -> anyhow::Result<ExitCode> {
-    run_control(args, data_dir, log, None)
+    run_control(args, data_dir, log, Role::Up)
 }
 
-/// The control plane, with this host's agent in process (`fleet` = `None`: `runwarden
-/// up`) or with agents over NATS JetStream (`runwarden server`).
+/// A control plane: with this host's agent in process (`runwarden up`, and `runwarden
+/// agent run` whose control plane hands up what L1 cannot finish), or with agents over
+/// NATS JetStream (`runwarden server`).
 pub(crate) fn run_control(
     args: UpArgs,
     data_dir: PathBuf,
     log: &crate::evidence::LogArgs,
-    fleet: Option<crate::fleet::Fleet>,
+    role: Role,
 ) -> anyhow::Result<ExitCode> {
     let config_path = args.config.clone().or_else(|| {
         let p = data_dir.join("runwarden.toml");
@@ -261,10 +277,14 @@ pub(crate) fn run_control(
         None => FileConfig::default(),
     };
     let planner = file.planner()?;
-    let tenant = file
-        .tenant
-        .clone()
-        .unwrap_or_else(|| LOCAL_TENANT.to_string());
+    let tenant = match (&role, &file.tenant) {
+        (Role::Agent(a), Some(t)) if *t != a.tenant => bail!(
+            "tenant = {t:?} in the config, but this agent enrolled into tenant {:?}",
+            a.tenant
+        ),
+        (Role::Agent(a), _) => a.tenant.clone(),
+        (_, t) => t.clone().unwrap_or_else(|| LOCAL_TENANT.to_string()),
+    };
     if tenant.is_empty()
         || !tenant
             .chars()
@@ -281,14 +301,36 @@ pub(crate) fn run_control(
         .map(|w| format!("{} → {} ({})", w.name, w.host(), w.format.as_str()))
         .collect();
     let llm = file.llm()?;
-    let listen = args
-        .listen
-        .or(file.listen)
-        .unwrap_or_else(|| DEFAULT_LISTEN.to_string());
+    let listen = args.listen.or(file.listen).unwrap_or_else(|| {
+        match role {
+            Role::Agent(_) => AGENT_LISTEN,
+            _ => DEFAULT_LISTEN,
+        }
+        .to_string()
+    });
     let policy_path = args.policy.or(file.policy);
-    let policy = match &policy_path {
-        Some(p) => runwarden_runtime::Policy::load(p)?,
-        None => runwarden_runtime::Policy::parse(EXAMPLE_POLICY)?,
+    let policy = match (&role, &policy_path) {
+        (Role::Agent(a), Some(p)) if std::fs::canonicalize(p).ok().as_ref() != Some(&a.policy) => {
+            bail!(
+                "--policy {}: this agent runs under the policy it enrolled with ({})",
+                p.display(),
+                a.policy.display()
+            )
+        }
+        (Role::Agent(a), _) => {
+            let policy = runwarden_runtime::Policy::load(&a.policy)?;
+            if policy.host_id != a.host_id {
+                bail!(
+                    "{} is now the policy of host {:?}; this agent enrolled as {:?}",
+                    a.policy.display(),
+                    policy.host_id,
+                    a.host_id
+                );
+            }
+            policy
+        }
+        (_, Some(p)) => runwarden_runtime::Policy::load(p)?,
+        (_, None) => runwarden_runtime::Policy::parse(EXAMPLE_POLICY)?,
     };
     let rules_files = if args.rules.is_empty() {
         file.rules
@@ -357,6 +399,10 @@ pub(crate) fn run_control(
         // in-process link — the same seam as a fleet's server and agents over NATS.
         let policy = Arc::new(policy);
         let host_id = policy.host_id.clone();
+        let labels = match &role {
+            Role::Agent(a) => a.labels.clone(),
+            _ => file.host_labels,
+        };
         let (dispatch, hosts, signer, local, nats, minter): (
             Arc<dyn runwarden_bus::Dispatch>,
             _,
@@ -364,15 +410,15 @@ pub(crate) fn run_control(
             _,
             _,
             _,
-        ) = match &fleet {
-            None => {
+        ) = match &role {
+            Role::Up | Role::Agent(_) => {
                 let (link, agent) = runwarden_bus::in_process(&policy.host_id, 256);
                 (
                     Arc::new(link),
                     vec![HostConfig {
                         tenant: tenant.clone(),
                         policy: policy.clone(),
-                        labels: file.host_labels,
+                        labels,
                         inventory: runwarden_control::Inventory::detect(Path::new("/")),
                     }],
                     runwarden_control::LogSigner::Host(policy.host_id.clone()),
@@ -381,7 +427,7 @@ pub(crate) fn run_control(
                     None,
                 )
             }
-            Some(f) => {
+            Role::Server(f) => {
                 let (client, dispatch, minter) =
                     crate::fleet::connect_server(f, &data_dir).await?;
                 (
@@ -406,6 +452,7 @@ pub(crate) fn run_control(
                     planner,
                     sla: file.escalations,
                     dispatch,
+                    hand_up: matches!(role, Role::Agent(_)),
                 },
                 rt.clone(),
                 runbooks.clone(),
@@ -416,17 +463,23 @@ pub(crate) fn run_control(
         if let Some(mint) = minter {
             controller.set_credential_minter(mint);
         }
+        let mut bus = None;
         if let Some(agent) = local {
             let (host_key, _) =
                 runwarden_control::evidence::host_key(&data_dir, None, &policy.host_id)?;
-            runwarden_agent::spawn_local(
+            // The agent runs this control plane's jobs; an agent's also the fleet's.
+            let mut control_keys = vec![controller.control_public_key()];
+            if let Role::Agent(a) = &role {
+                control_keys.push(a.control_key.clone());
+            }
+            let executor = runwarden_agent::spawn_local(
                 rt,
                 runwarden_agent::AgentConfig {
                     tenant: tenant.clone(),
                     policy,
                     runbooks: Vec::new(),
                     key: host_key,
-                    control_keys: vec![controller.control_public_key()],
+                    control_keys,
                     log: controller.evidence_log(),
                     journal: data_dir.join("agent-journal.db"),
                 },
@@ -434,24 +487,49 @@ pub(crate) fn run_control(
                 agent,
             )
             .await?;
+            if let Role::Agent(a) = &role {
+                bus = Some(crate::fleet::AgentBus::start(
+                    a,
+                    executor,
+                    controller.clone(),
+                    &data_dir,
+                ));
+            }
         }
         let events = nats.map(|client| tokio::spawn(crate::fleet::serve_events(client, controller.clone())));
-        let token_file = admin_token(&data_dir);
+        // The agent's local intake takes incidents (operate); `up` and a server get an
+        // admin of their tenant.
+        let (token_file, scope) = match &role {
+            Role::Agent(_) => (data_dir.join(LOCAL_TOKEN), Scope::Operate),
+            _ => (admin_token(&data_dir), Scope::Admin),
+        };
         if !token_file.exists() {
             let (secret, id) = controller
-                .create_token(&tenant, Scope::Admin, "admin (created by runwarden up)")
+                .create_token(
+                    &tenant,
+                    scope,
+                    &format!("{} (created at first start)", scope.as_str()),
+                )
                 .await?;
             write_secret(&token_file, &secret)?;
-            errln!("created admin token {id} for tenant {tenant}");
+            errln!("created {} token {id} for tenant {tenant}", scope.as_str());
         }
-        match &fleet {
-            None => outln!("runwarden is up at http://{addr}/ (host {host_id}, tenant {tenant})"),
-            Some(f) => outln!(
+        match &role {
+            Role::Up => outln!("runwarden is up at http://{addr}/ (host {host_id}, tenant {tenant})"),
+            Role::Server(f) => outln!(
                 "runwarden server is up at http://{addr}/ (agents over NATS at {}, tenant {tenant})",
                 f.nats
             ),
+            Role::Agent(a) => outln!(
+                "runwarden agent of host {host_id} (tenant {tenant}) is up: local intake at http://{addr}/, jobs and hand-ups over NATS at {}",
+                a.nats
+            ),
         }
-        outln!("  admin token: {} (tenant {tenant})", token_file.display());
+        outln!(
+            "  {} token: {} (tenant {tenant})",
+            scope.as_str(),
+            token_file.display()
+        );
         outln!(
             "  {} runbooks, {} rules; evidence and state in {}",
             controller.runbooks().len(),
@@ -510,6 +588,10 @@ pub(crate) fn run_control(
         breaches.abort();
         if let Some(e) = events {
             e.abort();
+        }
+        if let Some(bus) = bus {
+            // Jobs from the fleet in progress finish and are recorded.
+            bus.stop().await;
         }
         // A last checkpoint covering everything written before the stop.
         controller.checkpoint().await?;

@@ -99,6 +99,7 @@ fn bench(c: &mut Criterion) {
                 planner: Default::default(),
                 sla: Default::default(),
                 dispatch: Arc::new(link),
+                hand_up: false,
             },
             rt.clone(),
             runbooks.clone(),

@@ -12,6 +12,8 @@ pub(crate) mod agent;
 pub(crate) mod enroll;
 #[path = "flywheel.rs"]
 pub(crate) mod flywheel;
+#[path = "handup.rs"]
+pub(crate) mod handup;
 
 use crate::escalation::{Escalation, SlaConfig};
 use crate::evidence::{self as evrec, Context as EvContext, Subject};
@@ -27,7 +29,7 @@ use runwarden_bus::Dispatch;
 use runwarden_evidence as ev;
 use runwarden_proto::bus::{JOB_PAYLOAD_TYPE, PlannedRun, RunJob, RunReport};
 use runwarden_proto::{
-    ActionRecord, DecisionRecord, EscalationState, Guardrail as G, IncidentRecord,
+    ActionRecord, DecisionRecord, EscalationState, Guardrail as G, HandedUpFor, IncidentRecord,
     IncidentStatus as St, PlannerRecord, RuleListing, RunRecord, RunStatus, RunbookInfo, Scope,
     Tier, Verdict, VerdictKind as V,
 };
@@ -127,6 +129,11 @@ pub struct ControlConfig {
     /// with the control plane's key, `DATA_DIR/control-key/` (created on first start):
     /// agents trust [`Controller::control_public_key`].
     pub dispatch: Arc<dyn Dispatch>,
+    /// An agent's own control plane (`runwarden agent run`): it finishes at L1 what its
+    /// rules and guardrails allow, and hands everything else — no rule matched, or a
+    /// guardrail wants a human — up to the fleet's control plane (status `handed-up`,
+    /// [`Controller::hand_ups`]) instead of planning or escalating it here.
+    pub hand_up: bool,
 }
 
 /// Whose key signs a control plane's log.
@@ -222,6 +229,8 @@ pub struct Controller {
     /// their `processing` row is written until after their final row is queued. Any other
     /// `processing` row of this host is stalled (see [`Controller::conclude_stalled`]).
     active: Mutex<std::collections::HashSet<String>>,
+    /// See [`ControlConfig::hand_up`].
+    hand_up: bool,
 }
 
 /// Removes an incident from [`Controller::active`] however its processing ends.
@@ -377,6 +386,7 @@ impl Controller {
             raised: Mutex::default(),
             minter: std::sync::OnceLock::new(),
             active: Mutex::default(),
+            hand_up: config.hand_up,
         };
         controller.load_enrolled().await?;
         controller
@@ -764,6 +774,7 @@ impl Controller {
             evidence: Vec::new(),
             escalation: None,
             requested_by: None,
+            handed_up: None,
         };
         Ok(rec)
     }
@@ -843,7 +854,24 @@ impl Controller {
         }
         let mut writes = Vec::with_capacity(2);
         let mut opened = None;
-        if rec.tier == Tier::L3 && rec.status != St::Processing && rec.escalation.is_none() {
+        // An agent's own control plane escalates nothing itself: a human decides at the
+        // fleet's control plane, which it hands the incident to.
+        if self.hand_up
+            && rec.tier == Tier::L3
+            && matches!(rec.status, St::Escalated | St::AwaitingApproval)
+        {
+            rec.handed_up = Some(if rec.status == St::AwaitingApproval {
+                HandedUpFor::Approval
+            } else {
+                HandedUpFor::Escalation
+            });
+            rec.status = St::HandedUp;
+            rec.reason = handup::handed_up(&rec.reason);
+        }
+        if rec.tier == Tier::L3
+            && !matches!(rec.status, St::Processing | St::HandedUp)
+            && rec.escalation.is_none()
+        {
             let now = now_ms();
             let id = format!("esc_{}", &evrec::uuid_v4().replace('-', "")[..16]);
             let proposal = rec
@@ -998,6 +1026,18 @@ impl Controller {
                     format!("repeated incident: {detail}"),
                 );
                 self.record_undecided(rec, "repeated incident, no L1 rule matched", now)
+                    .await?;
+                return Ok(());
+            }
+            None if self.hand_up => {
+                rec.handed_up = Some(HandedUpFor::Plan);
+                Self::end(
+                    rec,
+                    Tier::L1,
+                    St::HandedUp,
+                    "no L1 rule on this host matched: handed to the control plane's tiers",
+                );
+                self.record_undecided(rec, "handed up: no L1 rule matched", now)
                     .await?;
                 return Ok(());
             }

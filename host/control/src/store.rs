@@ -758,6 +758,55 @@ impl ControlStore {
         })
     }
 
+    /// Records of incidents handed up (`handed-up`) and not yet taken by the fleet's
+    /// control plane, oldest first, at most `limit`.
+    pub async fn pending_hand_ups(&self, limit: u32) -> Result<Vec<String>> {
+        self.flush().await?;
+        on_db!(&self.db, p, pg => {
+            sqlx::query_scalar(sql(pg, "SELECT record FROM incidents WHERE status = 'handed-up' \
+                AND NOT EXISTS (SELECT 1 FROM hand_ups_sent s WHERE s.incident_id = incidents.id) \
+                ORDER BY received_at_ms, id LIMIT ?"))
+                .bind(i64::from(limit))
+                .fetch_all(p).await.map_err(db_err("reading incidents to hand up"))
+        })
+    }
+
+    /// Note that the fleet's control plane took hand-up `id`.
+    pub async fn hand_up_sent(&self, id: &str, at_ms: i64) -> Result<()> {
+        on_db!(&self.db, p, pg => {
+            sqlx::query(sql(pg, "INSERT INTO hand_ups_sent (incident_id, sent_at_ms) VALUES (?, ?) ON CONFLICT DO NOTHING"))
+                .bind(id).bind(at_ms)
+                .execute(p).await.map(|_| ()).map_err(db_err("noting a hand-up sent"))
+        })
+    }
+
+    /// The id of an incident of `tenant` with `fingerprint` received after `after_ms`
+    /// that a run healed, if any.
+    pub async fn healed_since(
+        &self,
+        tenant: &str,
+        fingerprint: &str,
+        after_ms: i64,
+    ) -> Result<Option<String>> {
+        self.flush().await?;
+        on_db!(&self.db, p, pg => {
+            sqlx::query_scalar(sql(pg, "SELECT id FROM incidents WHERE fingerprint = ? AND received_at_ms > ? \
+                AND tenant = ? AND status = 'healed' ORDER BY received_at_ms LIMIT 1"))
+                .bind(fingerprint).bind(after_ms).bind(tenant)
+                .fetch_optional(p).await.map_err(db_err("reading later incidents"))
+        })
+    }
+
+    /// The tenant and host of incident `id`, whoever's it is.
+    pub async fn incident_owner(&self, id: &str) -> Result<Option<(String, String)>> {
+        self.flush().await?;
+        on_db!(&self.db, p, pg => {
+            sqlx::query_as(sql(pg, "SELECT tenant, host FROM incidents WHERE id = ?"))
+                .bind(id)
+                .fetch_optional(p).await.map_err(db_err("reading an incident"))
+        })
+    }
+
     /// Fingerprints of incidents received since `since_ms`, with when.
     pub async fn fingerprints_since(&self, since_ms: i64) -> Result<Vec<(String, i64)>> {
         on_db!(&self.db, p, pg => {

@@ -164,11 +164,30 @@ pub struct RunReport {
     pub refused: Option<String>,
 }
 
+/// agent → control (subject `event_subject(tenant, host, "handup")`): an incident the
+/// agent's own control plane could not finish at L1 — no rule matched, or a guardrail
+/// wants a human — for the fleet's control plane to decide. Sent when the link is up,
+/// kept on the host until then.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct HandUp {
+    /// The incident as the agent's control plane left it: status `handed-up`, with what
+    /// it needs ([`IncidentRecord::handed_up`]), the rule's decision and the guardrails'
+    /// verdicts, if any.
+    pub record: crate::IncidentRecord,
+    /// How long it waited on the host before it could be sent (the link was down), ms.
+    pub waited_ms: u64,
+}
+
 /// Consecutive records of a host's log, from index `first`, with the host's signed
 /// checkpoint of its log at `first + envelopes.len()` records: what an agent forwards so
 /// the control plane mirrors its log (subject `event_subject(tenant, host, "log")`). The
 /// control plane checks every signature against the key the host enrolled with, and that
 /// the segment continues what it holds: a gap or a fork is refused and raised.
+///
+/// When the host's own log misses a record (one deleted from its buffer), the agent
+/// sends the records after the hole with an empty `checkpoint`: it cannot sign the tree
+/// it no longer holds, and the control plane raises the gap.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct LogSegment {

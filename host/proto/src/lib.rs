@@ -24,6 +24,6 @@ pub use model::{
     RuleListing, RunRecord, RunbookInfo,
 };
 pub use vocab::{
-    EscalationState, Guardrail, IncidentStatus, Risk, RunStatus, Scope, Severity, Tier,
-    UnknownWord, Verdict, VerdictKind,
+    EscalationState, Guardrail, HandedUpFor, IncidentStatus, Risk, RunStatus, Scope, Severity,
+    Tier, UnknownWord, Verdict, VerdictKind,
 };

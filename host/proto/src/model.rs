@@ -1,7 +1,10 @@
 //! What the API, the CLI and the dashboard show: an incident and everything decided and
 //! done about it, escalations, runbooks and rules as listed.
 
-use crate::{EscalationState, Incident, IncidentStatus, Risk, RunStatus, Severity, Tier, Verdict};
+use crate::{
+    EscalationState, HandedUpFor, Incident, IncidentStatus, Risk, RunStatus, Severity, Tier,
+    Verdict,
+};
 use serde::{Deserialize, Serialize};
 
 /// One run the pipeline started.
@@ -112,6 +115,10 @@ pub struct IncidentRecord {
     /// approve or resolve its escalation: another identity must.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub requested_by: Option<String>,
+    /// On an agent: handed to the fleet's control plane (status `handed-up`), and what it
+    /// needs there. At the control plane: what the agent handed it up for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub handed_up: Option<HandedUpFor>,
 }
 
 /// A deployed runbook, as listed.

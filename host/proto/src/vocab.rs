@@ -113,6 +113,21 @@ vocabulary! {
         Suppressed = "suppressed",
         /// A human must approve the proposed run.
         AwaitingApproval = "awaiting_approval",
+        /// An agent's own control plane could not finish it at L1 and handed it to the
+        /// fleet's control plane (L2/L3), which decides it there.
+        HandedUp = "handed-up",
+    }
+}
+
+vocabulary! {
+    /// What an incident an agent handed up needs from the fleet's control plane.
+    HandedUpFor ("hand-up need") {
+        /// No L1 rule on the host matched: the control plane's tiers decide it (L1, L2, L3).
+        Plan = "plan",
+        /// A guardrail on the host escalated it: a human must decide.
+        Escalation = "escalation",
+        /// A rule chose a run that needs a human's approval.
+        Approval = "approval",
     }
 }
 

@@ -95,6 +95,7 @@ async fn controller(dir: &Path) -> Arc<Controller> {
             planner: Default::default(),
             sla: Default::default(),
             dispatch: Arc::new(link),
+            hand_up: false,
         },
         rt.clone(),
         runbooks.clone(),

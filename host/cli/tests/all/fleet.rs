@@ -12,8 +12,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// A running `runwarden` process, killed if the test ends first.
-struct Proc {
-    child: Option<Child>,
+pub(super) struct Proc {
+    pub(super) child: Option<Child>,
     lines: std::sync::mpsc::Receiver<String>,
 }
 
@@ -28,7 +28,7 @@ impl Drop for Proc {
 
 /// Start `runwarden ARGS` with data dir `data`; returns it and its first stdout line that
 /// starts with `ready` (within 2 minutes).
-fn spawn(data: &Path, args: &[&str], ready: &str) -> (Proc, String) {
+pub(super) fn spawn(data: &Path, args: &[&str], ready: &str) -> (Proc, String) {
     spawn_env(data, args, &[], ready)
 }
 
@@ -70,7 +70,7 @@ fn spawn_env(data: &Path, args: &[&str], env: &[(&str, &str)], ready: &str) -> (
 
 /// A host with its own scratch "service manager" (a unit is a file saying active or
 /// inactive) and its policy.
-fn host_policy(root: &Path, host: &str) -> PathBuf {
+pub(super) fn host_policy(root: &Path, host: &str) -> PathBuf {
     let dir = root.join(host);
     std::fs::create_dir_all(dir.join("units")).unwrap();
     let units = dir.join("units").display().to_string();
@@ -95,11 +95,119 @@ reload = ["/bin/sh", "-c", "true"]
     p
 }
 
-fn unit_state(root: &Path, host: &str) -> String {
+pub(super) fn unit_state(root: &Path, host: &str) -> String {
     std::fs::read_to_string(root.join(host).join("units/nginx.service"))
         .unwrap_or_else(|_| "inactive".into())
         .trim()
         .to_string()
+}
+
+/// A control plane that is the NATS operator, and the nats-server it configured.
+pub(super) struct OperatorFleet {
+    pub(super) nats: Nats,
+    pub(super) _server: Proc,
+    pub(super) url: String,
+    pub(super) data: PathBuf,
+}
+
+impl OperatorFleet {
+    /// `runwarden server --init-nats` in `root/server`, nats-server with what it wrote,
+    /// then `runwarden server`.
+    pub(super) fn start(root: &Path) -> OperatorFleet {
+        let data = root.join("server");
+        let init = runwarden(&data, &["server", "--init-nats"]);
+        assert!(init.status.success(), "{}", stderr(&init));
+        let conf = String::from_utf8(init.stdout).unwrap().trim().to_string();
+        let nats = Nats::start_with_config(&std::fs::read_to_string(&conf).unwrap());
+        let (server, line) = spawn(
+            &data,
+            &["server", "--nats", &nats.url, "--listen", "127.0.0.1:0"],
+            "runwarden server is up at ",
+        );
+        let url = line
+            .trim_start_matches("runwarden server is up at ")
+            .split_whitespace()
+            .next()
+            .unwrap()
+            .trim_end_matches('/')
+            .to_string();
+        OperatorFleet {
+            nats,
+            _server: server,
+            url,
+            data,
+        }
+    }
+
+    /// Enroll `host` (policy from [`host_policy`]) with a fresh token; its data dir.
+    pub(super) fn enroll(&self, root: &Path, host: &str) -> PathBuf {
+        let token = runwarden(
+            &self.data,
+            &["--server", &self.url, "hosts", "enroll-token"],
+        );
+        assert!(token.status.success(), "{}", stderr(&token));
+        let token = String::from_utf8(token.stdout).unwrap().trim().to_string();
+        let data = root.join(host).join("data");
+        let policy = host_policy(root, host);
+        let enrolled = runwarden(
+            &data,
+            &[
+                "--server",
+                &self.url,
+                "agent",
+                "enroll",
+                "--token",
+                &token,
+                "--host-id",
+                host,
+                "--policy",
+                policy.to_str().unwrap(),
+            ],
+        );
+        assert!(enrolled.status.success(), "{}", stderr(&enrolled));
+        data
+    }
+
+    /// `runwarden agent run` of the host enrolled in `data`; the agent and the URL of its
+    /// local intake.
+    pub(super) fn agent(&self, data: &Path) -> (Proc, String) {
+        let (agent, line) = spawn(
+            data,
+            &[
+                "agent",
+                "run",
+                "--nats",
+                &self.nats.url,
+                "--listen",
+                "127.0.0.1:0",
+            ],
+            "runwarden agent of host",
+        );
+        let local = line
+            .split("local intake at ")
+            .nth(1)
+            .and_then(|l| l.split('/').nth(2))
+            .map(|addr| format!("http://{addr}"))
+            .unwrap_or_else(|| panic!("no local intake in {line:?}"));
+        (agent, local)
+    }
+
+    /// `runwarden hosts list --json` at the server: the host `id`.
+    pub(super) fn host(&self, id: &str) -> Value {
+        let out = runwarden(
+            &self.data,
+            &["--server", &self.url, "hosts", "list", "--json"],
+        );
+        assert!(out.status.success(), "{}", stderr(&out));
+        let hosts: Value = serde_json::from_slice(&out.stdout).unwrap();
+        hosts
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|h| h["id"] == id)
+            .cloned()
+            .unwrap_or_else(|| panic!("no host {id} in {hosts}"))
+    }
 }
 
 #[test]
@@ -186,7 +294,14 @@ fn a_fleet_heals_on_the_host_named_and_mirrors_each_hosts_log_under_its_key() {
         );
         let (agent, _) = spawn(
             &data,
-            &["agent", "run", "--nats", &nats.url],
+            &[
+                "agent",
+                "run",
+                "--nats",
+                &nats.url,
+                "--listen",
+                "127.0.0.1:0",
+            ],
             "runwarden agent of host",
         );
         agents.push((agent, data));
@@ -562,7 +677,7 @@ impl SlowFleet {
         let nats = self._nats.url.clone();
         spawn_env(
             &self.agent_data,
-            &["agent", "run", "--nats", &nats],
+            &["agent", "run", "--nats", &nats, "--listen", "127.0.0.1:0"],
             &[("RUNWARDEN_RUNBOOKS_DIR", self.runbooks.to_str().unwrap())],
             "runwarden agent of host",
         )

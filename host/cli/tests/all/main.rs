@@ -3,6 +3,7 @@
 mod fleet;
 mod integrity;
 mod mcp;
+mod offline;
 use runwarden_testkit as pg;
 mod tamper;
 mod tour;

@@ -466,21 +466,14 @@ impl super::Store {
             )));
         }
         // The log's key was pinned by its first segment (again under the lock below).
-        if let Some(head) = self.mirror_head(origin).await?
+        let head = self.mirror_head(origin).await?;
+        if let Some(head) = &head
             && head.key.to_bytes() != key.to_bytes()
         {
             return Err(Error::ForeignSigner {
                 held: format!("{origin} (key {})", head.key.label()),
                 claimed: format!("{origin} (key {})", key.label()),
             });
-        }
-        let cp = Checkpoint::parse(&segment.checkpoint, std::slice::from_ref(key))?;
-        let end = segment.first + segment.envelopes.len() as u64;
-        if cp.origin != origin || cp.size != end {
-            return Err(Error::MalformedRecord(format!(
-                "the segment's checkpoint is of {} at {} records, not of {origin} at {end}",
-                cp.origin, cp.size
-            )));
         }
         // Every record verifies under the log's key before anything is read or written.
         let mut rows = Vec::with_capacity(segment.envelopes.len());
@@ -495,6 +488,24 @@ impl super::Store {
             let cols = columns(&env)
                 .map_err(|e| Error::MalformedRecord(format!("record {index} of {origin}: {e}")))?;
             rows.push((index, leaf_hash(bytes), bytes.clone(), cols));
+        }
+        // Records signed by the log's key that start past what is held: a gap, whatever
+        // the checkpoint (a host missing a record cannot sign one; it sends none).
+        let held = head.as_ref().map_or(0, |h| h.size);
+        if !rows.is_empty() && segment.first > held {
+            return Err(Error::LogGap {
+                origin: origin.to_string(),
+                held,
+                first: segment.first,
+            });
+        }
+        let cp = Checkpoint::parse(&segment.checkpoint, std::slice::from_ref(key))?;
+        let end = segment.first + segment.envelopes.len() as u64;
+        if cp.origin != origin || cp.size != end {
+            return Err(Error::MalformedRecord(format!(
+                "the segment's checkpoint is of {} at {} records, not of {origin} at {end}",
+                cp.origin, cp.size
+            )));
         }
         match &self.db {
             Db::Sqlite(p) => {

@@ -47,7 +47,13 @@ fn every_word_has_the_spelling_stored_records_use() {
             "escalated",
             "suppressed",
             "awaiting_approval",
+            "handed-up",
         ],
+    );
+    pinned(
+        HandedUpFor::ALL,
+        HandedUpFor::NAMES,
+        &["plan", "escalation", "approval"],
     );
     pinned(
         EscalationState::ALL,
