@@ -71,6 +71,11 @@ fn spawn_env(data: &Path, args: &[&str], env: &[(&str, &str)], ready: &str) -> (
 /// A host with its own scratch "service manager" (a unit is a file saying active or
 /// inactive) and its policy.
 pub(super) fn host_policy(root: &Path, host: &str) -> PathBuf {
+    host_policy_granting(root, host, "nginx.service")
+}
+
+/// [`host_policy`] granting the services `glob`.
+pub(super) fn host_policy_granting(root: &Path, host: &str, glob: &str) -> PathBuf {
     let dir = root.join(host);
     std::fs::create_dir_all(dir.join("units")).unwrap();
     let units = dir.join("units").display().to_string();
@@ -80,7 +85,7 @@ pub(super) fn host_policy(root: &Path, host: &str) -> PathBuf {
         format!(
             r#"host_id = "{host}"
 [grants]
-services = ["nginx.service"]
+services = ["{glob}"]
 [services]
 backend = "command"
 status = ["/bin/sh", "-c", "cat {units}/{{unit}} 2>/dev/null || echo inactive"]
@@ -114,7 +119,14 @@ impl OperatorFleet {
     /// `runwarden server --init-nats` in `root/server`, nats-server with what it wrote,
     /// then `runwarden server`.
     pub(super) fn start(root: &Path) -> OperatorFleet {
+        Self::start_with(root, "")
+    }
+
+    /// [`OperatorFleet::start`] with `config` as the server's `runwarden.toml`.
+    pub(super) fn start_with(root: &Path, config: &str) -> OperatorFleet {
         let data = root.join("server");
+        std::fs::create_dir_all(&data).unwrap();
+        std::fs::write(data.join("runwarden.toml"), config).unwrap();
         let init = runwarden(&data, &["server", "--init-nats"]);
         assert!(init.status.success(), "{}", stderr(&init));
         let conf = String::from_utf8(init.stdout).unwrap().trim().to_string();
@@ -141,6 +153,11 @@ impl OperatorFleet {
 
     /// Enroll `host` (policy from [`host_policy`]) with a fresh token; its data dir.
     pub(super) fn enroll(&self, root: &Path, host: &str) -> PathBuf {
+        self.enroll_with(root, host, "nginx.service")
+    }
+
+    /// [`OperatorFleet::enroll`] with a policy granting the services `glob`.
+    pub(super) fn enroll_with(&self, root: &Path, host: &str, glob: &str) -> PathBuf {
         let token = runwarden(
             &self.data,
             &["--server", &self.url, "hosts", "enroll-token"],
@@ -148,7 +165,7 @@ impl OperatorFleet {
         assert!(token.status.success(), "{}", stderr(&token));
         let token = String::from_utf8(token.stdout).unwrap().trim().to_string();
         let data = root.join(host).join("data");
-        let policy = host_policy(root, host);
+        let policy = host_policy_granting(root, host, glob);
         let enrolled = runwarden(
             &data,
             &[

@@ -1,5 +1,6 @@
 //! The `runwarden` binary as users call it: arguments, output, exit codes.
 
+mod burst;
 mod fleet;
 mod integrity;
 mod mcp;

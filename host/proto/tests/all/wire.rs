@@ -128,7 +128,7 @@ fn an_unknown_word_is_refused_naming_what_is_known() {
     let e = "healthy".parse::<IncidentStatus>().unwrap_err();
     assert_eq!(
         e.to_string(),
-        "unknown incident status \"healthy\": expected one of processing, healed, no-op, failed, escalated, suppressed, awaiting_approval"
+        "unknown incident status \"healthy\": expected one of processing, healed, no-op, failed, escalated, suppressed, awaiting_approval, handed-up"
     );
     assert!(
         serde_json::from_str::<Tier>("\"l1\"").is_err(),
