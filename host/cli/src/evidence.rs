@@ -10,8 +10,9 @@ use std::process::ExitCode;
 /// Where the evidence log lives.
 #[derive(Args, Clone, Debug)]
 pub struct LogArgs {
-    /// Evidence database: a `postgres://` URL, or a SQLite file. Default: DATA_DIR/evidence.db.
-    #[arg(long, global = true, env = "RUNWARDEN_EVIDENCE_DB")]
+    /// The database (evidence and control plane): a `postgres://` URL, or a SQLite file
+    /// (`--database` is the same). Default: DATA_DIR/evidence.db.
+    #[arg(long, global = true, alias = "database", env = "RUNWARDEN_EVIDENCE_DB")]
     pub evidence_db: Option<String>,
 }
 

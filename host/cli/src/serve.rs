@@ -561,6 +561,19 @@ pub(crate) fn run_control(
                 }
             }
         });
+        // The leases of incidents in progress, renewed: another server on the same
+        // PostgreSQL never takes them for stalled.
+        let leases = controller.clone();
+        let renewer = tokio::spawn(async move {
+            let every = std::time::Duration::from_millis(runwarden_control::LEASE_RENEW_MS as u64);
+            let mut t = tokio::time::interval(every);
+            loop {
+                t.tick().await;
+                if let Err(e) = leases.renew_leases().await {
+                    errln!("warning: renewing the leases of incidents in progress: {e}");
+                }
+            }
+        });
         // Escalations past their SLA deadline, announced to the webhooks once each; and
         // incidents a failed write left `processing`, concluded.
         let sla = controller.clone();
@@ -586,6 +599,7 @@ pub(crate) fn run_control(
         runwarden_api::serve(listener, controller.clone(), api, shutdown_signal()).await?;
         ticker.abort();
         breaches.abort();
+        renewer.abort();
         if let Some(e) = events {
             e.abort();
         }

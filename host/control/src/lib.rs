@@ -26,7 +26,8 @@ pub use pipeline::agent::{AgentRequest, AgentTool, MAX_REASON};
 pub use pipeline::enroll::{CredentialMinter, Enrolled, Enrollment, EnrollmentToken, HostView};
 pub use pipeline::flywheel::{Candidate, FlywheelRun, Promotion, Replay, ReplayMatch};
 pub use pipeline::{
-    Caller, ControlConfig, ControlError, Controller, LogSigner, authenticate, create_token,
+    Caller, ControlConfig, ControlError, Controller, LEASE_MS, LEASE_RENEW_MS, LogSigner,
+    authenticate, create_token,
 };
 pub use registry::HostConfig;
 /// The vocabulary and views, from [`runwarden_proto`].

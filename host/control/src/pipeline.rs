@@ -106,6 +106,12 @@ impl ControlError {
 
 type Result<T, E = ControlError> = std::result::Result<T, E>;
 
+/// How often a control plane renews the leases of the incidents it works on, ms.
+pub const LEASE_RENEW_MS: i64 = 10_000;
+/// How long a lease lasts unrenewed before another process may take the incident, ms
+/// (several renewals: a busy moment does not lose it).
+pub const LEASE_MS: i64 = 45_000;
+
 /// Everything a [`Controller`] needs.
 pub struct ControlConfig {
     /// Evidence + control-plane database: a `postgres://` URL or a SQLite file.
@@ -389,9 +395,16 @@ impl Controller {
             hand_up: config.hand_up,
         };
         controller.load_enrolled().await?;
+        // What a stop cut off: on SQLite every `processing` incident (one process owns
+        // the database); on PostgreSQL only those whose lease expired — another server
+        // may be working on the rest.
+        let expired = controller
+            .store
+            .is_postgres()
+            .then_some(std::time::Duration::from_millis(LEASE_MS as u64));
         controller
             .conclude_unfinished(
-                None,
+                expired,
                 "runwarden stopped before it finished this incident: a human must decide (or resubmit)",
                 "interrupted by a stop",
             )
@@ -415,8 +428,22 @@ impl Controller {
         .await
     }
 
+    /// Renew the leases of the incidents this process works on (every
+    /// [`LEASE_RENEW_MS`]): another control-plane process sharing the database takes an
+    /// incident for stalled only once its lease ([`LEASE_MS`]) lapsed.
+    pub async fn renew_leases(&self) -> Result<()> {
+        let ids: Vec<String> = self
+            .active
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .cloned()
+            .collect();
+        Ok(self.store.renew(&ids, now_ms()).await?)
+    }
+
     /// Escalate the served hosts' `processing` incidents that this process is not working
-    /// on (all of them at start, when nothing is).
+    /// on (all of them at start, when nothing is) and whose lease lapsed `older_than` ago.
     async fn conclude_unfinished(
         &self,
         older_than: Option<std::time::Duration>,
@@ -435,14 +462,19 @@ impl Controller {
             stored.extend(self.store.unfinished_incidents(host.id()).await?);
         }
         let after = active();
-        let cutoff = older_than.map(|d| now_ms() - d.as_millis() as i64);
+        let now = now_ms();
+        let cutoff = older_than.map(|d| now - d.as_millis() as i64);
         let mut concluded = 0;
         for json in stored {
             let mut rec = parse_record(&json)?;
             let received_ms = ev_ms(&rec.received_at);
-            if before.contains(&rec.id)
-                || after.contains(&rec.id)
-                || cutoff.is_some_and(|c| received_ms > c)
+            if before.contains(&rec.id) || after.contains(&rec.id) {
+                continue;
+            }
+            // Another process may be working on it (two servers on one PostgreSQL): only
+            // one whose lease nobody renewed for `older_than` is taken, by one process.
+            if let Some(c) = cutoff
+                && !self.store.take_stale(&rec.id, c, now).await?
             {
                 continue;
             }

@@ -758,6 +758,45 @@ impl ControlStore {
         })
     }
 
+    /// Whether this is PostgreSQL (which several control-plane processes may share).
+    pub fn is_postgres(&self) -> bool {
+        matches!(self.db, Db::Postgres(_))
+    }
+
+    /// Renew the lease of the `processing` incidents `ids` this process works on: their
+    /// `updated_at_ms` becomes `now_ms`, so no other process takes them for stalled.
+    pub async fn renew(&self, ids: &[String], now_ms: i64) -> Result<()> {
+        for chunk in ids.chunks(ROWS_PER_STATEMENT) {
+            on_db!(&self.db, p, pg => {
+                let mut q = sqlx::QueryBuilder::new("UPDATE incidents SET updated_at_ms = ");
+                q.push_bind(now_ms);
+                q.push(" WHERE status = 'processing' AND id IN (");
+                let mut ids = q.separated(", ");
+                for id in chunk {
+                    ids.push_bind(id.as_str());
+                }
+                q.push(")");
+                let _ = pg;
+                q.build().persistent(false).execute(p).await.map_err(db_err("renewing leases"))?;
+            });
+        }
+        Ok(())
+    }
+
+    /// Take the `processing` incident `id` if nobody renewed its lease since
+    /// `stale_before_ms`: true if this process now holds it (atomically; of several
+    /// processes trying, one wins).
+    pub async fn take_stale(&self, id: &str, stale_before_ms: i64, now_ms: i64) -> Result<bool> {
+        self.flush().await?;
+        on_db!(&self.db, p, pg => {
+            sqlx::query(sql(pg, "UPDATE incidents SET updated_at_ms = ? WHERE id = ? AND status = 'processing' AND updated_at_ms <= ?"))
+                .bind(now_ms).bind(id).bind(stale_before_ms)
+                .execute(p).await
+                .map(|r| r.rows_affected() == 1)
+                .map_err(db_err("taking a stalled incident"))
+        })
+    }
+
     /// Records of incidents handed up (`handed-up`) and not yet taken by the fleet's
     /// control plane, oldest first, at most `limit`.
     pub async fn pending_hand_ups(&self, limit: u32) -> Result<Vec<String>> {

@@ -1,86 +1,56 @@
-//! A burst of incidents through the fleet while nats-server is killed (SIGKILL) and
-//! restarted: every incident the server acknowledged ends with exactly one run of its
-//! runbook on the host — none lost in the outage, none run twice by a retry or a
-//! redelivery. Real processes: nats-server 2.15 (operator mode, JetStream), `runwarden
-//! server`, one `runwarden agent`.
+//! Bursts of incidents through the fleet while a part of it is killed (SIGKILL): the
+//! nats-server, or one of two `runwarden server`s sharing one PostgreSQL. Every incident a
+//! server acknowledged concludes — none lost — and no invocation runs twice. Real
+//! processes: nats-server 2.15 (operator mode, JetStream), PostgreSQL, `runwarden server`,
+//! one `runwarden agent`.
 
-use super::fleet::OperatorFleet;
+use super::fleet::{OperatorFleet, server};
 use serde_json::Value;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-/// Incidents in the burst.
-const INCIDENTS: usize = 1000;
 /// Clients submitting at once.
 const CLIENTS: usize = 16;
 
-#[test]
-fn killing_nats_during_a_burst_of_1000_incidents_loses_none_and_runs_none_twice() {
-    let root = tempfile::tempdir().unwrap();
-    let host = "clinic-burst-01";
-    // Every incident must run: no cooldown, repeat or breaker in the way (the services
-    // differ, so no two incidents share a fingerprint anyway), and no API rate limit.
-    let fleet = OperatorFleet::start_with(
-        root.path(),
-        "[guardrails]\ncooldown_secs = 0\nbreaker_max_per_minute = 1000000\n\
-         [api]\nrate_per_sec = 100000\nburst = 100000\n",
-    );
-    let data = fleet.enroll_with(root.path(), host, "svc-*.service");
-    let (_agent, _) = fleet.agent(&data);
-    let token = std::fs::read_to_string(fleet.data.join("admin-token"))
-        .unwrap()
-        .trim()
-        .to_string();
-    let url = fleet.url.clone();
-    let fleet = std::sync::Mutex::new(fleet);
+/// Every incident must run: no cooldown, repeat or breaker in the way (the services
+/// differ, so no two incidents share a fingerprint anyway), and no API rate limit.
+const CONFIG: &str = "[guardrails]\ncooldown_secs = 0\nbreaker_max_per_minute = 1000000\n\
+                      [api]\nrate_per_sec = 100000\nburst = 100000\n";
 
-    let io = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+/// Submit `n` incidents on `host` (`svc-I.service`) round-robin to `urls` with `token`,
+/// `CLIENTS` at a time; once `cut_at` were acknowledged, `cut` runs beside them. The ids
+/// acknowledged (202); an incident refused because its server is gone is not.
+fn burst(
+    io: &tokio::runtime::Runtime,
+    urls: &[String],
+    token: &str,
+    host: &str,
+    n: usize,
+    cut_at: usize,
+    cut: impl std::future::Future<Output = ()>,
+) -> Vec<String> {
     let http = reqwest::Client::new();
     let acked = Arc::new(AtomicUsize::new(0));
-    let ids: Vec<String> = io.block_on(async {
-        // The cut, a third of the way in; the bus is back two seconds later.
+    io.block_on(async {
         let cutter = {
-            let (acked, http, url, token) =
-                (acked.clone(), http.clone(), url.clone(), token.clone());
-            let fleet = &fleet;
+            let acked = acked.clone();
             async move {
-                while acked.load(Ordering::Relaxed) < INCIDENTS / 3 {
+                while acked.load(Ordering::Relaxed) < cut_at {
                     tokio::time::sleep(Duration::from_millis(10)).await;
                 }
-                fleet.lock().unwrap().nats.kill();
-                // The cut lands while the server has jobs in flight.
-                let body = http
-                    .get(format!("{url}/v1/incidents?status=processing&limit=1"))
-                    .bearer_auth(&token)
-                    .send()
-                    .await
-                    .unwrap()
-                    .bytes()
-                    .await
-                    .unwrap();
-                let v: Value = serde_json::from_slice(&body).unwrap();
-                assert_eq!(
-                    v["incidents"].as_array().map(Vec::len),
-                    Some(1),
-                    "incidents in flight at the cut: {v}"
-                );
-                tokio::time::sleep(Duration::from_secs(2)).await;
-                fleet.lock().unwrap().nats.restart();
+                cut.await
             }
         };
         let next = Arc::new(AtomicUsize::new(0));
         let mut clients = Vec::new();
         for _ in 0..CLIENTS {
-            let (http, url, token, next, acked) = (
+            let (http, urls, token, host, next, acked) = (
                 http.clone(),
-                url.clone(),
-                token.clone(),
+                urls.to_vec(),
+                token.to_string(),
+                host.to_string(),
                 next.clone(),
                 acked.clone(),
             );
@@ -88,24 +58,34 @@ fn killing_nats_during_a_burst_of_1000_incidents_loses_none_and_runs_none_twice(
                 let mut mine = Vec::new();
                 loop {
                     let i = next.fetch_add(1, Ordering::Relaxed);
-                    if i >= INCIDENTS {
+                    if i >= n {
                         return mine;
                     }
                     let body = serde_json::json!({
                         "host": host, "type": "service-down", "severity": "high",
                         "service": format!("svc-{i}.service"),
                     });
-                    let resp = http
-                        .post(format!("{url}/v1/incidents"))
+                    let Ok(resp) = http
+                        .post(format!("{}/v1/incidents", urls[i % urls.len()]))
                         .bearer_auth(&token)
                         .header("content-type", "application/json")
                         .body(body.to_string())
                         .timeout(Duration::from_secs(60))
                         .send()
                         .await
-                        .expect("the server answers");
-                    assert_eq!(resp.status(), 202, "incident {i}");
-                    let rec: Value = serde_json::from_slice(&resp.bytes().await.unwrap()).unwrap();
+                    else {
+                        continue; // its server is gone: not acknowledged
+                    };
+                    if resp.status() != 202 {
+                        assert!(
+                            resp.status().is_server_error(),
+                            "incident {i}: {}",
+                            resp.status()
+                        );
+                        continue;
+                    }
+                    let body = resp.bytes().await.unwrap();
+                    let rec: Value = serde_json::from_slice(&body).unwrap();
                     mine.push(rec["id"].as_str().unwrap().to_string());
                     acked.fetch_add(1, Ordering::Relaxed);
                 }
@@ -119,42 +99,137 @@ fn killing_nats_during_a_burst_of_1000_incidents_loses_none_and_runs_none_twice(
             ids
         });
         ids
-    });
-    assert_eq!(ids.len(), INCIDENTS, "every incident was acknowledged");
+    })
+}
 
-    // Every acknowledged incident concludes, healed by one run.
-    let deadline = Instant::now() + Duration::from_secs(300);
-    let records: Vec<Value> = io.block_on(async {
+/// GET `path` at `url` with `token`, as JSON.
+async fn get(http: &reqwest::Client, url: &str, token: &str, path: &str) -> Value {
+    let body = http
+        .get(format!("{url}{path}"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    serde_json::from_slice(&body).unwrap()
+}
+
+/// The records of incidents `ids` at `url`, once none is `processing` (`within`).
+fn concluded(
+    io: &tokio::runtime::Runtime,
+    url: &str,
+    token: &str,
+    ids: &[String],
+    within: Duration,
+) -> Vec<Value> {
+    let http = reqwest::Client::new();
+    let deadline = Instant::now() + within;
+    io.block_on(async {
         let mut done = HashMap::new();
         loop {
             let pending: Vec<&String> = ids.iter().filter(|id| !done.contains_key(*id)).collect();
-            if pending.is_empty() {
-                break;
-            }
             for id in pending {
-                let body = http
-                    .get(format!("{url}/v1/incidents/{id}"))
-                    .bearer_auth(&token)
-                    .send()
-                    .await
-                    .unwrap()
-                    .bytes()
-                    .await
-                    .unwrap();
-                let rec: Value = serde_json::from_slice(&body).unwrap();
+                let rec = get(&http, url, token, &format!("/v1/incidents/{id}")).await;
                 if rec["status"] != "processing" {
                     done.insert(id.clone(), rec);
                 }
             }
+            if done.len() == ids.len() {
+                return done.into_values().collect();
+            }
             assert!(
                 Instant::now() < deadline,
-                "{} of {INCIDENTS} incidents still processing after 300 s",
-                ids.len() - done.len()
+                "{} of {} incidents still processing after {within:?}",
+                ids.len() - done.len(),
+                ids.len()
             );
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
-        done.into_values().collect()
-    });
+    })
+}
+
+/// The runs of `restart-service` in the host log at `data`, by invocation id: each at
+/// most once, and each healed incident's run there exactly once. How many.
+fn one_run_each(io: &tokio::runtime::Runtime, data: &std::path::Path, records: &[Value]) -> usize {
+    io.block_on(async {
+        let log = runwarden_evidence::Store::open(&data.join("evidence.db").display().to_string())
+            .await
+            .unwrap();
+        let size = log.size().await.unwrap();
+        let mut runs: HashMap<String, usize> = HashMap::new();
+        for r in log.range(0, size).await.unwrap() {
+            if r.runbook == "restart-service" {
+                *runs.entry(r.invocation_id.clone()).or_default() += 1;
+            }
+        }
+        assert!(runs.values().all(|n| *n == 1), "no invocation ran twice");
+        for rec in records.iter().filter(|r| r["status"] == "healed") {
+            let inv = rec["runs"][0]["invocation_id"].as_str().unwrap();
+            assert_eq!(runs.get(inv), Some(&1), "{rec}");
+        }
+        runs.len()
+    })
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+fn admin_token(data: &std::path::Path) -> String {
+    std::fs::read_to_string(data.join("admin-token"))
+        .unwrap()
+        .trim()
+        .to_string()
+}
+
+#[test]
+fn killing_nats_during_a_burst_of_1000_incidents_loses_none_and_runs_none_twice() {
+    const INCIDENTS: usize = 1000;
+    let root = tempfile::tempdir().unwrap();
+    let host = "clinic-burst-01";
+    let fleet = OperatorFleet::start_with(root.path(), CONFIG);
+    let data = fleet.enroll_with(root.path(), host, "svc-*.service");
+    let (_agent, _) = fleet.agent(&data);
+    let token = admin_token(&fleet.data);
+    let url = fleet.url.clone();
+    let fleet = std::sync::Mutex::new(fleet);
+    let io = runtime();
+    // The cut, a third of the way in, while the server has jobs in flight; the bus is
+    // back two seconds later.
+    let cut = async {
+        fleet.lock().unwrap().nats.kill();
+        let v = get(
+            &reqwest::Client::new(),
+            &url,
+            &token,
+            "/v1/incidents?status=processing&limit=1",
+        )
+        .await;
+        assert_eq!(
+            v["incidents"].as_array().map(Vec::len),
+            Some(1),
+            "incidents in flight at the cut: {v}"
+        );
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        fleet.lock().unwrap().nats.restart();
+    };
+    let ids = burst(
+        &io,
+        std::slice::from_ref(&url),
+        &token,
+        host,
+        INCIDENTS,
+        INCIDENTS / 3,
+        cut,
+    );
+    assert_eq!(ids.len(), INCIDENTS, "every incident was acknowledged");
+    let records = concluded(&io, &url, &token, &ids, Duration::from_secs(300));
     let not_healed: Vec<&Value> = records.iter().filter(|r| r["status"] != "healed").collect();
     assert!(
         not_healed.is_empty(),
@@ -162,23 +237,58 @@ fn killing_nats_during_a_burst_of_1000_incidents_loses_none_and_runs_none_twice(
         not_healed.len(),
         not_healed[0]
     );
+    assert_eq!(
+        one_run_each(&io, &data, &records),
+        INCIDENTS,
+        "one run per incident"
+    );
+}
 
-    // The host's log: exactly one run record per incident, under the invocation id the
-    // server planned — none missing, none twice.
-    io.block_on(async {
-        let log = runwarden_evidence::Store::open(&data.join("evidence.db").display().to_string())
-            .await
-            .unwrap();
-        let all = log.range(0, 10 * INCIDENTS as u64).await.unwrap();
-        let mut runs: HashMap<String, usize> = HashMap::new();
-        for r in all.iter().filter(|r| r.runbook == "restart-service") {
-            *runs.entry(r.invocation_id.clone()).or_default() += 1;
+#[test]
+fn killing_one_of_two_servers_on_one_postgres_loses_nothing_and_doubles_nothing() {
+    const INCIDENTS: usize = 300;
+    let db = runwarden_testkit::Postgres::start();
+    let root = tempfile::tempdir().unwrap();
+    let host = "clinic-pair-01";
+    let mut fleet = OperatorFleet::start_on(root.path(), CONFIG, &["--database", &db.url]);
+    let data = fleet.enroll_with(root.path(), host, "svc-*.service");
+    let (_agent, _) = fleet.agent(&data);
+    // The second server: the same control key (agents trust one), NATS identity and
+    // database, its own process and data directory.
+    let second = root.path().join("server-2");
+    std::fs::create_dir_all(&second).unwrap();
+    std::fs::write(second.join("runwarden.toml"), CONFIG).unwrap();
+    for dir in ["control-key", "nats"] {
+        let (from, to) = (fleet.data.join(dir), second.join(dir));
+        std::fs::create_dir_all(&to).unwrap();
+        for f in std::fs::read_dir(&from).unwrap() {
+            let f = f.unwrap();
+            std::fs::copy(f.path(), to.join(f.file_name())).unwrap();
         }
-        assert_eq!(runs.len(), INCIDENTS, "one run per incident");
-        assert!(runs.values().all(|n| *n == 1), "no invocation ran twice");
-        for rec in &records {
-            let inv = rec["runs"][0]["invocation_id"].as_str().unwrap();
-            assert_eq!(runs.get(inv), Some(&1), "{rec}");
-        }
-    });
+    }
+    let (_b, url_b) = server(&second, &fleet.nats.url, &["--database", &db.url]);
+    let token = admin_token(&fleet.data);
+    let io = runtime();
+    // Server A dies (SIGKILL) a third of the way in, with incidents in flight.
+    let mut a = fleet._server.child.take().unwrap();
+    let cut = async move {
+        a.kill().unwrap();
+        a.wait().unwrap();
+    };
+    let urls = [fleet.url.clone(), url_b.clone()];
+    let ids = burst(&io, &urls, &token, host, INCIDENTS, INCIDENTS / 3, cut);
+    assert!(ids.len() >= INCIDENTS / 3, "acknowledged: {}", ids.len());
+    // Nothing lost: B concludes every one, A's cut-off ones once their lease lapsed.
+    let records = concluded(&io, &url_b, &token, &ids, Duration::from_secs(240));
+    for r in &records {
+        assert!(
+            r["status"] == "healed" || (r["status"] == "escalated" && r["tier"] == "L3"),
+            "{r}"
+        );
+    }
+    let healed = records.iter().filter(|r| r["status"] == "healed").count();
+    assert!(healed >= INCIDENTS / 3, "healed: {healed}");
+    // Nothing twice.
+    one_run_each(&io, &data, &records);
+    fleet.nats.kill();
 }

@@ -107,6 +107,22 @@ pub(super) fn unit_state(root: &Path, host: &str) -> String {
         .to_string()
 }
 
+/// `runwarden server` with data dir `data` on NATS at `nats`, with more `args`; it and
+/// its URL.
+pub(super) fn server(data: &Path, nats: &str, args: &[&str]) -> (Proc, String) {
+    let mut all = vec!["server", "--nats", nats, "--listen", "127.0.0.1:0"];
+    all.extend_from_slice(args);
+    let (server, line) = spawn(data, &all, "runwarden server is up at ");
+    let url = line
+        .trim_start_matches("runwarden server is up at ")
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .trim_end_matches('/')
+        .to_string();
+    (server, url)
+}
+
 /// A control plane that is the NATS operator, and the nats-server it configured.
 pub(super) struct OperatorFleet {
     pub(super) nats: Nats,
@@ -124,6 +140,11 @@ impl OperatorFleet {
 
     /// [`OperatorFleet::start`] with `config` as the server's `runwarden.toml`.
     pub(super) fn start_with(root: &Path, config: &str) -> OperatorFleet {
+        Self::start_on(root, config, &[])
+    }
+
+    /// [`OperatorFleet::start_with`], the server also given `args`.
+    pub(super) fn start_on(root: &Path, config: &str, args: &[&str]) -> OperatorFleet {
         let data = root.join("server");
         std::fs::create_dir_all(&data).unwrap();
         std::fs::write(data.join("runwarden.toml"), config).unwrap();
@@ -131,18 +152,7 @@ impl OperatorFleet {
         assert!(init.status.success(), "{}", stderr(&init));
         let conf = String::from_utf8(init.stdout).unwrap().trim().to_string();
         let nats = Nats::start_with_config(&std::fs::read_to_string(&conf).unwrap());
-        let (server, line) = spawn(
-            &data,
-            &["server", "--nats", &nats.url, "--listen", "127.0.0.1:0"],
-            "runwarden server is up at ",
-        );
-        let url = line
-            .trim_start_matches("runwarden server is up at ")
-            .split_whitespace()
-            .next()
-            .unwrap()
-            .trim_end_matches('/')
-            .to_string();
+        let (server, url) = server(&data, &nats.url, args);
         OperatorFleet {
             nats,
             _server: server,

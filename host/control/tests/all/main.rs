@@ -3,6 +3,7 @@
 
 mod flywheel;
 mod hosts;
+mod leases;
 mod llm;
 mod notify;
 mod pipeline;

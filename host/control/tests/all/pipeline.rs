@@ -14,7 +14,7 @@ use std::sync::Arc;
 pub(crate) struct Setup {
     _dir: tempfile::TempDir,
     pub(crate) root: PathBuf,
-    rt: Arc<Runtime>,
+    pub(crate) rt: Arc<Runtime>,
 }
 
 pub(crate) fn setup() -> Setup {
@@ -34,7 +34,7 @@ pub(crate) fn setup() -> Setup {
     }
 }
 
-fn policy(root: &Path) -> Policy {
+pub(crate) fn policy(root: &Path) -> Policy {
     let units = root.join("units");
     let u = units.display();
     Policy::parse(&format!(
