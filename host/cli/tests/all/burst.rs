@@ -103,17 +103,25 @@ fn burst(
 }
 
 /// GET `path` at `url` with `token`, as JSON.
+/// A connection reset under load is tried again (5 times at most).
 async fn get(http: &reqwest::Client, url: &str, token: &str, path: &str) -> Value {
-    let body = http
-        .get(format!("{url}{path}"))
-        .bearer_auth(token)
-        .send()
-        .await
-        .unwrap()
-        .bytes()
-        .await
-        .unwrap();
-    serde_json::from_slice(&body).unwrap()
+    let mut tries = 0;
+    loop {
+        let sent = http
+            .get(format!("{url}{path}"))
+            .bearer_auth(token)
+            .send()
+            .await;
+        match sent {
+            Ok(resp) => return serde_json::from_slice(&resp.bytes().await.unwrap()).unwrap(),
+            Err(e) if tries < 5 => {
+                tries += 1;
+                eprintln!("GET {path}: {e}; again");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(e) => panic!("GET {path}: {e}"),
+        }
+    }
 }
 
 /// The records of incidents `ids` at `url`, once none is `processing` (`within`).
