@@ -40,14 +40,17 @@ pub enum EvidenceCommand {
         json: bool,
     },
     /// Export records, proofs, a fresh signed checkpoint, public keys and an HTML report
-    /// into one bundle file (tar) for an auditor.
+    /// into one bundle file (tar) for an auditor. With --tenant: a tenant bundle holding
+    /// the control plane's records of that tenant and the log of every host it enrolled,
+    /// under one statement signed by the control plane's log key.
     Export {
         #[command(flatten)]
         filter: FilterArgs,
         /// The bundle file to write.
         #[arg(short, long)]
         out: PathBuf,
-        /// Key that signs the checkpoint. Default: the one key in DATA_DIR/signing-keys.
+        /// Key that signs the checkpoint. Default: the key that signs this database's log
+        /// (DATA_DIR/control-key or DATA_DIR/signing-keys).
         #[arg(long, env = "RUNWARDEN_SIGNING_KEY")]
         signing_key: Option<PathBuf>,
     },
@@ -91,6 +94,9 @@ pub struct FilterArgs {
     /// Outcome status (healed, no-op, failed, refused, timeout, …).
     #[arg(long)]
     status: Option<String>,
+    /// Tenant: its records only (export: a tenant bundle with its hosts' logs).
+    #[arg(long)]
+    tenant: Option<String>,
 }
 
 impl FilterArgs {
@@ -111,6 +117,7 @@ impl FilterArgs {
             host: self.host.clone(),
             runbook: self.runbook.clone(),
             status: self.status.clone(),
+            tenant: self.tenant.clone(),
         })
     }
 }
@@ -279,20 +286,46 @@ pub fn record(
     })
 }
 
-/// The key that signs exports: `--signing-key`, else the only key in DATA_DIR/signing-keys.
-fn export_key(data_dir: &Path, explicit: Option<&Path>) -> anyhow::Result<ev::SigningKey> {
+/// The key that signs exports: `--signing-key`, else the key of this database's log (the
+/// one its first checkpoint claimed), found in DATA_DIR/control-key or
+/// DATA_DIR/signing-keys, else the only key in DATA_DIR/signing-keys.
+async fn export_key(
+    data_dir: &Path,
+    explicit: Option<&Path>,
+    store: &ev::Store,
+) -> anyhow::Result<ev::SigningKey> {
     if let Some(p) = explicit {
         return Ok(ev::read_signing_key(p)?);
     }
+    let key_files = |dir: PathBuf| -> Vec<PathBuf> {
+        std::fs::read_dir(&dir)
+            .map(|d| {
+                d.flatten()
+                    .map(|e| e.path())
+                    .filter(|p| p.extension().is_some_and(|x| x == "key"))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
     let dir = keys_dir(data_dir);
-    let keys: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .map(|d| {
-            d.flatten()
-                .map(|e| e.path())
-                .filter(|p| p.extension().is_some_and(|x| x == "key"))
-                .collect()
-        })
-        .unwrap_or_default();
+    let keys = key_files(dir.clone());
+    if let Some((origin, public)) = store.identity().await? {
+        let mut candidates = key_files(data_dir.join("control-key"));
+        candidates.extend(keys.iter().cloned());
+        for path in candidates {
+            let key = ev::read_signing_key(&path)?;
+            if key.verifying_key().to_text() == public.to_text() {
+                return Ok(key);
+            }
+        }
+        bail!(
+            "the key of this log ({}, key id {}) is not in {} or {}: pass --signing-key",
+            ev::escape_control(&origin),
+            public.key_id_hex(),
+            data_dir.join("control-key").display(),
+            dir.display()
+        );
+    }
     match keys.as_slice() {
         [one] => Ok(ev::read_signing_key(one)?),
         [] => bail!(
@@ -304,6 +337,108 @@ fn export_key(data_dir: &Path, explicit: Option<&Path>) -> anyhow::Result<ev::Si
             dir.display()
         ),
     }
+}
+
+/// Write a bundle through `write` to a temporary file beside `out`, then rename it:
+/// never a half-written bundle.
+fn write_bundle<T>(
+    out: &Path,
+    write: impl FnOnce(std::io::BufWriter<std::fs::File>) -> std::io::Result<T>,
+) -> anyhow::Result<T> {
+    let tmp = out.with_extension("partial");
+    let file =
+        std::fs::File::create(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
+    let done = write(std::io::BufWriter::new(file));
+    let done = match done {
+        Ok(d) => d,
+        Err(e) => {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(e).with_context(|| format!("cannot write {}", tmp.display()));
+        }
+    };
+    std::fs::rename(&tmp, out).with_context(|| format!("cannot write {}", out.display()))?;
+    Ok(done)
+}
+
+/// `evidence export --tenant T`: the control log's records of T and every log of T's
+/// enrolled hosts, as this database mirrors them, under a statement signed by `key`.
+async fn export_tenant(
+    data_dir: &Path,
+    log: &LogArgs,
+    store: &ev::Store,
+    filter: &ev::Filter,
+    tenant: &str,
+    key: &ev::SigningKey,
+    out: &Path,
+) -> anyhow::Result<ExitCode> {
+    let database = match &log.evidence_db {
+        Some(t) => t.clone(),
+        None => data_dir.join("evidence.db").display().to_string(),
+    };
+    let control = runwarden_control::store::ControlStore::open(&database).await?;
+    let mut parts = vec![ev::LogPart {
+        role: ev::LogRole::Control,
+        host: None,
+        enrolled_at_ms: None,
+        bundle: ev::export(store, filter, key, &origin(key), vec![key.verifying_key()]).await?,
+    }];
+    // The hosts' own logs: every record of each (a host belongs to one tenant), within
+    // the filter's other conditions.
+    let per_host = ev::Filter {
+        tenant: None,
+        ..filter.clone()
+    };
+    let mut missing = Vec::new();
+    for host in control
+        .hosts()
+        .await?
+        .into_iter()
+        .filter(|h| h.tenant == tenant)
+    {
+        let log_origin = format!("runwarden/{}", host.key_name);
+        match ev::export_mirror(store, &log_origin, &per_host).await? {
+            Some(bundle) => parts.push(ev::LogPart {
+                role: ev::LogRole::Host,
+                host: Some(host.id.clone()),
+                enrolled_at_ms: Some(host.enrolled_at_ms.max(0) as u64),
+                bundle,
+            }),
+            None => missing.push(host.id),
+        }
+    }
+    let statement = write_bundle(out, |w| {
+        ev::write_tenant_bundle(tenant, filter.to_json(), &parts, key, w)
+    })?;
+    let records: u64 = statement.logs.iter().map(|l| l.records).sum();
+    println!(
+        "exported {records} record(s) of tenant {} from {} log(s) to {}",
+        ev::escape_control(tenant),
+        statement.logs.len(),
+        ev::escape_control(&out.display().to_string()),
+    );
+    for l in &statement.logs {
+        println!(
+            "  {:<26} {:>8} record(s), checkpoint size {}{}",
+            ev::escape_control(&match &l.host {
+                Some(h) => format!("host {h}"),
+                None => "control plane".into(),
+            }),
+            l.records,
+            l.tree_size,
+            if l.complete {
+                ", complete"
+            } else {
+                ", filtered"
+            }
+        );
+    }
+    if !missing.is_empty() {
+        eprintln!(
+            "no records mirrored yet from enrolled host(s) {}: their logs are not in the bundle",
+            ev::escape_control(&missing.join(", "))
+        );
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 pub fn evidence(cmd: EvidenceCommand, data_dir: &Path, log: &LogArgs) -> anyhow::Result<ExitCode> {
@@ -350,13 +485,13 @@ pub fn evidence(cmd: EvidenceCommand, data_dir: &Path, log: &LogArgs) -> anyhow:
                 Ok(ExitCode::SUCCESS)
             }
             EvidenceCommand::Export { filter, out, signing_key } => {
-                let key = export_key(data_dir, signing_key.as_deref())?;
-                let bundle = ev::export(&store, &filter.to_filter()?, &key, &origin(&key), local_public_keys(data_dir)).await?;
-                // Write to a temporary file and rename: never a half-written bundle.
-                let tmp = out.with_extension("partial");
-                let file = std::fs::File::create(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
-                bundle.write(std::io::BufWriter::new(file)).with_context(|| format!("cannot write {}", tmp.display()))?;
-                std::fs::rename(&tmp, &out).with_context(|| format!("cannot write {}", out.display()))?;
+                let key = export_key(data_dir, signing_key.as_deref(), &store).await?;
+                let filter = filter.to_filter()?;
+                if let Some(tenant) = filter.tenant.clone() {
+                    return export_tenant(data_dir, log, &store, &filter, &tenant, &key, &out).await;
+                }
+                let bundle = ev::export(&store, &filter, &key, &origin(&key), local_public_keys(data_dir)).await?;
+                write_bundle(&out, |w| bundle.write(w))?;
                 println!(
                     "exported {} record(s) of {} to {} (checkpoint size {}, {})",
                     bundle.records.len(),
@@ -430,8 +565,32 @@ fn verify(bundle: &Path, keys: &[PathBuf], since: Option<&Path>) -> anyhow::Resu
     let since = since
         .map(|p| std::fs::read_to_string(p).with_context(|| format!("cannot read {}", p.display())))
         .transpose()?;
-    let file =
-        std::fs::File::open(bundle).with_context(|| format!("cannot open {}", bundle.display()))?;
+    let open =
+        || std::fs::File::open(bundle).with_context(|| format!("cannot open {}", bundle.display()));
+    if ev::is_tenant_bundle(std::io::BufReader::new(open()?)) {
+        if since.is_some() {
+            bail!("--since-checkpoint applies to a one-log bundle, not to a tenant bundle");
+        }
+        return match ev::verify_tenant_bundle(std::io::BufReader::new(open()?), &trusted) {
+            // Quotes the bundle: escaped inside, line by line.
+            Ok(v) if v.ok() => {
+                print!("{v}");
+                Ok(ExitCode::SUCCESS)
+            }
+            Ok(v) => {
+                eprint!("verification FAILED: {v}");
+                Ok(ExitCode::FAILURE)
+            }
+            Err(e) => {
+                eprintln!(
+                    "verification FAILED: {}",
+                    ev::escape_control(&e.to_string())
+                );
+                Ok(ExitCode::FAILURE)
+            }
+        };
+    }
+    let file = open()?;
     match ev::verify_bundle(std::io::BufReader::new(file), &trusted, since.as_deref()) {
         // Both quote the bundle: printed with control characters escaped, so nothing in it
         // can rewrite the line that says whether it verified.

@@ -1101,9 +1101,8 @@ Check it with <code>runwarden evidence verify BUNDLE --key KEY.pub</code>; this 
     )
 }
 
-/// Sign a checkpoint of the log as it is now with `key`, store it, and gather the records
-/// matching `filter` with their inclusion proofs against it, consistency proofs from every
-/// earlier stored checkpoint, and the public `keys` auditors need.
+/// Export the records of the database's own log that match `filter`, with a fresh
+/// checkpoint signed by `key` (stored, so later exports can prove consistency with it).
 pub async fn export(
     store: &crate::store::Store,
     filter: &crate::store::Filter,
@@ -1121,19 +1120,6 @@ pub async fn export(
     };
     let note = cp.sign(key)?;
     store.put_checkpoint(size, &cp.root, &note).await?;
-    let mut records = Vec::new();
-    for r in store.list(filter).await? {
-        if r.index >= size {
-            continue;
-        }
-        records.push(BundleRecord {
-            index: r.index,
-            envelope: String::from_utf8(r.envelope).map_err(|_| {
-                crate::error::Error::MalformedRecord(format!("record {} is not UTF-8", r.index))
-            })?,
-            proof: tree.inclusion_proof(r.index)?,
-        });
-    }
     let mut consistency = Vec::new();
     for old in store.checkpoint_sizes().await? {
         if old > 0 && old < size {
@@ -1147,22 +1133,81 @@ pub async fn export(
     if !keys.iter().any(|k| k.to_text() == signer.to_text()) {
         keys.push(signer);
     }
-    let complete = filter.since_ms.is_none()
-        && filter.until_ms.is_none()
-        && filter.host.is_none()
-        && filter.runbook.is_none()
-        && filter.status.is_none();
+    let listed = store.list(filter).await?;
+    assemble(origin, &tree, note, listed, consistency, keys, filter)
+}
+
+/// Export the records that match `filter` of the log `origin` this database mirrors,
+/// proved against the latest checkpoint its signer sent (nothing is signed here: the
+/// mirror holds another signer's log). `None` when nothing of `origin` is mirrored.
+pub async fn export_mirror(
+    store: &crate::store::Store,
+    origin: &str,
+    filter: &crate::store::Filter,
+) -> crate::error::Result<Option<BundleContents>> {
+    let Some(head) = store.mirror_head(origin).await? else {
+        return Ok(None);
+    };
+    let mut held = Vec::new();
+    let mut from = 0;
+    while from < head.size {
+        let to = (from + 10_000).min(head.size);
+        let chunk = store.mirrored_records(origin, from, to).await?;
+        if chunk.len() as u64 != to - from {
+            return Err(crate::error::Error::MalformedRecord(format!(
+                "the mirror of {origin} holds {} of records {from}..{to}",
+                chunk.len()
+            )));
+        }
+        held.extend(chunk);
+        from = to;
+    }
+    let tree = crate::merkle::MerkleTree::new(held.iter().map(|r| r.leaf_hash).collect());
+    let listed = held.into_iter().filter(|r| filter.matches(r)).collect();
+    assemble(
+        origin,
+        &tree,
+        head.note,
+        listed,
+        Vec::new(),
+        vec![head.key],
+        filter,
+    )
+    .map(Some)
+}
+
+/// A bundle of `listed` (records of the log `tree`), proved against `note`.
+fn assemble(
+    origin: &str,
+    tree: &crate::merkle::MerkleTree,
+    note: String,
+    listed: Vec<crate::store::StoredRecord>,
+    consistency: Vec<Consistency>,
+    keys: Vec<VerifyingKey>,
+    filter: &crate::store::Filter,
+) -> crate::error::Result<BundleContents> {
+    let size = tree.size();
+    let mut records = Vec::with_capacity(listed.len());
+    for r in listed {
+        if r.index >= size {
+            continue;
+        }
+        records.push(BundleRecord {
+            index: r.index,
+            envelope: String::from_utf8(r.envelope).map_err(|_| {
+                crate::error::Error::MalformedRecord(format!("record {} is not UTF-8", r.index))
+            })?,
+            proof: tree.inclusion_proof(r.index)?,
+        });
+    }
     Ok(BundleContents {
         manifest: Manifest {
             version: BUNDLE_VERSION,
             origin: origin.to_string(),
             tree_size: size,
             record_count: records.len() as u64,
-            complete,
-            filter: serde_json::json!({
-                "since_ms": filter.since_ms, "until_ms": filter.until_ms, "host": filter.host,
-                "runbook": filter.runbook, "status": filter.status,
-            }),
+            complete: filter.is_empty(),
+            filter: filter.to_json(),
             created_at: now_rfc3339(),
             members: BTreeMap::new(),
         },

@@ -10,6 +10,8 @@
 //!
 //! - [`record`](Statement): the in-toto statement of one invocation.
 //! - [`bundle`](verify_bundle): auditor bundles and their offline verification.
+//! - [`tenant`](verify_tenant_bundle): a fleet tenant's bundle: the control plane's log
+//!   and every host's, under one signed statement.
 //! - [`store`](Store): the durable, append-only log in SQLite or PostgreSQL.
 //! - [`escape_control`]: outside text made safe to print on a terminal.
 
@@ -22,11 +24,12 @@ mod keys;
 mod merkle;
 mod record;
 mod store;
+mod tenant;
 mod text;
 
 pub use bundle::{
     BUNDLE_VERSION, BundleContents, BundleError, BundleRecord, Consistency, Manifest, Verified,
-    export, hash_hex, now_rfc3339, verify_bundle,
+    export, export_mirror, hash_hex, now_rfc3339, verify_bundle,
 };
 pub use checkpoint::Checkpoint;
 pub use dsse::{Envelope, EnvelopeSignature, pae};
@@ -44,5 +47,9 @@ pub use record::{
 pub use store::{
     Filter, MAX_SEGMENT_RECORDS, MirrorHead, Mirrored, NewRecord, Segment, Store, StoredRecord,
     checkpoint_file_of,
+};
+pub use tenant::{
+    LogEntry, LogPart, LogRole, TENANT_BUNDLE_VERSION, TENANT_PAYLOAD_TYPE, TENANT_STATEMENT,
+    TenantStatement, TenantVerified, is_tenant_bundle, verify_tenant_bundle, write_tenant_bundle,
 };
 pub use text::{escape_control, is_unsafe_char};

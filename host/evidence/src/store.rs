@@ -53,6 +53,21 @@ pub struct NewRecord {
     pub started_at_ms: i64,
 }
 
+/// The records of `rows` made for `filter`'s tenant (the other conditions are SQL's).
+fn keep_tenant(
+    filter: &Filter,
+    rows: impl Iterator<Item = Result<StoredRecord>>,
+) -> Result<Vec<StoredRecord>> {
+    let mut out = Vec::new();
+    for r in rows {
+        let r = r?;
+        if filter.tenant_matches(&r) {
+            out.push(r);
+        }
+    }
+    Ok(out)
+}
+
 /// A record as stored.
 #[derive(Clone, Debug)]
 pub struct StoredRecord {
@@ -89,6 +104,55 @@ pub struct Filter {
     pub runbook: Option<String>,
     /// Outcome status.
     pub status: Option<String>,
+    /// Tenant the record was made for (read from the signed statement).
+    pub tenant: Option<String>,
+}
+
+impl Filter {
+    /// Whether no condition is set: every record matches.
+    pub fn is_empty(&self) -> bool {
+        self.since_ms.is_none()
+            && self.until_ms.is_none()
+            && self.host.is_none()
+            && self.runbook.is_none()
+            && self.status.is_none()
+            && self.tenant.is_none()
+    }
+
+    /// Whether `r` matches every condition.
+    pub fn matches(&self, r: &StoredRecord) -> bool {
+        self.since_ms.is_none_or(|t| r.started_at_ms >= t)
+            && self.until_ms.is_none_or(|t| r.started_at_ms < t)
+            && self.host.as_ref().is_none_or(|h| &r.host_id == h)
+            && self.runbook.as_ref().is_none_or(|b| &r.runbook == b)
+            && self.status.as_ref().is_none_or(|s| &r.status == s)
+            && self.tenant_matches(r)
+    }
+
+    /// Whether `r` was made for the filter's tenant (always, without one). A record
+    /// whose statement cannot be read matches no tenant.
+    fn tenant_matches(&self, r: &StoredRecord) -> bool {
+        let Some(tenant) = &self.tenant else {
+            return true;
+        };
+        std::str::from_utf8(&r.envelope)
+            .ok()
+            .and_then(|json| crate::dsse::Envelope::from_json(json).ok())
+            .and_then(|env| crate::record::Statement::from_envelope(&env).ok())
+            .is_some_and(|s| &s.predicate.tenant == tenant)
+    }
+
+    /// The filter as JSON, for a bundle's manifest.
+    pub fn to_json(&self) -> serde_json::Value {
+        let mut v = serde_json::json!({
+            "since_ms": self.since_ms, "until_ms": self.until_ms, "host": self.host,
+            "runbook": self.runbook, "status": self.status,
+        });
+        if let Some(t) = &self.tenant {
+            v["tenant"] = serde_json::json!(t);
+        }
+        v
+    }
 }
 
 #[derive(Clone)]
@@ -542,7 +606,7 @@ impl Store {
                     .fetch_all(p)
                     .await
                     .map_err(db_err("listing records"))?;
-                rows.iter().map(row_to_record).collect()
+                keep_tenant(filter, rows.iter().map(row_to_record))
             }
             Db::Postgres(p) => {
                 let rows = sqlx::query(sqlx::AssertSqlSafe(pg))
@@ -554,7 +618,7 @@ impl Store {
                     .fetch_all(p)
                     .await
                     .map_err(db_err("listing records"))?;
-                rows.iter().map(row_to_record).collect()
+                keep_tenant(filter, rows.iter().map(row_to_record))
             }
         }
     }

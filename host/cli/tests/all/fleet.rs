@@ -168,10 +168,13 @@ impl OperatorFleet {
 
     /// [`OperatorFleet::enroll`] with a policy granting the services `glob`.
     pub(super) fn enroll_with(&self, root: &Path, host: &str, glob: &str) -> PathBuf {
-        let token = runwarden(
-            &self.data,
-            &["--server", &self.url, "hosts", "enroll-token"],
-        );
+        self.enroll_as(&self.data, root, host, glob)
+    }
+
+    /// [`OperatorFleet::enroll_with`], the token made with the admin token of `admin`
+    /// (a data dir whose `admin-token` is of the tenant the host joins).
+    pub(super) fn enroll_as(&self, admin: &Path, root: &Path, host: &str, glob: &str) -> PathBuf {
+        let token = runwarden(admin, &["--server", &self.url, "hosts", "enroll-token"]);
         assert!(token.status.success(), "{}", stderr(&token));
         let token = String::from_utf8(token.stdout).unwrap().trim().to_string();
         let data = root.join(host).join("data");

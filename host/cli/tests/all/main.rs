@@ -1,6 +1,7 @@
 //! The `runwarden` binary as users call it: arguments, output, exit codes.
 
 mod burst;
+mod export;
 mod fleet;
 mod integrity;
 mod mcp;

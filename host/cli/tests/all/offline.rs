@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 /// `runwarden incident submit --json` of `incident` at `server` with `data`'s token: the
 /// record (the exit status is 1 when it did not heal).
-fn submit(data: &Path, server: &str, incident: &str) -> Value {
+pub(super) fn submit(data: &Path, server: &str, incident: &str) -> Value {
     let file = data.join("incident.json");
     std::fs::write(&file, incident).unwrap();
     let out = runwarden(
@@ -64,7 +64,7 @@ fn decided_at_server(fleet: &OperatorFleet, id: &str) -> Value {
 }
 
 /// Wait until the server mirrors all of `host`'s log, at least `min` records; its size.
-fn caught_up(fleet: &OperatorFleet, host: &str, min: u64) -> u64 {
+pub(super) fn caught_up(fleet: &OperatorFleet, host: &str, min: u64) -> u64 {
     let deadline = Instant::now() + Duration::from_secs(90);
     loop {
         let h = fleet.host(host);

@@ -4,12 +4,12 @@
 use super::*;
 use std::io::Read;
 
-struct Bundle {
-    members: Vec<(String, Vec<u8>)>,
+pub(super) struct Bundle {
+    pub(super) members: Vec<(String, Vec<u8>)>,
 }
 
 impl Bundle {
-    fn read(path: &Path) -> Bundle {
+    pub(super) fn read(path: &Path) -> Bundle {
         let mut a = tar::Archive::new(std::fs::File::open(path).unwrap());
         let members = a
             .entries()
@@ -27,7 +27,7 @@ impl Bundle {
 
     /// Write it back, the manifest's declared member sizes edited to match (as a forger
     /// would), so each tampering reaches the check it is aimed at.
-    fn write(&self, path: &Path) {
+    pub(super) fn write(&self, path: &Path) {
         let mut members = self.members.clone();
         let sizes: serde_json::Map<String, serde_json::Value> = members
             .iter()
@@ -48,7 +48,7 @@ impl Bundle {
     }
 
     /// Write `members` as they are.
-    fn write_raw(members: &[(String, Vec<u8>)], path: &Path) {
+    pub(super) fn write_raw(members: &[(String, Vec<u8>)], path: &Path) {
         let mut b = tar::Builder::new(std::fs::File::create(path).unwrap());
         for (name, data) in members {
             let mut h = tar::Header::new_gnu();
@@ -64,7 +64,7 @@ impl Bundle {
         &mut self.members.iter_mut().find(|(n, _)| n == name).unwrap().1
     }
 
-    fn lines(&mut self) -> Vec<String> {
+    pub(super) fn lines(&mut self) -> Vec<String> {
         String::from_utf8(self.get("records.jsonl").clone())
             .unwrap()
             .lines()
@@ -72,13 +72,13 @@ impl Bundle {
             .collect()
     }
 
-    fn set_lines(&mut self, lines: &[String]) {
+    pub(super) fn set_lines(&mut self, lines: &[String]) {
         *self.get("records.jsonl") = format!("{}\n", lines.join("\n")).into_bytes();
     }
 }
 
 /// The envelope of a `records.jsonl` line, verbatim (`{"index":…,"proof":…,"envelope":{…}}`).
-fn envelope_of(line: &str) -> &str {
+pub(super) fn envelope_of(line: &str) -> &str {
     let at = line.find(",\"envelope\":").unwrap() + ",\"envelope\":".len();
     &line[at..line.len() - 1]
 }

@@ -1,0 +1,275 @@
+//! A tenant's evidence as an auditor gets it from a fleet, real processes over a real
+//! nats-server: `evidence export --tenant T` at the server gives one bundle holding the
+//! control plane's records of T and the log of every host T enrolled (as the server
+//! mirrored it), under a statement signed by the control plane. `evidence verify` with
+//! the control plane's public key alone checks every log under its enrolled host key and
+//! names the first bad record of each log; another tenant's records and hosts are not in
+//! it.
+
+use super::fleet::OperatorFleet;
+use super::offline::{caught_up, submit};
+use super::tamper::{Bundle, envelope_of};
+use super::{runwarden, stderr};
+use serde_json::Value;
+use std::path::Path;
+use std::process::Output;
+use std::time::{Duration, Instant};
+
+fn export(fleet: &OperatorFleet, tenant: &str, out: &Path) {
+    let o = runwarden(
+        &fleet.data,
+        &[
+            "evidence",
+            "export",
+            "--tenant",
+            tenant,
+            "-o",
+            out.to_str().unwrap(),
+        ],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+}
+
+fn verify(bundle: &Path, key: &Path) -> Output {
+    runwarden(
+        bundle.parent().unwrap(),
+        &[
+            "evidence",
+            "verify",
+            bundle.to_str().unwrap(),
+            "--key",
+            key.to_str().unwrap(),
+        ],
+    )
+}
+
+/// The statement a tenant bundle's first member signs.
+fn statement(bundle: &Bundle) -> Value {
+    let (name, data) = &bundle.members[0];
+    assert_eq!(name, "tenant-bundle.dsse.json");
+    let env = runwarden_evidence::Envelope::from_json(std::str::from_utf8(data).unwrap()).unwrap();
+    serde_json::from_slice(&env.payload().unwrap()).unwrap()
+}
+
+/// The one-log bundle held in member `name` of `outer`, read through a scratch file.
+fn inner(outer: &Bundle, name: &str, scratch: &Path) -> Bundle {
+    let data = &outer.members.iter().find(|(n, _)| n == name).unwrap().1;
+    std::fs::write(scratch, data).unwrap();
+    Bundle::read(scratch)
+}
+
+/// The tenant every record of a one-log bundle was made for.
+fn tenants_of(mut log: Bundle) -> Vec<String> {
+    log.lines()
+        .iter()
+        .map(|line| {
+            let env = runwarden_evidence::Envelope::from_json(envelope_of(line)).unwrap();
+            runwarden_evidence::Statement::from_envelope(&env)
+                .unwrap()
+                .predicate
+                .tenant
+        })
+        .collect()
+}
+
+#[test]
+fn a_tenants_export_holds_the_control_log_and_each_of_its_hosts_logs_and_nothing_of_another_tenant()
+{
+    let root = tempfile::tempdir().unwrap();
+    let r = root.path();
+    let fleet = OperatorFleet::start(r);
+    // Tenant clinic-b's admin: a data dir whose admin token is clinic-b's.
+    let b_admin = r.join("clinic-b-admin");
+    std::fs::create_dir_all(&b_admin).unwrap();
+    let made = runwarden(
+        &fleet.data,
+        &[
+            "token", "create", "--tenant", "clinic-b", "--scope", "admin", "--name", "b",
+        ],
+    );
+    assert!(made.status.success(), "{}", stderr(&made));
+    std::fs::write(b_admin.join("admin-token"), &made.stdout).unwrap();
+
+    let a1 = fleet.enroll(r, "clinic-a-01");
+    let a2 = fleet.enroll(r, "clinic-a-02");
+    let b1 = fleet.enroll_as(&b_admin, r, "clinic-b-01", "nginx.service");
+    let _agents: Vec<_> = [&a1, &a2, &b1].map(|d| fleet.agent(d).0).into();
+
+    // Each host heals one incident; one incident of each tenant escalates (the control
+    // plane decides that alone, into its own log).
+    for (admin, host) in [
+        (&fleet.data, "clinic-a-01"),
+        (&fleet.data, "clinic-a-02"),
+        (&b_admin, "clinic-b-01"),
+    ] {
+        let rec = submit(
+            admin,
+            &fleet.url,
+            &format!(
+                r#"{{"host":"{host}","type":"service-down","severity":"high","service":"nginx.service"}}"#
+            ),
+        );
+        assert_eq!(rec["status"], "healed", "{rec}");
+        let rec = submit(
+            admin,
+            &fleet.url,
+            &format!(r#"{{"host":"{host}","type":"fan-noise","severity":"low"}}"#),
+        );
+        assert_eq!(rec["status"], "escalated", "{rec}");
+    }
+    caught_up(&fleet, "clinic-a-01", 1);
+    caught_up(&fleet, "clinic-a-02", 1);
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let out = runwarden(
+            &b_admin,
+            &["--server", &fleet.url, "hosts", "list", "--json"],
+        );
+        let hosts: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+        if hosts[0]["mirrored_records"]
+            .as_u64()
+            .is_some_and(|n| n >= 1)
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "clinic-b-01 not mirrored: {hosts}"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+
+    let out = r.join("audit");
+    std::fs::create_dir_all(&out).unwrap();
+    let control_pub = fleet.data.join("control-key/runwarden-control.pub");
+    let a_bundle = out.join("local.tar");
+    export(&fleet, "local", &a_bundle);
+
+    // The auditor, with the control plane's public key only.
+    let v = verify(&a_bundle, &control_pub);
+    let said = String::from_utf8_lossy(&v.stdout).into_owned();
+    assert!(v.status.success(), "{said}{}", stderr(&v));
+    assert!(said.starts_with("tenant local: 3 log(s)"), "{said}");
+    assert_eq!(said.matches("\n  ok ").count(), 3, "{said}");
+    assert!(
+        said.contains("host clinic-a-01: verified 1 records"),
+        "{said}"
+    );
+    assert!(
+        said.contains("host clinic-a-02: verified 1 records"),
+        "{said}"
+    );
+    assert!(!said.contains("clinic-b"), "{said}");
+
+    // What it holds: the control plane's log (only tenant local's records of it), then
+    // each host's complete log under the key it enrolled with.
+    let bundle = Bundle::read(&a_bundle);
+    let st = statement(&bundle);
+    assert_eq!(st["tenant"], "local");
+    let logs = st["logs"].as_array().unwrap();
+    let roles: Vec<(&str, &str)> = logs
+        .iter()
+        .map(|l| {
+            (
+                l["role"].as_str().unwrap(),
+                l["host"].as_str().unwrap_or(""),
+            )
+        })
+        .collect();
+    assert_eq!(
+        roles,
+        [
+            ("control", ""),
+            ("host", "clinic-a-01"),
+            ("host", "clinic-a-02")
+        ]
+    );
+    assert!(
+        !logs[0]["complete"].as_bool().unwrap(),
+        "filtered to a tenant"
+    );
+    assert!(logs[1]["complete"].as_bool().unwrap() && logs[2]["complete"].as_bool().unwrap());
+    let host_pub =
+        runwarden_evidence::read_verifying_key(&a2.join("signing-keys/clinic-a-02.pub")).unwrap();
+    assert_eq!(logs[2]["key"], host_pub.to_text());
+    let scratch = out.join("inner.tar");
+    let control = tenants_of(inner(
+        &bundle,
+        logs[0]["member"].as_str().unwrap(),
+        &scratch,
+    ));
+    assert!(
+        !control.is_empty() && control.iter().all(|t| t == "local"),
+        "{control:?}"
+    );
+    assert!(
+        logs[0]["tree_size"].as_u64().unwrap() as usize > control.len(),
+        "the control log also holds clinic-b's escalation, left out: {logs:?}"
+    );
+
+    // Tenant clinic-b's bundle: its host only.
+    let b_bundle = out.join("clinic-b.tar");
+    export(&fleet, "clinic-b", &b_bundle);
+    let v = verify(&b_bundle, &control_pub);
+    let said = String::from_utf8_lossy(&v.stdout).into_owned();
+    assert!(v.status.success(), "{said}{}", stderr(&v));
+    assert!(
+        said.contains("host clinic-b-01: verified 1 records"),
+        "{said}"
+    );
+    assert!(!said.contains("clinic-a"), "{said}");
+
+    // Another key is not the control plane's: nothing in the bundle is believed.
+    let v = verify(&a_bundle, &a2.join("signing-keys/clinic-a-02.pub"));
+    assert_eq!(v.status.code(), Some(1));
+    assert!(
+        stderr(&v).contains("not signed by a key you trust"),
+        "{}",
+        stderr(&v)
+    );
+
+    // A record of one host's log altered: that log fails, naming the record; the other
+    // logs still verify.
+    let member = logs[2]["member"].as_str().unwrap().to_string();
+    let mut host_log = inner(&bundle, &member, &scratch);
+    let mut lines = host_log.lines();
+    lines[0] = lines[0].replace("\"sig\":\"", "\"sig\":\"AAAA");
+    host_log.set_lines(&lines);
+    host_log.write(&scratch);
+    let mut forged = bundle.members.clone();
+    forged.iter_mut().find(|(n, _)| *n == member).unwrap().1 = std::fs::read(&scratch).unwrap();
+    let tampered = out.join("tampered.tar");
+    Bundle::write_raw(&forged, &tampered);
+    let v = verify(&tampered, &control_pub);
+    let err = stderr(&v);
+    assert_eq!(v.status.code(), Some(1), "{err}");
+    assert!(err.contains("FAILED  host clinic-a-02"), "{err}");
+    assert!(err.contains("record 0: "), "{err}");
+    assert!(err.contains("ok      host clinic-a-01"), "{err}");
+    assert!(err.contains("ok      control plane"), "{err}");
+
+    // A host's log removed: named as missing.
+    let removed: Vec<(String, Vec<u8>)> = bundle
+        .members
+        .iter()
+        .filter(|(n, _)| *n != member)
+        .cloned()
+        .collect();
+    Bundle::write_raw(&removed, &tampered);
+    let v = verify(&tampered, &control_pub);
+    let err = stderr(&v);
+    assert_eq!(v.status.code(), Some(1), "{err}");
+    assert!(err.contains("missing from the bundle (removed)"), "{err}");
+
+    // A member the statement does not list: refused.
+    let mut extra = bundle.members.clone();
+    extra.push(("logs/99999-host.tar".into(), b"x".to_vec()));
+    Bundle::write_raw(&extra, &tampered);
+    let v = verify(&tampered, &control_pub);
+    assert_eq!(v.status.code(), Some(1));
+    assert!(
+        stderr(&v).contains("the signed statement does not list it"),
+        "{}",
+        stderr(&v)
+    );
+}
