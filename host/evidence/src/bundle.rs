@@ -243,21 +243,29 @@ impl BundleContents {
             .map(|(name, data)| (name.clone(), data.len() as u64))
             .collect();
 
-        let mut tar = tar::Builder::new(out);
-        let mut add = |name: &str, data: &[u8]| {
-            let mut h = tar::Header::new_gnu();
-            h.set_size(data.len() as u64);
-            h.set_mode(0o644);
-            h.set_mtime(0);
-            h.set_cksum();
-            tar.append_data(&mut h, name, data)
-        };
-        add(MANIFEST, &serde_json::to_vec_pretty(&manifest)?)?;
-        for (name, data) in &members {
-            add(name, data)?;
-        }
-        tar.into_inner()?.flush()
+        let manifest = serde_json::to_vec_pretty(&manifest)?;
+        let all = std::iter::once((MANIFEST, manifest.as_slice()))
+            .chain(members.iter().map(|(n, d)| (n.as_str(), d.as_slice())));
+        write_tar(out, all)
     }
+}
+
+/// Write `members` (name, bytes) in order as a tar archive of regular files, mode 0644,
+/// no timestamps, and flush it.
+pub(crate) fn write_tar<'a>(
+    out: impl std::io::Write,
+    members: impl IntoIterator<Item = (&'a str, &'a [u8])>,
+) -> std::io::Result<()> {
+    let mut tar = tar::Builder::new(out);
+    for (name, data) in members {
+        let mut h = tar::Header::new_gnu();
+        h.set_size(data.len() as u64);
+        h.set_mode(0o644);
+        h.set_mtime(0);
+        h.set_cksum();
+        tar.append_data(&mut h, name, data)?;
+    }
+    tar.into_inner()?.flush()
 }
 
 /// What a successful verification established.

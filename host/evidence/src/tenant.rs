@@ -160,20 +160,10 @@ pub fn write_tenant_bundle(
         logs,
     };
     let envelope = Envelope::sign(TENANT_PAYLOAD_TYPE, &serde_json::to_vec(&statement)?, key);
-    let mut tar = tar::Builder::new(out);
-    let mut add = |name: &str, data: &[u8]| {
-        let mut h = tar::Header::new_gnu();
-        h.set_size(data.len() as u64);
-        h.set_mode(0o644);
-        h.set_mtime(0);
-        h.set_cksum();
-        tar.append_data(&mut h, name, data)
-    };
-    add(TENANT_STATEMENT, envelope.to_json().as_bytes())?;
-    for (name, data) in &members {
-        add(name, data)?;
-    }
-    tar.into_inner()?.flush()?;
+    let signed = envelope.to_json();
+    let all = std::iter::once((TENANT_STATEMENT, signed.as_bytes()))
+        .chain(members.iter().map(|(n, d)| (n.as_str(), d.as_slice())));
+    crate::bundle::write_tar(out, all)?;
     Ok(statement)
 }
 
