@@ -261,6 +261,14 @@ fn a_tenants_export_holds_the_control_log_and_each_of_its_hosts_logs_and_nothing
     assert_eq!(v.status.code(), Some(1), "{err}");
     assert!(err.contains("missing from the bundle (removed)"), "{err}");
 
+    // A listed part twice: refused.
+    let mut twice = bundle.members.clone();
+    twice.push(bundle.members[1].clone());
+    Bundle::write_raw(&twice, &tampered);
+    let v = verify(&tampered, &control_pub);
+    assert_eq!(v.status.code(), Some(1));
+    assert!(stderr(&v).contains("it appears twice"), "{}", stderr(&v));
+
     // A member the statement does not list: refused.
     let mut extra = bundle.members.clone();
     extra.push(("logs/99999-host.tar".into(), b"x".to_vec()));
