@@ -284,10 +284,18 @@ pub(crate) async fn serve_events(client: jetstream::Client, controller: Arc<Cont
     };
     loop {
         let ev = events.next().await;
-        let owner = controller
-            .hosts_of(&ev.tenant)
-            .iter()
-            .any(|h| h.id() == ev.host);
+        // A host that enrolled through another server on the same database is read now.
+        let owner = match controller.find_host(&ev.host).await {
+            Ok(h) => h.is_some_and(|h| h.tenant == ev.tenant),
+            Err(e) => {
+                errln!(
+                    "warning: reading host {}: {e}; retrying",
+                    crate::term::clean(&ev.host)
+                );
+                ev.retry(Duration::from_secs(2)).await;
+                continue;
+            }
+        };
         if !owner {
             errln!(
                 "an event from host {} of tenant {}, which is not enrolled: dropped",

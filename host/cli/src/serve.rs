@@ -574,6 +574,20 @@ pub(crate) fn run_control(
                 }
             }
         });
+        // Hosts enrolled, re-enrolled, drained or undrained through another server on
+        // the same database: served here within HOST_SYNC_SECS.
+        let hosts = controller.clone();
+        let syncer = tokio::spawn(async move {
+            let mut t = tokio::time::interval(std::time::Duration::from_secs(
+                runwarden_control::HOST_SYNC_SECS,
+            ));
+            loop {
+                t.tick().await;
+                if let Err(e) = hosts.sync_hosts().await {
+                    errln!("warning: reading the hosts table: {e}");
+                }
+            }
+        });
         // Escalations past their SLA deadline, announced to the webhooks once each; and
         // incidents a failed write left `processing`, concluded.
         let sla = controller.clone();
@@ -600,6 +614,7 @@ pub(crate) fn run_control(
         ticker.abort();
         breaches.abort();
         renewer.abort();
+        syncer.abort();
         if let Some(e) = events {
             e.abort();
         }

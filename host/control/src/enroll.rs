@@ -27,6 +27,9 @@ pub const ONLINE_WITHIN_SECS: i64 = 30;
 /// An enrolled host not heard from for this many seconds (after it was once) gets no
 /// jobs: its incidents escalate at once.
 pub const OFFLINE_AFTER_SECS: i64 = 60;
+/// How often a server reads the hosts table to serve what another server on the same
+/// database enrolled or drained, in seconds.
+pub const HOST_SYNC_SECS: u64 = 5;
 /// Longest policy an agent may enroll with, in bytes.
 pub const MAX_POLICY_BYTES: usize = 256 * 1024;
 
@@ -153,12 +156,47 @@ impl Controller {
     /// Serve every host enrolled in the store (at start).
     pub(super) async fn load_enrolled(&self) -> Result<()> {
         for row in self.store.hosts().await? {
-            let host = HostConfig::from_row(&row).map_err(ControlError::Setup)?;
-            self.hosts.insert(host).map_err(ControlError::Setup)?;
-            self.hosts.set_drained(&row.id, row.drained);
-            self.hosts.set_enrolled(&row.id);
+            self.serve_row(&row).map_err(ControlError::Setup)?;
         }
         Ok(())
+    }
+
+    /// Serve `row`'s host as enrolled (again, if it enrolled anew) and as drained or not.
+    fn serve_row(&self, row: &HostRow) -> std::result::Result<(), String> {
+        if self.hosts.enrolled_at(&row.id) != Some(row.enrolled_at_ms) {
+            self.hosts.insert(HostConfig::from_row(row)?)?;
+            self.hosts.set_enrolled(&row.id, row.enrolled_at_ms);
+        }
+        self.hosts.set_drained(&row.id, row.drained);
+        Ok(())
+    }
+
+    /// Catch up with the hosts table: hosts enrolled, re-enrolled, drained or undrained
+    /// through another server on the same database are served as that server serves
+    /// them. Every server does this every few seconds, and at once for a host id it does
+    /// not know. Returns how many hosts are served.
+    pub async fn sync_hosts(&self) -> Result<usize> {
+        let rows = self.store.hosts().await?;
+        for row in &rows {
+            if let Err(e) = self.serve_row(row) {
+                // One bad row does not keep the others from being served.
+                eprintln!("runwarden: warning: host {}: {e}", row.id);
+            }
+        }
+        Ok(self.hosts.all().len())
+    }
+
+    /// Host `id`, read from the store if this server does not serve it yet (it enrolled
+    /// through another server since the last sync). `None`: no such host anywhere.
+    pub async fn find_host(&self, id: &str) -> Result<Option<Arc<HostConfig>>> {
+        if let Some(h) = self.hosts.get(id) {
+            return Ok(Some(h));
+        }
+        let Some(row) = self.store.host(id).await? else {
+            return Ok(None);
+        };
+        self.serve_row(&row).map_err(ControlError::Setup)?;
+        Ok(self.hosts.get(id))
     }
 
     /// Make a single-use enrollment token for `caller`'s tenant (admin scope), good for
@@ -297,7 +335,7 @@ impl Controller {
                 inventory: e.inventory,
             })
             .map_err(ControlError::Conflict)?;
-        self.hosts.set_enrolled(&e.host_id);
+        self.hosts.set_enrolled(&e.host_id, row.enrolled_at_ms);
         let nats_creds = match self.minter.get() {
             Some(mint) => Some(mint(&token.tenant, &e.host_id).map_err(|why| {
                 ControlError::Setup(format!(

@@ -23,7 +23,9 @@ pub use incident::rule_input;
 pub use inventory::Inventory;
 pub use notify::{Format, WebhookConfig};
 pub use pipeline::agent::{AgentRequest, AgentTool, MAX_REASON};
-pub use pipeline::enroll::{CredentialMinter, Enrolled, Enrollment, EnrollmentToken, HostView};
+pub use pipeline::enroll::{
+    CredentialMinter, Enrolled, Enrollment, EnrollmentToken, HOST_SYNC_SECS, HostView,
+};
 pub use pipeline::flywheel::{Candidate, FlywheelRun, Promotion, Replay, ReplayMatch};
 pub use pipeline::{
     Caller, ControlConfig, ControlError, Controller, LEASE_MS, LEASE_RENEW_MS, LogSigner,

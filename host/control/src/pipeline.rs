@@ -788,7 +788,11 @@ impl Controller {
         }
         incident.validate()?;
         // A host belongs to one tenant: every host a tenant does not own is answered
-        // alike, whether it exists for another tenant or not at all.
+        // alike, whether it exists for another tenant or not at all. A host enrolled
+        // through another server on the same database since the last sync is read now.
+        if self.hosts.get(&incident.host).is_none() {
+            self.find_host(&incident.host).await?;
+        }
         self.owned_host(tenant, &incident.host)?;
         let received_ms = now_ms();
         let rec = IncidentRecord {

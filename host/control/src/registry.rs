@@ -39,8 +39,9 @@ pub(crate) struct Registry {
     hosts: RwLock<BTreeMap<String, Arc<HostConfig>>>,
     /// Hosts no new jobs go to.
     drained: RwLock<std::collections::BTreeSet<String>>,
-    /// Hosts whose agents enrolled (their heartbeats are in the store).
-    enrolled: RwLock<std::collections::BTreeSet<String>>,
+    /// Hosts whose agents enrolled (their heartbeats are in the store), with when they
+    /// enrolled: a host enrolled again (through any server) is read again.
+    enrolled: RwLock<BTreeMap<String, i64>>,
 }
 
 impl Registry {
@@ -124,12 +125,12 @@ impl Registry {
             .contains(id)
     }
 
-    /// Note that `id`'s agent enrolled.
-    pub(crate) fn set_enrolled(&self, id: &str) {
+    /// Note that `id`'s agent enrolled at `at_ms`.
+    pub(crate) fn set_enrolled(&self, id: &str, at_ms: i64) {
         self.enrolled
             .write()
             .unwrap_or_else(|e| e.into_inner())
-            .insert(id.to_string());
+            .insert(id.to_string(), at_ms);
     }
 
     /// Whether `id`'s agent enrolled (`runwarden up`'s own host did not).
@@ -137,6 +138,15 @@ impl Registry {
         self.enrolled
             .read()
             .unwrap_or_else(|e| e.into_inner())
-            .contains(id)
+            .contains_key(id)
+    }
+
+    /// When `id`'s agent enrolled, as this registry last read it.
+    pub(crate) fn enrolled_at(&self, id: &str) -> Option<i64> {
+        self.enrolled
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(id)
+            .copied()
     }
 }

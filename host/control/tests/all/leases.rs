@@ -77,3 +77,72 @@ async fn a_second_control_plane_takes_an_incident_only_once_the_first_stopped_re
     b.shutdown().await;
     c.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_enrolled_or_drained_through_one_server_is_served_alike_by_the_other() {
+    let db = pg::Postgres::start();
+    let s = setup();
+    let a = on_postgres(&s, &db.url).await;
+    let b = on_postgres(&s, &db.url).await;
+    let admin = runwarden_control::Caller {
+        token_id: "tok_admin".into(),
+        tenant: "clinic-a".into(),
+        scope: runwarden_control::Scope::Admin,
+    };
+    // clinic-a-02 enrolls through A, after B started.
+    let key = runwarden_evidence::SigningKey::generate("clinic-a-02").unwrap();
+    let t = a
+        .create_enrollment_token(&admin, None, Default::default(), None)
+        .await
+        .unwrap();
+    a.enroll(runwarden_control::Enrollment {
+        token: t.token,
+        host_id: "clinic-a-02".into(),
+        policy: "host_id = \"clinic-a-02\"\n[grants]\nservices = [\"nginx.service\", \"php-fpm.service\", \"redis.service\"]\n".into(),
+        inventory: Default::default(),
+        key: key.verifying_key().to_text(),
+    })
+    .await
+    .unwrap();
+    // Drained through A too. B, which never read it, takes an incident for it at once
+    // (a host it does not know is read from the store) and sends it nothing: escalated.
+    a.drain(&admin, "clinic-a-02", true).await.unwrap();
+    let mut inc = service_down();
+    inc.host = "clinic-a-02".into();
+    let r = b.submit("clinic-a", inc.clone()).await.unwrap();
+    assert_eq!(r.status, IncidentStatus::Escalated, "{r:?}");
+    assert!(r.reason.contains("drained"), "{}", r.reason);
+    assert_eq!(
+        b.host_key("clinic-a-02").await.unwrap(),
+        Some(key.verifying_key())
+    );
+    // Still clinic-a's alone.
+    let err = b.accept("clinic-b", inc.clone()).await.unwrap_err();
+    assert!(
+        matches!(err, runwarden_control::ControlError::NotFound(_)),
+        "{err:?}"
+    );
+    assert_eq!(
+        b.sync_hosts().await.unwrap(),
+        2,
+        "clinic-demo-01 and clinic-a-02"
+    );
+    let views = b.host_views("clinic-a").await.unwrap();
+    assert!(
+        views.iter().any(|h| h.id == "clinic-a-02" && h.drained),
+        "{views:?}"
+    );
+    // Undrained through B: A follows.
+    b.drain(&admin, "clinic-a-02", false).await.unwrap();
+    // A dispatches nothing to it until it synced (within HOST_SYNC_SECS in a server),
+    // then it does (here the job finds no agent: escalated for that, not for a drain).
+    inc.service = Some("php-fpm.service".into());
+    let r = a.submit("clinic-a", inc.clone()).await.unwrap();
+    assert!(r.reason.contains("drained"), "not synced yet: {}", r.reason);
+    a.sync_hosts().await.unwrap();
+    inc.service = Some("redis.service".into());
+    let r = a.submit("clinic-a", inc.clone()).await.unwrap();
+    assert!(!r.reason.contains("drained"), "{r:?}");
+    a.shutdown().await;
+    b.shutdown().await;
+}
