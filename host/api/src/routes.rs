@@ -204,7 +204,9 @@ async fn healthz() -> Json<serde_json::Value> {
 async fn metrics(State(s): State<AppState>, headers: HeaderMap) -> ApiResult<Response> {
     let caller = s.authorize(&headers, Scope::Read).await?;
     let c = &s.0.controller;
-    let text = c.metrics(&caller.tenant) + &c.escalation_metrics(&caller.tenant).await?;
+    let text = c.metrics(&caller.tenant)
+        + &c.escalation_metrics(&caller.tenant).await?
+        + &c.fleet_metrics(&caller.tenant).await?;
     Ok((
         [(
             header::CONTENT_TYPE,

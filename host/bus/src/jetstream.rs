@@ -335,9 +335,14 @@ fn escape(s: &str) -> String {
     out
 }
 
+/// Whether `client` is connected to NATS now.
+pub fn is_connected(client: &Client) -> bool {
+    client.connection_state() == async_nats::connection::State::Connected
+}
+
 /// Resolves once the connection is down (checked every 250 ms).
 async fn disconnected(client: &Client) {
-    while client.connection_state() == async_nats::connection::State::Connected {
+    while is_connected(client) {
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
 }

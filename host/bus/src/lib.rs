@@ -65,6 +65,12 @@ pub trait Dispatch: Send + Sync + 'static {
         job_id: &str,
         job: Vec<u8>,
     ) -> Result<RunReport, BusError>;
+
+    /// Whether the link reaches agents now (NATS: the client is connected). The
+    /// in-process link always does.
+    fn connected(&self) -> bool {
+        true
+    }
 }
 
 /// Where an agent takes its jobs from.

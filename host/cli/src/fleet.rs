@@ -256,6 +256,10 @@ impl Dispatch for FleetDispatch {
         }
         Err(last.unwrap_or_else(|| BusError::Timeout(to.host.clone())))
     }
+
+    fn connected(&self) -> bool {
+        jetstream::is_connected(&self.client)
+    }
 }
 
 /// Take agents' events for as long as the server runs: log segments mirrored (in order,
@@ -623,6 +627,15 @@ impl AgentBus {
         let (stop, mut stopped) = tokio::sync::watch::channel(false);
         let (nats, creds, host) = (role.nats.clone(), role.creds.clone(), role.host_id.clone());
         let mark = data_dir.join("forwarded");
+        let link = Arc::new(Link {
+            client: std::sync::OnceLock::new(),
+            forwarded: std::sync::atomic::AtomicU64::new(forwarded_mark(&mark)),
+        });
+        let gauges = link.clone();
+        controller.set_gauges(Arc::new(move || runwarden_control::LinkGauges {
+            connected: gauges.client.get().is_some_and(jetstream::is_connected),
+            forwarded: Some(gauges.forwarded.load(std::sync::atomic::Ordering::Relaxed)),
+        }));
         let task = tokio::spawn(async move {
             let mut wait = Duration::from_millis(500);
             let client = loop {
@@ -662,8 +675,9 @@ impl AgentBus {
                     }
                 };
             let stopper = jobs.stopper();
+            let _ = link.client.set(client.clone());
             let serving = tokio::spawn(runwarden_agent::serve(executor.clone(), jobs));
-            let forwarding = tokio::spawn(forward(client, executor, controller, mark));
+            let forwarding = tokio::spawn(forward(client, executor, controller, mark, link));
             outln!("connected to NATS at {nats}: jobs from the control plane");
             let _ = stopped.changed().await;
             stopper.stop();
@@ -681,6 +695,22 @@ impl AgentBus {
     }
 }
 
+/// An agent's link to the fleet, as its metrics show it.
+struct Link {
+    /// The NATS client, once connected.
+    client: std::sync::OnceLock<jetstream::Client>,
+    /// How far this host's log was forwarded.
+    forwarded: std::sync::atomic::AtomicU64,
+}
+
+/// How far this host's log was forwarded, as noted in `mark` (0 if never).
+fn forwarded_mark(mark: &Path) -> u64 {
+    std::fs::read_to_string(mark)
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(0)
+}
+
 /// Forward this host's log to the control plane for as long as the agent runs, hand up
 /// what its own control plane could not finish, and say it is alive. How far the log was
 /// forwarded is kept in `mark`, written after the server confirmed each segment stored (a
@@ -690,11 +720,9 @@ async fn forward(
     executor: Arc<runwarden_agent::Executor>,
     controller: Arc<Controller>,
     mark: PathBuf,
+    link: Arc<Link>,
 ) {
-    let mut from: u64 = std::fs::read_to_string(&mark)
-        .ok()
-        .and_then(|s| s.trim().parse().ok())
-        .unwrap_or(0);
+    let mut from = forwarded_mark(&mark);
     let (tenant, host) = (executor.tenant().to_string(), executor.host().to_string());
     let mut last_beat = std::time::Instant::now() - HEARTBEAT_EVERY;
     loop {
@@ -720,6 +748,8 @@ async fn forward(
                     }
                     Ok(()) => {
                         from = end;
+                        link.forwarded
+                            .store(end, std::sync::atomic::Ordering::Relaxed);
                         if let Err(e) =
                             runwarden_evidence::write_atomic(&mark, end.to_string().as_bytes())
                         {
@@ -862,13 +892,15 @@ pub fn hosts(cmd: HostsCommand, server: &ServerArgs, data_dir: &Path) -> anyhow:
                     outln!("{}", serde_json::to_string_pretty(&v["hosts"])?);
                 } else {
                     outln!(
-                        "{:<24} {:<16} {:<26} {:<8} {:<8} {:<11} labels",
+                        "{:<24} {:<16} {:<8} {:<26} {:<8} {:>5} {:<11} {:<48} LABELS",
                         "HOST",
                         "TENANT",
-                        "LAST SEEN",
                         "STATE",
+                        "LAST SEEN",
                         "VERSION",
-                        "LOG (HELD)"
+                        "QUEUE",
+                        "LOG (HELD)",
+                        "LAST RECORD"
                     );
                     for h in v["hosts"].as_array().into_iter().flatten() {
                         let labels: Vec<String> = h["labels"]
@@ -882,11 +914,21 @@ pub fn hosts(cmd: HostsCommand, server: &ServerArgs, data_dir: &Path) -> anyhow:
                             (None, Some(m)) => format!("? ({m})"),
                             _ => "-".to_string(),
                         };
+                        let r = &h["last_record"];
+                        let last = if r.is_object() {
+                            format!(
+                                "{} {} {}",
+                                r["at"].as_str().unwrap_or("?"),
+                                r["runbook"].as_str().unwrap_or("?"),
+                                r["status"].as_str().unwrap_or("?")
+                            )
+                        } else {
+                            "-".to_string()
+                        };
                         outln!(
-                            "{:<24} {:<16} {:<26} {:<8} {:<8} {:<11} {}",
+                            "{:<24} {:<16} {:<8} {:<26} {:<8} {:>5} {:<11} {:<48} {}",
                             crate::term::clean(h["id"].as_str().unwrap_or("?")),
                             crate::term::clean(h["tenant"].as_str().unwrap_or("?")),
-                            crate::term::clean(h["last_seen"].as_str().unwrap_or("never")),
                             if h["drained"] == true {
                                 "drained"
                             } else if h["online"] == true {
@@ -894,8 +936,11 @@ pub fn hosts(cmd: HostsCommand, server: &ServerArgs, data_dir: &Path) -> anyhow:
                             } else {
                                 "offline"
                             },
+                            crate::term::clean(h["last_seen"].as_str().unwrap_or("never")),
                             crate::term::clean(h["version"].as_str().unwrap_or("-")),
+                            h["queue_depth"].as_u64().unwrap_or(0),
                             log,
+                            crate::term::clean(&last),
                             crate::term::clean(&labels.join(","))
                         );
                     }

@@ -71,6 +71,28 @@ pub struct Enrolled {
     pub nats_creds: Option<String>,
 }
 
+/// What only the process knows of its link to the fleet, read at each scrape.
+pub type Gauges = dyn Fn() -> LinkGauges + Send + Sync;
+
+/// An agent's link to the fleet's control plane.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct LinkGauges {
+    /// Connected now.
+    pub connected: bool,
+    /// How far this host's log was forwarded (records the control plane confirmed).
+    pub forwarded: Option<u64>,
+}
+
+/// A per-host gauge's value (none: not known).
+type HostGauge = fn(&HostView) -> Option<f64>;
+
+/// `v` as a Prometheus label value (backslash, quote and line breaks escaped).
+fn label_value(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
 /// Mints a host's bus credentials at enrollment: `(tenant, host)` → the `.creds` text.
 pub type CredentialMinter = dyn Fn(&str, &str) -> std::result::Result<String, String> + Send + Sync;
 
@@ -100,8 +122,42 @@ pub struct HostView {
     pub log_records: Option<u64>,
     /// Records of its log the control plane holds (mirrored; enrolled hosts).
     pub mirrored_records: Option<u64>,
+    /// Incidents of it the control plane has sent to its agent (or is deciding) and not
+    /// yet seen answered: its queue.
+    #[serde(default)]
+    pub queue_depth: u64,
+    /// The newest record of its log the control plane holds.
+    #[serde(default)]
+    pub last_record: Option<LastRecord>,
     /// What it is and has.
     pub inventory: crate::Inventory,
+}
+
+/// The newest record of a host's log the control plane holds.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct LastRecord {
+    /// Its index in the host's log.
+    pub index: u64,
+    /// The invocation it records.
+    pub invocation_id: String,
+    /// The runbook.
+    pub runbook: String,
+    /// Its outcome (`healed`, `failed`, `interrupted`, …).
+    pub status: String,
+    /// When the host appended it (RFC 3339).
+    pub at: String,
+}
+
+impl LastRecord {
+    fn of(r: &ev::StoredRecord) -> LastRecord {
+        LastRecord {
+            index: r.index,
+            invocation_id: r.invocation_id.clone(),
+            runbook: r.runbook.clone(),
+            status: r.status.clone(),
+            at: ev::rfc3339_ms(r.recorded_at_ms.max(0) as u64),
+        }
+    }
 }
 
 /// A newly made enrollment token: the secret (shown once) and what it enrolls into.
@@ -376,21 +432,47 @@ impl Controller {
             .map(|r| (r.id.clone(), r))
             .collect();
         let time = |ms: i64| ev::rfc3339_ms(ms.max(0) as u64);
+        let hosts = self.hosts_of(tenant);
         let mut mirrored = BTreeMap::new();
-        for r in rows.values() {
-            let held = self
-                .evidence
-                .mirror_head(&format!("runwarden/{}", r.key_name))
-                .await?
-                .map_or(0, |h| h.size);
-            mirrored.insert(r.id.clone(), held);
+        let mut last = BTreeMap::new();
+        for h in &hosts {
+            let newest = match rows.get(h.id()) {
+                // An enrolled host: its log as mirrored here.
+                Some(r) => {
+                    let origin = format!("runwarden/{}", r.key_name);
+                    let held = self
+                        .evidence
+                        .mirror_head(&origin)
+                        .await?
+                        .map_or(0, |h| h.size);
+                    mirrored.insert(r.id.clone(), held);
+                    match held {
+                        0 => None,
+                        n => self
+                            .evidence
+                            .mirrored_records(&origin, n - 1, n)
+                            .await?
+                            .pop(),
+                    }
+                }
+                // `runwarden up`'s own host: this database's own log is its log.
+                None => match self.evidence.size().await? {
+                    0 => None,
+                    n => self.evidence.get(n - 1).await?,
+                },
+            };
+            if let Some(r) = newest {
+                last.insert(h.id().to_string(), LastRecord::of(&r));
+            }
         }
-        Ok(self
-            .hosts_of(tenant)
+        let queues = self.store.processing_by_host().await?;
+        Ok(hosts
             .iter()
             .map(|h| {
                 let row = rows.get(h.id());
                 HostView {
+                    queue_depth: queues.get(h.id()).copied().unwrap_or(0),
+                    last_record: last.remove(h.id()),
                     version: row.and_then(|r| r.agent_version.clone()),
                     log_records: row.and_then(|r| r.log_size).map(|n| n.max(0) as u64),
                     mirrored_records: mirrored.get(h.id()).copied(),
@@ -415,6 +497,98 @@ impl Controller {
                 }
             })
             .collect())
+    }
+
+    /// `tenant`'s fleet as Prometheus gauges: hosts by state; per host whether it is
+    /// online, when it was last heard from, its queue and the records its log holds that
+    /// the control plane does not yet; whether the bus reaches agents; and what the
+    /// process adds (an agent: its link, backlog and hand-ups).
+    pub async fn fleet_metrics(&self, tenant: &str) -> Result<String> {
+        use std::fmt::Write as _;
+        let views = self.host_views(tenant).await?;
+        let mut out = String::new();
+        let state = |h: &HostView| match (h.drained, h.online) {
+            (true, _) => "drained",
+            (false, true) => "online",
+            (false, false) => "offline",
+        };
+        out.push_str("# HELP runwarden_hosts Hosts by state (drained counts as drained only).\n# TYPE runwarden_hosts gauge\n");
+        for s in ["online", "offline", "drained"] {
+            let n = views.iter().filter(|h| state(h) == s).count();
+            let _ = writeln!(out, "runwarden_hosts{{state=\"{s}\"}} {n}");
+        }
+        let gauges: [(&str, &str, HostGauge); 4] = [
+            (
+                "runwarden_host_online",
+                "1 if the host's agent was heard from within 30 s.",
+                |h| Some(if h.online { 1.0 } else { 0.0 }),
+            ),
+            (
+                "runwarden_host_last_seen_timestamp_seconds",
+                "When the host's agent was last heard from (Unix time).",
+                |h| {
+                    h.last_seen
+                        .as_deref()
+                        .and_then(crate::parse_rfc3339_ms)
+                        .map(|ms| ms as f64 / 1000.0)
+                },
+            ),
+            (
+                "runwarden_host_queue_depth",
+                "Incidents sent to the host's agent (or being decided) and not yet answered.",
+                |h| Some(h.queue_depth as f64),
+            ),
+            (
+                "runwarden_host_unforwarded_records",
+                "Records the host's log held at its last heartbeat that the control plane does not hold yet.",
+                |h| Some(h.log_records?.saturating_sub(h.mirrored_records?) as f64),
+            ),
+        ];
+        for (name, help, value) in gauges {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
+            for h in &views {
+                if let Some(v) = value(h) {
+                    let _ = writeln!(out, "{name}{{host=\"{}\"}} {v}", label_value(&h.id));
+                }
+            }
+        }
+        if !self.owns(tenant) {
+            return Ok(out);
+        }
+        // An agent's link is its own to tell; a server's or `up`'s is its dispatcher.
+        let link = self.gauges.get().map(|g| g());
+        let connected = link
+            .as_ref()
+            .map_or_else(|| self.dispatch.connected(), |l| l.connected);
+        let _ = writeln!(
+            out,
+            "# HELP runwarden_bus_connected 1 if this process's link to the fleet (a server: to its agents; an agent: to the control plane) is up.\n# TYPE runwarden_bus_connected gauge\nrunwarden_bus_connected {}",
+            u8::from(connected)
+        );
+        if self.hand_up {
+            // An agent: what waits on this host for the link.
+            let pending = self.store.pending_hand_up_count().await?;
+            let size = self.evidence.size().await?;
+            let _ = writeln!(
+                out,
+                "# HELP runwarden_agent_hand_ups_pending Incidents this agent handed up (L2/L3) that the control plane has not taken yet.\n# TYPE runwarden_agent_hand_ups_pending gauge\nrunwarden_agent_hand_ups_pending {pending}\n\
+                 # HELP runwarden_agent_log_records Records this host's log holds.\n# TYPE runwarden_agent_log_records gauge\nrunwarden_agent_log_records {size}"
+            );
+            if let Some(forwarded) = link.and_then(|l| l.forwarded) {
+                let _ = writeln!(
+                    out,
+                    "# HELP runwarden_agent_unforwarded_records Records of this host's log not yet forwarded to the control plane.\n# TYPE runwarden_agent_unforwarded_records gauge\nrunwarden_agent_unforwarded_records {}",
+                    size.saturating_sub(forwarded)
+                );
+            }
+        }
+        Ok(out)
+    }
+
+    /// Tell [`Controller::fleet_metrics`] about this process's link to the fleet (an
+    /// agent's: the dispatcher of its own control plane is in-process).
+    pub fn set_gauges(&self, gauges: Arc<Gauges>) {
+        let _ = self.gauges.set(gauges);
     }
 
     /// Stop (or resume) dispatching new jobs to `caller`'s tenant's host `id`.

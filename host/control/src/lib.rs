@@ -24,7 +24,8 @@ pub use inventory::Inventory;
 pub use notify::{Format, WebhookConfig};
 pub use pipeline::agent::{AgentRequest, AgentTool, MAX_REASON};
 pub use pipeline::enroll::{
-    CredentialMinter, Enrolled, Enrollment, EnrollmentToken, HOST_SYNC_SECS, HostView,
+    CredentialMinter, Enrolled, Enrollment, EnrollmentToken, Gauges, HOST_SYNC_SECS, HostView,
+    LastRecord, LinkGauges,
 };
 pub use pipeline::flywheel::{Candidate, FlywheelRun, Promotion, Replay, ReplayMatch};
 pub use pipeline::{

@@ -231,6 +231,8 @@ pub struct Controller {
     raised: Mutex<std::collections::HashSet<(String, &'static str, u64)>>,
     /// Makes each enrolling agent's bus credentials, when set.
     minter: std::sync::OnceLock<Arc<enroll::CredentialMinter>>,
+    /// What the process adds to its metrics (an agent: its link to the fleet).
+    gauges: std::sync::OnceLock<Arc<enroll::Gauges>>,
     /// Incidents this process stored as `processing` and has not finished: from before
     /// their `processing` row is written until after their final row is queued. Any other
     /// `processing` row of this host is stalled (see [`Controller::conclude_stalled`]).
@@ -391,6 +393,7 @@ impl Controller {
             breaches_announced: Mutex::default(),
             raised: Mutex::default(),
             minter: std::sync::OnceLock::new(),
+            gauges: std::sync::OnceLock::new(),
             active: Mutex::default(),
             hand_up: config.hand_up,
         };

@@ -810,6 +810,26 @@ impl ControlStore {
         })
     }
 
+    /// How many handed-up incidents wait to be sent (a gauge: queued writes not waited for).
+    pub async fn pending_hand_up_count(&self) -> Result<u64> {
+        on_db!(&self.db, p, pg => {
+            let n: i64 = sqlx::query_scalar(sql(pg, "SELECT COUNT(*) FROM incidents WHERE status = 'handed-up' \
+                AND NOT EXISTS (SELECT 1 FROM hand_ups_sent s WHERE s.incident_id = incidents.id)"))
+                .fetch_one(p).await.map_err(db_err("counting incidents to hand up"))?;
+            Ok(n.max(0) as u64)
+        })
+    }
+
+    /// Incidents still `processing`, by host: what each host's agent has been sent and not
+    /// yet answered (a gauge: queued writes not waited for).
+    pub async fn processing_by_host(&self) -> Result<std::collections::BTreeMap<String, u64>> {
+        on_db!(&self.db, p, pg => {
+            let rows: Vec<(String, i64)> = sqlx::query_as(sql(pg, "SELECT host, COUNT(*) FROM incidents WHERE status = 'processing' GROUP BY host"))
+                .fetch_all(p).await.map_err(db_err("counting incidents in progress"))?;
+            Ok(rows.into_iter().map(|(h, n)| (h, n.max(0) as u64)).collect())
+        })
+    }
+
     /// Note that the fleet's control plane took hand-up `id`.
     pub async fn hand_up_sent(&self, id: &str, at_ms: i64) -> Result<()> {
         on_db!(&self.db, p, pg => {

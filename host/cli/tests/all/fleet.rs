@@ -544,6 +544,14 @@ fn a_fleet_heals_on_the_host_named_and_mirrors_each_hosts_log_under_its_key() {
             && second["log_records"] == 1
             && second["mirrored_records"] == 1
         {
+            // Its newest record, and nothing waiting on it.
+            assert_eq!(second["last_record"]["index"], 0, "{second}");
+            assert_eq!(second["last_record"]["status"], "healed", "{second}");
+            assert_eq!(
+                second["last_record"]["runbook"], "restart-service",
+                "{second}"
+            );
+            assert_eq!(second["queue_depth"], 0, "{second}");
             break;
         }
         assert!(Instant::now() < deadline, "not caught up in 60 s: {hosts}");

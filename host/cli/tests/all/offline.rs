@@ -40,6 +40,55 @@ pub(super) fn submit(data: &Path, server: &str, incident: &str) -> Value {
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
+/// `GET /metrics` at `url` with the token in `token_file`: each sample line (`name{labels}`
+/// → value).
+pub(super) fn metrics(url: &str, token_file: &Path) -> std::collections::BTreeMap<String, f64> {
+    use std::io::{Read, Write};
+    let token = std::fs::read_to_string(token_file).unwrap();
+    let addr = url.trim_start_matches("http://");
+    let mut conn = std::net::TcpStream::connect(addr).unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    write!(
+        conn,
+        "GET /metrics HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {}\r\nConnection: close\r\n\r\n",
+        token.trim()
+    )
+    .unwrap();
+    let mut answer = String::new();
+    conn.read_to_string(&mut answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    let body = answer.split("\r\n\r\n").nth(1).unwrap_or_default();
+    body.lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .map(|l| {
+            let (k, v) = l.rsplit_once(' ').unwrap();
+            (k.to_string(), v.parse().unwrap())
+        })
+        .collect()
+}
+
+/// Wait until `metrics` at `url` (token in `token_file`) has `want` for each `(sample,
+/// value)`; the last scrape.
+pub(super) fn metrics_reach(
+    url: &str,
+    token_file: &Path,
+    want: &[(&str, f64)],
+) -> std::collections::BTreeMap<String, f64> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let m = metrics(url, token_file);
+        if want.iter().all(|(k, v)| m.get(*k) == Some(v)) {
+            return m;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "metrics at {url} never showed {want:?} in 60 s: {m:?}"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
 /// The incident `id` at the server, once it exists and is no longer `processing`.
 fn decided_at_server(fleet: &OperatorFleet, id: &str) -> Value {
     let deadline = Instant::now() + Duration::from_secs(90);
@@ -141,6 +190,23 @@ fn an_agent_cut_off_from_the_bus_heals_at_l1_hands_up_the_rest_and_forwards_it_a
     // Nothing of it reached the server yet.
     let h = fleet.host(host);
     assert_eq!(h["mirrored_records"].as_u64(), Some(before), "{h}");
+    // The agent's metrics say so: no link, two incidents waiting for it, the three
+    // records made since the cut not forwarded.
+    let token = data.join("local-token");
+    let m = metrics_reach(
+        &local,
+        &token,
+        &[
+            ("runwarden_bus_connected", 0.0),
+            ("runwarden_agent_hand_ups_pending", 2.0),
+        ],
+    );
+    assert_eq!(
+        m["runwarden_agent_log_records"],
+        (before + 3) as f64,
+        "{m:?}"
+    );
+    assert_eq!(m["runwarden_agent_unforwarded_records"], 3.0, "{m:?}");
     let out = runwarden(
         &fleet.data,
         &[
@@ -173,6 +239,37 @@ fn an_agent_cut_off_from_the_bus_heals_at_l1_hands_up_the_rest_and_forwards_it_a
     let planned = decided_at_server(&fleet, unknown["id"].as_str().unwrap());
     assert_eq!(planned["handed_up"], "plan", "{planned}");
     assert_ne!(planned["tier"], "L1", "{planned}");
+    // Both ends' metrics: linked again, nothing waiting, nothing unforwarded; at the
+    // server the host is online with an empty queue and its log all held.
+    metrics_reach(
+        &local,
+        &token,
+        &[
+            ("runwarden_bus_connected", 1.0),
+            ("runwarden_agent_hand_ups_pending", 0.0),
+            ("runwarden_agent_unforwarded_records", 0.0),
+        ],
+    );
+    let on = |name: &str| format!("{name}{{host=\"{host}\"}}");
+    let m = metrics_reach(
+        &fleet.url,
+        &fleet.data.join("admin-token"),
+        &[
+            ("runwarden_bus_connected", 1.0),
+            (&on("runwarden_host_online"), 1.0),
+            (&on("runwarden_host_queue_depth"), 0.0),
+            (&on("runwarden_host_unforwarded_records"), 0.0),
+            ("runwarden_hosts{state=\"online\"}", 1.0),
+        ],
+    );
+    assert!(
+        m[&on("runwarden_host_last_seen_timestamp_seconds")] > 1.7e9,
+        "{m:?}"
+    );
+    // The operator's list names the host's newest record.
+    let h = fleet.host(host);
+    assert_eq!(h["queue_depth"], 0, "{h}");
+    assert_eq!(h["last_record"]["index"], size - 1, "{h}");
     // Every record of the host's log is at the server, byte for byte, under its key.
     let io = tokio::runtime::Builder::new_current_thread()
         .enable_all()
