@@ -10,7 +10,12 @@
 //! - **risk**: high-risk runbooks run as a dry run first, or only wait for approval.
 //!
 //! The windows live in memory for speed and are rebuilt from the database at start, so a
-//! restart resets none of them.
+//! restart resets none of them. Several servers on one PostgreSQL also claim each
+//! admitted run's cooldown in the database (`cooldowns`), atomically: no two of them start
+//! one runbook on one host within its cooldown. Repeat detection and the breaker count
+//! what each server saw itself: with N servers, a fingerprint may be acted on up to N
+//! times before it escalates (each time past the shared cooldown), and a tenant's breaker
+//! opens at up to N × `breaker_max_per_minute`.
 
 use serde::{Deserialize, Serialize};
 use std::collections::{HashMap, VecDeque};

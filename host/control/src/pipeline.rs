@@ -1297,6 +1297,34 @@ impl Controller {
         // incident's result waits for that write. Dry runs change nothing: they start no
         // cooldown and do not count towards the breaker.
         let counted: &[ActionRecord] = if dry_only { &[] } else { &actions };
+        // Other servers on the same PostgreSQL admit runs too: the cooldown is claimed
+        // there, atomically, so no two of them start one runbook on one host within it.
+        if cooldown_ms > 0 && !counted.is_empty() {
+            let names: Vec<String> = counted.iter().map(|a| a.runbook.clone()).collect();
+            if let Some((rb, started)) = self
+                .store
+                .claim_cooldowns(&rec.tenant, &host, &names, now, cooldown_ms)
+                .await?
+            {
+                let left = (cooldown_ms - (now - started)).max(0) / 1000;
+                let detail = format!(
+                    "{rb} ran on {host} less than {} s ago, admitted by another server ({left} s of cooldown left)",
+                    cooldown_ms / 1000
+                );
+                for v in rec
+                    .guardrails
+                    .iter_mut()
+                    .filter(|v| v.guardrail == G::Cooldown)
+                {
+                    *v = Verdict::new(G::Cooldown, V::Suppress, detail.clone());
+                }
+                Self::end(rec, tier, St::Suppressed, format!("cooldown: {detail}"));
+                drop(admission);
+                self.record_blocked(rec, first.as_ref(), provenance, now)
+                    .await?;
+                return Ok(());
+            }
+        }
         {
             let mut w = self.windows.lock().unwrap_or_else(|e| e.into_inner());
             for a in counted {

@@ -830,6 +830,55 @@ impl ControlStore {
         })
     }
 
+    /// Claim runs of `runbooks` on `host` for `tenant` starting at `now_ms`, unless one of
+    /// them started within `cooldown_ms` through any process on this database: all are
+    /// claimed, or none. `Some((runbook, started))`: that one is cooling down. Only
+    /// PostgreSQL is shared between processes; on SQLite nothing is claimed (`None`).
+    pub async fn claim_cooldowns(
+        &self,
+        tenant: &str,
+        host: &str,
+        runbooks: &[String],
+        now_ms: i64,
+        cooldown_ms: i64,
+    ) -> Result<Option<(String, i64)>> {
+        let Db::Postgres(p) = &self.write else {
+            return Ok(None);
+        };
+        let mut tx = p.begin().await.map_err(db_err("claiming a cooldown"))?;
+        for runbook in runbooks {
+            let claimed: Option<i64> = sqlx::query_scalar(
+                "INSERT INTO cooldowns (tenant, host, runbook, last_ms) VALUES ($1, $2, $3, $4) \
+                 ON CONFLICT (tenant, host, runbook) DO UPDATE SET last_ms = excluded.last_ms \
+                 WHERE cooldowns.last_ms <= excluded.last_ms - $5 RETURNING last_ms",
+            )
+            .bind(tenant)
+            .bind(host)
+            .bind(runbook)
+            .bind(now_ms)
+            .bind(cooldown_ms)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(db_err("claiming a cooldown"))?;
+            if claimed.is_none() {
+                let started: i64 = sqlx::query_scalar(
+                    "SELECT last_ms FROM cooldowns WHERE tenant = $1 AND host = $2 AND runbook = $3",
+                )
+                .bind(tenant)
+                .bind(host)
+                .bind(runbook)
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(db_err("reading a cooldown"))?;
+                // Nothing of this incident is claimed.
+                tx.rollback().await.map_err(db_err("claiming a cooldown"))?;
+                return Ok(Some((runbook.clone(), started)));
+            }
+        }
+        tx.commit().await.map_err(db_err("claiming a cooldown"))?;
+        Ok(None)
+    }
+
     /// Note that the fleet's control plane took hand-up `id`.
     pub async fn hand_up_sent(&self, id: &str, at_ms: i64) -> Result<()> {
         on_db!(&self.db, p, pg => {

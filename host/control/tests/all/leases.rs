@@ -146,3 +146,44 @@ async fn a_host_enrolled_or_drained_through_one_server_is_served_alike_by_the_ot
     a.shutdown().await;
     b.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cooldown_holds_across_two_servers_on_one_postgres() {
+    let db = pg::Postgres::start();
+    let s = setup();
+    let a = on_postgres(&s, &db.url).await;
+    let b = on_postgres(&s, &db.url).await;
+    // A admits a restart of nginx on clinic-demo-01 (its agent is not there: the run
+    // does not happen, but the cooldown started when it was admitted).
+    let first = a.submit("clinic-a", service_down()).await.unwrap();
+    assert!(
+        first
+            .guardrails
+            .iter()
+            .any(|v| v.guardrail == runwarden_control::Guardrail::Cooldown
+                && v.verdict == runwarden_control::VerdictKind::Pass),
+        "{first:?}"
+    );
+    // B has seen no run of it, yet does not start it again within the cooldown.
+    let second = b.submit("clinic-a", service_down()).await.unwrap();
+    assert_eq!(second.status, IncidentStatus::Suppressed, "{second:?}");
+    assert!(
+        second.reason.contains("another server"),
+        "{}",
+        second.reason
+    );
+    let cooldown = second
+        .guardrails
+        .iter()
+        .filter(|v| v.guardrail == runwarden_control::Guardrail::Cooldown)
+        .collect::<Vec<_>>();
+    assert_eq!(cooldown.len(), 1, "{cooldown:?}");
+    assert_eq!(
+        cooldown[0].verdict,
+        runwarden_control::VerdictKind::Suppress
+    );
+    // Another tenant's cooldown is its own: the same host id and runbook for clinic-b
+    // would be its own row (clinic-b has no host here, so it is refused before that).
+    a.shutdown().await;
+    b.shutdown().await;
+}
