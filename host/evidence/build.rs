@@ -1,4 +1,4 @@
-// `sqlx::migrate!` embeds the migrations at compile time: build again when one is added.
+//! `sqlx::migrate!` embeds the migrations at compile time: build again when one is added.
 fn main() {
     println!("cargo:rerun-if-changed=../../migrations");
 }
