@@ -248,3 +248,163 @@ async fn an_enrolled_host_gone_silent_gets_no_job_and_its_incident_escalates_at_
     assert_eq!(h.version.as_deref(), Some("0.1.0"));
     assert_eq!(h.log_records, Some(3));
 }
+
+/// The control plane of `host`'s agent (tenant clinic-a), which hands up what it cannot
+/// finish at L1, in `s.root/agent-HOST`.
+async fn agent_control_plane(
+    s: &crate::pipeline::Setup,
+    host: &str,
+) -> runwarden_control::Controller {
+    let dir = s.root.join(format!("agent-{host}"));
+    let (link, _agent) = runwarden_bus::in_process(host, 8);
+    let policy = runwarden_runtime::Policy::parse(&format!(
+        "host_id = \"{host}\"\n[grants]\nservices = [\"nginx.service\"]\n"
+    ))
+    .unwrap();
+    runwarden_control::Controller::start(
+        runwarden_control::ControlConfig {
+            database: dir.join("evidence.db").display().to_string(),
+            data_dir: dir.clone(),
+            hosts: vec![runwarden_control::HostConfig {
+                tenant: "clinic-a".into(),
+                policy: std::sync::Arc::new(policy),
+                labels: Default::default(),
+                inventory: Default::default(),
+            }],
+            signer: runwarden_control::LogSigner::Host(host.into()),
+            guardrails: GuardrailConfig::default(),
+            llm: None,
+            planner: Default::default(),
+            sla: Default::default(),
+            dispatch: std::sync::Arc::new(link),
+            hand_up: true,
+        },
+        s.rt.clone(),
+        crate::pipeline::standard_runbooks(),
+        vec![standard_rules()],
+    )
+    .await
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hand_up_is_taken_only_from_the_host_and_tenant_it_names_and_only_once() {
+    let s = setup();
+    let c = controller(&s, GuardrailConfig::default(), vec![standard_rules()]).await;
+    enroll(&c, "clinic-a-02", "host_id = \"clinic-a-02\"\n").await;
+    // A host of another tenant.
+    let b_admin = Caller {
+        token_id: "tok_b".into(),
+        tenant: "clinic-b".into(),
+        scope: Scope::Admin,
+    };
+    let t = c
+        .create_enrollment_token(&b_admin, None, Default::default(), None)
+        .await
+        .unwrap();
+    c.enroll(Enrollment {
+        token: t.token,
+        host_id: "clinic-b-01".into(),
+        policy: "host_id = \"clinic-b-01\"\n".into(),
+        inventory: Default::default(),
+        key: runwarden_evidence::SigningKey::generate("clinic-b-01")
+            .unwrap()
+            .verifying_key()
+            .to_text(),
+    })
+    .await
+    .unwrap();
+    // clinic-a-02's own control plane hands up an incident no rule of it matches.
+    let agent = agent_control_plane(&s, "clinic-a-02").await;
+    let local = agent
+        .submit(
+            "clinic-a",
+            incident(r#"{"host":"clinic-a-02","type":"fan-noise","severity":"low"}"#),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        local.status,
+        runwarden_control::IncidentStatus::HandedUp,
+        "{local:?}"
+    );
+    let up = agent
+        .hand_ups(8)
+        .await
+        .unwrap()
+        .pop()
+        .expect("one to hand up");
+
+    // Sent from another host's subject (another tenant's): refused, nothing made of it.
+    let err = c.take_hand_up("clinic-b-01", up.clone()).await.unwrap_err();
+    assert!(matches!(err, ControlError::BadRequest(_)), "{err:?}");
+    // Rewritten to be clinic-b's, sent from clinic-a-02: refused.
+    let mut forged = up.clone();
+    forged.record.tenant = "clinic-b".into();
+    let err = c.take_hand_up("clinic-a-02", forged).await.unwrap_err();
+    assert!(matches!(err, ControlError::BadRequest(_)), "{err:?}");
+    // Naming another host of the tenant: refused.
+    let mut forged = up.clone();
+    forged.record.incident.host = "clinic-demo-01".into();
+    let err = c.take_hand_up("clinic-a-02", forged).await.unwrap_err();
+    assert!(matches!(err, ControlError::BadRequest(_)), "{err:?}");
+    // Not handed up (an agent cannot make the control plane record a heal it made up).
+    let mut forged = up.clone();
+    forged.record.status = runwarden_control::IncidentStatus::Healed;
+    let err = c.take_hand_up("clinic-a-02", forged).await.unwrap_err();
+    assert!(matches!(err, ControlError::BadRequest(_)), "{err:?}");
+    // An id that is no id.
+    let mut forged = up.clone();
+    forged.record.id = "../../x".into();
+    let err = c.take_hand_up("clinic-a-02", forged).await.unwrap_err();
+    assert!(matches!(err, ControlError::BadRequest(_)), "{err:?}");
+    // A host that did not enroll.
+    let err = c
+        .take_hand_up("clinic-zz-09", up.clone())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ControlError::NotFound(_)), "{err:?}");
+    assert!(
+        c.incident("clinic-a", &up.record.id)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(
+        c.incident("clinic-b", &up.record.id)
+            .await
+            .unwrap()
+            .is_none()
+    );
+
+    // The real one is taken, as the tenant's incident of that host, and decided here.
+    let taken = c.take_hand_up("clinic-a-02", up.clone()).await.unwrap();
+    assert_eq!(taken.id, up.record.id);
+    assert_eq!(taken.incident.host, "clinic-a-02");
+    assert_ne!(
+        taken.status,
+        runwarden_control::IncidentStatus::HandedUp,
+        "{taken:?}"
+    );
+    // Sent again (the agent did not hear it was taken): the same answer, nothing new.
+    let again = c.take_hand_up("clinic-a-02", up.clone()).await.unwrap();
+    assert_eq!(again.id, taken.id);
+    assert_eq!(again.status, taken.status);
+    assert_eq!(
+        c.incidents("clinic-a", None, 100)
+            .await
+            .unwrap()
+            .iter()
+            .filter(|r| r.id == taken.id)
+            .count(),
+        1
+    );
+    // Its id cannot be reused by another host to overwrite it.
+    let mut other = up.clone();
+    other.record.incident.host = "clinic-b-01".into();
+    other.record.tenant = "clinic-b".into();
+    let err = c.take_hand_up("clinic-b-01", other).await.unwrap_err();
+    assert!(matches!(err, ControlError::Conflict(_)), "{err:?}");
+    agent.shutdown().await;
+    c.shutdown().await;
+}
