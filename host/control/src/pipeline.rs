@@ -2145,11 +2145,10 @@ impl Controller {
         {
             return Ok(note);
         }
-        let leaves = self.evidence.leaf_hashes(size).await?;
         let cp = ev::Checkpoint {
             origin: self.origin.clone(),
             size,
-            root: ev::MerkleTree::new(leaves).root(),
+            root: self.evidence.root_at(size).await?,
         };
         let note = cp.sign(&self.key)?;
         self.evidence.put_checkpoint(size, &cp.root, &note).await?;

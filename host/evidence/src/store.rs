@@ -173,6 +173,9 @@ pub struct Store {
     writer: mpsc::Sender<AppendRequest>,
     /// Where the latest signed checkpoint is kept outside the database, if anywhere.
     checkpoint_file: Option<Arc<CheckpointFile>>,
+    /// The tree of the log's first leaves as last read, to extend: the root of a larger
+    /// size reads only the leaves appended since (see [`Store::root_at`]).
+    tree: Arc<tokio::sync::Mutex<crate::merkle::CompactTree>>,
 }
 
 /// The file that keeps the latest signed checkpoint; the lock orders this process's writes.
@@ -289,6 +292,7 @@ impl Store {
             db,
             writer: tx,
             checkpoint_file: None,
+            tree: Arc::default(),
         }
     }
 
@@ -426,34 +430,64 @@ impl Store {
 
     /// Leaf hashes `0..size`, in order.
     pub async fn leaf_hashes(&self, size: u64) -> Result<Vec<Hash>> {
-        let rows: Vec<Vec<u8>> = match &self.db {
-            Db::Sqlite(p) => {
-                sqlx::query_scalar("SELECT leaf_hash FROM evidence_log WHERE idx < ? ORDER BY idx")
-                    .bind(size as i64)
-                    .fetch_all(p)
-                    .await
+        self.leaf_hash_range(0, size).await
+    }
+
+    /// Leaf hashes `from..to`, in order; an error if any is missing.
+    async fn leaf_hash_range(&self, from: u64, to: u64) -> Result<Vec<Hash>> {
+        let (f, t) = (from as i64, to as i64);
+        let rows: Vec<Vec<u8>> =
+            match &self.db {
+                Db::Sqlite(p) => sqlx::query_scalar(
+                    "SELECT leaf_hash FROM evidence_log WHERE idx >= ? AND idx < ? ORDER BY idx",
+                )
+                .bind(f)
+                .bind(t)
+                .fetch_all(p)
+                .await,
+                Db::Postgres(p) => sqlx::query_scalar(
+                    "SELECT leaf_hash FROM evidence_log WHERE idx >= $1 AND idx < $2 ORDER BY idx",
+                )
+                .bind(f)
+                .bind(t)
+                .fetch_all(p)
+                .await,
             }
-            Db::Postgres(p) => {
-                sqlx::query_scalar("SELECT leaf_hash FROM evidence_log WHERE idx < $1 ORDER BY idx")
-                    .bind(size as i64)
-                    .fetch_all(p)
-                    .await
-            }
-        }
-        .map_err(db_err("reading leaf hashes"))?;
-        if rows.len() as u64 != size {
+            .map_err(db_err("reading leaf hashes"))?;
+        if rows.len() as u64 != to.saturating_sub(from) {
             return Err(Error::Store(format!(
-                "the log has {} leaves below {size}: it has a gap",
+                "the log has {} leaves from {from} below {to}: it has a gap",
                 rows.len()
             )));
         }
         rows.into_iter()
             .enumerate()
             .map(|(i, h)| {
-                h.try_into()
-                    .map_err(|_| Error::Store(format!("leaf {i} has a malformed hash")))
+                h.try_into().map_err(|_| {
+                    Error::Store(format!("leaf {} has a malformed hash", from + i as u64))
+                })
             })
             .collect()
+    }
+
+    /// The Merkle root of the log's first `size` leaves. The tree is kept between calls
+    /// and extended with the leaves appended since, so signing a checkpoint of a growing
+    /// log costs what it grew, not its whole size (an agent signs one per segment it
+    /// forwards). The log is append-only: a smaller `size` than last time is read whole.
+    pub async fn root_at(&self, size: u64) -> Result<Hash> {
+        let mut tree = self.tree.lock().await;
+        if size < tree.size() {
+            return Ok(MerkleTree::new(self.leaf_hashes(size).await?).root());
+        }
+        // In steps, so that a large catch-up (the first checkpoint of a big log) holds a
+        // bounded number of leaves at once.
+        while tree.size() < size {
+            let to = size.min(tree.size() + 65_536);
+            for leaf in self.leaf_hash_range(tree.size(), to).await? {
+                tree.append(leaf);
+            }
+        }
+        Ok(tree.root())
     }
 }
 

@@ -143,3 +143,34 @@ async fn a_database_from_a_newer_schema_is_refused() {
         Ok(_) => panic!("a newer schema was accepted"),
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_root_at_a_size_is_the_full_trees_whether_extended_or_read_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path().join("evidence.db").to_str().unwrap())
+        .await
+        .unwrap();
+    let key = SigningKey::generate("host-a").unwrap();
+    let full = |n: u64| {
+        let store = store.clone();
+        async move { runwarden_evidence::MerkleTree::new(store.leaf_hashes(n).await.unwrap()).root() }
+    };
+    assert_eq!(
+        store.root_at(0).await.unwrap(),
+        runwarden_evidence::EMPTY_ROOT
+    );
+    let mut appended = 0;
+    // Grown in uneven steps, each root is the whole tree's; then a smaller size again.
+    for step in [1usize, 2, 5, 1, 13, 100] {
+        for i in 0..step {
+            store.append(record(&key, appended + i)).await.unwrap();
+        }
+        appended += step;
+        let n = appended as u64;
+        assert_eq!(store.root_at(n).await.unwrap(), full(n).await, "size {n}");
+    }
+    assert_eq!(store.root_at(7).await.unwrap(), full(7).await);
+    assert_eq!(store.root_at(122).await.unwrap(), full(122).await);
+    // Beyond what the log holds: an error, not a root.
+    assert!(store.root_at(500).await.is_err());
+}
