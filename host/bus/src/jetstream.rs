@@ -740,6 +740,8 @@ pub struct JetStreamJobs {
     consumer: Option<consumer::PullConsumer>,
     /// The pull in progress: jobs of it not yet handed out come first.
     batch: Option<consumer::pull::Batch>,
+    /// How long a pull waits on the server for a job.
+    pull_expiry: Duration,
     abandon_delay: Duration,
     stop_tx: Arc<watch::Sender<bool>>,
     stop: watch::Receiver<bool>,
@@ -760,11 +762,19 @@ impl JetStreamJobs {
             name: agent_consumer_name(tenant, host),
             consumer: None,
             batch: None,
+            pull_expiry: FETCH_EXPIRES,
             abandon_delay: Duration::from_secs(5),
             stop_tx: Arc::new(stop_tx),
             stop,
             complained: false,
         })
+    }
+
+    /// How long a pull waits on the server for a job (5 s unless set): an idle agent
+    /// pulls again this often. A lost connection is noticed at once either way.
+    pub fn with_pull_expiry(mut self, expiry: Duration) -> JetStreamJobs {
+        self.pull_expiry = expiry.max(Duration::from_secs(1));
+        self
     }
 
     /// How long an abandoned job waits before it is delivered again (5 s unless set).
@@ -811,7 +821,7 @@ impl JetStreamJobs {
             let mut stop = self.stop.clone();
             let client = self.js.client();
             let next = tokio::select! {
-                n = tokio::time::timeout(FETCH_EXPIRES + Duration::from_secs(5), batch.next()) => n,
+                n = tokio::time::timeout(self.pull_expiry + Duration::from_secs(5), batch.next()) => n,
                 _ = stop.wait_for(|s| *s) => return Ok(None),
                 () = disconnected(&client) => {
                     self.batch = None;
@@ -848,14 +858,14 @@ impl JetStreamJobs {
         let mut batch = consumer
             .fetch()
             .max_messages(JOBS_PER_PULL)
-            .expires(FETCH_EXPIRES)
+            .expires(self.pull_expiry)
             .messages()
             .await
             .map_err(|e| format!("cannot fetch a job: {e}"))?;
         let mut stop = self.stop.clone();
         let client = self.js.client();
         let next = tokio::select! {
-            n = tokio::time::timeout(FETCH_EXPIRES + Duration::from_secs(5), batch.next()) => n,
+            n = tokio::time::timeout(self.pull_expiry + Duration::from_secs(5), batch.next()) => n,
             _ = stop.wait_for(|s| *s) => return Ok(None),
             // The pull died with the connection: pull again once it is back (a job sent
             // for it meanwhile comes again after the ack wait).

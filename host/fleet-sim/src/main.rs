@@ -55,6 +55,13 @@ struct Args {
     /// Stop after this many seconds (default: at SIGINT or SIGTERM).
     #[arg(long)]
     duration: Option<u64>,
+    /// How long each agent's pull for jobs waits on the server (an idle agent pulls again
+    /// this often).
+    #[arg(long, default_value_t = 5)]
+    pull_expiry_secs: u64,
+    /// Seconds between an agent's heartbeats (0: none).
+    #[arg(long, default_value_t = 10)]
+    heartbeat_secs: u64,
     /// Written once every agent is enrolled and taking jobs.
     #[arg(long)]
     ready_file: Option<std::path::PathBuf>,
@@ -132,8 +139,19 @@ async fn run(args: Args) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("connecting to NATS at {}", args.nats))?;
         for host in group {
-            tokio::spawn(serve(client.clone(), host.clone(), stats.clone()));
-            tokio::spawn(heartbeats(client.clone(), host.clone()));
+            tokio::spawn(serve(
+                client.clone(),
+                host.clone(),
+                stats.clone(),
+                Duration::from_secs(args.pull_expiry_secs),
+            ));
+            if args.heartbeat_secs > 0 {
+                tokio::spawn(heartbeats(
+                    client.clone(),
+                    host.clone(),
+                    Duration::from_secs(args.heartbeat_secs),
+                ));
+            }
         }
         clients.push(client);
     }
@@ -238,10 +256,10 @@ async fn enroll(
 }
 
 /// Take `host`'s jobs for as long as the process runs.
-async fn serve(client: jetstream::Client, host: Arc<Host>, stats: Arc<Stats>) {
+async fn serve(client: jetstream::Client, host: Arc<Host>, stats: Arc<Stats>, pull: Duration) {
     use runwarden_bus::Jobs;
     let mut jobs = match jetstream::JetStreamJobs::new(&client, &host.tenant, &host.id) {
-        Ok(j) => j,
+        Ok(j) => j.with_pull_expiry(pull),
         Err(e) => {
             eprintln!("host {}: {e}", host.id);
             return;
@@ -349,11 +367,11 @@ fn open(host: &Host, envelope: &[u8]) -> Result<RunJob, String> {
     serde_json::from_slice(&payload).map_err(|e| e.to_string())
 }
 
-/// A heartbeat every 10 s, the first at a random point of the first 10 s.
-async fn heartbeats(client: jetstream::Client, host: Arc<Host>) {
-    let jitter = now_ms().unsigned_abs() % 10_000;
+/// A heartbeat `every` so often, the first at a random point of the first period.
+async fn heartbeats(client: jetstream::Client, host: Arc<Host>, every: Duration) {
+    let jitter = now_ms().unsigned_abs() % every.as_millis().max(1) as u64;
     tokio::time::sleep(Duration::from_millis(jitter)).await;
-    let mut every = tokio::time::interval(Duration::from_secs(10));
+    let mut every = tokio::time::interval(every);
     loop {
         every.tick().await;
         // No log size: a simulated host forwards no log, and has no backlog to show.
