@@ -35,8 +35,8 @@
 //! may be repeated with the same job and id — within the 2 min window JetStream stores it
 //! once; after it, the agent gets it again and answers from its log.
 //!
-//! The agent's [`JetStreamJobs`] pulls up to 32 jobs at a time, keeps each with
-//! AckProgress from when it is handed out until it is answered, publishes the report (`Nats-Msg-Id` = `report-{job}`, awaits the
+//! The agent's [`JetStreamJobs`] fetches one job at a time, keeps it with AckProgress
+//! while it runs, publishes the report (`Nats-Msg-Id` = `report-{job}`, awaits the
 //! PubAck) and only then double-acks the job. A job whose agent crashed, abandoned it or
 //! whose ack was lost comes again (ack wait, at most `max_deliver` times). An ack is
 //! never proof of "run once": an ack sent after the ack wait is silently lost (nats.rs
@@ -80,9 +80,6 @@ pub const MIN_SERVER_VERSION: (u64, u64, u64) = (2, 11, 0);
 const HEADER_ROOM: usize = 4096;
 /// Fetch requests wait this long on the server for a job.
 const FETCH_EXPIRES: Duration = Duration::from_secs(5);
-/// Most jobs one pull asks for (an agent runs at most 32 at once; the rest wait their
-/// turn on the host, kept with AckProgress).
-const JOBS_PER_PULL: usize = 32;
 /// Longest pause between retries after a transport error.
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 /// Reports kept to answer a repeated dispatch of a job already answered (its report,
@@ -738,8 +735,6 @@ pub struct JetStreamJobs {
     host: String,
     name: String,
     consumer: Option<consumer::PullConsumer>,
-    /// The pull in progress: jobs of it not yet handed out come first.
-    batch: Option<consumer::pull::Batch>,
     /// How long a pull waits on the server for a job.
     pull_expiry: Duration,
     abandon_delay: Duration,
@@ -761,7 +756,6 @@ impl JetStreamJobs {
             host: host.to_string(),
             name: agent_consumer_name(tenant, host),
             consumer: None,
-            batch: None,
             pull_expiry: FETCH_EXPIRES,
             abandon_delay: Duration::from_secs(5),
             stop_tx: Arc::new(stop_tx),
@@ -812,32 +806,8 @@ impl JetStreamJobs {
         }
     }
 
-    /// One job, or `None` when none came within the fetch's expiry. A pull asks for up to
-    /// [`JOBS_PER_PULL`] jobs and ends once it handed over what was waiting: the jobs of a
-    /// burst come in a few round trips, not one each, and every job of a pull is handed
-    /// out (each then kept with AckProgress) before the next pull.
+    /// One job, or `None` when none came within the pull's expiry.
     async fn fetch_one(&mut self) -> Result<Option<jetstream::Message>, String> {
-        if let Some(batch) = self.batch.as_mut() {
-            let mut stop = self.stop.clone();
-            let client = self.js.client();
-            let next = tokio::select! {
-                n = tokio::time::timeout(self.pull_expiry + Duration::from_secs(5), batch.next()) => n,
-                _ = stop.wait_for(|s| *s) => return Ok(None),
-                () = disconnected(&client) => {
-                    self.batch = None;
-                    return Err("the connection to NATS is down".into());
-                }
-            };
-            match next {
-                Ok(Some(Ok(m))) => return Ok(Some(m)),
-                Ok(Some(Err(e))) => {
-                    self.batch = None;
-                    return Err(format!("fetching a job: {e}"));
-                }
-                // The pull ended (or its end was lost): pull again.
-                Err(_) | Ok(None) => self.batch = None,
-            }
-        }
         if self.consumer.is_none() {
             let c: consumer::PullConsumer = self
                 .js
@@ -857,7 +827,7 @@ impl JetStreamJobs {
         };
         let mut batch = consumer
             .fetch()
-            .max_messages(JOBS_PER_PULL)
+            .max_messages(1)
             .expires(self.pull_expiry)
             .messages()
             .await
@@ -873,10 +843,7 @@ impl JetStreamJobs {
         };
         match next {
             Err(_) | Ok(None) => Ok(None),
-            Ok(Some(Ok(m))) => {
-                self.batch = Some(batch);
-                Ok(Some(m))
-            }
+            Ok(Some(Ok(m))) => Ok(Some(m)),
             Ok(Some(Err(e))) => Err(format!("fetching a job: {e}")),
         }
     }
@@ -936,7 +903,6 @@ impl Jobs for JetStreamJobs {
                     self.complain(e);
                     // Look the consumer up again: it may have been recreated.
                     self.consumer = None;
-                    self.batch = None;
                     self.pause(backoff).await;
                     backoff = next_backoff(backoff);
                 }
