@@ -337,7 +337,7 @@ fn answer(host: &Host, envelope: &[u8], now: i64) -> (RunReport, i64) {
                 record: LogRef {
                     origin: origin.clone(),
                     index,
-                    leaf_hash: hex(&ev::leaf_hash(env.to_json().as_bytes())),
+                    leaf_hash: ev::hash_hex(&ev::leaf_hash(env.to_json().as_bytes())),
                 },
             }
         })
@@ -387,10 +387,6 @@ async fn heartbeats(client: jetstream::Client, host: Arc<Host>, every: Duration)
         )
         .await;
     }
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn now_ms() -> i64 {
