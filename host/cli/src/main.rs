@@ -7,6 +7,7 @@ mod fleet;
 mod flywheel;
 mod incident;
 mod mcp;
+mod memory;
 mod rules;
 mod runbook;
 mod serve;
@@ -124,6 +125,12 @@ fn main() -> ExitCode {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
     let cli = Cli::parse();
+    if matches!(
+        cli.command,
+        Command::Up(_) | Command::Server(_) | Command::Agent(fleet::AgentCommand::Run { .. })
+    ) {
+        memory::long_running();
+    }
     let result = match cli.command {
         Command::Runbook(cmd) => {
             data_dir(cli.data_dir).and_then(|d| runbook::run(cmd, d, &cli.log))

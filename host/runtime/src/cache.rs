@@ -150,10 +150,14 @@ impl ArtifactCache {
             }
             let _ = fs::remove_file(&path);
         }
-        let component = Component::new(engine, wasm)?;
-        if let Ok(artifact) = component.serialize() {
-            let _ = self.write(&path, sha256, &artifact);
-        }
+        // Compiled by an engine of its own, dropped right after: cranelift keeps its
+        // scratch buffers in the engine that compiled (tens of MiB after the standard
+        // runbooks), which a long-running agent would otherwise hold for good.
+        let artifact = Engine::new(&crate::runtime::engine_config())?.precompile_component(wasm)?;
+        let _ = self.write(&path, sha256, &artifact);
+        // SAFETY: the artifact was produced just now by `precompile_component` under the
+        // same engine configuration, and has not left this process's memory.
+        let component = unsafe { Component::deserialize(engine, &artifact) }?;
         Ok((component, status))
     }
 
