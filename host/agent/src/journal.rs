@@ -114,8 +114,35 @@ impl Journal {
     }
 }
 
+/// How long forgotten runs wait for the next start's commit before they are committed
+/// on their own.
+const DONE_DELAY: Duration = Duration::from_secs(1);
+
+/// Starts are committed at once, with every start queued beside them. Dones are never
+/// waited for: they ride along with the next start's commit, or go on their own once
+/// the journal has been quiet for [`DONE_DELAY`] — so a run's end does not put a second
+/// synchronous commit in front of the next run's start.
 async fn writer(pool: SqlitePool, mut rx: mpsc::Receiver<Op>) {
-    while let Some(first) = rx.recv().await {
+    let mut dones: Vec<String> = Vec::new();
+    loop {
+        let first = if dones.is_empty() {
+            rx.recv().await
+        } else {
+            match tokio::time::timeout(DONE_DELAY, rx.recv()).await {
+                Ok(op) => op,
+                Err(_) => {
+                    // Best effort: a row left behind is removed at the next start.
+                    if commit(&pool, &[], &dones).await.is_ok() {
+                        dones.clear();
+                    }
+                    continue;
+                }
+            }
+        };
+        let Some(first) = first else {
+            let _ = commit(&pool, &[], &dones).await;
+            return;
+        };
         let mut ops = vec![first];
         while ops.len() < MAX_BATCH {
             match rx.try_recv() {
@@ -124,14 +151,19 @@ async fn writer(pool: SqlitePool, mut rx: mpsc::Receiver<Op>) {
             }
         }
         let mut starts = Vec::new();
-        let mut dones = Vec::new();
         for op in ops {
             match op {
                 Op::Start(s, reply) => starts.push((s, reply)),
                 Op::Done(id) => dones.push(id),
             }
         }
+        if starts.is_empty() {
+            continue;
+        }
         let result = commit(&pool, &starts, &dones).await;
+        if result.is_ok() {
+            dones.clear();
+        }
         for (_, reply) in starts {
             let _ = reply.send(result.clone());
         }
@@ -172,4 +204,62 @@ async fn commit(
             .map_err(err)?;
     }
     tx.commit().await.map_err(err)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn started(id: &str) -> Started {
+        Started {
+            invocation_id: id.into(),
+            job: "job".into(),
+            incident_id: "inc".into(),
+            tenant: "t".into(),
+            runbook: "clear-tmp".into(),
+            sha256: "00".into(),
+            provenance: "{}".into(),
+            dry_run: false,
+            started_at_ms: 1,
+        }
+    }
+
+    async fn ids(j: &Journal) -> Vec<String> {
+        let rows = j.unfinished().await.unwrap();
+        rows.into_iter().map(|s| s.invocation_id).collect()
+    }
+
+    #[tokio::test]
+    async fn a_forgotten_run_leaves_the_journal_with_the_next_start_or_once_quiet() {
+        let dir = tempfile::tempdir().unwrap();
+        let j = Journal::open(&dir.path().join("agent-journal.db"))
+            .await
+            .unwrap();
+        j.start(started("a")).await.unwrap();
+        assert_eq!(ids(&j).await, ["a"], "a start is durable once it returns");
+
+        // The next start commits the earlier done with it.
+        j.done("a").await;
+        j.start(started("b")).await.unwrap();
+        assert_eq!(ids(&j).await, ["b"]);
+
+        // With no start after it, a done still goes once the journal is quiet.
+        j.done("b").await;
+        let deadline = std::time::Instant::now() + DONE_DELAY * 10;
+        while !ids(&j).await.is_empty() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "a done was never committed on its own"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+
+        // A journal reopened after a run started and was never forgotten still has it.
+        j.start(started("c")).await.unwrap();
+        drop(j);
+        let j = Journal::open(&dir.path().join("agent-journal.db"))
+            .await
+            .unwrap();
+        assert_eq!(ids(&j).await, ["c"]);
+    }
 }
