@@ -218,13 +218,15 @@ impl Executor {
             Ok(job) => job,
             Err(why) => return self.refuse(None, &why, now_ms).await,
         };
-        // A job delivered again is answered from the log, even once it has expired.
-        if let Some(report) = self.already_recorded(&job).await? {
-            return Ok(report);
-        }
         if let Err(why) = self.admissible(&job, now_ms) {
+            // A job delivered again is answered from the log, even once it has expired.
+            if let Some(report) = self.already_recorded(&job).await? {
+                return Ok(report);
+            }
             return self.refuse(Some(&job), &why, now_ms).await;
         }
+        // An admissible job delivered again is answered from the log too: each run is
+        // looked up under its invocation's lock before it would start (`run_once`).
         let mut runs = Vec::with_capacity(job.runs.len());
         for planned in &job.runs {
             let outcome = self.run_once(&job, planned).await?;

@@ -204,6 +204,8 @@ pub struct Runtime {
     abandoned: Arc<Abandoned>,
     /// Runs in progress (see [`MAX_RUNS`]).
     slots: Arc<RunSlots>,
+    /// The threads guests run on, kept between runs.
+    threads: Arc<RunThreads>,
 }
 
 impl Drop for Runtime {
@@ -304,6 +306,7 @@ impl Runtime {
             stop_ticker,
             abandoned: Arc::default(),
             slots: Arc::default(),
+            threads: Arc::default(),
         })
     }
 
@@ -645,12 +648,10 @@ impl Runtime {
         let done = Arc::new(Done::default());
         let spawned = {
             let done = done.clone();
-            std::thread::Builder::new()
-                .name("runwarden-run".into())
-                .spawn(move || {
-                    let r = job.run();
-                    done.put(r);
-                })
+            self.threads.run(Box::new(move || {
+                let r = job.run();
+                done.put(r);
+            }))
         };
         if let Err(e) = spawned {
             // The job (and its scratch directory) was dropped with the closure.
@@ -753,6 +754,62 @@ impl Drop for RunSlot {
         let mut busy = self.0.busy.lock().unwrap_or_else(|e| e.into_inner());
         *busy = busy.saturating_sub(1);
         self.0.freed.notify_one();
+    }
+}
+
+/// Threads kept idle between runs: starting a thread per run cost more than the run of a
+/// small runbook. A run finds an idle thread or starts one; a thread that is done goes
+/// back to the idle list unless [`KEPT_RUN_THREADS`] are there already, and ends when the
+/// runtime is dropped. A run abandoned past its deadline keeps its thread, so the next
+/// run simply takes another.
+#[derive(Default)]
+struct RunThreads {
+    idle: Mutex<Vec<std::sync::mpsc::SyncSender<RunTask>>>,
+}
+
+type RunTask = Box<dyn FnOnce() + Send>;
+
+/// Idle run threads kept at most: enough for a 2-core host's steady load; a burst beyond
+/// it starts threads that end after their run.
+const KEPT_RUN_THREADS: usize = 4;
+
+impl RunThreads {
+    /// Run `task` on an idle thread, or on a new one.
+    fn run(self: &Arc<Self>, task: RunTask) -> std::io::Result<()> {
+        let mut task = task;
+        loop {
+            let idle = self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop();
+            let Some(to) = idle else { break };
+            match to.send(task) {
+                Ok(()) => return Ok(()),
+                // That thread is gone (it cannot be while listed, but a task is never lost).
+                Err(std::sync::mpsc::SendError(t)) => task = t,
+            }
+        }
+        let threads = Arc::downgrade(self);
+        std::thread::Builder::new()
+            .name("runwarden-run".into())
+            .spawn(move || {
+                let mut next = Some(task);
+                while let Some(task) = next.take() {
+                    task();
+                    let Some(pool) = threads.upgrade() else {
+                        return;
+                    };
+                    let (to, from) = std::sync::mpsc::sync_channel(1);
+                    {
+                        let mut idle = pool.idle.lock().unwrap_or_else(|e| e.into_inner());
+                        if idle.len() >= KEPT_RUN_THREADS {
+                            return;
+                        }
+                        idle.push(to);
+                    }
+                    drop(pool);
+                    // Ends when the runtime (and with it the idle list) is dropped.
+                    next = from.recv().ok();
+                }
+            })
+            .map(|_| ())
     }
 }
 
@@ -1010,5 +1067,63 @@ fn classify_trap(
         status,
         summary,
         details: serde_json::json!({ "trap": format!("{e:#}") }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::mpsc;
+
+    fn on_pool(pool: &Arc<RunThreads>) -> std::thread::ThreadId {
+        let (tx, rx) = mpsc::channel();
+        pool.run(Box::new(move || {
+            tx.send(std::thread::current().id()).unwrap()
+        }))
+        .unwrap();
+        rx.recv_timeout(Duration::from_secs(10)).unwrap()
+    }
+
+    #[test]
+    fn run_threads_are_kept_and_a_blocked_one_does_not_hold_up_the_next() {
+        let pool = Arc::<RunThreads>::default();
+        let first = on_pool(&pool);
+        // The thread goes back to the idle list just after its task; wait for it.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while pool.idle.lock().unwrap().is_empty() {
+            assert!(Instant::now() < deadline, "the run thread was not kept");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        assert_eq!(on_pool(&pool), first, "a kept thread runs the next task");
+
+        // A task that blocks (a run abandoned in a host call) keeps its thread; the next
+        // task runs on another one.
+        let (release, blocked) = mpsc::channel::<()>();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while pool.idle.lock().unwrap().is_empty() {
+            assert!(Instant::now() < deadline, "the run thread was not kept");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        pool.run(Box::new(move || {
+            let _ = blocked.recv();
+        }))
+        .unwrap();
+        assert_ne!(on_pool(&pool), first);
+        release.send(()).unwrap();
+
+        // Never more than the kept number idle.
+        let done: Vec<_> = (0..KEPT_RUN_THREADS * 2)
+            .map(|_| {
+                let (tx, rx) = mpsc::channel::<()>();
+                pool.run(Box::new(move || {
+                    let _ = rx.recv();
+                }))
+                .unwrap();
+                tx
+            })
+            .collect();
+        drop(done);
+        std::thread::sleep(Duration::from_millis(100));
+        assert!(pool.idle.lock().unwrap().len() <= KEPT_RUN_THREADS);
     }
 }
