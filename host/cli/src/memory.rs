@@ -7,11 +7,18 @@
 //! - arenas are committed on demand instead of eagerly;
 //! - a watcher thread returns freed memory to the OS (`mi_collect`) once the process
 //!   has gone idle — under load nothing changes. Purging every free at once (mimalloc's
-//!   `purge_delay=0`) would do the same but halved throughput.
+//!   `purge_delay=0`) would do the same but halved throughput. mimalloc frees a thread's
+//!   pages only on that thread, so the watcher also has the async workers (as they next
+//!   park), the guests' kept threads and wasmtime's compile pool collect their own, and
+//!   trims the C library's malloc, which SQLite allocates through. (sqlx's connection
+//!   threads run no code of ours and keep theirs.)
 //!
 //! An operator's `MIMALLOC_ARENA_EAGER_COMMIT` still wins: a value given there is left
 //! alone.
 
+use std::cell::Cell;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 // The mimalloc linked as the global allocator (libmimalloc-sys, its v3 sources).
@@ -53,6 +60,41 @@ pub fn long_running() {
     idle_watcher();
 }
 
+/// Bumped each time the process goes idle: a thread that sees a new value returns what its
+/// own allocator heap holds freed (mimalloc frees a thread's pages only on that thread).
+static IDLE_GENERATION: AtomicU64 = AtomicU64::new(0);
+
+/// What else runs when the process goes idle (see [`on_idle`]).
+type IdleHook = Box<dyn Fn() + Send>;
+static IDLE_HOOKS: Mutex<Vec<IdleHook>> = Mutex::new(Vec::new());
+
+/// Also run `hook` (on the watcher's thread) each time the process goes idle.
+pub fn on_idle(hook: impl Fn() + Send + 'static) {
+    IDLE_HOOKS
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .push(Box::new(hook));
+}
+
+/// Return this thread's freed allocator memory to the OS.
+pub fn collect_this_thread() {
+    // SAFETY: mi_collect may be called from any thread at any time; it acts on the
+    // calling thread's heap.
+    unsafe { mi_collect(true) };
+}
+
+/// For a tokio runtime's `on_thread_park`: a worker about to park collects its heap once
+/// per idle period.
+pub fn on_park() {
+    thread_local! {
+        static SEEN: Cell<u64> = const { Cell::new(0) };
+    }
+    let now = IDLE_GENERATION.load(Ordering::Relaxed);
+    if SEEN.with(|s| s.replace(now)) != now {
+        collect_this_thread();
+    }
+}
+
 fn idle_watcher() {
     let spawned = std::thread::Builder::new()
         .name("runwarden-trim".into())
@@ -65,11 +107,19 @@ fn idle_watcher() {
                 let idle = (now - last).as_secs_f64() < WATCH.as_secs_f64() * IDLE_CPU_SHARE;
                 last = now;
                 if idle && !trimmed {
-                    // Each thread frees its own pages: this one, and the pool wasmtime
-                    // compiled on (its threads idle forever after a start that compiled).
-                    // SAFETY: mi_collect may be called from any thread at any time.
-                    unsafe { mi_collect(true) };
-                    rayon_core::broadcast(|_| unsafe { mi_collect(true) });
+                    // Each thread frees its own pages: this one, the pool wasmtime
+                    // compiled on (its threads idle forever after a start that compiled),
+                    // the async workers as they next park, and whatever registered.
+                    collect_this_thread();
+                    rayon_core::broadcast(|_| collect_this_thread());
+                    IDLE_GENERATION.fetch_add(1, Ordering::Relaxed);
+                    for hook in IDLE_HOOKS.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+                        hook();
+                    }
+                    // SQLite allocates through the C library's malloc: give back what its
+                    // arenas hold free.
+                    // SAFETY: malloc_trim may be called at any time from any thread.
+                    unsafe { libc::malloc_trim(0) };
                     // What the collection itself cost is not activity.
                     last = cpu_time();
                     trimmed = true;

@@ -385,8 +385,17 @@ pub(crate) fn run_control(
     // Blocking threads carry rule evaluations and runs waiting for a slot (at most
     // `runwarden_runtime::MAX_RUNS` run at once): past this many, work queues instead of
     // each waiting incident holding a thread of its own.
+    {
+        let rt = Arc::downgrade(&rt);
+        crate::memory::on_idle(move || {
+            if let Some(rt) = rt.upgrade() {
+                rt.on_idle_run_threads(crate::memory::collect_this_thread);
+            }
+        });
+    }
     let io = tokio::runtime::Builder::new_multi_thread()
         .max_blocking_threads(64)
+        .on_thread_park(crate::memory::on_park)
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;

@@ -208,6 +208,14 @@ pub struct Runtime {
     threads: Arc<RunThreads>,
 }
 
+impl Runtime {
+    /// Run `f` on each thread kept idle for guests: for what must be done on a thread
+    /// itself, such as returning its allocator's freed memory once the host is idle.
+    pub fn on_idle_run_threads(&self, f: fn()) {
+        self.threads.on_each_idle(f);
+    }
+}
+
 impl Drop for Runtime {
     fn drop(&mut self) {
         self.stop_ticker.store(true, Ordering::Relaxed);
@@ -774,6 +782,15 @@ type RunTask = Box<dyn FnOnce() + Send>;
 const KEPT_RUN_THREADS: usize = 4;
 
 impl RunThreads {
+    /// Run `f` once on every idle thread (each goes back to the idle list after).
+    fn on_each_idle(self: &Arc<Self>, f: fn()) {
+        let idle = std::mem::take(&mut *self.idle.lock().unwrap_or_else(|e| e.into_inner()));
+        for to in idle {
+            // A thread that is gone has nothing to do.
+            let _ = to.send(Box::new(f));
+        }
+    }
+
     /// Run `task` on an idle thread, or on a new one.
     fn run(self: &Arc<Self>, task: RunTask) -> std::io::Result<()> {
         let mut task = task;
@@ -1095,6 +1112,19 @@ mod tests {
             std::thread::sleep(Duration::from_millis(1));
         }
         assert_eq!(on_pool(&pool), first, "a kept thread runs the next task");
+
+        // Something to do on each idle thread (returning its allocator's memory) reaches it.
+        static RAN_ON: Mutex<Vec<std::thread::ThreadId>> = Mutex::new(Vec::new());
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while pool.idle.lock().unwrap().is_empty() {
+            assert!(Instant::now() < deadline, "the run thread was not kept");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        pool.on_each_idle(|| RAN_ON.lock().unwrap().push(std::thread::current().id()));
+        while !RAN_ON.lock().unwrap().contains(&first) {
+            assert!(Instant::now() < deadline, "the idle thread did not run it");
+            std::thread::sleep(Duration::from_millis(1));
+        }
 
         // A task that blocks (a run abandoned in a host call) keeps its thread; the next
         // task runs on another one.
