@@ -423,6 +423,12 @@ impl Controller {
 
     /// `tenant`'s hosts as the operator sees them.
     pub async fn host_views(&self, tenant: &str) -> Result<Vec<HostView>> {
+        self.views(tenant, true).await
+    }
+
+    /// The views, with each host's newest record (a read per host) or without (metrics,
+    /// scraped often: a fixed number of reads however many hosts).
+    async fn views(&self, tenant: &str, newest_records: bool) -> Result<Vec<HostView>> {
         let rows: BTreeMap<String, HostRow> = self
             .store
             .hosts()
@@ -433,6 +439,7 @@ impl Controller {
             .collect();
         let time = |ms: i64| ev::rfc3339_ms(ms.max(0) as u64);
         let hosts = self.hosts_of(tenant);
+        let sizes = self.evidence.mirrored_sizes().await?;
         let mut mirrored = BTreeMap::new();
         let mut last = BTreeMap::new();
         for h in &hosts {
@@ -440,14 +447,11 @@ impl Controller {
                 // An enrolled host: its log as mirrored here.
                 Some(r) => {
                     let origin = format!("runwarden/{}", r.key_name);
-                    let held = self
-                        .evidence
-                        .mirror_head(&origin)
-                        .await?
-                        .map_or(0, |h| h.size);
+                    let held = sizes.get(&origin).copied().unwrap_or(0);
                     mirrored.insert(r.id.clone(), held);
                     match held {
                         0 => None,
+                        _ if !newest_records => None,
                         n => self
                             .evidence
                             .mirrored_records(&origin, n - 1, n)
@@ -455,6 +459,7 @@ impl Controller {
                             .pop(),
                     }
                 }
+                None if !newest_records => None,
                 // `runwarden up`'s own host: this database's own log is its log.
                 None => match self.evidence.size().await? {
                     0 => None,
@@ -505,7 +510,7 @@ impl Controller {
     /// process adds (an agent: its link, backlog and hand-ups).
     pub async fn fleet_metrics(&self, tenant: &str) -> Result<String> {
         use std::fmt::Write as _;
-        let views = self.host_views(tenant).await?;
+        let views = self.views(tenant, false).await?;
         let mut out = String::new();
         let state = |h: &HostView| match (h.drained, h.online) {
             (true, _) => "drained",

@@ -407,6 +407,20 @@ impl super::Store {
         .transpose()
     }
 
+    /// How many records each mirrored log holds, by origin: one read for every log.
+    pub async fn mirrored_sizes(&self) -> Result<std::collections::BTreeMap<String, u64>> {
+        let sql = "SELECT origin, size FROM mirrored_logs";
+        let rows: Vec<(String, i64)> = match &self.db {
+            Db::Sqlite(p) => sqlx::query_as(sql).fetch_all(p).await,
+            Db::Postgres(p) => sqlx::query_as(sql).fetch_all(p).await,
+        }
+        .map_err(db_err("reading the mirrored logs' sizes"))?;
+        Ok(rows
+            .into_iter()
+            .map(|(origin, size)| (origin, size.max(0) as u64))
+            .collect())
+    }
+
     /// The origins of every mirrored log, in order.
     pub async fn mirrored_origins(&self) -> Result<Vec<String>> {
         let sql = "SELECT origin FROM mirrored_logs ORDER BY origin";

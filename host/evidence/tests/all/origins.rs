@@ -155,6 +155,10 @@ async fn mirrors_in_order_and_refuses_gaps_and_forks(server: &Store) {
 
     // Nothing of the refused segments was stored; the true continuation still fits.
     assert_eq!(
+        server.mirrored_sizes().await.unwrap().get(&host.origin()),
+        Some(&20)
+    );
+    assert_eq!(
         server
             .mirror_head(&host.origin())
             .await
