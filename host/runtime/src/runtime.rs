@@ -1101,26 +1101,27 @@ mod tests {
         rx.recv_timeout(Duration::from_secs(10)).unwrap()
     }
 
+    /// A thread goes back to the idle list just after its task: wait for it.
+    fn wait_until_one_is_idle(pool: &Arc<RunThreads>) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while pool.idle.lock().unwrap().is_empty() {
+            assert!(Instant::now() < deadline, "the run thread was not kept");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
     #[test]
     fn run_threads_are_kept_and_a_blocked_one_does_not_hold_up_the_next() {
         let pool = Arc::<RunThreads>::default();
         let first = on_pool(&pool);
-        // The thread goes back to the idle list just after its task; wait for it.
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while pool.idle.lock().unwrap().is_empty() {
-            assert!(Instant::now() < deadline, "the run thread was not kept");
-            std::thread::sleep(Duration::from_millis(1));
-        }
+        wait_until_one_is_idle(&pool);
         assert_eq!(on_pool(&pool), first, "a kept thread runs the next task");
 
         // Something to do on each idle thread (returning its allocator's memory) reaches it.
         static RAN_ON: Mutex<Vec<std::thread::ThreadId>> = Mutex::new(Vec::new());
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while pool.idle.lock().unwrap().is_empty() {
-            assert!(Instant::now() < deadline, "the run thread was not kept");
-            std::thread::sleep(Duration::from_millis(1));
-        }
+        wait_until_one_is_idle(&pool);
         pool.on_each_idle(|| RAN_ON.lock().unwrap().push(std::thread::current().id()));
+        let deadline = Instant::now() + Duration::from_secs(10);
         while !RAN_ON.lock().unwrap().contains(&first) {
             assert!(Instant::now() < deadline, "the idle thread did not run it");
             std::thread::sleep(Duration::from_millis(1));
@@ -1129,11 +1130,7 @@ mod tests {
         // A task that blocks (a run abandoned in a host call) keeps its thread; the next
         // task runs on another one.
         let (release, blocked) = mpsc::channel::<()>();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while pool.idle.lock().unwrap().is_empty() {
-            assert!(Instant::now() < deadline, "the run thread was not kept");
-            std::thread::sleep(Duration::from_millis(1));
-        }
+        wait_until_one_is_idle(&pool);
         pool.run(Box::new(move || {
             let _ = blocked.recv();
         }))
