@@ -477,11 +477,13 @@ fn host_paths(bearer: &Value) -> serde_json::Map<String, Value> {
                 "properties": {"token": {"type": "string"}, "host_id": {"type": "string"},
                     "policy": {"type": "string", "description": "the agent's policy, TOML; its host_id must be host_id"},
                     "inventory": {"type": "object"},
-                    "key": {"type": "string", "description": "the host's public key, signed-note verifier form NAME+ID+KEY"}}}}}},
+                    "key": {"type": "string", "description": "the host's public key, signed-note verifier form NAME+ID+KEY (the control plane names it: see key_name)"}}}}}},
             "responses": {"200": json_ok("Enrolled", json!({"type": "object",
-                "required": ["tenant", "host_id", "labels", "control_key"],
+                "required": ["tenant", "host_id", "labels", "control_key", "key_name"],
                 "properties": {"tenant": {"type": "string"}, "host_id": {"type": "string"}, "labels": labels,
-                    "control_key": {"type": "string", "description": "the key the control plane signs jobs with"}}})),
+                    "control_key": {"type": "string", "description": "the key the control plane signs jobs with"},
+                    "nats_creds": {"type": "string", "description": "the host's own NATS credentials (a secret), when the control plane mints them"},
+                    "key_name": {"type": "string", "description": "the name the host's key is enrolled under (the host id for its first key, HOST~2, HOST~3, … for later ones); its log is runwarden/KEY_NAME"}}})),
                 "400": error, "404": error, "409": error, "413": error, "429": error, "500": error}
         }}
     });

@@ -388,22 +388,26 @@ async fn export_tenant(
         tenant: None,
         ..filter.clone()
     };
+    // Each host's log under every key it enrolled with: a host enrolled again with a new
+    // key (a rebuilt machine) has a log per key, the earlier ones kept.
     let mut missing = Vec::new();
-    for host in control
-        .hosts()
-        .await?
-        .into_iter()
-        .filter(|h| h.tenant == tenant)
-    {
-        let log_origin = format!("runwarden/{}", host.key_name);
-        match ev::export_mirror(store, &log_origin, &per_host).await? {
-            Some(bundle) => parts.push(ev::LogPart {
+    let mut exported = std::collections::BTreeSet::new();
+    let keys = control.tenant_host_keys(tenant).await?;
+    for key in &keys {
+        let log_origin = format!("runwarden/{}", key.key_name);
+        if let Some(bundle) = ev::export_mirror(store, &log_origin, &per_host).await? {
+            exported.insert(key.host_id.clone());
+            parts.push(ev::LogPart {
                 role: ev::LogRole::Host,
-                host: Some(host.id.clone()),
-                enrolled_at_ms: Some(host.enrolled_at_ms.max(0) as u64),
+                host: Some(key.host_id.clone()),
+                enrolled_at_ms: Some(key.enrolled_at_ms.max(0) as u64),
                 bundle,
-            }),
-            None => missing.push(host.id),
+            });
+        }
+    }
+    for key in keys {
+        if !exported.contains(&key.host_id) && !missing.contains(&key.host_id) {
+            missing.push(key.host_id);
         }
     }
     let statement = write_bundle(out, |w| {

@@ -545,6 +545,13 @@ fn enroll(
         }
         serde_json::from_value(v).context("the control plane's answer")
     })?;
+    // The control plane names the key (a host enrolled again with a new key signs a log
+    // of its own, `runwarden/HOST~2`): renamed before it signs anything.
+    let key = if !enrolled.key_name.is_empty() && enrolled.key_name != key.name() {
+        runwarden_control::evidence::rename_host_key(data_dir, host_id, &enrolled.key_name)?
+    } else {
+        key
+    };
     let policy =
         std::fs::canonicalize(policy_path).with_context(|| format!("{}", policy_path.display()))?;
     let agent = AgentFile {
@@ -574,8 +581,10 @@ fn enroll(
         );
     }
     outln!(
-        "  key: {} (its public half is enrolled)",
-        key.verifying_key().key_id_hex()
+        "  key: {} named {} (its public half is enrolled; this host's log is runwarden/{})",
+        key.verifying_key().key_id_hex(),
+        crate::term::clean(key.name()),
+        crate::term::clean(key.name())
     );
     outln!("  next: runwarden agent run --nats nats://…");
     Ok(ExitCode::SUCCESS)

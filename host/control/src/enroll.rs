@@ -47,7 +47,8 @@ pub struct Enrollment {
     #[serde(default)]
     pub inventory: crate::Inventory,
     /// The host's public key, in the signed-note verifier form (`NAME+ID+KEY`): every
-    /// record of its log must verify under it.
+    /// record of its log must verify under it. The control plane names it (see
+    /// [`Enrolled::key_name`]): the name sent here is not used.
     pub key: String,
 }
 
@@ -69,6 +70,13 @@ pub struct Enrolled {
     /// it 0600 and nothing logs it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub nats_creds: Option<String>,
+    /// The name the host's key is enrolled under, and its log's origin is
+    /// `runwarden/KEY_NAME`: the host id for a host's first key, `HOST~2`, `HOST~3`, … for
+    /// the keys it enrolls with later (a rebuilt machine), so that each key signs a log of
+    /// its own and the earlier logs stay the host's evidence. The agent renames its key to
+    /// this before it signs anything.
+    #[serde(default)]
+    pub key_name: String,
 }
 
 /// What only the process knows of its link to the fleet, read at each scrape.
@@ -325,7 +333,13 @@ impl Controller {
                 policy.host_id, e.host_id
             )));
         }
-        let key = ev::VerifyingKey::from_text(e.key.trim())
+        if e.host_id == crate::evidence::CONTROL_KEY_NAME {
+            return Err(bad(format!(
+                "host id {:?} is the control plane's own log's name: enroll under another id",
+                e.host_id
+            )));
+        }
+        let sent = ev::VerifyingKey::from_text(e.key.trim())
             .map_err(|x| bad(format!("the host key: {x}")))?;
         let unusable = || {
             ControlError::NotFound(
@@ -358,6 +372,7 @@ impl Controller {
         {
             return Err(taken());
         }
+        let key = self.name_key(&e.host_id, &sent.to_bytes()).await?;
         // Spent once, atomically: of two agents racing with one token, one enrolls.
         let token = self
             .store
@@ -381,7 +396,11 @@ impl Controller {
             log_size: None,
         };
         if !self.store.put_host(&row).await? {
-            return Err(taken());
+            return Err(ControlError::Conflict(format!(
+                "host {:?} changed while it enrolled (another tenant's, or another key took its \
+                 name): ask an admin for a new token and enroll again",
+                e.host_id
+            )));
         }
         self.hosts
             .insert(HostConfig {
@@ -407,7 +426,40 @@ impl Controller {
             labels,
             control_key: self.control_public_key().to_text(),
             nats_creds,
+            key_name: key.name().to_string(),
         })
+    }
+
+    /// The key `public` of host `host`, named as the control plane names host keys: the
+    /// name it had if the host enrolled with it before, else the host id for a host's
+    /// first key and `HOST~N` for a later one (a name no host id can take: `~` is not
+    /// allowed in one). A key another host enrolled with is refused: a key signs for one
+    /// host.
+    async fn name_key(&self, host: &str, public: &[u8; 32]) -> Result<ev::VerifyingKey> {
+        let keys = self.store.host_keys(host).await?;
+        if let Some(k) = keys.iter().find(|k| k.public_key == public) {
+            return Ok(ev::VerifyingKey::from_bytes(&k.key_name, public)?);
+        }
+        for n in keys.len() + 1..keys.len() + 100 {
+            let name = match n {
+                1 => host.to_string(),
+                n => format!("{host}~{n}"),
+            };
+            match self.store.host_key_named_or(&name, public).await? {
+                None => return Ok(ev::VerifyingKey::from_bytes(&name, public)?),
+                Some(k) if k.public_key == public => {
+                    return Err(ControlError::Conflict(format!(
+                        "this agent's key is enrolled for host {:?}: a key signs for one host; \
+                         enroll {host:?} from a data directory of its own",
+                        k.host_id
+                    )));
+                }
+                Some(_) => {}
+            }
+        }
+        Err(ControlError::Conflict(format!(
+            "no free name for another key of host {host:?}"
+        )))
     }
 
     /// The key host `id` signs its records with, if it enrolled.
@@ -627,10 +679,25 @@ impl Controller {
         };
         let origin = format!("runwarden/{}", key.name());
         if segment.origin != origin {
-            return Err(ControlError::BadRequest(format!(
-                "a segment of log {} from host {host}, whose log is {origin}",
-                segment.origin
-            )));
+            // A log of a key the host enrolled with before: what is mirrored of it stays,
+            // nothing more is taken (the key was replaced, perhaps because it was lost).
+            let retired = self
+                .store
+                .host_keys(host)
+                .await?
+                .into_iter()
+                .any(|k| format!("runwarden/{}", k.key_name) == segment.origin);
+            return Err(ControlError::BadRequest(match retired {
+                true => format!(
+                    "a segment of log {} from host {host}: that log's key was replaced when the \
+                     host enrolled again, and its log is now {origin}",
+                    segment.origin
+                ),
+                false => format!(
+                    "a segment of log {} from host {host}, whose log is {origin}",
+                    segment.origin
+                ),
+            }));
         }
         let store_segment = ev::Segment {
             origin: segment.origin.clone(),

@@ -36,6 +36,38 @@ pub fn host_key(
     key_in(&keys_dir(data_dir), host_id, &key_stem(host_id))
 }
 
+/// Rename host `host_id`'s key in `data_dir` (see [`host_key`]) to `name`: the same
+/// secret, its files rewritten in place (atomically, the private one 0600). The control
+/// plane names an enrolling host's key (`runwarden_control::Enrolled::key_name`).
+pub fn rename_host_key(data_dir: &Path, host_id: &str, name: &str) -> ev::Result<ev::SigningKey> {
+    let dir = keys_dir(data_dir);
+    let stem = key_stem(host_id);
+    let private = dir.join(format!("{stem}.key"));
+    let key = ev::read_signing_key(&private)?.renamed(name)?;
+    let io = |action: &'static str, path: PathBuf| {
+        move |source| ev::Error::Io {
+            action,
+            path,
+            source,
+        }
+    };
+    ev::write_atomic(&private, format!("{}\n", key.to_text()).as_bytes())
+        .map_err(io("rewrite private key", private.clone()))?;
+    let public = dir.join(format!("{stem}.pub"));
+    ev::write_atomic(
+        &public,
+        format!("{}\n", key.verifying_key().to_text()).as_bytes(),
+    )
+    .map_err(io("rewrite public key", public.clone()))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(&public, std::fs::Permissions::from_mode(0o644))
+            .map_err(io("make the public key readable", public.clone()))?;
+    }
+    Ok(key)
+}
+
 /// The name of the control plane's key, and of its file.
 pub const CONTROL_KEY_NAME: &str = "runwarden-control";
 

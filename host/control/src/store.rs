@@ -54,7 +54,7 @@ macro_rules! on_db {
 
 // After the macros it uses.
 mod hosts;
-pub use hosts::{EnrollmentTokenRow, HostRow};
+pub use hosts::{EnrollmentTokenRow, HostKeyRow, HostRow};
 
 /// A [`StoredEscalation`] from a row of `ESCALATION_COLUMNS`, on either backend.
 macro_rules! stored_escalation {

@@ -67,6 +67,15 @@ impl SigningKey {
         &self.name
     }
 
+    /// The same key under the name `name` (its key id changes with the name).
+    pub fn renamed(&self, name: &str) -> Result<Self> {
+        check_name(name)?;
+        Ok(SigningKey {
+            name: name.to_owned(),
+            key: self.key.clone(),
+        })
+    }
+
     /// The matching public key.
     pub fn verifying_key(&self) -> VerifyingKey {
         VerifyingKey {

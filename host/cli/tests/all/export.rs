@@ -281,3 +281,85 @@ fn a_tenants_export_holds_the_control_log_and_each_of_its_hosts_logs_and_nothing
         stderr(&v)
     );
 }
+
+#[test]
+fn a_host_rebuilt_with_a_new_key_signs_a_new_log_and_the_tenants_export_holds_both() {
+    let root = tempfile::tempdir().unwrap();
+    let r = root.path();
+    // The same incident three times: each must run (no cooldown, no repeat escalation).
+    let fleet = OperatorFleet::start_with(
+        r,
+        "[guardrails]\ncooldown_secs = 0\nrepeat_threshold = 100\n",
+    );
+    let host = "clinic-re-01";
+    let heal = || {
+        let rec = submit(
+            &fleet.data,
+            &fleet.url,
+            &format!(
+                r#"{{"host":"{host}","type":"service-down","severity":"high","service":"nginx.service"}}"#
+            ),
+        );
+        // Healed, or found healthy once it was (`no-op`): a run and its record either way.
+        assert!(
+            matches!(rec["status"].as_str(), Some("healed" | "no-op")),
+            "{rec}"
+        );
+        assert_eq!(rec["runs"].as_array().map(Vec::len), Some(1), "{rec}");
+    };
+    let old = fleet.enroll(r, host);
+    let old_key =
+        runwarden_evidence::read_verifying_key(&old.join(format!("signing-keys/{host}.pub")))
+            .unwrap();
+    assert_eq!(old_key.name(), host);
+    {
+        let _agent = fleet.agent(&old);
+        heal();
+        caught_up(&fleet, host, 1);
+    }
+
+    // The machine is rebuilt: a fresh data directory, so a new key, and a new token. The
+    // control plane names the key, and the host's new log is its own.
+    let new = fleet.enroll(&r.join("rebuilt"), host);
+    let new_key =
+        runwarden_evidence::read_verifying_key(&new.join(format!("signing-keys/{host}.pub")))
+            .unwrap();
+    assert_eq!(new_key.name(), format!("{host}~2"));
+    assert_ne!(new_key.to_bytes(), old_key.to_bytes());
+    let _agent = fleet.agent(&new);
+    heal();
+    heal();
+    // The new log (2 records) is mirrored, not refused as a fork of the old one.
+    assert_eq!(caught_up(&fleet, host, 2), 2);
+    assert_eq!(fleet.host(host)["key_id"], new_key.key_id_hex());
+
+    // The tenant's export holds both of the host's logs, each under its own key.
+    let bundle = r.join("audit.tar");
+    export(&fleet, "local", &bundle);
+    let v = verify(
+        &bundle,
+        &fleet.data.join("control-key/runwarden-control.pub"),
+    );
+    let said = String::from_utf8_lossy(&v.stdout).into_owned();
+    assert!(v.status.success(), "{said}{}", stderr(&v));
+    assert!(said.starts_with("tenant local: 3 log(s)"), "{said}");
+    let st = statement(&Bundle::read(&bundle));
+    let hosts: Vec<(&str, &str, u64)> = st["logs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|l| l["role"] == "host")
+        .map(|l| {
+            (
+                l["host"].as_str().unwrap(),
+                l["key"].as_str().unwrap(),
+                l["records"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    let (old_text, new_text) = (old_key.to_text(), new_key.to_text());
+    assert_eq!(
+        hosts,
+        [(host, old_text.as_str(), 1), (host, new_text.as_str(), 2)]
+    );
+}

@@ -32,6 +32,39 @@ pub struct HostRow {
     pub log_size: Option<i64>,
 }
 
+/// A key a host enrolled with: each signs its own log, `runwarden/KEY_NAME`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct HostKeyRow {
+    /// The key's name, given by the control plane (the host id, then `HOST~2`, …).
+    pub key_name: String,
+    /// The host.
+    pub host_id: String,
+    /// The host's tenant.
+    pub tenant: String,
+    /// The public key (32 bytes).
+    pub public_key: Vec<u8>,
+    /// When the host enrolled with it (ms).
+    pub enrolled_at_ms: i64,
+}
+
+const HOST_KEY_COLUMNS: &str = "key_name, host_id, tenant, public_key, enrolled_at_ms";
+
+fn host_key_row<R: Row>(r: &R) -> std::result::Result<HostKeyRow, sqlx::Error>
+where
+    for<'a> i64: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
+    for<'a> Vec<u8>: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
+    for<'a> String: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
+    usize: sqlx::ColumnIndex<R>,
+{
+    Ok(HostKeyRow {
+        key_name: r.try_get(0)?,
+        host_id: r.try_get(1)?,
+        tenant: r.try_get(2)?,
+        public_key: r.try_get(3)?,
+        enrolled_at_ms: r.try_get(4)?,
+    })
+}
+
 /// An enrollment token as stored (never its secret).
 #[derive(Clone, Debug, PartialEq)]
 pub struct EnrollmentTokenRow {
@@ -139,10 +172,14 @@ impl ControlStore {
         })
     }
 
-    /// Store `host`, or replace the row of the same id if the same tenant owns it.
-    /// Returns false (and changes nothing) when another tenant owns the id.
+    /// Store `host` with its current key, or replace the row of the same id if the same
+    /// tenant owns it; the key joins the host's keys ([`ControlStore::host_keys`]) unless
+    /// it is one of them already. One transaction. Returns false (and changes nothing)
+    /// when another tenant owns the id, or the key's name or public key is another
+    /// host's (or another key's of this host).
     pub async fn put_host(&self, h: &HostRow) -> Result<bool> {
         on_db!(&self.write, p, pg => {
+            let mut tx = p.begin().await.map_err(db_err("beginning to store a host"))?;
             let r = sqlx::query(sql(pg, "INSERT INTO hosts (id, tenant, labels, inventory, policy, key_name, public_key, enrolled_at_ms, last_seen_ms, drained) \
                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET \
                 labels = excluded.labels, inventory = excluded.inventory, policy = excluded.policy, key_name = excluded.key_name, \
@@ -150,8 +187,58 @@ impl ControlStore {
                 WHERE hosts.tenant = excluded.tenant"))
                 .bind(&h.id).bind(&h.tenant).bind(&h.labels).bind(&h.inventory).bind(&h.policy).bind(&h.key_name)
                 .bind(&h.public_key).bind(h.enrolled_at_ms).bind(h.last_seen_ms).bind(i64::from(h.drained))
-                .execute(p).await.map_err(db_err("storing a host"))?;
-            Ok(r.rows_affected() > 0)
+                .execute(&mut *tx).await.map_err(db_err("storing a host"))?;
+            if r.rows_affected() == 0 {
+                return Ok(false);
+            }
+            let known = sqlx::query(sql(pg, &format!("SELECT {HOST_KEY_COLUMNS} FROM host_keys WHERE key_name = ? OR public_key = ?")))
+                .bind(&h.key_name).bind(&h.public_key)
+                .fetch_all(&mut *tx).await.map_err(db_err("reading a host's keys"))?;
+            let known = known.iter().map(host_key_row).collect::<std::result::Result<Vec<_>, _>>().map_err(db_err("reading a host's keys"))?;
+            if known.is_empty() {
+                sqlx::query(sql(pg, &format!("INSERT INTO host_keys ({HOST_KEY_COLUMNS}) VALUES (?, ?, ?, ?, ?)")))
+                    .bind(&h.key_name).bind(&h.id).bind(&h.tenant).bind(&h.public_key).bind(h.enrolled_at_ms)
+                    .execute(&mut *tx).await.map_err(db_err("storing a host's key"))?;
+            } else if !known.iter().all(|k| k.key_name == h.key_name && k.public_key == h.public_key && k.host_id == h.id) {
+                // The name or the public key is another key's (dropping `tx` rolls back).
+                return Ok(false);
+            }
+            tx.commit().await.map_err(db_err("committing a host"))?;
+            Ok(true)
+        })
+    }
+
+    /// Every key host `id` enrolled with, oldest first.
+    pub async fn host_keys(&self, id: &str) -> Result<Vec<HostKeyRow>> {
+        on_db!(&self.write, p, pg => {
+            let rows = sqlx::query(sql(pg, &format!("SELECT {HOST_KEY_COLUMNS} FROM host_keys WHERE host_id = ? ORDER BY enrolled_at_ms, key_name")))
+                .bind(id)
+                .fetch_all(p).await.map_err(db_err("reading a host's keys"))?;
+            rows.iter().map(host_key_row).collect::<std::result::Result<Vec<_>, _>>().map_err(db_err("reading a host's keys"))
+        })
+    }
+
+    /// The key named `name` or whose public key is `public_key`, of any host.
+    pub async fn host_key_named_or(
+        &self,
+        name: &str,
+        public_key: &[u8],
+    ) -> Result<Option<HostKeyRow>> {
+        on_db!(&self.write, p, pg => {
+            let row = sqlx::query(sql(pg, &format!("SELECT {HOST_KEY_COLUMNS} FROM host_keys WHERE key_name = ? OR public_key = ? LIMIT 1")))
+                .bind(name).bind(public_key)
+                .fetch_optional(p).await.map_err(db_err("reading a host key"))?;
+            row.as_ref().map(host_key_row).transpose().map_err(db_err("reading a host key"))
+        })
+    }
+
+    /// Every key the hosts of `tenant` enrolled with, by host then oldest first.
+    pub async fn tenant_host_keys(&self, tenant: &str) -> Result<Vec<HostKeyRow>> {
+        on_db!(&self.db, p, pg => {
+            let rows = sqlx::query(sql(pg, &format!("SELECT {HOST_KEY_COLUMNS} FROM host_keys WHERE tenant = ? ORDER BY host_id, enrolled_at_ms, key_name")))
+                .bind(tenant)
+                .fetch_all(p).await.map_err(db_err("reading the hosts' keys"))?;
+            rows.iter().map(host_key_row).collect::<std::result::Result<Vec<_>, _>>().map_err(db_err("reading the hosts' keys"))
         })
     }
 

@@ -13,27 +13,38 @@ fn admin() -> Caller {
     }
 }
 
-/// Enroll `host` of clinic-a with `policy` and a new key named after it; returns the key.
+/// Enroll `host` of clinic-a with `policy` and a new key; returns the key, named as the
+/// control plane named it.
 async fn enroll(
     c: &runwarden_control::Controller,
     host: &str,
     policy: &str,
 ) -> runwarden_evidence::SigningKey {
     let key = runwarden_evidence::SigningKey::generate(host).unwrap();
+    enroll_key(c, host, policy, &key).await.unwrap()
+}
+
+/// Enroll `host` of clinic-a with `policy` and `key` (a new token each time).
+async fn enroll_key(
+    c: &runwarden_control::Controller,
+    host: &str,
+    policy: &str,
+    key: &runwarden_evidence::SigningKey,
+) -> Result<runwarden_evidence::SigningKey, ControlError> {
     let t = c
         .create_enrollment_token(&admin(), None, Default::default(), None)
         .await
         .unwrap();
-    c.enroll(Enrollment {
-        token: t.token,
-        host_id: host.into(),
-        policy: policy.into(),
-        inventory: Default::default(),
-        key: key.verifying_key().to_text(),
-    })
-    .await
-    .unwrap();
-    key
+    let enrolled = c
+        .enroll(Enrollment {
+            token: t.token,
+            host_id: host.into(),
+            policy: policy.into(),
+            inventory: Default::default(),
+            key: key.verifying_key().to_text(),
+        })
+        .await?;
+    Ok(key.renamed(&enrolled.key_name).unwrap())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -96,7 +107,8 @@ async fn enrolled_hosts_survive_a_restart_and_stay_their_tenants() {
     assert!(c.host_views("clinic-b").await.unwrap().is_empty());
 }
 
-/// A record of host `key.name()`, number `i`, signed by its key.
+/// A record of the host whose key is `key` (named `HOST` or `HOST~N`), number `i`, signed
+/// by its key.
 fn record(key: &runwarden_evidence::SigningKey, i: u64) -> String {
     runwarden_evidence::Statement::new(
         "restart-service",
@@ -104,7 +116,7 @@ fn record(key: &runwarden_evidence::SigningKey, i: u64) -> String {
         runwarden_evidence::Invocation {
             invocation_id: format!("{i:032x}"),
             tenant: "clinic-a".into(),
-            host_id: key.name().into(),
+            host_id: key.name().split('~').next().unwrap().into(),
             key_id: key.verifying_key().key_id_hex(),
             provenance: runwarden_evidence::Provenance::Manual { operator: None },
             runbook_version: "0.1.0".into(),
@@ -204,6 +216,109 @@ async fn a_gap_in_a_hosts_forwarded_log_is_refused_and_raised_once() {
     assert!(matches!(
         c.ingest_log("nobody", &segment(&key, &all, 0, 3)).await,
         Err(ControlError::NotFound(_))
+    ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_enrolled_again_with_a_new_key_signs_a_new_log_and_its_old_log_stays() {
+    let s = setup();
+    let c = controller(&s, GuardrailConfig::default(), vec![standard_rules()]).await;
+    enrolled_again(&c, &s.root.join("rw.db").display().to_string()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_enrolled_again_with_a_new_key_on_postgres() {
+    let db = runwarden_testkit::Postgres::start();
+    let s = setup();
+    let c = crate::leases::on_postgres(&s, &db.url).await;
+    enrolled_again(&c, &db.url).await;
+    c.shutdown().await;
+}
+
+/// A host enrolled again with a new key (a rebuilt machine), on the database `database`:
+/// the new key gets a name and a log of its own, the old log stays mirrored and listed.
+async fn enrolled_again(c: &runwarden_control::Controller, database: &str) {
+    let host = "clinic-a-05";
+    let policy = "host_id = \"clinic-a-05\"\n";
+    let first = enroll(c, host, policy).await;
+    assert_eq!(first.name(), host, "a host's first key is named after it");
+    let old: Vec<String> = (0..4).map(|i| record(&first, i)).collect();
+    assert_eq!(
+        c.ingest_log(host, &segment(&first, &old, 0, 3))
+            .await
+            .unwrap()
+            .size,
+        3
+    );
+
+    // The machine is rebuilt: a fresh data directory, a new key (sent under the host's
+    // name, as an agent names a key it makes), a new token.
+    let second = enroll(c, host, policy).await;
+    assert_eq!(second.name(), "clinic-a-05~2");
+    let view = c.host_views("clinic-a").await.unwrap();
+    let view = view.iter().find(|h| h.id == host).unwrap();
+    assert_eq!(view.key_id, second.verifying_key().key_id_hex());
+    let new: Vec<String> = (0..2).map(|i| record(&second, 100 + i)).collect();
+    assert_eq!(
+        c.ingest_log(host, &segment(&second, &new, 0, 2))
+            .await
+            .unwrap()
+            .size,
+        2,
+        "the new key's log is mirrored from its start, not refused as a fork of the old one"
+    );
+    // The old key's log stays as mirrored; more of it is refused, and says why.
+    match c.ingest_log(host, &segment(&first, &old, 3, 4)).await {
+        Err(ControlError::BadRequest(why)) => {
+            assert!(why.contains("replaced"), "{why}")
+        }
+        other => panic!("a retired key's log must be refused, got {other:?}"),
+    }
+    let evidence = runwarden_evidence::Store::open(database).await.unwrap();
+    let sizes = evidence.mirrored_sizes().await.unwrap();
+    assert_eq!(sizes.get("runwarden/clinic-a-05"), Some(&3));
+    assert_eq!(sizes.get("runwarden/clinic-a-05~2"), Some(&2));
+    let store = runwarden_control::store::ControlStore::open(database)
+        .await
+        .unwrap();
+    let keys: Vec<String> = store
+        .tenant_host_keys("clinic-a")
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|k| k.host_id == host)
+        .map(|k| k.key_name)
+        .collect();
+    assert_eq!(
+        keys,
+        ["clinic-a-05", "clinic-a-05~2"],
+        "both kept, oldest first"
+    );
+
+    // The old machine's key again: it keeps its name, and is the host's key again.
+    let back = enroll_key(c, host, policy, &first).await.unwrap();
+    assert_eq!(back.name(), host);
+    assert_eq!(
+        c.ingest_log(host, &segment(&first, &old, 3, 4))
+            .await
+            .unwrap()
+            .size,
+        4
+    );
+    // A third key is the third name.
+    assert_eq!(enroll(c, host, policy).await.name(), "clinic-a-05~3");
+
+    // A key signs for one host: another host's key is refused, and so is the control
+    // plane's log's name as a host id.
+    let other = "host_id = \"clinic-a-06\"\n";
+    match enroll_key(c, "clinic-a-06", other, &second).await {
+        Err(ControlError::Conflict(why)) => assert!(why.contains("clinic-a-05"), "{why}"),
+        x => panic!("another host's key must be refused, got {x:?}"),
+    }
+    let control = "host_id = \"runwarden-control\"\n";
+    assert!(matches!(
+        enroll_key(c, "runwarden-control", control, &first).await,
+        Err(ControlError::BadRequest(_))
     ));
 }
 

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 /// A control plane of host clinic-demo-01 on the PostgreSQL at `url`.
-async fn on_postgres(s: &super::pipeline::Setup, url: &str) -> Controller {
+pub(crate) async fn on_postgres(s: &super::pipeline::Setup, url: &str) -> Controller {
     let (link, _agent) = runwarden_bus::in_process("clinic-demo-01", 64);
     Controller::start(
         ControlConfig {
