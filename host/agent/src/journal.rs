@@ -56,6 +56,9 @@ impl Journal {
             .busy_timeout(Duration::from_secs(30));
         let pool = SqlitePoolOptions::new()
             .max_connections(2)
+            // No ping before each use: a round trip to the connection's thread, for a
+            // local file.
+            .test_before_acquire(false)
             .connect_with(opts)
             .await
             .map_err(|e| format!("opening the agent journal {}: {e}", path.display()))?;

@@ -681,6 +681,9 @@ impl ControlStore {
                 let open = |n| {
                     SqlitePoolOptions::new()
                         .max_connections(n)
+                        // A ping before each use is a round trip to the connection's
+                        // thread, and tells nothing of a local file.
+                        .test_before_acquire(false)
                         .connect_with(opts.clone())
                 };
                 let opening = |e| StoreError(format!("opening {}: {e}", path.display()));

@@ -231,6 +231,9 @@ impl Store {
             .foreign_keys(true);
         let pool = SqlitePoolOptions::new()
             .max_connections(4)
+            // A ping before each use is a round trip to the connection's thread (about
+            // as much as the statement itself), and tells nothing of a local file.
+            .test_before_acquire(false)
             .connect_with(opts)
             .await
             .map_err(|e| Error::Store(format!("opening {}: {e}", path.display())))?;
