@@ -14,9 +14,12 @@
 //! # Consumers
 //!
 //! Each agent has one durable pull consumer on `RW_CMD`, named by [`agent_consumer_name`]
-//! and filtered on its command subject, with explicit acks ([`ConsumerSettings`]). The
-//! control plane creates it when the host enrolls ([`ensure_agent_consumer`]), so an
-//! agent needs no right to create consumers: only to fetch from and ack its own consumer
+//! and filtered on its command subject, with explicit acks ([`ConsumerSettings`]), its
+//! state kept in the NATS server's memory. The control plane creates it when the host
+//! enrolls ([`ensure_agent_consumer`]) and again once it is connected after the NATS
+//! server restarted (such a consumer does not outlive the NATS server; the jobs it had
+//! not acked are still in the stream and reach the new one), so an agent needs no right
+//! to create consumers: only to fetch from and ack its own consumer
 //! (`$JS.API.CONSUMER.MSG.NEXT.RW_CMD.<name>`, `$JS.API.CONSUMER.INFO.RW_CMD.<name>`,
 //! `$JS.ACK.RW_CMD.<name>.>`), to publish on `rw.v1.evt.{tenant}.{host}.>` and to
 //! subscribe `_INBOX.>`. Work-queue streams refuse overlapping filters, so no two
@@ -296,7 +299,7 @@ pub async fn ensure_agent_consumer(
         )
     })?;
     let name = agent_consumer_name(tenant, host);
-    stream
+    let made = stream
         .create_consumer(consumer::pull::Config {
             durable_name: Some(name.clone()),
             description: Some(format!("runwarden agent {tenant}/{host}")),
@@ -305,11 +308,29 @@ pub async fn ensure_agent_consumer(
             ack_wait: settings.ack_wait,
             max_deliver: settings.max_deliver,
             max_ack_pending: settings.max_ack_pending,
+            // The consumer's state (what was delivered, what acked) in the NATS server's
+            // memory, not synced to disk at every delivery and ack: that was most of what
+            // the NATS server spent per job with a thousand agents. Nothing it held is
+            // lost when the NATS server restarts: an acked job has left the work queue
+            // (the stream is on disk), and every other is delivered again to the
+            // consumer, made again (see `runwarden server`), and answered from the agent's
+            // log if it ran.
+            memory_storage: true,
             ..Default::default()
         })
-        .await
-        .map_err(|e| nats_err(&format!("cannot create consumer {name} on {CMD_STREAM}"), e))?;
-    Ok(())
+        .await;
+    match made {
+        Ok(_) => Ok(()),
+        // Made by an earlier runwarden with other settings (which NATS may refuse to
+        // change in place): it serves as it is.
+        Err(e) => match stream.get_consumer::<consumer::pull::Config>(&name).await {
+            Ok(_) => Ok(()),
+            Err(_) => Err(nats_err(
+                &format!("cannot create consumer {name} on {CMD_STREAM}"),
+                e,
+            )),
+        },
+    }
 }
 
 /// Print a line for the operator on stderr, control characters escaped (a report's text

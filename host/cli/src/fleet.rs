@@ -200,19 +200,49 @@ pub(crate) async fn connect_server(f: &Fleet, data_dir: &Path) -> anyhow::Result
         Arc::new(FleetDispatch {
             client,
             inner,
-            ready: Mutex::default(),
+            ready: Ready::default(),
         }),
         minter,
     ))
 }
 
-/// Make the job consumer of `to` (once per process): its agent can then take jobs.
+/// The hosts whose job consumer this process made, since its current connection to NATS:
+/// a job consumer keeps its state in the NATS server's memory and is gone when the NATS
+/// server restarts, so after a reconnection each is made again (at the host's next
+/// heartbeat or job).
+#[derive(Default)]
+struct Ready(Mutex<(u64, HashSet<Address>)>);
+
+impl Ready {
+    fn has(&self, client: &jetstream::Client, to: &Address) -> bool {
+        let connects = client
+            .statistics()
+            .connects
+            .load(std::sync::atomic::Ordering::Relaxed);
+        let mut made = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if made.0 != connects {
+            *made = (connects, HashSet::new());
+        }
+        made.1.contains(to)
+    }
+
+    fn add(&self, to: &Address) {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .1
+            .insert(to.clone());
+    }
+}
+
+/// Make the job consumer of `to` (once per connection to NATS): its agent can then take
+/// jobs.
 async fn ensure_consumer(
     client: &jetstream::Client,
-    ready: &Mutex<HashSet<Address>>,
+    ready: &Ready,
     to: &Address,
 ) -> Result<(), BusError> {
-    if ready.lock().unwrap_or_else(|e| e.into_inner()).contains(to) {
+    if ready.has(client, to) {
         return Ok(());
     }
     jetstream::ensure_agent_consumer(
@@ -222,10 +252,7 @@ async fn ensure_consumer(
         &jetstream::ConsumerSettings::default(),
     )
     .await?;
-    ready
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .insert(to.clone());
+    ready.add(to);
     Ok(())
 }
 
@@ -234,7 +261,7 @@ async fn ensure_consumer(
 struct FleetDispatch {
     client: jetstream::Client,
     inner: jetstream::JetStreamDispatch,
-    ready: Mutex<HashSet<Address>>,
+    ready: Ready,
 }
 
 #[async_trait::async_trait]
@@ -267,7 +294,7 @@ impl Dispatch for FleetDispatch {
 pub(crate) async fn serve_events(client: jetstream::Client, controller: Arc<Controller>) {
     // Every enrolled host's job consumer exists before its first job, so its agent can
     // wait on it; a host enrolled since is seen at its first heartbeat.
-    let ready = Mutex::default();
+    let ready = Arc::new(Ready::default());
     for tenant_host in controller.all_hosts() {
         let to = Address {
             tenant: tenant_host.tenant.clone(),
@@ -372,8 +399,15 @@ pub(crate) async fn serve_events(client: jetstream::Client, controller: Arc<Cont
                     tenant: ev.tenant.clone(),
                     host: ev.host.clone(),
                 };
-                if let Err(e) = ensure_consumer(&client, &ready, &to).await {
-                    errln!("warning: the job consumer of host {}: {e}", to.host);
+                // Beside the events, not in their way: after a NATS restart every
+                // host's consumer is made again, each at its host's next heartbeat.
+                if !ready.has(&client, &to) {
+                    let (client, ready) = (client.clone(), ready.clone());
+                    tokio::spawn(async move {
+                        if let Err(e) = ensure_consumer(&client, &ready, &to).await {
+                            errln!("warning: the job consumer of host {}: {e}", to.host);
+                        }
+                    });
                 }
                 let beat: serde_json::Value =
                     serde_json::from_slice(&ev.payload).unwrap_or_default();

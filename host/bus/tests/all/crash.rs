@@ -32,6 +32,20 @@ async fn dispatch_until_answered(
     Err(last.unwrap())
 }
 
+/// What the control plane does once it is connected again after the NATS server
+/// restarted: make the host's job consumer again (it kept its state in the NATS server's
+/// memory). Retried while the client reconnects, for at most 20 s.
+async fn remake_consumer(client: &Client, to: &Address) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        match jetstream::ensure_agent_consumer(client, &to.tenant, &to.host, &fast()).await {
+            Ok(()) => return,
+            Err(e) if tokio::time::Instant::now() > deadline => panic!("{e}"),
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+}
+
 #[tokio::test]
 async fn jobs_acknowledged_before_a_kill_are_answered_after_the_restart() {
     let (mut nats, client) = start().await;
@@ -56,6 +70,7 @@ async fn jobs_acknowledged_before_a_kill_are_answered_after_the_restart() {
     nats.kill();
     tokio::time::sleep(Duration::from_millis(500)).await;
     nats.restart();
+    remake_consumer(&client, &to).await;
 
     // The agent starts after the restart: every stored job reaches it, and every report
     // reaches the dispatcher (its report reader resumed) as unclaimed.
@@ -98,6 +113,7 @@ async fn jobs_acknowledged_before_a_kill_are_answered_after_the_restart() {
     nats.kill();
     tokio::time::sleep(Duration::from_millis(700)).await;
     nats.restart();
+    remake_consumer(&client, &to).await;
     let mut done = 0;
     let all = tokio::time::timeout(Duration::from_secs(25), async {
         while let Some(r) = calls.join_next().await {
