@@ -199,3 +199,37 @@ async fn bad_reports_do_not_stop_the_dispatcher() {
     assert_eq!(waiting.await.unwrap().unwrap(), good);
     assert!(unclaimed.try_recv().is_err());
 }
+
+#[tokio::test]
+async fn a_job_consumer_made_by_an_earlier_runwarden_serves_as_it_is() {
+    let (_nats, client) = start().await;
+    let to = addr("acme", "old");
+    // As runwarden made it before its consumers kept their state in memory.
+    let js = async_nats::jetstream::new(client.clone());
+    let stream = js.get_stream(jetstream::CMD_STREAM).await.unwrap();
+    let name = jetstream::agent_consumer_name(&to.tenant, &to.host);
+    stream
+        .create_consumer(async_nats::jetstream::consumer::pull::Config {
+            durable_name: Some(name.clone()),
+            filter_subject: runwarden_proto::bus::command_subject(&to.tenant, &to.host),
+            ack_policy: async_nats::jetstream::consumer::AckPolicy::Explicit,
+            ack_wait: Duration::from_secs(2),
+            max_ack_pending: 16,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    // Made again at a server's start: no error, and the consumer is the one there was
+    // (or the same, updated in place).
+    jetstream::ensure_agent_consumer(&client, &to.tenant, &to.host, &fast())
+        .await
+        .unwrap();
+    let (tx, mut seen) = tokio::sync::mpsc::unbounded_channel();
+    let _agent = agent(&client, &to, tx);
+    let d = JetStreamDispatch::start(&client, Duration::from_secs(10))
+        .await
+        .unwrap();
+    let r = d.dispatch(&to, "old-1", job("old-1", &to)).await.unwrap();
+    assert_eq!(r.job, "old-1");
+    assert_eq!(seen.recv().await.unwrap().job, "old-1");
+}
