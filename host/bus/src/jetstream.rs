@@ -836,8 +836,9 @@ impl JetStreamJobs {
                 .await
                 .map_err(|e| {
                     format!(
-                        "cannot open consumer {} of stream {CMD_STREAM} (has the control plane \
-                         enrolled this host?): {e}",
+                        "cannot open consumer {} of stream {CMD_STREAM} (the control plane \
+                         makes it when the host enrolls, and again at its next heartbeat after \
+                         the NATS server restarted): {e}",
                         self.name
                     )
                 })?;
