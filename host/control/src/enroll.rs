@@ -52,9 +52,9 @@ pub struct Enrollment {
     pub key: String,
 }
 
-/// What the control plane answers an enrolled agent.
+/// What the control plane answers an enrolled agent. An agent reads it leniently: a field
+/// a newer control plane adds does not stop an older agent from enrolling.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
 pub struct Enrolled {
     /// The tenant the host now belongs to.
     pub tenant: String,
