@@ -86,7 +86,7 @@ impl Executor {
     /// An executor for the host `config.policy` describes, its journal opened. Call
     /// [`recover`](Executor::recover) before it serves.
     pub async fn open(runtime: Arc<Runtime>, config: AgentConfig) -> Result<Executor, AgentError> {
-        let origin = format!("runwarden/{}", config.key.name());
+        let origin = ev::log_origin(config.key.name());
         // This host's log has one signer: its key, checked at every start.
         config
             .log

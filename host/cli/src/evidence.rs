@@ -237,7 +237,7 @@ fn local_public_keys(data_dir: &Path) -> Vec<ev::VerifyingKey> {
 }
 
 fn origin(key: &ev::SigningKey) -> String {
-    format!("runwarden/{}", key.name())
+    ev::log_origin(key.name())
 }
 
 /// Sign `inv` into a record, append it durably, and sign a checkpoint of the new tree.
@@ -394,7 +394,7 @@ async fn export_tenant(
     let mut exported = std::collections::BTreeSet::new();
     let keys = control.tenant_host_keys(tenant).await?;
     for key in &keys {
-        let log_origin = format!("runwarden/{}", key.key_name);
+        let log_origin = ev::log_origin(&key.key_name);
         if let Some(bundle) = ev::export_mirror(store, &log_origin, &per_host).await? {
             exported.insert(key.host_id.clone());
             parts.push(ev::LogPart {

@@ -498,7 +498,7 @@ impl Controller {
             let newest = match rows.get(h.id()) {
                 // An enrolled host: its log as mirrored here.
                 Some(r) => {
-                    let origin = format!("runwarden/{}", r.key_name);
+                    let origin = ev::log_origin(&r.key_name);
                     let held = sizes.get(&origin).copied().unwrap_or(0);
                     mirrored.insert(r.id.clone(), held);
                     match held {
@@ -677,7 +677,7 @@ impl Controller {
                 "host {host} did not enroll: its log is not mirrored"
             )));
         };
-        let origin = format!("runwarden/{}", key.name());
+        let origin = ev::log_origin(key.name());
         if segment.origin != origin {
             // A log of a key the host enrolled with before: what is mirrored of it stays,
             // nothing more is taken (the key was replaced, perhaps because it was lost).
@@ -686,7 +686,7 @@ impl Controller {
                 .host_keys(host)
                 .await?
                 .into_iter()
-                .any(|k| format!("runwarden/{}", k.key_name) == segment.origin);
+                .any(|k| ev::log_origin(&k.key_name) == segment.origin);
             return Err(ControlError::BadRequest(match retired {
                 true => format!(
                     "a segment of log {} from host {host}: that log's key was replaced when the \

@@ -295,7 +295,7 @@ impl Controller {
             LogSigner::Host(host_id) => evrec::host_key(&config.data_dir, None, host_id)?.0,
             LogSigner::Control => control_key.clone(),
         };
-        let origin = format!("runwarden/{}", key.name());
+        let origin = ev::log_origin(key.name());
         // The decisions and checkpoints this control plane signs go into its log: one
         // signer, checked at every start.
         evidence.claim(&origin, &key.verifying_key()).await?;

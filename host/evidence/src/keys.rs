@@ -262,6 +262,13 @@ impl fmt::Display for VerifyingKey {
     }
 }
 
+/// The origin of the log a key named `key_name` signs: `runwarden/KEY_NAME` (a host's
+/// log, `runwarden/HOST` or `runwarden/HOST~N`; the control plane's,
+/// `runwarden/runwarden-control`).
+pub fn log_origin(key_name: &str) -> String {
+    format!("runwarden/{key_name}")
+}
+
 /// Generates a key named `name` and writes `<dir>/<stem>.key` (private, mode 0600) and
 /// `<dir>/<stem>.pub`, where `stem` is the name with every character other than ASCII
 /// letters, digits, `.`, `_` and `-` replaced by `_` (so `example.com/host` gives

@@ -35,7 +35,9 @@ pub use checkpoint::Checkpoint;
 pub use dsse::{Envelope, EnvelopeSignature, pae};
 pub use error::{Error, Result};
 pub use files::{create_private_dir, private_sqlite_files, write_atomic};
-pub use keys::{SigningKey, VerifyingKey, read_signing_key, read_verifying_key, write_key_pair};
+pub use keys::{
+    SigningKey, VerifyingKey, log_origin, read_signing_key, read_verifying_key, write_key_pair,
+};
 pub use merkle::{
     CompactTree, EMPTY_ROOT, Hash, MerkleTree, consistency_proof, hash_from_slice, inclusion_proof,
     leaf_hash, node_hash, root, verify_consistency, verify_inclusion,

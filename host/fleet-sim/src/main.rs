@@ -307,7 +307,7 @@ fn answer(host: &Host, envelope: &[u8], now: i64) -> (RunReport, i64) {
         r.incident = job.incident;
         return (r, job.issued_at_ms);
     }
-    let origin = format!("runwarden/{}", host.id);
+    let origin = ev::log_origin(host.key.name());
     let runs = job
         .runs
         .iter()
