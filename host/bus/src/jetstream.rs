@@ -356,6 +356,39 @@ fn escape(s: &str) -> String {
     out
 }
 
+/// Push an account JWT to a NATS server with the full resolver, as a system account user
+/// (`client`, connected with `nats_auth::Permissions::claims_pusher`) on `subject`
+/// (`nats_auth::claims_update_subject`): the server stores it and applies it at once —
+/// limits changed, revoked users' connections closed and refused from then on.
+pub async fn push_account_jwt(client: &Client, subject: String, jwt: &str) -> Result<(), BusError> {
+    let answer = tokio::time::timeout(
+        Duration::from_secs(10),
+        client.request(subject, jwt.to_string().into()),
+    )
+    .await
+    .map_err(|_| BusError::Timeout("the NATS server's answer to an account update".into()))?
+    .map_err(|e| match e.kind() {
+        async_nats::RequestErrorKind::NoResponders => BusError::Refused(
+            "no NATS server answers account updates: it is not in operator mode, or this \
+             user is not of its system account (configure it as `runwarden server \
+             --init-nats` writes)"
+                .into(),
+        ),
+        _ => BusError::Transport(format!("an account update: {e}")),
+    })?;
+    let answer: serde_json::Value = serde_json::from_slice(&answer.payload).map_err(|_| {
+        BusError::Refused("the NATS server's answer to an account update is not JSON".into())
+    })?;
+    if answer["data"]["code"] == 200 {
+        Ok(())
+    } else {
+        Err(BusError::Refused(format!(
+            "the NATS server refused the account update: {}",
+            answer["error"]
+        )))
+    }
+}
+
 /// Whether `client` is connected to NATS now.
 pub fn is_connected(client: &Client) -> bool {
     client.connection_state() == async_nats::connection::State::Connected

@@ -42,8 +42,8 @@
 //!
 //! **Deployment.** [`server_config`] writes the nats-server configuration: the operator
 //! JWT, the system account, and `resolver: MEMORY` with every account JWT preloaded — fit
-//! for tests and a fixed set of tenants (a new tenant means a new configuration and a
-//! reload). Production uses [`server_config_full_resolver`] (`resolver: { type: full,
+//! for tests: nats-server 2.15 applies an account pushed to it at run time, but forgets it
+//! when it restarts. Production (and `runwarden server --init-nats`) uses [`server_config_full_resolver`] (`resolver: { type: full,
 //! dir: … }`): the operator pushes a new or changed account JWT at run time as a system
 //! account user ([`Permissions::claims_pusher`]) with a request to
 //! [`claims_update_subject`]. That is also how a compromised host is cut off: sign the

@@ -43,12 +43,85 @@ pub struct Fleet {
 }
 
 /// What the server needs of NATS: the connection, the dispatcher, and (when it is the
-/// operator) what mints each enrolling agent's credentials.
-pub(crate) type ServerBus = (
-    jetstream::Client,
-    Arc<dyn Dispatch>,
-    Option<Arc<runwarden_control::CredentialMinter>>,
-);
+/// operator) what mints each enrolling agent's credentials and revokes replaced ones.
+pub(crate) type ServerBus = (jetstream::Client, Arc<dyn Dispatch>, Option<BusOperator>);
+
+/// The control plane as the NATS operator: it mints each enrolling agent's bus user and
+/// keeps the NATS server's copy of the fleet account up to date with every revoked one.
+pub(crate) struct BusOperator {
+    /// Mints an enrolling agent's bus user.
+    pub(crate) minter: Arc<runwarden_control::CredentialMinter>,
+    operator: nats_auth::Operator,
+    account_seed: String,
+    /// Connected as the system account's claims pusher.
+    pusher: jetstream::Client,
+}
+
+/// How often the operator checks that the NATS server holds every revocation (after a
+/// NATS restart, or another control plane's push of an older account).
+const REVOCATIONS_EVERY: Duration = Duration::from_secs(10);
+
+impl BusOperator {
+    /// Push the fleet account, signed with every revoked bus user, whenever that set
+    /// changes (an enrollment revoked a host's earlier user), after each reconnection to
+    /// NATS, and at start — for as long as the server runs. A failed push is retried and
+    /// said once per distinct reason.
+    pub(crate) async fn keep_revocations(self, controller: Arc<Controller>) {
+        let wake = controller.bus_users_revoked();
+        let mut pushed: Option<(BTreeMap<String, i64>, u64)> = None;
+        let mut said = String::new();
+        loop {
+            let connects = self
+                .pusher
+                .statistics()
+                .connects
+                .load(std::sync::atomic::Ordering::Relaxed);
+            match controller.revoked_bus_users().await {
+                Ok(revoked) if revoked.is_empty() => {}
+                Ok(revoked) if pushed.as_ref() == Some(&(revoked.clone(), connects)) => {}
+                Ok(revoked) => match self.push(&revoked).await {
+                    Ok(()) => {
+                        pushed = Some((revoked, connects));
+                        said.clear();
+                    }
+                    Err(why) if why != said => {
+                        errln!(
+                            "the NATS server was not given the fleet account with its {} revoked bus user(s), so replaced hosts' old credentials still connect: {why}; retrying every {} s",
+                            revoked.len(),
+                            REVOCATIONS_EVERY.as_secs()
+                        );
+                        said = why;
+                    }
+                    Err(_) => {}
+                },
+                Err(e) => errln!("reading the revoked bus users: {e}"),
+            }
+            tokio::select! {
+                _ = wake.notified() => {}
+                _ = tokio::time::sleep(REVOCATIONS_EVERY) => {}
+            }
+        }
+    }
+
+    /// The fleet account signed again with `revoked`, pushed to the NATS server.
+    async fn push(&self, revoked: &BTreeMap<String, i64>) -> Result<(), String> {
+        let spec = nats_auth::AccountSpec {
+            revoked_users: revoked.clone(),
+            ..Default::default()
+        };
+        let account = self
+            .operator
+            .account_with(NATS_ACCOUNT, Some(&self.account_seed), &spec)
+            .map_err(|e| e.to_string())?;
+        jetstream::push_account_jwt(
+            &self.pusher,
+            nats_auth::claims_update_subject(&account),
+            account.jwt(),
+        )
+        .await
+        .map_err(|e| crate::term::clean(&e.to_string()).into_owned())
+    }
+}
 
 /// `runwarden server`.
 #[derive(Args)]
@@ -119,11 +192,19 @@ pub fn server(
             nats_identity(&data_dir, true)?.context("the NATS identity was not written")?;
         let dir = data_dir.join("nats");
         let conf = dir.join("nats-server.conf");
+        // The full resolver: the NATS server keeps the account JWTs the control plane
+        // pushes (a host's replaced credentials revoked) in a directory of its own.
+        // Beside DATA_DIR/nats (which holds only the control plane's own keys), not in it.
+        let jwts = std::path::absolute(data_dir.join("nats-resolver"))
+            .with_context(|| format!("cannot resolve {}", data_dir.display()))?;
         let text = format!(
             "# Written by `runwarden server --init-nats`: operator mode, the fleet's account\n\
-             # preloaded. Add listen/port and a jetstream store_dir; keep sync_interval.\n\
+             # preloaded, and the full resolver: the control plane pushes the account again\n\
+             # whenever it revokes a host's replaced credentials, and the NATS server keeps\n\
+             # it in resolver.dir (make that a directory the nats-server can write).\n\
+             # Add listen/port and a jetstream store_dir; keep sync_interval.\n\
              {}\njetstream {{ sync_interval: always }}\n",
-            nats_auth::server_config(&op, std::slice::from_ref(&acct))
+            nats_auth::server_config_full_resolver(&op, &jwts, std::slice::from_ref(&acct))
         );
         runwarden_evidence::write_atomic(&conf, text.as_bytes())?;
         let creds = acct.user("runwarden-control", &nats_auth::Permissions::control())?;
@@ -161,24 +242,13 @@ pub(crate) async fn connect_server(f: &Fleet, data_dir: &Path) -> anyhow::Result
         .creds
         .clone()
         .or_else(|| (identity.is_some() && own.exists()).then_some(own));
-    let minter: Option<Arc<runwarden_control::CredentialMinter>> =
-        identity.map(|(_, acct)| -> Arc<runwarden_control::CredentialMinter> {
-            Arc::new(move |tenant: &str, host: &str| {
-                let perms = nats_auth::Permissions::agent(
-                    tenant,
-                    host,
-                    &jetstream::agent_consumer_name(tenant, host),
-                )
-                .map_err(|e| e.to_string())?;
-                let user = acct
-                    .user(&format!("agent-{tenant}-{host}"), &perms)
-                    .map_err(|e| e.to_string())?;
-                Ok(user.to_creds_file().expose().to_string())
-            })
-        });
     let client = jetstream::connect(&f.nats, creds.as_deref(), "runwarden-server")
         .await
         .with_context(|| format!("cannot use NATS at {}", f.nats))?;
+    let operator = match identity {
+        Some((op, acct)) => Some(bus_operator(f, data_dir, op, acct).await?),
+        None => None,
+    };
     jetstream::ensure_streams(&client).await?;
     let inner = jetstream::JetStreamDispatch::start(&client, ANSWER_TIMEOUT).await?;
     if let Some(mut unclaimed) = inner.take_unclaimed() {
@@ -202,8 +272,57 @@ pub(crate) async fn connect_server(f: &Fleet, data_dir: &Path) -> anyhow::Result
             inner,
             ready: Ready::default(),
         }),
-        minter,
+        operator,
     ))
+}
+
+/// The control plane as the NATS operator: the minter of agents' bus users, and a
+/// connection as the system account's claims pusher (its credentials written afresh at
+/// each start, 0600, in DATA_DIR/nats/pusher.creds).
+async fn bus_operator(
+    f: &Fleet,
+    data_dir: &Path,
+    op: nats_auth::Operator,
+    acct: nats_auth::Account,
+) -> anyhow::Result<BusOperator> {
+    let perms = nats_auth::Permissions::claims_pusher();
+    let pusher = op
+        .system_account()
+        .user("runwarden-claims-pusher", &perms)?;
+    let file = data_dir.join("nats/pusher.creds");
+    runwarden_evidence::write_atomic(&file, pusher.to_creds_file().expose().as_bytes())
+        .with_context(|| format!("cannot write {}", file.display()))?;
+    let pusher = jetstream::connect_with(
+        &f.nats,
+        Some(&file),
+        "runwarden-server-claims",
+        perms.inbox_prefix(),
+    )
+    .await
+    .with_context(|| format!("cannot use NATS at {} as the system account", f.nats))?;
+    let account_seed = acct.seed().expose().to_string();
+    let minter: Arc<runwarden_control::CredentialMinter> =
+        Arc::new(move |tenant: &str, host: &str| {
+            let perms = nats_auth::Permissions::agent(
+                tenant,
+                host,
+                &jetstream::agent_consumer_name(tenant, host),
+            )
+            .map_err(|e| e.to_string())?;
+            let user = acct
+                .user(&format!("agent-{tenant}-{host}"), &perms)
+                .map_err(|e| e.to_string())?;
+            Ok(runwarden_control::MintedCredentials {
+                creds: user.to_creds_file().expose().to_string(),
+                user: user.public_key(),
+            })
+        });
+    Ok(BusOperator {
+        minter,
+        operator: op,
+        account_seed,
+        pusher,
+    })
 }
 
 /// The hosts whose job consumer this process made, since its current connection to NATS:

@@ -469,8 +469,9 @@ pub(crate) fn run_control(
             )
             .await?,
         );
-        if let Some(mint) = minter {
-            controller.set_credential_minter(mint);
+        if let Some(operator) = minter {
+            controller.set_credential_minter(operator.minter.clone());
+            tokio::spawn(operator.keep_revocations(controller.clone()));
         }
         let mut bus = None;
         if let Some(agent) = local {

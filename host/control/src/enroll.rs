@@ -101,8 +101,26 @@ fn label_value(v: &str) -> String {
         .replace('\n', "\\n")
 }
 
-/// Mints a host's bus credentials at enrollment: `(tenant, host)` → the `.creds` text.
-pub type CredentialMinter = dyn Fn(&str, &str) -> std::result::Result<String, String> + Send + Sync;
+/// Mints a host's bus credentials at enrollment: `(tenant, host)` → a new bus user.
+pub type CredentialMinter =
+    dyn Fn(&str, &str) -> std::result::Result<MintedCredentials, String> + Send + Sync;
+
+/// A bus user minted for a host's agent.
+pub struct MintedCredentials {
+    /// The `.creds` text (JWT and seed) the agent connects with.
+    pub creds: String,
+    /// The user's public key (`U…`): what a revocation names.
+    pub user: String,
+}
+
+impl std::fmt::Debug for MintedCredentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The creds hold the user's seed: never printed.
+        f.debug_struct("MintedCredentials")
+            .field("user", &self.user)
+            .finish_non_exhaustive()
+    }
+}
 
 /// A host as the operator sees it.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -412,12 +430,24 @@ impl Controller {
             .map_err(ControlError::Conflict)?;
         self.hosts.set_enrolled(&e.host_id, row.enrolled_at_ms);
         let nats_creds = match self.minter.get() {
-            Some(mint) => Some(mint(&token.tenant, &e.host_id).map_err(|why| {
-                ControlError::Setup(format!(
-                    "host {} enrolled, but its bus credentials could not be made: {why}",
-                    e.host_id
-                ))
-            })?),
+            Some(mint) => {
+                let minted = mint(&token.tenant, &e.host_id).map_err(|why| {
+                    ControlError::Setup(format!(
+                        "host {} enrolled, but its bus credentials could not be made: {why}",
+                        e.host_id
+                    ))
+                })?;
+                // The host's earlier bus users (a rebuilt machine's old data directory,
+                // a copy of it anywhere) are revoked from now on.
+                let revoked = self
+                    .store
+                    .add_bus_user(&minted.user, &e.host_id, &token.tenant, now_ms())
+                    .await?;
+                if revoked > 0 {
+                    self.bus_users_revoked.notify_one();
+                }
+                Some(minted.creds)
+            }
             None => None,
         };
         Ok(Enrolled {
@@ -757,6 +787,24 @@ impl Controller {
     /// host (`runwarden server` with a NATS operator). Set once.
     pub fn set_credential_minter(&self, mint: Arc<CredentialMinter>) {
         let _ = self.minter.set(mint);
+    }
+
+    /// Woken whenever an enrollment revoked bus users: whoever pushes the bus's
+    /// account (the NATS operator) pushes it again with [`Controller::revoked_bus_users`].
+    pub fn bus_users_revoked(&self) -> Arc<tokio::sync::Notify> {
+        self.bus_users_revoked.clone()
+    }
+
+    /// Every bus user revoked so far: its public key → when (Unix seconds, rounded up so
+    /// that a user issued in that second is covered).
+    pub async fn revoked_bus_users(&self) -> Result<BTreeMap<String, i64>> {
+        Ok(self
+            .store
+            .revoked_bus_users()
+            .await?
+            .into_iter()
+            .map(|(user, at_ms)| (user, at_ms.div_euclid(1000) + 1))
+            .collect())
     }
 
     /// Note that `host`'s agent was heard from now, running `version` with `log_size`

@@ -25,7 +25,7 @@ pub use notify::{Format, WebhookConfig};
 pub use pipeline::agent::{AgentRequest, AgentTool, MAX_REASON};
 pub use pipeline::enroll::{
     CredentialMinter, Enrolled, Enrollment, EnrollmentToken, Gauges, HOST_SYNC_SECS, HostView,
-    LastRecord, LinkGauges,
+    LastRecord, LinkGauges, MintedCredentials,
 };
 pub use pipeline::flywheel::{Candidate, FlywheelRun, Promotion, Replay, ReplayMatch};
 pub use pipeline::{

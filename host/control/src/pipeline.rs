@@ -231,6 +231,8 @@ pub struct Controller {
     raised: Mutex<std::collections::HashSet<(String, &'static str, u64)>>,
     /// Makes each enrolling agent's bus credentials, when set.
     minter: std::sync::OnceLock<Arc<enroll::CredentialMinter>>,
+    /// Woken when an enrollment revoked a host's earlier bus users.
+    bus_users_revoked: Arc<tokio::sync::Notify>,
     /// What the process adds to its metrics (an agent: its link to the fleet).
     gauges: std::sync::OnceLock<Arc<enroll::Gauges>>,
     /// Incidents this process stored as `processing` and has not finished: from before
@@ -393,6 +395,7 @@ impl Controller {
             breaches_announced: Mutex::default(),
             raised: Mutex::default(),
             minter: std::sync::OnceLock::new(),
+            bus_users_revoked: Arc::default(),
             gauges: std::sync::OnceLock::new(),
             active: Mutex::default(),
             hand_up: config.hand_up,

@@ -504,16 +504,9 @@ async fn the_operator_pushes_a_new_tenant_and_a_revocation_to_the_full_resolver(
             claims_update_subject(account),
             account.jwt().to_string(),
         );
-        async move {
-            let reply = tokio::time::timeout(WAIT, sys.request(subject, jwt.into()))
-                .await
-                .expect("an answer in time")
-                .expect("an answer");
-            serde_json::from_slice::<serde_json::Value>(&reply.payload).unwrap()
-        }
+        async move { runwarden_bus::jetstream::push_account_jwt(&sys, subject, &jwt).await }
     };
-    let answer = push(&a).await;
-    assert_eq!(answer["data"]["code"], 200, "{answer}");
+    push(&a).await.expect("the account update is taken");
 
     // Now A's control user connects, with JetStream as the account JWT allows.
     let (c, _) = connect(&ctl, None)
@@ -547,8 +540,7 @@ async fn the_operator_pushes_a_new_tenant_and_a_revocation_to_the_full_resolver(
     let a = op
         .account_with("A", Some(a.seed().expose()), &spec)
         .unwrap();
-    let answer = push(&a).await;
-    assert_eq!(answer["data"]["code"], 200, "{answer}");
+    push(&a).await.expect("the account update is taken");
     assert_refused(connect(&host, inbox).await);
     assert!(connect(&ctl, None).await.is_ok(), "others are not revoked");
 
@@ -556,7 +548,140 @@ async fn the_operator_pushes_a_new_tenant_and_a_revocation_to_the_full_resolver(
     // (answers 200 "jwt updated") but checks the issuer when the account is used, so its
     // users are refused.
     let rogue = Operator::generate("rogue").unwrap().account("X").unwrap();
-    push(&rogue).await;
+    let _ = push(&rogue).await;
     let user = rogue.user("ctl", &Permissions::control()).unwrap();
     assert_refused(connect(&user, None).await);
+}
+
+/// Why the control plane pushes its account again after each reconnection: the MEMORY
+/// resolver takes an update (revoked users are cut off at once) but forgets it when the
+/// NATS server restarts, back to the account it was configured with.
+#[tokio::test]
+async fn a_revocation_pushed_to_the_memory_resolver_holds_until_the_nats_server_restarts() {
+    let mut fleet = Fleet::start().await;
+    let perms = Permissions::claims_pusher();
+    let pusher = fleet.op.system_account().user("pusher", &perms).unwrap();
+    let pusher = pusher.to_creds_file().expose().to_string();
+    let host = fleet
+        .a
+        .user(
+            "agent-h1",
+            &Permissions::agent("A", "h1", "agent-h1").unwrap(),
+        )
+        .unwrap();
+    let host = host_creds(&host);
+    let inbox = Some("_INBOX_h1");
+    let (held, _) = connect_creds_text(&fleet.nats.url, fleet.dir.path(), &host.1, inbox)
+        .await
+        .unwrap();
+    let mut spec = AccountSpec::default();
+    spec.revoked_users.insert(host.0.clone(), 4_000_000_000);
+    let a = fleet
+        .op
+        .account_with("A", Some(fleet.a.seed().expose()), &spec)
+        .unwrap();
+    let push = |url: String, dir: std::path::PathBuf| {
+        let (pusher, subject, jwt) = (
+            pusher.clone(),
+            claims_update_subject(&a),
+            a.jwt().to_string(),
+        );
+        let inbox = perms.inbox_prefix().map(str::to_string);
+        async move {
+            let (sys, _) = connect_creds_text(&url, &dir, &pusher, inbox.as_deref())
+                .await
+                .unwrap();
+            runwarden_bus::jetstream::push_account_jwt(&sys, subject, &jwt).await
+        }
+    };
+    push(fleet.nats.url.clone(), fleet.dir.path().to_path_buf())
+        .await
+        .expect("the update is taken");
+    let deadline = std::time::Instant::now() + WAIT;
+    while runwarden_bus::jetstream::is_connected(&held) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the revoked user's connection stays"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_refused(connect_creds_text(&fleet.nats.url, fleet.dir.path(), &host.1, inbox).await);
+
+    fleet.nats.kill();
+    fleet.nats.restart();
+    assert!(
+        connect_creds_text(&fleet.nats.url, fleet.dir.path(), &host.1, inbox)
+            .await
+            .is_ok(),
+        "the restarted server forgot the update"
+    );
+    push(fleet.nats.url.clone(), fleet.dir.path().to_path_buf())
+        .await
+        .expect("the update is taken again");
+    assert_refused(connect_creds_text(&fleet.nats.url, fleet.dir.path(), &host.1, inbox).await);
+}
+
+/// A user's public key and `.creds` text.
+fn host_creds(user: &Credentials) -> (String, String) {
+    (user.public_key(), user.to_creds_file().expose().to_string())
+}
+
+/// What `runwarden server --init-nats` configures: the full resolver with the fleet
+/// account preloaded. A revocation pushed at run time outlives a restart of the NATS
+/// server (the pushed account, newer than the preloaded one, is kept in the resolver's
+/// directory).
+#[tokio::test]
+async fn a_revocation_pushed_to_the_full_resolver_outlives_a_restart() {
+    let op = Operator::generate("runwarden-test").unwrap();
+    let a = op.account("A").unwrap();
+    let jwts = tempfile::tempdir().unwrap();
+    let mut nats = Nats::start_with_config(&server_config_full_resolver(
+        &op,
+        jwts.path(),
+        std::slice::from_ref(&a),
+    ));
+    let dir = tempfile::tempdir().unwrap();
+    let (host, inbox) = (
+        a.user(
+            "agent-h1",
+            &Permissions::agent("A", "h1", "agent-h1").unwrap(),
+        )
+        .unwrap(),
+        Some("_INBOX_h1"),
+    );
+    let (user, text) = host_creds(&host);
+    assert!(
+        connect_creds_text(&nats.url, dir.path(), &text, inbox)
+            .await
+            .is_ok()
+    );
+    // Signed a second later than the preloaded account: the resolver keeps the newer.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let mut spec = AccountSpec::default();
+    spec.revoked_users.insert(user, 4_000_000_000);
+    let revoked = op
+        .account_with("A", Some(a.seed().expose()), &spec)
+        .unwrap();
+    let perms = Permissions::claims_pusher();
+    let pusher = op.system_account().user("pusher", &perms).unwrap();
+    let (sys, _) = connect_creds_text(
+        &nats.url,
+        dir.path(),
+        pusher.to_creds_file().expose(),
+        perms.inbox_prefix(),
+    )
+    .await
+    .unwrap();
+    runwarden_bus::jetstream::push_account_jwt(
+        &sys,
+        claims_update_subject(&revoked),
+        revoked.jwt(),
+    )
+    .await
+    .expect("the update is taken");
+    assert_refused(connect_creds_text(&nats.url, dir.path(), &text, inbox).await);
+
+    nats.kill();
+    nats.restart();
+    assert_refused(connect_creds_text(&nats.url, dir.path(), &text, inbox).await);
 }

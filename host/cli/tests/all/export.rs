@@ -318,9 +318,39 @@ fn a_host_rebuilt_with_a_new_key_signs_a_new_log_and_the_tenants_export_holds_bo
         caught_up(&fleet, host, 1);
     }
 
+    // Whoever holds the old data directory (a disk that left the clinic) is on the bus
+    // with its credentials, until the host enrolls again.
+    let io = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let inbox = format!("_INBOX_{host}");
+    let old_creds = old.join("nats.creds");
+    let on_bus = |creds: &Path| {
+        io.block_on(runwarden_bus::jetstream::connect_with(
+            &fleet.nats.url,
+            Some(creds),
+            "copy-of-a-host",
+            Some(&inbox),
+        ))
+    };
+    let held = on_bus(&old_creds).expect("the host's credentials reach the bus");
+
     // The machine is rebuilt: a fresh data directory, so a new key, and a new token. The
     // control plane names the key, and the host's new log is its own.
     let new = fleet.enroll(&r.join("rebuilt"), host);
+
+    // The old credentials are revoked at the NATS server: the connection held with them
+    // is closed, and they connect no more; the new ones do.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while on_bus(&old_creds).is_ok() || runwarden_bus::jetstream::is_connected(&held) {
+        assert!(
+            Instant::now() < deadline,
+            "the replaced credentials still reach the bus 30 s after the host enrolled again"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(on_bus(&new.join("nats.creds")).is_ok());
     let new_key =
         runwarden_evidence::read_verifying_key(&new.join(format!("signing-keys/{host}.pub")))
             .unwrap();

@@ -218,6 +218,42 @@ impl ControlStore {
         })
     }
 
+    /// Note the bus (NATS) user `public_key` minted for `host` of `tenant` at `now_ms`, and
+    /// revoke every earlier user of that host: one set of bus credentials per host, the
+    /// latest. Returns how many were revoked.
+    pub async fn add_bus_user(
+        &self,
+        public_key: &str,
+        host: &str,
+        tenant: &str,
+        now_ms: i64,
+    ) -> Result<u64> {
+        on_db!(&self.write, p, pg => {
+            let mut tx = p.begin().await.map_err(db_err("beginning to store a bus user"))?;
+            let revoked = sqlx::query(sql(pg, "UPDATE bus_users SET revoked_at_ms = ? WHERE host_id = ? AND revoked_at_ms IS NULL AND public_key <> ?"))
+                .bind(now_ms).bind(host).bind(public_key)
+                .execute(&mut *tx).await.map_err(db_err("revoking a host's bus users"))?
+                .rows_affected();
+            sqlx::query(sql(pg, "INSERT INTO bus_users (public_key, host_id, tenant, issued_at_ms) VALUES (?, ?, ?, ?) ON CONFLICT (public_key) DO NOTHING"))
+                .bind(public_key).bind(host).bind(tenant).bind(now_ms)
+                .execute(&mut *tx).await.map_err(db_err("storing a bus user"))?;
+            tx.commit().await.map_err(db_err("committing a bus user"))?;
+            Ok(revoked)
+        })
+    }
+
+    /// Every revoked bus user: public key → when it was revoked (ms), oldest first.
+    pub async fn revoked_bus_users(&self) -> Result<Vec<(String, i64)>> {
+        on_db!(&self.write, p, pg => {
+            let rows = sqlx::query(sql(pg, "SELECT public_key, revoked_at_ms FROM bus_users WHERE revoked_at_ms IS NOT NULL ORDER BY revoked_at_ms, public_key"))
+                .fetch_all(p).await.map_err(db_err("reading the revoked bus users"))?;
+            rows.iter()
+                .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+                .collect::<std::result::Result<Vec<_>, sqlx::Error>>()
+                .map_err(db_err("reading the revoked bus users"))
+        })
+    }
+
     /// The key named `name` or whose public key is `public_key`, of any host.
     pub async fn host_key_named_or(
         &self,

@@ -3,6 +3,7 @@
 
 use crate::pipeline::{controller, incident, setup, standard_rules};
 use runwarden_control::{Caller, ControlError, Enrollment, GuardrailConfig, Scope};
+use std::sync::Arc;
 
 /// An admin of clinic-a.
 fn admin() -> Caller {
@@ -238,9 +239,27 @@ async fn a_host_enrolled_again_with_a_new_key_on_postgres() {
 /// A host enrolled again with a new key (a rebuilt machine), on the database `database`:
 /// the new key gets a name and a log of its own, the old log stays mirrored and listed.
 async fn enrolled_again(c: &runwarden_control::Controller, database: &str) {
+    // Each enrollment gets a new bus user, named here U1, U2, … in order.
+    let minted = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let counter = minted.clone();
+    c.set_credential_minter(Arc::new(move |_tenant: &str, host: &str| {
+        let n = counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+        Ok(runwarden_control::MintedCredentials {
+            creds: format!("creds of {host}"),
+            user: format!("U{n}"),
+        })
+    }));
+    let revoked_users = || async {
+        let users = c.revoked_bus_users().await.unwrap();
+        users.into_keys().collect::<Vec<_>>()
+    };
     let host = "clinic-a-05";
     let policy = "host_id = \"clinic-a-05\"\n";
     let first = enroll(c, host, policy).await;
+    assert!(
+        revoked_users().await.is_empty(),
+        "a first enrollment revokes nothing"
+    );
     assert_eq!(first.name(), host, "a host's first key is named after it");
     let old: Vec<String> = (0..4).map(|i| record(&first, i)).collect();
     assert_eq!(
@@ -253,8 +272,15 @@ async fn enrolled_again(c: &runwarden_control::Controller, database: &str) {
 
     // The machine is rebuilt: a fresh data directory, a new key (sent under the host's
     // name, as an agent names a key it makes), a new token.
+    let woken = c.bus_users_revoked();
+    let woken = woken.notified();
     let second = enroll(c, host, policy).await;
     assert_eq!(second.name(), "clinic-a-05~2");
+    // The old machine's bus user is revoked, and whoever pushes the bus account is woken.
+    tokio::time::timeout(std::time::Duration::from_secs(5), woken)
+        .await
+        .expect("the pusher is woken");
+    assert_eq!(revoked_users().await, ["U1"]);
     let view = c.host_views("clinic-a").await.unwrap();
     let view = view.iter().find(|h| h.id == host).unwrap();
     assert_eq!(view.key_id, second.verifying_key().key_id_hex());
@@ -307,6 +333,16 @@ async fn enrolled_again(c: &runwarden_control::Controller, database: &str) {
     );
     // A third key is the third name.
     assert_eq!(enroll(c, host, policy).await.name(), "clinic-a-05~3");
+    // Every user but the latest is revoked; each revocation covers the second it was
+    // made in.
+    assert_eq!(revoked_users().await, ["U1", "U2", "U3"]);
+    let now_s = runwarden_agent::now_ms() / 1000;
+    for (user, at) in c.revoked_bus_users().await.unwrap() {
+        assert!(
+            at > 1_700_000_000 && at <= now_s + 1,
+            "{user} revoked at {at}"
+        );
+    }
 
     // A key signs for one host: another host's key is refused, and so is the control
     // plane's log's name as a host id.
