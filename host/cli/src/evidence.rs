@@ -494,15 +494,28 @@ pub fn evidence(cmd: EvidenceCommand, data_dir: &Path, log: &LogArgs) -> anyhow:
                 if let Some(tenant) = filter.tenant.clone() {
                     return export_tenant(data_dir, log, &store, &filter, &tenant, &key, &out).await;
                 }
-                let bundle = ev::export(&store, &filter, &key, &origin(&key), local_public_keys(data_dir)).await?;
-                write_bundle(&out, |w| bundle.write(w))?;
+                // Written as it is read, to a temporary file renamed once whole.
+                let tmp = out.with_extension("partial");
+                let file = std::fs::File::create(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
+                let written = ev::export_stream(&store, &filter, &key, &origin(&key), local_public_keys(data_dir), std::io::BufWriter::new(file)).await;
+                let manifest = match written {
+                    Ok((w, manifest)) => {
+                        w.into_inner().map_err(|e| e.into_error()).and_then(|f| f.sync_all()).with_context(|| format!("cannot write {}", tmp.display()))?;
+                        manifest
+                    }
+                    Err(e) => {
+                        let _ = std::fs::remove_file(&tmp);
+                        return Err(e).with_context(|| format!("cannot write {}", tmp.display()));
+                    }
+                };
+                std::fs::rename(&tmp, &out).with_context(|| format!("cannot write {}", out.display()))?;
                 println!(
                     "exported {} record(s) of {} to {} (checkpoint size {}, {})",
-                    bundle.records.len(),
-                    ev::escape_control(&bundle.manifest.origin),
+                    manifest.record_count,
+                    ev::escape_control(&manifest.origin),
                     ev::escape_control(&out.display().to_string()),
-                    bundle.manifest.tree_size,
-                    if bundle.manifest.complete { "complete log" } else { "filtered" }
+                    manifest.tree_size,
+                    if manifest.complete { "complete log" } else { "filtered" }
                 );
                 Ok(ExitCode::SUCCESS)
             }

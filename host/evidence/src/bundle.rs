@@ -13,6 +13,9 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::io::Read;
 
+mod stream;
+pub use stream::{BundleWriter, SEAL, SEAL_PAYLOAD_TYPE, export_stream};
+
 /// The bundle format version this code writes. Version 3 adds the manifest's `members`
 /// (each member's size); version 2 bundles, which lack it, still verify. Version 1 (hex
 /// proofs, the envelope as an escaped string) was never released.
@@ -89,7 +92,9 @@ pub struct BundleRecord {
 #[serde(deny_unknown_fields)]
 struct Line<'a> {
     index: u64,
-    proof: &'a str,
+    /// Absent in a complete bundle of format 4, whose leaves recompute the root instead.
+    #[serde(default)]
+    proof: Option<&'a str>,
     #[serde(borrow)]
     envelope: &'a serde_json::value::RawValue,
 }
@@ -402,7 +407,8 @@ fn parse_manifest(data: &[u8]) -> Result<Manifest, BundleError> {
         Some(v) if (u64::from(OLDEST_VERSION)..=u64::from(BUNDLE_VERSION)).contains(&v) => {}
         Some(v) => {
             return Err(bad(format!(
-                "unknown bundle version {v}; this runwarden reads versions {OLDEST_VERSION} to {BUNDLE_VERSION}: upgrade runwarden"
+                "unknown bundle version {v}; this runwarden reads versions {OLDEST_VERSION} to {}: upgrade runwarden",
+                stream::STREAM_VERSION
             )));
         }
         None => return Err(bad(format!("{MANIFEST} has no version"))),
@@ -501,12 +507,7 @@ fn type_name(t: tar::EntryType) -> String {
 /// members a bundle has, each a regular file, once, no larger than the manifest allows —
 /// all checked on the header, before the member is read. Tar extensions are not
 /// interpreted (no member name needs one), so what is read here is what `tar -x` extracts.
-fn read_members(bundle: impl Read) -> Result<Members, BundleError> {
-    let mut archive = tar::Archive::new(bundle);
-    let entries = archive
-        .entries()
-        .map_err(|e| bad(format!("not a runwarden bundle (tar): {e}")))?
-        .raw(true);
+fn read_members<R: Read>(entries: &mut tar::Entries<'_, R>) -> Result<Contents, BundleError> {
     let mut manifest: Option<Manifest> = None;
     let mut list: Vec<(String, Vec<u8>)> = Vec::new();
     let mut keys_dir = false;
@@ -587,25 +588,14 @@ fn read_members(bundle: impl Read) -> Result<Members, BundleError> {
                 format!("the bundle's members exceed {MAX_TOTAL} bytes in all"),
             ));
         }
-        // Grows with what is actually read, never with what a header claims.
-        let mut data = Vec::with_capacity(size.min(1 << 20) as usize);
-        (&mut entry)
-            .take(size)
-            .read_to_end(&mut data)
-            .map_err(|e| {
-                bad(format!(
-                    "corrupt or truncated bundle at {}: {e}",
-                    shown(&raw)
-                ))
-            })?;
-        if data.len() as u64 != size {
-            return Err(bad(format!(
-                "truncated bundle: member {} ends after {} of its {size} bytes",
-                shown(&raw),
-                data.len()
-            )));
-        }
+        let data = read_entry(&mut entry, &raw, size)?;
         if kind == Kind::Manifest {
+            // Format 4 is read as a stream, member by member, from here on.
+            if serde_json::from_slice::<serde_json::Value>(&data)
+                .is_ok_and(|v| v["version"] == stream::STREAM_VERSION)
+            {
+                return Ok(Contents::Stream(data));
+            }
             manifest = Some(parse_manifest(&data)?);
         } else {
             list.push((name.to_string(), data));
@@ -626,7 +616,14 @@ fn read_members(bundle: impl Read) -> Result<Members, BundleError> {
             shown(missing.as_bytes())
         )));
     }
-    Ok(Members { manifest, list })
+    Ok(Contents::Members(Members { manifest, list }))
+}
+
+/// A bundle as [`read_members`] found it: every member of format 2 or 3 read, or the
+/// manifest of format 4, whose other members are read as a stream.
+enum Contents {
+    Members(Members),
+    Stream(Vec<u8>),
 }
 
 /// Verify a bundle against `trusted` keys; optionally against an earlier checkpoint note
@@ -636,7 +633,17 @@ pub fn verify_bundle(
     trusted: &[VerifyingKey],
     since_checkpoint: Option<&str>,
 ) -> Result<Verified, BundleError> {
-    let members = read_members(bundle)?;
+    let mut archive = tar::Archive::new(bundle);
+    let mut entries = archive
+        .entries()
+        .map_err(|e| bad(format!("not a runwarden bundle (tar): {e}")))?
+        .raw(true);
+    let members = match read_members(&mut entries)? {
+        Contents::Members(m) => m,
+        Contents::Stream(manifest) => {
+            return stream::verify_stream(&manifest, &mut entries, trusted, since_checkpoint);
+        }
+    };
     let get = |name: &str| members.require(name);
     let manifest = &members.manifest;
     let note = std::str::from_utf8(get(CHECKPOINT)?).map_err(|_| bad("checkpoint is not UTF-8"))?;
@@ -655,42 +662,7 @@ pub fn verify_bundle(
         )));
     }
 
-    let mut consistent_with = None;
-    if let Some(old_note) = since_checkpoint {
-        let old = Checkpoint::parse(old_note, trusted)
-            .map_err(|e| bad(format!("--since-checkpoint: {e}")))?;
-        if old.origin != cp.origin {
-            return Err(bad(format!(
-                "--since-checkpoint is for log {:?}, the bundle for {:?}",
-                old.origin, cp.origin
-            )));
-        }
-        if old.size > cp.size {
-            return Err(bad(format!(
-                "the bundle's checkpoint (size {}) is older than the one you trust (size {}): the log was rolled back or the bundle is stale",
-                cp.size, old.size
-            )));
-        }
-        if old.size == cp.size {
-            if old.root != cp.root {
-                return Err(bad(
-                    "the bundle's checkpoint and yours have the same size but different roots: the log was rewritten",
-                ));
-            }
-        } else {
-            let list: Vec<Consistency> = serde_json::from_slice(get("consistency.json")?)
-                .map_err(|e| bad(format!("consistency.json: {e}")))?;
-            let c = list.iter().find(|c| c.old_size == old.size).ok_or_else(|| {
-                bad(format!("the bundle has no consistency proof from size {}: export it again from a log that kept that checkpoint", old.size))
-            })?;
-            verify_consistency(old.size, cp.size, &old.root, &cp.root, &c.proof).map_err(|e| {
-                bad(format!(
-                    "the log is not an append-only extension of your checkpoint: {e}"
-                ))
-            })?;
-        }
-        consistent_with = Some(old.size);
-    }
+    let consistent_with = consistent_since(&cp, trusted, since_checkpoint, || get(CONSISTENCY))?;
 
     let text = get(RECORDS)?;
     let lines: Vec<&[u8]> = text
@@ -713,32 +685,13 @@ pub fn verify_bundle(
     let mut last: Option<u64> = None;
     for (pos, r) in records.iter().enumerate() {
         let i = r.index;
-        // Where this record should stand: the next index of a complete log, or anything
-        // after the previous one in a filtered export.
-        let expected = last.map(|p| p + 1).unwrap_or(0);
-        if last.is_some_and(|p| i <= p)
-            || (manifest.complete && i != expected && present.contains(&expected))
-        {
-            let after = last
-                .map(|p| format!("after record {p}"))
-                .unwrap_or_else(|| "first".into());
-            return Err(bad_record(
-                i,
-                format!("out of order: it stands {after} (records reordered or duplicated)"),
-            ));
-        }
-        if manifest.complete && i != expected {
-            return Err(bad_record(
-                expected,
-                "missing from a complete bundle (removed)",
-            ));
-        }
-        if i >= cp.size {
-            return Err(bad_record(
-                i,
-                format!("beyond the checkpoint's tree size {}", cp.size),
-            ));
-        }
+        check_place(
+            i,
+            last,
+            manifest.complete,
+            |x| present.contains(&x),
+            cp.size,
+        )?;
         if let Some(e) = crypto[pos].take() {
             return Err(e);
         }
@@ -775,6 +728,123 @@ pub fn verify_bundle(
     })
 }
 
+/// A `keys/KEYID.pub` member: one line of key text, named by its key id.
+fn key_member(name: &str, data: &[u8]) -> Result<VerifyingKey, BundleError> {
+    std::str::from_utf8(data)
+        .ok()
+        .and_then(|t| t.strip_suffix('\n'))
+        .and_then(|t| VerifyingKey::from_text(t).ok())
+        .filter(|k| name == format!("{KEYS_DIR}{}.pub", k.key_id_hex()))
+        .ok_or_else(|| {
+            refused(
+                name.as_bytes(),
+                "it is not the public key its name says (one line of key text, named by its key id)",
+            )
+        })
+}
+
+/// The `size` bytes of a member, all of them: the buffer grows with what is actually
+/// read, never with what a header claims.
+fn read_entry(entry: &mut impl Read, raw: &[u8], size: u64) -> Result<Vec<u8>, BundleError> {
+    let mut data = Vec::with_capacity(size.min(1 << 20) as usize);
+    entry.take(size).read_to_end(&mut data).map_err(|e| {
+        bad(format!(
+            "corrupt or truncated bundle at {}: {e}",
+            shown(raw)
+        ))
+    })?;
+    if data.len() as u64 != size {
+        return Err(bad(format!(
+            "truncated bundle: member {} ends after {} of its {size} bytes",
+            shown(raw),
+            data.len()
+        )));
+    }
+    Ok(data)
+}
+
+/// Record `i` where it stands, after `last`: the next index of a complete log (or, if
+/// the next index is `present` later, a record moved), anything after the previous one in
+/// a filtered export, and within the checkpoint's tree of `size`.
+fn check_place(
+    i: u64,
+    last: Option<u64>,
+    complete: bool,
+    present: impl Fn(u64) -> bool,
+    size: u64,
+) -> Result<(), BundleError> {
+    let expected = last.map(|p| p + 1).unwrap_or(0);
+    if last.is_some_and(|p| i <= p) || (complete && i != expected && present(expected)) {
+        let after = last
+            .map(|p| format!("after record {p}"))
+            .unwrap_or_else(|| "first".into());
+        return Err(bad_record(
+            i,
+            format!("out of order: it stands {after} (records reordered or duplicated)"),
+        ));
+    }
+    if complete && i != expected {
+        return Err(bad_record(
+            expected,
+            "missing from a complete bundle (removed)",
+        ));
+    }
+    if i >= size {
+        return Err(bad_record(
+            i,
+            format!("beyond the checkpoint's tree size {size}"),
+        ));
+    }
+    Ok(())
+}
+
+/// With an earlier checkpoint the auditor trusts (`since`, a signed note): that the
+/// bundle's checkpoint `cp` is an append-only extension of it, by the proof in
+/// `consistency` (the member's bytes, read only if needed). Returns its size.
+fn consistent_since<'a>(
+    cp: &Checkpoint,
+    trusted: &[VerifyingKey],
+    since: Option<&str>,
+    consistency: impl FnOnce() -> Result<&'a [u8], BundleError>,
+) -> Result<Option<u64>, BundleError> {
+    let Some(old_note) = since else {
+        return Ok(None);
+    };
+    let old = Checkpoint::parse(old_note, trusted)
+        .map_err(|e| bad(format!("--since-checkpoint: {e}")))?;
+    if old.origin != cp.origin {
+        return Err(bad(format!(
+            "--since-checkpoint is for log {:?}, the bundle for {:?}",
+            old.origin, cp.origin
+        )));
+    }
+    if old.size > cp.size {
+        return Err(bad(format!(
+            "the bundle's checkpoint (size {}) is older than the one you trust (size {}): the log was rolled back or the bundle is stale",
+            cp.size, old.size
+        )));
+    }
+    if old.size == cp.size {
+        if old.root != cp.root {
+            return Err(bad(
+                "the bundle's checkpoint and yours have the same size but different roots: the log was rewritten",
+            ));
+        }
+    } else {
+        let list: Vec<Consistency> = serde_json::from_slice(consistency()?)
+            .map_err(|e| bad(format!("consistency.json: {e}")))?;
+        let c = list.iter().find(|c| c.old_size == old.size).ok_or_else(|| {
+            bad(format!("the bundle has no consistency proof from size {}: export it again from a log that kept that checkpoint", old.size))
+        })?;
+        verify_consistency(old.size, cp.size, &old.root, &cp.root, &c.proof).map_err(|e| {
+            bad(format!(
+                "the log is not an append-only extension of your checkpoint: {e}"
+            ))
+        })?;
+    }
+    Ok(Some(old.size))
+}
+
 /// The bundle's report is unsigned: it must be exactly the report of the records just
 /// verified, or the bundle is refused. The keys it lists must be the key files beside it.
 fn check_report(members: &Members, records: &[Line]) -> Result<(), BundleError> {
@@ -783,18 +853,7 @@ fn check_report(members: &Members, records: &[Line]) -> Result<(), BundleError> 
         if kind_of(name) != Some(Kind::Key) {
             continue;
         }
-        let key = std::str::from_utf8(data)
-            .ok()
-            .and_then(|t| t.strip_suffix('\n'))
-            .and_then(|t| VerifyingKey::from_text(t).ok())
-            .filter(|k| *name == format!("{KEYS_DIR}{}.pub", k.key_id_hex()))
-            .ok_or_else(|| {
-                refused(
-                    name.as_bytes(),
-                    "it is not the public key its name says (one line of key text, named by its key id)",
-                )
-            })?;
-        keys.push(key);
+        keys.push(key_member(name, data)?);
     }
     let Some(report) = members.get(REPORT) else {
         return Ok(());
@@ -823,11 +882,37 @@ struct StatementHead {
 
 /// Everything about one record except its signature, which is returned for batching:
 /// (message = PAE, signature, the trusted key that should have made it).
-fn prepare(
-    r: &Line,
-    cp: &Checkpoint,
-    ids: &[String],
-) -> Result<(Vec<u8>, ed25519_dalek::Signature, usize), BundleError> {
+fn prepare(r: &Line, cp: &Checkpoint, ids: &[String]) -> Result<Opened, BundleError> {
+    let (pae, at, sig, k) = open_record(r, ids)?;
+    let i = r.index;
+    let proof = r
+        .proof
+        .and_then(hashes_b64::decode)
+        .ok_or_else(|| bad_record(i, "malformed inclusion proof"))?;
+    verify_inclusion(
+        &leaf_hash(r.envelope.get().as_bytes()),
+        i,
+        cp.size,
+        &proof,
+        &cp.root,
+    )
+    .map_err(|e| {
+        bad_record(
+            i,
+            format!("not in the log committed to by the checkpoint (altered or moved): {e}"),
+        )
+    })?;
+    Ok((pae, at, sig, k))
+}
+
+/// A record opened for batch verification: its PAE, where the decoded payload starts in
+/// it, the signature, and the position of the trusted key that should have made it.
+type Opened = (Vec<u8>, usize, ed25519_dalek::Signature, usize);
+
+/// A record's envelope opened: its PAE (the decoded payload from the returned offset on),
+/// checked to be a runwarden invocation statement, and the signature by a trusted key
+/// (by position in `ids`), not yet verified.
+fn open_record(r: &Line, ids: &[String]) -> Result<Opened, BundleError> {
     use base64::Engine as _;
     let i = r.index;
     let env: crate::dsse::EnvelopeRef = serde_json::from_str(r.envelope.get())
@@ -870,22 +955,7 @@ fn prepare(
         .ok()
         .and_then(|b| ed25519_dalek::Signature::from_slice(&b).ok())
         .ok_or_else(|| bad_record(i, "signature: malformed"))?;
-    let proof =
-        hashes_b64::decode(r.proof).ok_or_else(|| bad_record(i, "malformed inclusion proof"))?;
-    verify_inclusion(
-        &leaf_hash(r.envelope.get().as_bytes()),
-        i,
-        cp.size,
-        &proof,
-        &cp.root,
-    )
-    .map_err(|e| {
-        bad_record(
-            i,
-            format!("not in the log committed to by the checkpoint (altered or moved): {e}"),
-        )
-    })?;
-    Ok((pae, sig, k))
+    Ok((pae, at, sig, k))
 }
 
 /// Check a run of records: everything but signatures one by one, then all signatures in
@@ -900,7 +970,7 @@ fn check_chunk(
     let (mut msgs, mut sigs, mut keys, mut at) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for (pos, r) in part.iter().enumerate() {
         match prepare(r, cp, &ids) {
-            Ok((m, s, k)) => {
+            Ok((m, _, s, k)) => {
                 msgs.push(m);
                 sigs.push(s);
                 keys.push(*trusted[k].dalek());

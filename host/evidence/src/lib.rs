@@ -28,8 +28,9 @@ mod tenant;
 mod text;
 
 pub use bundle::{
-    BUNDLE_VERSION, BundleContents, BundleError, BundleRecord, Consistency, Manifest, Verified,
-    export, export_mirror, hash_hex, now_rfc3339, verify_bundle,
+    BUNDLE_VERSION, BundleContents, BundleError, BundleRecord, BundleWriter, Consistency, Manifest,
+    SEAL, SEAL_PAYLOAD_TYPE, Verified, export, export_mirror, export_stream, hash_hex, now_rfc3339,
+    verify_bundle,
 };
 pub use checkpoint::Checkpoint;
 pub use dsse::{Envelope, EnvelopeSignature, pae};

@@ -64,8 +64,19 @@ impl Bundle {
         &mut self.members.iter_mut().find(|(n, _)| n == name).unwrap().1
     }
 
+    /// The member holding the records: format 4's one chunk, or format 3's records.jsonl
+    /// (a tenant bundle's logs).
+    fn records(&mut self) -> &mut Vec<u8> {
+        let name = if self.members.iter().any(|(n, _)| n == RECORDS) {
+            RECORDS
+        } else {
+            "records.jsonl"
+        };
+        self.get(name)
+    }
+
     pub(super) fn lines(&mut self) -> Vec<String> {
-        String::from_utf8(self.get("records.jsonl").clone())
+        String::from_utf8(self.records().clone())
             .unwrap()
             .lines()
             .map(String::from)
@@ -73,11 +84,14 @@ impl Bundle {
     }
 
     pub(super) fn set_lines(&mut self, lines: &[String]) {
-        *self.get("records.jsonl") = format!("{}\n", lines.join("\n")).into_bytes();
+        *self.records() = format!("{}\n", lines.join("\n")).into_bytes();
     }
 }
 
-/// The envelope of a `records.jsonl` line, verbatim (`{"index":…,"proof":…,"envelope":{…}}`).
+/// The records of a small bundle: its one chunk.
+const RECORDS: &str = "records/00000000.jsonl";
+
+/// The envelope of a records line, verbatim (`{"index":…,"envelope":{…}}`).
 pub(super) fn envelope_of(line: &str) -> &str {
     let at = line.find(",\"envelope\":").unwrap() + ",\"envelope\":".len();
     &line[at..line.len() - 1]
@@ -143,11 +157,13 @@ fn an_untouched_bundle_verifies() {
         "{out}"
     );
     let report = String::from_utf8(Bundle::read(&bundle).get("report.html").clone()).unwrap();
+    // Runs, then healed, no-op, failed, refused, interrupted, dry run, other.
     assert!(
-        report.contains("<td>trivial 0.1.0</td>")
-            && report.contains("run by hand")
-            && report.contains("Outcomes: 4 no-op.")
-            && report.contains("complete log up to the checkpoint"),
+        report.contains("<tr><td>trivial</td><td>4</td><td>0</td><td>4</td>")
+            && report.contains("<tr><td>run by hand</td><td>4</td></tr>")
+            && report.contains(
+                "complete log up to the checkpoint: verification proves nothing was left out"
+            ),
         "{report}"
     );
 }
@@ -309,7 +325,7 @@ fn bad_bundles_and_keys_give_one_line_errors() {
     // Unknown version.
     let mut b = Bundle::read(&bundle);
     let m = String::from_utf8(b.get("runwarden-bundle.json").clone()).unwrap();
-    *b.get("runwarden-bundle.json") = m.replace("\"version\": 3", "\"version\": 7").into_bytes();
+    *b.get("runwarden-bundle.json") = m.replace("\"version\": 4", "\"version\": 7").into_bytes();
     let v7 = d.path().join("v7.tar");
     b.write(&v7);
     assert_fails(
@@ -335,18 +351,15 @@ fn extra_duplicate_and_sparse_members_are_refused_by_name() {
     let bad = d.path().join("bad.tar");
     let original = Bundle::read(&bundle);
 
-    // A second records.jsonl: `tar -x` would extract it over the first.
+    // The records twice: `tar -x` would extract the second over the first.
     let mut members = original.members.clone();
-    let records = members
-        .iter()
-        .find(|(n, _)| n == "records.jsonl")
-        .unwrap()
-        .clone();
-    members.push(records);
+    let at = members.iter().position(|(n, _)| n == RECORDS).unwrap();
+    let records = members[at].clone();
+    members.insert(at + 1, records);
     Bundle::write_raw(&members, &bad);
     assert_fails(
         &verify(d.path(), &bad, &key, &[]),
-        "bundle member \"records.jsonl\" refused: it appears twice; re-export the bundle",
+        "bundle member \"records/00000000.jsonl\" refused: it appears twice; re-export the bundle",
     );
 
     // A member no bundle has.
@@ -358,7 +371,7 @@ fn extra_duplicate_and_sparse_members_are_refused_by_name() {
         "bundle member \"run-me.sh\" refused: not part of a runwarden bundle",
     );
 
-    // records.jsonl as a GNU sparse file expanding to 4 GiB, in a file of a few KB.
+    // The records as a GNU sparse file expanding to 4 GiB, in a file of a few KB.
     let mut out = Vec::new();
     {
         let mut b = tar::Builder::new(&mut out);
@@ -369,7 +382,7 @@ fn extra_duplicate_and_sparse_members_are_refused_by_name() {
         h.set_cksum();
         b.append_data(&mut h, name, data.as_slice()).unwrap();
         let mut h = tar::Header::new_gnu();
-        h.set_path("records.jsonl").unwrap();
+        h.set_path(RECORDS).unwrap();
         h.set_entry_type(tar::EntryType::GNUSparse);
         h.set_size(512);
         h.set_mode(0o644);
@@ -385,17 +398,22 @@ fn extra_duplicate_and_sparse_members_are_refused_by_name() {
     std::fs::write(&bad, &out).unwrap();
     assert_fails(
         &verify(d.path(), &bad, &key, &[]),
-        "bundle member \"records.jsonl\" refused: it is a sparse file; a bundle holds only regular files",
+        "bundle member \"records/00000000.jsonl\" refused: it is a sparse file; a bundle holds only regular files",
     );
 
-    // The report edited to say all is well: it is not the report of the records.
+    // The report edited to say all is well: the seal does not cover it.
     let mut b = Bundle::read(&bundle);
     let report = String::from_utf8(b.get("report.html").clone()).unwrap();
-    *b.get("report.html") = report.replace("2 no-op", "2 healed").into_bytes();
+    *b.get("report.html") = report
+        .replace(
+            "<td>2</td><td>0</td><td>2</td>",
+            "<td>2</td><td>2</td><td>0</td>",
+        )
+        .into_bytes();
     b.write(&bad);
     assert_fails(
         &verify(d.path(), &bad, &key, &[]),
-        "report.html is not the report of the records in this bundle",
+        "bundle member \"report.html\" is not the one the seal signed",
     );
 }
 

@@ -59,7 +59,7 @@ fn allocated_by<T>(f: impl FnOnce() -> T) -> (T, u64) {
 }
 
 /// A signed record of a run whose outcome summary is `summary`.
-fn record(i: u64, key: &SigningKey, summary: &str) -> String {
+pub(super) fn record(i: u64, key: &SigningKey, summary: &str) -> String {
     Statement::new(
         "restart-service",
         "c73b7727a07ab051d5b3458b7d72c85ee2ff4b5c2c3e790e6ffa5ec3cabc3c9d",
@@ -134,9 +134,9 @@ fn bundle(n: u64) -> (Vec<u8>, VerifyingKey) {
     bundle_with(n, "could not restart nginx.service")
 }
 
-type Members = Vec<(String, Vec<u8>)>;
+pub(super) type Members = Vec<(String, Vec<u8>)>;
 
-fn members(bytes: &[u8]) -> Members {
+pub(super) fn members(bytes: &[u8]) -> Members {
     let mut a = tar::Archive::new(bytes);
     a.entries()
         .unwrap()
@@ -150,7 +150,7 @@ fn members(bytes: &[u8]) -> Members {
         .collect()
 }
 
-fn get<'a>(m: &'a mut Members, name: &str) -> &'a mut Vec<u8> {
+pub(super) fn get<'a>(m: &'a mut Members, name: &str) -> &'a mut Vec<u8> {
     &mut m.iter_mut().find(|(n, _)| n == name).unwrap().1
 }
 
@@ -168,7 +168,7 @@ fn declare_actual_sizes(m: &mut Members) {
 }
 
 /// One raw tar header and its data: any name, any type, any size claimed, no checks.
-fn raw_member(out: &mut Vec<u8>, name: &[u8], ty: EntryType, claimed: u64, data: &[u8]) {
+pub(super) fn raw_member(out: &mut Vec<u8>, name: &[u8], ty: EntryType, claimed: u64, data: &[u8]) {
     let mut h = tar::Header::new_gnu();
     h.as_old_mut().name[..name.len()].copy_from_slice(name);
     h.set_mode(0o644);
@@ -180,7 +180,7 @@ fn raw_member(out: &mut Vec<u8>, name: &[u8], ty: EntryType, claimed: u64, data:
     out.resize(out.len().next_multiple_of(512), 0);
 }
 
-fn tar_of(m: &Members) -> Vec<u8> {
+pub(super) fn tar_of(m: &Members) -> Vec<u8> {
     let mut out = Vec::new();
     for (name, data) in m {
         raw_member(
@@ -197,7 +197,7 @@ fn tar_of(m: &Members) -> Vec<u8> {
 
 /// The message verification fails with.
 #[track_caller]
-fn refused(bytes: &[u8], key: &VerifyingKey) -> String {
+pub(super) fn refused(bytes: &[u8], key: &VerifyingKey) -> String {
     match verify_bundle(bytes, std::slice::from_ref(key), None) {
         Ok(v) => panic!("verified, but must be refused: {v}"),
         Err(e) => e.to_string(),
@@ -205,7 +205,7 @@ fn refused(bytes: &[u8], key: &VerifyingKey) -> String {
 }
 
 #[track_caller]
-fn assert_refused(bytes: &[u8], key: &VerifyingKey, expect: &str) {
+pub(super) fn assert_refused(bytes: &[u8], key: &VerifyingKey, expect: &str) {
     let msg = refused(bytes, key);
     assert!(msg.contains(expect), "expected {expect:?} in {msg:?}");
 }

@@ -10,4 +10,5 @@ mod origins;
 use runwarden_testkit as pg;
 mod proofs;
 mod store;
+mod stream;
 mod vectors;

@@ -1,0 +1,1228 @@
+//! Bundle format 4: written and verified as a stream, at any size, everything sealed.
+//!
+//! A bundle of format 4 holds, in this order and nothing else (verification refuses any
+//! other member, order, or a member twice):
+//!
+//! 1. `runwarden-bundle.json`: the manifest (version 4, no `members`): the log's origin,
+//!    the checkpoint's tree size, how many records, whether complete, the export's filter.
+//! 2. `checkpoint.txt`, the signed checkpoint; 3. `consistency.json`; 4. `keys/KEYID.pub`.
+//! 5. `records/00000000.jsonl`, `records/00000001.jsonl`, …: the records in leaf order,
+//!    [`CHUNK_RECORDS`] per chunk (fewer only when the next would pass [`MAX_CHUNK`]
+//!    bytes, and in the last). In a **complete** bundle a line is
+//!    `{"index":N,"envelope":{…}}` and the records are the log's leaves `0..tree_size`:
+//!    verification hashes them into the tree and must arrive at the checkpoint's root, which
+//!    proves — from signed data alone — that every record of the log up to the checkpoint
+//!    is there, in order, and nothing else. A **filtered** bundle's lines also carry each
+//!    record's inclusion proof (`"proof":"BASE64"`).
+//! 6. `report.html`: made from the records alone, at any size a page of summaries and the
+//!    records that need attention; verification makes it again and compares.
+//! 7. `seal.dsse.json`: a DSSE envelope signed by the exporter's key (the log's own key),
+//!    over the manifest's sha256 and every other member's name, size and sha256, in order.
+//!    Nothing in the bundle is outside the seal: the filter a filtered export states is
+//!    signed, and so is the report.
+//!
+//! Memory is bounded by one chunk (at most [`MAX_CHUNK`] bytes) and the report's tallies,
+//! whatever the number of records; each chunk's signatures are checked in batches on every
+//! core.
+
+use super::*;
+use sha2::{Digest, Sha256};
+use std::collections::VecDeque;
+use std::io::Write;
+
+/// The format this module writes and reads.
+pub(super) const STREAM_VERSION: u32 = 4;
+/// The seal: the last member.
+pub const SEAL: &str = "seal.dsse.json";
+/// DSSE payload type of a bundle's seal.
+pub const SEAL_PAYLOAD_TYPE: &str = "application/vnd.runwarden.bundle-seal+json";
+const CHUNKS_DIR: &str = "records/";
+/// Records per chunk.
+const CHUNK_RECORDS: usize = 4096;
+/// Bytes per chunk, at most: a record line is at most [`MAX_RECORD_LINE`], so one always
+/// fits in an empty chunk.
+const MAX_CHUNK: u64 = 2 * MAX_RECORD_LINE;
+/// `consistency.json`: a proof per earlier checkpoint the log kept.
+const MAX_CONSISTENCY: u64 = 64 << 20;
+/// The report: summaries, and at most [`ATTENTION`] rows of records.
+const MAX_REPORT: u64 = 16 << 20;
+/// The seal, besides a line per member.
+const SEAL_BASE: u64 = 16 << 10;
+const SEAL_PER_MEMBER: u64 = 512;
+/// How many records needing attention the report lists (the latest).
+const ATTENTION: usize = 1000;
+/// Distinct hosts, runbooks, months or approvers the report tallies by name; the rest are
+/// counted together.
+const MAX_NAMES: usize = 5000;
+
+/// What a seal says.
+#[derive(Serialize, Deserialize, PartialEq, Debug)]
+#[serde(deny_unknown_fields)]
+struct Seal {
+    version: u32,
+    /// sha256 (hex) of the manifest member.
+    manifest: String,
+    /// Every other member but the seal, in order.
+    members: Vec<Sealed>,
+}
+
+#[derive(Serialize, Deserialize, PartialEq, Debug, Clone)]
+#[serde(deny_unknown_fields)]
+struct Sealed {
+    name: String,
+    size: u64,
+    sha256: String,
+}
+
+fn chunk_name(n: u64) -> String {
+    format!("{CHUNKS_DIR}{n:08}.jsonl")
+}
+
+fn io_err(message: String) -> std::io::Error {
+    std::io::Error::new(std::io::ErrorKind::InvalidData, message)
+}
+
+/// Writes a bundle of format 4 as the records come: [`BundleWriter::start`], then
+/// [`BundleWriter::push`] each record in leaf order, then [`BundleWriter::finish`].
+pub struct BundleWriter<W: Write> {
+    tar: tar::Builder<W>,
+    manifest: Manifest,
+    manifest_sha256: String,
+    sealed: Vec<Sealed>,
+    keys: Vec<VerifyingKey>,
+    chunk: Vec<u8>,
+    in_chunk: usize,
+    chunks: u64,
+    written: u64,
+    last: Option<u64>,
+    tally: Tally,
+}
+
+impl<W: Write> BundleWriter<W> {
+    /// Begin a bundle: `manifest` (its `record_count` is what [`BundleWriter::finish`]
+    /// checks was pushed), the signed `checkpoint_note`, `consistency` proofs and `keys`.
+    pub fn start(
+        out: W,
+        manifest: &Manifest,
+        checkpoint_note: &str,
+        consistency: &[Consistency],
+        keys: &[VerifyingKey],
+    ) -> std::io::Result<BundleWriter<W>> {
+        let mut manifest = manifest.clone();
+        manifest.version = STREAM_VERSION;
+        manifest.members = BTreeMap::new();
+        let mut keys = keys.to_vec();
+        keys.sort_by_key(|k| k.key_id_hex());
+        keys.dedup_by_key(|k| k.key_id_hex());
+        let mut w = BundleWriter {
+            tar: tar::Builder::new(out),
+            manifest_sha256: String::new(),
+            manifest,
+            sealed: Vec::new(),
+            keys,
+            chunk: Vec::new(),
+            in_chunk: 0,
+            chunks: 0,
+            written: 0,
+            last: None,
+            tally: Tally::default(),
+        };
+        let manifest = serde_json::to_vec_pretty(&w.manifest)?;
+        w.manifest_sha256 = hex::encode(Sha256::digest(&manifest));
+        w.member(MANIFEST, &manifest, false)?;
+        w.member(CHECKPOINT, checkpoint_note.as_bytes(), true)?;
+        w.member(CONSISTENCY, &serde_json::to_vec(consistency)?, true)?;
+        for k in w.keys.clone() {
+            let name = format!("{KEYS_DIR}{}.pub", k.key_id_hex());
+            w.member(&name, format!("{}\n", k.to_text()).as_bytes(), true)?;
+        }
+        Ok(w)
+    }
+
+    fn member(&mut self, name: &str, data: &[u8], sealed: bool) -> std::io::Result<()> {
+        if sealed {
+            self.sealed.push(Sealed {
+                name: name.to_string(),
+                size: data.len() as u64,
+                sha256: hex::encode(Sha256::digest(data)),
+            });
+        }
+        let mut h = tar::Header::new_gnu();
+        h.set_size(data.len() as u64);
+        h.set_mode(0o644);
+        h.set_mtime(0);
+        h.set_cksum();
+        self.tar.append_data(&mut h, name, data)
+    }
+
+    /// Add the next record (leaf order). Its proof goes in only if the bundle is filtered.
+    pub fn push(&mut self, r: &BundleRecord) -> std::io::Result<()> {
+        if self.last.is_some_and(|l| r.index <= l) {
+            return Err(io_err(format!(
+                "record {} comes after record {}: records go in leaf order",
+                r.index,
+                self.last.unwrap_or_default()
+            )));
+        }
+        if self.manifest.complete && r.index != self.written {
+            return Err(io_err(format!(
+                "record {} in a complete bundle where record {} belongs",
+                r.index, self.written
+            )));
+        }
+        if r.envelope.contains('\n')
+            || serde_json::from_str::<serde::de::IgnoredAny>(&r.envelope).is_err()
+        {
+            return Err(io_err(format!(
+                "record {} is not a one-line JSON envelope",
+                r.index
+            )));
+        }
+        let mut line = if self.manifest.complete {
+            format!("{{\"index\":{},\"envelope\":", r.index)
+        } else {
+            format!(
+                "{{\"index\":{},\"proof\":\"{}\",\"envelope\":",
+                r.index,
+                hashes_b64::encode(&r.proof)
+            )
+        };
+        line.push_str(&r.envelope);
+        line.push_str("}\n");
+        if line.len() as u64 > MAX_RECORD_LINE {
+            return Err(io_err(format!(
+                "record {} is {} bytes: more than a bundle may hold ({MAX_RECORD_LINE})",
+                r.index,
+                line.len()
+            )));
+        }
+        if self.in_chunk == CHUNK_RECORDS || (self.chunk.len() + line.len()) as u64 > MAX_CHUNK {
+            self.flush_chunk()?;
+        }
+        self.chunk.extend_from_slice(line.as_bytes());
+        self.in_chunk += 1;
+        self.written += 1;
+        self.last = Some(r.index);
+        let facts = envelope_payload(&r.envelope).and_then(|p| facts_of(&p));
+        self.tally.add(r.index, facts.as_ref());
+        Ok(())
+    }
+
+    fn flush_chunk(&mut self) -> std::io::Result<()> {
+        if self.in_chunk == 0 {
+            return Ok(());
+        }
+        let data = std::mem::take(&mut self.chunk);
+        self.member(&chunk_name(self.chunks), &data, true)?;
+        self.chunks += 1;
+        self.in_chunk = 0;
+        Ok(())
+    }
+
+    /// End the bundle: the last chunk, the report and the seal, signed by `sealer`;
+    /// returns the output.
+    pub fn finish(mut self, sealer: &crate::keys::SigningKey) -> std::io::Result<W> {
+        if self.written != self.manifest.record_count {
+            return Err(io_err(format!(
+                "{} records were written but the manifest says {}",
+                self.written, self.manifest.record_count
+            )));
+        }
+        self.flush_chunk()?;
+        let report = self.tally.render(&self.manifest, &self.keys);
+        self.member(REPORT, report.as_bytes(), true)?;
+        let seal = Seal {
+            version: STREAM_VERSION,
+            manifest: self.manifest_sha256.clone(),
+            members: std::mem::take(&mut self.sealed),
+        };
+        let envelope = Envelope::sign(SEAL_PAYLOAD_TYPE, &serde_json::to_vec(&seal)?, sealer);
+        self.member(SEAL, envelope.to_json().as_bytes(), false)?;
+        let mut out = self.tar.into_inner()?;
+        out.flush()?;
+        Ok(out)
+    }
+}
+
+/// The decoded payload of a DSSE envelope (JSON text), if it is one.
+fn envelope_payload(envelope: &str) -> Option<Vec<u8>> {
+    use base64::Engine as _;
+    let env: crate::dsse::EnvelopeRef = serde_json::from_str(envelope).ok()?;
+    base64::engine::general_purpose::STANDARD
+        .decode(env.payload.as_bytes())
+        .ok()
+}
+
+/// What the report needs of one record's statement.
+#[derive(Clone, Debug, PartialEq)]
+struct Facts {
+    started_at: String,
+    host: String,
+    runbook: String,
+    status: String,
+    summary: String,
+    dry_run: bool,
+    tier: String,
+    approver: Option<String>,
+    denied_calls: u64,
+}
+
+#[derive(Deserialize)]
+struct FactsStatement<'a> {
+    #[serde(borrow, default)]
+    subject: Vec<FactsSubject<'a>>,
+    #[serde(borrow)]
+    predicate: FactsPredicate<'a>,
+}
+
+#[derive(Deserialize)]
+struct FactsSubject<'a> {
+    #[serde(borrow)]
+    name: std::borrow::Cow<'a, str>,
+}
+
+#[derive(Deserialize)]
+struct FactsPredicate<'a> {
+    #[serde(borrow)]
+    host_id: std::borrow::Cow<'a, str>,
+    #[serde(borrow)]
+    started_at: std::borrow::Cow<'a, str>,
+    #[serde(default)]
+    dry_run: bool,
+    #[serde(borrow)]
+    provenance: FactsProvenance<'a>,
+    #[serde(borrow, default)]
+    outcome: FactsOutcome<'a>,
+    #[serde(default)]
+    trace: Vec<FactsCall>,
+}
+
+#[derive(Deserialize)]
+struct FactsProvenance<'a> {
+    #[serde(borrow)]
+    tier: std::borrow::Cow<'a, str>,
+    #[serde(borrow, default)]
+    approver: Option<std::borrow::Cow<'a, str>>,
+}
+
+#[derive(Deserialize, Default)]
+struct FactsOutcome<'a> {
+    #[serde(borrow, default)]
+    status: std::borrow::Cow<'a, str>,
+    #[serde(borrow, default)]
+    summary: std::borrow::Cow<'a, str>,
+}
+
+#[derive(Deserialize)]
+struct FactsCall {
+    #[serde(default = "yes")]
+    allowed: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// At most `max` bytes of `s`, cut at a character boundary.
+fn cut(s: &str, max: usize) -> String {
+    let mut end = s.len().min(max);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    s[..end].to_string()
+}
+
+/// The report's facts of a statement's JSON, `None` if it is not one.
+fn facts_of(payload: &[u8]) -> Option<Facts> {
+    let s: FactsStatement = serde_json::from_slice(payload).ok()?;
+    let p = s.predicate;
+    Some(Facts {
+        started_at: p.started_at.into_owned(),
+        host: p.host_id.into_owned(),
+        runbook: s
+            .subject
+            .into_iter()
+            .next()
+            .map_or_else(|| "?".to_string(), |x| x.name.into_owned()),
+        status: p.outcome.status.into_owned(),
+        summary: cut(&p.outcome.summary, 300),
+        dry_run: p.dry_run,
+        tier: p.provenance.tier.into_owned(),
+        approver: p.provenance.approver.map(|a| cut(&a, 200)),
+        denied_calls: p.trace.iter().filter(|c| !c.allowed).count() as u64,
+    })
+}
+
+/// How the report counts an outcome. A dry run is a dry run whatever its status: it
+/// changed nothing, so it never counts as healed.
+fn class_of(f: &Facts) -> &'static str {
+    if f.dry_run {
+        return "dry run";
+    }
+    match f.status.as_str() {
+        "healed" => "healed",
+        "no-op" => "no-op",
+        "failed" | "timeout" | "out_of_fuel" | "out_of_memory" | "output_limit" | "trapped" => {
+            "failed"
+        }
+        "refused" | "denied" | "invalid_params" => "refused",
+        "interrupted" => "interrupted",
+        _ => "other",
+    }
+}
+
+const CLASSES: [&str; 7] = [
+    "healed",
+    "no-op",
+    "failed",
+    "refused",
+    "interrupted",
+    "dry run",
+    "other",
+];
+
+#[derive(Default, Clone)]
+struct Counts([u64; 7]);
+
+impl Counts {
+    fn add(&mut self, class: &str) {
+        if let Some(i) = CLASSES.iter().position(|c| *c == class) {
+            self.0[i] += 1;
+        }
+    }
+
+    fn runs(&self) -> u64 {
+        self.0.iter().sum()
+    }
+}
+
+/// Counts by name, at most [`MAX_NAMES`] names; later names are counted together.
+#[derive(Default)]
+struct ByName {
+    names: BTreeMap<String, Counts>,
+    rest: Counts,
+    rest_names: u64,
+}
+
+impl ByName {
+    fn add(&mut self, name: &str, class: &str) {
+        if let Some(c) = self.names.get_mut(name) {
+            c.add(class);
+        } else if self.names.len() < MAX_NAMES {
+            self.names.entry(name.to_string()).or_default().add(class);
+        } else {
+            self.rest.add(class);
+            self.rest_names += 1;
+        }
+    }
+}
+
+/// The report's tallies, added to record by record in leaf order — by the writer as it
+/// writes and by verification as it checks — so both make the same page.
+#[derive(Default)]
+struct Tally {
+    records: u64,
+    all: Counts,
+    unreadable: u64,
+    months: ByName,
+    hosts: ByName,
+    runbooks: ByName,
+    tiers: BTreeMap<String, u64>,
+    approvers: ByName,
+    denied_calls: u64,
+    first: Option<String>,
+    last: Option<String>,
+    attention: VecDeque<(u64, Facts)>,
+}
+
+impl Tally {
+    fn add(&mut self, index: u64, facts: Option<&Facts>) {
+        self.records += 1;
+        let Some(f) = facts else {
+            self.unreadable += 1;
+            return;
+        };
+        let class = class_of(f);
+        self.all.add(class);
+        self.months.add(f.started_at.get(..7).unwrap_or("?"), class);
+        self.hosts.add(&f.host, class);
+        self.runbooks.add(&f.runbook, class);
+        let tier = if self.tiers.contains_key(&f.tier) || self.tiers.len() < 16 {
+            f.tier.clone()
+        } else {
+            "other".to_string()
+        };
+        *self.tiers.entry(tier).or_default() += 1;
+        if let Some(a) = &f.approver {
+            self.approvers.add(a, class);
+        }
+        self.denied_calls += f.denied_calls;
+        if self.first.is_none() {
+            self.first = Some(f.started_at.clone());
+        }
+        self.last = Some(f.started_at.clone());
+        if !matches!(class, "healed" | "no-op" | "dry run") || f.denied_calls > 0 {
+            if self.attention.len() == ATTENTION {
+                self.attention.pop_front();
+            }
+            self.attention.push_back((index, f.clone()));
+        }
+    }
+
+    fn render(&self, manifest: &Manifest, keys: &[VerifyingKey]) -> String {
+        let mut out = String::new();
+        let head = |n: &str| {
+            let cols: String = CLASSES.iter().map(|c| format!("<th>{c}</th>")).collect();
+            format!("<tr><th>{n}</th><th>runs</th>{cols}</tr>\n")
+        };
+        let row = |name: &str, c: &Counts| {
+            let cells: String = c.0.iter().map(|n| format!("<td>{n}</td>")).collect();
+            format!(
+                "<tr><td>{}</td><td>{}</td>{cells}</tr>\n",
+                esc(name),
+                c.runs()
+            )
+        };
+        let table = |title: &str, col: &str, by: &ByName| {
+            let mut t = format!("<h2>{title}</h2>\n<table>\n{}", head(col));
+            for (name, c) in &by.names {
+                t.push_str(&row(name, c));
+            }
+            if by.rest_names > 0 {
+                t.push_str(&row(&format!("{} more, together", by.rest_names), &by.rest));
+            }
+            t.push_str("</table>\n");
+            t
+        };
+        out.push_str(&format!(
+            "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>runwarden evidence — {origin}</title>\n\
+<style>body{{font-family:system-ui,sans-serif;margin:2em;color:#222;max-width:80em}}table{{border-collapse:collapse;margin-bottom:1em}}\
+td,th{{border:1px solid #ccc;padding:3px 6px;font-size:14px;text-align:right;vertical-align:top}}td:first-child,th:first-child{{text-align:left}}\
+th{{background:#f3f3f3}}td.text{{text-align:left}}.when{{white-space:nowrap}}dt{{font-weight:bold;float:left;clear:left;margin-right:.5em}}dd{{margin:0 0 .2em 0}}</style></head>\n\
+<body><h1>Remediation evidence</h1>\n<p>Log <b>{origin}</b>: {count} of its {size} records, from {first} to {last} (UTC), exported {created}. \
+Every record is signed by the host that ran it and proven part of the log whose signed checkpoint is in this bundle. \
+Check it with <code>runwarden evidence verify BUNDLE --key KEY.pub</code>; this page alone proves nothing.</p>\n<p>{kind}</p>\n",
+            origin = esc(&manifest.origin),
+            count = self.records,
+            size = manifest.tree_size,
+            first = esc(self.first.as_deref().unwrap_or("—")),
+            last = esc(self.last.as_deref().unwrap_or("—")),
+            created = esc(&manifest.created_at),
+            kind = if manifest.complete {
+                "This is the complete log up to the checkpoint: verification proves nothing was left out.".to_string()
+            } else {
+                format!(
+                    "This is a filtered export ({}): it proves each record shown is authentic and in the log, not that no others exist.",
+                    esc(&manifest.filter.to_string())
+                )
+            },
+        ));
+        out.push_str("<h2>Outcomes</h2>\n<table>\n");
+        out.push_str(&head("all records"));
+        out.push_str(&row("all", &self.all));
+        out.push_str("</table>\n");
+        if self.unreadable > 0 {
+            out.push_str(&format!(
+                "<p>{} records are not runwarden invocation statements.</p>\n",
+                self.unreadable
+            ));
+        }
+        out.push_str(&format!(
+            "<p>Calls the hosts' policies denied: {}. Dry runs only simulated their changes and are never counted as healed.</p>\n",
+            self.denied_calls
+        ));
+        out.push_str(&table("By month (UTC)", "month", &self.months));
+        out.push_str(&table("By host", "host", &self.hosts));
+        out.push_str(&table("By runbook", "runbook", &self.runbooks));
+        out.push_str("<h2>Who decided</h2>\n<table><tr><th>tier</th><th>runs</th></tr>\n");
+        for (tier, n) in &self.tiers {
+            let what = match tier.as_str() {
+                "L1" => "L1: a deterministic rule",
+                "L2" => "L2: the planner (a model)",
+                "L3" => "L3: a person approved it",
+                "manual" => "run by hand",
+                "none" => "nothing decided (escalated, refused)",
+                _ => tier.as_str(),
+            };
+            out.push_str(&format!("<tr><td>{}</td><td>{n}</td></tr>\n", esc(what)));
+        }
+        out.push_str("</table>\n");
+        if !self.approvers.names.is_empty() {
+            out.push_str(&table(
+                "Approvals, by approver",
+                "approver",
+                &self.approvers,
+            ));
+        }
+        out.push_str(&format!(
+            "<h2>Needing attention</h2>\n<p>The latest {} records that did not heal or whose runbook was denied a call (of {} in all); \
+each is in the bundle's records under its index.</p>\n\
+<table><tr><th>#</th><th>when (UTC)</th><th>host</th><th>runbook</th><th>outcome</th><th>summary</th><th>decided by</th></tr>\n",
+            self.attention.len(),
+            self.records,
+        ));
+        for (i, f) in &self.attention {
+            let who = match (&f.approver, f.tier.as_str()) {
+                (Some(a), _) => format!("approved by {a}"),
+                (None, t) => t.to_string(),
+            };
+            out.push_str(&format!(
+                "<tr><td>{i}</td><td class=\"when\">{}</td><td class=\"text\">{}</td><td class=\"text\">{}</td><td class=\"text\">{}</td><td class=\"text\">{}</td><td class=\"text\">{}</td></tr>\n",
+                esc(&f.started_at),
+                esc(&f.host),
+                esc(&f.runbook),
+                esc(class_of(f)),
+                esc(&f.summary),
+                esc(&who),
+            ));
+        }
+        out.push_str("</table>\n<h2>What the outcomes mean</h2><dl>");
+        for (k, v) in [
+            ("healed", "the problem was found and fixed"),
+            ("no-op", "nothing needed doing"),
+            (
+                "failed",
+                "the runbook tried and could not fix it, or the sandbox stopped it (time, fuel, memory, a fault)",
+            ),
+            (
+                "refused",
+                "stopped before it started: the host's policy does not allow what it asked for, or its inputs were not valid",
+            ),
+            (
+                "interrupted",
+                "the agent stopped while it ran; it was recorded at the next start and not run again",
+            ),
+            ("dry run", "only simulated: nothing was changed"),
+        ] {
+            out.push_str(&format!("<dt>{k}</dt><dd>{v}</dd>"));
+        }
+        out.push_str("</dl>\n<h2>Signing keys</h2><ul>");
+        for k in keys {
+            out.push_str(&format!("<li><code>{}</code></li>", esc(&k.to_text())));
+        }
+        out.push_str("</ul>\n</body></html>\n");
+        out
+    }
+}
+
+/// Export the records of the database's own log that match `filter` as a bundle of
+/// format 4 written to `out`, with a fresh checkpoint signed by `key` (stored, so later
+/// exports can prove consistency with it), sealed by `key`. Reads the log a page at a
+/// time: memory does not grow with the log. Returns the output and the bundle's manifest.
+pub async fn export_stream<W: Write>(
+    store: &crate::store::Store,
+    filter: &crate::store::Filter,
+    key: &crate::keys::SigningKey,
+    origin: &str,
+    mut keys: Vec<VerifyingKey>,
+    out: W,
+) -> crate::error::Result<(W, Manifest)> {
+    const PAGE: u64 = CHUNK_RECORDS as u64;
+    let size = store.size().await?;
+    let root = store.root_at(size).await?;
+    let cp = Checkpoint {
+        origin: origin.to_string(),
+        size,
+        root,
+    };
+    let note = cp.sign(key)?;
+    store.put_checkpoint(size, &cp.root, &note).await?;
+    let complete = filter.is_empty();
+    let olders: Vec<u64> = store
+        .checkpoint_sizes()
+        .await?
+        .into_iter()
+        .filter(|&old| old > 0 && old < size)
+        .collect();
+    // Proofs need the leaves: held only when there are proofs to make.
+    let leaves = if complete && olders.is_empty() {
+        None
+    } else {
+        Some(store.leaf_hashes(size).await?)
+    };
+    let mut consistency = Vec::new();
+    if let Some(l) = &leaves {
+        for old in olders {
+            consistency.push(Consistency {
+                old_size: old,
+                proof: crate::merkle::consistency_proof(l, old)?,
+            });
+        }
+    }
+    let tree = match leaves {
+        Some(l) if !complete => Some(crate::merkle::MerkleTree::new(l)),
+        _ => None,
+    };
+    let signer = key.verifying_key();
+    if !keys.iter().any(|k| k.to_text() == signer.to_text()) {
+        keys.push(signer);
+    }
+    // A filtered export counts its records first: the manifest, written first, says how
+    // many there are.
+    let mut count = size;
+    if !complete {
+        count = 0;
+        let mut from = 0;
+        while from < size {
+            let to = (from + PAGE).min(size);
+            count += store
+                .range(from, to)
+                .await?
+                .iter()
+                .filter(|r| filter.matches(r))
+                .count() as u64;
+            from = to;
+        }
+    }
+    let manifest = Manifest {
+        version: STREAM_VERSION,
+        origin: origin.to_string(),
+        tree_size: size,
+        record_count: count,
+        complete,
+        filter: filter.to_json(),
+        created_at: now_rfc3339(),
+        members: BTreeMap::new(),
+    };
+    let io = |source| crate::error::Error::Io {
+        action: "write the bundle",
+        path: std::path::PathBuf::from("(the bundle)"),
+        source,
+    };
+    let mut w = BundleWriter::start(out, &manifest, &note, &consistency, &keys).map_err(io)?;
+    let (mut from, mut written) = (0, 0u64);
+    while from < size && written < count {
+        let to = (from + PAGE).min(size);
+        for r in store.range(from, to).await? {
+            if !complete && !filter.matches(&r) {
+                continue;
+            }
+            let proof = match &tree {
+                Some(t) => t.inclusion_proof(r.index)?,
+                None => Vec::new(),
+            };
+            let envelope = String::from_utf8(r.envelope).map_err(|_| {
+                crate::error::Error::MalformedRecord(format!("record {} is not UTF-8", r.index))
+            })?;
+            w.push(&BundleRecord {
+                index: r.index,
+                envelope,
+                proof,
+            })
+            .map_err(io)?;
+            written += 1;
+        }
+        from = to;
+    }
+    Ok((w.finish(key).map_err(io)?, manifest))
+}
+
+/// What comes next in a bundle of format 4.
+#[derive(Clone, Copy, PartialEq, Debug)]
+enum Stage {
+    Checkpoint,
+    Consistency,
+    KeysOrChunks,
+    Chunks,
+    Seal,
+    Done,
+}
+
+/// What a member of format 4 is, by name.
+#[derive(Clone, Copy, PartialEq, Debug)]
+enum Member {
+    Checkpoint,
+    Consistency,
+    Key,
+    Chunk(u64),
+    Report,
+    Seal,
+}
+
+fn member_of(name: &str) -> Option<Member> {
+    Some(match name {
+        CHECKPOINT => Member::Checkpoint,
+        CONSISTENCY => Member::Consistency,
+        REPORT => Member::Report,
+        SEAL => Member::Seal,
+        _ => {
+            if kind_of(name) == Some(Kind::Key) {
+                return Some(Member::Key);
+            }
+            let n = name.strip_prefix(CHUNKS_DIR)?.strip_suffix(".jsonl")?;
+            if n.len() != 8 || !n.bytes().all(|b| b.is_ascii_digit()) {
+                return None;
+            }
+            Member::Chunk(n.parse().ok()?)
+        }
+    })
+}
+
+/// Verify a bundle of format 4 whose manifest (`manifest_bytes`, already read from
+/// `entries`) says so; the rest of its members come from `entries`.
+pub(super) fn verify_stream<R: Read>(
+    manifest_bytes: &[u8],
+    entries: &mut tar::Entries<'_, R>,
+    trusted: &[VerifyingKey],
+    since: Option<&str>,
+) -> Result<Verified, BundleError> {
+    let manifest: Manifest =
+        serde_json::from_slice(manifest_bytes).map_err(|e| bad(format!("{MANIFEST}: {e}")))?;
+    if manifest.version != STREAM_VERSION || !manifest.members.is_empty() {
+        return Err(bad(format!(
+            "{MANIFEST}: a version {STREAM_VERSION} manifest lists no members (its seal does)"
+        )));
+    }
+    let manifest_sha256 = hex::encode(Sha256::digest(manifest_bytes));
+    let mut stage = Stage::Checkpoint;
+    let mut seen: Vec<Sealed> = Vec::new();
+    let mut cp: Option<Checkpoint> = None;
+    let mut consistent_with = None;
+    let mut keys: Vec<VerifyingKey> = Vec::new();
+    let ids: Vec<String> = trusted.iter().map(|k| k.key_id_hex()).collect();
+    let mut tree = crate::merkle::CompactTree::new();
+    let mut tally = Tally::default();
+    let mut count = 0u64;
+    let mut last: Option<u64> = None;
+    let mut chunks = 0u64;
+    // The previous chunk's records and size: only the last chunk may hold fewer than
+    // CHUNK_RECORDS records unless it was full by its bytes.
+    let mut previous: Option<(usize, u64, String)> = None;
+    let mut report: Option<Vec<u8>> = None;
+    let mut sealed = false;
+    let mut dirs = [false; 2];
+    for entry in entries {
+        let mut entry = entry.map_err(|e| bad(format!("corrupt or truncated bundle: {e}")))?;
+        let raw = entry.path_bytes().into_owned();
+        let etype = entry.header().entry_type();
+        let size = entry
+            .header()
+            .entry_size()
+            .map_err(|e| bad(format!("corrupt bundle member {}: {e}", shown(&raw))))?;
+        // `tar -cf … keys records` adds the directories themselves: harmless, empty, once.
+        if etype.is_dir() && size == 0 && stage != Stage::Done {
+            let dir = match raw.as_slice() {
+                b"keys/" | b"keys" => 0,
+                b"records/" | b"records" => 1,
+                _ => 2,
+            };
+            if dir < 2 {
+                if std::mem::replace(&mut dirs[dir], true) {
+                    return Err(refused(&raw, "it appears twice"));
+                }
+                continue;
+            }
+        }
+        if etype != tar::EntryType::Regular {
+            return Err(refused(
+                &raw,
+                format!(
+                    "it is {}; a bundle holds only regular files",
+                    type_name(etype)
+                ),
+            ));
+        }
+        let name = member_name(&raw)?.to_string();
+        if name == MANIFEST || seen.iter().any(|m| m.name == name) {
+            return Err(refused(&raw, "it appears twice"));
+        }
+        let member = member_of(&name).ok_or_else(|| {
+            refused(
+                &raw,
+                format!(
+                    "not part of a runwarden bundle of format {STREAM_VERSION} (which holds {MANIFEST}, {CHECKPOINT}, {CONSISTENCY}, {KEYS_DIR}KEYID.pub, {CHUNKS_DIR}NNNNNNNN.jsonl, {REPORT} and {SEAL})"
+                ),
+            )
+        })?;
+        let out_of_place = |expected: &str| {
+            refused(
+                &raw,
+                format!(
+                    "out of place: {expected} comes here (members reordered, added or duplicated)"
+                ),
+            )
+        };
+        let limit = match (stage, member) {
+            (Stage::Done, _) => {
+                return Err(refused(
+                    &raw,
+                    format!("it comes after {SEAL}, which ends a bundle"),
+                ));
+            }
+            (Stage::Checkpoint, Member::Checkpoint) => MAX_CHECKPOINT,
+            (Stage::Checkpoint, _) => return Err(out_of_place(CHECKPOINT)),
+            (Stage::Consistency, Member::Consistency) => MAX_CONSISTENCY,
+            (Stage::Consistency, _) => return Err(out_of_place(CONSISTENCY)),
+            (Stage::KeysOrChunks, Member::Key) if keys.len() < MAX_KEYS => MAX_KEY_FILE,
+            (Stage::KeysOrChunks, Member::Key) => {
+                return Err(refused(
+                    &raw,
+                    format!("a bundle holds at most {MAX_KEYS} keys"),
+                ));
+            }
+            (Stage::KeysOrChunks | Stage::Chunks, Member::Chunk(n)) if n == chunks => MAX_CHUNK,
+            (Stage::KeysOrChunks | Stage::Chunks, Member::Chunk(_)) => {
+                return Err(out_of_place(&chunk_name(chunks)));
+            }
+            (Stage::KeysOrChunks | Stage::Chunks, Member::Report) => MAX_REPORT,
+            (Stage::KeysOrChunks | Stage::Chunks, _) => {
+                return Err(out_of_place(&format!("{} or {REPORT}", chunk_name(chunks))));
+            }
+            (Stage::Seal, Member::Seal) => SEAL_BASE + SEAL_PER_MEMBER * seen.len() as u64,
+            (Stage::Seal, _) => return Err(out_of_place(SEAL)),
+        };
+        if size > limit {
+            return Err(refused(
+                &raw,
+                format!("it is {size} bytes; at most {limit} may be here"),
+            ));
+        }
+        let data = read_entry(&mut entry, &raw, size)?;
+        if member != Member::Seal {
+            seen.push(Sealed {
+                name: name.clone(),
+                size,
+                sha256: hex::encode(Sha256::digest(&data)),
+            });
+        }
+        match member {
+            Member::Checkpoint => {
+                let note =
+                    std::str::from_utf8(&data).map_err(|_| bad("checkpoint is not UTF-8"))?;
+                let c = Checkpoint::parse(note, trusted)
+                    .map_err(|e| bad(format!("checkpoint: {e}")))?;
+                check_against_manifest(&manifest, &c)?;
+                cp = Some(c);
+                stage = Stage::Consistency;
+            }
+            Member::Consistency => {
+                let c = cp.as_ref().expect("the checkpoint came first");
+                consistent_with = consistent_since(c, trusted, since, || Ok(&data))?;
+                stage = Stage::KeysOrChunks;
+            }
+            Member::Key => {
+                let key = key_member(&name, &data)?;
+                if keys
+                    .last()
+                    .is_some_and(|k| k.key_id_hex() >= key.key_id_hex())
+                {
+                    return Err(refused(&raw, "keys go once each, in key id order"));
+                }
+                keys.push(key);
+            }
+            Member::Chunk(_) => {
+                if let Some((n, bytes, name)) = previous.take()
+                    && n < CHUNK_RECORDS
+                    && bytes + MAX_RECORD_LINE <= MAX_CHUNK
+                {
+                    return Err(bad(format!(
+                        "bundle member {} holds {n} records, fewer than {CHUNK_RECORDS}, and is not the last: corrupt; re-export the bundle",
+                        shown(name.as_bytes())
+                    )));
+                }
+                let c = cp.as_ref().expect("the checkpoint came first");
+                let n = check_records(
+                    &data,
+                    &manifest,
+                    c,
+                    &ids,
+                    trusted,
+                    (&mut count, &mut last),
+                    &mut tree,
+                    &mut tally,
+                )?;
+                previous = Some((n, size, name.clone()));
+                chunks += 1;
+                stage = Stage::Chunks;
+            }
+            Member::Report => {
+                report = Some(data);
+                stage = Stage::Seal;
+            }
+            Member::Seal => {
+                // What the records prove comes first (naming a record where one is to
+                // blame), then the seal over everything, then the report — which even
+                // its exporter cannot make say what the records do not.
+                let c = cp.as_ref().expect("the checkpoint came first");
+                check_complete(&manifest, c, count, last, &tree)?;
+                check_seal(&data, trusted, &manifest_sha256, &seen)?;
+                let report = report.take().expect("the report comes before the seal");
+                if report != tally.render(&manifest, &keys).as_bytes() {
+                    return Err(bad(format!(
+                        "{REPORT} is not the report of the records in this bundle (forged by whoever sealed it): do not rely on it"
+                    )));
+                }
+                sealed = true;
+                stage = Stage::Done;
+            }
+        }
+    }
+    if !sealed {
+        return Err(bad(format!(
+            "truncated bundle: it ends before {SEAL} (after {} member(s)); re-export the bundle",
+            seen.len() + 1
+        )));
+    }
+    let cp = cp.expect("sealed bundles have a checkpoint");
+    Ok(Verified {
+        records: count,
+        tree_size: cp.size,
+        root: cp.root,
+        origin: cp.origin,
+        consistent_with,
+        complete: manifest.complete,
+    })
+}
+
+/// The records counted are the ones the manifest lists and, in a complete bundle, every
+/// record of the checkpoint's tree: their leaves hash to its root.
+fn check_complete(
+    manifest: &Manifest,
+    cp: &Checkpoint,
+    count: u64,
+    last: Option<u64>,
+    tree: &crate::merkle::CompactTree,
+) -> Result<(), BundleError> {
+    if count != manifest.record_count {
+        let at = last.map(|l| l + 1).unwrap_or(0);
+        return Err(bad_record(
+            at,
+            format!(
+                "the manifest lists {} records but the bundle holds {count} (records removed)",
+                manifest.record_count
+            ),
+        ));
+    }
+    if manifest.complete {
+        if count != cp.size {
+            return Err(bad_record(
+                count,
+                format!(
+                    "missing: a complete bundle must hold all {} records of the checkpoint (truncated)",
+                    cp.size
+                ),
+            ));
+        }
+        if tree.root() != cp.root {
+            return Err(bad(
+                "the records do not hash to the checkpoint's root: a record was replaced by another signed record, or the checkpoint is of another log",
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The checkpoint must be of the log and size the manifest names.
+fn check_against_manifest(manifest: &Manifest, cp: &Checkpoint) -> Result<(), BundleError> {
+    if cp.size != manifest.tree_size {
+        return Err(bad(format!(
+            "the manifest says tree size {} but the signed checkpoint says {}",
+            manifest.tree_size, cp.size
+        )));
+    }
+    if cp.origin != manifest.origin {
+        return Err(bad(format!(
+            "the manifest says log {:?} but the signed checkpoint is of log {:?}",
+            manifest.origin, cp.origin
+        )));
+    }
+    Ok(())
+}
+
+/// The seal must be signed by a trusted key and name exactly the members seen.
+fn check_seal(
+    data: &[u8],
+    trusted: &[VerifyingKey],
+    manifest_sha256: &str,
+    seen: &[Sealed],
+) -> Result<(), BundleError> {
+    let text = std::str::from_utf8(data).map_err(|_| bad(format!("{SEAL} is not UTF-8")))?;
+    let env = Envelope::from_json(text).map_err(|e| bad(format!("{SEAL}: {e}")))?;
+    if env.payload_type != SEAL_PAYLOAD_TYPE {
+        return Err(bad(format!(
+            "{SEAL} has payload type {:?}, not a bundle seal",
+            escape_control(&env.payload_type)
+        )));
+    }
+    env.verify(trusted).map_err(|e| {
+        bad(format!(
+            "{SEAL} is not signed by a trusted key ({e}): the bundle's manifest, filter and report are not vouched for"
+        ))
+    })?;
+    let payload = env.payload().map_err(|e| bad(format!("{SEAL}: {e}")))?;
+    let seal: Seal = serde_json::from_slice(&payload).map_err(|e| bad(format!("{SEAL}: {e}")))?;
+    if seal.version != STREAM_VERSION || seal.manifest != manifest_sha256 {
+        return Err(bad(format!(
+            "{MANIFEST} is not the one the seal signed (altered): re-export the bundle"
+        )));
+    }
+    if seal.members.len() != seen.len() {
+        return Err(bad(format!(
+            "the seal names {} members, the bundle holds {}: members added or removed",
+            seal.members.len(),
+            seen.len()
+        )));
+    }
+    for (want, got) in seal.members.iter().zip(seen) {
+        if want != got {
+            return Err(bad(format!(
+                "bundle member {} is not the one the seal signed (altered, replaced or moved): re-export the bundle",
+                shown(got.name.as_bytes())
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Check one chunk's records: each line, in order (strictly increasing indexes; in a
+/// complete bundle exactly the next leaf), signed by a trusted key; in a filtered bundle
+/// proved against the checkpoint, in a complete one hashed into `tree`. Returns how many
+/// records the chunk holds.
+#[allow(clippy::too_many_arguments)]
+fn check_records(
+    data: &[u8],
+    manifest: &Manifest,
+    cp: &Checkpoint,
+    ids: &[String],
+    trusted: &[VerifyingKey],
+    (count, last): (&mut u64, &mut Option<u64>),
+    tree: &mut crate::merkle::CompactTree,
+    tally: &mut Tally,
+) -> Result<usize, BundleError> {
+    let Some(body) = data.strip_suffix(b"\n") else {
+        return Err(bad_record(
+            last.map_or(0, |l| l + 1),
+            "a chunk of records that does not end a line (truncated)",
+        ));
+    };
+    let lines: Vec<&[u8]> = body.split(|b| *b == b'\n').collect();
+    if *count + lines.len() as u64 > manifest.record_count {
+        return Err(bad_record(
+            last.map_or(0, |l| l + 1),
+            format!(
+                "more records than the {} the manifest lists (records added)",
+                manifest.record_count
+            ),
+        ));
+    }
+    let parsed = parse_lines(&lines);
+    let mut records = Vec::with_capacity(lines.len());
+    for (pos, p) in parsed.into_iter().enumerate() {
+        let r = p.map_err(|e| {
+            let at = records
+                .last()
+                .map(|r: &Line| r.index + 1)
+                .or(last.map(|l| l + 1))
+                .unwrap_or(0);
+            bad_record(
+                at,
+                format!(
+                    "a line of the records is corrupt: {e} (line {} of its chunk)",
+                    pos + 1
+                ),
+            )
+        })?;
+        records.push(r);
+    }
+    let checked = check_lines(&records, cp, ids, trusted, manifest.complete);
+    // A record missing here may only stand later in the chunk: then it was moved.
+    let present: std::collections::HashSet<u64> = records.iter().map(|r| r.index).collect();
+    for (r, result) in records.iter().zip(checked) {
+        let i = r.index;
+        check_place(
+            i,
+            *last,
+            manifest.complete,
+            |x| present.contains(&x),
+            cp.size,
+        )?;
+        let (leaf, facts) = result?;
+        if manifest.complete {
+            tree.append(leaf);
+        }
+        tally.add(i, facts.as_ref());
+        *last = Some(i);
+        *count += 1;
+    }
+    Ok(records.len())
+}
+
+/// Each record's leaf hash and report facts, or what is wrong with it: signatures checked
+/// in batches, on every core.
+fn check_lines(
+    records: &[Line],
+    cp: &Checkpoint,
+    ids: &[String],
+    trusted: &[VerifyingKey],
+    complete: bool,
+) -> Vec<Result<(Hash, Option<Facts>), BundleError>> {
+    let workers = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .clamp(1, 16);
+    let part = records.len().div_ceil(workers).max(1);
+    let parts: Vec<&[Line]> = records.chunks(part).collect();
+    std::thread::scope(|s| {
+        let handles: Vec<_> = parts
+            .iter()
+            .map(|p| s.spawn(move || check_part(p, cp, ids, trusted, complete)))
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
+            .collect()
+    })
+}
+
+fn check_part(
+    part: &[Line],
+    cp: &Checkpoint,
+    ids: &[String],
+    trusted: &[VerifyingKey],
+    complete: bool,
+) -> Vec<Result<(Hash, Option<Facts>), BundleError>> {
+    let mut out: Vec<Result<(Hash, Option<Facts>), BundleError>> = Vec::with_capacity(part.len());
+    let (mut msgs, mut sigs, mut keys, mut at) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for (pos, r) in part.iter().enumerate() {
+        let opened = if complete {
+            match r.proof {
+                Some(_) => Err(bad_record(
+                    r.index,
+                    "an inclusion proof in a complete bundle, whose records prove themselves (altered)",
+                )),
+                None => open_record(r, ids),
+            }
+        } else {
+            match r.proof {
+                None => Err(bad_record(
+                    r.index,
+                    "no inclusion proof in a filtered bundle",
+                )),
+                Some(_) => prepare(r, cp, ids),
+            }
+        };
+        match opened {
+            Ok((pae, off, sig, k)) => {
+                let facts = facts_of(&pae[off..]);
+                out.push(Ok((leaf_hash(r.envelope.get().as_bytes()), facts)));
+                msgs.push(pae);
+                sigs.push(sig);
+                keys.push(*trusted[k].dalek());
+                at.push(pos);
+            }
+            Err(e) => out.push(Err(e)),
+        }
+    }
+    let refs: Vec<&[u8]> = msgs.iter().map(Vec::as_slice).collect();
+    let weak = keys.iter().any(|k| k.is_weak());
+    if weak || ed25519_dalek::verify_batch(&refs, &sigs, &keys).is_err() {
+        for (j, pos) in at.iter().enumerate() {
+            if keys[j].verify_strict(&msgs[j], &sigs[j]).is_err() {
+                out[*pos] = Err(bad_record(
+                    part[*pos].index,
+                    "signature: does not verify with the trusted key",
+                ));
+            }
+        }
+    }
+    out
+}

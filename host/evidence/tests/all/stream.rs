@@ -1,0 +1,481 @@
+//! Bundles of format 4, written and verified as a stream: records in chunks, a complete
+//! log proved complete by its own leaves, a filtered one by proofs, and everything under
+//! the exporter's seal — tampered with every way a chunked bundle invites.
+
+use super::bundle::{Members, assert_refused, get, members, raw_member, record, tar_of};
+use runwarden_evidence::{
+    BundleRecord, BundleWriter, Checkpoint, Envelope, Manifest, MerkleTree, NewRecord, SigningKey,
+    Store, VerifyingKey, leaf_hash, rfc3339_ms, verify_bundle,
+};
+
+const CHUNK: u64 = 4096;
+
+/// `n` records of a log signed by `key`, with the log's tree.
+fn log(n: u64, key: &SigningKey) -> (Vec<String>, MerkleTree) {
+    let envelopes: Vec<String> = (0..n)
+        .map(|i| record(i, key, &format!("run {i}")))
+        .collect();
+    let tree = MerkleTree::new(envelopes.iter().map(|e| leaf_hash(e.as_bytes())).collect());
+    (envelopes, tree)
+}
+
+/// A bundle of format 4 of the records of `log` that `keep` selects (all of them:
+/// complete), sealed by `sealer`.
+fn write(
+    key: &SigningKey,
+    (envelopes, tree): &(Vec<String>, MerkleTree),
+    keep: impl Fn(u64) -> bool,
+    complete: bool,
+    sealer: &SigningKey,
+) -> Vec<u8> {
+    let cp = Checkpoint {
+        origin: "runwarden/host-1".into(),
+        size: tree.size(),
+        root: tree.root(),
+    };
+    let picked: Vec<u64> = (0..tree.size()).filter(|&i| keep(i)).collect();
+    let manifest = Manifest {
+        version: 4,
+        origin: cp.origin.clone(),
+        tree_size: cp.size,
+        record_count: picked.len() as u64,
+        complete,
+        filter: if complete {
+            serde_json::json!({})
+        } else {
+            serde_json::json!({"runbook": "restart-service"})
+        },
+        created_at: rfc3339_ms(1_700_000_000_000),
+        members: Default::default(),
+    };
+    let mut w = BundleWriter::start(
+        Vec::new(),
+        &manifest,
+        &cp.sign(key).unwrap(),
+        &[],
+        &[key.verifying_key()],
+    )
+    .unwrap();
+    for i in picked {
+        w.push(&BundleRecord {
+            index: i,
+            envelope: envelopes[i as usize].clone(),
+            proof: tree.inclusion_proof(i).unwrap(),
+        })
+        .unwrap();
+    }
+    w.finish(sealer).unwrap()
+}
+
+fn complete(n: u64) -> (Vec<u8>, SigningKey) {
+    let key = SigningKey::generate("host-1").unwrap();
+    let l = log(n, &key);
+    (write(&key, &l, |_| true, true, &key), key)
+}
+
+fn hex_sha256(data: &[u8]) -> String {
+    use sha2::Digest as _;
+    hex::encode(sha2::Sha256::digest(data))
+}
+
+fn names(m: &Members) -> Vec<&str> {
+    m.iter().map(|(n, _)| n.as_str()).collect()
+}
+
+fn lines(data: &[u8]) -> Vec<String> {
+    String::from_utf8(data.to_vec())
+        .unwrap()
+        .lines()
+        .map(String::from)
+        .collect()
+}
+
+fn join(lines: &[String]) -> Vec<u8> {
+    format!("{}\n", lines.join("\n")).into_bytes()
+}
+
+#[test]
+fn a_complete_log_in_several_chunks_verifies_and_proves_itself_complete() {
+    let n = 2 * CHUNK + 808;
+    let (bytes, key) = complete(n);
+    let trusted = [key.verifying_key()];
+    let v = verify_bundle(bytes.as_slice(), &trusted, None).unwrap();
+    assert_eq!((v.records, v.tree_size, v.complete), (n, n, true));
+    let mut m = members(&bytes);
+    assert_eq!(
+        names(&m),
+        [
+            "runwarden-bundle.json",
+            "checkpoint.txt",
+            "consistency.json",
+            &format!("keys/{}.pub", key.verifying_key().key_id_hex()),
+            "records/00000000.jsonl",
+            "records/00000001.jsonl",
+            "records/00000002.jsonl",
+            "report.html",
+            "seal.dsse.json",
+        ]
+    );
+    let chunk = lines(get(&mut m, "records/00000001.jsonl"));
+    assert_eq!(chunk.len() as u64, CHUNK);
+    assert!(
+        chunk[0].starts_with("{\"index\":4096,\"envelope\":"),
+        "a complete bundle's records carry no proofs: {}",
+        &chunk[0][..40]
+    );
+    let report = String::from_utf8(get(&mut m, "report.html").clone()).unwrap();
+    assert!(
+        report.contains(&format!(
+            "<tr><td>restart-service</td><td>{n}</td><td>0</td><td>0</td><td>{n}</td>"
+        )) && report.contains("complete log up to the checkpoint"),
+        "{report}"
+    );
+    // Summaries and the latest 1,000 records needing attention (here all: they failed).
+    assert!(report.len() < 512 << 10, "{} bytes", report.len());
+}
+
+#[test]
+fn a_filtered_export_carries_proofs_and_its_filter_under_the_seal() {
+    let key = SigningKey::generate("host-1").unwrap();
+    let l = log(50, &key);
+    let bytes = write(&key, &l, |i| i % 3 == 0, false, &key);
+    let trusted = [key.verifying_key()];
+    let v = verify_bundle(bytes.as_slice(), &trusted, None).unwrap();
+    assert_eq!((v.records, v.tree_size, v.complete), (17, 50, false));
+    let mut m = members(&bytes);
+    assert!(
+        lines(get(&mut m, "records/00000000.jsonl"))[1].starts_with("{\"index\":3,\"proof\":\"")
+    );
+
+    // The filter it states is signed: edited, the bundle is refused.
+    let manifest = String::from_utf8(get(&mut m, "runwarden-bundle.json").clone()).unwrap();
+    *get(&mut m, "runwarden-bundle.json") = manifest
+        .replace("restart-service", "rotate-logs")
+        .into_bytes();
+    assert_refused(
+        &tar_of(&m),
+        &trusted[0],
+        "runwarden-bundle.json is not the one the seal signed",
+    );
+    // So is all of the manifest, even what reads the same.
+    let mut m = members(&bytes);
+    let manifest = String::from_utf8(get(&mut m, "runwarden-bundle.json").clone()).unwrap();
+    *get(&mut m, "runwarden-bundle.json") = manifest.replace(": ", ":").into_bytes();
+    assert_refused(
+        &tar_of(&m),
+        &trusted[0],
+        "runwarden-bundle.json is not the one the seal signed",
+    );
+
+    // A record dropped, the count edited to match: the count, then the seal, object.
+    let mut m = members(&bytes);
+    let mut chunk = lines(get(&mut m, "records/00000000.jsonl"));
+    chunk.remove(2);
+    *get(&mut m, "records/00000000.jsonl") = join(&chunk);
+    let manifest = String::from_utf8(get(&mut m, "runwarden-bundle.json").clone()).unwrap();
+    *get(&mut m, "runwarden-bundle.json") = manifest
+        .replace("\"record_count\": 17", "\"record_count\": 16")
+        .into_bytes();
+    assert_refused(
+        &tar_of(&m),
+        &trusted[0],
+        "runwarden-bundle.json is not the one the seal signed",
+    );
+
+    // A line without its proof.
+    let mut m = members(&bytes);
+    let mut chunk = lines(get(&mut m, "records/00000000.jsonl"));
+    let at = chunk[4].find(",\"envelope\"").unwrap();
+    let start = chunk[4].find(",\"proof\"").unwrap();
+    chunk[4] = format!("{}{}", &chunk[4][..start], &chunk[4][at..]);
+    *get(&mut m, "records/00000000.jsonl") = join(&chunk);
+    assert_refused(&tar_of(&m), &trusted[0], "record 12: no inclusion proof");
+}
+
+#[test]
+fn chunks_swapped_dropped_split_or_added_are_refused() {
+    let (bytes, key) = complete(2 * CHUNK + 10);
+    let k = key.verifying_key();
+    let original = members(&bytes);
+    let at = |m: &Members, name: &str| m.iter().position(|(n, _)| n == name).unwrap();
+
+    // The first two chunks' contents swapped.
+    let mut m = original.clone();
+    let (a, b) = (
+        at(&m, "records/00000000.jsonl"),
+        at(&m, "records/00000001.jsonl"),
+    );
+    let first = m[a].1.clone();
+    m[a].1 = m[b].1.clone();
+    m[b].1 = first;
+    assert_refused(&tar_of(&m), &k, "record 0: missing from a complete bundle");
+
+    // The middle chunk dropped, the last renumbered.
+    let mut m = original.clone();
+    m.remove(at(&m, "records/00000001.jsonl"));
+    let last = at(&m, "records/00000002.jsonl");
+    m[last].0 = "records/00000001.jsonl".into();
+    assert_refused(
+        &tar_of(&m),
+        &k,
+        "record 4096: missing from a complete bundle",
+    );
+
+    // A chunk out of its number's place.
+    let mut m = original.clone();
+    let (a, b) = (
+        at(&m, "records/00000000.jsonl"),
+        at(&m, "records/00000001.jsonl"),
+    );
+    m.swap(a, b);
+    assert_refused(
+        &tar_of(&m),
+        &k,
+        "\"records/00000001.jsonl\" refused: out of place",
+    );
+
+    // The first chunk split in two (every record still there, in order): a short chunk
+    // that is not the last is refused.
+    let mut m = original.clone();
+    let a = at(&m, "records/00000000.jsonl");
+    let chunk = lines(&m[a].1);
+    m[a].1 = join(&chunk[..2000]);
+    m.insert(
+        a + 1,
+        ("records/00000001.jsonl".into(), join(&chunk[2000..])),
+    );
+    for (n, member) in m.iter_mut().enumerate().skip(a + 2) {
+        if member.0.starts_with("records/") {
+            member.0 = format!("records/{:08}.jsonl", n - a);
+        }
+    }
+    assert_refused(
+        &tar_of(&m),
+        &k,
+        "holds 2000 records, fewer than 4096, and is not the last",
+    );
+
+    // Anything after the seal.
+    let mut m = original.clone();
+    m.push(("records/00000003.jsonl".into(), b"{}\n".to_vec()));
+    assert_refused(&tar_of(&m), &k, "it comes after seal.dsse.json");
+
+    // Cut before the seal.
+    let mut m = original.clone();
+    m.pop();
+    assert_refused(
+        &tar_of(&m),
+        &k,
+        "truncated bundle: it ends before seal.dsse.json",
+    );
+}
+
+#[test]
+fn what_no_record_names_is_caught_by_the_report_root_or_seal() {
+    let (bytes, key) = complete(20);
+    let k = key.verifying_key();
+    let original = members(&bytes);
+
+    // The report edited.
+    let mut m = original.clone();
+    let report = String::from_utf8(get(&mut m, "report.html").clone()).unwrap();
+    let lie = report
+        .replace("Remediation evidence", "All healed")
+        .into_bytes();
+    *get(&mut m, "report.html") = lie.clone();
+    assert_refused(
+        &tar_of(&m),
+        &k,
+        "\"report.html\" is not the one the seal signed",
+    );
+    // … and sealed again by the exporter's own key: still not the records' report.
+    let seal = Envelope::from_json(std::str::from_utf8(&m.last().unwrap().1).unwrap()).unwrap();
+    let mut payload: serde_json::Value = serde_json::from_slice(&seal.payload().unwrap()).unwrap();
+    for member in payload["members"].as_array_mut().unwrap() {
+        if member["name"] == "report.html" {
+            member["size"] = lie.len().into();
+            member["sha256"] = hex_sha256(&lie).into();
+        }
+    }
+    let resealed = Envelope::sign(
+        runwarden_evidence::SEAL_PAYLOAD_TYPE,
+        &serde_json::to_vec(&payload).unwrap(),
+        &key,
+    );
+    m.last_mut().unwrap().1 = resealed.to_json().into_bytes();
+    assert_refused(
+        &tar_of(&m),
+        &k,
+        "report.html is not the report of the records in this bundle (forged by whoever sealed it)",
+    );
+
+    // A proof slipped into a complete bundle's line.
+    let mut m = original.clone();
+    let mut chunk = lines(get(&mut m, "records/00000000.jsonl"));
+    chunk[5] = chunk[5].replacen(",\"envelope\"", ",\"proof\":\"\",\"envelope\"", 1);
+    *get(&mut m, "records/00000000.jsonl") = join(&chunk);
+    assert_refused(
+        &tar_of(&m),
+        &k,
+        "record 5: an inclusion proof in a complete bundle",
+    );
+
+    // Record 7 replaced by another record the same key signed (a forger with the host's
+    // key but not the log): signatures and order hold, the root does not.
+    let mut m = original.clone();
+    let mut chunk = lines(get(&mut m, "records/00000000.jsonl"));
+    chunk[7] = format!(
+        "{{\"index\":7,\"envelope\":{}}}",
+        record(7, &key, "something else")
+    );
+    *get(&mut m, "records/00000000.jsonl") = join(&chunk);
+    assert_refused(
+        &tar_of(&m),
+        &k,
+        "the records do not hash to the checkpoint's root",
+    );
+
+    // Sealed by a key the auditor does not trust.
+    let rogue = SigningKey::generate("host-1").unwrap();
+    let l = log(20, &key);
+    let resealed = write(&key, &l, |_| true, true, &rogue);
+    assert_refused(
+        &resealed,
+        &k,
+        "seal.dsse.json is not signed by a trusted key",
+    );
+
+    // A seal whose payload is not a seal.
+    let mut m = original.clone();
+    let not_a_seal = Envelope::sign("application/vnd.in-toto+json", b"{}", &key);
+    m.last_mut().unwrap().1 = not_a_seal.to_json().into_bytes();
+    assert_refused(&tar_of(&m), &k, "not a bundle seal");
+}
+
+#[test]
+fn an_empty_log_exports_and_verifies() {
+    let (bytes, key) = complete(0);
+    let v = verify_bundle(bytes.as_slice(), &[key.verifying_key()], None).unwrap();
+    assert_eq!((v.records, v.tree_size, v.complete), (0, 0, true));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_exports_a_stream_that_verifies_complete_and_filtered() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open_sqlite(&dir.path().join("evidence.db"))
+        .await
+        .unwrap();
+    let key = SigningKey::generate("host-1").unwrap();
+    for i in 0..30u64 {
+        let envelope = record(i, &key, &format!("run {i}"));
+        store
+            .append(NewRecord {
+                envelope: envelope.into_bytes(),
+                invocation_id: format!("{i:032x}"),
+                host_id: "host-1".into(),
+                runbook: if i % 2 == 0 {
+                    "restart-service"
+                } else {
+                    "rotate-logs"
+                }
+                .into(),
+                status: "failed".into(),
+                started_at_ms: 1_700_000_000_000 + i as i64,
+            })
+            .await
+            .unwrap();
+    }
+    let trusted: Vec<VerifyingKey> = vec![key.verifying_key()];
+    let (bytes, manifest) = runwarden_evidence::export_stream(
+        &store,
+        &Default::default(),
+        &key,
+        "runwarden/host-1",
+        trusted.clone(),
+        Vec::new(),
+    )
+    .await
+    .unwrap();
+    assert_eq!((manifest.record_count, manifest.complete), (30, true));
+    let v = verify_bundle(bytes.as_slice(), &trusted, None).unwrap();
+    assert_eq!((v.records, v.tree_size, v.complete), (30, 30, true));
+
+    // More records, then a filtered export: consistent with the first checkpoint.
+    let first_note = {
+        let mut m = members(&bytes);
+        String::from_utf8(get(&mut m, "checkpoint.txt").clone()).unwrap()
+    };
+    for i in 30..40u64 {
+        store
+            .append(NewRecord {
+                envelope: record(i, &key, "later").into_bytes(),
+                invocation_id: format!("{i:032x}"),
+                host_id: "host-1".into(),
+                runbook: "rotate-logs".into(),
+                status: "failed".into(),
+                started_at_ms: 1_700_000_000_000 + i as i64,
+            })
+            .await
+            .unwrap();
+    }
+    let filter = runwarden_evidence::Filter {
+        runbook: Some("rotate-logs".into()),
+        ..Default::default()
+    };
+    let (bytes, manifest) = runwarden_evidence::export_stream(
+        &store,
+        &filter,
+        &key,
+        "runwarden/host-1",
+        trusted.clone(),
+        Vec::new(),
+    )
+    .await
+    .unwrap();
+    assert_eq!((manifest.record_count, manifest.complete), (25, false));
+    let v = verify_bundle(bytes.as_slice(), &trusted, Some(&first_note)).unwrap();
+    assert_eq!(
+        (v.records, v.tree_size, v.complete, v.consistent_with),
+        (25, 40, false, Some(30))
+    );
+}
+
+#[test]
+fn a_bundle_repacked_with_tar_and_its_directories_still_verifies() {
+    let (bytes, key) = complete(5);
+    // As `tar -cf … keys records …` packs what `tar -x` extracted: the directories too.
+    let mut out = Vec::new();
+    for (name, data) in members(&bytes) {
+        for dir in ["keys/", "records/"] {
+            if name.starts_with(dir) && !out.windows(dir.len()).any(|w| w == dir.as_bytes()) {
+                raw_member(&mut out, dir.as_bytes(), tar::EntryType::Directory, 0, &[]);
+            }
+        }
+        raw_member(
+            &mut out,
+            name.as_bytes(),
+            tar::EntryType::Regular,
+            data.len() as u64,
+            &data,
+        );
+    }
+    out.extend_from_slice(&[0; 1024]);
+    let v = verify_bundle(out.as_slice(), &[key.verifying_key()], None).unwrap();
+    assert_eq!(v.records, 5);
+    // A directory of another name is not part of a bundle.
+    let mut odd = Vec::new();
+    raw_member(
+        &mut odd,
+        b"runwarden-bundle.json",
+        tar::EntryType::Regular,
+        members(&bytes)[0].1.len() as u64,
+        &members(&bytes)[0].1,
+    );
+    raw_member(&mut odd, b"tmp/", tar::EntryType::Directory, 0, &[]);
+    odd.extend_from_slice(&[0; 1024]);
+    assert_refused(
+        &odd,
+        &key.verifying_key(),
+        "\"tmp/\" refused: it is a directory",
+    );
+}
