@@ -65,6 +65,10 @@ pub enum EvidenceCommand {
         /// An earlier checkpoint note you trust (e.g. checkpoint.txt of a previous bundle).
         #[arg(long)]
         since_checkpoint: Option<PathBuf>,
+        /// Fail unless the bundle holds every record of its log up to the signed
+        /// checkpoint, proven from signed data alone (for a tenant bundle: of every log).
+        #[arg(long)]
+        require_complete: bool,
     },
     /// Show one record: the decoded statement, its signature status and inclusion proof.
     Show {
@@ -450,9 +454,15 @@ pub fn evidence(cmd: EvidenceCommand, data_dir: &Path, log: &LogArgs) -> anyhow:
         bundle,
         keys,
         since_checkpoint,
+        require_complete,
     } = cmd
     {
-        return verify(&bundle, &keys, since_checkpoint.as_deref());
+        return verify(
+            &bundle,
+            &keys,
+            since_checkpoint.as_deref(),
+            require_complete,
+        );
     }
     io()?.block_on(async {
         let store = open_store(data_dir, log).await?;
@@ -497,7 +507,16 @@ pub fn evidence(cmd: EvidenceCommand, data_dir: &Path, log: &LogArgs) -> anyhow:
                 // Written as it is read, to a temporary file renamed once whole.
                 let tmp = out.with_extension("partial");
                 let file = std::fs::File::create(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
-                let written = ev::export_stream(&store, &filter, &key, &origin(&key), local_public_keys(data_dir), std::io::BufWriter::new(file)).await;
+                let progress = std::sync::Mutex::new(crate::term::Progress::new("exporting", 0));
+                let tell = |done: u64, total: u64| {
+                    if let Ok(p) = progress.lock() {
+                        p.at_of(done, total);
+                    }
+                };
+                let written = ev::export_stream(&store, &filter, &key, &origin(&key), local_public_keys(data_dir), std::io::BufWriter::with_capacity(1 << 20, file), &tell).await;
+                if let Ok(p) = progress.lock() {
+                    p.done();
+                }
                 let manifest = match written {
                     Ok((w, manifest)) => {
                         w.into_inner().map_err(|e| e.into_error()).and_then(|f| f.sync_all()).with_context(|| format!("cannot write {}", tmp.display()))?;
@@ -574,7 +593,12 @@ pub fn evidence(cmd: EvidenceCommand, data_dir: &Path, log: &LogArgs) -> anyhow:
 }
 
 /// `evidence verify`: needs nothing but the bundle and the keys.
-fn verify(bundle: &Path, keys: &[PathBuf], since: Option<&Path>) -> anyhow::Result<ExitCode> {
+fn verify(
+    bundle: &Path,
+    keys: &[PathBuf],
+    since: Option<&Path>,
+    require_complete: bool,
+) -> anyhow::Result<ExitCode> {
     let trusted = keys
         .iter()
         .map(|k| ev::read_verifying_key(k))
@@ -590,6 +614,20 @@ fn verify(bundle: &Path, keys: &[PathBuf], since: Option<&Path>) -> anyhow::Resu
         }
         return match ev::verify_tenant_bundle(std::io::BufReader::new(open()?), &trusted) {
             // Quotes the bundle: escaped inside, line by line.
+            Ok(v) if v.ok() && require_complete && v.logs.iter().any(|(e, _)| !e.complete) => {
+                print!("{v}");
+                let partial: Vec<String> = v
+                    .logs
+                    .iter()
+                    .filter(|(e, _)| !e.complete)
+                    .map(|(e, _)| ev::escape_control(&e.origin).into_owned())
+                    .collect();
+                eprintln!(
+                    "verification FAILED: --require-complete: not every record of {} is in the bundle (the control plane's log holds every tenant's decisions, so a tenant's share of it is a filtered part)",
+                    partial.join(", ")
+                );
+                Ok(ExitCode::FAILURE)
+            }
             Ok(v) if v.ok() => {
                 print!("{v}");
                 Ok(ExitCode::SUCCESS)
@@ -608,9 +646,30 @@ fn verify(bundle: &Path, keys: &[PathBuf], since: Option<&Path>) -> anyhow::Resu
         };
     }
     let file = open()?;
-    match ev::verify_bundle(std::io::BufReader::new(file), &trusted, since.as_deref()) {
+    let size = file.metadata().map_or(0, |m| m.len());
+    let progress = crate::term::Progress::new("verifying", size);
+    let reader = crate::term::Counting {
+        inner: file,
+        read: 0,
+        progress: &progress,
+    };
+    let verified = ev::verify_bundle(
+        std::io::BufReader::with_capacity(1 << 20, reader),
+        &trusted,
+        since.as_deref(),
+    );
+    progress.done();
+    match verified {
         // Both quote the bundle: printed with control characters escaped, so nothing in it
         // can rewrite the line that says whether it verified.
+        Ok(v) if require_complete && !v.complete => {
+            println!("{}", ev::escape_control(&v.to_string()));
+            eprintln!(
+                "verification FAILED: --require-complete: this is a filtered export ({} of the log's {} records); export the whole log",
+                v.records, v.tree_size
+            );
+            Ok(ExitCode::FAILURE)
+        }
         Ok(v) => {
             println!("{}", ev::escape_control(&v.to_string()));
             Ok(ExitCode::SUCCESS)

@@ -67,6 +67,86 @@ macro_rules! errln {
     };
 }
 
+/// A progress line on standard error, only when it is a terminal: rewritten in place at
+/// most every 200 ms, cleared when done. Nothing at all when output goes to a file or
+/// another program, so logs and tests never see it.
+pub(crate) struct Progress {
+    what: &'static str,
+    total: std::cell::Cell<u64>,
+    shown: std::cell::Cell<Option<std::time::Instant>>,
+    on: bool,
+}
+
+impl Progress {
+    /// Progress of `what` towards `total`.
+    pub(crate) fn new(what: &'static str, total: u64) -> Progress {
+        use std::io::IsTerminal as _;
+        Progress {
+            what,
+            total: std::cell::Cell::new(total),
+            shown: std::cell::Cell::new(None),
+            on: std::io::stderr().is_terminal(),
+        }
+    }
+
+    /// `done` of `total` so far.
+    pub(crate) fn at_of(&self, done: u64, total: u64) {
+        self.total.set(total);
+        self.at(done);
+    }
+
+    /// `done` of the total so far.
+    pub(crate) fn at(&self, done: u64) {
+        if !self.on {
+            return;
+        }
+        let now = std::time::Instant::now();
+        if self
+            .shown
+            .get()
+            .is_some_and(|t| now.duration_since(t) < std::time::Duration::from_millis(200))
+        {
+            return;
+        }
+        self.shown.set(Some(now));
+        let pct = (done.saturating_mul(100))
+            .checked_div(self.total.get())
+            .unwrap_or(100)
+            .min(100);
+        let width = 30usize;
+        let filled = (pct as usize * width) / 100;
+        eprint!(
+            "\r{}: [{}{}] {pct:>3}%",
+            self.what,
+            "#".repeat(filled),
+            " ".repeat(width - filled)
+        );
+    }
+
+    /// Clear the line.
+    pub(crate) fn done(&self) {
+        if self.on && self.shown.get().is_some() {
+            eprint!("\r{}\r", " ".repeat(self.what.len() + 40));
+        }
+    }
+}
+
+/// Reads through to `inner`, telling `progress` how many bytes have been read.
+pub(crate) struct Counting<'a, R> {
+    pub(crate) inner: R,
+    pub(crate) read: u64,
+    pub(crate) progress: &'a Progress,
+}
+
+impl<R: std::io::Read> std::io::Read for Counting<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.read += n as u64;
+        self.progress.at(self.read);
+        Ok(n)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -160,6 +160,26 @@ fn a_tenants_export_holds_the_control_log_and_each_of_its_hosts_logs_and_nothing
         "{said}"
     );
     assert!(!said.contains("clinic-b"), "{said}");
+    // Every host log is whole; the control plane's is a tenant's share of a shared log,
+    // which --require-complete cannot accept.
+    let strict = runwarden(
+        a_bundle.parent().unwrap(),
+        &[
+            "evidence",
+            "verify",
+            a_bundle.to_str().unwrap(),
+            "--key",
+            control_pub.to_str().unwrap(),
+            "--require-complete",
+        ],
+    );
+    assert_eq!(strict.status.code(), Some(1), "{}", stderr(&strict));
+    assert!(
+        stderr(&strict)
+            .contains("--require-complete: not every record of runwarden/runwarden-control"),
+        "{}",
+        stderr(&strict)
+    );
 
     // What it holds: the control plane's log (only tenant local's records of it), then
     // each host's complete log under the key it enrolled with.

@@ -169,6 +169,37 @@ fn an_untouched_bundle_verifies() {
 }
 
 #[test]
+fn require_complete_accepts_the_whole_log_and_refuses_a_filtered_export() {
+    let d = tempfile::tempdir().unwrap();
+    let (bundle, key) = setup(d.path(), 3);
+    let o = verify(d.path(), &bundle, &key, &["--require-complete"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let filtered = d.path().join("filtered.tar");
+    let o = runwarden(
+        d.path(),
+        &[
+            "evidence",
+            "export",
+            "--runbook",
+            "trivial",
+            "-o",
+            filtered.to_str().unwrap(),
+        ],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = verify(d.path(), &filtered, &key, &[]);
+    assert!(
+        o.status.success(),
+        "a filtered export verifies: {}",
+        stderr(&o)
+    );
+    assert_fails(
+        &verify(d.path(), &filtered, &key, &["--require-complete"]),
+        "--require-complete: this is a filtered export (3 of the log's 3 records)",
+    );
+}
+
+#[test]
 fn every_tampering_is_detected_and_the_record_named() {
     let d = tempfile::tempdir().unwrap();
     let (bundle, key) = setup(d.path(), 5);

@@ -203,7 +203,7 @@ impl<W: Write> BundleWriter<W> {
         self.in_chunk += 1;
         self.written += 1;
         self.last = Some(r.index);
-        let facts = envelope_payload(&r.envelope).and_then(|p| facts_of(&p));
+        let facts = envelope_payload(&r.envelope).and_then(|p| facts_of(&p).ok());
         self.tally.add(r.index, facts.as_ref());
         Ok(())
     }
@@ -269,6 +269,10 @@ struct Facts {
 
 #[derive(Deserialize)]
 struct FactsStatement<'a> {
+    #[serde(rename = "_type", borrow)]
+    statement_type: std::borrow::Cow<'a, str>,
+    #[serde(rename = "predicateType", borrow)]
+    predicate_type: std::borrow::Cow<'a, str>,
     #[serde(borrow, default)]
     subject: Vec<FactsSubject<'a>>,
     #[serde(borrow)]
@@ -332,11 +336,16 @@ fn cut(s: &str, max: usize) -> String {
     s[..end].to_string()
 }
 
-/// The report's facts of a statement's JSON, `None` if it is not one.
-fn facts_of(payload: &[u8]) -> Option<Facts> {
-    let s: FactsStatement = serde_json::from_slice(payload).ok()?;
+/// The report's facts of a runwarden invocation statement's JSON, or why it is not one.
+fn facts_of(payload: &[u8]) -> Result<Facts, String> {
+    let s: FactsStatement = serde_json::from_slice(payload).map_err(|e| e.to_string())?;
+    if s.statement_type != crate::record::STATEMENT_TYPE
+        || s.predicate_type != crate::record::PREDICATE_TYPE
+    {
+        return Err("not an invocation statement".into());
+    }
     let p = s.predicate;
-    Some(Facts {
+    Ok(Facts {
         started_at: p.started_at.into_owned(),
         host: p.host_id.into_owned(),
         runbook: s
@@ -608,7 +617,8 @@ each is in the bundle's records under its index.</p>\n\
 /// Export the records of the database's own log that match `filter` as a bundle of
 /// format 4 written to `out`, with a fresh checkpoint signed by `key` (stored, so later
 /// exports can prove consistency with it), sealed by `key`. Reads the log a page at a
-/// time: memory does not grow with the log. Returns the output and the bundle's manifest.
+/// time: memory does not grow with the log. `progress` hears (records written, records
+/// to write) now and then. Returns the output and the bundle's manifest.
 pub async fn export_stream<W: Write>(
     store: &crate::store::Store,
     filter: &crate::store::Filter,
@@ -616,6 +626,7 @@ pub async fn export_stream<W: Write>(
     origin: &str,
     mut keys: Vec<VerifyingKey>,
     out: W,
+    progress: &(dyn Fn(u64, u64) + Sync),
 ) -> crate::error::Result<(W, Manifest)> {
     const PAGE: u64 = CHUNK_RECORDS as u64;
     let size = store.size().await?;
@@ -712,6 +723,7 @@ pub async fn export_stream<W: Write>(
             .map_err(io)?;
             written += 1;
         }
+        progress(written, count);
         from = to;
     }
     Ok((w.finish(key).map_err(io)?, manifest))
@@ -878,12 +890,14 @@ pub(super) fn verify_stream<R: Read>(
             ));
         }
         let data = read_entry(&mut entry, &raw, size)?;
-        if member != Member::Seal {
-            seen.push(Sealed {
-                name: name.clone(),
-                size,
-                sha256: hex::encode(Sha256::digest(&data)),
-            });
+        let sealed_as = |sha256: String| Sealed {
+            name: name.clone(),
+            size,
+            sha256,
+        };
+        // A chunk's digest is taken beside the checks of its records (below).
+        if !matches!(member, Member::Seal | Member::Chunk(_)) {
+            seen.push(sealed_as(hex::encode(Sha256::digest(&data))));
         }
         match member {
             Member::Checkpoint => {
@@ -921,16 +935,25 @@ pub(super) fn verify_stream<R: Read>(
                     )));
                 }
                 let c = cp.as_ref().expect("the checkpoint came first");
-                let n = check_records(
-                    &data,
-                    &manifest,
-                    c,
-                    &ids,
-                    trusted,
-                    (&mut count, &mut last),
-                    &mut tree,
-                    &mut tally,
-                )?;
+                let (n, sha256) = std::thread::scope(|s| {
+                    let digest = s.spawn(|| hex::encode(Sha256::digest(&data)));
+                    let n = check_records(
+                        &data,
+                        &manifest,
+                        c,
+                        &ids,
+                        trusted,
+                        (&mut count, &mut last),
+                        &mut tree,
+                        &mut tally,
+                    );
+                    let sha256 = digest
+                        .join()
+                        .unwrap_or_else(|e| std::panic::resume_unwind(e));
+                    (n, sha256)
+                });
+                let n = n?;
+                seen.push(sealed_as(sha256));
                 previous = Some((n, size, name.clone()));
                 chunks += 1;
                 stage = Stage::Chunks;
@@ -1200,10 +1223,18 @@ fn check_part(
                 Some(_) => prepare(r, cp, ids),
             }
         };
+        // One reading of the statement both checks what it claims to be and gives the
+        // report its facts.
+        let opened = opened.and_then(|(pae, off, sig, k)| match facts_of(&pae[off..]) {
+            Ok(facts) => Ok((pae, sig, k, facts)),
+            Err(e) => Err(bad_record(
+                r.index,
+                format!("not a runwarden statement: {e}"),
+            )),
+        });
         match opened {
-            Ok((pae, off, sig, k)) => {
-                let facts = facts_of(&pae[off..]);
-                out.push(Ok((leaf_hash(r.envelope.get().as_bytes()), facts)));
+            Ok((pae, sig, k, facts)) => {
+                out.push(Ok((leaf_hash(r.envelope.get().as_bytes()), Some(facts))));
                 msgs.push(pae);
                 sigs.push(sig);
                 keys.push(*trusted[k].dalek());

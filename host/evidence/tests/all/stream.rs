@@ -393,6 +393,7 @@ async fn a_store_exports_a_stream_that_verifies_complete_and_filtered() {
         "runwarden/host-1",
         trusted.clone(),
         Vec::new(),
+        &|_, _| {},
     )
     .await
     .unwrap();
@@ -429,6 +430,7 @@ async fn a_store_exports_a_stream_that_verifies_complete_and_filtered() {
         "runwarden/host-1",
         trusted.clone(),
         Vec::new(),
+        &|_, _| {},
     )
     .await
     .unwrap();
