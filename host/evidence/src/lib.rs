@@ -40,8 +40,9 @@ pub use keys::{
     SigningKey, VerifyingKey, log_origin, read_signing_key, read_verifying_key, write_key_pair,
 };
 pub use merkle::{
-    CompactTree, EMPTY_ROOT, Hash, MerkleTree, consistency_proof, hash_from_slice, inclusion_proof,
-    leaf_hash, node_hash, root, verify_consistency, verify_inclusion,
+    CompactTree, EMPTY_ROOT, Hash, MerkleTree, consistency_proof, consistency_ranges,
+    hash_from_slice, inclusion_proof, leaf_hash, node_hash, root, verify_consistency,
+    verify_inclusion,
 };
 pub use record::{
     Invocation, PAYLOAD_TYPE, PREDICATE_TYPE, Provenance, STATEMENT_TYPE, Statement, Subject,

@@ -82,7 +82,16 @@ pub fn inclusion_proof(leaf_hashes: &[Hash], index: u64) -> Result<Vec<Hash>> {
 /// prefix of the tree of all `leaf_hashes`. Empty when `old_size` is the whole tree; an error
 /// for `old_size` 0 (there is nothing to prove) or larger than the tree.
 pub fn consistency_proof(leaf_hashes: &[Hash], old_size: u64) -> Result<Vec<Hash>> {
-    let new_size = leaf_hashes.len() as u64;
+    Ok(consistency_ranges(old_size, leaf_hashes.len() as u64)?
+        .into_iter()
+        .map(|(lo, hi)| subtree_root(&leaf_hashes[lo as usize..hi as usize]))
+        .collect())
+}
+
+/// The leaf ranges `[lo, hi)` whose subtree roots, in this order, are the consistency
+/// proof from `old_size` to `new_size` (see [`consistency_proof`]): a store can hash each
+/// range as it reads it, without holding every leaf.
+pub fn consistency_ranges(old_size: u64, new_size: u64) -> Result<Vec<(u64, u64)>> {
     if old_size == 0 {
         return Err(Error::InvalidTreeSizes {
             old_size,
@@ -98,31 +107,29 @@ pub fn consistency_proof(leaf_hashes: &[Hash], old_size: u64) -> Result<Vec<Hash
         });
     }
     // SUBPROOF(m, D[lo:hi], b), unrolled: descend while m differs from the subtree size.
-    let mut proof = Vec::new();
-    let (mut lo, hi_end, mut m, mut complete) =
-        (0usize, leaf_hashes.len(), old_size as usize, true);
-    let mut hi = hi_end;
+    let mut ranges = Vec::new();
+    let (mut lo, mut hi, mut m, mut complete) = (0u64, new_size, old_size, true);
     loop {
         let n = hi - lo;
         if m == n {
             if !complete {
-                proof.push(subtree_root(&leaf_hashes[lo..hi]));
+                ranges.push((lo, hi));
             }
             break;
         }
-        let k = split(n);
+        let k = split(n as usize) as u64;
         if m <= k {
-            proof.push(subtree_root(&leaf_hashes[lo + k..hi]));
+            ranges.push((lo + k, hi));
             hi = lo + k;
         } else {
-            proof.push(subtree_root(&leaf_hashes[lo..lo + k]));
+            ranges.push((lo, lo + k));
             lo += k;
             m -= k;
             complete = false;
         }
     }
-    proof.reverse();
-    Ok(proof)
+    ranges.reverse();
+    Ok(ranges)
 }
 
 /// Verifies that `leaf_hash` is leaf `index` of the tree of `size` leaves with root `root`

@@ -354,13 +354,15 @@ impl Store {
                 kept_at,
             ));
         }
-        let leaves = self.leaf_hashes(cp.size).await.map_err(|e| {
+        // Hashed as the leaves are read (the tree the log keeps for its next checkpoint):
+        // memory does not grow with the log.
+        let root = self.root_at(cp.size).await.map_err(|e| {
             refuse(
                 format!("reading its first {} records: {e}", cp.size),
                 kept_at.clone(),
             )
         })?;
-        if MerkleTree::new(leaves).root() != cp.root {
+        if root != cp.root {
             return Err(refuse(
                 format!(
                     "its first {} records are not the ones the checkpoint signed at {kept_at} \
@@ -433,7 +435,15 @@ impl Store {
 
     /// Leaf hashes `0..size`, in order.
     pub async fn leaf_hashes(&self, size: u64) -> Result<Vec<Hash>> {
-        self.leaf_hash_range(0, size).await
+        // In pages: the rows of one query hold far more than the hashes they carry.
+        let mut all = Vec::with_capacity(size.min(1 << 24) as usize);
+        let mut from = 0;
+        while from < size {
+            let to = size.min(from + 65_536);
+            all.extend(self.leaf_hash_range(from, to).await?);
+            from = to;
+        }
+        Ok(all)
     }
 
     /// Leaf hashes `from..to`, in order; an error if any is missing.
@@ -471,6 +481,31 @@ impl Store {
                 })
             })
             .collect()
+    }
+
+    /// The consistency proof from `old_size` to `size` (RFC 6962), each of its subtree
+    /// roots hashed from the leaves as they are read: memory does not grow with the log.
+    pub async fn consistency_proof(&self, old_size: u64, size: u64) -> Result<Vec<Hash>> {
+        let mut proof = Vec::new();
+        for (lo, hi) in crate::merkle::consistency_ranges(old_size, size)? {
+            let mut tree = crate::merkle::CompactTree::new();
+            let mut at = lo;
+            while at < hi {
+                let to = hi.min(at + 65_536);
+                for leaf in self.leaf_hash_range(at, to).await? {
+                    tree.append(leaf);
+                }
+                at = to;
+            }
+            if tree.size() != hi - lo {
+                return Err(Error::MalformedRecord(format!(
+                    "the log holds {} of leaves {lo}..{hi}",
+                    tree.size()
+                )));
+            }
+            proof.push(tree.root());
+        }
+        Ok(proof)
     }
 
     /// The Merkle root of the log's first `size` leaves. The tree is kept between calls

@@ -170,15 +170,18 @@ impl<W: Write> BundleWriter<W> {
                 r.index, self.written
             )));
         }
-        if r.envelope.contains('\n')
-            || serde_json::from_str::<serde::de::IgnoredAny>(&r.envelope).is_err()
-        {
-            return Err(io_err(format!(
-                "record {} is not a one-line JSON envelope",
-                r.index
-            )));
-        }
-        let mut line = if self.manifest.complete {
+        // Parsing it as an envelope is the check that it is one line of JSON, and gives
+        // the report its facts.
+        let payload = (!r.envelope.contains('\n'))
+            .then(|| envelope_payload(&r.envelope))
+            .flatten()
+            .ok_or_else(|| {
+                io_err(format!(
+                    "record {} is not a one-line DSSE envelope",
+                    r.index
+                ))
+            })?;
+        let head = if self.manifest.complete {
             format!("{{\"index\":{},\"envelope\":", r.index)
         } else {
             format!(
@@ -187,24 +190,23 @@ impl<W: Write> BundleWriter<W> {
                 hashes_b64::encode(&r.proof)
             )
         };
-        line.push_str(&r.envelope);
-        line.push_str("}\n");
-        if line.len() as u64 > MAX_RECORD_LINE {
+        let len = (head.len() + r.envelope.len() + 2) as u64;
+        if len > MAX_RECORD_LINE {
             return Err(io_err(format!(
-                "record {} is {} bytes: more than a bundle may hold ({MAX_RECORD_LINE})",
-                r.index,
-                line.len()
+                "record {} is {len} bytes: more than a bundle may hold ({MAX_RECORD_LINE})",
+                r.index
             )));
         }
-        if self.in_chunk == CHUNK_RECORDS || (self.chunk.len() + line.len()) as u64 > MAX_CHUNK {
+        if self.in_chunk == CHUNK_RECORDS || self.chunk.len() as u64 + len > MAX_CHUNK {
             self.flush_chunk()?;
         }
-        self.chunk.extend_from_slice(line.as_bytes());
+        self.chunk.extend_from_slice(head.as_bytes());
+        self.chunk.extend_from_slice(r.envelope.as_bytes());
+        self.chunk.extend_from_slice(b"}\n");
         self.in_chunk += 1;
         self.written += 1;
         self.last = Some(r.index);
-        let facts = envelope_payload(&r.envelope).and_then(|p| facts_of(&p).ok());
-        self.tally.add(r.index, facts.as_ref());
+        self.tally.add(r.index, facts_of(&payload).ok().as_ref());
         Ok(())
     }
 
@@ -212,8 +214,11 @@ impl<W: Write> BundleWriter<W> {
         if self.in_chunk == 0 {
             return Ok(());
         }
-        let data = std::mem::take(&mut self.chunk);
+        // The buffer is kept for the next chunk: no chunk-sized allocation per chunk.
+        let mut data = std::mem::take(&mut self.chunk);
         self.member(&chunk_name(self.chunks), &data, true)?;
+        data.clear();
+        self.chunk = data;
         self.chunks += 1;
         self.in_chunk = 0;
         Ok(())
@@ -628,7 +633,8 @@ pub async fn export_stream<W: Write>(
     out: W,
     progress: &(dyn Fn(u64, u64) + Sync),
 ) -> crate::error::Result<(W, Manifest)> {
-    const PAGE: u64 = CHUNK_RECORDS as u64;
+    // Records read from the store at a time: a quarter of a chunk.
+    const PAGE: u64 = CHUNK_RECORDS as u64 / 4;
     let size = store.size().await?;
     let root = store.root_at(size).await?;
     let cp = Checkpoint {
@@ -645,24 +651,20 @@ pub async fn export_stream<W: Write>(
         .into_iter()
         .filter(|&old| old > 0 && old < size)
         .collect();
-    // Proofs need the leaves: held only when there are proofs to make.
-    let leaves = if complete && olders.is_empty() {
+    let mut consistency = Vec::new();
+    for old in olders {
+        consistency.push(Consistency {
+            old_size: old,
+            proof: store.consistency_proof(old, size).await?,
+        });
+    }
+    // Inclusion proofs (a filtered export) need the leaves.
+    let tree = if complete {
         None
     } else {
-        Some(store.leaf_hashes(size).await?)
-    };
-    let mut consistency = Vec::new();
-    if let Some(l) = &leaves {
-        for old in olders {
-            consistency.push(Consistency {
-                old_size: old,
-                proof: crate::merkle::consistency_proof(l, old)?,
-            });
-        }
-    }
-    let tree = match leaves {
-        Some(l) if !complete => Some(crate::merkle::MerkleTree::new(l)),
-        _ => None,
+        Some(crate::merkle::MerkleTree::new(
+            store.leaf_hashes(size).await?,
+        ))
     };
     let signer = key.verifying_key();
     if !keys.iter().any(|k| k.to_text() == signer.to_text()) {
