@@ -804,6 +804,7 @@ pub(super) fn verify_stream<R: Read>(
     let mut previous: Option<(usize, u64, String)> = None;
     let mut report: Option<Vec<u8>> = None;
     let mut sealed = false;
+    let mut log_key: Option<usize> = None;
     let mut dirs = [false; 2];
     for entry in entries {
         let mut entry = entry.map_err(|e| bad(format!("corrupt or truncated bundle: {e}")))?;
@@ -908,6 +909,10 @@ pub(super) fn verify_stream<R: Read>(
                 let c = Checkpoint::parse(note, trusted)
                     .map_err(|e| bad(format!("checkpoint: {e}")))?;
                 check_against_manifest(&manifest, &c)?;
+                // The log's own key (of those trusted): the one that must seal the bundle.
+                log_key = trusted
+                    .iter()
+                    .position(|k| Checkpoint::parse(note, std::slice::from_ref(k)).is_ok());
                 cp = Some(c);
                 stage = Stage::Consistency;
             }
@@ -970,7 +975,8 @@ pub(super) fn verify_stream<R: Read>(
                 // its exporter cannot make say what the records do not.
                 let c = cp.as_ref().expect("the checkpoint came first");
                 check_complete(&manifest, c, count, last, &tree)?;
-                check_seal(&data, trusted, &manifest_sha256, &seen)?;
+                let sealer = log_key.map_or(&[][..], |k| std::slice::from_ref(&trusted[k]));
+                check_seal(&data, sealer, &manifest_sha256, &seen)?;
                 let report = report.take().expect("the report comes before the seal");
                 if report != tally.render(&manifest, &keys).as_bytes() {
                     return Err(bad(format!(
@@ -1071,7 +1077,7 @@ fn check_seal(
     }
     env.verify(trusted).map_err(|e| {
         bad(format!(
-            "{SEAL} is not signed by a trusted key ({e}): the bundle's manifest, filter and report are not vouched for"
+            "{SEAL} is not signed by the log's own key ({e}): the bundle's manifest, filter and report are not vouched for"
         ))
     })?;
     let payload = env.payload().map_err(|e| bad(format!("{SEAL}: {e}")))?;
@@ -1120,6 +1126,17 @@ fn check_records(
             "a chunk of records that does not end a line (truncated)",
         ));
     };
+    // Counted before anything is built for them: a chunk of tiny lines must not cost
+    // more than its records could.
+    let n = body.iter().filter(|b| **b == b'\n').count() + 1;
+    if n > CHUNK_RECORDS {
+        return Err(bad_record(
+            last.map_or(0, |l| l + 1),
+            format!(
+                "a chunk of {n} lines: a chunk holds at most {CHUNK_RECORDS} records (corrupt)"
+            ),
+        ));
+    }
     let lines: Vec<&[u8]> = body.split(|b| *b == b'\n').collect();
     if *count + lines.len() as u64 > manifest.record_count {
         return Err(bad_record(

@@ -255,6 +255,16 @@ fn chunks_swapped_dropped_split_or_added_are_refused() {
         "holds 2000 records, fewer than 4096, and is not the last",
     );
 
+    // A chunk of many tiny lines (what a chunk may hold is bounded by records, not bytes).
+    let mut m = original.clone();
+    let a = at(&m, "records/00000000.jsonl");
+    m[a].1 = b"{}\n".repeat(100_000);
+    assert_refused(
+        &tar_of(&m),
+        &k,
+        "record 0: a chunk of 100000 lines: a chunk holds at most 4096 records",
+    );
+
     // Anything after the seal.
     let mut m = original.clone();
     m.push(("records/00000003.jsonl".into(), b"{}\n".to_vec()));
@@ -342,7 +352,18 @@ fn what_no_record_names_is_caught_by_the_report_root_or_seal() {
     assert_refused(
         &resealed,
         &k,
-        "seal.dsse.json is not signed by a trusted key",
+        "seal.dsse.json is not signed by the log's own key",
+    );
+    // … even one the auditor trusts too: the seal is the log's key's word.
+    let v = verify_bundle(
+        resealed.as_slice(),
+        &[k.clone(), rogue.verifying_key()],
+        None,
+    );
+    assert!(
+        v.as_ref()
+            .is_err_and(|e| e.to_string().contains("not signed by the log's own key")),
+        "{v:?}"
     );
 
     // A seal whose payload is not a seal.
