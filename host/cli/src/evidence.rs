@@ -69,6 +69,10 @@ pub enum EvidenceCommand {
         /// checkpoint, proven from signed data alone (for a tenant bundle: of every log).
         #[arg(long)]
         require_complete: bool,
+        /// Print the verdict as one JSON object (no progress line); the exit status is
+        /// the same.
+        #[arg(long)]
+        json: bool,
     },
     /// Show one record: the decoded statement, its signature status and inclusion proof.
     Show {
@@ -455,6 +459,7 @@ pub fn evidence(cmd: EvidenceCommand, data_dir: &Path, log: &LogArgs) -> anyhow:
         keys,
         since_checkpoint,
         require_complete,
+        json,
     } = cmd
     {
         return verify(
@@ -462,6 +467,7 @@ pub fn evidence(cmd: EvidenceCommand, data_dir: &Path, log: &LogArgs) -> anyhow:
             &keys,
             since_checkpoint.as_deref(),
             require_complete,
+            json,
         );
     }
     io()?.block_on(async {
@@ -592,12 +598,92 @@ pub fn evidence(cmd: EvidenceCommand, data_dir: &Path, log: &LogArgs) -> anyhow:
     })
 }
 
+/// `evidence verify --json` of a one-log bundle: the verdict as one object.
+fn log_json(verified: &Result<ev::Verified, ev::BundleError>, require_complete: bool) -> ExitCode {
+    let (ok, out) = match verified {
+        Ok(v) => {
+            let short = require_complete && !v.complete;
+            (
+                !short,
+                serde_json::json!({
+                    "verified": !short,
+                    "origin": v.origin,
+                    "records": v.records,
+                    "tree_size": v.tree_size,
+                    "root": ev::hash_hex(&v.root),
+                    "complete": v.complete,
+                    "consistent_with": v.consistent_with,
+                    "error": short.then_some("--require-complete: this is a filtered export; export the whole log"),
+                }),
+            )
+        }
+        Err(e) => (
+            false,
+            serde_json::json!({"verified": false, "error": e.message, "record": e.record}),
+        ),
+    };
+    println!("{}", crate::term::json_line(&out));
+    if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+/// `evidence verify --json` of a tenant bundle: the verdict and each log's.
+fn tenant_json(
+    verified: &Result<ev::TenantVerified, ev::BundleError>,
+    require_complete: bool,
+) -> ExitCode {
+    let (ok, out) = match verified {
+        Ok(v) => {
+            let short = require_complete && v.logs.iter().any(|(e, _)| !e.complete);
+            let logs: Vec<serde_json::Value> = v
+                .logs
+                .iter()
+                .map(|(e, r)| {
+                    serde_json::json!({
+                        "role": e.role,
+                        "host": e.host,
+                        "origin": e.origin,
+                        "complete": e.complete,
+                        "verified": r.is_ok(),
+                        "records": r.as_ref().ok().map(|v| v.records),
+                        "error": r.as_ref().err().map(|e| e.to_string()),
+                    })
+                })
+                .collect();
+            let ok = v.ok() && !short;
+            (
+                ok,
+                serde_json::json!({
+                    "verified": ok,
+                    "tenant": v.statement.tenant,
+                    "logs": logs,
+                    "error": short.then_some("--require-complete: not every log of the bundle is whole (the control plane's log holds every tenant's decisions)"),
+                }),
+            )
+        }
+        Err(e) => (
+            false,
+            serde_json::json!({"verified": false, "error": e.message, "record": e.record}),
+        ),
+    };
+    println!("{}", crate::term::json_line(&out));
+    if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
 /// `evidence verify`: needs nothing but the bundle and the keys.
 fn verify(
     bundle: &Path,
     keys: &[PathBuf],
     since: Option<&Path>,
     require_complete: bool,
+    json: bool,
 ) -> anyhow::Result<ExitCode> {
     let trusted = keys
         .iter()
@@ -612,7 +698,11 @@ fn verify(
         if since.is_some() {
             bail!("--since-checkpoint applies to a one-log bundle, not to a tenant bundle");
         }
-        return match ev::verify_tenant_bundle(std::io::BufReader::new(open()?), &trusted) {
+        let verified = ev::verify_tenant_bundle(std::io::BufReader::new(open()?), &trusted);
+        if json {
+            return Ok(tenant_json(&verified, require_complete));
+        }
+        return match verified {
             // Quotes the bundle: escaped inside, line by line.
             Ok(v) if v.ok() && require_complete && v.logs.iter().any(|(e, _)| !e.complete) => {
                 print!("{v}");
@@ -647,7 +737,10 @@ fn verify(
     }
     let file = open()?;
     let size = file.metadata().map_or(0, |m| m.len());
-    let progress = crate::term::Progress::new("verifying", size);
+    let mut progress = crate::term::Progress::new("verifying", size);
+    if json {
+        progress.off();
+    }
     let reader = crate::term::Counting {
         inner: file,
         read: 0,
@@ -659,6 +752,9 @@ fn verify(
         since.as_deref(),
     );
     progress.done();
+    if json {
+        return Ok(log_json(&verified, require_complete));
+    }
     match verified {
         // Both quote the bundle: printed with control characters escaped, so nothing in it
         // can rewrite the line that says whether it verified.

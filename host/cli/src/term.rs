@@ -89,6 +89,11 @@ impl Progress {
         }
     }
 
+    /// Never show anything (machine-readable output was asked for).
+    pub(crate) fn off(&mut self) {
+        self.on = false;
+    }
+
     /// `done` of `total` so far.
     pub(crate) fn at_of(&self, done: u64, total: u64) {
         self.total.set(total);

@@ -180,6 +180,29 @@ fn a_tenants_export_holds_the_control_log_and_each_of_its_hosts_logs_and_nothing
         "{}",
         stderr(&strict)
     );
+    let as_json = runwarden(
+        a_bundle.parent().unwrap(),
+        &[
+            "evidence",
+            "verify",
+            a_bundle.to_str().unwrap(),
+            "--key",
+            control_pub.to_str().unwrap(),
+            "--json",
+        ],
+    );
+    assert!(as_json.status.success(), "{}", stderr(&as_json));
+    let v: Value = serde_json::from_slice(&as_json.stdout).unwrap();
+    assert_eq!(
+        (&v["verified"], &v["tenant"]),
+        (&Value::from(true), &Value::from("local")),
+        "{v}"
+    );
+    let logs = v["logs"].as_array().unwrap();
+    assert_eq!(logs.len(), 3, "{v}");
+    assert!(logs.iter().all(|l| l["verified"] == true), "{v}");
+    assert_eq!(logs[0]["role"], "control", "{v}");
+    assert_eq!(logs[0]["complete"], false, "{v}");
 
     // What it holds: the control plane's log (only tenant local's records of it), then
     // each host's complete log under the key it enrolled with.

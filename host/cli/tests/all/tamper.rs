@@ -197,6 +197,47 @@ fn require_complete_accepts_the_whole_log_and_refuses_a_filtered_export() {
         &verify(d.path(), &filtered, &key, &["--require-complete"]),
         "--require-complete: this is a filtered export (3 of the log's 3 records)",
     );
+
+    // The same verdicts as one JSON object each, same exit status, nothing on stderr.
+    let json = |bundle: &Path, extra: &[&str]| -> (Option<i32>, serde_json::Value) {
+        let mut args = vec!["--json"];
+        args.extend_from_slice(extra);
+        let o = verify(d.path(), bundle, &key, &args);
+        assert!(o.stderr.is_empty(), "{}", stderr(&o));
+        (o.status.code(), serde_json::from_slice(&o.stdout).unwrap())
+    };
+    let (code, v) = json(&bundle, &["--require-complete"]);
+    assert_eq!(code, Some(0), "{v}");
+    assert_eq!(
+        (
+            &v["verified"],
+            &v["records"],
+            &v["tree_size"],
+            &v["complete"]
+        ),
+        (&true.into(), &3.into(), &3.into(), &true.into()),
+        "{v}"
+    );
+    assert_eq!(v["root"].as_str().map(str::len), Some(64), "{v}");
+    let (code, v) = json(&filtered, &["--require-complete"]);
+    assert_eq!(
+        (code, &v["verified"], &v["complete"]),
+        (Some(1), &false.into(), &false.into()),
+        "{v}"
+    );
+    let mut b = Bundle::read(&bundle);
+    let mut lines = b.lines();
+    lines.remove(1);
+    b.set_lines(&lines);
+    let bad = d.path().join("bad.tar");
+    b.write(&bad);
+    let (code, v) = json(&bad, &[]);
+    assert_eq!(
+        (code, &v["verified"], &v["record"]),
+        (Some(1), &false.into(), &1.into()),
+        "{v}"
+    );
+    assert!(v["error"].as_str().unwrap().contains("missing"), "{v}");
 }
 
 #[test]
