@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 use std::io::Read;
 
 mod stream;
-pub use stream::{BundleWriter, SEAL, SEAL_PAYLOAD_TYPE, export_stream};
+pub use stream::{BundleWriter, SEAL, SEAL_PAYLOAD_TYPE, export_segment, export_stream};
 
 /// The bundle format version this code writes. Version 3 adds the manifest's `members`
 /// (each member's size); version 2 bundles, which lack it, still verify. Version 1 (hex
@@ -72,6 +72,54 @@ pub struct Manifest {
     /// reading it. [`BundleContents::write`] fills it in.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub members: BTreeMap<String, u64>,
+    /// Format 4 only: the bundle is a segment of the log (an archive's unit), its records
+    /// the leaves `from..tree_size` rather than `0..tree_size`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub segment: Option<SegmentStart>,
+}
+
+/// Where a segment of a log starts: with its records, this hashes to the checkpoint's
+/// root, which proves — from signed data alone — that the records are exactly the log's
+/// leaves `from..tree_size`, in order.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct SegmentStart {
+    /// Leaf index of the segment's first record.
+    pub from: u64,
+    /// The roots (hex) of the perfect subtrees over leaves `0..from`, largest first
+    /// ([`crate::CompactTree::frontier`]).
+    pub frontier: Vec<String>,
+}
+
+impl SegmentStart {
+    /// The start of a segment whose first record follows the leaves of `tree`.
+    pub fn of(tree: &crate::merkle::CompactTree) -> SegmentStart {
+        SegmentStart {
+            from: tree.size(),
+            frontier: tree.frontier().iter().map(hex::encode).collect(),
+        }
+    }
+
+    /// The tree of the leaves before the segment, to hash its records into.
+    pub fn tree(&self) -> Result<crate::merkle::CompactTree, String> {
+        let frontier = self
+            .frontier
+            .iter()
+            .map(|h| {
+                hex::decode(h)
+                    .ok()
+                    .and_then(|b| <Hash>::try_from(b.as_slice()).ok())
+                    .ok_or_else(|| {
+                        format!(
+                            "the segment's frontier holds {:?}, not a hash",
+                            escape_control(&stream::cut(h, 80))
+                        )
+                    })
+            })
+            .collect::<Result<Vec<Hash>, String>>()?;
+        crate::merkle::CompactTree::from_frontier(self.from, frontier)
+            .map_err(|e| format!("the segment's frontier does not fit its start: {e}"))
+    }
 }
 
 /// One record of a bundle. In `records.jsonl` it is one line,
@@ -288,6 +336,12 @@ pub struct Verified {
     pub consistent_with: Option<u64>,
     /// Whether the bundle holds every record of the log.
     pub complete: bool,
+    /// Where the records start: 0, or a segment's first leaf index (then `complete` says
+    /// only that the segment holds every record from here to `tree_size`, and is false).
+    pub from: u64,
+    /// Root of the log's tree of size `from`, which the segment extends (the empty root
+    /// when `from` is 0). A segment that follows another must start from its root.
+    pub from_root: Hash,
 }
 
 impl std::fmt::Display for Verified {
@@ -298,9 +352,11 @@ impl std::fmt::Display for Verified {
             self.records,
             escape_control(&self.origin),
             if self.complete {
-                "complete log"
+                "complete log".to_string()
+            } else if self.from > 0 {
+                format!("segment from record {}", self.from)
             } else {
-                "filtered export"
+                "filtered export".to_string()
             },
             self.tree_size,
             hex(&self.root)
@@ -414,6 +470,13 @@ fn parse_manifest(data: &[u8]) -> Result<Manifest, BundleError> {
         None => return Err(bad(format!("{MANIFEST} has no version"))),
     }
     let m: Manifest = serde_json::from_value(value).map_err(|e| bad(format!("{MANIFEST}: {e}")))?;
+    if m.segment.is_some() && m.version < stream::STREAM_VERSION {
+        return Err(bad(format!(
+            "{MANIFEST}: a segment of a log is a bundle of format {}, not {}",
+            stream::STREAM_VERSION,
+            m.version
+        )));
+    }
     if m.version >= 3 {
         if m.members.is_empty() {
             return Err(bad(format!(
@@ -725,6 +788,8 @@ pub fn verify_bundle(
         origin: cp.origin,
         consistent_with,
         complete: manifest.complete,
+        from: 0,
+        from_root: crate::merkle::EMPTY_ROOT,
     })
 }
 
@@ -1293,6 +1358,7 @@ fn assemble(
             filter: filter.to_json(),
             created_at: now_rfc3339(),
             members: BTreeMap::new(),
+            segment: None,
         },
         checkpoint_note: note,
         records,

@@ -517,15 +517,25 @@ impl Store {
         if size < tree.size() {
             return Ok(MerkleTree::new(self.leaf_hashes(size).await?).root());
         }
-        // In steps, so that a large catch-up (the first checkpoint of a big log) holds a
-        // bounded number of leaves at once.
+        self.extend_tree(&mut tree, size).await?;
+        Ok(tree.root())
+    }
+
+    /// Append the log's leaves `tree.size()..size` to `tree`: in steps, so that a large
+    /// catch-up (the first checkpoint of a big log) holds a bounded number of leaves at
+    /// once.
+    pub async fn extend_tree(
+        &self,
+        tree: &mut crate::merkle::CompactTree,
+        size: u64,
+    ) -> Result<()> {
         while tree.size() < size {
             let to = size.min(tree.size() + 65_536);
             for leaf in self.leaf_hash_range(tree.size(), to).await? {
                 tree.append(leaf);
             }
         }
-        Ok(tree.root())
+        Ok(())
     }
 }
 

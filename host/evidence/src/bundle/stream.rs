@@ -95,6 +95,8 @@ pub struct BundleWriter<W: Write> {
     chunks: u64,
     written: u64,
     last: Option<u64>,
+    /// The first record's index: 0, or a segment's start.
+    from: u64,
     tally: Tally,
 }
 
@@ -111,6 +113,16 @@ impl<W: Write> BundleWriter<W> {
         let mut manifest = manifest.clone();
         manifest.version = STREAM_VERSION;
         manifest.members = BTreeMap::new();
+        let from = manifest.segment.as_ref().map_or(0, |s| s.from);
+        if manifest.segment.is_some()
+            && (!manifest.complete
+                || manifest.record_count != manifest.tree_size - from.min(manifest.tree_size))
+        {
+            return Err(io_err(format!(
+                "a segment holds every record from {from} to the tree size {}, and nothing else",
+                manifest.tree_size
+            )));
+        }
         let mut keys = keys.to_vec();
         keys.sort_by_key(|k| k.key_id_hex());
         keys.dedup_by_key(|k| k.key_id_hex());
@@ -125,6 +137,7 @@ impl<W: Write> BundleWriter<W> {
             chunks: 0,
             written: 0,
             last: None,
+            from,
             tally: Tally::default(),
         };
         let manifest = serde_json::to_vec_pretty(&w.manifest)?;
@@ -164,10 +177,11 @@ impl<W: Write> BundleWriter<W> {
                 self.last.unwrap_or_default()
             )));
         }
-        if self.manifest.complete && r.index != self.written {
+        if self.manifest.complete && r.index != self.from + self.written {
             return Err(io_err(format!(
                 "record {} in a complete bundle where record {} belongs",
-                r.index, self.written
+                r.index,
+                self.from + self.written
             )));
         }
         // Parsing it as an envelope is the check that it is one line of JSON, and gives
@@ -333,7 +347,7 @@ fn yes() -> bool {
 }
 
 /// At most `max` bytes of `s`, cut at a character boundary.
-fn cut(s: &str, max: usize) -> String {
+pub(super) fn cut(s: &str, max: usize) -> String {
     let mut end = s.len().min(max);
     while !s.is_char_boundary(end) {
         end -= 1;
@@ -696,11 +710,7 @@ pub async fn export_stream<W: Write>(
         filter: filter.to_json(),
         created_at: now_rfc3339(),
         members: BTreeMap::new(),
-    };
-    let io = |source| crate::error::Error::Io {
-        action: "write the bundle",
-        path: std::path::PathBuf::from("(the bundle)"),
-        source,
+        segment: None,
     };
     let mut w = BundleWriter::start(out, &manifest, &note, &consistency, &keys).map_err(io)?;
     let (mut from, mut written) = (0, 0u64);
@@ -729,6 +739,92 @@ pub async fn export_stream<W: Write>(
         from = to;
     }
     Ok((w.finish(key).map_err(io)?, manifest))
+}
+
+fn io(source: std::io::Error) -> crate::error::Error {
+    crate::error::Error::Io {
+        action: "write the bundle",
+        path: std::path::PathBuf::from("(the bundle)"),
+        source,
+    }
+}
+
+/// Export the records `tree.size()..to` of the database's own log as a **segment** (an
+/// archive's unit): a bundle of format 4 whose manifest says where it starts
+/// ([`SegmentStart`]), with a checkpoint of size `to` signed by `key`, sealed by `key`.
+/// `tree` holds the leaves before the segment and comes back holding them up to `to`.
+/// Memory is bounded by a page of records and what `out` keeps.
+pub async fn export_segment<W: Write>(
+    store: &crate::store::Store,
+    key: &crate::keys::SigningKey,
+    origin: &str,
+    mut keys: Vec<VerifyingKey>,
+    tree: &mut crate::merkle::CompactTree,
+    to: u64,
+    out: W,
+) -> crate::error::Result<W> {
+    const PAGE: u64 = CHUNK_RECORDS as u64 / 4;
+    let from = tree.size();
+    let size = store.size().await?;
+    if to <= from || to > size {
+        return Err(crate::error::Error::InvalidTreeSizes {
+            old_size: from,
+            new_size: to,
+            reason: "a segment holds at least one record of the log",
+        });
+    }
+    let start = SegmentStart::of(tree);
+    let mut ahead = tree.clone();
+    store.extend_tree(&mut ahead, to).await?;
+    let cp = Checkpoint {
+        origin: origin.to_string(),
+        size: to,
+        root: ahead.root(),
+    };
+    let note = cp.sign(key)?;
+    let signer = key.verifying_key();
+    if !keys.iter().any(|k| k.to_text() == signer.to_text()) {
+        keys.push(signer);
+    }
+    let manifest = Manifest {
+        version: STREAM_VERSION,
+        origin: origin.to_string(),
+        tree_size: to,
+        record_count: to - from,
+        complete: true,
+        filter: serde_json::json!({}),
+        created_at: now_rfc3339(),
+        members: BTreeMap::new(),
+        segment: Some(start),
+    };
+    // A segment follows the one before it; the proofs of consistency are its frontier.
+    let mut w = BundleWriter::start(out, &manifest, &note, &[], &keys).map_err(io)?;
+    let mut at = from;
+    while at < to {
+        let next = (at + PAGE).min(to);
+        for r in store.range(at, next).await? {
+            // What is written must be what the checkpoint's root was computed from.
+            if leaf_hash(&r.envelope) != r.leaf_hash {
+                return Err(crate::error::Error::MalformedRecord(format!(
+                    "record {} does not hash to its stored leaf hash: the evidence database is damaged",
+                    r.index
+                )));
+            }
+            tree.append(r.leaf_hash);
+            let envelope = String::from_utf8(r.envelope).map_err(|_| {
+                crate::error::Error::MalformedRecord(format!("record {} is not UTF-8", r.index))
+            })?;
+            w.push(&BundleRecord {
+                index: r.index,
+                envelope,
+                proof: Vec::new(),
+            })
+            .map_err(io)?;
+        }
+        at = next;
+    }
+    debug_assert_eq!(tree.root(), cp.root);
+    w.finish(key).map_err(io)
 }
 
 /// What comes next in a bundle of format 4.
@@ -788,16 +884,29 @@ pub(super) fn verify_stream<R: Read>(
         )));
     }
     let manifest_sha256 = hex::encode(Sha256::digest(manifest_bytes));
+    // A segment's records hash into the tree of the leaves before it; the rest start at 0.
+    let (mut tree, from) = match &manifest.segment {
+        None => (crate::merkle::CompactTree::new(), 0),
+        Some(s) => {
+            if !manifest.complete || s.from > manifest.tree_size {
+                return Err(bad(format!(
+                    "{MANIFEST}: a segment holds every record from its start to the tree size, unfiltered"
+                )));
+            }
+            let tree = s.tree().map_err(|e| bad(format!("{MANIFEST}: {e}")))?;
+            (tree, s.from)
+        }
+    };
+    let from_root = tree.root();
     let mut stage = Stage::Checkpoint;
     let mut seen: Vec<Sealed> = Vec::new();
     let mut cp: Option<Checkpoint> = None;
     let mut consistent_with = None;
     let mut keys: Vec<VerifyingKey> = Vec::new();
     let ids: Vec<String> = trusted.iter().map(|k| k.key_id_hex()).collect();
-    let mut tree = crate::merkle::CompactTree::new();
     let mut tally = Tally::default();
     let mut count = 0u64;
-    let mut last: Option<u64> = None;
+    let mut last: Option<u64> = from.checked_sub(1);
     let mut chunks = 0u64;
     // The previous chunk's records and size: only the last chunk may hold fewer than
     // CHUNK_RECORDS records unless it was full by its bytes.
@@ -1001,7 +1110,9 @@ pub(super) fn verify_stream<R: Read>(
         root: cp.root,
         origin: cp.origin,
         consistent_with,
-        complete: manifest.complete,
+        complete: manifest.complete && from == 0,
+        from,
+        from_root,
     })
 }
 
@@ -1025,12 +1136,13 @@ fn check_complete(
         ));
     }
     if manifest.complete {
-        if count != cp.size {
+        let from = manifest.segment.as_ref().map_or(0, |s| s.from);
+        if from + count != cp.size {
             return Err(bad_record(
-                count,
+                from + count,
                 format!(
-                    "missing: a complete bundle must hold all {} records of the checkpoint (truncated)",
-                    cp.size
+                    "missing: a complete bundle must hold all {} records of the checkpoint from record {from} (truncated)",
+                    cp.size - from
                 ),
             ));
         }

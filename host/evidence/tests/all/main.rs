@@ -9,6 +9,7 @@ mod key_files;
 mod origins;
 use runwarden_testkit as pg;
 mod proofs;
+mod segment;
 mod store;
 mod stream;
 mod vectors;

@@ -47,6 +47,7 @@ fn write(
         },
         created_at: rfc3339_ms(1_700_000_000_000),
         members: Default::default(),
+        segment: None,
     };
     let mut w = BundleWriter::start(
         Vec::new(),
