@@ -54,11 +54,39 @@ pub enum EvidenceCommand {
         #[arg(long, env = "RUNWARDEN_SIGNING_KEY")]
         signing_key: Option<PathBuf>,
     },
+    /// Archive the log to S3 under Object Lock (WORM): every record not yet archived, in
+    /// sealed segments (records and the signed checkpoint that covers them) locked in
+    /// COMPLIANCE mode for the retention period, each read back and checked. Idempotent:
+    /// a retry, or a run after a crash, goes on from what the bucket holds.
+    Archive {
+        /// Where: s3://BUCKET/PREFIX (the bucket must have Object Lock enabled).
+        #[arg(long)]
+        to: String,
+        #[command(flatten)]
+        s3: crate::archive::S3Args,
+        /// How long each segment stays locked from when it is written: days (2190, 2190d)
+        /// or years (6y).
+        #[arg(long, default_value = "6y", value_parser = crate::archive::parse_retention)]
+        retention: u64,
+        /// Key that signs the segments' checkpoints: as for `export`.
+        #[arg(long, env = "RUNWARDEN_SIGNING_KEY")]
+        signing_key: Option<PathBuf>,
+        /// Print the outcome as one JSON object (no progress line).
+        #[arg(long)]
+        json: bool,
+    },
     /// Verify a bundle offline: every signature, every inclusion proof, the checkpoint, and
-    /// optionally its consistency with an earlier checkpoint you trust.
+    /// optionally its consistency with an earlier checkpoint you trust. Given
+    /// s3://BUCKET/PREFIX, verify a log straight from its WORM archive: every segment,
+    /// chained from record 0, each under COMPLIANCE Object Lock.
     Verify {
-        /// The bundle file.
+        /// The bundle file, or s3://BUCKET/PREFIX of an archive.
         bundle: PathBuf,
+        /// In an archive holding several logs: the log's origin (e.g. runwarden/host-1).
+        #[arg(long)]
+        origin: Option<String>,
+        #[command(flatten)]
+        s3: crate::archive::S3Args,
         /// Trusted public key file(s) (NAME.pub).
         #[arg(long = "key", required = true)]
         keys: Vec<PathBuf>,
@@ -233,7 +261,7 @@ fn host_key(
 }
 
 /// Every public key in DATA_DIR/signing-keys: what `evidence show` trusts by default.
-fn local_public_keys(data_dir: &Path) -> Vec<ev::VerifyingKey> {
+pub(crate) fn local_public_keys(data_dir: &Path) -> Vec<ev::VerifyingKey> {
     std::fs::read_dir(keys_dir(data_dir))
         .map(|d| {
             d.flatten()
@@ -297,7 +325,7 @@ pub fn record(
 /// The key that signs exports: `--signing-key`, else the key of this database's log (the
 /// one its first checkpoint claimed), found in DATA_DIR/control-key or
 /// DATA_DIR/signing-keys, else the only key in DATA_DIR/signing-keys.
-async fn export_key(
+pub(crate) async fn export_key(
     data_dir: &Path,
     explicit: Option<&Path>,
     store: &ev::Store,
@@ -460,8 +488,26 @@ pub fn evidence(cmd: EvidenceCommand, data_dir: &Path, log: &LogArgs) -> anyhow:
         since_checkpoint,
         require_complete,
         json,
+        origin,
+        s3,
     } = cmd
     {
+        if let Some(to) = bundle.to_str().filter(|b| b.starts_with("s3://")) {
+            if since_checkpoint.is_some() {
+                bail!(
+                    "--since-checkpoint applies to a bundle file; an archive proves itself from record 0"
+                );
+            }
+            let trusted = keys
+                .iter()
+                .map(|k| ev::read_verifying_key(k))
+                .collect::<Result<Vec<_>, _>>()?;
+            // An archive verified is complete from record 0: --require-complete holds.
+            return crate::archive::verify(to, origin.as_deref(), &s3, &trusted, json);
+        }
+        if origin.is_some() {
+            bail!("--origin names a log in an archive (s3://…), not in a bundle file");
+        }
         return verify(
             &bundle,
             &keys,
@@ -545,6 +591,10 @@ pub fn evidence(cmd: EvidenceCommand, data_dir: &Path, log: &LogArgs) -> anyhow:
                 Ok(ExitCode::SUCCESS)
             }
             EvidenceCommand::Verify { .. } => unreachable!("verify runs without a store"),
+            EvidenceCommand::Archive { to, s3, retention, signing_key, json } => {
+                let key = export_key(data_dir, signing_key.as_deref(), &store).await?;
+                crate::archive::archive_once(&store, &key, local_public_keys(data_dir), &to, &s3, retention, json).await
+            }
             EvidenceCommand::Show { index, json } => {
                 let Some(r) = store.get(index).await? else {
                     bail!("no record {index}: the log has {} record(s)", store.size().await?);
@@ -598,22 +648,55 @@ pub fn evidence(cmd: EvidenceCommand, data_dir: &Path, log: &LogArgs) -> anyhow:
     })
 }
 
+/// Why `--require-complete` fails for a one-log bundle, if it does.
+fn short_of_complete(v: &ev::Verified) -> Option<String> {
+    if v.complete {
+        None
+    } else if v.from > 0 {
+        Some(format!(
+            "--require-complete: this is one segment of an archive (records {} to {}); verify the archive (s3://…) it belongs to",
+            v.from, v.tree_size
+        ))
+    } else {
+        Some(format!(
+            "--require-complete: this is a filtered export ({} of the log's {} records); export the whole log",
+            v.records, v.tree_size
+        ))
+    }
+}
+
+/// Why `--require-complete` fails for a tenant bundle, if it does.
+fn tenant_short_of_complete(v: &ev::TenantVerified) -> Option<String> {
+    let partial: Vec<String> = v
+        .logs
+        .iter()
+        .filter(|(e, _)| !e.complete)
+        .map(|(e, _)| ev::escape_control(&e.origin).into_owned())
+        .collect();
+    (!partial.is_empty()).then(|| {
+        format!(
+            "--require-complete: not every record of {} is in the bundle (the control plane's log holds every tenant's decisions, so a tenant's share of it is a filtered part)",
+            partial.join(", ")
+        )
+    })
+}
+
 /// `evidence verify --json` of a one-log bundle: the verdict as one object.
 fn log_json(verified: &Result<ev::Verified, ev::BundleError>, require_complete: bool) -> ExitCode {
     let (ok, out) = match verified {
         Ok(v) => {
-            let short = require_complete && !v.complete;
+            let short = require_complete.then(|| short_of_complete(v)).flatten();
             (
-                !short,
+                short.is_none(),
                 serde_json::json!({
-                    "verified": !short,
+                    "verified": short.is_none(),
                     "origin": v.origin,
                     "records": v.records,
                     "tree_size": v.tree_size,
                     "root": ev::hash_hex(&v.root),
                     "complete": v.complete,
                     "consistent_with": v.consistent_with,
-                    "error": short.then_some("--require-complete: this is a filtered export; export the whole log"),
+                    "error": short,
                 }),
             )
         }
@@ -637,7 +720,9 @@ fn tenant_json(
 ) -> ExitCode {
     let (ok, out) = match verified {
         Ok(v) => {
-            let short = require_complete && v.logs.iter().any(|(e, _)| !e.complete);
+            let short = require_complete
+                .then(|| tenant_short_of_complete(v))
+                .flatten();
             let logs: Vec<serde_json::Value> = v
                 .logs
                 .iter()
@@ -653,14 +738,14 @@ fn tenant_json(
                     })
                 })
                 .collect();
-            let ok = v.ok() && !short;
+            let ok = v.ok() && short.is_none();
             (
                 ok,
                 serde_json::json!({
                     "verified": ok,
                     "tenant": v.statement.tenant,
                     "logs": logs,
-                    "error": short.then_some("--require-complete: not every log of the bundle is whole (the control plane's log holds every tenant's decisions)"),
+                    "error": short,
                 }),
             )
         }
@@ -704,23 +789,18 @@ fn verify(
         }
         return match verified {
             // Quotes the bundle: escaped inside, line by line.
-            Ok(v) if v.ok() && require_complete && v.logs.iter().any(|(e, _)| !e.complete) => {
-                print!("{v}");
-                let partial: Vec<String> = v
-                    .logs
-                    .iter()
-                    .filter(|(e, _)| !e.complete)
-                    .map(|(e, _)| ev::escape_control(&e.origin).into_owned())
-                    .collect();
-                eprintln!(
-                    "verification FAILED: --require-complete: not every record of {} is in the bundle (the control plane's log holds every tenant's decisions, so a tenant's share of it is a filtered part)",
-                    partial.join(", ")
-                );
-                Ok(ExitCode::FAILURE)
-            }
             Ok(v) if v.ok() => {
                 print!("{v}");
-                Ok(ExitCode::SUCCESS)
+                match require_complete
+                    .then(|| tenant_short_of_complete(&v))
+                    .flatten()
+                {
+                    Some(why) => {
+                        eprintln!("verification FAILED: {why}");
+                        Ok(ExitCode::FAILURE)
+                    }
+                    None => Ok(ExitCode::SUCCESS),
+                }
             }
             Ok(v) => {
                 eprint!("verification FAILED: {v}");
@@ -758,17 +838,15 @@ fn verify(
     match verified {
         // Both quote the bundle: printed with control characters escaped, so nothing in it
         // can rewrite the line that says whether it verified.
-        Ok(v) if require_complete && !v.complete => {
-            println!("{}", ev::escape_control(&v.to_string()));
-            eprintln!(
-                "verification FAILED: --require-complete: this is a filtered export ({} of the log's {} records); export the whole log",
-                v.records, v.tree_size
-            );
-            Ok(ExitCode::FAILURE)
-        }
         Ok(v) => {
             println!("{}", ev::escape_control(&v.to_string()));
-            Ok(ExitCode::SUCCESS)
+            match require_complete.then(|| short_of_complete(&v)).flatten() {
+                Some(why) => {
+                    eprintln!("verification FAILED: {why}");
+                    Ok(ExitCode::FAILURE)
+                }
+                None => Ok(ExitCode::SUCCESS),
+            }
         }
         Err(e) => {
             eprintln!(

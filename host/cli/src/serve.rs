@@ -94,6 +94,65 @@ pub struct FileConfig {
     /// SLA deadlines of escalations, by severity.
     #[serde(default)]
     escalations: runwarden_control::SlaConfig,
+    /// The periodic WORM archive of the evidence log (S3 Object Lock).
+    archive: Option<ArchiveFileConfig>,
+}
+
+/// `[archive]`: every `every_minutes`, the log's new records go to `to` as sealed segments
+/// under COMPLIANCE retention. Credentials come from the environment only
+/// (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ArchiveFileConfig {
+    /// s3://BUCKET/PREFIX.
+    to: String,
+    /// Minutes between runs (default 60).
+    every_minutes: Option<u64>,
+    /// Retention of each segment: days (`2190d`) or years (`6y`, the default).
+    retention: Option<String>,
+    /// The S3 endpoint (default: AWS_ENDPOINT_URL_S3, AWS_ENDPOINT_URL, else AWS S3).
+    endpoint: Option<String>,
+    /// The region (default: AWS_REGION, else us-east-1).
+    region: Option<String>,
+}
+
+/// What the periodic archive needs, checked at start.
+struct ArchivePlan {
+    target: runwarden_archive::Target,
+    client: runwarden_archive::s3::S3,
+    retention_days: u64,
+    every: std::time::Duration,
+}
+
+impl ArchiveFileConfig {
+    fn plan(&self) -> anyhow::Result<ArchivePlan> {
+        let target = self.to.parse().context("[archive] to")?;
+        let retention_days =
+            crate::archive::parse_retention(self.retention.as_deref().unwrap_or("6y"))
+                .context("[archive] retention")?;
+        let minutes = self.every_minutes.unwrap_or(60);
+        anyhow::ensure!(
+            (1..=10_080).contains(&minutes),
+            "[archive] every_minutes must be between 1 and 10080 (a week), not {minutes}"
+        );
+        let s3 = crate::archive::S3Args {
+            s3_endpoint: self
+                .endpoint
+                .clone()
+                .or_else(|| std::env::var("AWS_ENDPOINT_URL_S3").ok()),
+            s3_region: self
+                .region
+                .clone()
+                .or_else(|| std::env::var("AWS_REGION").ok()),
+        };
+        let client = s3.client().context("[archive]")?;
+        Ok(ArchivePlan {
+            target,
+            client,
+            retention_days,
+            every: std::time::Duration::from_secs(minutes * 60),
+        })
+    }
 }
 
 #[derive(Deserialize, Default)]
@@ -277,6 +336,13 @@ pub(crate) fn run_control(
         None => FileConfig::default(),
     };
     let planner = file.planner()?;
+    let archive = match (&role, &file.archive) {
+        (Role::Agent(_), Some(_)) => bail!(
+            "[archive] is set in an agent's config: the control plane archives the logs it holds"
+        ),
+        (_, Some(a)) => Some(a.plan()?),
+        (_, None) => None,
+    };
     let tenant = match (&role, &file.tenant) {
         (Role::Agent(a), Some(t)) if *t != a.tenant => bail!(
             "tenant = {t:?} in the config, but this agent enrolled into tenant {:?}",
@@ -507,6 +573,25 @@ pub(crate) fn run_control(
             }
         }
         let events = nats.map(|client| tokio::spawn(crate::fleet::serve_events(client, controller.clone())));
+        if let Some(plan) = archive {
+            let store = controller.evidence_log();
+            let key = crate::evidence::export_key(&data_dir, None, &store).await?;
+            outln!(
+                "  evidence archive: {} every {} min, locked {} days",
+                plan.target,
+                plan.every.as_secs() / 60,
+                plan.retention_days
+            );
+            crate::archive::spawn_periodic(
+                store,
+                key,
+                crate::evidence::local_public_keys(&data_dir),
+                plan.target,
+                plan.client,
+                plan.retention_days,
+                plan.every,
+            );
+        }
         // The agent's local intake takes incidents (operate); `up` and a server get an
         // admin of their tenant.
         let (token_file, scope) = match &role {

