@@ -1049,21 +1049,33 @@ fn check_chunk(
             Err(e) => errors[pos] = Some(e),
         }
     }
+    for j in bad_signatures(&msgs, &sigs, &keys) {
+        let pos = at[j];
+        errors[pos] = Some(bad_record(
+            part[pos].index,
+            "signature: does not verify with the trusted key",
+        ));
+    }
+    errors
+}
+
+/// Which of the signatures (by position) do not verify: all of them in one Ed25519 batch,
+/// and only if the batch fails, one by one to name the bad ones.
+fn bad_signatures(
+    msgs: &[Vec<u8>],
+    sigs: &[ed25519_dalek::Signature],
+    keys: &[ed25519_dalek::VerifyingKey],
+) -> Vec<usize> {
     let refs: Vec<&[u8]> = msgs.iter().map(Vec::as_slice).collect();
     // Batch verification is the fast path; a small-order trusted key (never a real host's)
     // would weaken it, so then every signature is checked strictly.
     let weak = keys.iter().any(|k| k.is_weak());
-    if weak || ed25519_dalek::verify_batch(&refs, &sigs, &keys).is_err() {
-        for (j, pos) in at.iter().enumerate() {
-            if keys[j].verify_strict(&msgs[j], &sigs[j]).is_err() {
-                errors[*pos] = Some(bad_record(
-                    part[*pos].index,
-                    "signature: does not verify with the trusted key",
-                ));
-            }
-        }
+    if !weak && ed25519_dalek::verify_batch(&refs, sigs, keys).is_ok() {
+        return Vec::new();
     }
-    errors
+    (0..msgs.len())
+        .filter(|&j| keys[j].verify_strict(&msgs[j], &sigs[j]).is_err())
+        .collect()
 }
 
 /// Parse `records.jsonl` lines on every core, keeping their order.

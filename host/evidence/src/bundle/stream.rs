@@ -1374,17 +1374,12 @@ fn check_part(
             Err(e) => out.push(Err(e)),
         }
     }
-    let refs: Vec<&[u8]> = msgs.iter().map(Vec::as_slice).collect();
-    let weak = keys.iter().any(|k| k.is_weak());
-    if weak || ed25519_dalek::verify_batch(&refs, &sigs, &keys).is_err() {
-        for (j, pos) in at.iter().enumerate() {
-            if keys[j].verify_strict(&msgs[j], &sigs[j]).is_err() {
-                out[*pos] = Err(bad_record(
-                    part[*pos].index,
-                    "signature: does not verify with the trusted key",
-                ));
-            }
-        }
+    for j in bad_signatures(&msgs, &sigs, &keys) {
+        let pos = at[j];
+        out[pos] = Err(bad_record(
+            part[pos].index,
+            "signature: does not verify with the trusted key",
+        ));
     }
     out
 }
