@@ -78,12 +78,7 @@ pub async fn archive_once(
     if json {
         progress.off();
     }
-    let progress = std::sync::Mutex::new(progress);
-    let tell = |done: u64, total: u64| {
-        if let Ok(p) = progress.lock() {
-            p.at_of(done, total);
-        }
-    };
+    let tell = |done: u64, total: u64| progress.at_of(done, total);
     let archiver = archive::Archiver {
         s3: &client,
         target: &target,
@@ -92,9 +87,7 @@ pub async fn archive_once(
         backoff: archive::BACKOFF,
     };
     let done = archiver.archive_log(store, key, &origin, keys, &tell).await;
-    if let Ok(p) = progress.lock() {
-        p.done();
-    }
+    progress.done();
     let done = done?;
     if json {
         println!("{}", crate::term::json_line(&serde_json::to_value(&done)?));
@@ -133,12 +126,7 @@ pub fn verify(
     if json {
         progress.off();
     }
-    let progress = std::sync::Mutex::new(progress);
-    let tell = |records: u64, total: u64| {
-        if let Ok(p) = progress.lock() {
-            p.at_of(records, total);
-        }
-    };
+    let tell = |records: u64, total: u64| progress.at_of(records, total);
     let verified = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -146,9 +134,7 @@ pub fn verify(
         .block_on(archive::verify_archive(
             &client, &target, origin, trusted, &tell,
         ));
-    if let Ok(p) = progress.lock() {
-        p.done();
-    }
+    progress.done();
     match verified {
         Ok(v) => {
             if json {

@@ -220,7 +220,7 @@ fn io() -> anyhow::Result<tokio::runtime::Runtime> {
         .context("cannot start the async runtime")
 }
 
-async fn open_store(data_dir: &Path, args: &LogArgs) -> anyhow::Result<ev::Store> {
+pub(crate) async fn open_store(data_dir: &Path, args: &LogArgs) -> anyhow::Result<ev::Store> {
     let target = match &args.evidence_db {
         Some(t) => t.clone(),
         None => {
@@ -559,16 +559,10 @@ pub fn evidence(cmd: EvidenceCommand, data_dir: &Path, log: &LogArgs) -> anyhow:
                 // Written as it is read, to a temporary file renamed once whole.
                 let tmp = out.with_extension("partial");
                 let file = std::fs::File::create(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
-                let progress = std::sync::Mutex::new(crate::term::Progress::new("exporting", 0));
-                let tell = |done: u64, total: u64| {
-                    if let Ok(p) = progress.lock() {
-                        p.at_of(done, total);
-                    }
-                };
+                let progress = crate::term::Progress::new("exporting", 0);
+                let tell = |done: u64, total: u64| progress.at_of(done, total);
                 let written = ev::export_stream(&store, &filter, &key, &origin(&key), local_public_keys(data_dir), std::io::BufWriter::with_capacity(1 << 20, file), &tell).await;
-                if let Ok(p) = progress.lock() {
-                    p.done();
-                }
+                progress.done();
                 let manifest = match written {
                     Ok((w, manifest)) => {
                         w.into_inner().map_err(|e| e.into_error()).and_then(|f| f.sync_all()).with_context(|| format!("cannot write {}", tmp.display()))?;

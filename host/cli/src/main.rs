@@ -9,6 +9,7 @@ mod flywheel;
 mod incident;
 mod mcp;
 mod memory;
+mod report;
 mod rules;
 mod runbook;
 mod serve;
@@ -78,6 +79,9 @@ enum Command {
     /// Read the signed evidence log.
     #[command(subcommand)]
     Evidence(evidence::EvidenceCommand),
+    /// Reports for clinic owners: the monthly executive report.
+    #[command(subcommand)]
+    Report(report::ReportCommand),
 }
 
 #[derive(Subcommand)]
@@ -170,6 +174,7 @@ fn main() -> ExitCode {
         }
         Command::Rules(cmd) => data_dir(cli.data_dir).and_then(|d| rules::run(cmd, d)),
         Command::Keys(cmd) => evidence::keys(cmd),
+        Command::Report(cmd) => data_dir(cli.data_dir).and_then(|d| report::run(cmd, &d, &cli.log)),
         Command::Evidence(cmd) => {
             data_dir(cli.data_dir).and_then(|d| evidence::evidence(cmd, &d, &cli.log))
         }

@@ -8,6 +8,7 @@
 //! line of its own). JSON output goes through [`json_line`].
 
 use std::borrow::Cow;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Characters a terminal may act on (C0, DEL, C1, bidi controls): one definition, in
 /// `runwarden-evidence`, shared with `evidence verify`.
@@ -69,11 +70,13 @@ macro_rules! errln {
 
 /// A progress line on standard error, only when it is a terminal: rewritten in place at
 /// most every 200 ms, cleared when done. Nothing at all when output goes to a file or
-/// another program, so logs and tests never see it.
+/// another program, so logs and tests never see it. Shared freely between threads.
 pub(crate) struct Progress {
     what: &'static str,
-    total: std::cell::Cell<u64>,
-    shown: std::cell::Cell<Option<std::time::Instant>>,
+    total: AtomicU64,
+    start: std::time::Instant,
+    /// When it was last shown: milliseconds since `start`, plus one (0: never).
+    shown: AtomicU64,
     on: bool,
 }
 
@@ -83,8 +86,9 @@ impl Progress {
         use std::io::IsTerminal as _;
         Progress {
             what,
-            total: std::cell::Cell::new(total),
-            shown: std::cell::Cell::new(None),
+            total: AtomicU64::new(total),
+            start: std::time::Instant::now(),
+            shown: AtomicU64::new(0),
             on: std::io::stderr().is_terminal(),
         }
     }
@@ -96,7 +100,7 @@ impl Progress {
 
     /// `done` of `total` so far.
     pub(crate) fn at_of(&self, done: u64, total: u64) {
-        self.total.set(total);
+        self.total.store(total, Ordering::Relaxed);
         self.at(done);
     }
 
@@ -105,17 +109,14 @@ impl Progress {
         if !self.on {
             return;
         }
-        let now = std::time::Instant::now();
-        if self
-            .shown
-            .get()
-            .is_some_and(|t| now.duration_since(t) < std::time::Duration::from_millis(200))
-        {
+        let now = self.start.elapsed().as_millis() as u64 + 1;
+        let last = self.shown.load(Ordering::Relaxed);
+        if last != 0 && now.saturating_sub(last) < 200 {
             return;
         }
-        self.shown.set(Some(now));
+        self.shown.store(now, Ordering::Relaxed);
         let pct = (done.saturating_mul(100))
-            .checked_div(self.total.get())
+            .checked_div(self.total.load(Ordering::Relaxed))
             .unwrap_or(100)
             .min(100);
         let width = 30usize;
@@ -130,7 +131,7 @@ impl Progress {
 
     /// Clear the line.
     pub(crate) fn done(&self) {
-        if self.on && self.shown.get().is_some() {
+        if self.on && self.shown.load(Ordering::Relaxed) != 0 {
             eprint!("\r{}\r", " ".repeat(self.what.len() + 40));
         }
     }

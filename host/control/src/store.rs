@@ -54,7 +54,9 @@ macro_rules! on_db {
 
 // After the macros it uses.
 mod hosts;
+mod month;
 pub use hosts::{EnrollmentTokenRow, HostKeyRow, HostRow};
+pub use month::{MonthEscalation, MonthIncident, MonthRun};
 
 /// A [`StoredEscalation`] from a row of `ESCALATION_COLUMNS`, on either backend.
 macro_rules! stored_escalation {

@@ -7,6 +7,7 @@ mod fleet;
 mod integrity;
 mod mcp;
 mod offline;
+mod report;
 use runwarden_testkit as pg;
 mod tamper;
 mod tour;

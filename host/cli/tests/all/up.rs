@@ -81,14 +81,21 @@ pub(super) fn cli(data: &Path, up: &Up, args: &[&str]) -> Output {
     runwarden(data, &full)
 }
 
-#[test]
-fn up_heals_at_l1_escalates_a_repeat_refuses_another_tenant_and_stops_cleanly() {
-    let d = tempfile::tempdir().unwrap();
-    let data = d.path().join("data");
-    let work = d.path().join("work");
+/// In `dir`: a data dir, a policy of host clinic-demo-01 granting a scratch directory
+/// with a stale file in its tmp/, and a disk-full incident naming that tmp/.
+pub(super) struct DiskFull {
+    pub(super) data: std::path::PathBuf,
+    pub(super) policy: std::path::PathBuf,
+    pub(super) incident: std::path::PathBuf,
+    pub(super) stale: std::path::PathBuf,
+}
+
+pub(super) fn disk_full(dir: &Path) -> DiskFull {
+    let work = dir.join("work");
     std::fs::create_dir_all(work.join("tmp")).unwrap();
-    std::fs::write(work.join("tmp/stale.part"), "x").unwrap();
-    let policy = d.path().join("policy.toml");
+    let stale = work.join("tmp/stale.part");
+    std::fs::write(&stale, "x").unwrap();
+    let policy = dir.join("policy.toml");
     std::fs::write(
         &policy,
         format!(
@@ -97,13 +104,7 @@ fn up_heals_at_l1_escalates_a_repeat_refuses_another_tenant_and_stops_cleanly() 
         ),
     )
     .unwrap();
-    let up = start(&data, &policy);
-    let token = data.join("admin-token");
-    let mode =
-        std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&token).unwrap().permissions());
-    assert_eq!(mode & 0o777, 0o600, "the admin token is private");
-
-    let incident = d.path().join("disk-full.json");
+    let incident = dir.join("disk-full.json");
     std::fs::write(
         &incident,
         format!(
@@ -112,6 +113,29 @@ fn up_heals_at_l1_escalates_a_repeat_refuses_another_tenant_and_stops_cleanly() 
         ),
     )
     .unwrap();
+    DiskFull {
+        data: dir.join("data"),
+        policy,
+        incident,
+        stale,
+    }
+}
+
+#[test]
+fn up_heals_at_l1_escalates_a_repeat_refuses_another_tenant_and_stops_cleanly() {
+    let d = tempfile::tempdir().unwrap();
+    let DiskFull {
+        data,
+        policy,
+        incident,
+        ..
+    } = disk_full(d.path());
+    let up = start(&data, &policy);
+    let token = data.join("admin-token");
+    let mode =
+        std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&token).unwrap().permissions());
+    assert_eq!(mode & 0o777, 0o600, "the admin token is private");
+
     let inc = incident.to_str().unwrap();
 
     // Heals at L1.

@@ -1,0 +1,156 @@
+//! `runwarden report monthly` on what `runwarden up` did: the figures a clinic owner reads,
+//! signed with the checkpoint they were taken at, as HTML and PDF.
+
+use super::up::{DiskFull, cli, disk_full, start};
+use super::{runwarden, stderr};
+use serde_json::Value;
+use std::process::Command;
+
+fn this_month() -> String {
+    let ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    runwarden_evidence::rfc3339_ms(ms)[..7].to_string()
+}
+
+#[test]
+fn the_monthly_report_counts_what_up_did_and_signs_its_figures() {
+    let d = tempfile::tempdir().unwrap();
+    let DiskFull {
+        data,
+        policy,
+        incident,
+        stale,
+    } = disk_full(d.path());
+    // Two days old: clear-tmp deletes it, and the incident is healed.
+    std::fs::File::options()
+        .write(true)
+        .open(&stale)
+        .unwrap()
+        .set_modified(std::time::SystemTime::now() - std::time::Duration::from_secs(48 * 3600))
+        .unwrap();
+    let up = start(&data, &policy);
+    let inc = incident.to_str().unwrap();
+    // Healed at L1, then the repeat escalates and a human denies it in time.
+    let o = cli(&data, &up, &["incident", "submit", inc, "--json"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let first: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(
+        (first["tier"].as_str(), first["status"].as_str()),
+        (Some("L1"), Some("healed")),
+        "{first}"
+    );
+    let o = cli(&data, &up, &["incident", "submit", inc]);
+    let text = String::from_utf8_lossy(&o.stdout).to_string();
+    let esc = text
+        .split("escalation ")
+        .nth(1)
+        .and_then(|r| r.split(':').next())
+        .unwrap_or_else(|| panic!("no escalation in {text}"))
+        .to_string();
+    let o = cli(
+        &data,
+        &up,
+        &["escalation", "deny", &esc, "--note", "known glitch"],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    drop(up);
+
+    let out = d.path().join("report");
+    let month = this_month();
+    let o = runwarden(
+        &data,
+        &[
+            "report",
+            "monthly",
+            "--tenant",
+            "local",
+            "--month",
+            &month,
+            "--out",
+            out.to_str().unwrap(),
+            "--time-zone",
+            "UTC",
+        ],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let figures: Value =
+        serde_json::from_slice(&std::fs::read(out.join("figures.json")).unwrap()).unwrap();
+    assert_eq!(figures["tenant"], "local");
+    assert_eq!(figures["month"], month.as_str());
+    assert_eq!(figures["incidents"], 2);
+    assert_eq!(figures["healed_automatically"], 1);
+    assert_eq!(figures["escalations"], 1);
+    assert_eq!(figures["escalations_in_sla"], 1);
+    assert!(
+        figures["mean_time_to_heal_s"].as_f64().is_some(),
+        "{figures}"
+    );
+    let l1 = figures["by_tier"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["tier"] == "L1")
+        .unwrap();
+    assert_eq!(
+        (l1["incidents"].clone(), l1["healed"].clone()),
+        (1.into(), 1.into())
+    );
+    assert!(figures["checkpoint"]["tree_size"].as_u64().unwrap() >= 1);
+
+    // The figures are signed by the log's key, together with the checkpoint.
+    let signed = std::fs::read_to_string(out.join("figures.dsse.json")).unwrap();
+    let env = runwarden_evidence::Envelope::from_json(&signed).unwrap();
+    let key = runwarden_evidence::read_verifying_key(&data.join("signing-keys/clinic-demo-01.pub"))
+        .unwrap();
+    env.verify(&[key]).unwrap();
+    assert_eq!(
+        env.payload().unwrap(),
+        std::fs::read(out.join("figures.json")).unwrap()
+    );
+
+    let html = std::fs::read_to_string(out.join("report.html")).unwrap();
+    assert!(
+        html.contains("local") && html.contains(&month),
+        "the page names tenant and month"
+    );
+    let pdf = std::fs::read(out.join("report.pdf")).unwrap();
+    assert!(pdf.starts_with(b"%PDF-"));
+    // What a reader of the PDF sees.
+    let text = Command::new("pdftotext")
+        .arg(out.join("report.pdf"))
+        .arg("-")
+        .output()
+        .expect("pdftotext (Debian poppler-utils, installed by scripts/setup) runs");
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(text.contains("local") && text.contains(&month), "{text}");
+
+    // Bad input: named, nothing written.
+    for (args, expect) in [
+        (vec!["--month", "2026-13"], "2026-13"),
+        (
+            vec!["--month", &month, "--time-zone", "Mars/Olympus_Mons"],
+            "Mars/Olympus_Mons",
+        ),
+        (
+            vec!["--month", &month, "--time-zone", "../../etc/passwd"],
+            "time zone",
+        ),
+    ] {
+        let bad = d.path().join("bad");
+        let mut full = vec![
+            "report",
+            "monthly",
+            "--tenant",
+            "local",
+            "--out",
+            bad.to_str().unwrap(),
+        ];
+        full.extend(args);
+        let o = runwarden(&data, &full);
+        assert_eq!(o.status.code(), Some(2), "{full:?}");
+        assert!(stderr(&o).contains(expect), "{full:?}: {}", stderr(&o));
+        assert!(!bad.exists(), "nothing written for {full:?}");
+    }
+}
