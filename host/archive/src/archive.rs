@@ -14,9 +14,10 @@ use runwarden_evidence::{self as ev, CompactTree, Hash};
 use sha2::{Digest, Sha256};
 use std::time::Duration;
 
-/// Records per segment, at most: one segment is built in memory before it is written, so
-/// this bounds the archiver's memory (about 40 MiB at 5 KB a record).
-pub const SEGMENT_RECORDS: u64 = 8192;
+/// Records per segment, at most: one segment is built in memory before it is written and
+/// read back after, so this bounds the archiver's memory (about 20 MiB a segment at 5 KB
+/// a record).
+pub const SEGMENT_RECORDS: u64 = 4096;
 /// The largest segment object a verification reads.
 pub const MAX_SEGMENT_BYTES: u64 = 1 << 30;
 /// Default retention: six years, what HIPAA asks documentation be kept.

@@ -891,7 +891,9 @@ async fn read_body(mut response: reqwest::Response, limit: u64) -> Result<Bytes,
     if announced.is_some_and(|n| n > limit) {
         return Err(ReadError::TooLarge(announced));
     }
-    let mut body = BytesMut::with_capacity(announced.unwrap_or(0).min(8 << 20) as usize);
+    // What the server announced, up to 64 MiB, is reserved at once: a segment read back
+    // is not copied over and over as it grows.
+    let mut body = BytesMut::with_capacity(announced.unwrap_or(0).min(64 << 20) as usize);
     while let Some(chunk) = response.chunk().await.map_err(ReadError::Transport)? {
         if (body.len() + chunk.len()) as u64 > limit {
             return Err(ReadError::TooLarge(announced));
