@@ -53,6 +53,10 @@ pub enum EvidenceCommand {
         /// (DATA_DIR/control-key or DATA_DIR/signing-keys).
         #[arg(long, env = "RUNWARDEN_SIGNING_KEY")]
         signing_key: Option<PathBuf>,
+        /// The clinic's time zone (IANA name, e.g. Europe/Berlin): the report's times and
+        /// months are in it. Carried in the bundle, under its seal.
+        #[arg(long, env = "RUNWARDEN_TIME_ZONE", default_value = "UTC")]
+        time_zone: String,
     },
     /// Archive the log to S3 under Object Lock (WORM): every record not yet archived, in
     /// sealed segments (records and the signed checkpoint that covers them) locked in
@@ -550,7 +554,8 @@ pub fn evidence(cmd: EvidenceCommand, data_dir: &Path, log: &LogArgs) -> anyhow:
                 }
                 Ok(ExitCode::SUCCESS)
             }
-            EvidenceCommand::Export { filter, out, signing_key } => {
+            EvidenceCommand::Export { filter, out, signing_key, time_zone } => {
+                let time_zone = ev::TimeZone::load(&time_zone).map_err(|e| anyhow::anyhow!("--time-zone: {e}"))?;
                 let key = export_key(data_dir, signing_key.as_deref(), &store).await?;
                 let filter = filter.to_filter()?;
                 if let Some(tenant) = filter.tenant.clone() {
@@ -561,7 +566,7 @@ pub fn evidence(cmd: EvidenceCommand, data_dir: &Path, log: &LogArgs) -> anyhow:
                 let file = std::fs::File::create(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
                 let progress = crate::term::Progress::new("exporting", 0);
                 let tell = |done: u64, total: u64| progress.at_of(done, total);
-                let written = ev::export_stream(&store, &filter, &key, &origin(&key), local_public_keys(data_dir), std::io::BufWriter::with_capacity(1 << 20, file), &tell).await;
+                let written = ev::export_stream(&store, &filter, &key, Some(&time_zone), local_public_keys(data_dir), std::io::BufWriter::with_capacity(1 << 20, file), &tell).await;
                 progress.done();
                 let manifest = match written {
                     Ok((w, manifest)) => {

@@ -76,6 +76,45 @@ pub struct Manifest {
     /// the leaves `from..tree_size` rather than `0..tree_size`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub segment: Option<SegmentStart>,
+    /// Format 4 only: the clinic's time zone, which the report shows times and months in.
+    /// Absent: UTC (as in every bundle made before it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time_zone: Option<TimeZone>,
+}
+
+/// A time zone a bundle's report is in: its name and the POSIX TZ rule it follows today,
+/// carried in the manifest (under the seal) so that the report reads the same on every
+/// machine, whatever its time zone files. Times before the zone's last change of rules are
+/// shown by today's rule.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TimeZone {
+    /// IANA name (`Europe/Berlin`).
+    pub name: String,
+    /// POSIX TZ rule (`CET-1CEST,M3.5.0,M10.5.0/3`).
+    pub rule: String,
+}
+
+impl TimeZone {
+    /// The zone `name` from this machine's time zone files (`UTC` needs none).
+    pub fn load(name: &str) -> Result<TimeZone, String> {
+        let zone = runwarden_report::tz::Zone::load(name).map_err(|e| e.to_string())?;
+        let rule = zone.rule().ok_or_else(|| {
+            format!("time zone {name:?} has no rule for today's times in its file: pick another name for the same place")
+        })?;
+        Ok(TimeZone {
+            name: name.to_string(),
+            rule,
+        })
+    }
+
+    /// The zone that follows the carried rule, checked.
+    pub(crate) fn zone(&self) -> Result<runwarden_report::tz::Zone, String> {
+        if self.name.len() > 64 || self.rule.len() > 128 {
+            return Err("a time zone's name or rule is too long".into());
+        }
+        runwarden_report::tz::Zone::from_rule(&self.name, &self.rule).map_err(|e| e.to_string())
+    }
 }
 
 /// Where a segment of a log starts: with its records, this hashes to the checkpoint's
@@ -470,9 +509,9 @@ fn parse_manifest(data: &[u8]) -> Result<Manifest, BundleError> {
         None => return Err(bad(format!("{MANIFEST} has no version"))),
     }
     let m: Manifest = serde_json::from_value(value).map_err(|e| bad(format!("{MANIFEST}: {e}")))?;
-    if m.segment.is_some() && m.version < stream::STREAM_VERSION {
+    if (m.segment.is_some() || m.time_zone.is_some()) && m.version < stream::STREAM_VERSION {
         return Err(bad(format!(
-            "{MANIFEST}: a segment of a log is a bundle of format {}, not {}",
+            "{MANIFEST}: a segment of a log, or a time zone, is in a bundle of format {}, not {}",
             stream::STREAM_VERSION,
             m.version
         )));
@@ -679,13 +718,13 @@ fn read_members<R: Read>(entries: &mut tar::Entries<'_, R>) -> Result<Contents, 
             shown(missing.as_bytes())
         )));
     }
-    Ok(Contents::Members(Members { manifest, list }))
+    Ok(Contents::Members(Box::new(Members { manifest, list })))
 }
 
 /// A bundle as [`read_members`] found it: every member of format 2 or 3 read, or the
 /// manifest of format 4, whose other members are read as a stream.
 enum Contents {
-    Members(Members),
+    Members(Box<Members>),
     Stream(Vec<u8>),
 }
 
@@ -702,7 +741,7 @@ pub fn verify_bundle(
         .map_err(|e| bad(format!("not a runwarden bundle (tar): {e}")))?
         .raw(true);
     let members = match read_members(&mut entries)? {
-        Contents::Members(m) => m,
+        Contents::Members(m) => *m,
         Contents::Stream(manifest) => {
             return stream::verify_stream(&manifest, &mut entries, trusted, since_checkpoint);
         }
@@ -1371,6 +1410,7 @@ fn assemble(
             created_at: now_rfc3339(),
             members: BTreeMap::new(),
             segment: None,
+            time_zone: None,
         },
         checkpoint_note: note,
         records,

@@ -29,8 +29,8 @@ mod text;
 
 pub use bundle::{
     BUNDLE_VERSION, BundleContents, BundleError, BundleRecord, BundleWriter, Consistency, Manifest,
-    SEAL, SEAL_PAYLOAD_TYPE, SegmentStart, Verified, export, export_mirror, export_segment,
-    export_stream, hash_hex, now_rfc3339, verify_bundle,
+    SEAL, SEAL_PAYLOAD_TYPE, SegmentStart, TimeZone, Verified, export, export_mirror,
+    export_segment, export_stream, hash_hex, now_rfc3339, verify_bundle,
 };
 pub use checkpoint::Checkpoint;
 pub use dsse::{Envelope, EnvelopeSignature, pae};

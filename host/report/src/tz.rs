@@ -103,6 +103,8 @@ pub struct Zone {
     types: Vec<LocalType>,
     /// The footer's rule, for instants at or after the last transition.
     rule: Option<PosixTz>,
+    /// Its text (`CET-1CEST,M3.5.0,M10.5.0/3`).
+    rule_text: Option<String>,
 }
 
 impl Zone {
@@ -118,6 +120,7 @@ impl Zone {
                 abbr: "UTC".to_owned(),
             }],
             rule: None,
+            rule_text: None,
         }
     }
 
@@ -171,6 +174,35 @@ impl Zone {
     /// The zone's name, as given to [`Zone::load`] or [`Zone::from_tzif`].
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// The POSIX TZ rule the zone follows from its last transition on
+    /// (`CET-1CEST,M3.5.0,M10.5.0/3`; `UTC0` for UTC), if it has one: with
+    /// [`Zone::from_rule`], the same local times of today's rules on any machine, whatever
+    /// its time zone files.
+    pub fn rule(&self) -> Option<String> {
+        if self.transitions.is_empty() && self.rule.is_none() && self.name == "UTC" {
+            return Some("UTC0".to_owned());
+        }
+        self.rule_text.clone()
+    }
+
+    /// A zone called `name` that follows the POSIX TZ rule `rule` at every instant (no
+    /// historical transitions): what a bundle carries, so that its report reads the same
+    /// everywhere.
+    pub fn from_rule(name: &str, rule: &str) -> Result<Zone, TzError> {
+        let parsed = PosixTz::parse(rule).map_err(|reason| TzError::Malformed {
+            name: name.to_owned(),
+            reason: format!("rule {rule:?}: {reason}"),
+        })?;
+        Ok(Zone {
+            name: name.to_owned(),
+            transitions: Vec::new(),
+            type_of: Vec::new(),
+            types: vec![parsed.std.clone()],
+            rule: Some(parsed),
+            rule_text: Some(rule.to_owned()),
+        })
     }
 
     /// The offset from UTC (seconds east) and the abbreviation (`CET`, `EDT`, `+03`) in
@@ -266,6 +298,53 @@ impl Zone {
             }
         }
     }
+}
+
+/// Milliseconds since the Unix epoch of an RFC 3339 UTC time as runwarden writes them
+/// (`2026-11-21T23:17:41.123Z`, the fraction optional); `None` for anything else.
+pub fn parse_utc_ms(text: &str) -> Option<i64> {
+    let b = text.as_bytes();
+    if b.len() < 20
+        || b[4] != b'-'
+        || b[7] != b'-'
+        || b[10] != b'T'
+        || b[13] != b':'
+        || b[16] != b':'
+    {
+        return None;
+    }
+    let num = |r: std::ops::Range<usize>| -> Option<i64> {
+        let part = text.get(r)?;
+        part.bytes()
+            .all(|c| c.is_ascii_digit())
+            .then(|| part.parse().ok())?
+    };
+    let (y, mo, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
+    let (h, mi, sec) = (num(11..13)?, num(14..16)?, num(17..19)?);
+    let rest = text.get(19..)?;
+    let ms = match rest {
+        "Z" => 0,
+        _ => {
+            let frac = rest.strip_prefix('.')?.strip_suffix('Z')?;
+            if frac.is_empty() || frac.len() > 9 || !frac.bytes().all(|c| c.is_ascii_digit()) {
+                return None;
+            }
+            frac[..frac.len().min(3)].parse::<i64>().ok()?
+                * 10_i64.pow(3 - frac.len().min(3) as u32)
+        }
+    };
+    let mo = u32::try_from(mo).ok()?;
+    if !(1..=12).contains(&mo)
+        || d < 1
+        || d > i64::from(days_in_month(y, mo))
+        || h > 23
+        || mi > 59
+        || sec > 60
+    {
+        return None;
+    }
+    let days = days_from_civil(y, mo, d as u32);
+    Some(((days * 86_400 + h * 3600 + mi * 60 + sec) * 1000) + ms)
 }
 
 /// The number of days in `month` (1 to 12) of `year` (proleptic Gregorian); 0 for a
@@ -488,6 +567,7 @@ fn parse_tzif(name: &str, bytes: &[u8]) -> Result<Zone, String> {
             .filter(|s| s.is_ascii())
             .ok_or("the footer is not ASCII")?;
         zone.rule = Some(PosixTz::parse(text).map_err(|e| format!("footer rule {text:?}: {e}"))?);
+        zone.rule_text = Some(text.to_owned());
     }
     Ok(zone)
 }
@@ -570,6 +650,7 @@ fn parse_block(name: &str, h: &Header, data: &[u8], time_size: usize) -> Result<
         type_of,
         types,
         rule: None,
+        rule_text: None,
     })
 }
 
@@ -1181,6 +1262,53 @@ mod tests {
         let mut huge = real[..44].to_vec();
         huge[32..36].copy_from_slice(&u32::MAX.to_be_bytes());
         assert!(Zone::from_tzif("huge", &huge).is_err());
+    }
+
+    #[test]
+    fn a_zone_from_its_rule_reads_todays_times_like_the_file() {
+        let berlin = zone("Europe/Berlin");
+        let rule = berlin.rule().expect("Berlin's file has a footer");
+        assert_eq!(rule, "CET-1CEST,M3.5.0,M10.5.0/3");
+        let carried = Zone::from_rule("Europe/Berlin", &rule).unwrap();
+        for t in [
+            utc(2026, 3, 29, 1, 0, 0),
+            utc(2026, 10, 25, 0, 59, 59),
+            utc(2026, 10, 25, 1, 0, 0),
+            utc(2026, 7, 1, 12, 0, 0),
+        ] {
+            assert_eq!(carried.local(t), berlin.local(t));
+        }
+        assert_eq!(Zone::utc().rule().as_deref(), Some("UTC0"));
+        assert_eq!(
+            Zone::from_rule("UTC", "UTC0").unwrap().local(0),
+            "1970-01-01 00:00 UTC"
+        );
+        assert!(Zone::from_rule("X", "not a rule,,").is_err());
+    }
+
+    #[test]
+    fn utc_times_parse_as_runwarden_writes_them() {
+        assert_eq!(parse_utc_ms("1970-01-01T00:00:00Z"), Some(0));
+        assert_eq!(
+            parse_utc_ms("2026-11-21T23:17:41.123Z"),
+            Some(utc(2026, 11, 21, 23, 17, 41) + 123)
+        );
+        assert_eq!(
+            parse_utc_ms("2026-11-21T23:17:41.5Z"),
+            Some(utc(2026, 11, 21, 23, 17, 41) + 500)
+        );
+        for bad in [
+            "",
+            "2026-11-21",
+            "2026-13-01T00:00:00Z",
+            "2026-02-30T00:00:00Z",
+            "2026-11-21T23:17:41+01:00",
+            "2026-11-21T23:17:41.Z",
+            "2026-11-21 23:17:41Z",
+            "２026-11-21T23:17:41Z",
+        ] {
+            assert_eq!(parse_utc_ms(bad), None, "{bad}");
+        }
     }
 
     #[test]

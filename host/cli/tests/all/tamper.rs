@@ -595,3 +595,57 @@ fn evidence_list_and_show_escape_what_a_record_holds() {
         );
     }
 }
+
+#[test]
+fn a_bundle_in_the_clinics_time_zone_verifies_and_a_bad_zone_is_named() {
+    let d = tempfile::tempdir().unwrap();
+    let (_, key) = setup(d.path(), 1);
+    let bundle = d.path().join("berlin.tar");
+    let o = runwarden(
+        d.path(),
+        &[
+            "evidence",
+            "export",
+            "-o",
+            bundle.to_str().unwrap(),
+            "--time-zone",
+            "Europe/Berlin",
+        ],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = verify(d.path(), &bundle, &key, &["--require-complete"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let mut a = tar::Archive::new(std::fs::File::open(&bundle).unwrap());
+    let report = a
+        .entries()
+        .unwrap()
+        .map(|e| e.unwrap())
+        .find(|e| e.path().unwrap().to_str() == Some("report.html"))
+        .map(|mut e| {
+            let mut s = String::new();
+            std::io::Read::read_to_string(&mut e, &mut s).unwrap();
+            s
+        })
+        .unwrap();
+    assert!(report.contains("(Europe/Berlin)"), "{report}");
+    assert!(
+        report.contains(" CET") || report.contains(" CEST"),
+        "{report}"
+    );
+    for zone in ["Europe/Berln", "../../etc/passwd"] {
+        let o = runwarden(
+            d.path(),
+            &[
+                "evidence",
+                "export",
+                "-o",
+                d.path().join("x.tar").to_str().unwrap(),
+                "--time-zone",
+                zone,
+            ],
+        );
+        assert_eq!(o.status.code(), Some(2), "{zone}");
+        assert!(stderr(&o).contains("--time-zone"), "{}", stderr(&o));
+        assert!(!d.path().join("x.tar").exists());
+    }
+}

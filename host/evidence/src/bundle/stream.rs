@@ -110,6 +110,7 @@ impl<W: Write> BundleWriter<W> {
         consistency: &[Consistency],
         keys: &[VerifyingKey],
     ) -> std::io::Result<BundleWriter<W>> {
+        let tally = Tally::in_zone(manifest.time_zone.as_ref()).map_err(io_err)?;
         let mut manifest = manifest.clone();
         manifest.version = STREAM_VERSION;
         manifest.members = BTreeMap::new();
@@ -138,7 +139,7 @@ impl<W: Write> BundleWriter<W> {
             written: 0,
             last: None,
             from,
-            tally: Tally::default(),
+            tally,
         };
         let manifest = serde_json::to_vec_pretty(&w.manifest)?;
         w.manifest_sha256 = hex::encode(Sha256::digest(&manifest));
@@ -449,6 +450,8 @@ impl ByName {
 /// writes and by verification as it checks — so both make the same page.
 #[derive(Default)]
 struct Tally {
+    /// The zone times and months are shown in; UTC (as text) when `None`.
+    zone: Option<runwarden_report::tz::Zone>,
     records: u64,
     all: Counts,
     unreadable: u64,
@@ -464,6 +467,24 @@ struct Tally {
 }
 
 impl Tally {
+    fn in_zone(tz: Option<&TimeZone>) -> Result<Tally, String> {
+        Ok(Tally {
+            zone: tz
+                .map(|t| t.zone().map_err(|e| format!("{MANIFEST}: time zone: {e}")))
+                .transpose()?,
+            ..Tally::default()
+        })
+    }
+
+    /// A record's time as the report shows it: local, when the bundle has a time zone.
+    fn when(&self, started_at: &str) -> String {
+        match &self.zone {
+            Some(z) => runwarden_report::tz::parse_utc_ms(started_at)
+                .map_or_else(|| started_at.to_string(), |ms| z.local(ms)),
+            None => started_at.to_string(),
+        }
+    }
+
     fn add(&mut self, index: u64, facts: Option<&Facts>) {
         self.records += 1;
         let Some(f) = facts else {
@@ -472,7 +493,14 @@ impl Tally {
         };
         let class = class_of(f);
         self.all.add(class);
-        self.months.add(f.started_at.get(..7).unwrap_or("?"), class);
+        let local = self.zone.as_ref().and_then(|z| {
+            runwarden_report::tz::parse_utc_ms(&f.started_at).map(|ms| z.local_date(ms))
+        });
+        let month = match &local {
+            Some(date) => date.get(..7),
+            None => f.started_at.get(..7),
+        };
+        self.months.add(month.unwrap_or("?"), class);
         self.hosts.add(&f.host, class);
         self.runbooks.add(&f.runbook, class);
         let tier = if self.tiers.contains_key(&f.tier) || self.tiers.len() < 16 {
@@ -499,6 +527,7 @@ impl Tally {
 
     fn render(&self, manifest: &Manifest, keys: &[VerifyingKey]) -> String {
         let mut out = String::new();
+        let zone = self.zone.as_ref().map_or("UTC", |z| z.name()).to_string();
         let head = |n: &str| {
             let cols: String = CLASSES.iter().map(|c| format!("<th>{c}</th>")).collect();
             format!("<tr><th>{n}</th><th>runs</th>{cols}</tr>\n")
@@ -527,14 +556,15 @@ impl Tally {
 <style>body{{font-family:system-ui,sans-serif;margin:2em;color:#222;max-width:80em}}table{{border-collapse:collapse;margin-bottom:1em}}\
 td,th{{border:1px solid #ccc;padding:3px 6px;font-size:14px;text-align:right;vertical-align:top}}td:first-child,th:first-child{{text-align:left}}\
 th{{background:#f3f3f3}}td.text{{text-align:left}}.when{{white-space:nowrap}}dt{{font-weight:bold;float:left;clear:left;margin-right:.5em}}dd{{margin:0 0 .2em 0}}</style></head>\n\
-<body><h1>Remediation evidence</h1>\n<p>Log <b>{origin}</b>: {count} of its {size} records, from {first} to {last} (UTC), exported {created}. \
+<body><h1>Remediation evidence</h1>\n<p>Log <b>{origin}</b>: {count} of its {size} records, from {first} to {last} ({zone}), exported {created}. \
 Every record is signed by the host that ran it and proven part of the log whose signed checkpoint is in this bundle. \
 Check it with <code>runwarden evidence verify BUNDLE --key KEY.pub</code>; this page alone proves nothing.</p>\n<p>{kind}</p>\n",
             origin = esc(&manifest.origin),
             count = self.records,
             size = manifest.tree_size,
-            first = esc(self.first.as_deref().unwrap_or("—")),
-            last = esc(self.last.as_deref().unwrap_or("—")),
+            first = esc(&self.first.as_deref().map_or_else(|| "—".to_string(), |t| self.when(t))),
+            last = esc(&self.last.as_deref().map_or_else(|| "—".to_string(), |t| self.when(t))),
+            zone = esc(&zone),
             created = esc(&manifest.created_at),
             kind = if manifest.complete {
                 "This is the complete log up to the checkpoint: verification proves nothing was left out.".to_string()
@@ -559,7 +589,11 @@ Check it with <code>runwarden evidence verify BUNDLE --key KEY.pub</code>; this 
             "<p>Calls the hosts' policies denied: {}. Dry runs only simulated their changes and are never counted as healed.</p>\n",
             self.denied_calls
         ));
-        out.push_str(&table("By month (UTC)", "month", &self.months));
+        out.push_str(&table(
+            &format!("By month ({})", esc(&zone)),
+            "month",
+            &self.months,
+        ));
         out.push_str(&table("By host", "host", &self.hosts));
         out.push_str(&table("By runbook", "runbook", &self.runbooks));
         out.push_str("<h2>Who decided</h2>\n<table><tr><th>tier</th><th>runs</th></tr>\n");
@@ -585,9 +619,10 @@ Check it with <code>runwarden evidence verify BUNDLE --key KEY.pub</code>; this 
         out.push_str(&format!(
             "<h2>Needing attention</h2>\n<p>The latest {} records that did not heal or whose runbook was denied a call (of {} in all); \
 each is in the bundle's records under its index.</p>\n\
-<table><tr><th>#</th><th>when (UTC)</th><th>host</th><th>runbook</th><th>outcome</th><th>summary</th><th>decided by</th></tr>\n",
+<table><tr><th>#</th><th>when ({})</th><th>host</th><th>runbook</th><th>outcome</th><th>summary</th><th>decided by</th></tr>\n",
             self.attention.len(),
             self.records,
+            esc(&zone),
         ));
         for (i, f) in &self.attention {
             let who = match (&f.approver, f.tier.as_str()) {
@@ -596,7 +631,7 @@ each is in the bundle's records under its index.</p>\n\
             };
             out.push_str(&format!(
                 "<tr><td>{i}</td><td class=\"when\">{}</td><td class=\"text\">{}</td><td class=\"text\">{}</td><td class=\"text\">{}</td><td class=\"text\">{}</td><td class=\"text\">{}</td></tr>\n",
-                esc(&f.started_at),
+                esc(&self.when(&f.started_at)),
                 esc(&f.host),
                 esc(&f.runbook),
                 esc(class_of(f)),
@@ -633,22 +668,24 @@ each is in the bundle's records under its index.</p>\n\
     }
 }
 
-/// Export the records of the database's own log that match `filter` as a bundle of
-/// format 4 written to `out`, with a fresh checkpoint signed by `key` (stored, so later
-/// exports can prove consistency with it), sealed by `key`. Reads the log a page at a
-/// time: memory does not grow with the log. `progress` hears (records written, records
-/// to write) now and then. Returns the output and the bundle's manifest.
+/// Export the records of the database's own log (signed by `key`, named after it) that
+/// match `filter` as a bundle of format 4 written to `out`, its report in `time_zone` (UTC
+/// if `None`), with a fresh checkpoint signed by `key` (stored, so later exports can prove
+/// consistency with it), sealed by `key`. Reads the log a page at a time: memory does not
+/// grow with the log. `progress` hears (records written, records to write) now and then.
+/// Returns the output and the bundle's manifest.
 pub async fn export_stream<W: Write>(
     store: &crate::store::Store,
     filter: &crate::store::Filter,
     key: &crate::keys::SigningKey,
-    origin: &str,
+    time_zone: Option<&TimeZone>,
     mut keys: Vec<VerifyingKey>,
     out: W,
     progress: &(dyn Fn(u64, u64) + Sync),
 ) -> crate::error::Result<(W, Manifest)> {
     // Records read from the store at a time: a quarter of a chunk.
     const PAGE: u64 = CHUNK_RECORDS as u64 / 4;
+    let origin = &crate::keys::log_origin(key.name());
     let size = store.size().await?;
     let root = store.root_at(size).await?;
     let cp = Checkpoint {
@@ -711,6 +748,7 @@ pub async fn export_stream<W: Write>(
         created_at: now_rfc3339(),
         members: BTreeMap::new(),
         segment: None,
+        time_zone: time_zone.cloned(),
     };
     let mut w = BundleWriter::start(out, &manifest, &note, &consistency, &keys).map_err(io)?;
     let (mut from, mut written) = (0, 0u64);
@@ -796,6 +834,7 @@ pub async fn export_segment<W: Write>(
         created_at: now_rfc3339(),
         members: BTreeMap::new(),
         segment: Some(start),
+        time_zone: None,
     };
     // A segment follows the one before it; the proofs of consistency are its frontier.
     let mut w = BundleWriter::start(out, &manifest, &note, &[], &keys).map_err(io)?;
@@ -904,7 +943,7 @@ pub(super) fn verify_stream<R: Read>(
     let mut consistent_with = None;
     let mut keys: Vec<VerifyingKey> = Vec::new();
     let ids: Vec<String> = trusted.iter().map(|k| k.key_id_hex()).collect();
-    let mut tally = Tally::default();
+    let mut tally = Tally::in_zone(manifest.time_zone.as_ref()).map_err(bad)?;
     let mut count = 0u64;
     let mut last: Option<u64> = from.checked_sub(1);
     let mut chunks = 0u64;

@@ -112,6 +112,7 @@ fn bundle_with(n: u64, summary: &str) -> (Vec<u8>, VerifyingKey) {
             created_at: rfc3339_ms(1_700_000_000_000),
             members: Default::default(),
             segment: None,
+            time_zone: None,
         },
         checkpoint_note: cp.sign(&key).unwrap(),
         records: envelopes

@@ -48,6 +48,7 @@ fn write(
         created_at: rfc3339_ms(1_700_000_000_000),
         members: Default::default(),
         segment: None,
+        time_zone: None,
     };
     let mut w = BundleWriter::start(
         Vec::new(),
@@ -408,11 +409,12 @@ async fn a_store_exports_a_stream_that_verifies_complete_and_filtered() {
             .unwrap();
     }
     let trusted: Vec<VerifyingKey> = vec![key.verifying_key()];
+    let berlin = runwarden_evidence::TimeZone::load("Europe/Berlin").unwrap();
     let (bytes, manifest) = runwarden_evidence::export_stream(
         &store,
         &Default::default(),
         &key,
-        "runwarden/host-1",
+        Some(&berlin),
         trusted.clone(),
         Vec::new(),
         &|_, _| {},
@@ -422,6 +424,21 @@ async fn a_store_exports_a_stream_that_verifies_complete_and_filtered() {
     assert_eq!((manifest.record_count, manifest.complete), (30, true));
     let v = verify_bundle(bytes.as_slice(), &trusted, None).unwrap();
     assert_eq!((v.records, v.tree_size, v.complete), (30, 30, true));
+    // The report is in the clinic's time zone: 2023-11-14T22:13:20Z is 23:13 in Berlin.
+    let report = String::from_utf8(get(&mut members(&bytes), "report.html").clone()).unwrap();
+    assert!(report.contains("2023-11-14 23:13 CET"), "{report}");
+    assert!(report.contains("By month (Europe/Berlin)"), "{report}");
+    // The zone is under the seal: another zone in the manifest is refused.
+    let mut m = members(&bytes);
+    let manifest_bytes = get(&mut m, "runwarden-bundle.json");
+    let mut v: serde_json::Value = serde_json::from_slice(manifest_bytes).unwrap();
+    v["time_zone"] =
+        serde_json::json!({"name": "America/New_York", "rule": "EST5EDT,M3.2.0,M11.1.0"});
+    *manifest_bytes = serde_json::to_vec_pretty(&v).unwrap();
+    assert_refused(&tar_of(&m), &trusted[0], "is not the one the seal signed");
+    v["time_zone"] = serde_json::json!({"name": "Europe/Berlin", "rule": "not a rule,,"});
+    *get(&mut m, "runwarden-bundle.json") = serde_json::to_vec_pretty(&v).unwrap();
+    assert_refused(&tar_of(&m), &trusted[0], "time zone");
 
     // More records, then a filtered export: consistent with the first checkpoint.
     let first_note = {
@@ -449,7 +466,7 @@ async fn a_store_exports_a_stream_that_verifies_complete_and_filtered() {
         &store,
         &filter,
         &key,
-        "runwarden/host-1",
+        None,
         trusted.clone(),
         Vec::new(),
         &|_, _| {},
@@ -457,6 +474,12 @@ async fn a_store_exports_a_stream_that_verifies_complete_and_filtered() {
     .await
     .unwrap();
     assert_eq!((manifest.record_count, manifest.complete), (25, false));
+    // Without a time zone, UTC as before.
+    let report = String::from_utf8(get(&mut members(&bytes), "report.html").clone()).unwrap();
+    assert!(
+        report.contains("By month (UTC)") && report.contains("T22:"),
+        "{report}"
+    );
     let v = verify_bundle(bytes.as_slice(), &trusted, Some(&first_note)).unwrap();
     assert_eq!(
         (v.records, v.tree_size, v.complete, v.consistent_with),
@@ -544,7 +567,7 @@ async fn fifty_thousand_records_export_and_verify_as_a_stream() {
         &store,
         &Default::default(),
         &key,
-        "runwarden/host-1",
+        None,
         vec![key.verifying_key()],
         file,
         &|done, total| {
