@@ -61,6 +61,30 @@ pub fn parse_retention(text: &str) -> anyhow::Result<u64> {
     })
 }
 
+/// How often: `30s`, `15m`, `1h`, `1d` — from 5 seconds to a week.
+pub fn parse_every(text: &str) -> anyhow::Result<std::time::Duration> {
+    let unit = |u: char| match u {
+        's' => Some(1),
+        'm' => Some(60),
+        'h' => Some(3600),
+        'd' => Some(86_400),
+        _ => None,
+    };
+    let secs = text
+        .char_indices()
+        .last()
+        .and_then(|(at, u)| Some((text[..at].parse::<u64>().ok()?, unit(u)?)))
+        .and_then(|(n, per)| n.checked_mul(per))
+        .filter(|s| (5..=7 * 86_400).contains(s))
+        .ok_or_else(|| {
+            anyhow::anyhow!(
+                "{:?} is not a period from 5 s to a week: give a number and a unit, e.g. 30s, 15m, 1h, 1d",
+                ev::escape_control(text)
+            )
+        })?;
+    Ok(std::time::Duration::from_secs(secs))
+}
+
 /// `evidence archive`: archive the database's own log.
 pub async fn archive_once(
     store: &ev::Store,
@@ -230,6 +254,20 @@ pub fn spawn_periodic(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn periods_parse_with_their_unit() {
+        let secs = |t| parse_every(t).unwrap().as_secs();
+        assert_eq!(
+            (secs("5s"), secs("15m"), secs("1h"), secs("7d")),
+            (5, 900, 3600, 604_800)
+        );
+        for bad in ["", "4s", "8d", "1", "h", "1w", "-1h", "1.5h", "\u{1b}[2J1h"] {
+            let e = parse_every(bad).unwrap_err().to_string();
+            assert!(e.contains("e.g. 30s"), "{bad:?}: {e}");
+            assert!(!e.contains('\u{1b}'), "{e}");
+        }
+    }
 
     #[test]
     fn retentions_parse_in_days_and_years() {

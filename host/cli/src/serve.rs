@@ -98,7 +98,7 @@ pub struct FileConfig {
     archive: Option<ArchiveFileConfig>,
 }
 
-/// `[archive]`: every `every_minutes`, the log's new records go to `to` as sealed segments
+/// `[archive]`: every `every`, the log's new records go to `to` as sealed segments
 /// under COMPLIANCE retention. Credentials come from the environment only
 /// (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY).
 #[derive(Deserialize)]
@@ -107,7 +107,7 @@ struct ArchiveFileConfig {
     /// s3://BUCKET/PREFIX.
     to: String,
     /// Minutes between runs (default 60).
-    every_minutes: Option<u64>,
+    every: Option<String>,
     /// Retention of each segment: days (`2190d`) or years (`6y`, the default).
     retention: Option<String>,
     /// The S3 endpoint (default: AWS_ENDPOINT_URL_S3, AWS_ENDPOINT_URL, else AWS S3).
@@ -130,11 +130,8 @@ impl ArchiveFileConfig {
         let retention_days =
             crate::archive::parse_retention(self.retention.as_deref().unwrap_or("6y"))
                 .context("[archive] retention")?;
-        let minutes = self.every_minutes.unwrap_or(60);
-        anyhow::ensure!(
-            (1..=10_080).contains(&minutes),
-            "[archive] every_minutes must be between 1 and 10080 (a week), not {minutes}"
-        );
+        let every = crate::archive::parse_every(self.every.as_deref().unwrap_or("1h"))
+            .context("[archive] every")?;
         let s3 = crate::archive::S3Args {
             s3_endpoint: self
                 .endpoint
@@ -150,7 +147,7 @@ impl ArchiveFileConfig {
             target,
             client,
             retention_days,
-            every: std::time::Duration::from_secs(minutes * 60),
+            every,
         })
     }
 }
@@ -336,13 +333,13 @@ pub(crate) fn run_control(
         None => FileConfig::default(),
     };
     let planner = file.planner()?;
-    let archive = match (&role, &file.archive) {
-        (Role::Agent(_), Some(_)) => bail!(
-            "[archive] is set in an agent's config: the control plane archives the logs it holds"
-        ),
-        (_, Some(a)) => Some(a.plan()?),
-        (_, None) => None,
-    };
+    // Each process archives the log it signs: `up` its host's, a server its control log,
+    // an agent its host's (only the host's key can seal a segment of the host's log).
+    let archive = file
+        .archive
+        .as_ref()
+        .map(ArchiveFileConfig::plan)
+        .transpose()?;
     let tenant = match (&role, &file.tenant) {
         (Role::Agent(a), Some(t)) if *t != a.tenant => bail!(
             "tenant = {t:?} in the config, but this agent enrolled into tenant {:?}",
@@ -577,9 +574,9 @@ pub(crate) fn run_control(
             let store = controller.evidence_log();
             let key = crate::evidence::export_key(&data_dir, None, &store).await?;
             outln!(
-                "  evidence archive: {} every {} min, locked {} days",
+                "  evidence archive: {} every {} s, locked {} days",
                 plan.target,
-                plan.every.as_secs() / 60,
+                plan.every.as_secs(),
                 plan.retention_days
             );
             crate::archive::spawn_periodic(

@@ -214,7 +214,7 @@ fn up_archives_on_a_schedule_set_in_its_config() {
     std::fs::write(
         d.path().join("runwarden.toml"),
         format!(
-            "listen = \"127.0.0.1:0\"\n[archive]\nto = \"s3://up-archive/p\"\nevery_minutes = 1\nretention = \"7d\"\nendpoint = \"{}\"\n",
+            "listen = \"127.0.0.1:0\"\n[archive]\nto = \"s3://up-archive/p\"\nevery = \"5s\"\nretention = \"7d\"\nendpoint = \"{}\"\n",
             moto.endpoint
         ),
     )
@@ -251,4 +251,78 @@ fn up_archives_on_a_schedule_set_in_its_config() {
         "{}",
         listed[0].key
     );
+}
+
+#[test]
+fn in_a_fleet_an_agent_archives_its_hosts_log_on_its_schedule() {
+    let (moto, s3, rt) = s3();
+    rt.block_on(s3.create_bucket("fleet-archive", true))
+        .unwrap();
+    let root = tempfile::tempdir().unwrap();
+    let fleet = super::fleet::OperatorFleet::start(root.path());
+    let host = "clinic-arch-01";
+    let data = fleet.enroll(root.path(), host);
+    std::fs::write(
+        data.join("runwarden.toml"),
+        format!(
+            "[archive]\nto = \"s3://fleet-archive/clinics\"\nevery = \"5s\"\nretention = \"7d\"\nendpoint = \"{}\"\n",
+            moto.endpoint
+        ),
+    )
+    .unwrap();
+    let (_agent, local) = fleet.agent_env(
+        &data,
+        &[
+            ("AWS_ACCESS_KEY_ID", KEY_ID),
+            ("AWS_SECRET_ACCESS_KEY", SECRET),
+        ],
+    );
+    // A run on the host, signed into the host's own log.
+    let healed = super::offline::submit(
+        &data,
+        &local,
+        &format!(
+            r#"{{"host":"{host}","type":"service-down","severity":"high","service":"nginx.service"}}"#
+        ),
+    );
+    assert_eq!(healed["tier"], "L1", "{healed}");
+    let dir = format!("clinics/runwarden/{host}/");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while rt
+        .block_on(s3.list("fleet-archive", &dir))
+        .unwrap()
+        .is_empty()
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the agent archived nothing of its log in 60 s"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(250));
+    }
+    // An auditor verifies the host's log from the bucket with the host's public key.
+    let key = data.join(format!("signing-keys/{host}.pub"));
+    let auditor = tempfile::tempdir().unwrap();
+    let o = with_s3(
+        auditor.path(),
+        &moto.endpoint,
+        &[
+            "evidence",
+            "verify",
+            "s3://fleet-archive/clinics",
+            "--origin",
+            &format!("runwarden/{host}"),
+            "--key",
+            key.to_str().unwrap(),
+            "--json",
+        ],
+    );
+    assert!(
+        o.status.success(),
+        "{}{}",
+        stderr(&o),
+        String::from_utf8_lossy(&o.stdout)
+    );
+    let v = json(&o);
+    assert_eq!(v["origin"], format!("runwarden/{host}").as_str());
+    assert!(v["records"].as_u64().unwrap() >= 1, "{v}");
 }

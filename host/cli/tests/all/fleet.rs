@@ -33,7 +33,12 @@ pub(super) fn spawn(data: &Path, args: &[&str], ready: &str) -> (Proc, String) {
 }
 
 /// [`spawn`] with more environment.
-fn spawn_env(data: &Path, args: &[&str], env: &[(&str, &str)], ready: &str) -> (Proc, String) {
+pub(super) fn spawn_env(
+    data: &Path,
+    args: &[&str],
+    env: &[(&str, &str)],
+    ready: &str,
+) -> (Proc, String) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_runwarden"))
         .args(args)
         .env("RUNWARDEN_DATA_DIR", data)
@@ -201,7 +206,12 @@ impl OperatorFleet {
     /// `runwarden agent run` of the host enrolled in `data`; the agent and the URL of its
     /// local intake.
     pub(super) fn agent(&self, data: &Path) -> (Proc, String) {
-        let (agent, line) = spawn(
+        self.agent_env(data, &[])
+    }
+
+    /// [`OperatorFleet::agent`] with more environment.
+    pub(super) fn agent_env(&self, data: &Path, env: &[(&str, &str)]) -> (Proc, String) {
+        let (agent, line) = spawn_env(
             data,
             &[
                 "agent",
@@ -211,6 +221,7 @@ impl OperatorFleet {
                 "--listen",
                 "127.0.0.1:0",
             ],
+            env,
             "runwarden agent of host",
         );
         let local = line
