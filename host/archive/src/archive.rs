@@ -18,7 +18,10 @@ use std::time::Duration;
 /// read back after, so this bounds the archiver's memory (about 20 MiB a segment at 5 KB
 /// a record).
 pub const SEGMENT_RECORDS: u64 = 4096;
-/// The largest segment object a verification reads.
+/// A segment is cut short of [`SEGMENT_RECORDS`] when it would be larger than this.
+pub const SEGMENT_BYTES: u64 = 128 << 20;
+/// The largest segment object a verification reads (a record may be 16 MiB: one such
+/// record alone makes a segment larger than [`SEGMENT_BYTES`]).
 pub const MAX_SEGMENT_BYTES: u64 = 1 << 30;
 /// Default retention: six years, what HIPAA asks documentation be kept.
 pub const DEFAULT_RETENTION_DAYS: u64 = 6 * 365 + 2;
@@ -167,9 +170,11 @@ struct Listed {
     to: u64,
 }
 
-/// The segments under `dir`, in log order, checked to chain from record 0 without gap or
-/// overlap.
-async fn segments(s3: &S3, target: &Target, dir: &str) -> Result<Vec<Listed>, ArchiveError> {
+/// The segments under `dir` that chain from record 0, in log order: of the segments
+/// listed, the path from record 0 that reaches furthest (two archivers that ran at once
+/// leave overlapping segments, both sealed and locked: either chain proves the same log).
+/// Segments off that path are left out, and counted.
+async fn segments(s3: &S3, target: &Target, dir: &str) -> Result<(Vec<Listed>, u64), ArchiveError> {
     let mut found = Vec::new();
     for o in s3.list(&target.bucket, dir).await? {
         let name = &o.key[dir.len()..];
@@ -178,10 +183,10 @@ async fn segments(s3: &S3, target: &Target, dir: &str) -> Result<Vec<Listed>, Ar
             let ok = |x: &str| x.len() == 20 && x.bytes().all(|c| c.is_ascii_digit());
             (ok(a) && ok(b)).then(|| Some((a.parse().ok()?, b.parse().ok()?)))?
         });
-        let Some((from, to)) = parsed else {
+        let Some((from, to)) = parsed.filter(|(from, to)| from < to) else {
             return Err(ArchiveError::Broken {
                 at: target.at(&o.key),
-                problem: "an object that is not a segment of this archive (FROM-TO.bundle) is in a log's directory; move it elsewhere".into(),
+                problem: "an object that is not a segment of this archive (FROM-TO.bundle, FROM < TO) is in a log's directory; move it elsewhere".into(),
             });
         };
         found.push(Listed {
@@ -190,21 +195,36 @@ async fn segments(s3: &S3, target: &Target, dir: &str) -> Result<Vec<Listed>, Ar
             to,
         });
     }
+    Ok(chain(found))
+}
+
+/// The path from record 0 through `found` (edges FROM → TO) that reaches the largest TO,
+/// and how many segments are not on it.
+fn chain(mut found: Vec<Listed>) -> (Vec<Listed>, u64) {
     found.sort_by_key(|l| (l.from, l.to));
-    let mut next = 0;
-    for l in &found {
-        if l.from != next || l.to <= l.from {
-            return Err(ArchiveError::Broken {
-                at: target.at(&l.key),
-                problem: format!(
-                    "segments must follow each other from record 0, and this one holds records {}..{} where record {next} comes next (a gap, an overlap, or two archivers at once)",
-                    l.from, l.to
-                ),
-            });
+    // Reached record → the segment that reached it (None for record 0). In key order,
+    // every segment's start is settled before the segment is looked at.
+    let mut reached: std::collections::HashMap<u64, Option<usize>> =
+        std::collections::HashMap::from([(0, None)]);
+    for (i, l) in found.iter().enumerate() {
+        if reached.contains_key(&l.from) {
+            reached.entry(l.to).or_insert(Some(i));
         }
-        next = l.to;
     }
-    Ok(found)
+    let end = reached.keys().copied().max().unwrap_or(0);
+    let mut path = Vec::new();
+    let mut at = end;
+    while let Some(Some(i)) = reached.get(&at) {
+        path.push(*i);
+        at = found[*i].from;
+    }
+    path.reverse();
+    let off = (found.len() - path.len()) as u64;
+    let mut taken: Vec<Option<Listed>> = found.into_iter().map(Some).collect();
+    (
+        path.into_iter().filter_map(|i| taken[i].take()).collect(),
+        off,
+    )
 }
 
 fn segment_key(dir: &str, from: u64, to: u64) -> String {
@@ -273,7 +293,7 @@ impl Archiver<'_> {
             });
         }
         let dir = target.log_dir(origin)?;
-        let there = segments(s3, target, &dir).await?;
+        let (there, _off_path) = segments(s3, target, &dir).await?;
         let size = store.size().await?;
         let mut tree = CompactTree::new();
         // A last segment that does not verify (an upload broken off on a server that kept
@@ -291,16 +311,21 @@ impl Archiver<'_> {
                 });
             }
             let ours = [key.verifying_key()];
-            let known = match read_segment(s3, target, last, &ours).await {
+            let known = match read_segment(s3, target, last, &ours, None).await {
                 Ok(v) => Some((last, v)),
-                Err(ArchiveError::Segment { .. }) => {
+                Err(ArchiveError::Segment { problem, .. }) => {
+                    // Only a segment before it, verified as this log's, shows the
+                    // directory is ours: never write over another log's only segment.
+                    let Some(before) = there.len().checked_sub(2).map(|i| &there[i]) else {
+                        return Err(ArchiveError::Broken {
+                            at: target.at(&last.key),
+                            problem: format!(
+                                "the only segment there does not verify with this log's key ({problem}): it is another log's archive (or this log's key is new); archive to another prefix"
+                            ),
+                        });
+                    };
                     redo = Some(last);
-                    match there.len().checked_sub(2).map(|i| &there[i]) {
-                        Some(before) => {
-                            Some((before, read_segment(s3, target, before, &ours).await?))
-                        }
-                        None => None,
-                    }
+                    Some((before, read_segment(s3, target, before, &ours, None).await?))
                 }
                 Err(e) => return Err(e),
             };
@@ -332,13 +357,42 @@ impl Archiver<'_> {
         while tree.size() < size {
             let from = tree.size();
             // A segment written again keeps its range, so its key.
-            let to = match redo.take() {
-                Some(l) => l.to,
-                None => size.min(from + per),
+            let redo_to = redo.take().map_or(0, |l| l.to);
+            let to = if redo_to > 0 {
+                redo_to
+            } else {
+                size.min(from + per)
             };
-            let bytes =
-                ev::export_segment(store, key, origin, keys.clone(), &mut tree, to, Vec::new())
-                    .await?;
+            // Few records but large ones: halved until the segment fits the byte budget
+            // (a segment written again keeps its range whatever its size).
+            let mut to = to;
+            let bytes = loop {
+                let mut grown = tree.clone();
+                let bytes = ev::export_segment(
+                    store,
+                    key,
+                    origin,
+                    keys.clone(),
+                    &mut grown,
+                    to,
+                    Vec::new(),
+                )
+                .await?;
+                if bytes.len() as u64 <= SEGMENT_BYTES || to - from == 1 || redo_to > 0 {
+                    tree = grown;
+                    break bytes;
+                }
+                to = from + (to - from) / 2;
+            };
+            if bytes.len() as u64 > MAX_SEGMENT_BYTES {
+                return Err(ArchiveError::Broken {
+                    at: target.at(&segment_key(&dir, from, to)),
+                    problem: format!(
+                        "the segment would be {} bytes, more than a verification reads ({MAX_SEGMENT_BYTES}); nothing was written",
+                        bytes.len()
+                    ),
+                });
+            }
             let key_name = segment_key(&dir, from, to);
             let retain_until_ms = now_ms() + retention_ms;
             self.put_and_check(&key_name, bytes.into(), retain_until_ms)
@@ -419,14 +473,18 @@ fn retained_until(date: &str, ms: u64) -> bool {
     date.len() >= 19 && want.len() >= 19 && date[..19] >= want[..19]
 }
 
+/// Read a segment (`version` of its key, or the current one) and verify it: a segment of
+/// this log's records `from..to` as its name says, or a complete bundle of `0..to` —
+/// never a filtered export, whose records prove nothing about the others.
 async fn read_segment(
     s3: &S3,
     target: &Target,
     l: &Listed,
     trusted: &[ev::VerifyingKey],
+    version: Option<&str>,
 ) -> Result<ev::Verified, ArchiveError> {
     let bytes = s3
-        .get_object(&target.bucket, &l.key, None, MAX_SEGMENT_BYTES)
+        .get_object(&target.bucket, &l.key, version, MAX_SEGMENT_BYTES)
         .await?;
     let bad = |problem: String| ArchiveError::Segment {
         bucket: target.bucket.clone(),
@@ -438,6 +496,12 @@ async fn read_segment(
         return Err(bad(format!(
             "it holds records {}..{}, not what its name says",
             v.from, v.tree_size
+        )));
+    }
+    if v.records != l.to - l.from || !(v.complete || v.from > 0) {
+        return Err(bad(format!(
+            "it holds {} records, not every record {}..{}: a filtered export, not a segment",
+            v.records, l.from, l.to
         )));
     }
     Ok(v)
@@ -458,6 +522,9 @@ pub struct ArchiveVerified {
     pub root: String,
     /// The earliest retain-until date of the segments (RFC 3339).
     pub retained_until: Option<String>,
+    /// Segments listed that are not on the chain from record 0 (left by two archivers at
+    /// once, or put there by someone else): not read, not relied on.
+    pub off_path: u64,
 }
 
 /// Verify a log's archive straight from the bucket: every segment (signatures, its records
@@ -478,7 +545,7 @@ pub async fn verify_archive(
         None => find_origin(s3, target).await?,
     };
     let dir = target.log_dir(&origin)?;
-    let listed = segments(s3, target, &dir).await?;
+    let (listed, off_path) = segments(s3, target, &dir).await?;
     if listed.is_empty() {
         return Err(ArchiveError::Broken {
             at: target.at(&dir),
@@ -503,12 +570,22 @@ pub async fn verify_archive(
                 problem: "not under COMPLIANCE Object Lock: it could be deleted or replaced".into(),
             });
         }
-        if let Some(u) = head.retain_until
-            && retained.as_ref().is_none_or(|r| u < *r)
-        {
-            retained = Some(ev::escape_control(&u).into_owned());
+        let until = head.retain_until.clone().unwrap_or_default();
+        if !retained_until(&until, now_ms()) {
+            return Err(ArchiveError::Segment {
+                bucket: target.bucket.clone(),
+                key: l.key.clone(),
+                problem: format!(
+                    "its COMPLIANCE retention ended ({:?}): it can be deleted now",
+                    ev::escape_control(&until)
+                ),
+            });
         }
-        let v = read_segment(s3, target, l, trusted).await?;
+        if retained.as_ref().is_none_or(|r| until < *r) {
+            retained = Some(ev::escape_control(&until).into_owned());
+        }
+        // The version whose lock was just read is the one verified.
+        let v = read_segment(s3, target, l, trusted, head.version_id.as_deref()).await?;
         if v.origin != origin || v.from_root != root {
             return Err(ArchiveError::Segment {
                 bucket: target.bucket.clone(),
@@ -529,6 +606,7 @@ pub async fn verify_archive(
         tree_size: last.to,
         root: hex::encode(root),
         retained_until: retained,
+        off_path,
     })
 }
 

@@ -37,7 +37,7 @@ pub use sigv4::{Signable, amz_date, authorization, canonical_query};
 pub type Result<T, E = S3Error> = std::result::Result<T, E>;
 
 /// [`S3::list`] refuses a listing with more keys than this.
-pub const MAX_LISTED_KEYS: usize = 1_000_000;
+pub const MAX_LISTED_KEYS: usize = 200_000;
 
 /// [`S3::list`] refuses a listing of more pages than this (S3 sends up to 1,000 keys a
 /// page; a server sending far fewer would otherwise keep the client busy indefinitely).
@@ -293,6 +293,16 @@ impl S3 {
         }
         if url.query().is_some() || url.fragment().is_some() {
             return bad("has a query or fragment");
+        }
+        let bare = host.trim_start_matches('[').trim_end_matches(']');
+        let loopback = bare.eq_ignore_ascii_case("localhost")
+            || bare
+                .parse::<std::net::IpAddr>()
+                .is_ok_and(|ip| ip.is_loopback());
+        if url.scheme() == "http" && !loopback {
+            return bad(
+                "is http:// to another machine: evidence and a session token would cross the network in clear; use https://",
+            );
         }
         if region.is_empty()
             || region.len() > 64
@@ -1028,9 +1038,11 @@ mod tests {
         ] {
             S3::new(good, "us-east-1", credentials()).unwrap_or_else(|e| panic!("{good}: {e}"));
         }
-        let s3 = S3::new("http://minio.local:80", "us-east-1", credentials()).unwrap();
+        let s3 = S3::new("http://localhost:80", "us-east-1", credentials()).unwrap();
+        assert_eq!(s3.host, "localhost");
+        assert_eq!(s3.base, "http://localhost");
+        let s3 = S3::new("https://minio.local:443", "us-east-1", credentials()).unwrap();
         assert_eq!(s3.host, "minio.local");
-        assert_eq!(s3.base, "http://minio.local");
         let s3 = S3::new("https://Example.COM:8443", "us-east-1", credentials()).unwrap();
         assert_eq!(s3.host, "example.com:8443");
         for (bad, why) in [
@@ -1040,6 +1052,8 @@ mod tests {
             ("http://host:9000/bucket", "has a path"),
             ("http://host:9000/?x=1", "has a query"),
             ("http://user:pw@host:9000", "user name or password"),
+            ("http://minio.local:9000", "use https://"),
+            ("http://10.0.0.5:9000", "use https://"),
             ("not a url", "does not start with http"),
             ("http://exa mple.com", "not a URL"),
         ] {

@@ -413,21 +413,134 @@ async fn a_forged_altered_or_foreign_segment_in_the_archive_fails_verification()
     );
     assert!(e.contains("does not continue"), "{e}");
 
-    // A gap: the archiver refuses to go on from a broken chain.
-    s3.put_object_locked(
-        "evidence",
-        "a/runwarden/host-1/00000000000000000040-00000000000000000041.bundle",
-        bytes::Bytes::from_static(b"x"),
-        far,
-    )
-    .await
-    .unwrap();
+    // The archiver does not go on from a chain that is not its log's.
     let e = archiver
         .archive_log(&store, &key, "runwarden/host-1", keys.clone(), &|_, _| {})
         .await
         .unwrap_err()
         .to_string();
-    assert!(e.contains("gap"), "{e}");
+    assert!(e.contains("another log"), "{e}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_filtered_export_in_a_segments_place_is_refused_and_strays_are_left_out() {
+    let Setup {
+        moto: _moto,
+        s3,
+        store,
+        key,
+        _dir: _kept,
+    } = setup("evidence", true, 25).await;
+    let target: Target = "s3://evidence/f".parse().unwrap();
+    let archiver = archiver(&s3, &target);
+    let keys = vec![key.verifying_key()];
+    archiver
+        .archive_log(&store, &key, "runwarden/host-1", keys.clone(), &|_, _| {})
+        .await
+        .unwrap();
+    let far = 4_102_444_800_000;
+    // Something that is not on the chain from record 0 is not read, and counted.
+    s3.put_object_locked(
+        "evidence",
+        "f/runwarden/host-1/00000000000000000040-00000000000000000041.bundle",
+        bytes::Bytes::from_static(b"x"),
+        far,
+    )
+    .await
+    .unwrap();
+    let v = verify_archive(&s3, &target, None, &keys, &|_, _| {})
+        .await
+        .unwrap();
+    assert_eq!((v.segments, v.records, v.off_path), (3, 25, 1));
+    // A filtered export signed by the log's key, put where it would stand for records
+    // 0..25: it proves each record it holds, not that none is missing. Refused.
+    let filter = runwarden_evidence::Filter {
+        runbook: Some("restart-service".into()),
+        ..Default::default()
+    };
+    let (filtered, _) = runwarden_evidence::export_stream(
+        &store,
+        &filter,
+        &key,
+        None,
+        keys.clone(),
+        Vec::new(),
+        &|_, _| {},
+    )
+    .await
+    .unwrap();
+    s3.put_object_locked(
+        "evidence",
+        "f/runwarden/host-1/00000000000000000000-00000000000000000025.bundle",
+        filtered.into(),
+        far,
+    )
+    .await
+    .unwrap();
+    let e = verify_archive(&s3, &target, None, &keys, &|_, _| {})
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("filtered export"), "{e}");
+    // Two archivers at once leave overlapping segments: either chain is the log's.
+    let (_d, other) = log().await;
+    append(&other, &key, 0..25).await;
+    let mut t = runwarden_evidence::CompactTree::new();
+    other.extend_tree(&mut t, 10).await.unwrap();
+    let overlap = runwarden_evidence::export_segment(
+        &other,
+        &key,
+        "runwarden/host-1",
+        vec![],
+        &mut t,
+        25,
+        Vec::new(),
+    )
+    .await
+    .unwrap();
+    s3.put_object_locked(
+        "evidence",
+        "f/runwarden/host-1/00000000000000000010-00000000000000000025.bundle",
+        overlap.into(),
+        far,
+    )
+    .await
+    .unwrap();
+    let whole = runwarden_evidence::export_stream(
+        &store,
+        &Default::default(),
+        &key,
+        None,
+        keys.clone(),
+        Vec::new(),
+        &|_, _| {},
+    )
+    .await
+    .unwrap()
+    .0;
+    // (The filtered export's place now holds the complete log 0..25: also a proof.)
+    s3.put_object_locked(
+        "evidence",
+        "f/runwarden/host-1/00000000000000000000-00000000000000000025.bundle",
+        whole.into(),
+        far,
+    )
+    .await
+    .unwrap();
+    let v = verify_archive(&s3, &target, None, &keys, &|_, _| {})
+        .await
+        .unwrap();
+    assert_eq!(v.records, 25);
+    append(&store, &key, 25..30).await;
+    let more = archiver
+        .archive_log(&store, &key, "runwarden/host-1", keys.clone(), &|_, _| {})
+        .await
+        .unwrap();
+    assert_eq!((more.written, more.archived), (1, 30));
+    let v = verify_archive(&s3, &target, None, &keys, &|_, _| {})
+        .await
+        .unwrap();
+    assert_eq!(v.records, 30);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -446,6 +559,25 @@ async fn a_last_segment_left_broken_is_written_again_as_a_new_version() {
         .archive_log(&store, &key, "runwarden/host-1", keys.clone(), &|_, _| {})
         .await
         .unwrap();
+    // Another prefix whose only segment is not this log's: never written over.
+    s3.put_object_locked(
+        "evidence",
+        "c/runwarden/host-1/00000000000000000000-00000000000000000010.bundle",
+        bytes::Bytes::from_static(b"not ours"),
+        4_102_444_800_000,
+    )
+    .await
+    .unwrap();
+    let other_target: Target = "s3://evidence/c".parse().unwrap();
+    let e = Archiver {
+        target: &other_target,
+        ..archiver
+    }
+    .archive_log(&store, &key, "runwarden/host-1", keys.clone(), &|_, _| {})
+    .await
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("another log's archive"), "{e}");
     // The next segment's upload broken off, and what arrived kept, locked.
     let broken = "b/runwarden/host-1/00000000000000000010-00000000000000000020.bundle";
     s3.put_object_locked(

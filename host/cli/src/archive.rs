@@ -168,7 +168,7 @@ pub fn verify(
                 println!("{}", crate::term::json_line(&out));
             } else {
                 outln!(
-                    "verified {} records of {} from the archive at {} ({} sealed segments, complete from record 0), tree size {}, root {}; locked (COMPLIANCE) until at least {}",
+                    "verified {} records of {} from the archive at {} ({} sealed segments, complete from record 0 to the last one listed), tree size {}, root {}; locked (COMPLIANCE) until at least {}",
                     v.records,
                     v.origin,
                     target,
@@ -177,6 +177,12 @@ pub fn verify(
                     v.root,
                     v.retained_until.as_deref().unwrap_or("?")
                 );
+                if v.off_path > 0 {
+                    errln!(
+                        "{} other object(s) in the log's directory are not on the chain from record 0: not read, not relied on",
+                        v.off_path
+                    );
+                }
             }
             Ok(ExitCode::SUCCESS)
         }

@@ -511,7 +511,7 @@ fn parse_manifest(data: &[u8]) -> Result<Manifest, BundleError> {
     let m: Manifest = serde_json::from_value(value).map_err(|e| bad(format!("{MANIFEST}: {e}")))?;
     if (m.segment.is_some() || m.time_zone.is_some()) && m.version < stream::STREAM_VERSION {
         return Err(bad(format!(
-            "{MANIFEST}: a segment of a log, or a time zone, is in a bundle of format {}, not {}",
+            "{MANIFEST}: only a bundle of format {} carries a segment or a time zone, and this one is of format {}: corrupt; re-export the bundle",
             stream::STREAM_VERSION,
             m.version
         )));

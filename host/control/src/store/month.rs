@@ -88,7 +88,8 @@ impl ControlStore {
         mut each: impl FnMut(MonthIncident),
     ) -> Result<u64> {
         self.flush().await?;
-        let mut after: (i64, String) = (from_ms - 1, String::new());
+        // Ids are never empty: (from_ms, "") comes before every incident of the month.
+        let mut after: (i64, String) = (from_ms, String::new());
         let mut count = 0;
         loop {
             let rows: Vec<(String, String, String, i64, String)> = on_db!(&self.db, p, pg => {

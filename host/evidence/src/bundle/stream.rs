@@ -566,7 +566,12 @@ Check it with <code>runwarden evidence verify BUNDLE --key KEY.pub</code>; this 
             last = esc(&self.last.as_deref().map_or_else(|| "—".to_string(), |t| self.when(t))),
             zone = esc(&zone),
             created = esc(&manifest.created_at),
-            kind = if manifest.complete {
+            kind = if let Some(seg) = manifest.segment.as_ref().filter(|s| s.from > 0) {
+                format!(
+                    "This is a segment of the log, its records {} to {}: verification proves they are every record of that range and follow the log's earlier records, which are in the segments before it.",
+                    seg.from, manifest.tree_size
+                )
+            } else if manifest.complete {
                 "This is the complete log up to the checkpoint: verification proves nothing was left out.".to_string()
             } else {
                 format!(
@@ -862,7 +867,12 @@ pub async fn export_segment<W: Write>(
         }
         at = next;
     }
-    debug_assert_eq!(tree.root(), cp.root);
+    // The records written must be the leaves the checkpoint was signed over.
+    if tree.root() != cp.root {
+        return Err(crate::error::Error::MalformedRecord(format!(
+            "records {from}..{to} do not hash to the root the log's leaf hashes give: the evidence database is damaged; nothing was written"
+        )));
+    }
     w.finish(key).map_err(io)
 }
 

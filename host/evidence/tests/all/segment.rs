@@ -77,12 +77,28 @@ async fn segments_of_a_log_each_verify_and_chain_into_the_whole_log() {
             v.from_root, expected_start,
             "segment {from}..{to} extends the one before"
         );
+        let report = String::from_utf8(
+            members(bytes)
+                .into_iter()
+                .find(|(n, _)| n == "report.html")
+                .unwrap()
+                .1,
+        )
+        .unwrap();
         if from > 0 {
             assert!(
                 v.to_string()
                     .contains(&format!("segment from record {from}")),
                 "{v}"
             );
+            // Its report does not claim to be the whole log.
+            assert!(
+                report.contains(&format!("a segment of the log, its records {from} to {to}")),
+                "{report}"
+            );
+            assert!(!report.contains("complete log up to the checkpoint"));
+        } else {
+            assert!(report.contains("complete log up to the checkpoint"));
         }
         previous = Some(v);
     }
