@@ -530,20 +530,16 @@ pub struct ArchiveVerified {
 /// Verify a log's archive straight from the bucket: every segment (signatures, its records
 /// against its signed checkpoint, its seal and report), each starting where the one
 /// before ended, from record 0 — so the archive holds every record of the log up to its
-/// last checkpoint — and each under COMPLIANCE Object Lock. `origin` names the log; with
-/// `None` the archive must hold exactly one. `progress` hears (records verified, records
-/// archived).
+/// last checkpoint — and each under COMPLIANCE Object Lock. `origin` names the log
+/// ([`archived_logs`] lists them). `progress` hears (records verified, records archived).
 pub async fn verify_archive(
     s3: &S3,
     target: &Target,
-    origin: Option<&str>,
+    origin: &str,
     trusted: &[ev::VerifyingKey],
     progress: &(dyn Fn(u64, u64) + Sync),
 ) -> Result<ArchiveVerified, ArchiveError> {
-    let origin = match origin {
-        Some(o) => o.to_string(),
-        None => find_origin(s3, target).await?,
-    };
+    let origin = origin.to_string();
     let dir = target.log_dir(&origin)?;
     let (listed, off_path) = segments(s3, target, &dir).await?;
     if listed.is_empty() {
@@ -610,8 +606,9 @@ pub async fn verify_archive(
     })
 }
 
-/// The only log archived under the target's prefix.
-async fn find_origin(s3: &S3, target: &Target) -> Result<String, ArchiveError> {
+/// The logs archived under the target's prefix (their origins, sorted): every directory
+/// that holds a segment.
+pub async fn archived_logs(s3: &S3, target: &Target) -> Result<Vec<String>, ArchiveError> {
     let prefix = if target.prefix.is_empty() {
         String::new()
     } else {
@@ -625,24 +622,14 @@ async fn find_origin(s3: &S3, target: &Target) -> Result<String, ArchiveError> {
             origins.push(dir.to_string());
         }
     }
-    match origins.as_slice() {
-        [one] => Ok(one.clone()),
-        [] => Err(ArchiveError::Broken {
+    if origins.is_empty() {
+        return Err(ArchiveError::Broken {
             at: target.to_string(),
             problem: "nothing is archived there".into(),
-        }),
-        many => Err(ArchiveError::Broken {
-            at: target.to_string(),
-            problem: format!(
-                "it holds the archives of {} logs ({}): name one with --origin",
-                many.len(),
-                many.iter()
-                    .map(|o| ev::escape_control(o))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ),
-        }),
+        });
     }
+    origins.sort();
+    Ok(origins)
 }
 
 #[cfg(test)]

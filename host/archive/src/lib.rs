@@ -11,5 +11,5 @@ pub mod s3;
 
 pub use archive::{
     ArchiveError, ArchiveVerified, Archived, Archiver, BACKOFF, DEFAULT_RETENTION_DAYS,
-    MAX_SEGMENT_BYTES, SEGMENT_RECORDS, Target, verify_archive,
+    MAX_SEGMENT_BYTES, SEGMENT_BYTES, SEGMENT_RECORDS, Target, archived_logs, verify_archive,
 };

@@ -254,7 +254,7 @@ async fn an_upload_broken_off_is_resumed_and_the_archive_verifies_from_record_ze
     );
 
     // Verified straight from the bucket, complete from record 0.
-    let v = verify_archive(&s3, &target, None, &keys, &|_, _| {})
+    let v = verify_archive(&s3, &target, "runwarden/host-1", &keys, &|_, _| {})
         .await
         .unwrap();
     assert_eq!((v.segments, v.records), (10, 95));
@@ -270,7 +270,7 @@ async fn an_upload_broken_off_is_resumed_and_the_archive_verifies_from_record_ze
         .await
         .unwrap();
     assert_eq!((more.written, more.archived), (1, 97));
-    let v = verify_archive(&s3, &target, Some(origin), &keys, &|_, _| {})
+    let v = verify_archive(&s3, &target, origin, &keys, &|_, _| {})
         .await
         .unwrap();
     assert_eq!((v.segments, v.records), (11, 97));
@@ -278,7 +278,7 @@ async fn an_upload_broken_off_is_resumed_and_the_archive_verifies_from_record_ze
     // Another key does not verify the archive.
     let stranger = SigningKey::generate("host-1").unwrap().verifying_key();
     assert!(
-        verify_archive(&s3, &target, None, &[stranger], &|_, _| {})
+        verify_archive(&s3, &target, "runwarden/host-1", &[stranger], &|_, _| {})
             .await
             .is_err()
     );
@@ -335,7 +335,7 @@ async fn a_forged_altered_or_foreign_segment_in_the_archive_fails_verification()
     s3.put_object_locked("evidence", &second, altered.into(), far)
         .await
         .unwrap();
-    let e = verify_archive(&s3, &target, None, &keys, &|_, _| {})
+    let e = verify_archive(&s3, &target, "runwarden/host-1", &keys, &|_, _| {})
         .await
         .unwrap_err()
         .to_string();
@@ -347,7 +347,7 @@ async fn a_forged_altered_or_foreign_segment_in_the_archive_fails_verification()
     s3.put_object_locked("evidence", &second, original.clone(), far)
         .await
         .unwrap();
-    verify_archive(&s3, &target, None, &keys, &|_, _| {})
+    verify_archive(&s3, &target, "runwarden/host-1", &keys, &|_, _| {})
         .await
         .unwrap();
 
@@ -376,7 +376,7 @@ async fn a_forged_altered_or_foreign_segment_in_the_archive_fails_verification()
     .await
     .unwrap();
     // Same records, same key: it continues the log exactly, so it verifies.
-    verify_archive(&s3, &target, None, &keys, &|_, _| {})
+    verify_archive(&s3, &target, "runwarden/host-1", &keys, &|_, _| {})
         .await
         .unwrap();
     // Signed by the same key but continuing other records: its start is another tree's.
@@ -403,7 +403,7 @@ async fn a_forged_altered_or_foreign_segment_in_the_archive_fails_verification()
     )
     .await
     .unwrap();
-    let e = verify_archive(&s3, &target, None, &keys, &|_, _| {})
+    let e = verify_archive(&s3, &target, "runwarden/host-1", &keys, &|_, _| {})
         .await
         .unwrap_err()
         .to_string();
@@ -448,7 +448,7 @@ async fn a_filtered_export_in_a_segments_place_is_refused_and_strays_are_left_ou
     )
     .await
     .unwrap();
-    let v = verify_archive(&s3, &target, None, &keys, &|_, _| {})
+    let v = verify_archive(&s3, &target, "runwarden/host-1", &keys, &|_, _| {})
         .await
         .unwrap();
     assert_eq!((v.segments, v.records, v.off_path), (3, 25, 1));
@@ -477,7 +477,7 @@ async fn a_filtered_export_in_a_segments_place_is_refused_and_strays_are_left_ou
     )
     .await
     .unwrap();
-    let e = verify_archive(&s3, &target, None, &keys, &|_, _| {})
+    let e = verify_archive(&s3, &target, "runwarden/host-1", &keys, &|_, _| {})
         .await
         .unwrap_err()
         .to_string();
@@ -527,7 +527,7 @@ async fn a_filtered_export_in_a_segments_place_is_refused_and_strays_are_left_ou
     )
     .await
     .unwrap();
-    let v = verify_archive(&s3, &target, None, &keys, &|_, _| {})
+    let v = verify_archive(&s3, &target, "runwarden/host-1", &keys, &|_, _| {})
         .await
         .unwrap();
     assert_eq!(v.records, 25);
@@ -537,7 +537,7 @@ async fn a_filtered_export_in_a_segments_place_is_refused_and_strays_are_left_ou
         .await
         .unwrap();
     assert_eq!((more.written, more.archived), (1, 30));
-    let v = verify_archive(&s3, &target, None, &keys, &|_, _| {})
+    let v = verify_archive(&s3, &target, "runwarden/host-1", &keys, &|_, _| {})
         .await
         .unwrap();
     assert_eq!(v.records, 30);
@@ -589,7 +589,7 @@ async fn a_last_segment_left_broken_is_written_again_as_a_new_version() {
     .await
     .unwrap();
     assert!(
-        verify_archive(&s3, &target, None, &keys, &|_, _| {})
+        verify_archive(&s3, &target, "runwarden/host-1", &keys, &|_, _| {})
             .await
             .is_err()
     );
@@ -603,7 +603,7 @@ async fn a_last_segment_left_broken_is_written_again_as_a_new_version() {
         Some(&*format!("s3://evidence/{broken}"))
     );
     assert_eq!((done.written, done.archived), (2, 25));
-    let v = verify_archive(&s3, &target, None, &keys, &|_, _| {})
+    let v = verify_archive(&s3, &target, "runwarden/host-1", &keys, &|_, _| {})
         .await
         .unwrap();
     assert_eq!((v.segments, v.records), (3, 25));

@@ -136,7 +136,8 @@ pub async fn archive_once(
     Ok(ExitCode::SUCCESS)
 }
 
-/// `evidence verify s3://BUCKET/PREFIX`: a log straight from its archive.
+/// `evidence verify s3://BUCKET/PREFIX`: a log straight from its archive (`--origin`), or
+/// every log archived there, each on its own (a fleet's hosts side by side).
 pub fn verify(
     to: &str,
     origin: Option<&str>,
@@ -151,55 +152,88 @@ pub fn verify(
         progress.off();
     }
     let tell = |records: u64, total: u64| progress.at_of(records, total);
-    let verified = tokio::runtime::Builder::new_current_thread()
+    let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .context("cannot start the async runtime")?
-        .block_on(archive::verify_archive(
-            &client, &target, origin, trusted, &tell,
-        ));
+        .context("cannot start the async runtime")?;
+    let origins = match origin {
+        Some(o) => Ok(vec![o.to_string()]),
+        None => rt.block_on(archive::archived_logs(&client, &target)),
+    };
+    let verdicts: Vec<(
+        String,
+        Result<archive::ArchiveVerified, archive::ArchiveError>,
+    )> = match origins {
+        Ok(origins) => origins
+            .into_iter()
+            .map(|o| {
+                let v = rt.block_on(archive::verify_archive(
+                    &client, &target, &o, trusted, &tell,
+                ));
+                (o, v)
+            })
+            .collect(),
+        Err(e) => vec![(String::new(), Err(e))],
+    };
     progress.done();
-    match verified {
-        Ok(v) => {
-            if json {
-                let mut out = serde_json::to_value(&v)?;
-                out["verified"] = true.into();
-                out["complete"] = true.into();
-                println!("{}", crate::term::json_line(&out));
-            } else {
-                outln!(
-                    "verified {} records of {} from the archive at {} ({} sealed segments, complete from record 0 to the last one listed), tree size {}, root {}; locked (COMPLIANCE) until at least {}",
-                    v.records,
-                    v.origin,
-                    target,
-                    v.segments,
-                    v.tree_size,
-                    v.root,
-                    v.retained_until.as_deref().unwrap_or("?")
-                );
-                if v.off_path > 0 {
-                    errln!(
-                        "{} other object(s) in the log's directory are not on the chain from record 0: not read, not relied on",
-                        v.off_path
-                    );
+    let ok = verdicts.iter().all(|(_, v)| v.is_ok());
+    if json {
+        let each = |(o, v): &(
+            String,
+            Result<archive::ArchiveVerified, archive::ArchiveError>,
+        )| {
+            match v {
+                Ok(v) => {
+                    let mut out = serde_json::to_value(v).unwrap_or_default();
+                    out["verified"] = true.into();
+                    out["complete"] = true.into();
+                    out
+                }
+                Err(e) => {
+                    serde_json::json!({"verified": false, "origin": o, "error": e.to_string()})
                 }
             }
-            Ok(ExitCode::SUCCESS)
-        }
-        Err(e) => {
-            if json {
-                println!(
-                    "{}",
-                    crate::term::json_line(
-                        &serde_json::json!({"verified": false, "error": e.to_string()})
-                    )
-                );
-            } else {
-                errln!("verification FAILED: {e}");
+        };
+        let out = match verdicts.as_slice() {
+            [one] => each(one),
+            many => serde_json::json!({
+                "verified": ok,
+                "logs": many.iter().map(each).collect::<Vec<_>>(),
+            }),
+        };
+        println!("{}", crate::term::json_line(&out));
+    } else {
+        for (o, v) in &verdicts {
+            match v {
+                Ok(v) => {
+                    outln!(
+                        "verified {} records of {} from the archive at {} ({} sealed segments, complete from record 0 to the last one listed), tree size {}, root {}; locked (COMPLIANCE) until at least {}",
+                        v.records,
+                        v.origin,
+                        target,
+                        v.segments,
+                        v.tree_size,
+                        v.root,
+                        v.retained_until.as_deref().unwrap_or("?")
+                    );
+                    if v.off_path > 0 {
+                        errln!(
+                            "{} other object(s) in the directory of {} are not on the chain from record 0: not read, not relied on",
+                            v.off_path,
+                            v.origin
+                        );
+                    }
+                }
+                Err(e) if o.is_empty() => errln!("verification FAILED: {e}"),
+                Err(e) => errln!("verification FAILED: {o}: {e}"),
             }
-            Ok(ExitCode::FAILURE)
         }
     }
+    Ok(if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 /// The periodic archive of `up` and `server`: every `every`, the log's new records.

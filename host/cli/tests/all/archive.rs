@@ -130,6 +130,52 @@ fn an_operator_archives_and_an_auditor_verifies_straight_from_the_bucket() {
         (true.into(), 5.into())
     );
 
+    // A second host archives its own log beside the first: verified together, each on
+    // its own key; with one key missing, the other log's verdict still stands and the
+    // command fails naming the log it could not verify.
+    let second = tempfile::tempdir().unwrap();
+    let policy = second.path().join("policy.toml");
+    std::fs::write(&policy, "host_id = \"cli-test-2\"\n").unwrap();
+    let o = runwarden(
+        second.path(),
+        &[
+            "runbook",
+            "run",
+            &component("trivial"),
+            "--policy",
+            policy.to_str().unwrap(),
+        ],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = with_s3(
+        second.path(),
+        e,
+        &["evidence", "archive", "--to", "s3://clinic-evidence/2026"],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let key2 = second.path().join("signing-keys/cli-test-2.pub");
+    let o = verify(&["--key", key2.to_str().unwrap(), "--json"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let both = json(&o);
+    assert_eq!(both["verified"], true);
+    let logs: Vec<&str> = both["logs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["origin"].as_str().unwrap())
+        .collect();
+    assert_eq!(logs, ["runwarden/cli-test", "runwarden/cli-test-2"]);
+    let o = verify(&[]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("verified 5 records of runwarden/cli-test ")
+    );
+    assert!(
+        stderr(&o).contains("verification FAILED: runwarden/cli-test-2:"),
+        "{}",
+        stderr(&o)
+    );
+
     // Another key: refused, one line.
     let stranger = auditor.path().join("keys");
     let o = runwarden(
