@@ -476,7 +476,7 @@ fn daily(f: &Figures) -> Section {
         "Busiest day: {}, with {} incidents. On average {} a day.",
         long_date(&busiest.date),
         count(sum(busiest)),
-        count((all as f64 / f.daily.len() as f64).round() as u64)
+        per_day(all as f64 / f.daily.len() as f64)
     );
     let chart = DailyChart {
         days,
@@ -959,9 +959,26 @@ fn definitions() -> Section {
     )
 }
 
+/// An average per day: one decimal below 10 (0.2, 4.5), whole numbers above.
+fn per_day(x: f64) -> String {
+    if x < 10.0 {
+        format!("{x:.1}")
+    } else {
+        count(x.round() as u64)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_daily_average_keeps_a_decimal_when_small() {
+        assert_eq!(per_day(5.0 / 31.0), "0.2");
+        assert_eq!(per_day(4.5), "4.5");
+        assert_eq!(per_day(430.4), "430");
+        assert_eq!(per_day(12_890.0), "12,890");
+    }
 
     #[test]
     fn counts_have_thousands_separators() {
