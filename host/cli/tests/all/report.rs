@@ -126,6 +126,41 @@ fn the_monthly_report_counts_what_up_did_and_signs_its_figures() {
     let text = String::from_utf8_lossy(&text.stdout);
     assert!(text.contains("local") && text.contains(&month), "{text}");
 
+    // The auditor's bundle of the same log counts the escalation as handed to a person,
+    // and verifies.
+    let bundle = d.path().join("bundle.tar");
+    let o = runwarden(
+        &data,
+        &["evidence", "export", "-o", bundle.to_str().unwrap()],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let key_file = data.join("signing-keys/clinic-demo-01.pub");
+    let o = runwarden(
+        &data,
+        &[
+            "evidence",
+            "verify",
+            bundle.to_str().unwrap(),
+            "--key",
+            key_file.to_str().unwrap(),
+            "--require-complete",
+        ],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let mut a = tar::Archive::new(std::fs::File::open(&bundle).unwrap());
+    let mut page = String::new();
+    for e in a.entries().unwrap() {
+        let mut e = e.unwrap();
+        if e.path().unwrap().to_str() == Some("report.html") {
+            std::io::Read::read_to_string(&mut e, &mut page).unwrap();
+        }
+    }
+    assert!(page.contains("<th>to a person</th>"), "{page}");
+    assert!(
+        page.contains("<td class=\"text\">to a person</td>"),
+        "{page}"
+    );
+
     // Bad input: named, nothing written.
     for (args, expect) in [
         (vec!["--month", "2026-13"], "2026-13"),

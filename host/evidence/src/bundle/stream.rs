@@ -384,11 +384,16 @@ fn facts_of(payload: &[u8]) -> Result<Facts, String> {
 
 /// How the report counts an outcome. A dry run is a dry run whatever its status: it
 /// changed nothing, so it never counts as healed.
-fn class_of(f: &Facts) -> &'static str {
+///
+/// `people`: the report counts decisions to hand a problem to a person (escalated, or
+/// waiting for an approval) on their own — every bundle with a time zone does; older ones
+/// count them as "other", and their report must read as it was made.
+fn class_of(f: &Facts, people: bool) -> &'static str {
     if f.dry_run {
         return "dry run";
     }
     match f.status.as_str() {
+        "escalated" | "awaiting_approval" if people => "to a person",
         "healed" => "healed",
         "no-op" => "no-op",
         "failed" | "timeout" | "out_of_fuel" | "out_of_memory" | "output_limit" | "trapped" => {
@@ -400,7 +405,9 @@ fn class_of(f: &Facts) -> &'static str {
     }
 }
 
-const CLASSES: [&str; 7] = [
+/// The outcome columns: the last one only in reports that count decisions to hand a
+/// problem to a person ([`class_of`]).
+const CLASSES: [&str; 8] = [
     "healed",
     "no-op",
     "failed",
@@ -408,10 +415,11 @@ const CLASSES: [&str; 7] = [
     "interrupted",
     "dry run",
     "other",
+    "to a person",
 ];
 
 #[derive(Default, Clone)]
-struct Counts([u64; 7]);
+struct Counts([u64; 8]);
 
 impl Counts {
     fn add(&mut self, class: &str) {
@@ -491,7 +499,7 @@ impl Tally {
             self.unreadable += 1;
             return;
         };
-        let class = class_of(f);
+        let class = class_of(f, self.zone.is_some());
         self.all.add(class);
         let local = self.zone.as_ref().and_then(|z| {
             runwarden_report::tz::parse_utc_ms(&f.started_at).map(|ms| z.local_date(ms))
@@ -528,12 +536,23 @@ impl Tally {
     fn render(&self, manifest: &Manifest, keys: &[VerifyingKey]) -> String {
         let mut out = String::new();
         let zone = self.zone.as_ref().map_or("UTC", |z| z.name()).to_string();
+        let columns = if self.zone.is_some() {
+            CLASSES.len()
+        } else {
+            CLASSES.len() - 1
+        };
         let head = |n: &str| {
-            let cols: String = CLASSES.iter().map(|c| format!("<th>{c}</th>")).collect();
+            let cols: String = CLASSES[..columns]
+                .iter()
+                .map(|c| format!("<th>{c}</th>"))
+                .collect();
             format!("<tr><th>{n}</th><th>runs</th>{cols}</tr>\n")
         };
         let row = |name: &str, c: &Counts| {
-            let cells: String = c.0.iter().map(|n| format!("<td>{n}</td>")).collect();
+            let cells: String = c.0[..columns]
+                .iter()
+                .map(|n| format!("<td>{n}</td>"))
+                .collect();
             format!(
                 "<tr><td>{}</td><td>{}</td>{cells}</tr>\n",
                 esc(name),
@@ -639,7 +658,7 @@ each is in the bundle's records under its index.</p>\n\
                 esc(&self.when(&f.started_at)),
                 esc(&f.host),
                 esc(&f.runbook),
-                esc(class_of(f)),
+                esc(class_of(f, self.zone.is_some())),
                 esc(&f.summary),
                 esc(&who),
             ));
@@ -663,6 +682,11 @@ each is in the bundle's records under its index.</p>\n\
             ("dry run", "only simulated: nothing was changed"),
         ] {
             out.push_str(&format!("<dt>{k}</dt><dd>{v}</dd>"));
+        }
+        if self.zone.is_some() {
+            out.push_str(
+                "<dt>to a person</dt><dd>nothing ran: the control plane handed the problem to a person (escalated, or waiting for an approval); what the person decided is recorded after it</dd>",
+            );
         }
         out.push_str("</dl>\n<h2>Signing keys</h2><ul>");
         for k in keys {
