@@ -588,3 +588,27 @@ async fn fifty_thousand_records_export_and_verify_as_a_stream() {
         .count();
     assert_eq!(chunks as u64, N.div_ceil(CHUNK));
 }
+
+/// A bundle of format 4 as runwarden wrote it before bundles carried a time zone (session
+/// 15), kept as bytes: every later runwarden must still verify it, its report included.
+/// `RUNWARDEN_WRITE_FIXTURE=1` writes it anew (only when the old format itself changes).
+#[test]
+fn a_format_4_bundle_from_before_time_zones_still_verifies() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    let (bundle, public) = (dir.join("format4-utc.tar"), dir.join("format4-utc.pub"));
+    if std::env::var_os("RUNWARDEN_WRITE_FIXTURE").is_some() {
+        let (bytes, key) = complete(5);
+        std::fs::write(&bundle, bytes).unwrap();
+        std::fs::write(&public, format!("{}\n", key.verifying_key().to_text())).unwrap();
+    }
+    let key = runwarden_evidence::read_verifying_key(&public).unwrap();
+    let bytes = std::fs::read(&bundle).unwrap();
+    let v = verify_bundle(bytes.as_slice(), &[key], None).unwrap();
+    assert_eq!((v.records, v.tree_size, v.complete), (5, 5, true));
+    let mut m = members(&bytes);
+    let manifest: serde_json::Value =
+        serde_json::from_slice(get(&mut m, "runwarden-bundle.json")).unwrap();
+    assert!(manifest.get("time_zone").is_none(), "{manifest}");
+    let report = String::from_utf8(get(&mut m, "report.html").clone()).unwrap();
+    assert!(report.contains("By month (UTC)") && !report.contains("to a person"));
+}
