@@ -379,29 +379,10 @@ pub(crate) async fn export_key(
     }
 }
 
-/// Write a bundle through `write` to a temporary file beside `out`, then rename it:
-/// never a half-written bundle.
-fn write_bundle<T>(
-    out: &Path,
-    write: impl FnOnce(std::io::BufWriter<std::fs::File>) -> std::io::Result<T>,
-) -> anyhow::Result<T> {
-    let tmp = out.with_extension("partial");
-    let file =
-        std::fs::File::create(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
-    let done = write(std::io::BufWriter::new(file));
-    let done = match done {
-        Ok(d) => d,
-        Err(e) => {
-            let _ = std::fs::remove_file(&tmp);
-            return Err(e).with_context(|| format!("cannot write {}", tmp.display()));
-        }
-    };
-    std::fs::rename(&tmp, out).with_context(|| format!("cannot write {}", out.display()))?;
-    Ok(done)
-}
-
 /// `evidence export --tenant T`: the control log's records of T and every log of T's
-/// enrolled hosts, as this database mirrors them, under a statement signed by `key`.
+/// enrolled hosts, as this database mirrors them, under a statement signed by `key`;
+/// written as it is read, to a temporary file renamed once whole.
+#[allow(clippy::too_many_arguments)]
 async fn export_tenant(
     data_dir: &Path,
     log: &LogArgs,
@@ -409,6 +390,7 @@ async fn export_tenant(
     filter: &ev::Filter,
     tenant: &str,
     key: &ev::SigningKey,
+    time_zone: &ev::TimeZone,
     out: &Path,
 ) -> anyhow::Result<ExitCode> {
     let database = match &log.evidence_db {
@@ -416,43 +398,54 @@ async fn export_tenant(
         None => data_dir.join("evidence.db").display().to_string(),
     };
     let control = runwarden_control::store::ControlStore::open(&database).await?;
-    let mut parts = vec![ev::LogPart {
+    let mut logs = vec![ev::TenantLog {
         role: ev::LogRole::Control,
         host: None,
         enrolled_at_ms: None,
-        bundle: ev::export(store, filter, key, &origin(key), vec![key.verifying_key()]).await?,
+        source: ev::LogSource::Own,
     }];
-    // The hosts' own logs: every record of each (a host belongs to one tenant), within
-    // the filter's other conditions.
-    let per_host = ev::Filter {
-        tenant: None,
-        ..filter.clone()
-    };
     // Each host's log under every key it enrolled with: a host enrolled again with a new
     // key (a rebuilt machine) has a log per key, the earlier ones kept.
-    let mut missing = Vec::new();
-    let mut exported = std::collections::BTreeSet::new();
     let keys = control.tenant_host_keys(tenant).await?;
     for key in &keys {
-        let log_origin = ev::log_origin(&key.key_name);
-        if let Some(bundle) = ev::export_mirror(store, &log_origin, &per_host).await? {
-            exported.insert(key.host_id.clone());
-            parts.push(ev::LogPart {
-                role: ev::LogRole::Host,
-                host: Some(key.host_id.clone()),
-                enrolled_at_ms: Some(key.enrolled_at_ms.max(0) as u64),
-                bundle,
-            });
-        }
+        logs.push(ev::TenantLog {
+            role: ev::LogRole::Host,
+            host: Some(key.host_id.clone()),
+            enrolled_at_ms: Some(key.enrolled_at_ms.max(0) as u64),
+            source: ev::LogSource::Mirror(ev::log_origin(&key.key_name)),
+        });
     }
-    for key in keys {
-        if !exported.contains(&key.host_id) && !missing.contains(&key.host_id) {
-            missing.push(key.host_id);
+    let tmp = out.with_extension("partial");
+    let file =
+        std::fs::File::create(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
+    let progress = crate::term::Progress::new("exporting", 0);
+    let tell = |done: u64, total: u64| progress.at_of(done, total);
+    let written = ev::export_tenant(
+        store,
+        filter,
+        &logs,
+        key,
+        Some(time_zone),
+        vec![key.verifying_key()],
+        std::io::BufWriter::with_capacity(1 << 20, file),
+        &tell,
+    )
+    .await;
+    progress.done();
+    let statement = match written {
+        Ok((w, statement)) => {
+            w.into_inner()
+                .map_err(|e| e.into_error())
+                .and_then(|f| f.sync_all())
+                .with_context(|| format!("cannot write {}", tmp.display()))?;
+            statement
         }
-    }
-    let statement = write_bundle(out, |w| {
-        ev::write_tenant_bundle(tenant, filter.to_json(), &parts, key, w)
-    })?;
+        Err(e) => {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(e).with_context(|| format!("cannot write {}", tmp.display()));
+        }
+    };
+    std::fs::rename(&tmp, out).with_context(|| format!("cannot write {}", out.display()))?;
     let records: u64 = statement.logs.iter().map(|l| l.records).sum();
     println!(
         "exported {records} record(s) of tenant {} from {} log(s) to {}",
@@ -475,6 +468,16 @@ async fn export_tenant(
                 ", filtered"
             }
         );
+    }
+    let mut missing: Vec<&str> = Vec::new();
+    for key in &keys {
+        let held = statement
+            .logs
+            .iter()
+            .any(|l| l.host.as_deref() == Some(key.host_id.as_str()));
+        if !held && !missing.contains(&key.host_id.as_str()) {
+            missing.push(&key.host_id);
+        }
     }
     if !missing.is_empty() {
         eprintln!(
@@ -559,7 +562,7 @@ pub fn evidence(cmd: EvidenceCommand, data_dir: &Path, log: &LogArgs) -> anyhow:
                 let key = export_key(data_dir, signing_key.as_deref(), &store).await?;
                 let filter = filter.to_filter()?;
                 if let Some(tenant) = filter.tenant.clone() {
-                    return export_tenant(data_dir, log, &store, &filter, &tenant, &key, &out).await;
+                    return export_tenant(data_dir, log, &store, &filter, &tenant, &key, &time_zone, &out).await;
                 }
                 // Written as it is read, to a temporary file renamed once whole.
                 let tmp = out.with_extension("partial");

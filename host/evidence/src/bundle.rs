@@ -15,6 +15,7 @@ use std::io::Read;
 
 mod stream;
 pub use stream::{BundleWriter, SEAL, SEAL_PAYLOAD_TYPE, export_segment, export_stream};
+pub(crate) use stream::{LogExport, Within, verify_stream};
 
 /// The bundle format version this code writes. Version 3 adds the manifest's `members`
 /// (each member's size); version 2 bundles, which lack it, still verify. Version 1 (hex
@@ -743,7 +744,7 @@ pub fn verify_bundle(
     let members = match read_members(&mut entries)? {
         Contents::Members(m) => *m,
         Contents::Stream(manifest) => {
-            return stream::verify_stream(&manifest, &mut entries, trusted, since_checkpoint);
+            return stream::verify_stream(&manifest, &mut entries, trusted, since_checkpoint, None);
         }
     };
     let get = |name: &str| members.require(name);
@@ -1334,45 +1335,6 @@ pub async fn export(
     }
     let listed = store.list(filter).await?;
     assemble(origin, &tree, note, listed, consistency, keys, filter)
-}
-
-/// Export the records that match `filter` of the log `origin` this database mirrors,
-/// proved against the latest checkpoint its signer sent (nothing is signed here: the
-/// mirror holds another signer's log). `None` when nothing of `origin` is mirrored.
-pub async fn export_mirror(
-    store: &crate::store::Store,
-    origin: &str,
-    filter: &crate::store::Filter,
-) -> crate::error::Result<Option<BundleContents>> {
-    let Some(head) = store.mirror_head(origin).await? else {
-        return Ok(None);
-    };
-    let mut held = Vec::new();
-    let mut from = 0;
-    while from < head.size {
-        let to = (from + 10_000).min(head.size);
-        let chunk = store.mirrored_records(origin, from, to).await?;
-        if chunk.len() as u64 != to - from {
-            return Err(crate::error::Error::MalformedRecord(format!(
-                "the mirror of {origin} holds {} of records {from}..{to}",
-                chunk.len()
-            )));
-        }
-        held.extend(chunk);
-        from = to;
-    }
-    let tree = crate::merkle::MerkleTree::new(held.iter().map(|r| r.leaf_hash).collect());
-    let listed = held.into_iter().filter(|r| filter.matches(r)).collect();
-    assemble(
-        origin,
-        &tree,
-        head.note,
-        listed,
-        Vec::new(),
-        vec![head.key],
-        filter,
-    )
-    .map(Some)
 }
 
 /// A bundle of `listed` (records of the log `tree`), proved against `note`.

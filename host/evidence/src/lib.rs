@@ -29,8 +29,8 @@ mod text;
 
 pub use bundle::{
     BUNDLE_VERSION, BundleContents, BundleError, BundleRecord, BundleWriter, Consistency, Manifest,
-    SEAL, SEAL_PAYLOAD_TYPE, SegmentStart, TimeZone, Verified, export, export_mirror,
-    export_segment, export_stream, hash_hex, now_rfc3339, verify_bundle,
+    SEAL, SEAL_PAYLOAD_TYPE, SegmentStart, TimeZone, Verified, export, export_segment,
+    export_stream, hash_hex, now_rfc3339, verify_bundle,
 };
 pub use checkpoint::Checkpoint;
 pub use dsse::{Envelope, EnvelopeSignature, pae};
@@ -53,7 +53,8 @@ pub use store::{
     checkpoint_file_of,
 };
 pub use tenant::{
-    LogEntry, LogPart, LogRole, TENANT_BUNDLE_VERSION, TENANT_PAYLOAD_TYPE, TENANT_STATEMENT,
-    TenantStatement, TenantVerified, is_tenant_bundle, verify_tenant_bundle, write_tenant_bundle,
+    LogEntry, LogRole, LogSource, TENANT_BUNDLE_VERSION, TENANT_PAYLOAD_TYPE, TENANT_STATEMENT,
+    TenantLog, TenantStatement, TenantVerified, export_tenant, is_tenant_bundle,
+    verify_tenant_bundle,
 };
 pub use text::{escape_control, is_unsafe_char};

@@ -1,25 +1,41 @@
 //! Tenant bundles: everything an auditor of one tenant gets from a fleet's control plane,
 //! in one file — the control plane's own log (the records of that tenant: what it decided
 //! without running anything) and the log of every host of the tenant, as the control
-//! plane mirrored it, each an ordinary bundle proved against its own signer's checkpoint.
+//! plane mirrored it, each proved against its own signer's checkpoint.
 //!
 //! The auditor trusts one key, the control plane's. It signs the bundle's statement (a
 //! DSSE envelope, the first member): the tenant, the filter, and for each log its role,
-//! host, origin, signer key as enrolled, checkpoint (size and root), record count and the
-//! sha256 of its member. Each host log then verifies under the key the control plane
-//! vouches for, and must match what the statement says of it. Every log is verified, and
-//! the first bad record of each is named: one bad host log does not hide another.
+//! host, origin, signer key as enrolled, checkpoint (size and root), record count, and
+//! where the log is with the sha256 of what names it.
+//!
+//! **Format 2** (written): each log is a bundle of format 4 whose members lie under its
+//! own directory (`logs/00000-control/runwarden-bundle.json`, `…/checkpoint.txt`, …,
+//! `…/seal.dsse.json`), the logs one after the other in the statement's order. The
+//! statement names each log by its manifest's sha256; the log's seal — signed by the
+//! control plane, which vouches for the host's key — covers that manifest and every other
+//! member. It is written and verified as a stream: memory is one chunk of records,
+//! whatever the bundle's size. **Format 1** (read only): each log a bundle of format 3
+//! held whole in one member (`logs/00001-host.tar`) that the statement names by its sha256.
+//!
+//! Each host log verifies under the key the control plane vouches for, and must match what
+//! the statement says of it. Every log is verified, and the first bad record of each is
+//! named: one bad host log does not hide another.
 
-use crate::bundle::{BundleContents, BundleError, Verified, hash_hex, verify_bundle};
+use crate::bundle::{
+    BundleError, LogExport, Verified, Within, hash_hex, verify_bundle, verify_stream,
+};
 use crate::dsse::Envelope;
 use crate::keys::{SigningKey, VerifyingKey};
 use crate::text::escape_control;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use std::io::Read;
+use std::io::{Read, Write};
 
-/// The tenant bundle format this code writes and reads.
-pub const TENANT_BUNDLE_VERSION: u32 = 1;
+/// The tenant bundle format this code writes. Format 1 (each log a bundle of format 3
+/// held whole in one member) is still read.
+pub const TENANT_BUNDLE_VERSION: u32 = 2;
+/// The oldest format this code reads.
+const OLDEST_TENANT_VERSION: u32 = 1;
 /// DSSE payload type of a tenant bundle's statement.
 pub const TENANT_PAYLOAD_TYPE: &str = "application/vnd.runwarden.tenant-bundle+json";
 /// The statement: the first member of a tenant bundle.
@@ -30,8 +46,12 @@ const LOGS_DIR: &str = "logs/";
 const MAX_STATEMENT: u64 = 16 << 20;
 /// Most logs in one tenant bundle.
 const MAX_LOGS: usize = 100_000;
-/// One log's bundle.
+/// One log's bundle, in format 1 (read whole).
 const MAX_LOG_BUNDLE: u64 = 8 << 30;
+/// A log's manifest, in format 2.
+const MAX_MANIFEST: u64 = 1 << 20;
+/// The manifest of a bundle, its first member.
+const MANIFEST: &str = "runwarden-bundle.json";
 
 /// Whose log it is.
 #[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
@@ -67,9 +87,12 @@ pub struct LogEntry {
     pub records: u64,
     /// Whether those are all the log's records up to the checkpoint.
     pub complete: bool,
-    /// The member holding the log's bundle.
+    /// Where the log's bundle is: in format 2 a directory (`logs/00001-host/`) holding
+    /// a bundle of format 4 member by member; in format 1 one member (`logs/….tar`).
     pub member: String,
-    /// sha256 (hex) of that member.
+    /// sha256 (hex) of, in format 2, the log's manifest (`member` +
+    /// `runwarden-bundle.json`: its seal, signed by the control plane, covers it and every
+    /// other member of the log); in format 1, the whole member.
     pub sha256: String,
 }
 
@@ -89,82 +112,137 @@ pub struct TenantStatement {
     pub logs: Vec<LogEntry>,
 }
 
+/// Where a log of a tenant bundle comes from.
+#[derive(Clone, Debug)]
+pub enum LogSource {
+    /// The database's own log (the control plane's), its records of the tenant.
+    Own,
+    /// The log of this origin the database mirrors (a host's), every record of it.
+    Mirror(String),
+}
+
 /// One log to put into a tenant bundle.
-pub struct LogPart {
+#[derive(Clone, Debug)]
+pub struct TenantLog {
     /// Whose log.
     pub role: LogRole,
     /// The host, for a host's log.
     pub host: Option<String>,
     /// When the host enrolled (ms), for a host's log.
     pub enrolled_at_ms: Option<u64>,
-    /// The log's bundle.
-    pub bundle: BundleContents,
+    /// Where its records are.
+    pub source: LogSource,
 }
 
-/// Write a tenant bundle of `parts`, its statement signed by the control plane's `key`.
-/// Returns the statement.
-pub fn write_tenant_bundle(
-    tenant: &str,
-    filter: serde_json::Value,
-    parts: &[LogPart],
+/// Export a tenant bundle of format 2 to `out`, as a stream: the statement (signed by
+/// the control plane's `key`, the database's own log's), then each of `logs` as a bundle of
+/// format 4 in its own directory, sealed by `key`. The database's own log gives the records
+/// of `filter` (which names the tenant); a mirrored log every record within the filter's
+/// other conditions (a host belongs to one tenant). A mirrored log the database holds
+/// nothing of is left out. Reports are in `time_zone`. Memory stays what one log's export
+/// holds (a chunk of records; a filtered export's leaf hashes), whatever the bundle's size.
+/// `progress` hears (records written, records to write). Returns the output and the
+/// statement.
+#[allow(clippy::too_many_arguments)]
+pub async fn export_tenant<W: Write>(
+    store: &crate::store::Store,
+    filter: &crate::store::Filter,
+    logs: &[TenantLog],
     key: &SigningKey,
-    out: impl std::io::Write,
-) -> std::io::Result<TenantStatement> {
-    let mut members = Vec::with_capacity(parts.len());
-    let mut logs = Vec::with_capacity(parts.len());
-    for (n, part) in parts.iter().enumerate() {
-        let mut data = Vec::new();
-        part.bundle.write(&mut data)?;
-        // The key that signed the log's checkpoint: the one the statement vouches for.
-        let parsed = part.bundle.keys.iter().find_map(|k| {
-            crate::checkpoint::Checkpoint::parse(
-                &part.bundle.checkpoint_note,
-                std::slice::from_ref(k),
-            )
-            .ok()
-            .map(|cp| (k, cp))
-        });
-        let Some((signer, cp)) = parsed else {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::InvalidData,
-                format!(
-                    "the checkpoint of {} verifies under none of its keys",
-                    part.bundle.manifest.origin
-                ),
-            ));
+    time_zone: Option<&crate::bundle::TimeZone>,
+    keys: Vec<VerifyingKey>,
+    out: W,
+    progress: &(dyn Fn(u64, u64) + Sync),
+) -> crate::error::Result<(W, TenantStatement)> {
+    let Some(tenant) = filter.tenant.clone() else {
+        return Err(crate::error::Error::MalformedRecord(
+            "a tenant bundle is of one tenant: the filter names none".into(),
+        ));
+    };
+    let per_host = crate::store::Filter {
+        tenant: None,
+        ..filter.clone()
+    };
+    // Everything the statement says comes first: each log planned (its checkpoint, its
+    // records counted), its manifest hashed.
+    let mut planned = Vec::with_capacity(logs.len());
+    for log in logs {
+        let export = match &log.source {
+            LogSource::Own => {
+                Some(LogExport::own(store, filter, key, time_zone, keys.clone()).await?)
+            }
+            LogSource::Mirror(origin) => {
+                LogExport::mirror(store, origin, &per_host, time_zone).await?
+            }
         };
-        let member = match part.role {
-            LogRole::Host => format!("{LOGS_DIR}{n:05}-host.tar"),
-            LogRole::Control => format!("{LOGS_DIR}{n:05}-control.tar"),
+        if let Some(e) = export {
+            planned.push((log, e));
+        }
+    }
+    let mut entries = Vec::with_capacity(planned.len());
+    for (n, (log, e)) in planned.iter().enumerate() {
+        let role = match log.role {
+            LogRole::Host => "host",
+            LogRole::Control => "control",
         };
-        logs.push(LogEntry {
-            role: part.role,
-            host: part.host.clone(),
-            enrolled_at: part.enrolled_at_ms.map(crate::record::rfc3339_ms),
-            origin: part.bundle.manifest.origin.clone(),
-            key: signer.to_text(),
-            tree_size: cp.size,
-            root: hash_hex(&cp.root),
-            records: part.bundle.records.len() as u64,
-            complete: part.bundle.manifest.complete,
-            member: member.clone(),
-            sha256: hex::encode(Sha256::digest(&data)),
+        entries.push(LogEntry {
+            role: log.role,
+            host: log.host.clone(),
+            enrolled_at: log.enrolled_at_ms.map(crate::record::rfc3339_ms),
+            origin: e.manifest.origin.clone(),
+            key: e.signer.to_text(),
+            tree_size: e.manifest.tree_size,
+            root: hash_hex(&e.root),
+            records: e.manifest.record_count,
+            complete: e.manifest.complete,
+            member: format!("{LOGS_DIR}{n:05}-{role}/"),
+            sha256: e.manifest_sha256(),
         });
-        members.push((member, data));
     }
     let statement = TenantStatement {
         version: TENANT_BUNDLE_VERSION,
-        tenant: tenant.to_string(),
-        filter,
+        tenant,
+        filter: filter.to_json(),
         created_at: crate::bundle::now_rfc3339(),
-        logs,
+        logs: entries,
     };
-    let envelope = Envelope::sign(TENANT_PAYLOAD_TYPE, &serde_json::to_vec(&statement)?, key);
+    let io = |source: std::io::Error| crate::error::Error::Io {
+        action: "write the tenant bundle",
+        path: std::path::PathBuf::from("(the bundle)"),
+        source,
+    };
+    let envelope = Envelope::sign(
+        TENANT_PAYLOAD_TYPE,
+        &serde_json::to_vec(&statement).map_err(|e| io(e.into()))?,
+        key,
+    );
+    let mut tar = tar::Builder::new(out);
     let signed = envelope.to_json();
-    let all = std::iter::once((TENANT_STATEMENT, signed.as_bytes()))
-        .chain(members.iter().map(|(n, d)| (n.as_str(), d.as_slice())));
-    crate::bundle::write_tar(out, all)?;
-    Ok(statement)
+    let mut h = tar::Header::new_gnu();
+    h.set_size(signed.len() as u64);
+    h.set_mode(0o644);
+    h.set_mtime(0);
+    h.set_cksum();
+    tar.append_data(&mut h, TENANT_STATEMENT, signed.as_bytes())
+        .map_err(io)?;
+    let total: u64 = statement.logs.iter().map(|l| l.records).sum();
+    let mut before = 0;
+    for ((_, e), entry) in planned.iter().zip(&statement.logs) {
+        let w = e.begin(tar, &entry.member).map_err(io)?;
+        if w.manifest_sha256() != entry.sha256 {
+            return Err(crate::error::Error::MalformedRecord(format!(
+                "the manifest of {} changed between the statement and the bundle",
+                entry.origin
+            )));
+        }
+        let tell = |done: u64, _: u64| progress(before + done, total);
+        let w = e.write(store, w, &tell).await?;
+        tar = w.finish_in(key).map_err(io)?;
+        before += entry.records;
+    }
+    let mut out = tar.into_inner().map_err(io)?;
+    out.flush().map_err(io)?;
+    Ok((out, statement))
 }
 
 /// Whether `bundle` starts like a tenant bundle (its first member is the statement).
@@ -237,76 +315,48 @@ fn bad(message: impl Into<String>) -> BundleError {
 }
 
 /// Verify a tenant bundle: its statement must be signed by one of `trusted` (the control
-/// plane's key); each log's bundle must be the member the statement hashed, verify under
-/// the signer key the statement names (the control log's must itself be trusted), and
-/// prove exactly the checkpoint and record count the statement states. `Err` when the
-/// bundle as a whole cannot be read or its statement is not trusted; otherwise every
-/// log's own result.
+/// plane's key); each log's bundle must be the one the statement names (by its manifest's
+/// digest, in format 2), verify under the signer key the statement names (the control
+/// log's must itself be trusted), and prove exactly the checkpoint and record count the
+/// statement states. `Err` when the bundle as a whole cannot be read or its statement is
+/// not trusted; otherwise every log's own result. Format 2 is read as a stream (memory is
+/// one chunk of records, whatever the size); format 1 a log at a time.
 pub fn verify_tenant_bundle(
     bundle: impl Read,
     trusted: &[VerifyingKey],
 ) -> Result<TenantVerified, BundleError> {
     let mut archive = tar::Archive::new(bundle);
-    let entries = archive
+    let mut entries = archive
         .entries()
         .map_err(|e| bad(format!("not a runwarden tenant bundle (tar): {e}")))?
         .raw(true);
-    let mut statement: Option<TenantStatement> = None;
-    let mut results: Vec<Option<Result<Verified, BundleError>>> = Vec::new();
-    for entry in entries {
+    let (statement, signer) = {
+        let entry = entries.next().ok_or_else(|| {
+            bad(format!(
+                "bundle has no {TENANT_STATEMENT}: corrupt or not a runwarden tenant bundle"
+            ))
+        })?;
         let mut entry = entry.map_err(|e| bad(format!("corrupt or truncated bundle: {e}")))?;
-        let raw = entry.path_bytes().into_owned();
-        let name = String::from_utf8_lossy(&raw).into_owned();
-        let shown = format!("\"{}\"", escape_control(&name));
-        if entry.header().entry_type() != tar::EntryType::Regular {
+        let (name, size) = regular(&entry)?;
+        if name.as_bytes() != TENANT_STATEMENT.as_bytes() {
             return Err(bad(format!(
-                "bundle member {shown} refused: a tenant bundle holds only regular files"
+                "bundle member {} comes before {TENANT_STATEMENT}, which must be the first member",
+                shown(&name)
             )));
         }
-        let size = entry
-            .header()
-            .entry_size()
-            .map_err(|e| bad(format!("corrupt bundle member {shown}: {e}")))?;
-        let Some(st) = &statement else {
-            if name != TENANT_STATEMENT {
-                return Err(bad(format!(
-                    "bundle member {shown} comes before {TENANT_STATEMENT}, which must be the first member"
-                )));
-            }
-            if size > MAX_STATEMENT {
-                return Err(bad(format!(
-                    "{TENANT_STATEMENT} is {size} bytes, more than {MAX_STATEMENT}"
-                )));
-            }
-            let data = read_member(&mut entry, size, &shown)?;
-            let s = read_statement(&data, trusted)?;
-            results = s.logs.iter().map(|_| None).collect();
-            statement = Some(s);
-            continue;
-        };
-        let Some(pos) = st.logs.iter().position(|l| l.member == name) else {
+        if size > MAX_STATEMENT {
             return Err(bad(format!(
-                "bundle member {shown} refused: the signed statement does not list it"
-            )));
-        };
-        if results[pos].is_some() {
-            return Err(bad(format!(
-                "bundle member {shown} refused: it appears twice"
+                "{TENANT_STATEMENT} is {size} bytes, more than {MAX_STATEMENT}"
             )));
         }
-        if size > MAX_LOG_BUNDLE {
-            return Err(bad(format!(
-                "bundle member {shown} is {size} bytes, more than {MAX_LOG_BUNDLE}"
-            )));
-        }
-        let data = read_member(&mut entry, size, &shown)?;
-        results[pos] = Some(check_log(&st.logs[pos], &data, trusted));
-    }
-    let statement = statement.ok_or_else(|| {
-        bad(format!(
-            "bundle has no {TENANT_STATEMENT}: corrupt or not a runwarden tenant bundle"
-        ))
-    })?;
+        let data = read_member(&mut entry, size, &shown(&name))?;
+        read_statement(&data, trusted)?
+    };
+    let results = if statement.version == 1 {
+        logs_of_format_1(&statement, &mut entries, trusted)?
+    } else {
+        logs_of_format_2(&statement, &signer, &mut entries, trusted)?
+    };
     let logs = statement
         .logs
         .iter()
@@ -325,115 +375,151 @@ pub fn verify_tenant_bundle(
     Ok(TenantVerified { statement, logs })
 }
 
-fn read_member(entry: &mut impl Read, size: u64, shown: &str) -> Result<Vec<u8>, BundleError> {
-    let mut data = Vec::with_capacity(size.min(1 << 20) as usize);
-    entry
-        .take(size)
-        .read_to_end(&mut data)
-        .map_err(|e| bad(format!("corrupt or truncated bundle at {shown}: {e}")))?;
-    if data.len() as u64 != size {
+type LogResults = Vec<Option<Result<Verified, BundleError>>>;
+
+/// A member's name and size, if it is a regular file.
+fn regular<R: Read>(entry: &tar::Entry<'_, R>) -> Result<(String, u64), BundleError> {
+    let name = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
+    if entry.header().entry_type() != tar::EntryType::Regular {
         return Err(bad(format!(
-            "truncated bundle: member {shown} ends after {} of its {size} bytes",
-            data.len()
+            "bundle member {} refused: a tenant bundle holds only regular files",
+            shown(&name)
         )));
     }
-    Ok(data)
+    let size = entry
+        .header()
+        .entry_size()
+        .map_err(|e| bad(format!("corrupt bundle member {}: {e}", shown(&name))))?;
+    Ok((name, size))
 }
 
-/// The statement, if a trusted key signed it and it is well formed.
-fn read_statement(data: &[u8], trusted: &[VerifyingKey]) -> Result<TenantStatement, BundleError> {
-    let text =
-        std::str::from_utf8(data).map_err(|_| bad(format!("{TENANT_STATEMENT} is not UTF-8")))?;
-    let envelope =
-        Envelope::from_json(text).map_err(|e| bad(format!("{TENANT_STATEMENT}: {e}")))?;
-    if envelope.payload_type != TENANT_PAYLOAD_TYPE {
-        return Err(bad(format!(
-            "{TENANT_STATEMENT} is of payload type {:?}, not {TENANT_PAYLOAD_TYPE}",
-            escape_control(&envelope.payload_type)
-        )));
-    }
-    envelope.verify(trusted).map_err(|e| {
-        bad(format!(
-            "the tenant bundle's statement is not signed by a key you trust ({e}): pass the control plane's public key with --key"
-        ))
-    })?;
-    let payload = envelope
-        .payload()
-        .map_err(|e| bad(format!("{TENANT_STATEMENT}: {e}")))?;
-    let value: serde_json::Value = serde_json::from_slice(&payload)
-        .map_err(|e| bad(format!("the statement is not JSON: {e}")))?;
-    match value.get("version").and_then(|v| v.as_u64()) {
-        Some(v) if v == u64::from(TENANT_BUNDLE_VERSION) => {}
-        other => {
-            return Err(bad(format!(
-                "unknown tenant bundle version {other:?}; this runwarden reads version {TENANT_BUNDLE_VERSION}: upgrade runwarden"
-            )));
-        }
-    }
-    let s: TenantStatement =
-        serde_json::from_value(value).map_err(|e| bad(format!("the statement: {e}")))?;
-    if s.logs.len() > MAX_LOGS {
-        return Err(bad(format!(
-            "the statement lists {} logs, more than {MAX_LOGS}",
-            s.logs.len()
-        )));
-    }
-    let mut seen = std::collections::BTreeSet::new();
-    for l in &s.logs {
-        let well_named = l
-            .member
-            .strip_prefix(LOGS_DIR)
-            .and_then(|n| n.strip_suffix(".tar"))
-            .is_some_and(|n| {
-                !n.is_empty() && n.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
-            });
-        if !well_named || !seen.insert(l.member.as_str()) {
-            return Err(bad(format!(
-                "the statement lists a member \"{}\" that a tenant bundle cannot hold",
-                escape_control(&l.member)
-            )));
-        }
-        if (l.role == LogRole::Host) != l.host.is_some() {
-            return Err(bad(format!(
-                "the statement's entry for {} names a host only if it is a host's log",
-                escape_control(&l.origin)
-            )));
-        }
-    }
-    Ok(s)
+fn shown(name: &str) -> String {
+    format!("\"{}\"", escape_control(name))
 }
 
-/// Verify one log's bundle against what the statement says of it.
-fn check_log(
-    entry: &LogEntry,
-    data: &[u8],
+/// Format 2: each log a bundle of format 4 in its directory, in the statement's order,
+/// verified as it streams by. A log that fails is skipped to its end, and the next is
+/// verified: one bad log does not hide another.
+fn logs_of_format_2<R: Read>(
+    st: &TenantStatement,
+    signer: &VerifyingKey,
+    entries: &mut tar::Entries<'_, R>,
     trusted: &[VerifyingKey],
+) -> Result<LogResults, BundleError> {
+    let mut results: LogResults = st.logs.iter().map(|_| None).collect();
+    // The log whose manifest comes next, a failed log whose members are passed over, and
+    // a member a log cut short read past (the next log's manifest).
+    let mut next = 0usize;
+    let mut skipping: Option<usize> = None;
+    let mut spilled: Option<(String, Vec<u8>)> = None;
+    loop {
+        let mut entry = None;
+        let (name, size, mut data) = match spilled.take() {
+            Some((name, data)) => (name, data.len() as u64, Some(data)),
+            None => {
+                let Some(e) = entries.next() else { break };
+                let e = e.map_err(|e| bad(format!("corrupt or truncated bundle: {e}")))?;
+                let (name, size) = regular(&e)?;
+                entry = Some(e);
+                (name, size, None)
+            }
+        };
+        let owner = st.logs.iter().position(|l| name.starts_with(&l.member));
+        if owner.is_some() && owner == skipping {
+            continue;
+        }
+        skipping = None;
+        let Some(at) = owner else {
+            return Err(bad(format!(
+                "bundle member {} refused: the signed statement lists no log it belongs to",
+                shown(&name)
+            )));
+        };
+        if at < next {
+            return Err(bad(format!(
+                "bundle member {} refused: its log came earlier (it appears twice, or out of place)",
+                shown(&name)
+            )));
+        }
+        // The logs passed over have no members here.
+        next = at + 1;
+        let log = &st.logs[at];
+        if name != format!("{}{MANIFEST}", log.member) {
+            results[at] = Some(Err(bad(format!(
+                "its bundle does not start with its manifest: {} comes first (members removed or reordered)",
+                shown(&name)
+            ))));
+            skipping = Some(at);
+            continue;
+        }
+        if size > MAX_MANIFEST {
+            return Err(bad(format!(
+                "bundle member {} is {size} bytes, more than {MAX_MANIFEST}",
+                shown(&name)
+            )));
+        }
+        let manifest = match (data.take(), entry.as_mut()) {
+            (Some(d), _) => d,
+            (None, Some(e)) => read_member(e, size, &shown(&name))?,
+            (None, None) => return Err(bad(format!("{} could not be read", shown(&name)))),
+        };
+        drop(entry);
+        let result = check_log_2(log, &manifest, signer, entries, trusted, &mut spilled);
+        if result.is_err() {
+            skipping = Some(at);
+        }
+        results[at] = Some(result);
+    }
+    Ok(results)
+}
+
+/// Verify one log of format 2, whose manifest is `manifest`, its other members next in
+/// `entries`.
+fn check_log_2<R: Read>(
+    entry: &LogEntry,
+    manifest: &[u8],
+    signer: &VerifyingKey,
+    entries: &mut tar::Entries<'_, R>,
+    trusted: &[VerifyingKey],
+    spilled: &mut Option<(String, Vec<u8>)>,
 ) -> Result<Verified, BundleError> {
-    let digest = hex::encode(Sha256::digest(data));
+    let key = log_key(entry, trusted)?;
+    let digest = hex::encode(Sha256::digest(manifest));
+    if digest != entry.sha256 {
+        return Err(bad(format!(
+            "its manifest is not the one the statement signed (sha256 {digest}, signed {}): altered or replaced",
+            escape_control(&entry.sha256)
+        )));
+    }
+    let within = Within {
+        prefix: &entry.member,
+        sealer: signer,
+        spilled,
+    };
+    let v = verify_stream(
+        manifest,
+        entries,
+        std::slice::from_ref(&key),
+        None,
+        Some(within),
+    )?;
+    check_claims(entry, v)
+}
+
+/// The key the statement names for a log; the control plane's log's must be trusted.
+fn log_key(entry: &LogEntry, trusted: &[VerifyingKey]) -> Result<VerifyingKey, BundleError> {
     let key = VerifyingKey::from_text(&entry.key)
         .map_err(|e| bad(format!("the statement's key for this log: {e}")))?;
-    if digest != entry.sha256 {
-        let altered = format!(
-            "its bundle is not the one the statement signed (sha256 {digest}, signed {})",
-            escape_control(&entry.sha256)
-        );
-        // Name the first bad record when there is one: that is what the auditor needs.
-        return Err(
-            match verify_bundle(data, std::slice::from_ref(&key), None) {
-                Err(e) => BundleError {
-                    record: e.record,
-                    message: format!("{altered}: {}", e.message),
-                },
-                Ok(_) => bad(format!("{altered}: altered or replaced")),
-            },
-        );
-    }
     if entry.role == LogRole::Control && !trusted.iter().any(|t| t.to_text() == key.to_text()) {
         return Err(bad(
             "the control plane's log is signed by a key you did not pass with --key",
         ));
     }
-    let v = verify_bundle(data, std::slice::from_ref(&key), None)?;
+    Ok(key)
+}
+
+/// What a log proved must be what the statement says of it.
+fn check_claims(entry: &LogEntry, v: Verified) -> Result<Verified, BundleError> {
     let root = hash_hex(&v.root);
     if v.origin != entry.origin
         || v.tree_size != entry.tree_size
@@ -453,4 +539,150 @@ fn check_log(
         )));
     }
     Ok(v)
+}
+
+/// Format 1: each log a bundle held whole in one member, in any order.
+fn logs_of_format_1<R: Read>(
+    st: &TenantStatement,
+    entries: &mut tar::Entries<'_, R>,
+    trusted: &[VerifyingKey],
+) -> Result<LogResults, BundleError> {
+    let mut results: LogResults = st.logs.iter().map(|_| None).collect();
+    for entry in entries {
+        let mut entry = entry.map_err(|e| bad(format!("corrupt or truncated bundle: {e}")))?;
+        let (name, size) = regular(&entry)?;
+        let Some(pos) = st.logs.iter().position(|l| l.member == name) else {
+            return Err(bad(format!(
+                "bundle member {} refused: the signed statement does not list it",
+                shown(&name)
+            )));
+        };
+        if results[pos].is_some() {
+            return Err(bad(format!(
+                "bundle member {} refused: it appears twice",
+                shown(&name)
+            )));
+        }
+        if size > MAX_LOG_BUNDLE {
+            return Err(bad(format!(
+                "bundle member {} is {size} bytes, more than {MAX_LOG_BUNDLE}",
+                shown(&name)
+            )));
+        }
+        let data = read_member(&mut entry, size, &shown(&name))?;
+        results[pos] = Some(check_log(&st.logs[pos], &data, trusted));
+    }
+    Ok(results)
+}
+
+fn read_member(entry: &mut impl Read, size: u64, shown: &str) -> Result<Vec<u8>, BundleError> {
+    let mut data = Vec::with_capacity(size.min(1 << 20) as usize);
+    entry
+        .take(size)
+        .read_to_end(&mut data)
+        .map_err(|e| bad(format!("corrupt or truncated bundle at {shown}: {e}")))?;
+    if data.len() as u64 != size {
+        return Err(bad(format!(
+            "truncated bundle: member {shown} ends after {} of its {size} bytes",
+            data.len()
+        )));
+    }
+    Ok(data)
+}
+
+/// The statement, if a trusted key signed it and it is well formed.
+fn read_statement(
+    data: &[u8],
+    trusted: &[VerifyingKey],
+) -> Result<(TenantStatement, VerifyingKey), BundleError> {
+    let text =
+        std::str::from_utf8(data).map_err(|_| bad(format!("{TENANT_STATEMENT} is not UTF-8")))?;
+    let envelope =
+        Envelope::from_json(text).map_err(|e| bad(format!("{TENANT_STATEMENT}: {e}")))?;
+    if envelope.payload_type != TENANT_PAYLOAD_TYPE {
+        return Err(bad(format!(
+            "{TENANT_STATEMENT} is of payload type {:?}, not {TENANT_PAYLOAD_TYPE}",
+            escape_control(&envelope.payload_type)
+        )));
+    }
+    let signer = envelope.verify(trusted).map_err(|e| {
+        bad(format!(
+            "the tenant bundle's statement is not signed by a key you trust ({e}): pass the control plane's public key with --key"
+        ))
+    })?;
+    let payload = envelope
+        .payload()
+        .map_err(|e| bad(format!("{TENANT_STATEMENT}: {e}")))?;
+    let value: serde_json::Value = serde_json::from_slice(&payload)
+        .map_err(|e| bad(format!("the statement is not JSON: {e}")))?;
+    match value.get("version").and_then(|v| v.as_u64()) {
+        Some(v)
+            if (u64::from(OLDEST_TENANT_VERSION)..=u64::from(TENANT_BUNDLE_VERSION))
+                .contains(&v) => {}
+        other => {
+            return Err(bad(format!(
+                "unknown tenant bundle version {other:?}; this runwarden reads versions {OLDEST_TENANT_VERSION} to {TENANT_BUNDLE_VERSION}: upgrade runwarden"
+            )));
+        }
+    }
+    let s: TenantStatement =
+        serde_json::from_value(value).map_err(|e| bad(format!("the statement: {e}")))?;
+    if s.logs.len() > MAX_LOGS {
+        return Err(bad(format!(
+            "the statement lists {} logs, more than {MAX_LOGS}",
+            s.logs.len()
+        )));
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    for l in &s.logs {
+        let end = if s.version == 1 { ".tar" } else { "/" };
+        let well_named = l
+            .member
+            .strip_prefix(LOGS_DIR)
+            .and_then(|n| n.strip_suffix(end))
+            .is_some_and(|n| {
+                !n.is_empty() && n.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            });
+        if !well_named || !seen.insert(l.member.as_str()) {
+            return Err(bad(format!(
+                "the statement lists a member \"{}\" that a tenant bundle cannot hold",
+                escape_control(&l.member)
+            )));
+        }
+        if (l.role == LogRole::Host) != l.host.is_some() {
+            return Err(bad(format!(
+                "the statement's entry for {} names a host only if it is a host's log",
+                escape_control(&l.origin)
+            )));
+        }
+    }
+    Ok((s, signer.clone()))
+}
+
+/// Verify one log's bundle of format 1 against what the statement says of it.
+fn check_log(
+    entry: &LogEntry,
+    data: &[u8],
+    trusted: &[VerifyingKey],
+) -> Result<Verified, BundleError> {
+    let digest = hex::encode(Sha256::digest(data));
+    let key = log_key(entry, trusted)?;
+    if digest != entry.sha256 {
+        let altered = format!(
+            "its bundle is not the one the statement signed (sha256 {digest}, signed {})",
+            escape_control(&entry.sha256)
+        );
+        // Name the first bad record when there is one: that is what the auditor needs.
+        return Err(
+            match verify_bundle(data, std::slice::from_ref(&key), None) {
+                Err(e) => BundleError {
+                    record: e.record,
+                    message: format!("{altered}: {}", e.message),
+                },
+                Ok(_) => bad(format!("{altered}: altered or replaced")),
+            },
+        );
+    }
+    let v = verify_bundle(data, std::slice::from_ref(&key), None)?;
+    check_claims(entry, v)
 }

@@ -51,11 +51,14 @@ fn statement(bundle: &Bundle) -> Value {
     serde_json::from_slice(&env.payload().unwrap()).unwrap()
 }
 
-/// The one-log bundle held in member `name` of `outer`, read through a scratch file.
-fn inner(outer: &Bundle, name: &str, scratch: &Path) -> Bundle {
-    let data = &outer.members.iter().find(|(n, _)| n == name).unwrap().1;
-    std::fs::write(scratch, data).unwrap();
-    Bundle::read(scratch)
+/// The one-log bundle held in directory `dir` of `outer`.
+fn inner(outer: &Bundle, dir: &str) -> Bundle {
+    let members = outer
+        .members
+        .iter()
+        .filter_map(|(n, d)| Some((n.strip_prefix(dir)?.to_string(), d.clone())))
+        .collect();
+    Bundle { members }
 }
 
 /// The tenant every record of a one-log bundle was made for.
@@ -235,12 +238,7 @@ fn a_tenants_export_holds_the_control_log_and_each_of_its_hosts_logs_and_nothing
     let host_pub =
         runwarden_evidence::read_verifying_key(&a2.join("signing-keys/clinic-a-02.pub")).unwrap();
     assert_eq!(logs[2]["key"], host_pub.to_text());
-    let scratch = out.join("inner.tar");
-    let control = tenants_of(inner(
-        &bundle,
-        logs[0]["member"].as_str().unwrap(),
-        &scratch,
-    ));
+    let control = tenants_of(inner(&bundle, logs[0]["member"].as_str().unwrap()));
     assert!(
         !control.is_empty() && control.iter().all(|t| t == "local"),
         "{control:?}"
@@ -274,13 +272,19 @@ fn a_tenants_export_holds_the_control_log_and_each_of_its_hosts_logs_and_nothing
     // A record of one host's log altered: that log fails, naming the record; the other
     // logs still verify.
     let member = logs[2]["member"].as_str().unwrap().to_string();
-    let mut host_log = inner(&bundle, &member, &scratch);
+    let mut host_log = inner(&bundle, &member);
     let mut lines = host_log.lines();
     lines[0] = lines[0].replace("\"sig\":\"", "\"sig\":\"AAAA");
     host_log.set_lines(&lines);
-    host_log.write(&scratch);
+    let chunk = format!("{member}records/00000000.jsonl");
     let mut forged = bundle.members.clone();
-    forged.iter_mut().find(|(n, _)| *n == member).unwrap().1 = std::fs::read(&scratch).unwrap();
+    forged.iter_mut().find(|(n, _)| *n == chunk).unwrap().1 = host_log
+        .members
+        .iter()
+        .find(|(n, _)| n == "records/00000000.jsonl")
+        .unwrap()
+        .1
+        .clone();
     let tampered = out.join("tampered.tar");
     Bundle::write_raw(&forged, &tampered);
     let v = verify(&tampered, &control_pub);
@@ -295,7 +299,7 @@ fn a_tenants_export_holds_the_control_log_and_each_of_its_hosts_logs_and_nothing
     let removed: Vec<(String, Vec<u8>)> = bundle
         .members
         .iter()
-        .filter(|(n, _)| *n != member)
+        .filter(|(n, _)| !n.starts_with(&member))
         .cloned()
         .collect();
     Bundle::write_raw(&removed, &tampered);
@@ -304,22 +308,26 @@ fn a_tenants_export_holds_the_control_log_and_each_of_its_hosts_logs_and_nothing
     assert_eq!(v.status.code(), Some(1), "{err}");
     assert!(err.contains("missing from the bundle (removed)"), "{err}");
 
-    // A listed part twice: refused.
+    // A log's member again, after the next log: refused.
     let mut twice = bundle.members.clone();
     twice.push(bundle.members[1].clone());
     Bundle::write_raw(&twice, &tampered);
     let v = verify(&tampered, &control_pub);
     assert_eq!(v.status.code(), Some(1));
-    assert!(stderr(&v).contains("it appears twice"), "{}", stderr(&v));
+    assert!(
+        stderr(&v).contains("its log came earlier"),
+        "{}",
+        stderr(&v)
+    );
 
-    // A member the statement does not list: refused.
+    // A member of no log the statement lists: refused.
     let mut extra = bundle.members.clone();
-    extra.push(("logs/99999-host.tar".into(), b"x".to_vec()));
+    extra.push(("logs/99999-host/x".into(), b"x".to_vec()));
     Bundle::write_raw(&extra, &tampered);
     let v = verify(&tampered, &control_pub);
     assert_eq!(v.status.code(), Some(1));
     assert!(
-        stderr(&v).contains("the signed statement does not list it"),
+        stderr(&v).contains("the signed statement lists no log it belongs to"),
         "{}",
         stderr(&v)
     );

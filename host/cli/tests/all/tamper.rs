@@ -64,15 +64,9 @@ impl Bundle {
         &mut self.members.iter_mut().find(|(n, _)| n == name).unwrap().1
     }
 
-    /// The member holding the records: format 4's one chunk, or format 3's records.jsonl
-    /// (a tenant bundle's logs).
+    /// The member holding the records: a small bundle's one chunk.
     fn records(&mut self) -> &mut Vec<u8> {
-        let name = if self.members.iter().any(|(n, _)| n == RECORDS) {
-            RECORDS
-        } else {
-            "records.jsonl"
-        };
-        self.get(name)
+        self.get(RECORDS)
     }
 
     pub(super) fn lines(&mut self) -> Vec<String> {

@@ -86,6 +86,9 @@ fn io_err(message: String) -> std::io::Error {
 /// [`BundleWriter::push`] each record in leaf order, then [`BundleWriter::finish`].
 pub struct BundleWriter<W: Write> {
     tar: tar::Builder<W>,
+    /// Where in the tar the bundle's members go: "" for a bundle of its own, a log's
+    /// directory inside a tenant bundle.
+    prefix: String,
     manifest: Manifest,
     manifest_sha256: String,
     sealed: Vec<Sealed>,
@@ -110,6 +113,26 @@ impl<W: Write> BundleWriter<W> {
         consistency: &[Consistency],
         keys: &[VerifyingKey],
     ) -> std::io::Result<BundleWriter<W>> {
+        Self::start_in(
+            tar::Builder::new(out),
+            "",
+            manifest,
+            checkpoint_note,
+            consistency,
+            keys,
+        )
+    }
+
+    /// Begin a bundle whose members go under `prefix` of the tar `tar` (a log of a tenant
+    /// bundle); [`BundleWriter::finish_in`] gives the tar back.
+    pub(crate) fn start_in(
+        tar: tar::Builder<W>,
+        prefix: &str,
+        manifest: &Manifest,
+        checkpoint_note: &str,
+        consistency: &[Consistency],
+        keys: &[VerifyingKey],
+    ) -> std::io::Result<BundleWriter<W>> {
         let tally = Tally::in_zone(manifest.time_zone.as_ref()).map_err(io_err)?;
         let mut manifest = manifest.clone();
         manifest.version = STREAM_VERSION;
@@ -128,7 +151,8 @@ impl<W: Write> BundleWriter<W> {
         keys.sort_by_key(|k| k.key_id_hex());
         keys.dedup_by_key(|k| k.key_id_hex());
         let mut w = BundleWriter {
-            tar: tar::Builder::new(out),
+            tar,
+            prefix: prefix.to_string(),
             manifest_sha256: String::new(),
             manifest,
             sealed: Vec::new(),
@@ -141,7 +165,7 @@ impl<W: Write> BundleWriter<W> {
             from,
             tally,
         };
-        let manifest = serde_json::to_vec_pretty(&w.manifest)?;
+        let manifest = manifest_bytes(&w.manifest)?;
         w.manifest_sha256 = hex::encode(Sha256::digest(&manifest));
         w.member(MANIFEST, &manifest, false)?;
         w.member(CHECKPOINT, checkpoint_note.as_bytes(), true)?;
@@ -166,7 +190,14 @@ impl<W: Write> BundleWriter<W> {
         h.set_mode(0o644);
         h.set_mtime(0);
         h.set_cksum();
-        self.tar.append_data(&mut h, name, data)
+        let path = format!("{}{name}", self.prefix);
+        self.tar.append_data(&mut h, path, data)
+    }
+
+    /// sha256 (hex) of the manifest as written: what the seal and a tenant bundle's
+    /// statement name the bundle by.
+    pub(crate) fn manifest_sha256(&self) -> &str {
+        &self.manifest_sha256
     }
 
     /// Add the next record (leaf order). Its proof goes in only if the bundle is filtered.
@@ -225,6 +256,23 @@ impl<W: Write> BundleWriter<W> {
         Ok(())
     }
 
+    /// [`BundleWriter::push`] a record as the store holds it.
+    fn push_stored(
+        &mut self,
+        r: crate::store::StoredRecord,
+        proof: Vec<Hash>,
+    ) -> crate::error::Result<()> {
+        let envelope = String::from_utf8(r.envelope).map_err(|_| {
+            crate::error::Error::MalformedRecord(format!("record {} is not UTF-8", r.index))
+        })?;
+        self.push(&BundleRecord {
+            index: r.index,
+            envelope,
+            proof,
+        })
+        .map_err(io)
+    }
+
     fn flush_chunk(&mut self) -> std::io::Result<()> {
         if self.in_chunk == 0 {
             return Ok(());
@@ -241,7 +289,18 @@ impl<W: Write> BundleWriter<W> {
 
     /// End the bundle: the last chunk, the report and the seal, signed by `sealer`;
     /// returns the output.
-    pub fn finish(mut self, sealer: &crate::keys::SigningKey) -> std::io::Result<W> {
+    pub fn finish(self, sealer: &crate::keys::SigningKey) -> std::io::Result<W> {
+        let mut out = self.finish_in(sealer)?.into_inner()?;
+        out.flush()?;
+        Ok(out)
+    }
+
+    /// End the bundle as [`BundleWriter::finish`] does, and give back the tar it was
+    /// written into, to go on with.
+    pub(crate) fn finish_in(
+        mut self,
+        sealer: &crate::keys::SigningKey,
+    ) -> std::io::Result<tar::Builder<W>> {
         if self.written != self.manifest.record_count {
             return Err(io_err(format!(
                 "{} records were written but the manifest says {}",
@@ -258,10 +317,13 @@ impl<W: Write> BundleWriter<W> {
         };
         let envelope = Envelope::sign(SEAL_PAYLOAD_TYPE, &serde_json::to_vec(&seal)?, sealer);
         self.member(SEAL, envelope.to_json().as_bytes(), false)?;
-        let mut out = self.tar.into_inner()?;
-        out.flush()?;
-        Ok(out)
+        Ok(self.tar)
     }
+}
+
+/// A manifest as a bundle holds it.
+fn manifest_bytes(manifest: &Manifest) -> std::io::Result<Vec<u8>> {
+    Ok(serde_json::to_vec_pretty(manifest)?)
 }
 
 /// The decoded payload of a DSSE envelope (JSON text), if it is one.
@@ -708,104 +770,262 @@ pub async fn export_stream<W: Write>(
     filter: &crate::store::Filter,
     key: &crate::keys::SigningKey,
     time_zone: Option<&TimeZone>,
-    mut keys: Vec<VerifyingKey>,
+    keys: Vec<VerifyingKey>,
     out: W,
     progress: &(dyn Fn(u64, u64) + Sync),
 ) -> crate::error::Result<(W, Manifest)> {
-    // Records read from the store at a time: a quarter of a chunk.
-    const PAGE: u64 = CHUNK_RECORDS as u64 / 4;
-    let origin = &crate::keys::log_origin(key.name());
-    let size = store.size().await?;
-    let root = store.root_at(size).await?;
-    let cp = Checkpoint {
-        origin: origin.to_string(),
-        size,
-        root,
-    };
-    let note = cp.sign(key)?;
-    store.put_checkpoint(size, &cp.root, &note).await?;
-    let complete = filter.is_empty();
-    let olders: Vec<u64> = store
-        .checkpoint_sizes()
-        .await?
-        .into_iter()
-        .filter(|&old| old > 0 && old < size)
-        .collect();
-    let mut consistency = Vec::new();
-    for old in olders {
-        consistency.push(Consistency {
-            old_size: old,
-            proof: store.consistency_proof(old, size).await?,
-        });
+    let log = LogExport::own(store, filter, key, time_zone, keys).await?;
+    let manifest = log.manifest.clone();
+    let w = log.begin(tar::Builder::new(out), "").map_err(io)?;
+    let w = log.write(store, w, progress).await?;
+    Ok((w.finish(key).map_err(io)?, manifest))
+}
+
+/// Records read from the store at a time: a quarter of a chunk.
+const PAGE: u64 = CHUNK_RECORDS as u64 / 4;
+
+/// One log's export, planned: everything its bundle says before the records (the
+/// manifest, with how many records it holds; the checkpoint; proofs; keys), and where the
+/// records come from. Planning reads the log once when filtered (to count), writing once
+/// more; memory stays a page of records, plus a filtered export's leaf hashes (32 bytes a
+/// record) for the inclusion proofs.
+pub(crate) struct LogExport {
+    /// The manifest the bundle starts with.
+    pub(crate) manifest: Manifest,
+    /// The signed checkpoint the records are proved against.
+    note: String,
+    /// The key that signed it …
+    pub(crate) signer: VerifyingKey,
+    /// … over this root.
+    pub(crate) root: Hash,
+    consistency: Vec<Consistency>,
+    keys: Vec<VerifyingKey>,
+    /// The log's tree, for inclusion proofs (a filtered export only).
+    tree: Option<crate::merkle::MerkleTree>,
+    /// The mirrored log the records come from; `None`: the database's own.
+    mirror: Option<String>,
+    filter: crate::store::Filter,
+}
+
+impl LogExport {
+    /// The database's own log, signed by `key`: a fresh checkpoint, signed and stored, and
+    /// proofs of its consistency with every earlier one the log kept.
+    pub(crate) async fn own(
+        store: &crate::store::Store,
+        filter: &crate::store::Filter,
+        key: &crate::keys::SigningKey,
+        time_zone: Option<&TimeZone>,
+        mut keys: Vec<VerifyingKey>,
+    ) -> crate::error::Result<LogExport> {
+        let origin = crate::keys::log_origin(key.name());
+        let size = store.size().await?;
+        let root = store.root_at(size).await?;
+        let cp = Checkpoint {
+            origin: origin.clone(),
+            size,
+            root,
+        };
+        let note = cp.sign(key)?;
+        store.put_checkpoint(size, &cp.root, &note).await?;
+        let olders: Vec<u64> = store
+            .checkpoint_sizes()
+            .await?
+            .into_iter()
+            .filter(|&old| old > 0 && old < size)
+            .collect();
+        let mut consistency = Vec::new();
+        for old in olders {
+            consistency.push(Consistency {
+                old_size: old,
+                proof: store.consistency_proof(old, size).await?,
+            });
+        }
+        let signer = key.verifying_key();
+        if !keys.iter().any(|k| k.to_text() == signer.to_text()) {
+            keys.push(signer.clone());
+        }
+        let tree = if filter.is_empty() {
+            None
+        } else {
+            Some(crate::merkle::MerkleTree::new(
+                store.leaf_hashes(size).await?,
+            ))
+        };
+        let mut log = LogExport {
+            manifest: Manifest::of_export(&origin, size, filter, time_zone),
+            note,
+            signer,
+            root: cp.root,
+            consistency,
+            keys,
+            tree,
+            mirror: None,
+            filter: filter.clone(),
+        };
+        log.count(store).await?;
+        Ok(log)
     }
-    // Inclusion proofs (a filtered export) need the leaves.
-    let tree = if complete {
-        None
-    } else {
-        Some(crate::merkle::MerkleTree::new(
-            store.leaf_hashes(size).await?,
-        ))
-    };
-    let signer = key.verifying_key();
-    if !keys.iter().any(|k| k.to_text() == signer.to_text()) {
-        keys.push(signer);
+
+    /// The log `origin` this database mirrors (another signer's: nothing is signed here),
+    /// proved against the latest checkpoint its signer sent. `None` when nothing of it is
+    /// mirrored.
+    pub(crate) async fn mirror(
+        store: &crate::store::Store,
+        origin: &str,
+        filter: &crate::store::Filter,
+        time_zone: Option<&TimeZone>,
+    ) -> crate::error::Result<Option<LogExport>> {
+        let Some(head) = store.mirror_head(origin).await? else {
+            return Ok(None);
+        };
+        let cp = Checkpoint::parse(&head.note, std::slice::from_ref(&head.key)).map_err(|e| {
+            crate::error::Error::MalformedRecord(format!(
+                "the mirrored checkpoint of {origin} does not verify: {e}"
+            ))
+        })?;
+        let mut log = LogExport {
+            manifest: Manifest::of_export(origin, head.size, filter, time_zone),
+            note: head.note,
+            signer: head.key.clone(),
+            root: cp.root,
+            consistency: Vec::new(),
+            keys: vec![head.key],
+            tree: None,
+            mirror: Some(origin.to_string()),
+            filter: filter.clone(),
+        };
+        if !filter.is_empty() {
+            let mut leaves = Vec::new();
+            let mut from = 0;
+            while from < head.size {
+                let to = (from + PAGE).min(head.size);
+                leaves.extend(log.page(store, from, to).await?.iter().map(|r| r.leaf_hash));
+                from = to;
+            }
+            log.tree = Some(crate::merkle::MerkleTree::new(leaves));
+        }
+        log.count(store).await?;
+        Ok(Some(log))
     }
-    // A filtered export counts its records first: the manifest, written first, says how
-    // many there are.
-    let mut count = size;
-    if !complete {
-        count = 0;
+
+    /// Records `from..to` of the log, every one of them.
+    async fn page(
+        &self,
+        store: &crate::store::Store,
+        from: u64,
+        to: u64,
+    ) -> crate::error::Result<Vec<crate::store::StoredRecord>> {
+        let Some(origin) = &self.mirror else {
+            return store.range(from, to).await;
+        };
+        let page = store.mirrored_records(origin, from, to).await?;
+        if page.len() as u64 != to - from {
+            return Err(crate::error::Error::MalformedRecord(format!(
+                "the mirror of {origin} holds {} of records {from}..{to}",
+                page.len()
+            )));
+        }
+        Ok(page)
+    }
+
+    /// A filtered export counts its records first: the manifest, written first, says how
+    /// many there are.
+    async fn count(&mut self, store: &crate::store::Store) -> crate::error::Result<()> {
+        let size = self.manifest.tree_size;
+        if self.manifest.complete {
+            self.manifest.record_count = size;
+            return Ok(());
+        }
+        let mut count = 0;
         let mut from = 0;
         while from < size {
             let to = (from + PAGE).min(size);
-            count += store
-                .range(from, to)
+            count += self
+                .page(store, from, to)
                 .await?
                 .iter()
-                .filter(|r| filter.matches(r))
+                .filter(|r| self.filter.matches(r))
                 .count() as u64;
             from = to;
         }
+        self.manifest.record_count = count;
+        Ok(())
     }
-    let manifest = Manifest {
-        version: STREAM_VERSION,
-        origin: origin.to_string(),
-        tree_size: size,
-        record_count: count,
-        complete,
-        filter: filter.to_json(),
-        created_at: now_rfc3339(),
-        members: BTreeMap::new(),
-        segment: None,
-        time_zone: time_zone.cloned(),
-    };
-    let mut w = BundleWriter::start(out, &manifest, &note, &consistency, &keys).map_err(io)?;
-    let (mut from, mut written) = (0, 0u64);
-    while from < size && written < count {
-        let to = (from + PAGE).min(size);
-        for r in store.range(from, to).await? {
-            if !complete && !filter.matches(&r) {
-                continue;
+
+    /// sha256 (hex) of its manifest, as its bundle will hold it.
+    pub(crate) fn manifest_sha256(&self) -> String {
+        hex::encode(Sha256::digest(
+            manifest_bytes(&self.manifest).unwrap_or_default(),
+        ))
+    }
+
+    /// Start its bundle in `tar`, under `prefix`.
+    pub(crate) fn begin<W: Write>(
+        &self,
+        tar: tar::Builder<W>,
+        prefix: &str,
+    ) -> std::io::Result<BundleWriter<W>> {
+        BundleWriter::start_in(
+            tar,
+            prefix,
+            &self.manifest,
+            &self.note,
+            &self.consistency,
+            &self.keys,
+        )
+    }
+
+    /// Write its records into `w`, a page at a time; `progress` hears (written, to write).
+    pub(crate) async fn write<W: Write>(
+        &self,
+        store: &crate::store::Store,
+        mut w: BundleWriter<W>,
+        progress: &(dyn Fn(u64, u64) + Sync),
+    ) -> crate::error::Result<BundleWriter<W>> {
+        let (size, count) = (self.manifest.tree_size, self.manifest.record_count);
+        let (mut from, mut written) = (0, 0u64);
+        while from < size && written < count {
+            let to = (from + PAGE).min(size);
+            for r in self.page(store, from, to).await? {
+                if !self.manifest.complete && !self.filter.matches(&r) {
+                    continue;
+                }
+                let proof = match &self.tree {
+                    Some(t) => t.inclusion_proof(r.index)?,
+                    None => Vec::new(),
+                };
+                w.push_stored(r, proof)?;
+                written += 1;
             }
-            let proof = match &tree {
-                Some(t) => t.inclusion_proof(r.index)?,
-                None => Vec::new(),
-            };
-            let envelope = String::from_utf8(r.envelope).map_err(|_| {
-                crate::error::Error::MalformedRecord(format!("record {} is not UTF-8", r.index))
-            })?;
-            w.push(&BundleRecord {
-                index: r.index,
-                envelope,
-                proof,
-            })
-            .map_err(io)?;
-            written += 1;
+            progress(written, count);
+            from = to;
         }
-        progress(written, count);
-        from = to;
+        Ok(w)
     }
-    Ok((w.finish(key).map_err(io)?, manifest))
+}
+
+impl Manifest {
+    /// The manifest of an export of `tree_size` records of `origin` by `filter` (its
+    /// record count still to be set).
+    fn of_export(
+        origin: &str,
+        tree_size: u64,
+        filter: &crate::store::Filter,
+        time_zone: Option<&TimeZone>,
+    ) -> Manifest {
+        Manifest {
+            version: STREAM_VERSION,
+            origin: origin.to_string(),
+            tree_size,
+            record_count: 0,
+            complete: filter.is_empty(),
+            filter: filter.to_json(),
+            created_at: now_rfc3339(),
+            members: BTreeMap::new(),
+            segment: None,
+            time_zone: time_zone.cloned(),
+        }
+    }
 }
 
 fn io(source: std::io::Error) -> crate::error::Error {
@@ -830,7 +1050,6 @@ pub async fn export_segment<W: Write>(
     to: u64,
     out: W,
 ) -> crate::error::Result<W> {
-    const PAGE: u64 = CHUNK_RECORDS as u64 / 4;
     let from = tree.size();
     let size = store.size().await?;
     if to <= from || to > size {
@@ -879,15 +1098,7 @@ pub async fn export_segment<W: Write>(
                 )));
             }
             tree.append(r.leaf_hash);
-            let envelope = String::from_utf8(r.envelope).map_err(|_| {
-                crate::error::Error::MalformedRecord(format!("record {} is not UTF-8", r.index))
-            })?;
-            w.push(&BundleRecord {
-                index: r.index,
-                envelope,
-                proof: Vec::new(),
-            })
-            .map_err(io)?;
+            w.push_stored(r, Vec::new())?;
         }
         at = next;
     }
@@ -941,13 +1152,26 @@ fn member_of(name: &str) -> Option<Member> {
     })
 }
 
+/// A bundle of format 4 inside a tenant bundle: its members' names start with `prefix`,
+/// it is sealed by `sealer` (the tenant bundle's signer, who vouches for the log's key),
+/// and it ends at its seal, where the tenant bundle goes on. A log cut short meets the
+/// next log's first member: it is handed back in `spilled` (when it is a regular file of
+/// at most `MAX_MANIFEST` bytes, as a manifest is), for the next log to start with.
+pub(crate) struct Within<'a> {
+    pub(crate) prefix: &'a str,
+    pub(crate) sealer: &'a VerifyingKey,
+    pub(crate) spilled: &'a mut Option<(String, Vec<u8>)>,
+}
+
 /// Verify a bundle of format 4 whose manifest (`manifest_bytes`, already read from
-/// `entries`) says so; the rest of its members come from `entries`.
-pub(super) fn verify_stream<R: Read>(
+/// `entries`) says so; the rest of its members come from `entries` — up to its seal when
+/// it is `within` a tenant bundle, else all of them.
+pub(crate) fn verify_stream<R: Read>(
     manifest_bytes: &[u8],
     entries: &mut tar::Entries<'_, R>,
     trusted: &[VerifyingKey],
     since: Option<&str>,
+    mut within: Option<Within<'_>>,
 ) -> Result<Verified, BundleError> {
     let manifest: Manifest =
         serde_json::from_slice(manifest_bytes).map_err(|e| bad(format!("{MANIFEST}: {e}")))?;
@@ -988,9 +1212,23 @@ pub(super) fn verify_stream<R: Read>(
     let mut sealed = false;
     let mut log_key: Option<usize> = None;
     let mut dirs = [false; 2];
-    for entry in entries {
+    for entry in entries.by_ref() {
         let mut entry = entry.map_err(|e| bad(format!("corrupt or truncated bundle: {e}")))?;
-        let raw = entry.path_bytes().into_owned();
+        let mut raw = entry.path_bytes().into_owned();
+        if let Some(w) = &mut within {
+            let Some(inner) = raw.strip_prefix(w.prefix.as_bytes()) else {
+                let size = entry.header().entry_size().unwrap_or(u64::MAX);
+                if entry.header().entry_type() == tar::EntryType::Regular && size <= MAX_MANIFEST {
+                    let data = read_entry(&mut entry, &raw, size)?;
+                    *w.spilled = Some((String::from_utf8_lossy(&raw).into_owned(), data));
+                }
+                return Err(bad(format!(
+                    "truncated: the log's members stop before its {SEAL}, at {} (members removed)",
+                    shown(&raw)
+                )));
+            };
+            raw = inner.to_vec();
+        }
         let etype = entry.header().entry_type();
         let size = entry
             .header()
@@ -1157,7 +1395,10 @@ pub(super) fn verify_stream<R: Read>(
                 // its exporter cannot make say what the records do not.
                 let c = cp.as_ref().expect("the checkpoint came first");
                 check_complete(&manifest, c, count, last, &tree)?;
-                let sealer = log_key.map_or(&[][..], |k| std::slice::from_ref(&trusted[k]));
+                let sealer = match &within {
+                    Some(w) => std::slice::from_ref(w.sealer),
+                    None => log_key.map_or(&[][..], |k| std::slice::from_ref(&trusted[k])),
+                };
                 check_seal(&data, sealer, &manifest_sha256, &seen)?;
                 let report = report.take().expect("the report comes before the seal");
                 if report != tally.render(&manifest, &keys).as_bytes() {
@@ -1167,6 +1408,9 @@ pub(super) fn verify_stream<R: Read>(
                 }
                 sealed = true;
                 stage = Stage::Done;
+                if within.is_some() {
+                    break;
+                }
             }
         }
     }

@@ -60,13 +60,24 @@ fn allocated_by<T>(f: impl FnOnce() -> T) -> (T, u64) {
 
 /// A signed record of a run whose outcome summary is `summary`.
 pub(super) fn record(i: u64, key: &SigningKey, summary: &str) -> String {
+    record_for(i, key, ("host-1", "clinic"), "failed", summary)
+}
+
+/// A signed record of a run on `host` for `tenant`, its outcome `status` and `summary`.
+pub(super) fn record_for(
+    i: u64,
+    key: &SigningKey,
+    (host, tenant): (&str, &str),
+    status: &str,
+    summary: &str,
+) -> String {
     Statement::new(
         "restart-service",
         "c73b7727a07ab051d5b3458b7d72c85ee2ff4b5c2c3e790e6ffa5ec3cabc3c9d",
         Invocation {
             invocation_id: format!("{i:032x}"),
-            tenant: "clinic".into(),
-            host_id: "host-1".into(),
+            tenant: tenant.into(),
+            host_id: host.into(),
             key_id: key.verifying_key().key_id_hex(),
             provenance: Provenance::Manual {
                 operator: Some("ops".into()),
@@ -76,7 +87,7 @@ pub(super) fn record(i: u64, key: &SigningKey, summary: &str) -> String {
             grant: None,
             params: serde_json::json!({"unit": "nginx.service"}),
             trace: serde_json::json!([]),
-            outcome: serde_json::json!({"status": "failed", "summary": summary, "details": {}}),
+            outcome: serde_json::json!({"status": status, "summary": summary, "details": {}}),
             started_at: rfc3339_ms(1_700_000_000_000 + i),
             ended_at: rfc3339_ms(1_700_000_000_003 + i),
             duration_us: 3000,

@@ -12,4 +12,5 @@ mod proofs;
 mod segment;
 mod store;
 mod stream;
+mod tenant;
 mod vectors;

@@ -1,0 +1,337 @@
+//! Tenant bundles: the control plane's records of one tenant and every log of the
+//! tenant's hosts, in one file, under one statement the control plane signs.
+
+use super::bundle::{get, members, record_for, tar_of};
+use runwarden_evidence::{
+    Checkpoint, Filter, LogRole, LogSource, MerkleTree, NewRecord, Segment, SigningKey, Statement,
+    Store, TenantLog, TenantStatement, TenantVerified, export_tenant, leaf_hash,
+    verify_tenant_bundle,
+};
+
+/// Record `i` signed by `key`, made for `tenant` on `host`.
+fn envelope(key: &SigningKey, host: &str, tenant: &str, i: u64, status: &str) -> Vec<u8> {
+    record_for(i, key, (host, tenant), status, "ok").into_bytes()
+}
+
+/// A control plane's database: `control` records of its own (alternately for "clinic"
+/// and "other"), and the mirrored log of each of `hosts` (`per_host` records each).
+async fn fleet(
+    dir: &std::path::Path,
+    control: u64,
+    hosts: &[&str],
+    per_host: u64,
+) -> (Store, SigningKey, Vec<SigningKey>) {
+    let store = Store::open(dir.join("server.db").to_str().unwrap())
+        .await
+        .unwrap();
+    let key = SigningKey::generate("runwarden-control").unwrap();
+    for i in 0..control {
+        let tenant = if i % 2 == 0 { "clinic" } else { "other" };
+        let status = if i % 3 == 0 {
+            "escalated"
+        } else {
+            "suppressed"
+        };
+        let env = envelope(&key, "-", tenant, i, status);
+        store
+            .append(NewRecord {
+                envelope: env,
+                invocation_id: format!("c{i}"),
+                host_id: "-".into(),
+                runbook: "restart-service".into(),
+                status: status.into(),
+                started_at_ms: 1_700_000_000_000 + i as i64 * 1000,
+            })
+            .await
+            .unwrap();
+    }
+    let mut keys = Vec::new();
+    for host in hosts {
+        let hk = SigningKey::generate(host).unwrap();
+        let envelopes: Vec<Vec<u8>> = (0..per_host)
+            .map(|i| envelope(&hk, host, "clinic", i, "healed"))
+            .collect();
+        let tree = MerkleTree::new(envelopes.iter().map(|e| leaf_hash(e)).collect());
+        let origin = format!("runwarden/{host}");
+        let note = Checkpoint {
+            origin: origin.clone(),
+            size: per_host,
+            root: tree.root(),
+        }
+        .sign(&hk)
+        .unwrap();
+        store
+            .mirror(
+                &hk.verifying_key(),
+                &Segment {
+                    origin,
+                    first: 0,
+                    envelopes,
+                    checkpoint: note,
+                },
+            )
+            .await
+            .unwrap();
+        keys.push(hk);
+    }
+    (store, key, keys)
+}
+
+/// Export tenant "clinic" of `store`: its share of the control log and `hosts`' logs
+/// (and a host never mirrored, left out).
+async fn export(
+    store: &Store,
+    key: &SigningKey,
+    hosts: &[SigningKey],
+) -> (Vec<u8>, TenantStatement) {
+    let filter = Filter {
+        tenant: Some("clinic".into()),
+        ..Default::default()
+    };
+    let mut logs = vec![TenantLog {
+        role: LogRole::Control,
+        host: None,
+        enrolled_at_ms: None,
+        source: LogSource::Own,
+    }];
+    for h in hosts.iter().map(|h| h.name()).chain(["clinic-never-seen"]) {
+        logs.push(TenantLog {
+            role: LogRole::Host,
+            host: Some(h.into()),
+            enrolled_at_ms: Some(1_700_000_000_000),
+            source: LogSource::Mirror(format!("runwarden/{h}")),
+        });
+    }
+    let heard = std::sync::Mutex::new(Vec::new());
+    let (out, st) = export_tenant(
+        store,
+        &filter,
+        &logs,
+        key,
+        None,
+        vec![key.verifying_key()],
+        Vec::new(),
+        &|done, total| heard.lock().unwrap().push((done, total)),
+    )
+    .await
+    .unwrap();
+    let total: u64 = st.logs.iter().map(|l| l.records).sum();
+    assert_eq!(heard.into_inner().unwrap().last(), Some(&(total, total)));
+    (out, st)
+}
+
+fn verify(bytes: &[u8], key: &SigningKey) -> TenantVerified {
+    verify_tenant_bundle(bytes, &[key.verifying_key()]).unwrap()
+}
+
+/// Each log's result: Ok(records) or the error's text.
+fn results(v: &TenantVerified) -> Vec<Result<u64, String>> {
+    v.logs
+        .iter()
+        .map(|(_, r)| r.as_ref().map(|v| v.records).map_err(|e| e.to_string()))
+        .collect()
+}
+
+#[tokio::test]
+async fn a_tenant_bundle_holds_each_log_in_its_own_directory_and_verifies_under_the_control_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, key, hosts) = fleet(dir.path(), 6, &["clinic-01", "clinic-02"], 5).await;
+    let (bytes, st) = export(&store, &key, &hosts).await;
+    assert_eq!(st.version, 2);
+    let whose: Vec<_> = st
+        .logs
+        .iter()
+        .map(|l| {
+            (
+                l.role,
+                l.host.clone(),
+                l.records,
+                l.complete,
+                l.member.as_str(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        whose,
+        [
+            (LogRole::Control, None, 3, false, "logs/00000-control/"),
+            (
+                LogRole::Host,
+                Some("clinic-01".into()),
+                5,
+                true,
+                "logs/00001-host/"
+            ),
+            (
+                LogRole::Host,
+                Some("clinic-02".into()),
+                5,
+                true,
+                "logs/00002-host/"
+            ),
+        ],
+        "the host never mirrored is left out"
+    );
+    let m = members(&bytes);
+    let names: Vec<&str> = m.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(names[0], "tenant-bundle.dsse.json");
+    assert_eq!(names[1], "logs/00000-control/runwarden-bundle.json");
+    assert_eq!(names.last(), Some(&"logs/00002-host/seal.dsse.json"));
+    assert!(
+        names.contains(&"logs/00001-host/records/00000000.jsonl"),
+        "{names:?}"
+    );
+
+    let v = verify(&bytes, &key);
+    assert!(v.ok(), "{v}");
+    assert_eq!(results(&v), [Ok(3), Ok(5), Ok(5)]);
+    assert!(v.logs[1].1.as_ref().unwrap().complete);
+    // Only the control plane's share of its own log: the other tenant's records are not
+    // in it.
+    let control = String::from_utf8(
+        get(
+            &mut members(&bytes),
+            "logs/00000-control/records/00000000.jsonl",
+        )
+        .clone(),
+    )
+    .unwrap();
+    let tenants: Vec<String> = control
+        .lines()
+        .map(|line| {
+            let line: serde_json::Value = serde_json::from_str(line).unwrap();
+            let env =
+                runwarden_evidence::Envelope::from_json(&line["envelope"].to_string()).unwrap();
+            Statement::from_envelope(&env).unwrap().predicate.tenant
+        })
+        .collect();
+    assert_eq!(tenants, ["clinic"; 3]);
+
+    // Trusting another key: nothing is believed.
+    let other = SigningKey::generate("runwarden-control").unwrap();
+    let e = verify_tenant_bundle(bytes.as_slice(), &[other.verifying_key()]).unwrap_err();
+    assert!(
+        e.to_string().contains("not signed by a key you trust"),
+        "{e}"
+    );
+    // A host's key is not the control plane's either.
+    let e = verify_tenant_bundle(bytes.as_slice(), &[hosts[0].verifying_key()]).unwrap_err();
+    assert!(
+        e.to_string().contains("not signed by a key you trust"),
+        "{e}"
+    );
+}
+
+#[tokio::test]
+async fn a_bad_record_fails_its_own_log_naming_it_and_the_other_logs_still_verify() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, key, hosts) = fleet(dir.path(), 4, &["clinic-01", "clinic-02"], 5).await;
+    let (bytes, _) = export(&store, &key, &hosts).await;
+    let mut m = members(&bytes);
+    let chunk = get(&mut m, "logs/00001-host/records/00000000.jsonl");
+    let text = String::from_utf8(chunk.clone()).unwrap();
+    let mut lines: Vec<String> = text.lines().map(String::from).collect();
+    lines[2] = lines[2].replacen("\"sig\":\"", "\"sig\":\"AAAA", 1);
+    *chunk = (lines.join("\n") + "\n").into_bytes();
+    let v = verify(&tar_of(&m), &key);
+    assert!(!v.ok());
+    let r = results(&v);
+    assert_eq!((&r[0], &r[2]), (&Ok(2), &Ok(5)), "{v}");
+    let (_, bad) = &v.logs[1];
+    let bad = bad.as_ref().unwrap_err();
+    assert_eq!(bad.record, Some(2), "{bad}");
+    assert!(format!("{v}").contains("FAILED  host clinic-01"), "{v}");
+}
+
+#[tokio::test]
+async fn a_log_removed_replaced_moved_or_added_to_is_named_or_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, key, hosts) = fleet(dir.path(), 4, &["clinic-01", "clinic-02"], 5).await;
+    let (bytes, _) = export(&store, &key, &hosts).await;
+    let m = members(&bytes);
+
+    // Removed: that log is named missing, the others verify.
+    let removed: Vec<_> = m
+        .iter()
+        .filter(|(n, _)| !n.starts_with("logs/00001-host/"))
+        .cloned()
+        .collect();
+    let v = verify(&tar_of(&removed), &key);
+    let r = results(&v);
+    assert!(
+        r[1].as_ref()
+            .unwrap_err()
+            .contains("missing from the bundle (removed)"),
+        "{v}"
+    );
+    assert_eq!((&r[0], &r[2]), (&Ok(2), &Ok(5)), "{v}");
+
+    // Cut short (its seal and report gone): that log fails, the next still verifies.
+    let cut: Vec<_> = m
+        .iter()
+        .filter(|(n, _)| {
+            n != "logs/00001-host/seal.dsse.json" && n != "logs/00001-host/report.html"
+        })
+        .cloned()
+        .collect();
+    let v = verify(&tar_of(&cut), &key);
+    let r = results(&v);
+    assert!(r[1].is_err(), "{v}");
+    assert_eq!(r[2], Ok(5), "{v}");
+
+    // Replaced by another export of the same log (same records, a manifest made at another
+    // time): its manifest is not the one the statement signed.
+    let (again, _) = {
+        std::thread::sleep(std::time::Duration::from_millis(5));
+        export(&store, &key, &hosts).await
+    };
+    let again = members(&again);
+    let swapped: Vec<_> = m
+        .iter()
+        .map(|(n, d)| match n.starts_with("logs/00002-host/") {
+            true => again.iter().find(|(x, _)| x == n).unwrap().clone(),
+            false => (n.clone(), d.clone()),
+        })
+        .collect();
+    let v = verify(&tar_of(&swapped), &key);
+    let r = results(&v);
+    assert!(
+        r[2].as_ref()
+            .unwrap_err()
+            .contains("not the one the statement signed"),
+        "{v}"
+    );
+    assert_eq!(r[1], Ok(5));
+
+    // A log's member moved into another's directory: refused by that log's seal.
+    let mut moved = m.clone();
+    let at = moved
+        .iter()
+        .position(|(n, _)| n == "logs/00001-host/report.html")
+        .unwrap();
+    moved[at].0 = "logs/00001-host/records/00000001.jsonl".into();
+    let v = verify(&tar_of(&moved), &key);
+    assert!(results(&v)[1].is_err(), "{v}");
+
+    // A member no log of the statement holds, or a log's member after the next log: the
+    // bundle is refused.
+    let mut extra = m.clone();
+    extra.push(("logs/99999-host/x".into(), b"x".to_vec()));
+    let e = verify_tenant_bundle(tar_of(&extra).as_slice(), &[key.verifying_key()]).unwrap_err();
+    assert!(e.to_string().contains("lists no log it belongs to"), "{e}");
+    let mut late = m.clone();
+    late.push(m[2].clone());
+    let e = verify_tenant_bundle(tar_of(&late).as_slice(), &[key.verifying_key()]).unwrap_err();
+    assert!(e.to_string().contains("its log came earlier"), "{e}");
+}
+
+#[test]
+fn a_tenant_bundle_of_format_1_still_verifies() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    let key = runwarden_evidence::read_verifying_key(&dir.join("tenant-v1.pub")).unwrap();
+    let bytes = std::fs::read(dir.join("tenant-v1.tar")).unwrap();
+    let v = verify_tenant_bundle(bytes.as_slice(), &[key]).unwrap();
+    assert!(v.ok(), "{v}");
+    assert_eq!(v.statement.version, 1);
+    assert_eq!(results(&v), [Ok(3), Ok(4), Ok(4)]);
+}
