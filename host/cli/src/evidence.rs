@@ -402,7 +402,7 @@ async fn export_tenant(
         role: ev::LogRole::Control,
         host: None,
         enrolled_at_ms: None,
-        source: ev::LogSource::Own,
+        source: ev::LogSource::TenantView,
     }];
     // Each host's log under every key it enrolled with: a host enrolled again with a new
     // key (a rebuilt machine) has a log per key, the earlier ones kept.
@@ -677,7 +677,7 @@ fn tenant_short_of_complete(v: &ev::TenantVerified) -> Option<String> {
         .collect();
     (!partial.is_empty()).then(|| {
         format!(
-            "--require-complete: not every record of {} is in the bundle (the control plane's log holds every tenant's decisions, so a tenant's share of it is a filtered part)",
+            "--require-complete: not every record of {} up to its checkpoint is in the bundle (a filtered export; or a tenant bundle of format 1, whose control-plane part is a share of a shared log: export it again)",
             partial.join(", ")
         )
     })

@@ -50,7 +50,7 @@ pub use record::{
 };
 pub use store::{
     Filter, MAX_SEGMENT_RECORDS, MirrorHead, Mirrored, NewRecord, Segment, Store, StoredRecord,
-    checkpoint_file_of,
+    checkpoint_file_of, tenant_origin, valid_tenant,
 };
 pub use tenant::{
     LogEntry, LogRole, LogSource, TENANT_BUNDLE_VERSION, TENANT_PAYLOAD_TYPE, TENANT_STATEMENT,

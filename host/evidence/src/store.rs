@@ -28,7 +28,9 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 
 mod origins;
+mod tenants;
 pub use origins::{MAX_SEGMENT_RECORDS, MirrorHead, Mirrored, Segment};
+pub use tenants::{tenant_origin, valid_tenant};
 
 /// Most records committed in one transaction.
 const MAX_BATCH: usize = 1024;
@@ -486,13 +488,23 @@ impl Store {
     /// The consistency proof from `old_size` to `size` (RFC 6962), each of its subtree
     /// roots hashed from the leaves as they are read: memory does not grow with the log.
     pub async fn consistency_proof(&self, old_size: u64, size: u64) -> Result<Vec<Hash>> {
+        self.consistency_proof_of(Leaves::Log, old_size, size).await
+    }
+
+    /// [`Store::consistency_proof`] of the log's tree or of a tenant's view.
+    async fn consistency_proof_of(
+        &self,
+        which: Leaves<'_>,
+        old_size: u64,
+        size: u64,
+    ) -> Result<Vec<Hash>> {
         let mut proof = Vec::new();
         for (lo, hi) in crate::merkle::consistency_ranges(old_size, size)? {
             let mut tree = crate::merkle::CompactTree::new();
             let mut at = lo;
             while at < hi {
                 let to = hi.min(at + 65_536);
-                for leaf in self.leaf_hash_range(at, to).await? {
+                for leaf in self.leaves(which, at, to).await? {
                     tree.append(leaf);
                 }
                 at = to;
@@ -529,14 +541,46 @@ impl Store {
         tree: &mut crate::merkle::CompactTree,
         size: u64,
     ) -> Result<()> {
+        self.extend_tree_of(Leaves::Log, tree, size).await
+    }
+
+    /// [`Store::extend_tree`] of the log's tree or of a tenant's view.
+    async fn extend_tree_of(
+        &self,
+        which: Leaves<'_>,
+        tree: &mut crate::merkle::CompactTree,
+        size: u64,
+    ) -> Result<()> {
         while tree.size() < size {
             let to = size.min(tree.size() + 65_536);
-            for leaf in self.leaf_hash_range(tree.size(), to).await? {
+            let leaves = self.leaves(which, tree.size(), to).await?;
+            if leaves.is_empty() {
+                return Err(Error::MalformedRecord(format!(
+                    "the log holds {} of the {size} leaves asked for",
+                    tree.size()
+                )));
+            }
+            for leaf in leaves {
                 tree.append(leaf);
             }
         }
         Ok(())
     }
+
+    /// Leaf hashes `from..to` of the log's tree or of a tenant's view.
+    async fn leaves(&self, which: Leaves<'_>, from: u64, to: u64) -> Result<Vec<Hash>> {
+        match which {
+            Leaves::Log => self.leaf_hash_range(from, to).await,
+            Leaves::Tenant(t) => self.tenant_leaf_hash_range(t, from, to).await,
+        }
+    }
+}
+
+/// Which of the store's Merkle trees: the log's own, or a tenant's view of it.
+#[derive(Clone, Copy)]
+enum Leaves<'a> {
+    Log,
+    Tenant(&'a str),
 }
 
 /// The columns of `evidence_log`, in the order `row_to_record` reads them.

@@ -115,8 +115,10 @@ pub struct TenantStatement {
 /// Where a log of a tenant bundle comes from.
 #[derive(Clone, Debug)]
 pub enum LogSource {
-    /// The database's own log (the control plane's), its records of the tenant.
-    Own,
+    /// The tenant's view of the database's own log (the control plane's, which every
+    /// tenant shares): every record made for the tenant, numbered from 0, under a
+    /// checkpoint of the view — complete unless the filter has other conditions.
+    TenantView,
     /// The log of this origin the database mirrors (a host's), every record of it.
     Mirror(String),
 }
@@ -168,9 +170,9 @@ pub async fn export_tenant<W: Write>(
     let mut planned = Vec::with_capacity(logs.len());
     for log in logs {
         let export = match &log.source {
-            LogSource::Own => {
-                Some(LogExport::own(store, filter, key, time_zone, keys.clone()).await?)
-            }
+            LogSource::TenantView => Some(
+                LogExport::view(store, &tenant, &per_host, key, time_zone, keys.clone()).await?,
+            ),
             LogSource::Mirror(origin) => {
                 LogExport::mirror(store, origin, &per_host, time_zone).await?
             }
@@ -464,7 +466,15 @@ fn logs_of_format_2<R: Read>(
             (None, None) => return Err(bad(format!("{} could not be read", shown(&name)))),
         };
         drop(entry);
-        let result = check_log_2(log, &manifest, signer, entries, trusted, &mut spilled);
+        let result = check_log_2(
+            log,
+            &manifest,
+            signer,
+            entries,
+            trusted,
+            &st.tenant,
+            &mut spilled,
+        );
         if result.is_err() {
             skipping = Some(at);
         }
@@ -481,6 +491,7 @@ fn check_log_2<R: Read>(
     signer: &VerifyingKey,
     entries: &mut tar::Entries<'_, R>,
     trusted: &[VerifyingKey],
+    tenant: &str,
     spilled: &mut Option<(String, Vec<u8>)>,
 ) -> Result<Verified, BundleError> {
     let key = log_key(entry, trusted)?;
@@ -494,6 +505,7 @@ fn check_log_2<R: Read>(
     let within = Within {
         prefix: &entry.member,
         sealer: signer,
+        tenant,
         spilled,
     };
     let v = verify_stream(

@@ -339,6 +339,7 @@ fn envelope_payload(envelope: &str) -> Option<Vec<u8>> {
 #[derive(Clone, Debug, PartialEq)]
 struct Facts {
     started_at: String,
+    tenant: String,
     host: String,
     runbook: String,
     status: String,
@@ -371,6 +372,8 @@ struct FactsSubject<'a> {
 struct FactsPredicate<'a> {
     #[serde(borrow)]
     host_id: std::borrow::Cow<'a, str>,
+    #[serde(borrow, default)]
+    tenant: std::borrow::Cow<'a, str>,
     #[serde(borrow)]
     started_at: std::borrow::Cow<'a, str>,
     #[serde(default)]
@@ -429,6 +432,7 @@ fn facts_of(payload: &[u8]) -> Result<Facts, String> {
     let p = s.predicate;
     Ok(Facts {
         started_at: p.started_at.into_owned(),
+        tenant: p.tenant.into_owned(),
         host: p.host_id.into_owned(),
         runbook: s
             .subject
@@ -781,6 +785,13 @@ pub async fn export_stream<W: Write>(
     Ok((w.finish(key).map_err(io)?, manifest))
 }
 
+/// `key` among `keys`, once.
+fn with_key(keys: &mut Vec<VerifyingKey>, key: &VerifyingKey) {
+    if !keys.iter().any(|k| k.to_text() == key.to_text()) {
+        keys.push(key.clone());
+    }
+}
+
 /// Records read from the store at a time: a quarter of a chunk.
 const PAGE: u64 = CHUNK_RECORDS as u64 / 4;
 
@@ -789,6 +800,16 @@ const PAGE: u64 = CHUNK_RECORDS as u64 / 4;
 /// records come from. Planning reads the log once when filtered (to count), writing once
 /// more; memory stays a page of records, plus a filtered export's leaf hashes (32 bytes a
 /// record) for the inclusion proofs.
+/// Where an export's records come from.
+enum Source {
+    /// The database's own log.
+    Own,
+    /// The log of this origin the database mirrors.
+    Mirror(String),
+    /// This tenant's view of the database's own log.
+    View(String),
+}
+
 pub(crate) struct LogExport {
     /// The manifest the bundle starts with.
     pub(crate) manifest: Manifest,
@@ -802,8 +823,8 @@ pub(crate) struct LogExport {
     keys: Vec<VerifyingKey>,
     /// The log's tree, for inclusion proofs (a filtered export only).
     tree: Option<crate::merkle::MerkleTree>,
-    /// The mirrored log the records come from; `None`: the database's own.
-    mirror: Option<String>,
+    /// Where the records come from.
+    source: Source,
     filter: crate::store::Filter,
 }
 
@@ -841,9 +862,7 @@ impl LogExport {
             });
         }
         let signer = key.verifying_key();
-        if !keys.iter().any(|k| k.to_text() == signer.to_text()) {
-            keys.push(signer.clone());
-        }
+        with_key(&mut keys, &signer);
         let tree = if filter.is_empty() {
             None
         } else {
@@ -859,7 +878,7 @@ impl LogExport {
             consistency,
             keys,
             tree,
-            mirror: None,
+            source: Source::Own,
             filter: filter.clone(),
         };
         log.count(store).await?;
@@ -891,7 +910,7 @@ impl LogExport {
             consistency: Vec::new(),
             keys: vec![head.key],
             tree: None,
-            mirror: Some(origin.to_string()),
+            source: Source::Mirror(origin.to_string()),
             filter: filter.clone(),
         };
         if !filter.is_empty() {
@@ -908,6 +927,64 @@ impl LogExport {
         Ok(Some(log))
     }
 
+    /// `tenant`'s view of the database's own log (signed by `key`): the records made for
+    /// the tenant, in log order, numbered from 0, that match `filter` (its other
+    /// conditions; every record of the view when it has none: a complete export). A fresh
+    /// checkpoint of the view is signed under [`crate::store::tenant_origin`] and kept,
+    /// with proofs of its consistency with every earlier one.
+    pub(crate) async fn view(
+        store: &crate::store::Store,
+        tenant: &str,
+        filter: &crate::store::Filter,
+        key: &crate::keys::SigningKey,
+        time_zone: Option<&TimeZone>,
+        mut keys: Vec<VerifyingKey>,
+    ) -> crate::error::Result<LogExport> {
+        let size = store.tenant_view(tenant).await?;
+        let origin = crate::store::tenant_origin(&crate::keys::log_origin(key.name()), tenant);
+        let root = store.tenant_root(tenant, size).await?;
+        let note = Checkpoint {
+            origin: origin.clone(),
+            size,
+            root,
+        }
+        .sign(key)?;
+        store
+            .put_tenant_checkpoint(tenant, size, &root, &note)
+            .await?;
+        let mut consistency = Vec::new();
+        for old in store.tenant_checkpoint_sizes(tenant).await? {
+            if old > 0 && old < size {
+                consistency.push(Consistency {
+                    old_size: old,
+                    proof: store.tenant_consistency_proof(tenant, old, size).await?,
+                });
+            }
+        }
+        let signer = key.verifying_key();
+        with_key(&mut keys, &signer);
+        let tree = if filter.is_empty() {
+            None
+        } else {
+            Some(crate::merkle::MerkleTree::new(
+                store.tenant_leaf_hashes(tenant, size).await?,
+            ))
+        };
+        let mut log = LogExport {
+            manifest: Manifest::of_export(&origin, size, filter, time_zone),
+            note,
+            signer,
+            root,
+            consistency,
+            keys,
+            tree,
+            source: Source::View(tenant.to_string()),
+            filter: filter.clone(),
+        };
+        log.count(store).await?;
+        Ok(log)
+    }
+
     /// Records `from..to` of the log, every one of them.
     async fn page(
         &self,
@@ -915,8 +992,10 @@ impl LogExport {
         from: u64,
         to: u64,
     ) -> crate::error::Result<Vec<crate::store::StoredRecord>> {
-        let Some(origin) = &self.mirror else {
-            return store.range(from, to).await;
+        let origin = match &self.source {
+            Source::Own => return store.range(from, to).await,
+            Source::View(tenant) => return store.tenant_range(tenant, from, to).await,
+            Source::Mirror(origin) => origin,
         };
         let page = store.mirrored_records(origin, from, to).await?;
         if page.len() as u64 != to - from {
@@ -1068,10 +1147,7 @@ pub async fn export_segment<W: Write>(
         root: ahead.root(),
     };
     let note = cp.sign(key)?;
-    let signer = key.verifying_key();
-    if !keys.iter().any(|k| k.to_text() == signer.to_text()) {
-        keys.push(signer);
-    }
+    with_key(&mut keys, &key.verifying_key());
     let manifest = Manifest {
         version: STREAM_VERSION,
         origin: origin.to_string(),
@@ -1160,6 +1236,8 @@ fn member_of(name: &str) -> Option<Member> {
 pub(crate) struct Within<'a> {
     pub(crate) prefix: &'a str,
     pub(crate) sealer: &'a VerifyingKey,
+    /// Every record must be made for this tenant.
+    pub(crate) tenant: &'a str,
     pub(crate) spilled: &'a mut Option<(String, Vec<u8>)>,
 }
 
@@ -1373,6 +1451,7 @@ pub(crate) fn verify_stream<R: Read>(
                         (&mut count, &mut last),
                         &mut tree,
                         &mut tally,
+                        within.as_ref().map(|w| w.tenant),
                     );
                     let sha256 = digest
                         .join()
@@ -1548,6 +1627,7 @@ fn check_records(
     (count, last): (&mut u64, &mut Option<u64>),
     tree: &mut crate::merkle::CompactTree,
     tally: &mut Tally,
+    tenant: Option<&str>,
 ) -> Result<usize, BundleError> {
     let Some(body) = data.strip_suffix(b"\n") else {
         return Err(bad_record(
@@ -1608,6 +1688,18 @@ fn check_records(
             cp.size,
         )?;
         let (leaf, facts) = result?;
+        if let Some(t) = tenant {
+            let made_for = facts.as_ref().map(|f| f.tenant.as_str());
+            if made_for != Some(t) {
+                return Err(bad_record(
+                    i,
+                    format!(
+                        "made for tenant {:?}, in a bundle of tenant {t:?}",
+                        escape_control(made_for.unwrap_or("(none)"))
+                    ),
+                ));
+            }
+        }
         if manifest.complete {
             tree.append(leaf);
         }

@@ -64,7 +64,7 @@ pub struct MirrorHead {
 }
 
 /// `sql` with `?` placeholders numbered for PostgreSQL (`$1`, `$2`, …).
-fn numbered(sql: &str) -> String {
+pub(super) fn numbered(sql: &str) -> String {
     let mut out = String::with_capacity(sql.len() + 16);
     let mut n = 0;
     for c in sql.chars() {

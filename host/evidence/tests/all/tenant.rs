@@ -25,14 +25,22 @@ async fn fleet(
         .await
         .unwrap();
     let key = SigningKey::generate("runwarden-control").unwrap();
-    for i in 0..control {
+    decide(&store, &key, 0..control).await;
+    let hosts = mirror_hosts(&store, hosts, per_host).await;
+    (store, key, hosts)
+}
+
+/// The control plane's records `range` of its own log: alternately for "clinic" and
+/// "other".
+async fn decide(store: &Store, key: &SigningKey, range: std::ops::Range<u64>) {
+    for i in range {
         let tenant = if i % 2 == 0 { "clinic" } else { "other" };
         let status = if i % 3 == 0 {
             "escalated"
         } else {
             "suppressed"
         };
-        let env = envelope(&key, "-", tenant, i, status);
+        let env = envelope(key, "-", tenant, i, status);
         store
             .append(NewRecord {
                 envelope: env,
@@ -45,6 +53,10 @@ async fn fleet(
             .await
             .unwrap();
     }
+}
+
+/// The mirrored log of each of `hosts`, `per_host` records each; their keys.
+async fn mirror_hosts(store: &Store, hosts: &[&str], per_host: u64) -> Vec<SigningKey> {
     let mut keys = Vec::new();
     for host in hosts {
         let hk = SigningKey::generate(host).unwrap();
@@ -74,7 +86,7 @@ async fn fleet(
             .unwrap();
         keys.push(hk);
     }
-    (store, key, keys)
+    keys
 }
 
 /// Export tenant "clinic" of `store`: its share of the control log and `hosts`' logs
@@ -84,15 +96,24 @@ async fn export(
     key: &SigningKey,
     hosts: &[SigningKey],
 ) -> (Vec<u8>, TenantStatement) {
+    export_of(store, "clinic", key, hosts).await
+}
+
+async fn export_of(
+    store: &Store,
+    tenant: &str,
+    key: &SigningKey,
+    hosts: &[SigningKey],
+) -> (Vec<u8>, TenantStatement) {
     let filter = Filter {
-        tenant: Some("clinic".into()),
+        tenant: Some(tenant.into()),
         ..Default::default()
     };
     let mut logs = vec![TenantLog {
         role: LogRole::Control,
         host: None,
         enrolled_at_ms: None,
-        source: LogSource::Own,
+        source: LogSource::TenantView,
     }];
     for h in hosts.iter().map(|h| h.name()).chain(["clinic-never-seen"]) {
         logs.push(TenantLog {
@@ -154,7 +175,7 @@ async fn a_tenant_bundle_holds_each_log_in_its_own_directory_and_verifies_under_
     assert_eq!(
         whose,
         [
-            (LogRole::Control, None, 3, false, "logs/00000-control/"),
+            (LogRole::Control, None, 3, true, "logs/00000-control/"),
             (
                 LogRole::Host,
                 Some("clinic-01".into()),
@@ -185,7 +206,17 @@ async fn a_tenant_bundle_holds_each_log_in_its_own_directory_and_verifies_under_
     let v = verify(&bytes, &key);
     assert!(v.ok(), "{v}");
     assert_eq!(results(&v), [Ok(3), Ok(5), Ok(5)]);
-    assert!(v.logs[1].1.as_ref().unwrap().complete);
+    // Every log is whole: the control plane's as the tenant's view of its log (3 of its
+    // 6 records, numbered 0..3, under a checkpoint of the view), the hosts' as they are.
+    assert!(
+        v.logs.iter().all(|(_, r)| r.as_ref().unwrap().complete),
+        "{v}"
+    );
+    let control = &v.logs[0].1.as_ref().unwrap();
+    assert_eq!(
+        (control.origin.as_str(), control.tree_size),
+        ("runwarden/runwarden-control/tenant/clinic", 3)
+    );
     // Only the control plane's share of its own log: the other tenant's records are not
     // in it.
     let control = String::from_utf8(
@@ -323,6 +354,74 @@ async fn a_log_removed_replaced_moved_or_added_to_is_named_or_refused() {
     late.push(m[2].clone());
     let e = verify_tenant_bundle(tar_of(&late).as_slice(), &[key.verifying_key()]).unwrap_err();
     assert!(e.to_string().contains("its log came earlier"), "{e}");
+}
+
+#[tokio::test]
+async fn a_tenants_view_grows_append_only_and_holds_only_the_tenants_records() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, key, hosts) = fleet(dir.path(), 4, &["clinic-01"], 2).await;
+    views_grow_append_only(&store, &key, &hosts).await;
+}
+
+#[tokio::test]
+async fn a_tenants_view_in_postgres_is_the_same() {
+    let pg = super::pg::Postgres::start();
+    let store = Store::open(&pg.url).await.unwrap();
+    let key = SigningKey::generate("runwarden-control").unwrap();
+    decide(&store, &key, 0..4).await;
+    let hosts = mirror_hosts(&store, &["clinic-01"], 2).await;
+    views_grow_append_only(&store, &key, &hosts).await;
+    // Two control planes on one database catching the views up at once: each record
+    // lands in one view once.
+    decide(&store, &key, 200..2196).await;
+    let other = Store::open(&pg.url).await.unwrap();
+    let (a, b) = tokio::join!(store.tenant_view("clinic"), other.tenant_view("other"));
+    assert_eq!((a.unwrap(), b.unwrap()), (1002, 1002));
+    assert_eq!(other.tenant_view("clinic").await.unwrap(), 1002);
+}
+
+/// What every backend must do with tenant views.
+async fn views_grow_append_only(store: &Store, key: &SigningKey, hosts: &[SigningKey]) {
+    let (first, st) = export(store, key, hosts).await;
+    assert_eq!((st.logs[0].tree_size, st.logs[0].complete), (2, true));
+    // More decisions, for both tenants: the view grows by the tenant's, and its new
+    // checkpoint is proved consistent with the one exported before.
+    decide(store, key, 100..104).await;
+    let (second, st) = export(store, key, hosts).await;
+    assert_eq!(st.logs[0].tree_size, 4);
+    let v = verify(&second, key);
+    assert!(v.ok(), "{v}");
+    let mut m = members(&second);
+    let proofs: serde_json::Value =
+        serde_json::from_slice(get(&mut m, "logs/00000-control/consistency.json")).unwrap();
+    assert_eq!(proofs[0]["old_size"], 2, "{proofs}");
+    assert!(verify(&first, key).ok());
+
+    // Another tenant's view, of the same log: its records only.
+    let (theirs, st) = export_of(store, "other", key, &[]).await;
+    assert_eq!((st.logs.len(), st.logs[0].records), (1, 4), "{:?}", st.logs);
+    let v = verify(&theirs, key);
+    assert!(v.ok(), "{v}");
+
+    // A record of another tenant put into this tenant's view (signed by the control
+    // plane, a valid record of its log): named, before anything else is checked.
+    let mut m = members(&second);
+    let mut t = members(&theirs);
+    let chunk = "logs/00000-control/records/00000000.jsonl";
+    let foreign = String::from_utf8(get(&mut t, chunk).clone()).unwrap();
+    let ours = String::from_utf8(get(&mut m, chunk).clone()).unwrap();
+    let mut lines: Vec<&str> = ours.lines().collect();
+    lines[1] = foreign.lines().nth(1).unwrap();
+    *get(&mut m, chunk) = (lines.join("\n") + "\n").into_bytes();
+    let v = verify(&tar_of(&m), key);
+    let bad = v.logs[0].1.as_ref().unwrap_err();
+    assert_eq!(bad.record, Some(1), "{v}");
+    assert!(bad.message.contains("made for tenant \"other\""), "{v}");
+    assert!(v.logs[1].1.is_ok(), "{v}");
+
+    // A name that cannot be a tenant's is refused.
+    let e = store.tenant_view("clinic/../other").await.unwrap_err();
+    assert!(e.to_string().contains("a tenant is 1 to 128"), "{e}");
 }
 
 #[test]
