@@ -81,6 +81,10 @@ pub struct Manifest {
     /// Absent: UTC (as in every bundle made before it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub time_zone: Option<TimeZone>,
+    /// Format 4 only: the report's layout. 2: the records it lists link to where they are
+    /// in the bundle, and the summaries to them. Absent: as every bundle made before it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub report: Option<u32>,
 }
 
 /// A time zone a bundle's report is in: its name and the POSIX TZ rule it follows today,
@@ -1373,6 +1377,7 @@ fn assemble(
             members: BTreeMap::new(),
             segment: None,
             time_zone: None,
+            report: None,
         },
         checkpoint_note: note,
         records,

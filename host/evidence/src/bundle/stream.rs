@@ -49,6 +49,8 @@ const MAX_REPORT: u64 = 16 << 20;
 /// The seal, besides a line per member.
 const SEAL_BASE: u64 = 16 << 10;
 const SEAL_PER_MEMBER: u64 = 512;
+/// The report's layout this code writes (see [`Manifest::report`]).
+const REPORT_LAYOUT: u32 = 2;
 /// How many records needing attention the report lists (the latest).
 const ATTENTION: usize = 1000;
 /// Distinct hosts, runbooks, months or approvers the report tallies by name; the rest are
@@ -133,7 +135,7 @@ impl<W: Write> BundleWriter<W> {
         consistency: &[Consistency],
         keys: &[VerifyingKey],
     ) -> std::io::Result<BundleWriter<W>> {
-        let tally = Tally::in_zone(manifest.time_zone.as_ref()).map_err(io_err)?;
+        let tally = Tally::of(manifest).map_err(io_err)?;
         let mut manifest = manifest.clone();
         manifest.version = STREAM_VERSION;
         manifest.members = BTreeMap::new();
@@ -252,7 +254,9 @@ impl<W: Write> BundleWriter<W> {
         self.in_chunk += 1;
         self.written += 1;
         self.last = Some(r.index);
-        self.tally.add(r.index, facts_of(&payload).ok().as_ref());
+        let place = (self.chunks, self.in_chunk - 1);
+        self.tally
+            .add(r.index, place, facts_of(&payload).ok().as_ref());
         Ok(())
     }
 
@@ -537,15 +541,22 @@ struct Tally {
     denied_calls: u64,
     first: Option<String>,
     last: Option<String>,
-    attention: VecDeque<(u64, Facts)>,
+    /// The latest records needing attention: index, where it is (chunk, line from 0).
+    attention: VecDeque<(u64, (u64, usize), Facts)>,
+    /// Whether the report links records to where they are (layout 2).
+    links: bool,
 }
 
 impl Tally {
-    fn in_zone(tz: Option<&TimeZone>) -> Result<Tally, String> {
+    /// The tally of a bundle with this manifest.
+    fn of(manifest: &Manifest) -> Result<Tally, String> {
         Ok(Tally {
-            zone: tz
+            zone: manifest
+                .time_zone
+                .as_ref()
                 .map(|t| t.zone().map_err(|e| format!("{MANIFEST}: time zone: {e}")))
                 .transpose()?,
+            links: manifest.report.is_some_and(|r| r >= 2),
             ..Tally::default()
         })
     }
@@ -559,7 +570,7 @@ impl Tally {
         }
     }
 
-    fn add(&mut self, index: u64, facts: Option<&Facts>) {
+    fn add(&mut self, index: u64, place: (u64, usize), facts: Option<&Facts>) {
         self.records += 1;
         let Some(f) = facts else {
             self.unreadable += 1;
@@ -595,7 +606,7 @@ impl Tally {
             if self.attention.len() == ATTENTION {
                 self.attention.pop_front();
             }
-            self.attention.push_back((index, f.clone()));
+            self.attention.push_back((index, place, f.clone()));
         }
     }
 
@@ -614,24 +625,47 @@ impl Tally {
                 .collect();
             format!("<tr><th>{n}</th><th>runs</th>{cols}</tr>\n")
         };
-        let row = |name: &str, c: &Counts| {
+        let row = |name: &str, c: &Counts, latest: Option<&str>| {
             let cells: String = c.0[..columns]
                 .iter()
                 .map(|n| format!("<td>{n}</td>"))
                 .collect();
             format!(
-                "<tr><td>{}</td><td>{}</td>{cells}</tr>\n",
+                "<tr><td>{}</td><td>{}</td>{cells}{}</tr>\n",
                 esc(name),
-                c.runs()
+                c.runs(),
+                latest.unwrap_or_default()
             )
         };
-        let table = |title: &str, col: &str, by: &ByName| {
-            let mut t = format!("<h2>{title}</h2>\n<table>\n{}", head(col));
+        // Layout 2: the latest record of a host or runbook listed below, linked.
+        let latest = |of: fn(&Facts) -> &str| {
+            let mut by: BTreeMap<&str, u64> = BTreeMap::new();
+            for (i, _, f) in &self.attention {
+                by.insert(of(f), *i);
+            }
+            by
+        };
+        let (by_host, by_runbook) = (latest(|f| &f.host), latest(|f| &f.runbook));
+        let table = |title: &str, col: &str, by: &ByName, linked: Option<&BTreeMap<&str, u64>>| {
+            let head = match linked {
+                Some(_) => head(col).replace("</tr>", "<th>latest needing attention</th></tr>"),
+                None => head(col),
+            };
+            let mut t = format!("<h2>{title}</h2>\n<table>\n{head}");
             for (name, c) in &by.names {
-                t.push_str(&row(name, c));
+                let cell = linked.map(|l| match l.get(name.as_str()) {
+                    Some(i) => format!("<td><a href=\"#r{i}\">record {i}</a></td>"),
+                    None => "<td></td>".to_string(),
+                });
+                t.push_str(&row(name, c, cell.as_deref()));
             }
             if by.rest_names > 0 {
-                t.push_str(&row(&format!("{} more, together", by.rest_names), &by.rest));
+                let cell = linked.map(|_| "<td></td>");
+                t.push_str(&row(
+                    &format!("{} more, together", by.rest_names),
+                    &by.rest,
+                    cell,
+                ));
             }
             t.push_str("</table>\n");
             t
@@ -667,7 +701,7 @@ Check it with <code>runwarden evidence verify BUNDLE --key KEY.pub</code>; this 
         ));
         out.push_str("<h2>Outcomes</h2>\n<table>\n");
         out.push_str(&head("all records"));
-        out.push_str(&row("all", &self.all));
+        out.push_str(&row("all", &self.all, None));
         out.push_str("</table>\n");
         if self.unreadable > 0 {
             out.push_str(&format!(
@@ -679,13 +713,20 @@ Check it with <code>runwarden evidence verify BUNDLE --key KEY.pub</code>; this 
             "<p>Calls the hosts' policies denied: {}. Dry runs only simulated their changes and are never counted as healed.</p>\n",
             self.denied_calls
         ));
+        let links = |by| self.links.then_some(by);
         out.push_str(&table(
             &format!("By month ({})", esc(&zone)),
             "month",
             &self.months,
+            None,
         ));
-        out.push_str(&table("By host", "host", &self.hosts));
-        out.push_str(&table("By runbook", "runbook", &self.runbooks));
+        out.push_str(&table("By host", "host", &self.hosts, links(&by_host)));
+        out.push_str(&table(
+            "By runbook",
+            "runbook",
+            &self.runbooks,
+            links(&by_runbook),
+        ));
         out.push_str("<h2>Who decided</h2>\n<table><tr><th>tier</th><th>runs</th></tr>\n");
         for (tier, n) in &self.tiers {
             let what = match tier.as_str() {
@@ -704,23 +745,41 @@ Check it with <code>runwarden evidence verify BUNDLE --key KEY.pub</code>; this 
                 "Approvals, by approver",
                 "approver",
                 &self.approvers,
+                None,
             ));
         }
         out.push_str(&format!(
             "<h2>Needing attention</h2>\n<p>The latest {} records that did not heal or whose runbook was denied a call (of {} in all); \
-each is in the bundle's records under its index.</p>\n\
-<table><tr><th>#</th><th>when ({})</th><th>host</th><th>runbook</th><th>outcome</th><th>summary</th><th>decided by</th></tr>\n",
+{}</p>\n\
+<table><tr><th>#</th><th>when ({})</th><th>host</th><th>runbook</th><th>outcome</th><th>summary</th><th>decided by</th>{}</tr>\n",
             self.attention.len(),
             self.records,
+            if self.links {
+                "each links to the signed record itself: unpack the bundle (<code>tar -xf BUNDLE</code>) and open this page from there, and a record's link opens the file of records that holds it, at the line named."
+            } else {
+                "each is in the bundle's records under its index."
+            },
             esc(&zone),
+            if self.links { "<th>signed record</th>" } else { "" },
         ));
-        for (i, f) in &self.attention {
+        for (i, (chunk, line), f) in &self.attention {
             let who = match (&f.approver, f.tier.as_str()) {
                 (Some(a), _) => format!("approved by {a}"),
                 (None, t) => t.to_string(),
             };
+            let (id, place) = match self.links {
+                true => (
+                    format!(" id=\"r{i}\""),
+                    format!(
+                        "<td class=\"text\"><a href=\"{name}\">{name}</a> line {}</td>",
+                        line + 1,
+                        name = chunk_name(*chunk)
+                    ),
+                ),
+                false => (String::new(), String::new()),
+            };
             out.push_str(&format!(
-                "<tr><td>{i}</td><td class=\"when\">{}</td><td class=\"text\">{}</td><td class=\"text\">{}</td><td class=\"text\">{}</td><td class=\"text\">{}</td><td class=\"text\">{}</td></tr>\n",
+                "<tr{id}><td>{i}</td><td class=\"when\">{}</td><td class=\"text\">{}</td><td class=\"text\">{}</td><td class=\"text\">{}</td><td class=\"text\">{}</td><td class=\"text\">{}</td>{place}</tr>\n",
                 esc(&self.when(&f.started_at)),
                 esc(&f.host),
                 esc(&f.runbook),
@@ -1103,6 +1162,7 @@ impl Manifest {
             members: BTreeMap::new(),
             segment: None,
             time_zone: time_zone.cloned(),
+            report: Some(REPORT_LAYOUT),
         }
     }
 }
@@ -1159,6 +1219,7 @@ pub async fn export_segment<W: Write>(
         members: BTreeMap::new(),
         segment: Some(start),
         time_zone: None,
+        report: Some(REPORT_LAYOUT),
     };
     // A segment follows the one before it; the proofs of consistency are its frontier.
     let mut w = BundleWriter::start(out, &manifest, &note, &[], &keys).map_err(io)?;
@@ -1279,7 +1340,7 @@ pub(crate) fn verify_stream<R: Read>(
     let mut consistent_with = None;
     let mut keys: Vec<VerifyingKey> = Vec::new();
     let ids: Vec<String> = trusted.iter().map(|k| k.key_id_hex()).collect();
-    let mut tally = Tally::in_zone(manifest.time_zone.as_ref()).map_err(bad)?;
+    let mut tally = Tally::of(&manifest).map_err(bad)?;
     let mut count = 0u64;
     let mut last: Option<u64> = from.checked_sub(1);
     let mut chunks = 0u64;
@@ -1450,7 +1511,7 @@ pub(crate) fn verify_stream<R: Read>(
                         trusted,
                         (&mut count, &mut last),
                         &mut tree,
-                        &mut tally,
+                        (&mut tally, chunks),
                         within.as_ref().map(|w| w.tenant),
                     );
                     let sha256 = digest
@@ -1626,7 +1687,7 @@ fn check_records(
     trusted: &[VerifyingKey],
     (count, last): (&mut u64, &mut Option<u64>),
     tree: &mut crate::merkle::CompactTree,
-    tally: &mut Tally,
+    (tally, chunk): (&mut Tally, u64),
     tenant: Option<&str>,
 ) -> Result<usize, BundleError> {
     let Some(body) = data.strip_suffix(b"\n") else {
@@ -1678,7 +1739,7 @@ fn check_records(
     let checked = check_lines(&records, cp, ids, trusted, manifest.complete);
     // A record missing here may only stand later in the chunk: then it was moved.
     let present: std::collections::HashSet<u64> = records.iter().map(|r| r.index).collect();
-    for (r, result) in records.iter().zip(checked) {
+    for (line, (r, result)) in records.iter().zip(checked).enumerate() {
         let i = r.index;
         check_place(
             i,
@@ -1703,7 +1764,7 @@ fn check_records(
         if manifest.complete {
             tree.append(leaf);
         }
-        tally.add(i, facts.as_ref());
+        tally.add(i, (chunk, line), facts.as_ref());
         *last = Some(i);
         *count += 1;
     }

@@ -124,6 +124,7 @@ fn bundle_with(n: u64, summary: &str) -> (Vec<u8>, VerifyingKey) {
             members: Default::default(),
             segment: None,
             time_zone: None,
+            report: None,
         },
         checkpoint_note: cp.sign(&key).unwrap(),
         records: envelopes

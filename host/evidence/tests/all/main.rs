@@ -1,6 +1,7 @@
 //! Integration tests of runwarden-evidence: published test vectors, proof properties, key
 //! files, and the whole record → log → checkpoint → auditor path.
 
+mod browser;
 mod bundle;
 mod crash;
 mod end_to_end;

@@ -23,10 +23,22 @@ fn log(n: u64, key: &SigningKey) -> (Vec<String>, MerkleTree) {
 /// complete), sealed by `sealer`.
 fn write(
     key: &SigningKey,
+    log: &(Vec<String>, MerkleTree),
+    keep: impl Fn(u64) -> bool,
+    complete: bool,
+    sealer: &SigningKey,
+) -> Vec<u8> {
+    write_in_layout(key, log, keep, complete, sealer, None)
+}
+
+/// [`write`], its report in `layout` (as the manifest says).
+fn write_in_layout(
+    key: &SigningKey,
     (envelopes, tree): &(Vec<String>, MerkleTree),
     keep: impl Fn(u64) -> bool,
     complete: bool,
     sealer: &SigningKey,
+    layout: Option<u32>,
 ) -> Vec<u8> {
     let cp = Checkpoint {
         origin: "runwarden/host-1".into(),
@@ -49,6 +61,7 @@ fn write(
         members: Default::default(),
         segment: None,
         time_zone: None,
+        report: layout,
     };
     let mut w = BundleWriter::start(
         Vec::new(),
@@ -611,4 +624,47 @@ fn a_format_4_bundle_from_before_time_zones_still_verifies() {
     assert!(manifest.get("time_zone").is_none(), "{manifest}");
     let report = String::from_utf8(get(&mut m, "report.html").clone()).unwrap();
     assert!(report.contains("By month (UTC)") && !report.contains("to a person"));
+}
+
+#[test]
+fn the_report_links_each_record_it_lists_to_where_it_is_and_the_summaries_to_them() {
+    let key = SigningKey::generate("host-1").unwrap();
+    let log = log(CHUNK + 900, &key);
+    let bytes = write_in_layout(&key, &log, |_| true, true, &key, Some(2));
+    let v = verify_bundle(bytes.as_slice(), &[key.verifying_key()], None).unwrap();
+    assert_eq!(v.records, CHUNK + 900);
+    let mut m = members(&bytes);
+    let report = String::from_utf8(get(&mut m, "report.html").clone()).unwrap();
+    // Every record failed: the latest 1,000 are listed, each with its place in the bundle.
+    assert_eq!(report.matches("<tr id=\"r").count(), 1000);
+    let last_of_first = CHUNK - 1;
+    assert!(
+        report.contains(&format!(
+            "<tr id=\"r{last_of_first}\"><td>{last_of_first}</td>"
+        )),
+        "{report}"
+    );
+    assert!(report.contains(&format!(
+        "<a href=\"records/00000000.jsonl\">records/00000000.jsonl</a> line {CHUNK}</td></tr>"
+    )));
+    assert!(report.contains(
+        "<a href=\"records/00000001.jsonl\">records/00000001.jsonl</a> line 1</td></tr>"
+    ));
+    // The line named is the record's.
+    let second = lines(get(&mut m, "records/00000001.jsonl"));
+    assert!(second[0].starts_with(&format!("{{\"index\":{CHUNK},")));
+    // The host's and the runbook's summary rows link to their latest listed record.
+    let latest = CHUNK + 899;
+    assert_eq!(
+        report
+            .matches(&format!("<a href=\"#r{latest}\">record {latest}</a>"))
+            .count(),
+        2,
+        "{report}"
+    );
+    // A bundle whose report was made before (no layout in its manifest) reads as it was.
+    let old = write(&key, &log, |_| true, true, &key);
+    let report = String::from_utf8(get(&mut members(&old), "report.html").clone()).unwrap();
+    assert!(!report.contains("<a href"), "{report}");
+    assert!(verify_bundle(old.as_slice(), &[key.verifying_key()], None).is_ok());
 }
