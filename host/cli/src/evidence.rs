@@ -764,6 +764,21 @@ fn tenant_json(
     }
 }
 
+/// `file`, read through a buffer, telling `progress` how far it is.
+fn reading(
+    file: std::fs::File,
+    progress: &crate::term::Progress,
+) -> std::io::BufReader<crate::term::Counting<'_, std::fs::File>> {
+    std::io::BufReader::with_capacity(
+        1 << 20,
+        crate::term::Counting {
+            inner: file,
+            read: 0,
+            progress,
+        },
+    )
+}
+
 /// `evidence verify`: needs nothing but the bundle and the keys.
 fn verify(
     bundle: &Path,
@@ -781,11 +796,22 @@ fn verify(
         .transpose()?;
     let open =
         || std::fs::File::open(bundle).with_context(|| format!("cannot open {}", bundle.display()));
+    // Read as a stream, a progress bar on a terminal (none with --json).
+    let progress = |file: &std::fs::File| {
+        let mut p = crate::term::Progress::new("verifying", file.metadata().map_or(0, |m| m.len()));
+        if json {
+            p.off();
+        }
+        p
+    };
     if ev::is_tenant_bundle(std::io::BufReader::new(open()?)) {
         if since.is_some() {
             bail!("--since-checkpoint applies to a one-log bundle, not to a tenant bundle");
         }
-        let verified = ev::verify_tenant_bundle(std::io::BufReader::new(open()?), &trusted);
+        let file = open()?;
+        let shown = progress(&file);
+        let verified = ev::verify_tenant_bundle(reading(file, &shown), &trusted);
+        shown.done();
         if json {
             return Ok(tenant_json(&verified, require_complete));
         }
@@ -818,22 +844,9 @@ fn verify(
         };
     }
     let file = open()?;
-    let size = file.metadata().map_or(0, |m| m.len());
-    let mut progress = crate::term::Progress::new("verifying", size);
-    if json {
-        progress.off();
-    }
-    let reader = crate::term::Counting {
-        inner: file,
-        read: 0,
-        progress: &progress,
-    };
-    let verified = ev::verify_bundle(
-        std::io::BufReader::with_capacity(1 << 20, reader),
-        &trusted,
-        since.as_deref(),
-    );
-    progress.done();
+    let shown = progress(&file);
+    let verified = ev::verify_bundle(reading(file, &shown), &trusted, since.as_deref());
+    shown.done();
     if json {
         return Ok(log_json(&verified, require_complete));
     }
