@@ -13,7 +13,9 @@
 //! `…/seal.dsse.json`), the logs one after the other in the statement's order. The
 //! statement names each log by its manifest's sha256; the log's seal — signed by the
 //! control plane, which vouches for the host's key — covers that manifest and every other
-//! member. It is written and verified as a stream: memory is one chunk of records,
+//! member. Last comes `index.html`, the page a reader opens first (the logs, each linked
+//! to its report), made from the statement alone: verification makes it again and
+//! compares. It is written and verified as a stream: memory is one chunk of records,
 //! whatever the bundle's size. **Format 1** (read only): each log a bundle of format 3
 //! held whole in one member (`logs/00001-host.tar`) that the statement names by its sha256.
 //!
@@ -52,6 +54,8 @@ const MAX_LOG_BUNDLE: u64 = 8 << 30;
 const MAX_MANIFEST: u64 = 1 << 20;
 /// The manifest of a bundle, its first member.
 const MANIFEST: &str = "runwarden-bundle.json";
+/// Format 2's last member: the page a reader opens first, made from the statement alone.
+pub const TENANT_INDEX: &str = "index.html";
 
 /// Whose log it is.
 #[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
@@ -242,9 +246,56 @@ pub async fn export_tenant<W: Write>(
         tar = w.finish_in(key).map_err(io)?;
         before += entry.records;
     }
+    let page = index_page(&statement);
+    let mut h = tar::Header::new_gnu();
+    h.set_size(page.len() as u64);
+    h.set_mode(0o644);
+    h.set_mtime(0);
+    h.set_cksum();
+    tar.append_data(&mut h, TENANT_INDEX, page.as_bytes())
+        .map_err(io)?;
     let mut out = tar.into_inner().map_err(io)?;
     out.flush().map_err(io)?;
     Ok((out, statement))
+}
+
+/// The page a tenant bundle opens with: what the statement says, each log linked to its
+/// own report. A function of the signed statement alone: verification makes it again and
+/// compares, so it says nothing the statement does not.
+fn index_page(st: &TenantStatement) -> String {
+    use crate::bundle::esc;
+    let mut out = format!(
+        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>runwarden evidence — tenant {tenant}</title>\n\
+<style>body{{font-family:system-ui,sans-serif;margin:2em;color:#222;max-width:80em}}table{{border-collapse:collapse}}\
+td,th{{border:1px solid #ccc;padding:3px 6px;font-size:14px;text-align:left}}th{{background:#f3f3f3}}td.n{{text-align:right}}</style></head>\n\
+<body><h1>Remediation evidence of tenant {tenant}</h1>\n\
+<p>Made {created}. The control plane's decisions for this tenant and the log of each of its hosts, each proven against its signer's checkpoint; \
+the control plane's key signs the list below. Check it with <code>runwarden evidence verify BUNDLE --key CONTROL.pub</code>; this page alone proves nothing. \
+Unpack the bundle (<code>tar -xf BUNDLE</code>) and open this page from there to follow the links to each log's report.</p>\n\
+<table><tr><th>log</th><th>records</th><th>of the log's</th><th>complete</th><th>signed by</th><th>report</th></tr>\n",
+        tenant = esc(&st.tenant),
+        created = esc(&st.created_at),
+    );
+    for l in &st.logs {
+        let whose = match (&l.role, &l.host) {
+            (LogRole::Host, Some(h)) => format!("host {}", esc(h)),
+            _ => "control plane (its decisions for this tenant)".to_string(),
+        };
+        let signer = VerifyingKey::from_text(&l.key)
+            .map(|k| format!("{} ({})", k.name(), k.key_id_hex()))
+            .unwrap_or_else(|_| "?".to_string());
+        out.push_str(&format!(
+            "<tr><td>{whose}<br><code>{origin}</code></td><td class=\"n\">{records}</td><td class=\"n\">{size}</td><td>{complete}</td><td><code>{signer}</code></td><td><a href=\"{member}report.html\">report</a></td></tr>\n",
+            origin = esc(&l.origin),
+            records = l.records,
+            size = l.tree_size,
+            complete = if l.complete { "yes" } else { "filtered" },
+            signer = esc(&signer),
+            member = esc(&l.member),
+        ));
+    }
+    out.push_str("</table>\n</body></html>\n");
+    out
 }
 
 /// Whether `bundle` starts like a tenant bundle (its first member is the statement).
@@ -414,6 +465,7 @@ fn logs_of_format_2<R: Read>(
     let mut next = 0usize;
     let mut skipping: Option<usize> = None;
     let mut spilled: Option<(String, Vec<u8>)> = None;
+    let mut indexed = false;
     loop {
         let mut entry = None;
         let (name, size, mut data) = match spilled.take() {
@@ -431,6 +483,34 @@ fn logs_of_format_2<R: Read>(
             continue;
         }
         skipping = None;
+        if owner.is_none() && name == TENANT_INDEX {
+            if std::mem::replace(&mut indexed, true) {
+                return Err(bad(format!(
+                    "bundle member {} refused: it appears twice",
+                    shown(&name)
+                )));
+            }
+            let page = index_page(st);
+            let data = match (data.take(), entry.as_mut()) {
+                (Some(d), _) => d,
+                (None, Some(e)) if size <= page.len() as u64 => {
+                    read_member(e, size, &shown(&name))?
+                }
+                _ => Vec::new(),
+            };
+            if data != page.as_bytes() {
+                return Err(bad(format!(
+                    "{TENANT_INDEX} is not the page of this bundle's signed statement (altered): do not rely on it"
+                )));
+            }
+            continue;
+        }
+        if indexed {
+            return Err(bad(format!(
+                "bundle member {} refused: it comes after {TENANT_INDEX}, which ends a tenant bundle",
+                shown(&name)
+            )));
+        }
         let Some(at) = owner else {
             return Err(bad(format!(
                 "bundle member {} refused: the signed statement lists no log it belongs to",
@@ -479,6 +559,11 @@ fn logs_of_format_2<R: Read>(
             skipping = Some(at);
         }
         results[at] = Some(result);
+    }
+    if !indexed {
+        return Err(bad(format!(
+            "truncated tenant bundle: it ends before {TENANT_INDEX}, its last member"
+        )));
     }
     Ok(results)
 }

@@ -305,7 +305,7 @@ fn a_tenants_export_holds_the_control_log_and_each_of_its_hosts_logs_and_nothing
 
     // A log's member again, after the next log: refused.
     let mut twice = bundle.members.clone();
-    twice.push(bundle.members[1].clone());
+    twice.insert(twice.len() - 1, bundle.members[1].clone());
     Bundle::write_raw(&twice, &tampered);
     let v = verify(&tampered, &control_pub);
     assert_eq!(v.status.code(), Some(1));
@@ -317,7 +317,7 @@ fn a_tenants_export_holds_the_control_log_and_each_of_its_hosts_logs_and_nothing
 
     // A member of no log the statement lists: refused.
     let mut extra = bundle.members.clone();
-    extra.push(("logs/99999-host/x".into(), b"x".to_vec()));
+    extra.insert(extra.len() - 1, ("logs/99999-host/x".into(), b"x".to_vec()));
     Bundle::write_raw(&extra, &tampered);
     let v = verify(&tampered, &control_pub);
     assert_eq!(v.status.code(), Some(1));

@@ -197,7 +197,17 @@ async fn a_tenant_bundle_holds_each_log_in_its_own_directory_and_verifies_under_
     let names: Vec<&str> = m.iter().map(|(n, _)| n.as_str()).collect();
     assert_eq!(names[0], "tenant-bundle.dsse.json");
     assert_eq!(names[1], "logs/00000-control/runwarden-bundle.json");
-    assert_eq!(names.last(), Some(&"logs/00002-host/seal.dsse.json"));
+    assert_eq!(names[names.len() - 2], "logs/00002-host/seal.dsse.json");
+    assert_eq!(names.last(), Some(&"index.html"));
+    let index = String::from_utf8(m.last().unwrap().1.clone()).unwrap();
+    assert!(
+        index.contains("Remediation evidence of tenant clinic"),
+        "{index}"
+    );
+    assert!(
+        index.contains("<a href=\"logs/00001-host/report.html\">report</a>"),
+        "{index}"
+    );
     assert!(
         names.contains(&"logs/00001-host/records/00000000.jsonl"),
         "{names:?}"
@@ -344,16 +354,41 @@ async fn a_log_removed_replaced_moved_or_added_to_is_named_or_refused() {
     let v = verify(&tar_of(&moved), &key);
     assert!(results(&v)[1].is_err(), "{v}");
 
-    // A member no log of the statement holds, or a log's member after the next log: the
-    // bundle is refused.
-    let mut extra = m.clone();
-    extra.push(("logs/99999-host/x".into(), b"x".to_vec()));
-    let e = verify_tenant_bundle(tar_of(&extra).as_slice(), &[key.verifying_key()]).unwrap_err();
-    assert!(e.to_string().contains("lists no log it belongs to"), "{e}");
-    let mut late = m.clone();
-    late.push(m[2].clone());
-    let e = verify_tenant_bundle(tar_of(&late).as_slice(), &[key.verifying_key()]).unwrap_err();
-    assert!(e.to_string().contains("its log came earlier"), "{e}");
+    // A member no log of the statement holds, or a log's member after the next log, or
+    // anything after the index page: the bundle is refused.
+    let index = m.last().unwrap().clone();
+    assert_eq!(index.0, "index.html");
+    let body = &m[..m.len() - 1];
+    let refused = |members: Vec<(String, Vec<u8>)>| {
+        verify_tenant_bundle(tar_of(&members).as_slice(), &[key.verifying_key()])
+            .unwrap_err()
+            .to_string()
+    };
+    let e = refused(
+        [
+            body,
+            &[("logs/99999-host/x".into(), b"x".to_vec()), index.clone()],
+        ]
+        .concat(),
+    );
+    assert!(e.contains("lists no log it belongs to"), "{e}");
+    let e = refused([body, &[m[2].clone(), index.clone()]].concat());
+    assert!(e.contains("its log came earlier"), "{e}");
+    let e = refused([m.as_slice(), &[m[2].clone()]].concat());
+    assert!(e.contains("comes after index.html"), "{e}");
+    // The index page: made from the statement alone, altered or left out, refused.
+    let e = refused(body.to_vec());
+    assert!(e.contains("ends before index.html"), "{e}");
+    let mut altered = index.clone();
+    altered.1 = String::from_utf8(altered.1)
+        .unwrap()
+        .replace("yes", "no")
+        .into_bytes();
+    let e = refused([body, &[altered]].concat());
+    assert!(
+        e.contains("not the page of this bundle's signed statement"),
+        "{e}"
+    );
 }
 
 #[tokio::test]
