@@ -853,6 +853,10 @@ fn with_key(keys: &mut Vec<VerifyingKey>, key: &VerifyingKey) {
 
 /// Records read from the store at a time: a quarter of a chunk.
 const PAGE: u64 = CHUNK_RECORDS as u64 / 4;
+/// Leaves per block of a filtered export's proofs (see [`LogExport::count`]); pages start
+/// at multiples of it.
+const BLOCK: u64 = 64;
+const _: () = assert!(PAGE.is_multiple_of(BLOCK));
 
 /// One log's export, planned: everything its bundle says before the records (the
 /// manifest, with how many records it holds; the checkpoint; proofs; keys), and where the
@@ -880,8 +884,11 @@ pub(crate) struct LogExport {
     pub(crate) root: Hash,
     consistency: Vec<Consistency>,
     keys: Vec<VerifyingKey>,
-    /// The log's tree, for inclusion proofs (a filtered export only).
-    tree: Option<crate::merkle::MerkleTree>,
+    /// A filtered export's proofs: the log's tree from blocks of [`BLOCK`] leaves up
+    /// (the upper part of a record's inclusion proof; the lower part is made from its
+    /// block's leaves as they pass). 1/32 of the leaves' hashes: memory stays small
+    /// whatever the log's size.
+    blocks: Option<crate::merkle::MerkleTree>,
     /// Where the records come from.
     source: Source,
     filter: crate::store::Filter,
@@ -922,13 +929,6 @@ impl LogExport {
         }
         let signer = key.verifying_key();
         with_key(&mut keys, &signer);
-        let tree = if filter.is_empty() {
-            None
-        } else {
-            Some(crate::merkle::MerkleTree::new(
-                store.leaf_hashes(size).await?,
-            ))
-        };
         let mut log = LogExport {
             manifest: Manifest::of_export(&origin, size, filter, time_zone),
             note,
@@ -936,7 +936,7 @@ impl LogExport {
             root: cp.root,
             consistency,
             keys,
-            tree,
+            blocks: None,
             source: Source::Own,
             filter: filter.clone(),
         };
@@ -968,20 +968,10 @@ impl LogExport {
             root: cp.root,
             consistency: Vec::new(),
             keys: vec![head.key],
-            tree: None,
+            blocks: None,
             source: Source::Mirror(origin.to_string()),
             filter: filter.clone(),
         };
-        if !filter.is_empty() {
-            let mut leaves = Vec::new();
-            let mut from = 0;
-            while from < head.size {
-                let to = (from + PAGE).min(head.size);
-                leaves.extend(log.page(store, from, to).await?.iter().map(|r| r.leaf_hash));
-                from = to;
-            }
-            log.tree = Some(crate::merkle::MerkleTree::new(leaves));
-        }
         log.count(store).await?;
         Ok(Some(log))
     }
@@ -1022,13 +1012,6 @@ impl LogExport {
         }
         let signer = key.verifying_key();
         with_key(&mut keys, &signer);
-        let tree = if filter.is_empty() {
-            None
-        } else {
-            Some(crate::merkle::MerkleTree::new(
-                store.tenant_leaf_hashes(tenant, size).await?,
-            ))
-        };
         let mut log = LogExport {
             manifest: Manifest::of_export(&origin, size, filter, time_zone),
             note,
@@ -1036,7 +1019,7 @@ impl LogExport {
             root,
             consistency,
             keys,
-            tree,
+            blocks: None,
             source: Source::View(tenant.to_string()),
             filter: filter.clone(),
         };
@@ -1066,8 +1049,8 @@ impl LogExport {
         Ok(page)
     }
 
-    /// A filtered export counts its records first: the manifest, written first, says how
-    /// many there are.
+    /// A filtered export counts its records first (the manifest, written first, says how
+    /// many there are), and hashes the log's blocks of leaves for its proofs.
     async fn count(&mut self, store: &crate::store::Store) -> crate::error::Result<()> {
         let size = self.manifest.tree_size;
         if self.manifest.complete {
@@ -1075,18 +1058,20 @@ impl LogExport {
             return Ok(());
         }
         let mut count = 0;
+        let mut blocks = Vec::with_capacity(size.div_ceil(BLOCK) as usize);
         let mut from = 0;
         while from < size {
             let to = (from + PAGE).min(size);
-            count += self
-                .page(store, from, to)
-                .await?
-                .iter()
-                .filter(|r| self.filter.matches(r))
-                .count() as u64;
+            let page = self.page(store, from, to).await?;
+            count += page.iter().filter(|r| self.filter.matches(r)).count() as u64;
+            for block in page.chunks(BLOCK as usize) {
+                let leaves = block.iter().map(|r| r.leaf_hash).collect();
+                blocks.push(crate::merkle::MerkleTree::new(leaves).root());
+            }
             from = to;
         }
         self.manifest.record_count = count;
+        self.blocks = Some(crate::merkle::MerkleTree::new(blocks));
         Ok(())
     }
 
@@ -1124,12 +1109,28 @@ impl LogExport {
         let (mut from, mut written) = (0, 0u64);
         while from < size && written < count {
             let to = (from + PAGE).min(size);
-            for r in self.page(store, from, to).await? {
+            let page = self.page(store, from, to).await?;
+            let hashes: Vec<Hash> = page.iter().map(|r| r.leaf_hash).collect();
+            // The tree of the block the last proof was in.
+            let mut block: Option<(u64, crate::merkle::MerkleTree)> = None;
+            for (at, r) in page.into_iter().enumerate() {
                 if !self.manifest.complete && !self.filter.matches(&r) {
                     continue;
                 }
-                let proof = match &self.tree {
-                    Some(t) => t.inclusion_proof(r.index)?,
+                let proof = match &self.blocks {
+                    Some(upper) => {
+                        let j = r.index / BLOCK;
+                        if block.as_ref().is_none_or(|(b, _)| *b != j) {
+                            let lo = at - (r.index % BLOCK) as usize;
+                            let hi = (lo + BLOCK as usize).min(hashes.len());
+                            let leaves = hashes[lo..hi].to_vec();
+                            block = Some((j, crate::merkle::MerkleTree::new(leaves)));
+                        }
+                        let (_, lower) = block.as_ref().expect("set above");
+                        let mut proof = lower.inclusion_proof(r.index % BLOCK)?;
+                        proof.extend(upper.inclusion_proof(j)?);
+                        proof
+                    }
                     None => Vec::new(),
                 };
                 w.push_stored(r, proof)?;

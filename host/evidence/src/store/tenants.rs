@@ -337,24 +337,6 @@ impl super::Store {
         Ok(tree.root())
     }
 
-    /// Every leaf hash of `tenant`'s view's first `size` (for inclusion proofs).
-    pub async fn tenant_leaf_hashes(&self, tenant: &str, size: u64) -> Result<Vec<Hash>> {
-        let mut out = Vec::new();
-        while (out.len() as u64) < size {
-            let at = out.len() as u64;
-            let got = self
-                .tenant_leaf_hash_range(tenant, at, size.min(at + 65_536))
-                .await?;
-            if got.is_empty() {
-                return Err(Error::Store(format!(
-                    "the view of tenant {tenant} holds {at} of {size} leaves"
-                )));
-            }
-            out.extend(got);
-        }
-        Ok(out)
-    }
-
     /// The consistency proof of `tenant`'s view from `old_size` to `size`.
     pub async fn tenant_consistency_proof(
         &self,
