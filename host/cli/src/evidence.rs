@@ -41,8 +41,9 @@ pub enum EvidenceCommand {
     },
     /// Export records, proofs, a fresh signed checkpoint, public keys and an HTML report
     /// into one bundle file (tar) for an auditor. With --tenant: a tenant bundle holding
-    /// the control plane's records of that tenant and the log of every host it enrolled,
-    /// under one statement signed by the control plane's log key.
+    /// the tenant's view of the control plane's log (every record made for it, under a
+    /// checkpoint of the view) and the log of every host it enrolled, under one statement
+    /// signed by the control plane's log key.
     Export {
         #[command(flatten)]
         filter: FilterArgs,
@@ -379,7 +380,7 @@ pub(crate) async fn export_key(
     }
 }
 
-/// `evidence export --tenant T`: the control log's records of T and every log of T's
+/// `evidence export --tenant T`: T's view of the control log and every log of T's
 /// enrolled hosts, as this database mirrors them, under a statement signed by `key`;
 /// written as it is read, to a temporary file renamed once whole.
 #[allow(clippy::too_many_arguments)]
