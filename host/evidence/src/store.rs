@@ -30,6 +30,7 @@ use tokio::sync::{mpsc, oneshot};
 mod origins;
 mod tenants;
 pub use origins::{MAX_SEGMENT_RECORDS, MirrorHead, Mirrored, Segment};
+pub(crate) use tenants::tenant_in;
 pub use tenants::{tenant_origin, valid_tenant};
 
 /// Most records committed in one transaction.

@@ -177,9 +177,12 @@ pub async fn export_tenant<W: Write>(
             LogSource::TenantView => Some(
                 LogExport::view(store, &tenant, &per_host, key, time_zone, keys.clone()).await?,
             ),
-            LogSource::Mirror(origin) => {
-                LogExport::mirror(store, origin, &per_host, time_zone).await?
-            }
+            LogSource::Mirror(origin) => LogExport::mirror(store, origin, &per_host, time_zone)
+                .await?
+                .map(|mut e| {
+                    e.tenant = Some(tenant.clone());
+                    e
+                }),
         };
         if let Some(e) = export {
             planned.push((log, e));
@@ -466,6 +469,19 @@ fn logs_of_format_2<R: Read>(
     let mut skipping: Option<usize> = None;
     let mut spilled: Option<(String, Vec<u8>)> = None;
     let mut indexed = false;
+    let page = index_page(st);
+    // Each log by its directory (`logs/NAME/`): a member's log is found in one look-up.
+    let dirs: std::collections::HashMap<&str, usize> = st
+        .logs
+        .iter()
+        .enumerate()
+        .map(|(i, l)| (l.member.as_str(), i))
+        .collect();
+    let owner_of = |name: &str| {
+        let rest = name.strip_prefix(LOGS_DIR)?;
+        let end = LOGS_DIR.len() + rest.find('/')? + 1;
+        dirs.get(&name[..end]).copied()
+    };
     loop {
         let mut entry = None;
         let (name, size, mut data) = match spilled.take() {
@@ -478,7 +494,7 @@ fn logs_of_format_2<R: Read>(
                 (name, size, None)
             }
         };
-        let owner = st.logs.iter().position(|l| name.starts_with(&l.member));
+        let owner = owner_of(&name);
         if owner.is_some() && owner == skipping {
             continue;
         }
@@ -490,7 +506,6 @@ fn logs_of_format_2<R: Read>(
                     shown(&name)
                 )));
             }
-            let page = index_page(st);
             let data = match (data.take(), entry.as_mut()) {
                 (Some(d), _) => d,
                 (None, Some(e)) if size <= page.len() as u64 => {
@@ -546,15 +561,14 @@ fn logs_of_format_2<R: Read>(
             (None, None) => return Err(bad(format!("{} could not be read", shown(&name)))),
         };
         drop(entry);
-        let result = check_log_2(
-            log,
-            &manifest,
-            signer,
-            entries,
-            trusted,
-            &st.tenant,
-            &mut spilled,
-        );
+        let within = Within {
+            prefix: &log.member,
+            sealer: signer,
+            tenant: &st.tenant,
+            spill_max: MAX_MANIFEST.max(page.len() as u64),
+            spilled: &mut spilled,
+        };
+        let result = check_log_2(log, &manifest, entries, trusted, within);
         if result.is_err() {
             skipping = Some(at);
         }
@@ -573,11 +587,9 @@ fn logs_of_format_2<R: Read>(
 fn check_log_2<R: Read>(
     entry: &LogEntry,
     manifest: &[u8],
-    signer: &VerifyingKey,
     entries: &mut tar::Entries<'_, R>,
     trusted: &[VerifyingKey],
-    tenant: &str,
-    spilled: &mut Option<(String, Vec<u8>)>,
+    within: Within<'_>,
 ) -> Result<Verified, BundleError> {
     let key = log_key(entry, trusted)?;
     let digest = hex::encode(Sha256::digest(manifest));
@@ -587,12 +599,6 @@ fn check_log_2<R: Read>(
             escape_control(&entry.sha256)
         )));
     }
-    let within = Within {
-        prefix: &entry.member,
-        sealer: signer,
-        tenant,
-        spilled,
-    };
     let v = verify_stream(
         manifest,
         entries,

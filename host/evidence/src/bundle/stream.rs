@@ -556,7 +556,15 @@ impl Tally {
                 .as_ref()
                 .map(|t| t.zone().map_err(|e| format!("{MANIFEST}: time zone: {e}")))
                 .transpose()?,
-            links: manifest.report.is_some_and(|r| r >= 2),
+            links: match manifest.report {
+                None | Some(1) => false,
+                Some(REPORT_LAYOUT) => true,
+                Some(other) => {
+                    return Err(format!(
+                        "{MANIFEST}: report layout {other} is newer than this runwarden reads ({REPORT_LAYOUT}): upgrade runwarden"
+                    ));
+                }
+            },
             ..Tally::default()
         })
     }
@@ -858,11 +866,6 @@ const PAGE: u64 = CHUNK_RECORDS as u64 / 4;
 const BLOCK: u64 = 64;
 const _: () = assert!(PAGE.is_multiple_of(BLOCK));
 
-/// One log's export, planned: everything its bundle says before the records (the
-/// manifest, with how many records it holds; the checkpoint; proofs; keys), and where the
-/// records come from. Planning reads the log once when filtered (to count), writing once
-/// more; memory stays a page of records, plus a filtered export's leaf hashes (32 bytes a
-/// record) for the inclusion proofs.
 /// Where an export's records come from.
 enum Source {
     /// The database's own log.
@@ -873,6 +876,11 @@ enum Source {
     View(String),
 }
 
+/// One log's export, planned: everything its bundle says before the records (the
+/// manifest, with how many records it holds; the checkpoint; proofs; keys), and where the
+/// records come from. Planning reads the log once when filtered (to count), writing once
+/// more; memory stays a page of records, plus a filtered export's tree above its blocks of
+/// leaves (2 bytes a record) for the inclusion proofs.
 pub(crate) struct LogExport {
     /// The manifest the bundle starts with.
     pub(crate) manifest: Manifest,
@@ -891,6 +899,9 @@ pub(crate) struct LogExport {
     blocks: Option<crate::merkle::MerkleTree>,
     /// Where the records come from.
     source: Source,
+    /// In a tenant's bundle: the tenant every record must be made for (checked as it is
+    /// written: another tenant's record is never put into the bundle).
+    pub(crate) tenant: Option<String>,
     filter: crate::store::Filter,
 }
 
@@ -939,6 +950,7 @@ impl LogExport {
             blocks: None,
             source: Source::Own,
             filter: filter.clone(),
+            tenant: None,
         };
         log.count(store).await?;
         Ok(log)
@@ -971,6 +983,7 @@ impl LogExport {
             blocks: None,
             source: Source::Mirror(origin.to_string()),
             filter: filter.clone(),
+            tenant: None,
         };
         log.count(store).await?;
         Ok(Some(log))
@@ -1022,6 +1035,7 @@ impl LogExport {
             blocks: None,
             source: Source::View(tenant.to_string()),
             filter: filter.clone(),
+            tenant: None,
         };
         log.count(store).await?;
         Ok(log)
@@ -1034,15 +1048,15 @@ impl LogExport {
         from: u64,
         to: u64,
     ) -> crate::error::Result<Vec<crate::store::StoredRecord>> {
-        let origin = match &self.source {
-            Source::Own => return store.range(from, to).await,
+        let page = match &self.source {
+            Source::Own => store.range(from, to).await?,
             Source::View(tenant) => return store.tenant_range(tenant, from, to).await,
-            Source::Mirror(origin) => origin,
+            Source::Mirror(origin) => store.mirrored_records(origin, from, to).await?,
         };
-        let page = store.mirrored_records(origin, from, to).await?;
-        if page.len() as u64 != to - from {
+        if page.len() as u64 != to - from || page.iter().zip(from..).any(|(r, i)| r.index != i) {
             return Err(crate::error::Error::MalformedRecord(format!(
-                "the mirror of {origin} holds {} of records {from}..{to}",
+                "{} holds {} of records {from}..{to}, or not in order: the evidence database is damaged",
+                self.manifest.origin,
                 page.len()
             )));
         }
@@ -1071,7 +1085,15 @@ impl LogExport {
             from = to;
         }
         self.manifest.record_count = count;
-        self.blocks = Some(crate::merkle::MerkleTree::new(blocks));
+        let blocks = crate::merkle::MerkleTree::new(blocks);
+        // The leaves read must be the ones the checkpoint was signed over.
+        if blocks.root() != self.root {
+            return Err(crate::error::Error::MalformedRecord(format!(
+                "the records of {} do not hash to the root of its checkpoint: the evidence database is damaged; nothing was written",
+                self.manifest.origin
+            )));
+        }
+        self.blocks = Some(blocks);
         Ok(())
     }
 
@@ -1116,6 +1138,17 @@ impl LogExport {
             for (at, r) in page.into_iter().enumerate() {
                 if !self.manifest.complete && !self.filter.matches(&r) {
                     continue;
+                }
+                if let Some(t) = &self.tenant {
+                    let made_for = crate::store::tenant_in(&r.envelope);
+                    if made_for.as_deref() != Some(t.as_str()) {
+                        return Err(crate::error::Error::MalformedRecord(format!(
+                            "record {} of {} is made for tenant {:?}, not {t:?}: a tenant's bundle holds only its records; nothing was written",
+                            r.index,
+                            self.manifest.origin,
+                            made_for.unwrap_or_default()
+                        )));
+                    }
                 }
                 let proof = match &self.blocks {
                     Some(upper) => {
@@ -1294,12 +1327,14 @@ fn member_of(name: &str) -> Option<Member> {
 /// it is sealed by `sealer` (the tenant bundle's signer, who vouches for the log's key),
 /// and it ends at its seal, where the tenant bundle goes on. A log cut short meets the
 /// next log's first member: it is handed back in `spilled` (when it is a regular file of
-/// at most `MAX_MANIFEST` bytes, as a manifest is), for the next log to start with.
+/// at most `spill_max` bytes), for the next log to start with.
 pub(crate) struct Within<'a> {
     pub(crate) prefix: &'a str,
     pub(crate) sealer: &'a VerifyingKey,
     /// Every record must be made for this tenant.
     pub(crate) tenant: &'a str,
+    /// The largest member handed back: the next log's manifest, or the closing page.
+    pub(crate) spill_max: u64,
     pub(crate) spilled: &'a mut Option<(String, Vec<u8>)>,
 }
 
@@ -1358,7 +1393,7 @@ pub(crate) fn verify_stream<R: Read>(
         if let Some(w) = &mut within {
             let Some(inner) = raw.strip_prefix(w.prefix.as_bytes()) else {
                 let size = entry.header().entry_size().unwrap_or(u64::MAX);
-                if entry.header().entry_type() == tar::EntryType::Regular && size <= MAX_MANIFEST {
+                if entry.header().entry_type() == tar::EntryType::Regular && size <= w.spill_max {
                     let data = read_entry(&mut entry, &raw, size)?;
                     *w.spilled = Some((String::from_utf8_lossy(&raw).into_owned(), data));
                 }

@@ -57,11 +57,21 @@ async fn decide(store: &Store, key: &SigningKey, range: std::ops::Range<u64>) {
 
 /// The mirrored log of each of `hosts`, `per_host` records each; their keys.
 async fn mirror_hosts(store: &Store, hosts: &[&str], per_host: u64) -> Vec<SigningKey> {
+    mirror_hosts_of(store, hosts, per_host, |_| "clinic").await
+}
+
+/// [`mirror_hosts`], record `i` made for tenant `tenant_of(i)`.
+async fn mirror_hosts_of(
+    store: &Store,
+    hosts: &[&str],
+    per_host: u64,
+    tenant_of: impl Fn(u64) -> &'static str,
+) -> Vec<SigningKey> {
     let mut keys = Vec::new();
     for host in hosts {
         let hk = SigningKey::generate(host).unwrap();
         let envelopes: Vec<Vec<u8>> = (0..per_host)
-            .map(|i| envelope(&hk, host, "clinic", i, "healed"))
+            .map(|i| envelope(&hk, host, tenant_of(i), i, "healed"))
             .collect();
         let tree = MerkleTree::new(envelopes.iter().map(|e| leaf_hash(e)).collect());
         let origin = format!("runwarden/{host}");
@@ -501,4 +511,41 @@ async fn a_filtered_tenant_bundle_proves_each_record_it_holds() {
     let v = verify(&bytes, &key);
     assert!(v.ok(), "{v}");
     assert_eq!(results(&v), [Ok(1098), Ok(401)]);
+}
+
+#[tokio::test]
+async fn a_host_log_holding_another_tenants_record_is_not_exported() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, key, _) = fleet(dir.path(), 2, &[], 0).await;
+    let hosts = mirror_hosts_of(&store, &["clinic-01"], 5, |i| {
+        if i == 3 { "other" } else { "clinic" }
+    })
+    .await;
+    let filter = Filter {
+        tenant: Some("clinic".into()),
+        ..Default::default()
+    };
+    let logs = [TenantLog {
+        role: LogRole::Host,
+        host: Some("clinic-01".into()),
+        enrolled_at_ms: None,
+        source: LogSource::Mirror(format!("runwarden/{}", hosts[0].name())),
+    }];
+    let e = export_tenant(
+        &store,
+        &filter,
+        &logs,
+        &key,
+        None,
+        vec![],
+        Vec::new(),
+        &|_, _| {},
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("record 3 of runwarden/clinic-01 is made for tenant \"other\""),
+        "{e}"
+    );
 }
