@@ -95,7 +95,9 @@ pub enum EvidenceCommand {
         /// Trusted public key file(s) (NAME.pub).
         #[arg(long = "key", required = true)]
         keys: Vec<PathBuf>,
-        /// An earlier checkpoint note you trust (e.g. checkpoint.txt of a previous bundle).
+        /// An earlier checkpoint note you trust (e.g. checkpoint.txt of a previous bundle):
+        /// the log is proved an append-only extension of it. For a tenant bundle, the note
+        /// of one of its logs (e.g. `logs/00000-control/checkpoint.txt`, the tenant's view).
         #[arg(long)]
         since_checkpoint: Option<PathBuf>,
         /// Fail unless the bundle holds every record of its log up to the signed
@@ -806,12 +808,10 @@ fn verify(
         p
     };
     if ev::is_tenant_bundle(std::io::BufReader::new(open()?)) {
-        if since.is_some() {
-            bail!("--since-checkpoint applies to a one-log bundle, not to a tenant bundle");
-        }
         let file = open()?;
         let shown = progress(&file);
-        let verified = ev::verify_tenant_bundle(reading(file, &shown), &trusted);
+        let verified =
+            ev::verify_tenant_bundle_since(reading(file, &shown), &trusted, since.as_deref());
         shown.done();
         if json {
             return Ok(tenant_json(&verified, require_complete));

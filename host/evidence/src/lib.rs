@@ -55,6 +55,6 @@ pub use store::{
 pub use tenant::{
     LogEntry, LogRole, LogSource, TENANT_BUNDLE_VERSION, TENANT_PAYLOAD_TYPE, TENANT_STATEMENT,
     TenantLog, TenantStatement, TenantVerified, export_tenant, is_tenant_bundle,
-    verify_tenant_bundle,
+    verify_tenant_bundle, verify_tenant_bundle_since,
 };
 pub use text::{escape_control, is_unsafe_char};

@@ -381,6 +381,17 @@ pub fn verify_tenant_bundle(
     bundle: impl Read,
     trusted: &[VerifyingKey],
 ) -> Result<TenantVerified, BundleError> {
+    verify_tenant_bundle_since(bundle, trusted, None)
+}
+
+/// [`verify_tenant_bundle`], and the log of the checkpoint note `since` (one the auditor
+/// kept from an earlier bundle: the tenant's view of the control log, or a host's log)
+/// proved an append-only extension of it. Format 2 only.
+pub fn verify_tenant_bundle_since(
+    bundle: impl Read,
+    trusted: &[VerifyingKey],
+    since: Option<&str>,
+) -> Result<TenantVerified, BundleError> {
     let mut archive = tar::Archive::new(bundle);
     let mut entries = archive
         .entries()
@@ -408,10 +419,30 @@ pub fn verify_tenant_bundle(
         let data = read_member(&mut entry, size, &shown(&name))?;
         read_statement(&data, trusted)?
     };
+    // The log the kept checkpoint is of: its origin line.
+    let since = match since {
+        None => None,
+        Some(note) => {
+            let origin = note.lines().next().unwrap_or_default();
+            if statement.version == 1 {
+                return Err(bad(
+                    "--since-checkpoint applies to tenant bundles of format 2: export the tenant again",
+                ));
+            }
+            if !statement.logs.iter().any(|l| l.origin == origin) {
+                return Err(bad(format!(
+                    "--since-checkpoint is of log {:?}, which this bundle does not hold",
+                    escape_control(origin)
+                )));
+            }
+            Some((origin.to_string(), note))
+        }
+    };
     let results = if statement.version == 1 {
         logs_of_format_1(&statement, &mut entries, trusted)?
     } else {
-        logs_of_format_2(&statement, &signer, &mut entries, trusted)?
+        let since = since.as_ref().map(|(o, n)| (o.as_str(), *n));
+        logs_of_format_2(&statement, &signer, &mut entries, trusted, since)?
     };
     let logs = statement
         .logs
@@ -461,6 +492,7 @@ fn logs_of_format_2<R: Read>(
     signer: &VerifyingKey,
     entries: &mut tar::Entries<'_, R>,
     trusted: &[VerifyingKey],
+    since: Option<(&str, &str)>,
 ) -> Result<LogResults, BundleError> {
     let mut results: LogResults = st.logs.iter().map(|_| None).collect();
     // The log whose manifest comes next, a failed log whose members are passed over, and
@@ -568,7 +600,10 @@ fn logs_of_format_2<R: Read>(
             spill_max: MAX_MANIFEST.max(page.len() as u64),
             spilled: &mut spilled,
         };
-        let result = check_log_2(log, &manifest, entries, trusted, within);
+        let kept = since
+            .filter(|(origin, _)| *origin == log.origin)
+            .map(|(_, note)| note);
+        let result = check_log_2(log, &manifest, entries, trusted, kept, within);
         if result.is_err() {
             skipping = Some(at);
         }
@@ -589,6 +624,7 @@ fn check_log_2<R: Read>(
     manifest: &[u8],
     entries: &mut tar::Entries<'_, R>,
     trusted: &[VerifyingKey],
+    since: Option<&str>,
     within: Within<'_>,
 ) -> Result<Verified, BundleError> {
     let key = log_key(entry, trusted)?;
@@ -603,7 +639,7 @@ fn check_log_2<R: Read>(
         manifest,
         entries,
         std::slice::from_ref(&key),
-        None,
+        since,
         Some(within),
     )?;
     check_claims(entry, v)

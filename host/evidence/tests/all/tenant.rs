@@ -5,7 +5,7 @@ use super::bundle::{get, members, record_for, tar_of};
 use runwarden_evidence::{
     Checkpoint, Filter, LogRole, LogSource, MerkleTree, NewRecord, Segment, SigningKey, Statement,
     Store, TenantLog, TenantStatement, TenantVerified, export_tenant, leaf_hash,
-    verify_tenant_bundle,
+    verify_tenant_bundle, verify_tenant_bundle_since,
 };
 
 /// Record `i` signed by `key`, made for `tenant` on `host`.
@@ -450,6 +450,35 @@ async fn views_grow_append_only(store: &Store, key: &SigningKey, hosts: &[Signin
         serde_json::from_slice(get(&mut m, "logs/00000-control/consistency.json")).unwrap();
     assert_eq!(proofs[0]["old_size"], 2, "{proofs}");
     assert!(verify(&first, key).ok());
+    // The auditor kept the view's checkpoint from the first bundle: the second is proved
+    // an append-only extension of it, and the first, checked against the second's, is
+    // named a rollback.
+    let kept = |bundle: &[u8]| {
+        String::from_utf8(get(&mut members(bundle), "logs/00000-control/checkpoint.txt").clone())
+            .unwrap()
+    };
+    let trusted = [key.verifying_key()];
+    let v = verify_tenant_bundle_since(second.as_slice(), &trusted, Some(&kept(&first))).unwrap();
+    assert!(v.ok(), "{v}");
+    assert_eq!(v.logs[0].1.as_ref().unwrap().consistent_with, Some(2));
+    let v = verify_tenant_bundle_since(first.as_slice(), &trusted, Some(&kept(&second))).unwrap();
+    let rolled = v.logs[0].1.as_ref().unwrap_err();
+    assert!(
+        rolled.message.contains("older than the one you trust"),
+        "{v}"
+    );
+    let host_note =
+        String::from_utf8(get(&mut members(&second), "logs/00001-host/checkpoint.txt").clone())
+            .unwrap();
+    let v = verify_tenant_bundle_since(second.as_slice(), &trusted, Some(&host_note)).unwrap();
+    assert!(v.ok(), "{v}");
+    assert_eq!(v.logs[1].1.as_ref().unwrap().consistent_with, Some(2));
+    let foreign = host_note.replacen("runwarden/clinic-01", "runwarden/elsewhere", 1);
+    let e = verify_tenant_bundle_since(second.as_slice(), &trusted, Some(&foreign)).unwrap_err();
+    assert!(
+        e.to_string().contains("which this bundle does not hold"),
+        "{e}"
+    );
 
     // Another tenant's view, of the same log: its records only.
     let (theirs, st) = export_of(store, "other", key, &[]).await;
