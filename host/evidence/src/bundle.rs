@@ -15,7 +15,7 @@ use std::io::Read;
 
 mod stream;
 pub use stream::{BundleWriter, SEAL, SEAL_PAYLOAD_TYPE, export_segment, export_stream};
-pub(crate) use stream::{LogExport, Within, verify_stream};
+pub(crate) use stream::{LogExport, Within, append_member, verify_stream};
 
 /// The bundle format version this code writes. Version 3 adds the manifest's `members`
 /// (each member's size); version 2 bundles, which lack it, still verify. Version 1 (hex

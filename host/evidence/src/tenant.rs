@@ -24,7 +24,7 @@
 //! named: one bad host log does not hide another.
 
 use crate::bundle::{
-    BundleError, LogExport, Verified, Within, hash_hex, verify_bundle, verify_stream,
+    BundleError, LogExport, Verified, Within, append_member, hash_hex, verify_bundle, verify_stream,
 };
 use crate::dsse::Envelope;
 use crate::keys::{SigningKey, VerifyingKey};
@@ -226,14 +226,7 @@ pub async fn export_tenant<W: Write>(
         key,
     );
     let mut tar = tar::Builder::new(out);
-    let signed = envelope.to_json();
-    let mut h = tar::Header::new_gnu();
-    h.set_size(signed.len() as u64);
-    h.set_mode(0o644);
-    h.set_mtime(0);
-    h.set_cksum();
-    tar.append_data(&mut h, TENANT_STATEMENT, signed.as_bytes())
-        .map_err(io)?;
+    append_member(&mut tar, TENANT_STATEMENT, envelope.to_json().as_bytes()).map_err(io)?;
     let total: u64 = statement.logs.iter().map(|l| l.records).sum();
     let mut before = 0;
     for ((_, e), entry) in planned.iter().zip(&statement.logs) {
@@ -249,14 +242,7 @@ pub async fn export_tenant<W: Write>(
         tar = w.finish_in(key).map_err(io)?;
         before += entry.records;
     }
-    let page = index_page(&statement);
-    let mut h = tar::Header::new_gnu();
-    h.set_size(page.len() as u64);
-    h.set_mode(0o644);
-    h.set_mtime(0);
-    h.set_cksum();
-    tar.append_data(&mut h, TENANT_INDEX, page.as_bytes())
-        .map_err(io)?;
+    append_member(&mut tar, TENANT_INDEX, index_page(&statement).as_bytes()).map_err(io)?;
     let mut out = tar.into_inner().map_err(io)?;
     out.flush().map_err(io)?;
     Ok((out, statement))

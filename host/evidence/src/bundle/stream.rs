@@ -187,13 +187,7 @@ impl<W: Write> BundleWriter<W> {
                 sha256: hex::encode(Sha256::digest(data)),
             });
         }
-        let mut h = tar::Header::new_gnu();
-        h.set_size(data.len() as u64);
-        h.set_mode(0o644);
-        h.set_mtime(0);
-        h.set_cksum();
-        let path = format!("{}{name}", self.prefix);
-        self.tar.append_data(&mut h, path, data)
+        append_member(&mut self.tar, &format!("{}{name}", self.prefix), data)
     }
 
     /// sha256 (hex) of the manifest as written: what the seal and a tenant bundle's
@@ -323,6 +317,21 @@ impl<W: Write> BundleWriter<W> {
         self.member(SEAL, envelope.to_json().as_bytes(), false)?;
         Ok(self.tar)
     }
+}
+
+/// Append a regular member `name` holding `data` to `tar`, as every bundle writes one
+/// (mode 0644, time 0).
+pub(crate) fn append_member<W: Write>(
+    tar: &mut tar::Builder<W>,
+    name: &str,
+    data: &[u8],
+) -> std::io::Result<()> {
+    let mut h = tar::Header::new_gnu();
+    h.set_size(data.len() as u64);
+    h.set_mode(0o644);
+    h.set_mtime(0);
+    h.set_cksum();
+    tar.append_data(&mut h, name, data)
 }
 
 /// A manifest as a bundle holds it.
