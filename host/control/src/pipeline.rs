@@ -29,9 +29,9 @@ use runwarden_bus::Dispatch;
 use runwarden_evidence as ev;
 use runwarden_proto::bus::{JOB_PAYLOAD_TYPE, PlannedRun, RunJob, RunReport};
 use runwarden_proto::{
-    ActionRecord, DecisionRecord, EscalationState, Guardrail as G, HandedUpFor, IncidentRecord,
-    IncidentStatus as St, PlannerRecord, RuleListing, RunRecord, RunStatus, RunbookInfo, Scope,
-    Tier, Verdict, VerdictKind as V,
+    ActionRecord, DecisionRecord, EscalationRef, EscalationState, Guardrail as G, HandedUpFor,
+    IncidentRecord, IncidentStatus as St, PlannerRecord, RuleListing, RunRecord, RunStatus,
+    RunbookInfo, Scope, Tier, Verdict, VerdictKind as V,
 };
 use runwarden_runtime::{Loaded, Risk, RuleSet, Runtime};
 
@@ -817,6 +817,7 @@ impl Controller {
             escalation: None,
             requested_by: None,
             handed_up: None,
+            opening: None,
         };
         Ok(rec)
     }
@@ -910,32 +911,30 @@ impl Controller {
             rec.status = St::HandedUp;
             rec.reason = handup::handed_up(&rec.reason);
         }
-        if rec.tier == Tier::L3
-            && !matches!(rec.status, St::Processing | St::HandedUp)
-            && rec.escalation.is_none()
-        {
-            let now = now_ms();
-            let id = format!("esc_{}", &evrec::uuid_v4().replace('-', "")[..16]);
+        if self.opens_escalation(rec) {
+            self.open_escalation(rec, now_ms());
+        }
+        if let Some(open) = rec.opening.take() {
             let proposal = rec
                 .decision
                 .as_ref()
                 .and_then(|d| d.actions.first())
                 .map(|a| serde_json::json!({"runbook": a.runbook, "params": a.params}).to_string())
                 .unwrap_or_default();
+            let ms = |t: &str| ev_ms(t);
             let row = EscalationRow {
-                id: id.clone(),
+                id: open.id.clone(),
                 incident_id: rec.id.clone(),
                 tenant: rec.tenant.clone(),
                 host: rec.incident.host.clone(),
                 severity: rec.incident.severity.as_str().into(),
                 reason: rec.reason.clone(),
                 proposal,
-                created_at_ms: now,
-                sla_deadline_ms: self.sla.deadline(rec.incident.severity, now),
+                created_at_ms: ms(&open.opened_at),
+                sla_deadline_ms: ms(&open.sla_deadline),
             };
             opened = Some(Notice::opened(&row, &rec.incident));
             writes.push(Write::Escalation(row));
-            rec.escalation = Some(id);
         }
         let record = serde_json::to_string(rec).expect("an incident record serializes");
         writes.push(Write::Incident(IncidentRow {
@@ -954,6 +953,33 @@ impl Controller {
             self.notifier.notify(notice).await;
         }
         Ok(pending)
+    }
+
+    /// Whether `rec`, as it stands, opens an escalation: it ended at L3 (a person must
+    /// decide) and has none yet. An agent's own control plane opens none: it hands the
+    /// incident up to the fleet's control plane, where a person decides.
+    fn opens_escalation(&self, rec: &IncidentRecord) -> bool {
+        !self.hand_up
+            && rec.tier == Tier::L3
+            && !matches!(rec.status, St::Processing | St::HandedUp)
+            && rec.escalation.is_none()
+            && rec.opening.is_none()
+    }
+
+    /// Open `rec`'s escalation at `now`: its id and SLA deadline (by the incident's
+    /// severity), named by the record that opens it; its row follows with the incident's.
+    fn open_escalation(&self, rec: &mut IncidentRecord, now: i64) -> EscalationRef {
+        let open = EscalationRef {
+            id: format!("esc_{}", &evrec::uuid_v4().replace('-', "")[..16]),
+            opened_at: ev::rfc3339_ms(now.max(0) as u64),
+            sla_deadline: ev::rfc3339_ms(
+                self.sla.deadline(rec.incident.severity, now).max(0) as u64
+            ),
+            decided_at: None,
+        };
+        rec.escalation = Some(open.id.clone());
+        rec.opening = Some(open.clone());
+        open
     }
 
     fn end(rec: &mut IncidentRecord, tier: Tier, status: St, reason: impl Into<String>) {
@@ -1105,6 +1131,7 @@ impl Controller {
                         },
                         provenance,
                         serde_json::json!({}),
+                        None,
                         now,
                     )
                     .await?;
@@ -1136,7 +1163,7 @@ impl Controller {
                 St::Escalated,
                 format!("repeated incident: {detail}"),
             );
-            self.record_blocked(rec, first.as_ref(), provenance, now)
+            self.record_blocked(rec, first.as_ref(), provenance, None, now)
                 .await?;
             return Ok(());
         }
@@ -1186,7 +1213,7 @@ impl Controller {
                 St::Escalated,
                 format!("unknown target: {why}"),
             );
-            self.record_blocked(rec, first.as_ref(), provenance, now)
+            self.record_blocked(rec, first.as_ref(), provenance, None, now)
                 .await?;
             return Ok(());
         }
@@ -1221,7 +1248,7 @@ impl Controller {
                 .push(Verdict::new(G::Cooldown, V::Suppress, detail.clone()));
             Self::end(rec, tier, St::Suppressed, format!("cooldown: {detail}"));
             drop(admission);
-            self.record_blocked(rec, first.as_ref(), provenance, now)
+            self.record_blocked(rec, first.as_ref(), provenance, None, now)
                 .await?;
             return Ok(());
         }
@@ -1253,7 +1280,7 @@ impl Controller {
                 format!("circuit breaker open: {detail}"),
             );
             drop(admission);
-            self.record_blocked(rec, first.as_ref(), provenance, now)
+            self.record_blocked(rec, first.as_ref(), provenance, None, now)
                 .await?;
             return Ok(());
         }
@@ -1276,7 +1303,7 @@ impl Controller {
                         .push(Verdict::new(G::Risk, V::AwaitApproval, detail.clone()));
                     Self::end(rec, Tier::L3, St::AwaitingApproval, detail);
                     drop(admission);
-                    self.record_blocked(rec, first.as_ref(), provenance, now)
+                    self.record_blocked(rec, first.as_ref(), provenance, None, now)
                         .await?;
                     return Ok(());
                 }
@@ -1323,7 +1350,7 @@ impl Controller {
                 }
                 Self::end(rec, tier, St::Suppressed, format!("cooldown: {detail}"));
                 drop(admission);
-                self.record_blocked(rec, first.as_ref(), provenance, now)
+                self.record_blocked(rec, first.as_ref(), provenance, None, now)
                     .await?;
                 return Ok(());
             }
@@ -1494,7 +1521,7 @@ impl Controller {
                 runbook: p.runbook.clone(),
                 params: p.params.clone(),
             });
-            self.record_blocked(rec, first.as_ref(), provenance.clone(), now_ms())
+            self.record_blocked(rec, first.as_ref(), provenance.clone(), None, now_ms())
                 .await?;
             return Ok(None);
         }
@@ -1671,6 +1698,7 @@ impl Controller {
                 reason: reason.into(),
             },
             serde_json::json!({}),
+            None,
             now,
         )
         .await
@@ -1682,6 +1710,7 @@ impl Controller {
         rec: &mut IncidentRecord,
         action: Option<&ActionRecord>,
         provenance: ev::Provenance,
+        status: Option<&'static str>,
         now: i64,
     ) -> Result<()> {
         let (name, version, sha, params) =
@@ -1708,21 +1737,28 @@ impl Controller {
             },
             provenance,
             params,
+            status,
             now,
         )
         .await
     }
 
+    /// Sign a decision about `rec` into the control plane's log: `status` is the
+    /// record's outcome (the incident's status when `None`). A record that leaves the
+    /// incident to a person opens its escalation and names it, with its SLA deadline.
     async fn record_decision(
         &self,
         rec: &mut IncidentRecord,
         subject: Subject<'_>,
         provenance: ev::Provenance,
         params: serde_json::Value,
+        status: Option<&'static str>,
         now: i64,
     ) -> Result<()> {
         let name = subject.name.to_string();
-        let statement = evrec::decision_statement(
+        let status = status.unwrap_or(rec.status.as_str());
+        let opens = (self.opens_escalation(rec)).then(|| self.open_escalation(rec, now));
+        let mut statement = evrec::decision_statement(
             subject,
             &self.key,
             &rec.incident.host,
@@ -1732,15 +1768,17 @@ impl Controller {
                 incident_id: Some(&rec.id),
                 guardrails: serde_json::to_value(&rec.guardrails).ok(),
             },
-            rec.status.as_str(),
+            status,
             &rec.reason,
             params,
             now as u64,
         );
+        if let Some(open) = opens {
+            statement.predicate.outcome["details"]["escalation"] =
+                serde_json::to_value(open).expect("an escalation serializes");
+        }
         let id = statement.predicate.invocation_id.clone();
-        let index = self
-            .append(&statement, &id, &name, rec.status.as_str(), now)
-            .await?;
+        let index = self.append(&statement, &id, &name, status, now).await?;
         rec.evidence.push(index);
         Ok(())
     }
@@ -1979,6 +2017,15 @@ impl Controller {
                 }
             ),
         );
+        let verdict = Verdict {
+            escalation: Some(EscalationRef {
+                id: esc.row.id.clone(),
+                opened_at: ev::rfc3339_ms(esc.row.created_at_ms.max(0) as u64),
+                sla_deadline: ev::rfc3339_ms(esc.row.sla_deadline_ms.max(0) as u64),
+                decided_at: Some(ev::rfc3339_ms(now.max(0) as u64)),
+            }),
+            ..verdict
+        };
         rec.guardrails.push(verdict.clone());
         match runnable {
             Some((p, l)) => {
@@ -2008,8 +2055,14 @@ impl Controller {
             }
             None => {
                 rec.reason = format!("{}; {} by {by}", rec.reason, decision.state());
-                self.record_blocked(&mut rec, proposal.as_ref(), provenance, now)
-                    .await?;
+                self.record_blocked(
+                    &mut rec,
+                    proposal.as_ref(),
+                    provenance,
+                    Some(decision.state().as_str()),
+                    now,
+                )
+                .await?;
             }
         }
         let received_ms = ev_ms(&rec.received_at);

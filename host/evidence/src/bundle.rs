@@ -82,7 +82,8 @@ pub struct Manifest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub time_zone: Option<TimeZone>,
     /// Format 4 only: the report's layout. 2: the records it lists link to where they are
-    /// in the bundle, and the summaries to them. Absent: as every bundle made before it.
+    /// in the bundle, and the summaries to them. 3: also how many escalations a person
+    /// decided within their SLA, and how many late. Absent: as every bundle made before it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub report: Option<u32>,
 }

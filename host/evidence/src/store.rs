@@ -449,8 +449,89 @@ impl Store {
         Ok(all)
     }
 
+    /// The indexes below `size` of the records whose columns match `filter` (every
+    /// condition but the tenant, which only a record's statement holds), in no particular
+    /// order. Read from the log's indexes where one serves the filter, so that records not
+    /// matched are not read: a record's envelope comes before those columns in its row,
+    /// and SQLite would read all of it to reach them.
+    pub async fn matching_indexes(
+        &self,
+        filter: &Filter,
+        size: u64,
+        mut each: impl FnMut(u64),
+    ) -> Result<()> {
+        use futures_util::TryStreamExt as _;
+        let read = db_err("finding the records a filter keeps");
+        // Only the conditions set, so that an index holding every column they name serves
+        // the query alone (the SQL text is made of these fixed pieces; every value is a
+        // bound parameter).
+        let mut conditions = vec![("idx <", Bound::Int(size.min(i64::MAX as u64) as i64))];
+        let text = |v: &Option<String>| v.clone().map(Bound::Text);
+        for (column, value) in [
+            ("host_id =", text(&filter.host)),
+            ("runbook =", text(&filter.runbook)),
+            ("status =", text(&filter.status)),
+            ("started_at_ms >=", filter.since_ms.map(Bound::Int)),
+            ("started_at_ms <", filter.until_ms.map(Bound::Int)),
+        ] {
+            if let Some(v) = value {
+                conditions.push((column, v));
+            }
+        }
+        // SQLite chooses its plan without statistics: name the index.
+        let index = if filter.host.is_some() {
+            " INDEXED BY evidence_log_host"
+        } else if filter.runbook.is_some() {
+            " INDEXED BY evidence_log_runbook"
+        } else if filter.since_ms.is_some() || filter.until_ms.is_some() {
+            " INDEXED BY evidence_log_started"
+        } else {
+            ""
+        };
+        let sql = |pg: bool| {
+            let terms: Vec<String> = conditions
+                .iter()
+                .enumerate()
+                .map(|(i, (c, _))| match pg {
+                    true => format!("{c} ${}", i + 1),
+                    false => format!("{c} ?"),
+                })
+                .collect();
+            let index = if pg { "" } else { index };
+            format!(
+                "SELECT idx FROM evidence_log{index} WHERE {}",
+                terms.join(" AND ")
+            )
+        };
+        let mut got = |i: i64| -> Result<()> {
+            each(u64::try_from(i).map_err(|_| Error::Store(format!("a record's index is {i}")))?);
+            Ok(())
+        };
+        // The same query on either database: bound, then read as a stream.
+        macro_rules! each_index {
+            ($pool:expr, $pg:expr) => {{
+                let mut q = sqlx::query_scalar::<_, i64>(sqlx::AssertSqlSafe(sql($pg)));
+                for (_, v) in &conditions {
+                    q = match v {
+                        Bound::Int(n) => q.bind(*n),
+                        Bound::Text(t) => q.bind(t.clone()),
+                    };
+                }
+                let mut rows = q.fetch($pool);
+                while let Some(i) = rows.try_next().await.map_err(&read)? {
+                    got(i)?;
+                }
+            }};
+        }
+        match &self.db {
+            Db::Sqlite(p) => each_index!(p, false),
+            Db::Postgres(p) => each_index!(p, true),
+        }
+        Ok(())
+    }
+
     /// Leaf hashes `from..to`, in order; an error if any is missing.
-    async fn leaf_hash_range(&self, from: u64, to: u64) -> Result<Vec<Hash>> {
+    pub(crate) async fn leaf_hash_range(&self, from: u64, to: u64) -> Result<Vec<Hash>> {
         let (f, t) = (from as i64, to as i64);
         let rows: Vec<Vec<u8>> =
             match &self.db {
@@ -575,6 +656,12 @@ impl Store {
             Leaves::Tenant(t) => self.tenant_leaf_hash_range(t, from, to).await,
         }
     }
+}
+
+/// A value bound to a query's parameter.
+enum Bound {
+    Int(i64),
+    Text(String),
 }
 
 /// Which of the store's Merkle trees: the log's own, or a tenant's view of it.

@@ -20,8 +20,8 @@ mod vocab;
 
 pub use incident::{Incident, IncidentError, check_name, parse_rfc3339_ms};
 pub use model::{
-    ActionRecord, DecisionRecord, Escalation, IncidentRecord, NotificationView, PlannerRecord,
-    RuleListing, RunRecord, RunbookInfo,
+    ActionRecord, DecisionRecord, Escalation, EscalationRef, IncidentRecord, NotificationView,
+    PlannerRecord, RuleListing, RunRecord, RunbookInfo,
 };
 pub use vocab::{
     EscalationState, Guardrail, HandedUpFor, IncidentStatus, Risk, RunStatus, Scope, Severity,

@@ -119,6 +119,27 @@ pub struct IncidentRecord {
     /// needs there. At the control plane: what the agent handed it up for.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub handed_up: Option<HandedUpFor>,
+    /// The escalation its evidence named as it was opened, until its row is written
+    /// (the control plane's bookkeeping: never on the wire, never stored).
+    #[serde(skip)]
+    pub opening: Option<EscalationRef>,
+}
+
+/// An escalation as a signed record names it: the record that opened it (in its
+/// outcome's details) and the person's decision on it (on the approval guardrail's
+/// verdict), so that a bundle's report can tell whether it was decided within its SLA
+/// from signed data alone.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct EscalationRef {
+    /// Its id (`esc_…`).
+    pub id: String,
+    /// When it was opened, RFC 3339 UTC.
+    pub opened_at: String,
+    /// When it must be decided by (its SLA, by the incident's severity), RFC 3339 UTC.
+    pub sla_deadline: String,
+    /// When a person decided it, RFC 3339 UTC (on the decision only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decided_at: Option<String>,
 }
 
 /// A deployed runbook, as listed.

@@ -225,6 +225,9 @@ pub struct Verdict {
     pub verdict: VerdictKind,
     /// Why, in words.
     pub detail: String,
+    /// The escalation a person's decision (guardrail `approval`) was on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub escalation: Option<crate::EscalationRef>,
 }
 
 impl Verdict {
@@ -234,6 +237,7 @@ impl Verdict {
             guardrail,
             verdict,
             detail: detail.into(),
+            escalation: None,
         }
     }
 

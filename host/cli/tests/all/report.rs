@@ -160,6 +160,39 @@ fn the_monthly_report_counts_what_up_did_and_signs_its_figures() {
         page.contains("<td class=\"text\">to a person</td>"),
         "{page}"
     );
+    // … and the person's decision as within its SLA, from the signed records alone: the
+    // record that opened the escalation names it and its deadline, the denial names when
+    // it was decided.
+    assert!(
+        page.contains("Escalations a person decided in these records: 1, within their SLA: 1 (100.0%), late: 0."),
+        "{page}"
+    );
+    assert!(
+        page.contains("<th>decided in SLA</th><th>decided late</th>"),
+        "{page}"
+    );
+    let statements: Vec<Value> = records_of(&bundle);
+    let opened = statements
+        .iter()
+        .find(|s| s["predicate"]["outcome"]["details"]["escalation"]["id"] == esc.as_str())
+        .unwrap_or_else(|| panic!("no record opens {esc}"));
+    assert_eq!(opened["predicate"]["outcome"]["status"], "escalated");
+    let deadline = opened["predicate"]["outcome"]["details"]["escalation"]["sla_deadline"]
+        .as_str()
+        .unwrap();
+    let denied = statements
+        .iter()
+        .find(|s| s["predicate"]["outcome"]["status"] == "denied")
+        .expect("the denial is recorded as one");
+    let verdict = denied["predicate"]["guardrails"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["guardrail"] == "approval")
+        .unwrap();
+    assert_eq!(verdict["escalation"]["id"], esc.as_str());
+    assert_eq!(verdict["escalation"]["sla_deadline"], deadline);
+    assert!(verdict["escalation"]["decided_at"].as_str().unwrap() <= deadline);
 
     // Bad input: named, nothing written.
     for (args, expect) in [
@@ -188,4 +221,26 @@ fn the_monthly_report_counts_what_up_did_and_signs_its_figures() {
         assert!(stderr(&o).contains(expect), "{full:?}: {}", stderr(&o));
         assert!(!bad.exists(), "nothing written for {full:?}");
     }
+}
+
+/// The statements of every record in a bundle of format 4 (signatures not checked here:
+/// `evidence verify` did).
+pub(super) fn records_of(bundle: &std::path::Path) -> Vec<Value> {
+    let mut a = tar::Archive::new(std::fs::File::open(bundle).unwrap());
+    let mut out = Vec::new();
+    for e in a.entries().unwrap() {
+        let mut e = e.unwrap();
+        if !e.path().unwrap().starts_with("records") {
+            continue;
+        }
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut e, &mut text).unwrap();
+        for line in text.lines() {
+            let r: Value = serde_json::from_str(line).unwrap();
+            let env = r.get("envelope").unwrap_or(&r);
+            let env = runwarden_evidence::Envelope::from_json(&env.to_string()).unwrap();
+            out.push(serde_json::from_slice(&env.payload().unwrap()).unwrap());
+        }
+    }
+    out
 }

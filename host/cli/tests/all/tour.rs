@@ -189,6 +189,32 @@ reload = ["/bin/sh", "-c", "true"]
         text.contains("approved by token tok_") && text.contains("(operate scope, tenant local)"),
         "{text}"
     );
+    // The approved run's signed record names the escalation it decided, its SLA deadline
+    // and when it was decided: an auditor's bundle counts it by its SLA.
+    let bundle = data.join("tour-bundle.tar");
+    let o = cli(
+        &data,
+        &up,
+        &["evidence", "export", "-o", bundle.to_str().unwrap()],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let run = super::report::records_of(&bundle)
+        .into_iter()
+        .find(|s| s["predicate"]["provenance"]["tier"] == "L3")
+        .expect("the approved run is recorded");
+    let approval = run["predicate"]["guardrails"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["guardrail"] == "approval")
+        .cloned()
+        .unwrap();
+    assert_eq!(approval["escalation"]["id"], esc.as_str(), "{approval}");
+    assert!(
+        approval["escalation"]["decided_at"].as_str().unwrap()
+            <= approval["escalation"]["sla_deadline"].as_str().unwrap(),
+        "{approval}"
+    );
 
     // The flywheel: the demo proposes after one success.
     let o = cli(&data, &up, &["flywheel", "candidates", "--json"]);

@@ -50,7 +50,7 @@ const MAX_REPORT: u64 = 16 << 20;
 const SEAL_BASE: u64 = 16 << 10;
 const SEAL_PER_MEMBER: u64 = 512;
 /// The report's layout this code writes (see [`Manifest::report`]).
-const REPORT_LAYOUT: u32 = 2;
+const REPORT_LAYOUT: u32 = 3;
 /// How many records needing attention the report lists (the latest).
 const ATTENTION: usize = 1000;
 /// Distinct hosts, runbooks, months or approvers the report tallies by name; the rest are
@@ -361,6 +361,8 @@ struct Facts {
     tier: String,
     approver: Option<String>,
     denied_calls: u64,
+    /// A person's decision on an escalation: whether it came by the SLA deadline.
+    in_sla: Option<bool>,
 }
 
 #[derive(Deserialize)]
@@ -397,6 +399,43 @@ struct FactsPredicate<'a> {
     outcome: FactsOutcome<'a>,
     #[serde(default)]
     trace: Vec<FactsCall>,
+    #[serde(borrow, default)]
+    guardrails: Option<&'a serde_json::value::RawValue>,
+}
+
+/// A guardrail's verdict in a record, as far as the report reads it.
+#[derive(Deserialize)]
+struct FactsVerdict<'a> {
+    #[serde(borrow, default)]
+    guardrail: std::borrow::Cow<'a, str>,
+    #[serde(default)]
+    escalation: Option<FactsEscalation<'a>>,
+}
+
+#[derive(Deserialize)]
+struct FactsEscalation<'a> {
+    #[serde(borrow)]
+    sla_deadline: std::borrow::Cow<'a, str>,
+    #[serde(borrow, default)]
+    decided_at: Option<std::borrow::Cow<'a, str>>,
+}
+
+/// Whether the person's decision a record's guardrails name (the `approval` verdict's
+/// escalation) came by its SLA deadline; `None` when they name none (or not legibly).
+fn decided_in_sla(guardrails: Option<&serde_json::value::RawValue>) -> Option<bool> {
+    let raw = guardrails?.get();
+    if !raw.contains("\"escalation\"") {
+        return None;
+    }
+    let verdicts: Vec<FactsVerdict> = serde_json::from_str(raw).ok()?;
+    verdicts
+        .into_iter()
+        .filter(|v| v.guardrail == "approval")
+        .find_map(|v| {
+            let e = v.escalation?;
+            let ms = runwarden_report::tz::parse_utc_ms;
+            Some(ms(e.decided_at.as_deref()?)? <= ms(&e.sla_deadline)?)
+        })
 }
 
 #[derive(Deserialize)]
@@ -458,6 +497,7 @@ fn facts_of(payload: &[u8]) -> Result<Facts, String> {
         tier: p.provenance.tier.into_owned(),
         approver: p.provenance.approver.map(|a| cut(&a, 200)),
         denied_calls: p.trace.iter().filter(|c| !c.allowed).count() as u64,
+        in_sla: decided_in_sla(p.guardrails),
     })
 }
 
@@ -497,13 +537,23 @@ const CLASSES: [&str; 8] = [
     "to a person",
 ];
 
+/// Runs by outcome class ([`CLASSES`]); and people's decisions on escalations, by
+/// their SLA: kept, missed (layout 3).
 #[derive(Default, Clone)]
-struct Counts([u64; 8]);
+struct Counts([u64; 8], [u64; 2]);
 
 impl Counts {
     fn add(&mut self, class: &str) {
         if let Some(i) = CLASSES.iter().position(|c| *c == class) {
             self.0[i] += 1;
+        }
+    }
+
+    fn decided(&mut self, in_sla: Option<bool>) {
+        match in_sla {
+            Some(true) => self.1[0] += 1,
+            Some(false) => self.1[1] += 1,
+            None => {}
         }
     }
 
@@ -521,15 +571,17 @@ struct ByName {
 }
 
 impl ByName {
-    fn add(&mut self, name: &str, class: &str) {
-        if let Some(c) = self.names.get_mut(name) {
-            c.add(class);
+    fn add(&mut self, name: &str, class: &str, in_sla: Option<bool>) {
+        let c = if let Some(c) = self.names.get_mut(name) {
+            c
         } else if self.names.len() < MAX_NAMES {
-            self.names.entry(name.to_string()).or_default().add(class);
+            self.names.entry(name.to_string()).or_default()
         } else {
-            self.rest.add(class);
             self.rest_names += 1;
-        }
+            &mut self.rest
+        };
+        c.add(class);
+        c.decided(in_sla);
     }
 }
 
@@ -552,8 +604,10 @@ struct Tally {
     last: Option<String>,
     /// The latest records needing attention: index, where it is (chunk, line from 0).
     attention: VecDeque<(u64, (u64, usize), Facts)>,
-    /// Whether the report links records to where they are (layout 2).
+    /// Whether the report links records to where they are (layout 2 on).
     links: bool,
+    /// Whether it counts people's decisions on escalations by their SLA (layout 3 on).
+    sla: bool,
 }
 
 impl Tally {
@@ -567,13 +621,14 @@ impl Tally {
                 .transpose()?,
             links: match manifest.report {
                 None | Some(1) => false,
-                Some(REPORT_LAYOUT) => true,
+                Some(2..=REPORT_LAYOUT) => true,
                 Some(other) => {
                     return Err(format!(
                         "{MANIFEST}: report layout {other} is newer than this runwarden reads ({REPORT_LAYOUT}): upgrade runwarden"
                     ));
                 }
             },
+            sla: manifest.report.is_some_and(|l| l >= 3),
             ..Tally::default()
         })
     }
@@ -594,7 +649,9 @@ impl Tally {
             return;
         };
         let class = class_of(f, self.zone.is_some());
+        let in_sla = f.in_sla.filter(|_| self.sla);
         self.all.add(class);
+        self.all.decided(in_sla);
         let local = self.zone.as_ref().and_then(|z| {
             runwarden_report::tz::parse_utc_ms(&f.started_at).map(|ms| z.local_date(ms))
         });
@@ -602,9 +659,9 @@ impl Tally {
             Some(date) => date.get(..7),
             None => f.started_at.get(..7),
         };
-        self.months.add(month.unwrap_or("?"), class);
-        self.hosts.add(&f.host, class);
-        self.runbooks.add(&f.runbook, class);
+        self.months.add(month.unwrap_or("?"), class, in_sla);
+        self.hosts.add(&f.host, class, in_sla);
+        self.runbooks.add(&f.runbook, class, in_sla);
         let tier = if self.tiers.contains_key(&f.tier) || self.tiers.len() < 16 {
             f.tier.clone()
         } else {
@@ -612,7 +669,7 @@ impl Tally {
         };
         *self.tiers.entry(tier).or_default() += 1;
         if let Some(a) = &f.approver {
-            self.approvers.add(a, class);
+            self.approvers.add(a, class, in_sla);
         }
         self.denied_calls += f.denied_calls;
         if self.first.is_none() {
@@ -635,9 +692,11 @@ impl Tally {
         } else {
             CLASSES.len() - 1
         };
+        let sla_columns = if self.sla { 2 } else { 0 };
         let head = |n: &str| {
             let cols: String = CLASSES[..columns]
                 .iter()
+                .chain(&["decided in SLA", "decided late"][..sla_columns])
                 .map(|c| format!("<th>{c}</th>"))
                 .collect();
             format!("<tr><th>{n}</th><th>runs</th>{cols}</tr>\n")
@@ -645,6 +704,7 @@ impl Tally {
         let row = |name: &str, c: &Counts, latest: Option<&str>| {
             let cells: String = c.0[..columns]
                 .iter()
+                .chain(&c.1[..sla_columns])
                 .map(|n| format!("<td>{n}</td>"))
                 .collect();
             format!(
@@ -730,6 +790,17 @@ Check it with <code>runwarden evidence verify BUNDLE --key KEY.pub</code>; this 
             "<p>Calls the hosts' policies denied: {}. Dry runs only simulated their changes and are never counted as healed.</p>\n",
             self.denied_calls
         ));
+        if self.sla {
+            let [kept, late] = self.all.1;
+            let share = match kept + late {
+                0 => String::new(),
+                n => format!(" ({:.1}%)", kept as f64 * 100.0 / n as f64),
+            };
+            out.push_str(&format!(
+                "<p>Escalations a person decided in these records: {}, within their SLA: {kept}{share}, late: {late}.</p>\n",
+                kept + late
+            ));
+        }
         let links = |by| self.links.then_some(by);
         out.push_str(&table(
             &format!("By month ({})", esc(&zone)),
@@ -830,6 +901,11 @@ Check it with <code>runwarden evidence verify BUNDLE --key KEY.pub</code>; this 
                 "<dt>to a person</dt><dd>nothing ran: the control plane handed the problem to a person (escalated, or waiting for an approval); what the person decided is recorded after it</dd>",
             );
         }
+        if self.sla {
+            out.push_str(
+                "<dt>decided in SLA, late</dt><dd>a person approved, denied or resolved an escalation by the deadline its incident's severity set (the SLA), or after it; counted where the decision is recorded (an approved run, in the log of the host it ran on)</dd>",
+            );
+        }
         out.push_str("</dl>\n<h2>Signing keys</h2><ul>");
         for k in keys {
             out.push_str(&format!("<li><code>{}</code></li>", esc(&k.to_text())));
@@ -870,6 +946,9 @@ fn with_key(keys: &mut Vec<VerifyingKey>, key: &VerifyingKey) {
 
 /// Records read from the store at a time: a quarter of a chunk.
 const PAGE: u64 = CHUNK_RECORDS as u64 / 4;
+/// Leaf hashes read at a time (without their records).
+const LEAF_PAGE: u64 = 65_536;
+const _: () = assert!(LEAF_PAGE.is_multiple_of(BLOCK));
 /// Leaves per block of a filtered export's proofs (see [`LogExport::count`]); pages start
 /// at multiples of it.
 const BLOCK: u64 = 64;
@@ -883,6 +962,44 @@ enum Source {
     Mirror(String),
     /// This tenant's view of the database's own log.
     View(String),
+}
+
+/// Which of a log's records a filtered export keeps: a bit per record (at most 125 MB
+/// for a log of a billion records; 225 KB for 1.8 million).
+struct Kept(Vec<u64>);
+
+impl Kept {
+    fn new(size: u64) -> Kept {
+        Kept(vec![0; size.div_ceil(64) as usize])
+    }
+
+    fn set(&mut self, i: u64) {
+        if let Some(w) = self.0.get_mut((i / 64) as usize) {
+            *w |= 1 << (i % 64);
+        }
+    }
+
+    fn get(&self, i: u64) -> bool {
+        self.0
+            .get((i / 64) as usize)
+            .is_some_and(|w| w & (1 << (i % 64)) != 0)
+    }
+
+    fn count(&self) -> u64 {
+        self.0.iter().map(|w| u64::from(w.count_ones())).sum()
+    }
+
+    /// The runs of kept records in `from..to`: `(first, end)`, in order.
+    fn runs(&self, from: u64, to: u64) -> Vec<(u64, u64)> {
+        let mut runs: Vec<(u64, u64)> = Vec::new();
+        for i in (from..to).filter(|&i| self.get(i)) {
+            match runs.last_mut() {
+                Some((_, end)) if *end == i => *end = i + 1,
+                _ => runs.push((i, i + 1)),
+            }
+        }
+        runs
+    }
 }
 
 /// One log's export, planned: everything its bundle says before the records (the
@@ -906,6 +1023,8 @@ pub(crate) struct LogExport {
     /// block's leaves as they pass). 1/32 of the leaves' hashes: memory stays small
     /// whatever the log's size.
     blocks: Option<crate::merkle::MerkleTree>,
+    /// A filtered export's records: which of the log's the filter keeps.
+    kept: Option<Kept>,
     /// Where the records come from.
     source: Source,
     /// In a tenant's bundle: the tenant every record must be made for (checked as it is
@@ -957,6 +1076,7 @@ impl LogExport {
             consistency,
             keys,
             blocks: None,
+            kept: None,
             source: Source::Own,
             filter: filter.clone(),
             tenant: None,
@@ -990,6 +1110,7 @@ impl LogExport {
             consistency: Vec::new(),
             keys: vec![head.key],
             blocks: None,
+            kept: None,
             source: Source::Mirror(origin.to_string()),
             filter: filter.clone(),
             tenant: None,
@@ -1042,6 +1163,7 @@ impl LogExport {
             consistency,
             keys,
             blocks: None,
+            kept: None,
             source: Source::View(tenant.to_string()),
             filter: filter.clone(),
             tenant: None,
@@ -1072,7 +1194,13 @@ impl LogExport {
         Ok(page)
     }
 
-    /// A filtered export counts its records first (the manifest, written first, says how
+    /// Whether the filter can be applied to the database's own log by its columns alone
+    /// (not by a tenant, which only a record's statement names).
+    fn by_columns(&self) -> bool {
+        matches!(self.source, Source::Own) && self.filter.tenant.is_none()
+    }
+
+    /// A filtered export finds its records first (the manifest, written first, says how
     /// many there are), and hashes the log's blocks of leaves for its proofs.
     async fn count(&mut self, store: &crate::store::Store) -> crate::error::Result<()> {
         let size = self.manifest.tree_size;
@@ -1080,20 +1208,42 @@ impl LogExport {
             self.manifest.record_count = size;
             return Ok(());
         }
-        let mut count = 0;
+        let mut kept = Kept::new(size);
         let mut blocks = Vec::with_capacity(size.div_ceil(BLOCK) as usize);
         let mut from = 0;
-        while from < size {
-            let to = (from + PAGE).min(size);
-            let page = self.page(store, from, to).await?;
-            count += page.iter().filter(|r| self.filter.matches(r)).count() as u64;
-            for block in page.chunks(BLOCK as usize) {
-                let leaves = block.iter().map(|r| r.leaf_hash).collect();
-                blocks.push(crate::merkle::MerkleTree::new(leaves).root());
+        if self.by_columns() {
+            // The log's indexes say which records the filter keeps; the leaves are read
+            // without the records.
+            store
+                .matching_indexes(&self.filter, size, |i| kept.set(i))
+                .await?;
+            while from < size {
+                let to = (from + LEAF_PAGE).min(size);
+                for block in store
+                    .leaf_hash_range(from, to)
+                    .await?
+                    .chunks(BLOCK as usize)
+                {
+                    blocks.push(crate::merkle::MerkleTree::new(block.to_vec()).root());
+                }
+                from = to;
             }
-            from = to;
+        } else {
+            while from < size {
+                let to = (from + PAGE).min(size);
+                let page = self.page(store, from, to).await?;
+                for r in page.iter().filter(|r| self.filter.matches(r)) {
+                    kept.set(r.index);
+                }
+                for block in page.chunks(BLOCK as usize) {
+                    let leaves = block.iter().map(|r| r.leaf_hash).collect();
+                    blocks.push(crate::merkle::MerkleTree::new(leaves).root());
+                }
+                from = to;
+            }
         }
-        self.manifest.record_count = count;
+        self.manifest.record_count = kept.count();
+        self.kept = Some(kept);
         let blocks = crate::merkle::MerkleTree::new(blocks);
         // The leaves read must be the ones the checkpoint was signed over.
         if blocks.root() != self.root {
@@ -1140,14 +1290,35 @@ impl LogExport {
         let (mut from, mut written) = (0, 0u64);
         while from < size && written < count {
             let to = (from + PAGE).min(size);
-            let page = self.page(store, from, to).await?;
-            let hashes: Vec<Hash> = page.iter().map(|r| r.leaf_hash).collect();
+            let (page, hashes) = match &self.kept {
+                // Only the records kept are read from the database's own log, and the
+                // leaves of their page for their proofs.
+                Some(kept) if self.by_columns() => {
+                    let runs = kept.runs(from, to);
+                    if runs.is_empty() {
+                        from = to;
+                        continue;
+                    }
+                    let mut page = Vec::new();
+                    for (a, b) in runs {
+                        page.extend(self.page(store, a, b).await?);
+                    }
+                    (page, store.leaf_hash_range(from, to).await?)
+                }
+                _ => {
+                    let page = self.page(store, from, to).await?;
+                    let hashes = page.iter().map(|r| r.leaf_hash).collect::<Vec<Hash>>();
+                    (page, hashes)
+                }
+            };
             // The tree of the block the last proof was in.
             let mut block: Option<(u64, crate::merkle::MerkleTree)> = None;
-            for (at, r) in page.into_iter().enumerate() {
-                if !self.manifest.complete && !self.filter.matches(&r) {
+            for r in page {
+                if self.kept.as_ref().is_some_and(|k| !k.get(r.index)) {
                     continue;
                 }
+                // Where it is among the page's leaves.
+                let at = (r.index - from) as usize;
                 if let Some(t) = &self.tenant {
                     let made_for = crate::store::tenant_in(&r.envelope);
                     if made_for.as_deref() != Some(t.as_str()) {

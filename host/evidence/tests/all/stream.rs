@@ -4,8 +4,9 @@
 
 use super::bundle::{Members, assert_refused, get, members, raw_member, record, tar_of};
 use runwarden_evidence::{
-    BundleRecord, BundleWriter, Checkpoint, Envelope, Manifest, MerkleTree, NewRecord, SigningKey,
-    Store, VerifyingKey, leaf_hash, rfc3339_ms, verify_bundle,
+    BundleRecord, BundleWriter, Checkpoint, Envelope, Filter, Invocation, Manifest, MerkleTree,
+    NewRecord, Provenance, SigningKey, Statement, Store, VerifyingKey, leaf_hash, rfc3339_ms,
+    verify_bundle,
 };
 
 const CHUNK: u64 = 4096;
@@ -667,4 +668,214 @@ fn the_report_links_each_record_it_lists_to_where_it_is_and_the_summaries_to_the
     let report = String::from_utf8(get(&mut members(&old), "report.html").clone()).unwrap();
     assert!(!report.contains("<a href"), "{report}");
     assert!(verify_bundle(old.as_slice(), &[key.verifying_key()], None).is_ok());
+}
+
+/// A signed record of a person's decision on an escalation (its SLA deadline and when it
+/// was decided, as the control plane's approval verdict names them), or of the record
+/// that opened it when `decided_at` is `None`.
+fn decision(i: u64, key: &SigningKey, deadline: u64, decided_at: Option<u64>) -> String {
+    let escalation = serde_json::json!({
+        "id": format!("esc_{i:016x}"),
+        "opened_at": rfc3339_ms(1_700_000_000_000),
+        "sla_deadline": rfc3339_ms(deadline),
+    });
+    let (provenance, status, guardrails, details) = match decided_at {
+        Some(at) => {
+            let mut e = escalation;
+            e["decided_at"] = rfc3339_ms(at).into();
+            (
+                Provenance::L3 {
+                    approver: "token tok_ops (operate scope, tenant clinic)".into(),
+                },
+                "denied",
+                Some(serde_json::json!([
+                    {"guardrail": "repeat", "verdict": "escalate", "detail": "3 in 10 min"},
+                    {"guardrail": "approval", "verdict": "denied", "detail": "denied", "escalation": e},
+                ])),
+                serde_json::json!({}),
+            )
+        }
+        None => (
+            Provenance::Undecided {
+                reason: "repeat".into(),
+            },
+            "escalated",
+            None,
+            serde_json::json!({ "escalation": escalation }),
+        ),
+    };
+    Statement::new(
+        "restart-service",
+        "c73b7727a07ab051d5b3458b7d72c85ee2ff4b5c2c3e790e6ffa5ec3cabc3c9d",
+        Invocation {
+            invocation_id: format!("{i:032x}"),
+            tenant: "clinic".into(),
+            host_id: "host-1".into(),
+            key_id: key.verifying_key().key_id_hex(),
+            provenance,
+            runbook_version: "0.1.0".into(),
+            grant_digest: None,
+            grant: None,
+            params: serde_json::json!({}),
+            trace: serde_json::json!([]),
+            outcome: serde_json::json!({"status": status, "summary": "", "details": details}),
+            started_at: rfc3339_ms(decided_at.unwrap_or(1_700_000_000_000)),
+            ended_at: rfc3339_ms(decided_at.unwrap_or(1_700_000_000_000)),
+            duration_us: 0,
+            fuel_consumed: 0,
+            dry_run: false,
+            incident_id: Some(format!("inc-{i}")),
+            guardrails,
+        },
+    )
+    .sign(key)
+    .unwrap()
+    .to_json()
+}
+
+#[test]
+fn the_report_counts_people_s_decisions_by_their_sla_from_the_signed_records() {
+    let key = SigningKey::generate("host-1").unwrap();
+    let hour = 3_600_000;
+    let t0 = 1_700_000_000_000;
+    let envelopes = vec![
+        decision(0, &key, t0 + hour, None),
+        decision(1, &key, t0 + hour, Some(t0 + hour / 2)),
+        decision(2, &key, t0 + hour, Some(t0 + 2 * hour)),
+        decision(3, &key, t0 + hour, Some(t0 + hour)),
+        record(4, &key, "ran"),
+    ];
+    let tree = MerkleTree::new(envelopes.iter().map(|e| leaf_hash(e.as_bytes())).collect());
+    let log = (envelopes, tree);
+    let bytes = write_in_layout(&key, &log, |_| true, true, &key, Some(3));
+    verify_bundle(bytes.as_slice(), &[key.verifying_key()], None).unwrap();
+    let report = String::from_utf8(get(&mut members(&bytes), "report.html").clone()).unwrap();
+    assert!(
+        report.contains(
+            "Escalations a person decided in these records: 3, within their SLA: 2 (66.7%), late: 1."
+        ),
+        "{report}"
+    );
+    // Each summary counts them: the deadline itself is kept, an hour past it is late.
+    assert!(
+        report.contains("<th>decided in SLA</th><th>decided late</th></tr>"),
+        "{report}"
+    );
+    assert!(
+        report.contains("<td>token tok_ops (operate scope, tenant clinic)</td><td>3</td>")
+            && report.contains("<td>2</td><td>1</td></tr>"),
+        "{report}"
+    );
+    // A bundle written in layout 2 reads as it was made: no SLA columns, and it verifies.
+    let old = write_in_layout(&key, &log, |_| true, true, &key, Some(2));
+    verify_bundle(old.as_slice(), &[key.verifying_key()], None).unwrap();
+    let report = String::from_utf8(get(&mut members(&old), "report.html").clone()).unwrap();
+    assert!(!report.contains("SLA"), "{report}");
+}
+
+/// A filtered export holds exactly the records its filter keeps, whichever way it finds
+/// them (the log's indexes for a host, a runbook, a time or a status; each record's
+/// statement for a tenant), with proofs that verify — across pages, in runs and gaps.
+#[tokio::test]
+async fn a_filtered_export_holds_exactly_the_records_its_filter_keeps() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open_sqlite(&dir.path().join("evidence.db"))
+        .await
+        .unwrap();
+    filtered_exports_hold_what_their_filters_keep(&store).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_filtered_export_from_postgres_holds_exactly_the_records_its_filter_keeps() {
+    let pg = super::pg::Postgres::start();
+    let store = Store::open(&pg.url).await.unwrap();
+    filtered_exports_hold_what_their_filters_keep(&store).await;
+}
+
+async fn filtered_exports_hold_what_their_filters_keep(store: &Store) {
+    let key = SigningKey::generate("host-1").unwrap();
+    const N: u64 = 2_500;
+    let t0 = 1_700_000_000_000i64;
+    for i in 0..N {
+        // Hosts in long runs, runbooks alternating, times out of order.
+        let host = format!("h{}", (i / 700) % 3);
+        let tenant = if i % 5 == 0 { "other" } else { "clinic" };
+        let status = if i % 7 == 0 { "healed" } else { "failed" };
+        let envelope = super::bundle::record_for(i, &key, (&host, tenant), status, "s");
+        store
+            .append(NewRecord {
+                envelope: envelope.into_bytes(),
+                invocation_id: format!("{i:032x}"),
+                host_id: host,
+                runbook: ["restart-service", "rotate-logs"][(i % 2) as usize].into(),
+                status: status.into(),
+                started_at_ms: t0 + ((i * 7919) % N) as i64,
+            })
+            .await
+            .unwrap();
+    }
+    let trusted = vec![key.verifying_key()];
+    let filters = [
+        Filter {
+            host: Some("h1".into()),
+            ..Default::default()
+        },
+        Filter {
+            runbook: Some("rotate-logs".into()),
+            since_ms: Some(t0 + 1000),
+            ..Default::default()
+        },
+        Filter {
+            since_ms: Some(t0 + 600),
+            until_ms: Some(t0 + 1900),
+            ..Default::default()
+        },
+        Filter {
+            status: Some("healed".into()),
+            ..Default::default()
+        },
+        Filter {
+            host: Some("h0".into()),
+            tenant: Some("other".into()),
+            ..Default::default()
+        },
+        Filter {
+            host: Some("nobody".into()),
+            ..Default::default()
+        },
+    ];
+    for filter in filters {
+        let expected: Vec<u64> = store
+            .list(&filter)
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.index)
+            .collect();
+        let (bytes, manifest) = runwarden_evidence::export_stream(
+            store,
+            &filter,
+            &key,
+            None,
+            trusted.clone(),
+            Vec::new(),
+            &|_, _| {},
+        )
+        .await
+        .unwrap();
+        assert_eq!(manifest.record_count, expected.len() as u64, "{filter:?}");
+        let v = verify_bundle(bytes.as_slice(), &trusted, None).unwrap();
+        assert_eq!((v.records, v.complete), (expected.len() as u64, false));
+        let held: Vec<u64> = members(&bytes)
+            .iter()
+            .filter(|(n, _)| n.starts_with("records/"))
+            .flat_map(|(_, data)| lines(data))
+            .map(|l| {
+                serde_json::from_str::<serde_json::Value>(&l).unwrap()["index"]
+                    .as_u64()
+                    .unwrap()
+            })
+            .collect();
+        assert_eq!(held, expected, "{filter:?}");
+    }
 }
