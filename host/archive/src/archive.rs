@@ -9,7 +9,7 @@
 //! last segment is of this very log, and goes on from there — so a retry or a run after a
 //! crash writes nothing twice and leaves nothing half-sealed (an S3 PUT is atomic).
 
-use crate::s3::{S3, S3Error};
+use crate::s3::{ListedVersion, S3, S3Error};
 use runwarden_evidence::{self as ev, CompactTree, Hash};
 use sha2::{Digest, Sha256};
 use std::time::Duration;
@@ -162,21 +162,54 @@ impl Target {
     }
 }
 
-/// One segment in the archive, by its key.
+/// One segment in the archive: its key, and the version of it read.
 #[derive(Clone, Debug, PartialEq, Eq)]
 struct Listed {
     key: String,
     from: u64,
     to: u64,
+    /// The key's newest version that is an object (not a delete marker); `None` where
+    /// the server has no version ids.
+    version: Option<String>,
+    /// Whether a delete marker hides it: someone deleted the key without a version id,
+    /// which Object Lock allows. The locked version is still there, and is read.
+    hidden: bool,
 }
 
 /// The segments under `dir` that chain from record 0, in log order: of the segments
 /// listed, the path from record 0 that reaches furthest (two archivers that ran at once
 /// leave overlapping segments, both sealed and locked: either chain proves the same log).
 /// Segments off that path are left out, and counted.
+///
+/// Listed by version, not by current object: a delete marker (a DELETE without a version
+/// id, which COMPLIANCE mode does not stop) would otherwise hide the newest segments, and
+/// the archive would read as a shorter log. Each key's newest version is read; a key hidden
+/// behind a marker is marked so.
 async fn segments(s3: &S3, target: &Target, dir: &str) -> Result<(Vec<Listed>, u64), ArchiveError> {
-    let mut found = Vec::new();
-    for o in s3.list(&target.bucket, dir).await? {
+    let mut found: Vec<Listed> = Vec::new();
+    let all = s3.list_versions(&target.bucket, dir).await?;
+    // A key whose newest entry is a delete marker (servers list markers and versions
+    // apart, or interleaved: only `IsLatest` says which is newest).
+    let hidden: std::collections::HashSet<&str> = all
+        .iter()
+        .filter(|o| o.delete_marker && o.latest)
+        .map(|o| o.key.as_str())
+        .collect();
+    // The version read of each key: its current one, or (behind a delete marker) the
+    // first listed, which S3 lists newest first.
+    let mut read: Vec<&ListedVersion> = Vec::new();
+    let mut at: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
+    for o in all.iter().filter(|o| !o.delete_marker) {
+        match at.get(o.key.as_str()) {
+            Some(&i) if o.latest => read[i] = o,
+            Some(_) => {}
+            None => {
+                at.insert(&o.key, read.len());
+                read.push(o);
+            }
+        }
+    }
+    for o in read {
         let name = &o.key[dir.len()..];
         let parsed = name.strip_suffix(SUFFIX).and_then(|n| {
             let (a, b) = n.split_once('-')?;
@@ -190,9 +223,11 @@ async fn segments(s3: &S3, target: &Target, dir: &str) -> Result<(Vec<Listed>, u
             });
         };
         found.push(Listed {
-            key: o.key,
+            key: o.key.clone(),
             from,
             to,
+            version: o.version_id.clone(),
+            hidden: hidden.contains(o.key.as_str()),
         });
     }
     Ok(chain(found))
@@ -311,7 +346,7 @@ impl Archiver<'_> {
                 });
             }
             let ours = [key.verifying_key()];
-            let known = match read_segment(s3, target, last, &ours, None).await {
+            let known = match read_segment(s3, target, last, &ours).await {
                 Ok(v) => Some((last, v)),
                 Err(ArchiveError::Segment { problem, .. }) => {
                     // Only a segment before it, verified as this log's, shows the
@@ -325,7 +360,7 @@ impl Archiver<'_> {
                         });
                     };
                     redo = Some(last);
-                    Some((before, read_segment(s3, target, before, &ours, None).await?))
+                    Some((before, read_segment(s3, target, before, &ours).await?))
                 }
                 Err(e) => return Err(e),
             };
@@ -473,18 +508,22 @@ fn retained_until(date: &str, ms: u64) -> bool {
     date.len() >= 19 && want.len() >= 19 && date[..19] >= want[..19]
 }
 
-/// Read a segment (`version` of its key, or the current one) and verify it: a segment of
-/// this log's records `from..to` as its name says, or a complete bundle of `0..to` —
-/// never a filtered export, whose records prove nothing about the others.
+/// Read a segment (the version of its key listed) and verify it: a segment of this log's
+/// records `from..to` as its name says, or a complete bundle of `0..to` — never a
+/// filtered export, whose records prove nothing about the others.
 async fn read_segment(
     s3: &S3,
     target: &Target,
     l: &Listed,
     trusted: &[ev::VerifyingKey],
-    version: Option<&str>,
 ) -> Result<ev::Verified, ArchiveError> {
     let bytes = s3
-        .get_object(&target.bucket, &l.key, version, MAX_SEGMENT_BYTES)
+        .get_object(
+            &target.bucket,
+            &l.key,
+            l.version.as_deref(),
+            MAX_SEGMENT_BYTES,
+        )
         .await?;
     let bad = |problem: String| ArchiveError::Segment {
         bucket: target.bucket.clone(),
@@ -525,6 +564,9 @@ pub struct ArchiveVerified {
     /// Segments listed that are not on the chain from record 0 (left by two archivers at
     /// once, or put there by someone else): not read, not relied on.
     pub off_path: u64,
+    /// Segments someone deleted without a version id: hidden behind a delete marker, read
+    /// (and verified) from their locked versions.
+    pub hidden: u64,
 }
 
 /// Verify a log's archive straight from the bucket: every segment (signatures, its records
@@ -553,7 +595,7 @@ pub async fn verify_archive(
     let mut retained: Option<String> = None;
     for l in &listed {
         let head = s3
-            .head_object(&target.bucket, &l.key, None)
+            .head_object(&target.bucket, &l.key, l.version.as_deref())
             .await?
             .ok_or_else(|| ArchiveError::Broken {
                 at: target.at(&l.key),
@@ -581,7 +623,11 @@ pub async fn verify_archive(
             retained = Some(ev::escape_control(&until).into_owned());
         }
         // The version whose lock was just read is the one verified.
-        let v = read_segment(s3, target, l, trusted, head.version_id.as_deref()).await?;
+        let l = &Listed {
+            version: head.version_id.clone().or_else(|| l.version.clone()),
+            ..l.clone()
+        };
+        let v = read_segment(s3, target, l, trusted).await?;
         if v.origin != origin || v.from_root != root {
             return Err(ArchiveError::Segment {
                 bucket: target.bucket.clone(),
@@ -603,6 +649,7 @@ pub async fn verify_archive(
         root: hex::encode(root),
         retained_until: retained,
         off_path,
+        hidden: listed.iter().filter(|l| l.hidden).count() as u64,
     })
 }
 
@@ -615,7 +662,9 @@ pub async fn archived_logs(s3: &S3, target: &Target) -> Result<Vec<String>, Arch
         format!("{}/", target.prefix)
     };
     let mut origins: Vec<String> = Vec::new();
-    for o in s3.list(&target.bucket, &prefix).await? {
+    // By version: a log whose segments were all deleted without a version id is still
+    // archived (its versions are locked), and is listed.
+    for o in s3.list_versions(&target.bucket, &prefix).await? {
         if let Some((dir, _)) = o.key[prefix.len()..].rsplit_once('/')
             && !origins.iter().any(|x| x == dir)
         {

@@ -9,8 +9,8 @@
 //!   SHA-256 both signed (`x-amz-content-sha256`) and as an S3 checksum
 //!   (`x-amz-checksum-sha256`, which Object Lock requires in place of Content-MD5);
 //! - [`S3::head_object`], [`S3::get_object`] (bounded, and checked against the stored
-//!   checksum when the server returns one), [`S3::list`] (every page, bounded),
-//!   [`S3::delete_object`].
+//!   checksum when the server returns one), [`S3::list`] and [`S3::list_versions`] (every
+//!   page, bounded), [`S3::delete_object`].
 //!
 //! Nothing is retried here: [`S3Error::is_retryable`] tells the caller when it may.
 //! Bucket names, keys and version ids are checked before anything is sent: keys with a
@@ -173,6 +173,21 @@ pub struct Listed {
     pub key: String,
     /// The size of its current version in bytes.
     pub size: u64,
+}
+
+/// A version of a key, or a delete marker, as [`S3::list_versions`] lists it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ListedVersion {
+    /// The key.
+    pub key: String,
+    /// Its size in bytes (0 for a delete marker).
+    pub size: u64,
+    /// Its version id (`None` where the bucket has no versioning: S3's `null`).
+    pub version_id: Option<String>,
+    /// Whether it is the key's newest.
+    pub latest: bool,
+    /// Whether it is a delete marker (no object: the key reads as deleted).
+    pub delete_marker: bool,
 }
 
 /// An S3 endpoint with credentials: path-style requests (`http://host:port/BUCKET/KEY`)
@@ -533,7 +548,37 @@ impl S3 {
     /// binary) order, reading page after page (ListObjectsV2). More than
     /// [`MAX_LISTED_KEYS`] keys or [`MAX_LIST_PAGES`] pages is an error.
     pub async fn list(&self, bucket: &str, prefix: &str) -> Result<Vec<Listed>> {
-        let request = "ListObjectsV2";
+        Ok(self
+            .list_any(bucket, prefix, false)
+            .await?
+            .into_iter()
+            .map(|v| Listed {
+                key: v.key,
+                size: v.size,
+            })
+            .collect())
+    }
+
+    /// Every version and delete marker of every key under `prefix`
+    /// (ListObjectVersions): keys in the server's order, each key's newest first. A key
+    /// whose newest entry is a delete marker is hidden from [`S3::list`], but its versions
+    /// are still there, readable by their ids (and, under Object Lock, undeletable). The
+    /// same limits as [`S3::list`], counting versions and markers.
+    pub async fn list_versions(&self, bucket: &str, prefix: &str) -> Result<Vec<ListedVersion>> {
+        self.list_any(bucket, prefix, true).await
+    }
+
+    /// [`S3::list`] (`versions` false: current objects) or [`S3::list_versions`].
+    async fn list_any(
+        &self,
+        bucket: &str,
+        prefix: &str,
+        versions: bool,
+    ) -> Result<Vec<ListedVersion>> {
+        let (request, root_name) = match versions {
+            false => ("ListObjectsV2", "ListBucketResult"),
+            true => ("ListObjectVersions", "ListVersionsResult"),
+        };
         let list_target = || format!("{}*", target(bucket, Some(prefix), None));
         check_bucket(&Call::new(request, Method::GET, bucket, None))?;
         if prefix.len() > 1024 || prefix.chars().any(is_unsafe_char) {
@@ -547,23 +592,33 @@ impl S3 {
             });
         }
         let mut listed = Vec::new();
-        let mut token: Option<String> = None;
+        // Where the next page starts: a continuation token (ListObjectsV2), or a key and
+        // version id marker (ListObjectVersions).
+        let mut next: Vec<(&'static str, String)> = Vec::new();
         for _page in 0..MAX_LIST_PAGES {
             let mut call = Call::new(request, Method::GET, bucket, None);
-            call.query.push(("list-type", "2".into()));
-            call.query.push(("prefix", prefix.into()));
-            if let Some(t) = &token {
-                call.query.push(("continuation-token", t.clone()));
+            match versions {
+                false => call.query.push(("list-type", "2".into())),
+                true => call.query.push(("versions", String::new())),
             }
+            call.query.push(("prefix", prefix.into()));
+            call.query.extend(next.iter().cloned());
             let response = self.send(&call).await?;
-            let root = self.read_xml(&call, response, "ListBucketResult").await?;
-            for contents in root.children("Contents") {
-                let (Some(key), Some(size)) = (
-                    contents.child_text("Key"),
-                    contents
+            let root = self.read_xml(&call, response, root_name).await?;
+            for item in root.children.iter() {
+                let marker = match item.name.as_str() {
+                    "Contents" if !versions => false,
+                    "Version" if versions => false,
+                    "DeleteMarker" if versions => true,
+                    _ => continue,
+                };
+                let size = match marker {
+                    true => Some(0),
+                    false => item
                         .child_text("Size")
                         .and_then(|s| s.trim().parse::<u64>().ok()),
-                ) else {
+                };
+                let (Some(key), Some(size)) = (item.child_text("Key"), size) else {
                     return Err(self.bad_response(
                         &call,
                         "a listed object without a Key or a valid Size".into(),
@@ -585,9 +640,15 @@ impl S3 {
                         limit: MAX_LISTED_KEYS,
                     });
                 }
-                listed.push(Listed {
+                listed.push(ListedVersion {
                     key: key.to_string(),
                     size,
+                    version_id: item
+                        .child_text("VersionId")
+                        .filter(|v| versions && !v.is_empty() && *v != "null")
+                        .map(str::to_string),
+                    latest: !versions || item.child_text("IsLatest").map(str::trim) == Some("true"),
+                    delete_marker: marker,
                 });
             }
             match root.child_text("IsTruncated").map(str::trim) {
@@ -603,16 +664,34 @@ impl S3 {
                     ));
                 }
             }
-            let next = root
-                .child_text("NextContinuationToken")
-                .filter(|t| !t.is_empty() && token.as_deref() != Some(*t));
-            let Some(next) = next else {
+            let following: Vec<(&'static str, String)> = match versions {
+                false => root
+                    .child_text("NextContinuationToken")
+                    .filter(|t| !t.is_empty())
+                    .map(|t| vec![("continuation-token", t.to_string())])
+                    .unwrap_or_default(),
+                true => root
+                    .child_text("NextKeyMarker")
+                    .filter(|t| !t.is_empty())
+                    .map(|k| {
+                        let mut m = vec![("key-marker", k.to_string())];
+                        if let Some(v) = root
+                            .child_text("NextVersionIdMarker")
+                            .filter(|v| !v.is_empty())
+                        {
+                            m.push(("version-id-marker", v.to_string()));
+                        }
+                        m
+                    })
+                    .unwrap_or_default(),
+            };
+            if following.is_empty() || following == next {
                 return Err(self.bad_response(
                     &call,
-                    "a truncated listing without a new NextContinuationToken".into(),
+                    "a truncated listing without a new place to go on from (NextContinuationToken, NextKeyMarker)".into(),
                 ));
-            };
-            token = Some(next.to_string());
+            }
+            next = following;
         }
         Err(S3Error::TooMany {
             target: list_target(),

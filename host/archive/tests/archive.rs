@@ -608,3 +608,75 @@ async fn a_last_segment_left_broken_is_written_again_as_a_new_version() {
         .unwrap();
     assert_eq!((v.segments, v.records), (3, 25));
 }
+
+/// Deleting segments without a version id (allowed under COMPLIANCE: it only adds a
+/// delete marker) neither shortens the archive as verification reads it nor makes the
+/// archiver write them again: their locked versions are found and read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn segments_hidden_behind_delete_markers_are_still_read_and_named() {
+    let Setup {
+        moto: _moto,
+        s3,
+        store,
+        key,
+        _dir: _kept,
+    } = setup("evidence", true, 30).await;
+    let target: Target = "s3://evidence/d".parse().unwrap();
+    let archiver = archiver(&s3, &target);
+    let keys = vec![key.verifying_key()];
+    let origin = "runwarden/host-1";
+    archiver
+        .archive_log(&store, &key, origin, keys.clone(), &|_, _| {})
+        .await
+        .unwrap();
+    let dir = "d/runwarden/host-1/";
+    // The newest two segments deleted as a user without version ids would.
+    for (from, to) in [(10, 20), (20, 30)] {
+        let key = format!("{dir}{from:020}-{to:020}.bundle");
+        s3.delete_object("evidence", &key, None).await.unwrap();
+        assert!(
+            s3.head_object("evidence", &key, None)
+                .await
+                .unwrap()
+                .is_none()
+        );
+    }
+    assert_eq!(s3.list("evidence", dir).await.unwrap().len(), 1);
+    let versions = s3.list_versions("evidence", dir).await.unwrap();
+    assert_eq!(
+        versions.iter().filter(|v| v.delete_marker).count(),
+        2,
+        "{versions:?}"
+    );
+    let v = verify_archive(&s3, &target, origin, &keys, &|_, _| {})
+        .await
+        .unwrap();
+    assert_eq!((v.segments, v.records, v.hidden), (3, 30, 2));
+    // The archiver resumes after them: nothing written twice.
+    append(&store, &key, 30..35).await;
+    let done = archiver
+        .archive_log(&store, &key, origin, keys.clone(), &|_, _| {})
+        .await
+        .unwrap();
+    assert_eq!((done.written, done.archived, done.rewritten), (1, 35, None));
+    let v = verify_archive(&s3, &target, origin, &keys, &|_, _| {})
+        .await
+        .unwrap();
+    assert_eq!((v.segments, v.records, v.hidden), (4, 35, 2));
+    // A log all of whose segments are hidden is still listed as archived.
+    for (from, to) in [(0, 10), (30, 35)] {
+        s3.delete_object(
+            "evidence",
+            &format!("{dir}{from:020}-{to:020}.bundle"),
+            None,
+        )
+        .await
+        .unwrap();
+    }
+    assert_eq!(
+        runwarden_archive::archived_logs(&s3, &target)
+            .await
+            .unwrap(),
+        vec![origin.to_string()]
+    );
+}

@@ -216,6 +216,13 @@ pub fn verify(
                         v.root,
                         v.retained_until.as_deref().unwrap_or("?")
                     );
+                    if v.hidden > 0 {
+                        errln!(
+                            "{} segment(s) of {} were deleted without a version id (a delete marker hides them): read and verified from their locked versions; find out who deleted them",
+                            v.hidden,
+                            v.origin
+                        );
+                    }
                     if v.off_path > 0 {
                         errln!(
                             "{} other object(s) in the directory of {} are not on the chain from record 0: not read, not relied on",

@@ -38,6 +38,7 @@ impl Element {
     }
 
     /// Every child named `name`, in document order.
+    #[cfg(test)]
     pub(crate) fn children<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a Element> {
         self.children.iter().filter(move |c| c.name == name)
     }
