@@ -9,6 +9,7 @@ mod flywheel;
 mod incident;
 mod mcp;
 mod memory;
+mod publish;
 mod report;
 mod rules;
 mod runbook;
@@ -76,6 +77,9 @@ enum Command {
     /// Manage signing keys.
     #[command(subcommand)]
     Keys(evidence::KeysCommand),
+    /// Publishers of components: their signing keys.
+    #[command(subcommand)]
+    Publisher(publish::PublisherCommand),
     /// Read the signed evidence log.
     #[command(subcommand)]
     Evidence(evidence::EvidenceCommand),
@@ -174,6 +178,7 @@ fn main() -> ExitCode {
         }
         Command::Rules(cmd) => data_dir(cli.data_dir).and_then(|d| rules::run(cmd, d)),
         Command::Keys(cmd) => evidence::keys(cmd),
+        Command::Publisher(cmd) => publish::publisher(cmd),
         Command::Report(cmd) => data_dir(cli.data_dir).and_then(|d| report::run(cmd, &d, &cli.log)),
         Command::Evidence(cmd) => {
             data_dir(cli.data_dir).and_then(|d| evidence::evidence(cmd, &d, &cli.log))

@@ -25,6 +25,35 @@ pub enum RunbookCommand {
         /// The crate (or guest workspace) directory.
         dir: PathBuf,
     },
+    /// Sign a component as its publisher: a DSSE envelope over its SHA-256 together with
+    /// its manifest, name and version (COMPONENT.release.json unless --out).
+    Sign {
+        /// The component.
+        file: PathBuf,
+        /// The publisher's private key (`runwarden publisher keygen`).
+        #[arg(long)]
+        key: PathBuf,
+        /// Where to write the release. Default: COMPONENT.release.json.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Check a component against its release and a trust policy, as an agent does before
+    /// it loads one: the publisher's signature, the bytes, and what the policy lets that
+    /// publisher ship. Exit status 1 when refused.
+    Verify {
+        /// The component.
+        file: PathBuf,
+        /// The trust policy (TOML: [[publishers]] key, components, max_risk, rules;
+        /// [minimum_versions]).
+        #[arg(long)]
+        trust: PathBuf,
+        /// Its release. Default: COMPONENT.release.json.
+        #[arg(long)]
+        release: Option<PathBuf>,
+        /// Print one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
     /// Print a component's manifest and SHA-256.
     Describe {
         /// The component.
@@ -69,6 +98,13 @@ pub fn run(
             outln!("{}", build(&dir)?.display());
             Ok(ExitCode::SUCCESS)
         }
+        RunbookCommand::Sign { file, key, out } => crate::publish::sign(data_dir, &file, &key, out),
+        RunbookCommand::Verify {
+            file,
+            trust,
+            release,
+            json,
+        } => crate::publish::verify(data_dir, &file, release, &trust, json),
         RunbookCommand::Describe { file, json } => {
             let rt = runtime(data_dir)?;
             let loaded = load(&rt, &file)?;
@@ -161,7 +197,7 @@ pub(crate) fn runtime(data_dir: PathBuf) -> anyhow::Result<Runtime> {
     Ok(Runtime::new(RuntimeConfig { data_dir })?)
 }
 
-fn load(rt: &Runtime, file: &Path) -> anyhow::Result<Arc<runwarden_runtime::Loaded>> {
+pub(crate) fn load(rt: &Runtime, file: &Path) -> anyhow::Result<Arc<runwarden_runtime::Loaded>> {
     let bytes = std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
     rt.load(&bytes)
         .with_context(|| format!("{}", file.display()))

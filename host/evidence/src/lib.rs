@@ -9,6 +9,8 @@
 //!   signed-note formats.
 //!
 //! - [`record`](Statement): the in-toto statement of one invocation.
+//! - [`release`](Release): a publisher's signed release of a component, and the
+//!   [`TrustPolicy`] that admits it.
 //! - [`bundle`](verify_bundle): auditor bundles and their offline verification.
 //! - [`tenant`](verify_tenant_bundle): a fleet tenant's bundle: the control plane's log
 //!   and every host's, under one signed statement.
@@ -23,6 +25,7 @@ mod files;
 mod keys;
 mod merkle;
 mod record;
+mod release;
 mod store;
 mod tenant;
 mod text;
@@ -47,6 +50,10 @@ pub use merkle::{
 pub use record::{
     Invocation, PAYLOAD_TYPE, PREDICATE_TYPE, Provenance, STATEMENT_TYPE, Statement, Subject,
     rfc3339_ms,
+};
+pub use release::{
+    ComponentKind, RELEASE_PREDICATE_TYPE, Release, ReleaseError, RiskLevel, TrustPolicy,
+    TrustedPublisher, compare_versions, component_sha256, glob_match,
 };
 pub use store::{
     Filter, MAX_SEGMENT_RECORDS, MirrorHead, Mirrored, NewRecord, Segment, Store, StoredRecord,

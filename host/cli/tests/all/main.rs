@@ -7,6 +7,7 @@ mod fleet;
 mod integrity;
 mod mcp;
 mod offline;
+mod publish;
 mod report;
 use runwarden_testkit as pg;
 mod tamper;
@@ -57,6 +58,9 @@ fn version_and_help_on_every_subcommand() {
         vec!["runbook", "build", "--help"],
         vec!["runbook", "describe", "--help"],
         vec!["runbook", "run", "--help"],
+        vec!["runbook", "sign", "--help"],
+        vec!["runbook", "verify", "--help"],
+        vec!["publisher", "keygen", "--help"],
         vec!["keys", "generate", "--help"],
         vec!["evidence", "list", "--help"],
         vec!["evidence", "show", "--help"],

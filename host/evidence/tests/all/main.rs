@@ -10,6 +10,7 @@ mod key_files;
 mod origins;
 use runwarden_testkit as pg;
 mod proofs;
+mod release;
 mod segment;
 mod store;
 mod stream;

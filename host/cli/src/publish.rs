@@ -1,0 +1,174 @@
+//! Publishers and signed releases: `runwarden publisher keygen`, `runwarden runbook sign`
+//! and `runwarden runbook verify`.
+
+use anyhow::Context;
+use clap::Subcommand;
+use runwarden_evidence as ev;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+#[derive(Subcommand)]
+pub enum PublisherCommand {
+    /// Generate a publisher's Ed25519 key pair: NAME.key (0600, keep it off the fleet) and
+    /// NAME.pub (what tenants' trust policies list).
+    Keygen {
+        /// Directory to write the key files into (created if missing).
+        #[arg(long)]
+        out: PathBuf,
+        /// The publisher's name, e.g. the MSP's (letters, digits, `.`, `_`, `-`, `/`).
+        #[arg(long, default_value = "publisher")]
+        name: String,
+    },
+}
+
+pub fn publisher(cmd: PublisherCommand) -> anyhow::Result<ExitCode> {
+    match cmd {
+        PublisherCommand::Keygen { out, name } => {
+            std::fs::create_dir_all(&out)
+                .with_context(|| format!("cannot create {}", out.display()))?;
+            let (private, public) = ev::write_key_pair(&out, &name)?;
+            let vk = ev::read_verifying_key(&public)?;
+            outln!(
+                "private key: {} (mode 0600: sign releases with it; keep it off the fleet)",
+                private.display()
+            );
+            outln!("public key:  {}", public.display());
+            outln!("key id:      {}", vk.key_id_hex());
+            outln!("trust it in a tenant's trust policy (TOML):");
+            outln!("  [[publishers]]");
+            outln!("  key = \"{}\"", vk.to_text());
+            outln!("  components = [\"*\"]   # names or globs it may publish");
+            outln!("  max_risk = \"medium\"  # low, medium or high");
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// Where a component's release is kept unless told: beside it, `COMPONENT.release.json`.
+pub fn release_path(component: &Path) -> PathBuf {
+    let mut name = component.as_os_str().to_owned();
+    name.push(".release.json");
+    PathBuf::from(name)
+}
+
+/// The release of a loaded runbook: what its manifest says, its sha256.
+fn release_of(loaded: &runwarden_runtime::Loaded) -> anyhow::Result<ev::Release> {
+    let m = loaded.manifest();
+    Ok(ev::Release {
+        kind: ev::ComponentKind::Runbook,
+        name: m.name.clone(),
+        version: m.version.clone(),
+        sha256: loaded.sha256().to_string(),
+        risk: serde_json::from_value(serde_json::to_value(m.risk)?)
+            .context("the manifest's risk level")?,
+        manifest: serde_json::to_value(m)?,
+        built_from: None,
+        signed_at: ev::now_rfc3339(),
+    })
+}
+
+/// `runwarden runbook sign COMPONENT --key KEY [--out FILE]`.
+pub fn sign(
+    data_dir: PathBuf,
+    file: &Path,
+    key: &Path,
+    out: Option<PathBuf>,
+) -> anyhow::Result<ExitCode> {
+    let key = ev::read_signing_key(key)?;
+    let rt = crate::runbook::runtime(data_dir)?;
+    let loaded = crate::runbook::load(&rt, file)?;
+    let release = release_of(&loaded)?;
+    let out = out.unwrap_or_else(|| release_path(file));
+    let envelope = release.sign(&key);
+    ev::write_atomic(&out, format!("{}\n", envelope.to_json()).as_bytes())
+        .with_context(|| format!("cannot write {}", out.display()))?;
+    outln!(
+        "signed {} {} (sha256 {}, {} risk) as publisher {}: {}",
+        crate::term::clean(&release.name),
+        crate::term::clean(&release.version),
+        release.sha256,
+        release.risk.as_str(),
+        key.verifying_key().label(),
+        out.display()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Read a trust policy (TOML).
+pub fn read_trust_policy(path: &Path) -> anyhow::Result<ev::TrustPolicy> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read trust policy {}", path.display()))?;
+    let policy: ev::TrustPolicy =
+        toml::from_str(&text).with_context(|| format!("trust policy {}", path.display()))?;
+    policy
+        .keys()
+        .with_context(|| format!("trust policy {}", path.display()))?;
+    Ok(policy)
+}
+
+/// `runwarden runbook verify COMPONENT --trust POLICY [--release FILE]`: what an agent
+/// checks before it loads a component, checked by hand.
+pub fn verify(
+    data_dir: PathBuf,
+    file: &Path,
+    release: Option<PathBuf>,
+    trust: &Path,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    let policy = read_trust_policy(trust)?;
+    let release_file = release.unwrap_or_else(|| release_path(file));
+    let envelope = std::fs::read_to_string(&release_file)
+        .with_context(|| format!("cannot read release {}", release_file.display()))?;
+    let bytes = std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
+    let verdict = policy.admit(&envelope, &bytes).map_err(anyhow::Error::from);
+    // The component must say what the release signed about it.
+    let verdict = verdict.and_then(|(r, key)| {
+        let rt = crate::runbook::runtime(data_dir)?;
+        let loaded = crate::runbook::load(&rt, file)?;
+        let actual = serde_json::to_value(loaded.manifest())?;
+        if actual != r.manifest {
+            anyhow::bail!(
+                "the component's manifest is not the one its release signed (name, version, risk, capabilities or schema differ)"
+            );
+        }
+        Ok((r, key))
+    });
+    match verdict {
+        Ok((r, key)) => {
+            if json {
+                println!(
+                    "{}",
+                    crate::term::json_line(&serde_json::json!({
+                        "verified": true, "name": r.name, "version": r.version,
+                        "sha256": r.sha256, "risk": r.risk.as_str(),
+                        "publisher": key.to_text(), "key_id": key.key_id_hex(),
+                    }))
+                );
+            } else {
+                outln!(
+                    "verified {} {} (sha256 {}, {} risk): signed by publisher {}, admitted by {}",
+                    crate::term::clean(&r.name),
+                    crate::term::clean(&r.version),
+                    r.sha256,
+                    r.risk.as_str(),
+                    key.label(),
+                    trust.display()
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => {
+            if json {
+                println!(
+                    "{}",
+                    crate::term::json_line(
+                        &serde_json::json!({"verified": false, "error": format!("{e:#}")})
+                    )
+                );
+            } else {
+                errln!("REFUSED {}: {e:#}", file.display());
+            }
+            Ok(ExitCode::FAILURE)
+        }
+    }
+}
