@@ -686,10 +686,13 @@ impl S3 {
                     .unwrap_or_default(),
             };
             if following.is_empty() || following == next {
-                return Err(self.bad_response(
-                    &call,
-                    "a truncated listing without a new place to go on from (NextContinuationToken, NextKeyMarker)".into(),
-                ));
+                let marker = match versions {
+                    false => "NextContinuationToken",
+                    true => "NextKeyMarker",
+                };
+                return Err(
+                    self.bad_response(&call, format!("a truncated listing without a new {marker}"))
+                );
             }
             next = following;
         }

@@ -550,6 +550,55 @@ async fn answers_that_are_not_s3_are_reported_as_such() {
             .contains("without a new NextContinuationToken"),
         "{e}"
     );
+
+    // Versions: two pages, a version hidden behind a delete marker, read in order; then a
+    // truncated page that names no next key.
+    let fake = canned(vec![
+        response(
+            "200 OK",
+            &[],
+            b"<ListVersionsResult><IsTruncated>true</IsTruncated>\
+<Version><Key>d/a</Key><VersionId>v2</VersionId><IsLatest>true</IsLatest><Size>7</Size></Version>\
+<DeleteMarker><Key>d/b</Key><VersionId>m1</VersionId><IsLatest>true</IsLatest></DeleteMarker>\
+<NextKeyMarker>d/b</NextKeyMarker><NextVersionIdMarker>m1</NextVersionIdMarker></ListVersionsResult>",
+        ),
+        response(
+            "200 OK",
+            &[],
+            b"<ListVersionsResult><IsTruncated>false</IsTruncated>\
+<Version><Key>d/b</Key><VersionId>v1</VersionId><IsLatest>false</IsLatest><Size>9</Size></Version></ListVersionsResult>",
+        ),
+        response(
+            "200 OK",
+            &[],
+            b"<ListVersionsResult><IsTruncated>true</IsTruncated></ListVersionsResult>",
+        ),
+    ])
+    .await;
+    let s3 = S3::new(&fake, "us-east-1", any_credentials()).unwrap();
+    let v = s3.list_versions("b-1", "d/").await.unwrap();
+    let seen: Vec<(&str, Option<&str>, bool, bool, u64)> = v
+        .iter()
+        .map(|v| {
+            (
+                v.key.as_str(),
+                v.version_id.as_deref(),
+                v.latest,
+                v.delete_marker,
+                v.size,
+            )
+        })
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            ("d/a", Some("v2"), true, false, 7),
+            ("d/b", Some("m1"), true, true, 0),
+            ("d/b", Some("v1"), false, false, 9),
+        ]
+    );
+    let e = s3.list_versions("b-1", "d/").await.unwrap_err();
+    assert!(e.to_string().contains("without a new NextKeyMarker"), "{e}");
 }
 
 /// A server answering each connection with the next canned response; its endpoint.
