@@ -407,6 +407,9 @@ pub fn document() -> Value {
     for (path, item) in host_paths(&bearer) {
         paths.insert(path, item);
     }
+    for (path, item) in registry_paths(&bearer) {
+        paths.insert(path, item);
+    }
     let notifications = json!({"type": "array", "description": "webhook deliveries about it (GET of one escalation only)", "items": {
         "type": "object",
         "required": ["webhook", "event", "status", "attempts", "last_error", "at"],
@@ -421,6 +424,71 @@ pub fn document() -> Value {
     }});
     doc["components"]["schemas"]["Escalation"]["properties"]["notifications"] = notifications;
     doc
+}
+
+/// The component registry: the tenant's trust policy and its published components.
+fn registry_paths(bearer: &Value) -> serde_json::Map<String, Value> {
+    let risk = json!({"enum": ["low", "medium", "high"]});
+    let policy = json!({"type": "object", "required": ["publishers"], "properties": {
+        "publishers": {"type": "array", "items": {"type": "object",
+            "required": ["key", "components", "max_risk"],
+            "properties": {
+                "key": {"type": "string", "description": "the publisher's public key, as its .pub file holds it"},
+                "components": {"type": "array", "items": {"type": "string"}, "description": "names or globs (`*`) it may publish"},
+                "max_risk": risk.clone(),
+                "rules": {"type": "boolean", "description": "whether it may publish L1 rule sets"}
+            }}},
+        "minimum_versions": {"type": "object", "additionalProperties": {"type": "string"}}
+    }});
+    let release = json!({"type": "object",
+    "required": ["sha256", "kind", "name", "version", "risk", "publisher", "published_at", "published_by", "new"],
+    "properties": {
+        "sha256": {"type": "string"}, "kind": {"enum": ["runbook", "rules"]},
+        "name": {"type": "string"}, "version": {"type": "string"}, "risk": risk,
+        "publisher": {"type": "string"},
+        "published_at": {"type": "string", "format": "date-time"},
+        "published_by": {"type": "string"},
+        "new": {"type": "boolean", "description": "whether this call published it"}
+    }});
+    let v = json!({
+        "/v1/trust": {
+            "get": {
+                "summary": "The caller's tenant's trust policy: which publishers may ship which components (scope read; 404 when none is set)",
+                "security": bearer,
+                "responses": responses(json!({"200": json_ok("The trust policy", policy.clone())}), &[401, 403, 404, 429, 500])
+            },
+            "put": {
+                "summary": "Set the caller's tenant's trust policy (scope admin); recorded in the log",
+                "security": bearer,
+                "requestBody": {"required": true, "content": {"application/json": {"schema": policy.clone()}}},
+                "responses": responses(json!({"200": json_ok("The policy as set", policy)}), &[400, 401, 403, 409, 413, 429, 500])
+            }
+        },
+        "/v1/components": {
+            "get": {
+                "summary": "The caller's tenant's published components, newest first (scope read)",
+                "security": bearer,
+                "parameters": [{"name": "name", "in": "query", "schema": {"type": "string"}}],
+                "responses": responses(json!({"200": json_ok("Components", json!({"type": "object", "required": ["components"],
+                    "properties": {"components": {"type": "array", "items": release.clone()}}}))}), &[400, 401, 403, 429, 500])
+            },
+            "post": {
+                "summary": "Publish a component and its signed release (scope admin): the tenant's trust policy must admit it; a refusal is recorded (409)",
+                "security": bearer,
+                "requestBody": {"required": true, "content": {"application/json": {"schema": {"type": "object",
+                    "required": ["component", "release"],
+                    "properties": {
+                        "component": {"type": "string", "contentEncoding": "base64"},
+                        "release": {"type": "object", "description": "the DSSE envelope of the release (runwarden runbook sign)"}
+                    }}}}},
+                "responses": responses(json!({"200": json_ok("The release", release)}), &[400, 401, 403, 409, 413, 429, 500])
+            }
+        }
+    });
+    match v {
+        Value::Object(m) => m,
+        _ => unreachable!("an object"),
+    }
 }
 
 /// The fleet's hosts: the list, enrollment tokens, enrollment, drain.
@@ -631,6 +699,10 @@ mod tests {
             ("/v1/escalations/{id}", "get"),
             ("/v1/escalations/{id}/{decision}", "post"),
             ("/v1/rules", "get"),
+            ("/v1/trust", "get"),
+            ("/v1/trust", "put"),
+            ("/v1/components", "get"),
+            ("/v1/components", "post"),
             ("/v1/evidence/checkpoint", "get"),
             ("/v1/evidence/{index}", "get"),
             ("/v1/flywheel/candidates", "get"),

@@ -156,6 +156,11 @@ fn router(state: AppState) -> axum::Router {
         .route("/v1/hosts/{id}/{action}", post(drain_host))
         .route("/v1/enroll", post(enroll))
         .route("/v1/rules", get(list_rules))
+        .route("/v1/trust", get(get_trust).put(put_trust))
+        .route(
+            "/v1/components",
+            get(list_components).post(publish_component),
+        )
         .route("/v1/evidence/checkpoint", get(checkpoint))
         .route("/v1/evidence/{index}", get(get_evidence))
         .route("/v1/flywheel/candidates", get(flywheel_candidates))
@@ -527,6 +532,92 @@ async fn list_rules(
     let caller = s.authorize_owner(&headers, Scope::Read).await?;
     Ok(Json(
         serde_json::json!({"rules": s.0.controller.rules_for(Some(&caller.tenant))}),
+    ))
+}
+
+/// `GET /v1/trust`: the caller's tenant's trust policy (404 when it has none).
+async fn get_trust(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+) -> ApiResult<Json<runwarden_control::TrustPolicy>> {
+    let caller = s.authorize(&headers, Scope::Read).await?;
+    match s.0.controller.trust_policy(&caller).await? {
+        Some(p) => Ok(Json(p)),
+        None => Err(ApiError::not_found(format!(
+            "tenant {} has no trust policy: an admin sets one with PUT /v1/trust (runwarden trust set FILE)",
+            caller.tenant
+        ))),
+    }
+}
+
+/// `PUT /v1/trust` (admin): set the caller's tenant's trust policy.
+async fn put_trust(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    body: Body,
+) -> ApiResult<Json<runwarden_control::TrustPolicy>> {
+    let caller = s.authorize(&headers, Scope::Admin).await?;
+    let body = s.read_body(&headers, body).await?;
+    let policy: runwarden_control::TrustPolicy = serde_json::from_slice(&body).map_err(|e| {
+        ApiError::bad_request(format!(
+            "the body must be a trust policy {{\"publishers\": [{{\"key\", \"components\", \"max_risk\", \"rules\"}}], \"minimum_versions\": {{…}}}}: {e}"
+        ))
+    })?;
+    Ok(Json(
+        s.0.controller.set_trust_policy(&caller, policy).await?,
+    ))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ComponentsQuery {
+    name: Option<String>,
+}
+
+/// `GET /v1/components[?name=N]`: the caller's tenant's published components.
+async fn list_components(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    query: Result<Query<ComponentsQuery>, QueryRejection>,
+) -> ApiResult<Json<serde_json::Value>> {
+    let caller = s.authorize(&headers, Scope::Read).await?;
+    let Query(q) = query.map_err(bad_query)?;
+    let releases = s.0.controller.releases(&caller, q.name.as_deref()).await?;
+    Ok(Json(serde_json::json!({ "components": releases })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PublishBody {
+    /// The component's bytes, base64.
+    component: String,
+    /// Its signed release (the DSSE envelope, as a JSON object).
+    release: serde_json::Value,
+}
+
+/// `POST /v1/components` (admin): publish a component and its signed release into the
+/// registry; the tenant's trust policy must admit it.
+async fn publish_component(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    body: Body,
+) -> ApiResult<Json<runwarden_control::ReleaseView>> {
+    use base64::Engine as _;
+    let caller = s.authorize(&headers, Scope::Admin).await?;
+    // A component is larger than any other request: base64 of the largest, and its release.
+    let limit = runwarden_control::MAX_COMPONENT_BYTES / 3 * 4 + (2 << 20);
+    let body = read_limited(&headers, body, limit, s.0.config.body_timeout).await?;
+    let body: PublishBody = serde_json::from_slice(&body).map_err(|e| {
+        ApiError::bad_request(format!(
+            "the body must be {{\"component\": \"<base64 of the .wasm>\", \"release\": {{<the signed release>}}}}: {e}"
+        ))
+    })?;
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(body.component.as_bytes())
+        .map_err(|e| ApiError::bad_request(format!("component: not base64: {e}")))?;
+    let release = body.release.to_string();
+    Ok(Json(
+        s.0.controller.publish(&caller, &bytes, &release).await?,
     ))
 }
 

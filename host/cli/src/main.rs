@@ -80,6 +80,9 @@ enum Command {
     /// Publishers of components: their signing keys.
     #[command(subcommand)]
     Publisher(publish::PublisherCommand),
+    /// Your tenant's trust policy: which publishers may ship which components.
+    #[command(subcommand)]
+    Trust(publish::TrustCommand),
     /// Read the signed evidence log.
     #[command(subcommand)]
     Evidence(evidence::EvidenceCommand),
@@ -142,7 +145,7 @@ fn main() -> ExitCode {
     }
     let result = match cli.command {
         Command::Runbook(cmd) => {
-            data_dir(cli.data_dir).and_then(|d| runbook::run(cmd, d, &cli.log))
+            data_dir(cli.data_dir).and_then(|d| runbook::run(cmd, d, &cli.log, &cli.server))
         }
         Command::Up(args) => data_dir(cli.data_dir).and_then(|d| serve::up(args, d, &cli.log)),
         Command::Server(cmd) => {
@@ -179,6 +182,9 @@ fn main() -> ExitCode {
         Command::Rules(cmd) => data_dir(cli.data_dir).and_then(|d| rules::run(cmd, d)),
         Command::Keys(cmd) => evidence::keys(cmd),
         Command::Publisher(cmd) => publish::publisher(cmd),
+        Command::Trust(cmd) => {
+            data_dir(cli.data_dir).and_then(|d| publish::trust(cmd, &cli.server, &d))
+        }
         Command::Report(cmd) => data_dir(cli.data_dir).and_then(|d| report::run(cmd, &d, &cli.log)),
         Command::Evidence(cmd) => {
             data_dir(cli.data_dir).and_then(|d| evidence::evidence(cmd, &d, &cli.log))

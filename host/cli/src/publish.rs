@@ -172,3 +172,172 @@ pub fn verify(
         }
     }
 }
+
+#[derive(Subcommand)]
+pub enum TrustCommand {
+    /// Set your tenant's trust policy at the control plane from a TOML file (admin token):
+    /// [[publishers]] key, components (names or globs), max_risk, rules; [minimum_versions].
+    Set {
+        /// The policy (TOML).
+        file: PathBuf,
+    },
+    /// Print your tenant's trust policy.
+    Show {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn io() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+}
+
+fn print_policy(p: &ev::TrustPolicy) {
+    if p.publishers.is_empty() {
+        outln!("no publishers: nothing can be published");
+    }
+    for t in &p.publishers {
+        outln!(
+            "publisher {}: {} at {} risk at most{}",
+            crate::term::clean(t.key.trim()),
+            crate::term::clean(&t.components.join(", ")),
+            t.max_risk.as_str(),
+            if t.rules { "; rule sets too" } else { "" }
+        );
+    }
+    for (name, v) in &p.minimum_versions {
+        outln!(
+            "{}: version {} or later",
+            crate::term::clean(name),
+            crate::term::clean(v)
+        );
+    }
+}
+
+pub fn trust(
+    cmd: TrustCommand,
+    server: &crate::incident::ServerArgs,
+    data_dir: &Path,
+) -> anyhow::Result<ExitCode> {
+    let client = crate::incident::Client::new(server, data_dir)?;
+    io()?.block_on(async {
+        match cmd {
+            TrustCommand::Set { file } => {
+                let policy = read_trust_policy(&file)?;
+                let v = client
+                    .send(
+                        client
+                            .http
+                            .put(format!("{}/v1/trust", client.base))
+                            .header("content-type", "application/json")
+                            .body(serde_json::to_vec(&policy)?),
+                    )
+                    .await?;
+                let set: ev::TrustPolicy = serde_json::from_value(v)?;
+                outln!("trust policy set from {}:", file.display());
+                print_policy(&set);
+            }
+            TrustCommand::Show { json } => {
+                let v = client
+                    .send(client.http.get(format!("{}/v1/trust", client.base)))
+                    .await?;
+                if json {
+                    println!("{}", crate::term::json_line(&v));
+                } else {
+                    print_policy(&serde_json::from_value(v)?);
+                }
+            }
+        }
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+/// `runwarden runbook publish COMPONENT [--release FILE]`: into the control plane's
+/// registry, which checks it against the tenant's trust policy.
+pub fn publish(
+    server: &crate::incident::ServerArgs,
+    data_dir: &Path,
+    file: &Path,
+    release: Option<PathBuf>,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    use base64::Engine as _;
+    let release_file = release.unwrap_or_else(|| release_path(file));
+    let envelope: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(&release_file)
+            .with_context(|| format!("cannot read release {}", release_file.display()))?,
+    )
+    .with_context(|| format!("release {}: not JSON", release_file.display()))?;
+    let bytes = std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
+    let client = crate::incident::Client::new(server, data_dir)?;
+    let body = serde_json::to_vec(&serde_json::json!({
+        "component": base64::engine::general_purpose::STANDARD.encode(&bytes),
+        "release": envelope,
+    }))?;
+    let v = io()?.block_on(
+        client.send(
+            client
+                .http
+                .post(format!("{}/v1/components", client.base))
+                .header("content-type", "application/json")
+                .body(body),
+        ),
+    )?;
+    if json {
+        println!("{}", crate::term::json_line(&v));
+        return Ok(ExitCode::SUCCESS);
+    }
+    let r: runwarden_control::ReleaseView = serde_json::from_value(v)?;
+    outln!(
+        "{} {} {} ({} risk, sha256 {}), signed by {}",
+        if r.new {
+            "published"
+        } else {
+            "already published:"
+        },
+        crate::term::clean(&r.name),
+        crate::term::clean(&r.version),
+        crate::term::clean(&r.risk),
+        crate::term::clean(&r.sha256),
+        crate::term::clean(&r.publisher)
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `runwarden runbook published [--name N]`: the tenant's registry.
+pub fn published(
+    server: &crate::incident::ServerArgs,
+    data_dir: &Path,
+    name: Option<String>,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    let client = crate::incident::Client::new(server, data_dir)?;
+    let mut req = client.http.get(format!("{}/v1/components", client.base));
+    if let Some(n) = &name {
+        req = req.query(&[("name", n)]);
+    }
+    let v = io()?.block_on(client.send(req))?;
+    let list: Vec<runwarden_control::ReleaseView> =
+        serde_json::from_value(v["components"].clone())?;
+    for r in &list {
+        if json {
+            println!("{}", crate::term::json_line(&serde_json::to_value(r)?));
+        } else {
+            outln!(
+                "{} {} {:<8} {:<6} {} {} by {}",
+                crate::term::clean(&r.published_at),
+                crate::term::clean(&r.sha256),
+                crate::term::clean(&r.kind),
+                crate::term::clean(&r.risk),
+                crate::term::clean(&r.name),
+                crate::term::clean(&r.version),
+                crate::term::clean(&r.publisher)
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

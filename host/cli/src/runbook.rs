@@ -54,6 +54,27 @@ pub enum RunbookCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Publish a component and its signed release into the control plane's registry
+    /// (admin token); the tenant's trust policy must admit it.
+    Publish {
+        /// The component.
+        file: PathBuf,
+        /// Its release. Default: COMPONENT.release.json.
+        #[arg(long)]
+        release: Option<PathBuf>,
+        /// Print one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List the components your tenant published, newest first.
+    Published {
+        /// Only this component.
+        #[arg(long)]
+        name: Option<String>,
+        /// Print JSON lines.
+        #[arg(long)]
+        json: bool,
+    },
     /// Print a component's manifest and SHA-256.
     Describe {
         /// The component.
@@ -91,8 +112,17 @@ pub fn run(
     cmd: RunbookCommand,
     data_dir: PathBuf,
     log: &crate::evidence::LogArgs,
+    server: &crate::incident::ServerArgs,
 ) -> anyhow::Result<ExitCode> {
     match cmd {
+        RunbookCommand::Publish {
+            file,
+            release,
+            json,
+        } => crate::publish::publish(server, &data_dir, &file, release, json),
+        RunbookCommand::Published { name, json } => {
+            crate::publish::published(server, &data_dir, name, json)
+        }
         RunbookCommand::New { name, dir, sdk } => new(&name, &dir, sdk).map(|_| ExitCode::SUCCESS),
         RunbookCommand::Build { dir } => {
             outln!("{}", build(&dir)?.display());

@@ -8,6 +8,8 @@
 
 #[path = "agent.rs"]
 pub(crate) mod agent;
+#[path = "components.rs"]
+pub(crate) mod components;
 #[path = "enroll.rs"]
 pub(crate) mod enroll;
 #[path = "flywheel.rs"]

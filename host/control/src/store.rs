@@ -55,8 +55,10 @@ macro_rules! on_db {
 // After the macros it uses.
 mod hosts;
 mod month;
+mod registry;
 pub use hosts::{EnrollmentTokenRow, HostKeyRow, HostRow};
 pub use month::{MonthEscalation, MonthIncident, MonthRun};
+pub use registry::ReleaseRow;
 
 /// A [`StoredEscalation`] from a row of `ESCALATION_COLUMNS`, on either backend.
 macro_rules! stored_escalation {

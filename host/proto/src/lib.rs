@@ -21,7 +21,7 @@ mod vocab;
 pub use incident::{Incident, IncidentError, check_name, parse_rfc3339_ms};
 pub use model::{
     ActionRecord, DecisionRecord, Escalation, EscalationRef, IncidentRecord, NotificationView,
-    PlannerRecord, RuleListing, RunRecord, RunbookInfo,
+    PlannerRecord, ReleaseView, RuleListing, RunRecord, RunbookInfo,
 };
 pub use vocab::{
     EscalationState, Guardrail, HandedUpFor, IncidentStatus, Risk, RunStatus, Scope, Severity,

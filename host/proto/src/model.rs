@@ -227,3 +227,26 @@ pub struct NotificationView {
     /// When it ended (RFC 3339).
     pub at: String,
 }
+
+/// A component a tenant published into the control plane's registry.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct ReleaseView {
+    /// SHA-256 of its bytes (hex): how it is named everywhere.
+    pub sha256: String,
+    /// `runbook` or `rules`.
+    pub kind: String,
+    /// Its name.
+    pub name: String,
+    /// Its version.
+    pub version: String,
+    /// Its effective risk level.
+    pub risk: String,
+    /// The publisher's key that signed it, as text.
+    pub publisher: String,
+    /// When it was published (RFC 3339).
+    pub published_at: String,
+    /// Who published it.
+    pub published_by: String,
+    /// Whether this call published it (false: it was there already).
+    pub new: bool,
+}

@@ -24,6 +24,9 @@ enum Expect {
     OwnMetrics,
     /// 422 `wrong_tenant`: it named the owner's tenant, which is not its own.
     WrongTenant,
+    /// 400 `bad_request`: the request is refused on its own, before anything is stored
+    /// or recorded.
+    BadRequest,
 }
 
 /// One request of the matrix.
@@ -124,6 +127,57 @@ async fn another_tenant_can_neither_see_nor_act_on_the_host_on_any_route_or_mcp_
     let r = mcp(&api, Some(&a), None, &[], &initialize("2025-11-25")).await;
     assert_eq!(r.status, 200);
     let session = r.header("mcp-session-id").unwrap().to_string();
+    // The owner's registry: a trust policy and one component published under it (by the
+    // owner's admin).
+    let owner_admin = api.token("clinic-a", Scope::Admin).await;
+    let publisher = runwarden_evidence::SigningKey::generate("owner-publisher").unwrap();
+    let owner_release = serde_json::from_str::<Value>(
+        &runwarden_evidence::Release {
+            kind: runwarden_evidence::ComponentKind::Runbook,
+            name: "owner-only".into(),
+            version: "1.0.0".into(),
+            sha256: runwarden_evidence::component_sha256(b"owner component"),
+            risk: runwarden_evidence::RiskLevel::Low,
+            manifest: json!({}),
+            built_from: None,
+            signed_at: "2026-12-07T00:00:00.000Z".into(),
+        }
+        .sign(&publisher)
+        .to_json(),
+    )
+    .unwrap();
+    let r = api
+        .send(
+            Method::PUT,
+            "/v1/trust",
+            Some(&owner_admin),
+            Some(
+                json!({"publishers": [{"key": publisher.verifying_key().to_text(), "components": ["*"], "max_risk": "low"}]})
+                    .to_string()
+                    .into_bytes(),
+            ),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    use base64::Engine as _;
+    let r = api
+        .post(
+            "/v1/components",
+            &owner_admin,
+            &json!({
+                "component": base64::engine::general_purpose::STANDARD.encode(b"owner component"),
+                "release": owner_release,
+            }),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(
+        api.get("/v1/components", &a).await.json()["components"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
     let before = owner_view(&api, &a, &esc).await;
     assert_eq!(before.1["state"], "open");
 
@@ -263,6 +317,41 @@ async fn another_tenant_can_neither_see_nor_act_on_the_host_on_any_route_or_mcp_
         }));
         probes.push(p);
     }
+    // The registry: the owner's policy and component are not seen; what clinic-b sends is
+    // refused on its face, so the owner's view (and the log) stays as it was.
+    probes.push(probe(
+        ("/v1/trust", "get"),
+        Method::GET,
+        "/v1/trust".into(),
+        Scope::Read,
+        Expect::NotFound,
+    ));
+    probes.push(probe(
+        ("/v1/components", "get"),
+        Method::GET,
+        "/v1/components".into(),
+        Scope::Read,
+        Expect::EmptyList("components"),
+    ));
+    let mut p = probe(
+        ("/v1/trust", "put"),
+        Method::PUT,
+        "/v1/trust".into(),
+        Scope::Admin,
+        Expect::BadRequest,
+    );
+    p.body =
+        Some(json!({"publishers": [{"key": "not a key", "components": ["*"], "max_risk": "low"}]}));
+    probes.push(p);
+    let mut p = probe(
+        ("/v1/components", "post"),
+        Method::POST,
+        "/v1/components".into(),
+        Scope::Admin,
+        Expect::BadRequest,
+    );
+    p.body = Some(json!({"component": "not base64!", "release": owner_release.clone()}));
+    probes.push(p);
     // An enrollment token for the owner's tenant.
     let mut p = probe(
         ("/v1/hosts/enroll-tokens", "post"),
@@ -397,6 +486,9 @@ async fn another_tenant_can_neither_see_nor_act_on_the_host_on_any_route_or_mcp_
                 }
                 Expect::WrongTenant => {
                     r.error(422, "wrong_tenant");
+                }
+                Expect::BadRequest => {
+                    r.error(400, "bad_request");
                 }
                 Expect::OwnMetrics => {
                     assert_eq!(r.status, 200, "{what}");

@@ -24,13 +24,12 @@ fn out(o: &std::process::Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
-#[test]
-fn a_signed_component_is_admitted_and_every_wrong_one_is_refused_by_name() {
-    let d = tempfile::tempdir().unwrap();
-    let data = d.path().join("data");
-    let keys = d.path().join("keys");
+/// A publisher `acme-msp`'s keys in `dir/keys`, and the `trivial` component copied to
+/// `dir/trivial.wasm` and signed by it (its release beside it). Returns (keys, component).
+fn signed_trivial(dir: &Path, data: &Path) -> (std::path::PathBuf, std::path::PathBuf) {
+    let keys = dir.join("keys");
     let o = runwarden(
-        &data,
+        data,
         &[
             "publisher",
             "keygen",
@@ -42,23 +41,30 @@ fn a_signed_component_is_admitted_and_every_wrong_one_is_refused_by_name() {
     );
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(out(&o).contains("[[publishers]]"), "{}", out(&o));
-    let (private, public) = (keys.join("acme-msp.key"), keys.join("acme-msp.pub"));
-    // The component, copied where its release is written beside it.
-    let wasm = d.path().join("trivial.wasm");
+    let wasm = dir.join("trivial.wasm");
     std::fs::copy(component("trivial"), &wasm).unwrap();
-    let wasm_s = wasm.to_str().unwrap();
     let o = runwarden(
-        &data,
+        data,
         &[
             "runbook",
             "sign",
-            wasm_s,
+            wasm.to_str().unwrap(),
             "--key",
-            private.to_str().unwrap(),
+            keys.join("acme-msp.key").to_str().unwrap(),
         ],
     );
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(out(&o).contains("as publisher acme-msp"), "{}", out(&o));
+    (keys, wasm)
+}
+
+#[test]
+fn a_signed_component_is_admitted_and_every_wrong_one_is_refused_by_name() {
+    let d = tempfile::tempdir().unwrap();
+    let data = d.path().join("data");
+    let (keys, wasm) = signed_trivial(d.path(), &data);
+    let public = keys.join("acme-msp.pub");
+    let wasm_s = wasm.to_str().unwrap();
     let release = d.path().join("trivial.wasm.release.json");
     let env: Value = serde_json::from_str(&std::fs::read_to_string(&release).unwrap()).unwrap();
     assert_eq!(env["payloadType"], "application/vnd.in-toto+json");
@@ -178,4 +184,131 @@ fn a_signed_component_is_admitted_and_every_wrong_one_is_refused_by_name() {
             stderr(&o)
         );
     }
+}
+
+/// The registry of `runwarden up`: a tenant publishes only what its trust policy admits,
+/// once; refusals and publications are records in the log.
+#[test]
+fn a_tenant_publishes_only_what_its_trust_policy_admits_and_each_step_is_recorded() {
+    use super::up::{DiskFull, cli, disk_full, start};
+    let d = tempfile::tempdir().unwrap();
+    let DiskFull {
+        data,
+        policy: host_policy,
+        ..
+    } = disk_full(d.path());
+    let (keys, wasm) = signed_trivial(d.path(), &data);
+    let public = keys.join("acme-msp.pub");
+    let wasm_s = wasm.to_str().unwrap();
+    let up = start(&data, &host_policy);
+
+    // No trust policy yet: nothing is published.
+    let o = cli(&data, &up, &["runbook", "publish", wasm_s]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("has no trust policy"), "{}", stderr(&o));
+    let o = cli(&data, &up, &["trust", "show"]);
+    assert!(
+        !o.status.success() && stderr(&o).contains("404"),
+        "{}",
+        stderr(&o)
+    );
+    // A policy that does not trust this publisher with this name.
+    let narrow = policy(d.path(), "narrow.toml", &public, "[\"restart-*\"]", "high");
+    let o = cli(&data, &up, &["trust", "set", &narrow]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(out(&o).contains("restart-*"), "{}", out(&o));
+    let o = cli(&data, &up, &["runbook", "publish", wasm_s]);
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("409") && stderr(&o).contains("may not publish \"trivial\""),
+        "{}",
+        stderr(&o)
+    );
+    // Trusted: published once; again, nothing new.
+    let wide = policy(d.path(), "wide.toml", &public, "[\"*\"]", "high");
+    assert!(cli(&data, &up, &["trust", "set", &wide]).status.success());
+    let o = cli(&data, &up, &["runbook", "publish", wasm_s]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(out(&o).starts_with("published trivial"), "{}", out(&o));
+    let o = cli(&data, &up, &["runbook", "publish", wasm_s, "--json"]);
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["new"], false, "{v}");
+    let sha = v["sha256"].as_str().unwrap().to_string();
+    // Altered bytes under the same release: refused, nothing stored.
+    let tampered = d.path().join("tampered.wasm");
+    let mut bytes = std::fs::read(&wasm).unwrap();
+    bytes.push(0);
+    std::fs::write(&tampered, &bytes).unwrap();
+    let release = format!("{wasm_s}.release.json");
+    let o = cli(
+        &data,
+        &up,
+        &[
+            "runbook",
+            "publish",
+            tampered.to_str().unwrap(),
+            "--release",
+            &release,
+        ],
+    );
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("altered"), "{}", stderr(&o));
+    let o = cli(&data, &up, &["runbook", "published", "--json"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let listed: Vec<Value> = String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    assert_eq!(listed[0]["sha256"], sha.as_str());
+    assert_eq!(listed[0]["name"], "trivial");
+    // An operate token cannot publish (admin only).
+    let o = cli(
+        &data,
+        &up,
+        &[
+            "token", "create", "--tenant", "local", "--scope", "operate", "--name", "ops",
+        ],
+    );
+    let operate = out(&o).trim().to_string();
+    let o = cli(
+        &data,
+        &up,
+        &["runbook", "publish", wasm_s, "--token", &operate],
+    );
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("403"), "{}", stderr(&o));
+    // Every step is in the control plane's log.
+    let o = cli(&data, &up, &["evidence", "list", "--json"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let records: Vec<Value> = String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let statuses: Vec<(&str, &str)> = records
+        .iter()
+        .filter(|r| {
+            r["runbook"]
+                .as_str()
+                .is_some_and(|n| n.starts_with("component:"))
+        })
+        .map(|r| {
+            (
+                r["runbook"].as_str().unwrap(),
+                r["status"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        statuses,
+        [
+            ("component:?", "refused"),
+            ("component:trust-policy", "trust-set"),
+            ("component:?", "refused"),
+            ("component:trust-policy", "trust-set"),
+            ("component:trivial", "published"),
+            ("component:?", "refused"),
+        ],
+        "{records:?}"
+    );
 }

@@ -211,3 +211,94 @@ async fn on_postgres_any_text_is_stored_and_a_failing_write_fails_only_its_reque
     );
     assert_eq!(store.max_evidence_index().await.unwrap(), Some(3));
 }
+
+/// The registry's rows on either database: a trust policy replaced in place, a component
+/// stored once however often it is published, a release once per tenant, listed per
+/// tenant and by name, and a component read only by a tenant that published it.
+async fn registry_keeps_one_copy_and_each_tenant_its_own(store: &ControlStore) {
+    use runwarden_control::store::ReleaseRow;
+    store
+        .put_trust_policy("a", "{\"publishers\":[]}", "token t1", 1)
+        .await
+        .unwrap();
+    store
+        .put_trust_policy("a", "{\"publishers\":[1]}", "token t2", 2)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.trust_policy("a").await.unwrap().as_deref(),
+        Some("{\"publishers\":[1]}")
+    );
+    assert_eq!(store.trust_policy("b").await.unwrap(), None);
+    let row = |tenant: &str, sha: &str, name: &str, at: i64| ReleaseRow {
+        tenant: tenant.into(),
+        sha256: sha.into(),
+        kind: "runbook".into(),
+        name: name.into(),
+        version: "1.0.0".into(),
+        risk: "low".into(),
+        publisher: "acme+00000000+AAAA".into(),
+        envelope: "{}".into(),
+        published_at_ms: at,
+        published_by: "token t".into(),
+    };
+    let bytes = b"\0asm component".to_vec();
+    assert!(
+        store
+            .put_release(&bytes, &row("a", "s1", "one", 10))
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .put_release(&bytes, &row("a", "s1", "one", 11))
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .put_release(&bytes, &row("b", "s1", "one", 12))
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .put_release(b"other", &row("a", "s2", "two", 13))
+            .await
+            .unwrap()
+    );
+    let names = |v: Vec<ReleaseRow>| v.into_iter().map(|r| r.sha256).collect::<Vec<_>>();
+    assert_eq!(
+        names(store.releases("a", None).await.unwrap()),
+        ["s2", "s1"]
+    );
+    assert_eq!(
+        names(store.releases("a", Some("one")).await.unwrap()),
+        ["s1"]
+    );
+    assert_eq!(
+        names(store.releases("c", None).await.unwrap()),
+        Vec::<String>::new()
+    );
+    assert_eq!(
+        store.component("a", "s1").await.unwrap(),
+        Some(bytes.clone())
+    );
+    assert_eq!(store.component("c", "s1").await.unwrap(), None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_registry_on_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = ControlStore::open(dir.path().join("c.db").to_str().unwrap())
+        .await
+        .unwrap();
+    registry_keeps_one_copy_and_each_tenant_its_own(&store).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_registry_on_postgres() {
+    let pg = pg::Postgres::start();
+    let store = ControlStore::open(&pg.url).await.unwrap();
+    registry_keeps_one_copy_and_each_tenant_its_own(&store).await;
+}
