@@ -586,13 +586,16 @@ async fn list_components(
     Ok(Json(serde_json::json!({ "components": releases })))
 }
 
+/// The largest release accepted with a component.
+const MAX_RELEASE_BYTES: usize = 1 << 20;
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct PublishBody {
     /// The component's bytes, base64.
     component: String,
-    /// Its signed release (the DSSE envelope, as a JSON object).
-    release: serde_json::Value,
+    /// Its signed release (the DSSE envelope, as a JSON object), kept as its text.
+    release: Box<serde_json::value::RawValue>,
 }
 
 /// `POST /v1/components` (admin): publish a component and its signed release into the
@@ -612,10 +615,22 @@ async fn publish_component(
             "the body must be {{\"component\": \"<base64 of the .wasm>\", \"release\": {{<the signed release>}}}}: {e}"
         ))
     })?;
+    if body.release.get().len() > MAX_RELEASE_BYTES {
+        return Err(ApiError::bad_request(format!(
+            "release: {} bytes, more than a release ever needs ({MAX_RELEASE_BYTES})",
+            body.release.get().len()
+        )));
+    }
+    if body.component.len() > runwarden_control::MAX_COMPONENT_BYTES.div_ceil(3) * 4 {
+        return Err(ApiError::bad_request(format!(
+            "component: more than {} bytes",
+            runwarden_control::MAX_COMPONENT_BYTES
+        )));
+    }
     let bytes = base64::engine::general_purpose::STANDARD
         .decode(body.component.as_bytes())
         .map_err(|e| ApiError::bad_request(format!("component: not base64: {e}")))?;
-    let release = body.release.to_string();
+    let release = body.release.get().to_string();
     Ok(Json(
         s.0.controller.publish(&caller, &bytes, &release).await?,
     ))

@@ -182,7 +182,8 @@ pub struct ListedVersion {
     pub key: String,
     /// Its size in bytes (0 for a delete marker).
     pub size: u64,
-    /// Its version id (`None` where the bucket has no versioning: S3's `null`).
+    /// Its version id (`null` for one written before versioning was on; `None` only when
+    /// the listing gave none).
     pub version_id: Option<String>,
     /// Whether it is the key's newest.
     pub latest: bool,
@@ -645,7 +646,9 @@ impl S3 {
                     size,
                     version_id: item
                         .child_text("VersionId")
-                        .filter(|v| versions && !v.is_empty() && *v != "null")
+                        // `null` is a real id: the version written before versioning
+                        // (Object Lock) was turned on, read as `versionId=null`.
+                        .filter(|v| versions && !v.is_empty())
                         .map(str::to_string),
                     latest: !versions || item.child_text("IsLatest").map(str::trim) == Some("true"),
                     delete_marker: marker,

@@ -51,22 +51,6 @@ pub fn release_path(component: &Path) -> PathBuf {
     PathBuf::from(name)
 }
 
-/// The release of a loaded runbook: what its manifest says, its sha256.
-fn release_of(loaded: &runwarden_runtime::Loaded) -> anyhow::Result<ev::Release> {
-    let m = loaded.manifest();
-    Ok(ev::Release {
-        kind: ev::ComponentKind::Runbook,
-        name: m.name.clone(),
-        version: m.version.clone(),
-        sha256: loaded.sha256().to_string(),
-        risk: serde_json::from_value(serde_json::to_value(m.risk)?)
-            .context("the manifest's risk level")?,
-        manifest: serde_json::to_value(m)?,
-        built_from: None,
-        signed_at: ev::now_rfc3339(),
-    })
-}
-
 /// `runwarden runbook sign COMPONENT --key KEY [--out FILE]`.
 pub fn sign(
     data_dir: PathBuf,
@@ -77,7 +61,7 @@ pub fn sign(
     let key = ev::read_signing_key(key)?;
     let rt = crate::runbook::runtime(data_dir)?;
     let loaded = crate::runbook::load(&rt, file)?;
-    let release = release_of(&loaded)?;
+    let release = runwarden_control::release_for(&loaded);
     let out = out.unwrap_or_else(|| release_path(file));
     let envelope = release.sign(&key);
     ev::write_atomic(&out, format!("{}\n", envelope.to_json()).as_bytes())
@@ -125,12 +109,7 @@ pub fn verify(
     let verdict = verdict.and_then(|(r, key)| {
         let rt = crate::runbook::runtime(data_dir)?;
         let loaded = crate::runbook::load(&rt, file)?;
-        let actual = serde_json::to_value(loaded.manifest())?;
-        if actual != r.manifest {
-            anyhow::bail!(
-                "the component's manifest is not the one its release signed (name, version, risk, capabilities or schema differ)"
-            );
-        }
+        runwarden_control::release_describes(&r, &loaded).map_err(anyhow::Error::msg)?;
         Ok((r, key))
     });
     match verdict {

@@ -118,6 +118,25 @@ impl Controller {
                 return Err(ControlError::Conflict(why));
             }
         };
+        // What the release says of the component (the name, risk and kind the policy
+        // judged) must be what the component declares: it is loaded to see.
+        let rt = self.runtime.clone();
+        let bytes = component.to_vec();
+        let loaded = tokio::task::spawn_blocking(move || rt.load(&bytes))
+            .await
+            .map_err(|e| ControlError::Setup(format!("loading a published component: {e}")))?;
+        let described = match &loaded {
+            Ok(l) => release_describes(&r, l),
+            Err(e) => Err(format!(
+                "it is not a runbook component this runwarden loads: {e}"
+            )),
+        };
+        if let Err(why) = described {
+            let why = format!("publication refused: {why}");
+            self.record_registry(caller, ("?", "", &sha256), "refused", &why, json!({}))
+                .await?;
+            return Err(ControlError::Conflict(why));
+        }
         let row = ReleaseRow {
             tenant: caller.tenant.clone(),
             sha256: r.sha256.clone(),
@@ -131,6 +150,18 @@ impl Controller {
             published_by: format!("token {}", caller.token_id),
         };
         let new = self.store.put_release(component, &row).await?;
+        // Published before (by this release or another of the same bytes): what is stored
+        // is what is answered.
+        let row = match new {
+            true => row,
+            false => self
+                .store
+                .releases(&caller.tenant, Some(&r.name))
+                .await?
+                .into_iter()
+                .find(|x| x.sha256 == r.sha256)
+                .unwrap_or(row),
+        };
         if new {
             let summary = format!(
                 "published {} {} ({}, {} risk), signed by publisher {}",
@@ -205,6 +236,72 @@ impl Controller {
         self.append(&statement, &invocation, &subject, status, now)
             .await
     }
+}
+
+/// The release a publisher signs for a loaded runbook: what its manifest says, its
+/// SHA-256, signed now.
+pub fn release_for(loaded: &runwarden_runtime::Loaded) -> ev::Release {
+    let m = loaded.manifest();
+    let risk = match serde_json::to_value(m.risk)
+        .ok()
+        .as_ref()
+        .and_then(|v| v.as_str())
+    {
+        Some("high") => ev::RiskLevel::High,
+        Some("medium") => ev::RiskLevel::Medium,
+        _ => ev::RiskLevel::Low,
+    };
+    ev::Release {
+        kind: ev::ComponentKind::Runbook,
+        name: m.name.clone(),
+        version: m.version.clone(),
+        sha256: loaded.sha256().to_string(),
+        risk,
+        manifest: serde_json::to_value(m).unwrap_or_default(),
+        built_from: None,
+        signed_at: ev::now_rfc3339(),
+    }
+}
+
+/// Whether a release tells the truth about the component it signs: a runbook (rule sets
+/// are not published yet), of the same name and version, at the same effective risk, with
+/// the very manifest it declares. A trust policy judges the release's words; this ties them
+/// to the bytes.
+pub fn release_describes(
+    r: &ev::Release,
+    loaded: &runwarden_runtime::Loaded,
+) -> std::result::Result<(), String> {
+    if r.kind != ev::ComponentKind::Runbook {
+        return Err(format!(
+            "its release says it is {}, and only runbooks are published so far",
+            r.kind.as_str()
+        ));
+    }
+    let m = loaded.manifest();
+    if r.name != m.name || r.version != m.version {
+        return Err(format!(
+            "its release names {} {}, but the component is {} {}",
+            ev::escape_control(&r.name),
+            ev::escape_control(&r.version),
+            m.name,
+            ev::escape_control(&m.version)
+        ));
+    }
+    let risk = serde_json::to_value(m.risk).unwrap_or_default();
+    if risk.as_str() != Some(r.risk.as_str()) {
+        return Err(format!(
+            "its release says {} risk, but the component is {} risk",
+            r.risk.as_str(),
+            risk.as_str().unwrap_or("?")
+        ));
+    }
+    if serde_json::to_value(m).ok().as_ref() != Some(&r.manifest) {
+        return Err(
+            "its release signs another manifest than the component declares (summary, params schema, capabilities or platforms differ)"
+                .into(),
+        );
+    }
+    Ok(())
 }
 
 fn hex_sha256(bytes: &[u8]) -> String {

@@ -18,7 +18,7 @@
 
 use super::{ControlError, Controller, Result, ev_ms, now_ms, parse_record};
 use runwarden_proto::bus::HandUp;
-use runwarden_proto::{HandedUpFor, IncidentRecord, IncidentStatus as St, Tier};
+use runwarden_proto::{HandedUpFor, IncidentRecord, IncidentStatus as St, Tier, Verdict};
 
 /// What an agent's control plane appends to the reason of what it hands up.
 const HANDED_UP: &str = " (handed to the control plane)";
@@ -136,7 +136,16 @@ impl Controller {
         };
         let now = now_ms();
         rec.decision = theirs.decision;
-        rec.guardrails = theirs.guardrails;
+        // The host's verdicts are shown, never trusted: none of them names a person's
+        // decision on an escalation (only this control plane's approvals do).
+        rec.guardrails = theirs
+            .guardrails
+            .into_iter()
+            .map(|v| Verdict {
+                escalation: None,
+                ..v
+            })
+            .collect();
         rec.runs = theirs.runs;
         let reason = theirs
             .reason

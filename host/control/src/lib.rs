@@ -23,7 +23,7 @@ pub use incident::rule_input;
 pub use inventory::Inventory;
 pub use notify::{Format, WebhookConfig};
 pub use pipeline::agent::{AgentRequest, AgentTool, MAX_REASON};
-pub use pipeline::components::MAX_COMPONENT_BYTES;
+pub use pipeline::components::{MAX_COMPONENT_BYTES, release_describes, release_for};
 pub use pipeline::enroll::{
     CredentialMinter, Enrolled, Enrollment, EnrollmentToken, Gauges, HOST_SYNC_SECS, HostView,
     LastRecord, LinkGauges, MintedCredentials,

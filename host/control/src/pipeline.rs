@@ -2057,14 +2057,14 @@ impl Controller {
             }
             None => {
                 rec.reason = format!("{}; {} by {by}", rec.reason, decision.state());
-                self.record_blocked(
-                    &mut rec,
-                    proposal.as_ref(),
-                    provenance,
-                    Some(decision.state().as_str()),
-                    now,
-                )
-                .await?;
+                // What the person decided, in words of its own: `denied` is a host
+                // policy's refusal of a call.
+                let status = match decision {
+                    crate::Decision::Deny => "declined",
+                    _ => decision.state().as_str(),
+                };
+                self.record_blocked(&mut rec, proposal.as_ref(), provenance, Some(status), now)
+                    .await?;
             }
         }
         let received_ms = ev_ms(&rec.received_at);

@@ -278,6 +278,7 @@ impl TrustPolicy {
             .map(|(p, _)| p)
             .collect();
         let who = key.label();
+        // One entry must allow it whole (name, kind and risk): entries never add up.
         let named: Vec<&&TrustedPublisher> = theirs
             .iter()
             .filter(|p| p.components.iter().any(|g| glob_match(g, &release.name)))
@@ -294,12 +295,17 @@ impl TrustPolicy {
                     .join(", ")
             )));
         }
-        if release.kind == ComponentKind::Rules && !named.iter().any(|p| p.rules) {
+        let of_kind: Vec<&&&TrustedPublisher> = named
+            .iter()
+            .filter(|p| release.kind == ComponentKind::Runbook || p.rules)
+            .collect();
+        if of_kind.is_empty() {
             return Err(ReleaseError::NotAllowed(format!(
-                "publisher {who} may not publish L1 rule sets (set rules = true for it in the trust policy)"
+                "publisher {who} may not publish L1 rule sets named {:?} (set rules = true on its entry for that name in the trust policy)",
+                crate::escape_control(&release.name)
             )));
         }
-        let max = named.iter().map(|p| p.max_risk).max().expect("not empty");
+        let max = of_kind.iter().map(|p| p.max_risk).max().expect("not empty");
         if release.risk > max {
             return Err(ReleaseError::NotAllowed(format!(
                 "{} is {} risk; publisher {who} may publish it at {} risk at most",
@@ -342,38 +348,58 @@ pub fn glob_match(glob: &str, name: &str) -> bool {
     true
 }
 
-/// Versions compared part by part (split at `.`, `-` and `+`): numbers as numbers, words as
-/// text, a number after a word; `1.10.0` > `1.9.2`, `2.0.0-rc1` < `2.0.0`.
+/// Versions compared as semantic versions: the release numbers part by part (a missing
+/// part is 0: `1.2` = `1.2.0`; `1.10.0` > `1.9.2`), then a pre-release (after the first
+/// `-`) before the release itself (`2.0.0-rc.1` < `2.0.0`), its identifiers compared
+/// numbers as numbers, words as text, a number before a word; build metadata (after `+`)
+/// is ignored. A part that is not a number is compared as text.
 pub fn compare_versions(a: &str, b: &str) -> std::cmp::Ordering {
     use std::cmp::Ordering;
-    let split = |v: &str| -> Vec<String> {
-        v.split(['.', '-', '+'])
-            .map(str::to_string)
-            .collect::<Vec<_>>()
-    };
-    let (a, b) = (split(a), split(b));
-    for i in 0..a.len().max(b.len()) {
-        let (x, y) = (a.get(i), b.get(i));
-        let o = match (x, y) {
-            (None, None) => Ordering::Equal,
-            // A further number is a later version (`1.0.1` > `1.0`); a further word is a
-            // pre-release, an earlier one (`2.0.0-rc1` < `2.0.0`).
-            (None, Some(y)) if y.parse::<u64>().is_ok() => Ordering::Less,
-            (None, Some(_)) => Ordering::Greater,
-            (Some(x), None) if x.parse::<u64>().is_ok() => Ordering::Greater,
-            (Some(_), None) => Ordering::Less,
-            (Some(x), Some(y)) => match (x.parse::<u64>(), y.parse::<u64>()) {
-                (Ok(p), Ok(q)) => p.cmp(&q),
-                (Ok(_), Err(_)) => Ordering::Greater,
-                (Err(_), Ok(_)) => Ordering::Less,
-                (Err(_), Err(_)) => x.cmp(y),
-            },
+    fn parts(v: &str) -> (Vec<&str>, Option<Vec<&str>>) {
+        let v = v.split('+').next().unwrap_or_default();
+        let (core, pre) = match v.split_once('-') {
+            Some((c, p)) => (c, Some(p.split('.').collect())),
+            None => (v, None),
         };
+        (core.split('.').collect(), pre)
+    }
+    fn ident(x: &str, y: &str) -> Ordering {
+        match (x.parse::<u64>(), y.parse::<u64>()) {
+            (Ok(p), Ok(q)) => p.cmp(&q),
+            (Ok(_), Err(_)) => Ordering::Less,
+            (Err(_), Ok(_)) => Ordering::Greater,
+            (Err(_), Err(_)) => x.cmp(y),
+        }
+    }
+    let ((ca, pa), (cb, pb)) = (parts(a), parts(b));
+    for i in 0..ca.len().max(cb.len()) {
+        let o = ident(
+            ca.get(i).copied().unwrap_or("0"),
+            cb.get(i).copied().unwrap_or("0"),
+        );
         if o != Ordering::Equal {
             return o;
         }
     }
-    Ordering::Equal
+    match (pa, pb) {
+        (None, None) => Ordering::Equal,
+        (None, Some(_)) => Ordering::Greater,
+        (Some(_), None) => Ordering::Less,
+        (Some(x), Some(y)) => {
+            for i in 0..x.len().max(y.len()) {
+                let o = match (x.get(i), y.get(i)) {
+                    (None, None) => Ordering::Equal,
+                    (None, Some(_)) => Ordering::Less,
+                    (Some(_), None) => Ordering::Greater,
+                    (Some(p), Some(q)) => ident(p, q),
+                };
+                if o != Ordering::Equal {
+                    return o;
+                }
+            }
+            Ordering::Equal
+        }
+    }
 }
 
 #[cfg(test)]
@@ -403,9 +429,13 @@ mod tests {
     fn versions_compare_by_their_numbers() {
         assert_eq!(compare_versions("1.10.0", "1.9.2"), Greater);
         assert_eq!(compare_versions("0.1.0", "0.1.0"), Equal);
-        assert_eq!(compare_versions("0.1", "0.1.0"), Less);
+        assert_eq!(compare_versions("0.1", "0.1.0"), Equal);
         assert_eq!(compare_versions("2.0.0-rc1", "2.0.0"), Less);
-        assert_eq!(compare_versions("2.0.0-rc2", "2.0.0-rc1"), Greater);
+        assert_eq!(compare_versions("1.2.0-1", "1.2.0"), Less);
+        assert_eq!(compare_versions("2.0.0-rc.2", "2.0.0-rc.1"), Greater);
+        assert_eq!(compare_versions("2.0.0-rc.1", "2.0.0-rc.1.1"), Less);
+        assert_eq!(compare_versions("2.0.0-1", "2.0.0-alpha"), Less);
+        assert_eq!(compare_versions("1.0.0+build.5", "1.0.0"), Equal);
         assert_eq!(compare_versions("1.0.0", "1.0.1"), Less);
     }
 }

@@ -131,19 +131,17 @@ async fn another_tenant_can_neither_see_nor_act_on_the_host_on_any_route_or_mcp_
     // owner's admin).
     let owner_admin = api.token("clinic-a", Scope::Admin).await;
     let publisher = runwarden_evidence::SigningKey::generate("owner-publisher").unwrap();
+    let (_, wasm) = runwarden_guests::standard_runbooks().next().unwrap();
+    let rt_dir = tempfile::tempdir().unwrap();
+    let rt = runwarden_runtime::Runtime::new(runwarden_runtime::RuntimeConfig {
+        data_dir: rt_dir.path().to_path_buf(),
+    })
+    .unwrap();
+    let loaded = rt.load(wasm).unwrap();
     let owner_release = serde_json::from_str::<Value>(
-        &runwarden_evidence::Release {
-            kind: runwarden_evidence::ComponentKind::Runbook,
-            name: "owner-only".into(),
-            version: "1.0.0".into(),
-            sha256: runwarden_evidence::component_sha256(b"owner component"),
-            risk: runwarden_evidence::RiskLevel::Low,
-            manifest: json!({}),
-            built_from: None,
-            signed_at: "2026-12-07T00:00:00.000Z".into(),
-        }
-        .sign(&publisher)
-        .to_json(),
+        &runwarden_control::release_for(&loaded)
+            .sign(&publisher)
+            .to_json(),
     )
     .unwrap();
     let r = api
@@ -152,7 +150,7 @@ async fn another_tenant_can_neither_see_nor_act_on_the_host_on_any_route_or_mcp_
             "/v1/trust",
             Some(&owner_admin),
             Some(
-                json!({"publishers": [{"key": publisher.verifying_key().to_text(), "components": ["*"], "max_risk": "low"}]})
+                json!({"publishers": [{"key": publisher.verifying_key().to_text(), "components": ["*"], "max_risk": "high"}]})
                     .to_string()
                     .into_bytes(),
             ),
@@ -165,7 +163,7 @@ async fn another_tenant_can_neither_see_nor_act_on_the_host_on_any_route_or_mcp_
             "/v1/components",
             &owner_admin,
             &json!({
-                "component": base64::engine::general_purpose::STANDARD.encode(b"owner component"),
+                "component": base64::engine::general_purpose::STANDARD.encode(wasm),
                 "release": owner_release,
             }),
         )

@@ -154,6 +154,47 @@ fn a_signed_component_is_admitted_and_every_wrong_one_is_refused_by_name() {
             .contains("may not publish \"trivial\""),
         "{v}"
     );
+    // A release that lies about its component (another name, a lower risk) under the
+    // right key: the policy would admit its words, the component does not match them.
+    let key = runwarden_evidence::read_signing_key(&keys.join("acme-msp.key")).unwrap();
+    let honest: Value = serde_json::from_slice(
+        &runwarden_evidence::Envelope::from_json(&std::fs::read_to_string(&release).unwrap())
+            .unwrap()
+            .payload()
+            .unwrap(),
+    )
+    .unwrap();
+    for (field, value, says) in [
+        ("name", "restart-x", "its release names restart-x"),
+        ("kind", "rules", "only runbooks are published"),
+    ] {
+        let mut lie: runwarden_evidence::Release =
+            serde_json::from_value(honest["predicate"].clone()).unwrap();
+        match field {
+            "name" => lie.name = value.into(),
+            _ => lie.kind = runwarden_evidence::ComponentKind::Rules,
+        }
+        let lying = d.path().join("lying.release.json");
+        std::fs::write(&lying, lie.sign(&key).to_json()).unwrap();
+        let mut wide = std::fs::read_to_string(&trusted).unwrap();
+        wide.push_str("rules = true\n");
+        let wide_file = d.path().join("wide-rules.toml");
+        std::fs::write(&wide_file, wide).unwrap();
+        let o = runwarden(
+            &data,
+            &[
+                "runbook",
+                "verify",
+                wasm_s,
+                "--trust",
+                wide_file.to_str().unwrap(),
+                "--release",
+                lying.to_str().unwrap(),
+            ],
+        );
+        assert_eq!(o.status.code(), Some(1), "{field}");
+        assert!(stderr(&o).contains(says), "{}", stderr(&o));
+    }
     // A trust policy that does not parse names itself and what is wrong.
     let bad = d.path().join("bad.toml");
     for (text, says) in [

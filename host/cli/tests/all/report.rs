@@ -182,8 +182,8 @@ fn the_monthly_report_counts_what_up_did_and_signs_its_figures() {
         .unwrap();
     let denied = statements
         .iter()
-        .find(|s| s["predicate"]["outcome"]["status"] == "denied")
-        .expect("the denial is recorded as one");
+        .find(|s| s["predicate"]["outcome"]["status"] == "declined")
+        .expect("the denial is recorded as the person's");
     let verdict = denied["predicate"]["guardrails"]
         .as_array()
         .unwrap()

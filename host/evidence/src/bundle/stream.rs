@@ -649,7 +649,8 @@ impl Tally {
             return;
         };
         let class = class_of(f, self.zone.is_some());
-        let in_sla = f.in_sla.filter(|_| self.sla);
+        // Only a person's decision (tier L3) is counted by its SLA.
+        let in_sla = f.in_sla.filter(|_| self.sla && f.tier == "L3");
         self.all.add(class);
         self.all.decided(in_sla);
         let local = self.zone.as_ref().and_then(|z| {
@@ -902,6 +903,9 @@ Check it with <code>runwarden evidence verify BUNDLE --key KEY.pub</code>; this 
             );
         }
         if self.sla {
+            out.push_str(
+                "<dt>other</dt><dd>a person declined the proposed run or resolved the problem another way (nothing ran), or an outcome this report does not name</dd>",
+            );
             out.push_str(
                 "<dt>decided in SLA, late</dt><dd>a person approved, denied or resolved an escalation by the deadline its incident's severity set (the SLA), or after it; counted where the decision is recorded (an approved run, in the log of the host it ran on)</dd>",
             );

@@ -168,6 +168,40 @@ fn the_policy_limits_names_risk_rule_sets_and_downgrades() {
         ),
     )
     .unwrap();
+    // Two entries for one key do not add up: a high-risk rule set is admitted only by an
+    // entry that allows both.
+    let mut split = policy(&key, &["restart-*"], RiskLevel::High);
+    split.publishers.push(TrustedPublisher {
+        key: key.verifying_key().to_text(),
+        components: vec!["*".into()],
+        max_risk: RiskLevel::Low,
+        rules: true,
+    });
+    let e = admit(
+        &split,
+        release("restart-x", "1.0.0", RiskLevel::High, ComponentKind::Rules),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.contains("high risk") && e.contains("low risk at most"),
+        "{e}"
+    );
+    admit(
+        &split,
+        release("restart-x", "1.0.0", RiskLevel::Low, ComponentKind::Rules),
+    )
+    .unwrap();
+    admit(
+        &split,
+        release(
+            "restart-x",
+            "1.0.0",
+            RiskLevel::High,
+            ComponentKind::Runbook,
+        ),
+    )
+    .unwrap();
     // Deny by default: an empty policy admits nothing.
     let e = admit(
         &TrustPolicy::default(),

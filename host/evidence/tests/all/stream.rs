@@ -687,7 +687,7 @@ fn decision(i: u64, key: &SigningKey, deadline: u64, decided_at: Option<u64>) ->
                 Provenance::L3 {
                     approver: "token tok_ops (operate scope, tenant clinic)".into(),
                 },
-                "denied",
+                "declined",
                 Some(serde_json::json!([
                     {"guardrail": "repeat", "verdict": "escalate", "detail": "3 in 10 min"},
                     {"guardrail": "approval", "verdict": "denied", "detail": "denied", "escalation": e},
