@@ -674,6 +674,18 @@ fn the_report_links_each_record_it_lists_to_where_it_is_and_the_summaries_to_the
 /// was decided, as the control plane's approval verdict names them), or of the record
 /// that opened it when `decided_at` is `None`.
 fn decision(i: u64, key: &SigningKey, deadline: u64, decided_at: Option<u64>) -> String {
+    decision_by(i, key, deadline, decided_at, true)
+}
+
+/// [`decision`], its provenance a person's (tier L3) or not (what a host handing an
+/// incident up could claim).
+fn decision_by(
+    i: u64,
+    key: &SigningKey,
+    deadline: u64,
+    decided_at: Option<u64>,
+    person: bool,
+) -> String {
     let escalation = serde_json::json!({
         "id": format!("esc_{i:016x}"),
         "opened_at": rfc3339_ms(1_700_000_000_000),
@@ -684,8 +696,13 @@ fn decision(i: u64, key: &SigningKey, deadline: u64, decided_at: Option<u64>) ->
             let mut e = escalation;
             e["decided_at"] = rfc3339_ms(at).into();
             (
-                Provenance::L3 {
-                    approver: "token tok_ops (operate scope, tenant clinic)".into(),
+                match person {
+                    true => Provenance::L3 {
+                        approver: "token tok_ops (operate scope, tenant clinic)".into(),
+                    },
+                    false => Provenance::Undecided {
+                        reason: "handed up".into(),
+                    },
                 },
                 "declined",
                 Some(serde_json::json!([
@@ -744,6 +761,8 @@ fn the_report_counts_people_s_decisions_by_their_sla_from_the_signed_records() {
         decision(2, &key, t0 + hour, Some(t0 + 2 * hour)),
         decision(3, &key, t0 + hour, Some(t0 + hour)),
         record(4, &key, "ran"),
+        // Not a person's decision: whatever its verdicts claim, it is not counted.
+        decision_by(5, &key, t0 + hour, Some(t0 + hour / 4), false),
     ];
     let tree = MerkleTree::new(envelopes.iter().map(|e| leaf_hash(e.as_bytes())).collect());
     let log = (envelopes, tree);
