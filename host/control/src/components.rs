@@ -56,7 +56,7 @@ impl Controller {
         );
         self.record_registry(
             caller,
-            ("trust-policy", "", &hex_sha256(text.as_bytes())),
+            ("trust-policy", "", &ev::component_sha256(text.as_bytes())),
             "trust-set",
             &summary,
             json!({"policy": policy}),
@@ -302,10 +302,6 @@ pub fn release_describes(
         );
     }
     Ok(())
-}
-
-fn hex_sha256(bytes: &[u8]) -> String {
-    ev::component_sha256(bytes)
 }
 
 fn view(r: &ReleaseRow, new: bool) -> ReleaseView {
