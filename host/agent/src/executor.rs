@@ -22,7 +22,7 @@ use runwarden_proto::bus::{
 };
 use runwarden_runtime::{Loaded, Policy, RunOptions, Runtime, Status};
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 
 /// Most runs one job may ask for.
 pub const MAX_RUNS_PER_JOB: usize = 16;
@@ -37,6 +37,14 @@ pub struct AgentConfig {
     pub policy: Arc<Policy>,
     /// The runbooks this host has, loaded.
     pub runbooks: Vec<Arc<Loaded>>,
+    /// Who published the runbooks that came with a signed release: component sha256 →
+    /// the publisher's key id, named in the record of every run of it.
+    pub publishers: HashMap<String, String>,
+    /// This host's trust policy: what a deployment may load (none: nothing is).
+    pub trust: Option<ev::TrustPolicy>,
+    /// Where deployed components are kept (`DATA_DIR/components`), loaded again at start
+    /// through the trust policy; `None`: deployments are refused.
+    pub components: Option<std::path::PathBuf>,
     /// This host's signing key: every record of this host is signed with it.
     pub key: ev::SigningKey,
     /// The control-plane keys whose jobs this agent runs.
@@ -69,10 +77,21 @@ pub enum AgentError {
 
 /// The host side: runs checked jobs on this host, exactly once each.
 pub struct Executor {
-    runtime: Arc<Runtime>,
+    pub(crate) runtime: Arc<Runtime>,
     tenant: String,
     policy: Arc<Policy>,
-    runbooks: HashMap<String, Arc<Loaded>>,
+    /// The runbooks runs use now, by name: swapped whole by a deployment (a run holds the
+    /// component it started with).
+    pub(crate) runbooks: RwLock<HashMap<String, Arc<Loaded>>>,
+    /// What the host had before any deployment (built in, runbooks directory).
+    pub(crate) base: HashMap<String, Arc<Loaded>>,
+    pub(crate) publishers: RwLock<HashMap<String, String>>,
+    pub(crate) trust: Option<ev::TrustPolicy>,
+    pub(crate) components: Option<std::path::PathBuf>,
+    /// Told of every swap: (name, what runs under it now, if anything).
+    pub(crate) on_swap: Mutex<Vec<crate::deploy::OnSwap>>,
+    /// Held while a deployment reads and replaces what runs.
+    pub(crate) deploying: tokio::sync::Mutex<()>,
     key: ev::SigningKey,
     origin: String,
     control_keys: Vec<ev::VerifyingKey>,
@@ -95,15 +114,22 @@ impl Executor {
         let journal = Journal::open(&config.journal)
             .await
             .map_err(AgentError::Journal)?;
+        let base: HashMap<String, Arc<Loaded>> = config
+            .runbooks
+            .into_iter()
+            .map(|l| (l.manifest().name.clone(), l))
+            .collect();
         Ok(Executor {
             runtime,
             tenant: config.tenant,
             policy: config.policy,
-            runbooks: config
-                .runbooks
-                .into_iter()
-                .map(|l| (l.manifest().name.clone(), l))
-                .collect(),
+            runbooks: RwLock::new(base.clone()),
+            base,
+            publishers: RwLock::new(config.publishers),
+            trust: config.trust,
+            components: config.components,
+            on_swap: Mutex::new(Vec::new()),
+            deploying: tokio::sync::Mutex::new(()),
             key: config.key,
             origin,
             control_keys: config.control_keys,
@@ -149,6 +175,7 @@ impl Executor {
             &s.runbook,
             &s.sha256,
             ev::Invocation {
+                publisher: None,
                 invocation_id: s.invocation_id.clone(),
                 tenant: s.tenant.clone(),
                 host_id: self.host().to_string(),
@@ -214,22 +241,29 @@ impl Executor {
     /// clock. The report names every record; a refused job's report says why, and the
     /// refusal is itself a signed record.
     pub async fn execute(&self, envelope: &[u8], now_ms: i64) -> Result<RunReport, AgentError> {
+        if crate::deploy::is_deploy_job(envelope) {
+            return self.deploy(envelope, now_ms).await;
+        }
         let job = match self.open_job(envelope) {
             Ok(job) => job,
             Err(why) => return self.refuse(None, &why, now_ms).await,
         };
-        if let Err(why) = self.admissible(&job, now_ms) {
-            // A job delivered again is answered from the log, even once it has expired.
-            if let Some(report) = self.already_recorded(&job).await? {
-                return Ok(report);
+        let loaded = match self.admissible(&job, now_ms) {
+            Ok(loaded) => loaded,
+            Err(why) => {
+                // A job delivered again is answered from the log, even once it has
+                // expired.
+                if let Some(report) = self.already_recorded(&job).await? {
+                    return Ok(report);
+                }
+                return self.refuse(Some(&job), &why, now_ms).await;
             }
-            return self.refuse(Some(&job), &why, now_ms).await;
-        }
+        };
         // An admissible job delivered again is answered from the log too: each run is
         // looked up under its invocation's lock before it would start (`run_once`).
         let mut runs = Vec::with_capacity(job.runs.len());
-        for planned in &job.runs {
-            let outcome = self.run_once(&job, planned).await?;
+        for (planned, loaded) in job.runs.iter().zip(loaded) {
+            let outcome = self.run_once(&job, planned, loaded).await?;
             let go_on = outcome.status.is_success();
             runs.push(outcome);
             if !go_on {
@@ -242,11 +276,22 @@ impl Executor {
             host: self.host().to_string(),
             runs,
             refused: None,
+            deployed: None,
         })
     }
 
     /// The job inside a signed envelope, if a trusted control key signed it.
     fn open_job(&self, envelope: &[u8]) -> Result<RunJob, String> {
+        self.open_signed(envelope, JOB_PAYLOAD_TYPE)
+    }
+
+    /// The message of `payload_type` inside a signed envelope, if a trusted control key
+    /// signed it.
+    pub(crate) fn open_signed<T: serde::de::DeserializeOwned>(
+        &self,
+        envelope: &[u8],
+        payload_type: &str,
+    ) -> Result<T, String> {
         if envelope.len() > MAX_MESSAGE_BYTES {
             return Err(format!(
                 "the job is {} bytes; at most {MAX_MESSAGE_BYTES}",
@@ -255,9 +300,9 @@ impl Executor {
         }
         let text = std::str::from_utf8(envelope).map_err(|_| "the job is not UTF-8".to_string())?;
         let env = ev::Envelope::from_json(text).map_err(|e| format!("the job envelope: {e}"))?;
-        if env.payload_type != JOB_PAYLOAD_TYPE {
+        if env.payload_type != payload_type {
             return Err(format!(
-                "the envelope's payload type is {:?}, not a job ({JOB_PAYLOAD_TYPE})",
+                "the envelope's payload type is {:?}, not {payload_type}",
                 ev::escape_control(&env.payload_type)
             ));
         }
@@ -267,40 +312,62 @@ impl Executor {
         serde_json::from_slice(&payload).map_err(|e| format!("the job does not parse: {e}"))
     }
 
-    /// Whether this host may run `job` now.
-    fn admissible(&self, job: &RunJob, now_ms: i64) -> Result<(), String> {
-        if job.tenant != self.tenant {
+    /// Whether a job for `tenant` and `host`, issued and expiring then, is for this host
+    /// now.
+    pub(crate) fn addressed(
+        &self,
+        tenant: &str,
+        host: &str,
+        issued_at_ms: i64,
+        expires_at_ms: i64,
+        now_ms: i64,
+    ) -> Result<(), String> {
+        if tenant != self.tenant {
             return Err(format!(
                 "the job is for tenant {:?}; this host belongs to {:?}",
-                ev::escape_control(&job.tenant),
+                ev::escape_control(tenant),
                 self.tenant
             ));
         }
-        if job.host != self.host() {
+        if host != self.host() {
             return Err(format!(
                 "the job is for host {:?}; this is {:?}",
-                ev::escape_control(&job.host),
+                ev::escape_control(host),
                 self.host()
             ));
         }
-        if now_ms > job.expires_at_ms {
+        if now_ms > expires_at_ms {
             return Err(format!(
                 "the job expired {} ms ago: the decision is stale",
-                now_ms - job.expires_at_ms
+                now_ms - expires_at_ms
             ));
         }
-        if job.issued_at_ms > now_ms + MAX_SKEW_MS {
+        if issued_at_ms > now_ms + MAX_SKEW_MS {
             return Err(format!(
                 "the job was issued {} ms in this host's future (clock skew beyond {MAX_SKEW_MS} ms)",
-                job.issued_at_ms - now_ms
+                issued_at_ms - now_ms
             ));
         }
+        Ok(())
+    }
+
+    /// Whether this host may run `job` now: the component each run uses, as decided.
+    fn admissible(&self, job: &RunJob, now_ms: i64) -> Result<Vec<Arc<Loaded>>, String> {
+        self.addressed(
+            &job.tenant,
+            &job.host,
+            job.issued_at_ms,
+            job.expires_at_ms,
+            now_ms,
+        )?;
         if job.runs.is_empty() || job.runs.len() > MAX_RUNS_PER_JOB {
             return Err(format!(
                 "the job asks for {} runs; 1 to {MAX_RUNS_PER_JOB}",
                 job.runs.len()
             ));
         }
+        let runbooks = self.runbooks.read().unwrap_or_else(|e| e.into_inner());
+        let mut loaded = Vec::with_capacity(job.runs.len());
         for run in &job.runs {
             if uuid::Uuid::try_parse(&run.invocation).is_err() {
                 return Err(format!(
@@ -308,7 +375,7 @@ impl Executor {
                     ev::escape_control(&run.invocation)
                 ));
             }
-            let Some(l) = self.runbooks.get(&run.runbook) else {
+            let Some(l) = runbooks.get(&run.runbook) else {
                 return Err(format!(
                     "runbook {:?} is not deployed on this host",
                     ev::escape_control(&run.runbook)
@@ -322,8 +389,9 @@ impl Executor {
                     ev::escape_control(run.sha256.get(..12).unwrap_or(&run.sha256))
                 ));
             }
+            loaded.push(l.clone());
         }
-        Ok(())
+        Ok(loaded)
     }
 
     /// The report of a job every run of which is already in the log (in order, up to
@@ -350,6 +418,7 @@ impl Executor {
             host: self.host().to_string(),
             runs,
             refused: None,
+            deployed: None,
         }))
     }
 
@@ -376,7 +445,12 @@ impl Executor {
     }
 
     /// Run `planned` unless it already ran: one run per invocation id, ever.
-    async fn run_once(&self, job: &RunJob, planned: &PlannedRun) -> Result<RunOutcome, AgentError> {
+    async fn run_once(
+        &self,
+        job: &RunJob,
+        planned: &PlannedRun,
+        loaded: Arc<Loaded>,
+    ) -> Result<RunOutcome, AgentError> {
         let lock = self
             .running
             .lock()
@@ -387,7 +461,7 @@ impl Executor {
         let guard = lock.lock().await;
         let result = match self.recorded(planned).await {
             Ok(Some(done)) => Ok(done),
-            Ok(None) => self.run(job, planned).await,
+            Ok(None) => self.run(job, planned, loaded).await,
             Err(e) => Err(e),
         };
         drop(guard);
@@ -399,8 +473,12 @@ impl Executor {
         result
     }
 
-    async fn run(&self, job: &RunJob, planned: &PlannedRun) -> Result<RunOutcome, AgentError> {
-        let loaded = self.runbooks[&planned.runbook].clone();
+    async fn run(
+        &self,
+        job: &RunJob,
+        planned: &PlannedRun,
+        loaded: Arc<Loaded>,
+    ) -> Result<RunOutcome, AgentError> {
         // Noted durably before it starts: a crash from here on is found at the next start.
         self.journal
             .start(Started {
@@ -433,6 +511,12 @@ impl Executor {
                 provenance: evidence_provenance(&job.provenance),
                 incident_id: Some(&job.incident),
                 guardrails: serde_json::to_value(&job.verdicts).ok(),
+                publisher: self
+                    .publishers
+                    .read()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .get(&inv.sha256)
+                    .cloned(),
             },
         );
         let status = run_status(inv.outcome.status);
@@ -465,7 +549,87 @@ impl Executor {
     }
 
     /// Sign the refusal of a job into the log and answer with it. Nothing ran.
-    async fn refuse(
+    /// Sign into this host's log that the component `name` (its bytes' sha256), found at
+    /// `source`, was refused — unsigned, altered or not admitted by the trust policy —
+    /// and is not loaded: `why`, in words.
+    pub async fn refuse_component(
+        &self,
+        name: &str,
+        sha256: &str,
+        source: &str,
+        why: &str,
+    ) -> Result<(), AgentError> {
+        self.record_component(ComponentRecord {
+            invocation_id: uuid::Uuid::now_v7().to_string(),
+            name,
+            sha256,
+            status: "refused",
+            summary: format!("component refused, not loaded: {why}"),
+            provenance: ev::Provenance::Undecided {
+                reason: format!("the host's trust policy: {why}"),
+            },
+            params: serde_json::json!({ "component": source }),
+            version: "",
+            publisher: None,
+        })
+        .await
+        .map(|_| ())
+    }
+
+    /// Sign a record about a component (loaded, swapped, refused) into this host's log;
+    /// its index and leaf hash.
+    pub(crate) async fn record_component(
+        &self,
+        r: ComponentRecord<'_>,
+    ) -> Result<LogRef, AgentError> {
+        let now = now_ms();
+        let at = ev::rfc3339_ms(now.max(0) as u64);
+        let statement = ev::Statement::new(
+            r.name,
+            r.sha256,
+            ev::Invocation {
+                invocation_id: r.invocation_id.clone(),
+                tenant: self.tenant.clone(),
+                host_id: self.host().to_string(),
+                key_id: self.key.verifying_key().key_id_hex(),
+                provenance: r.provenance,
+                runbook_version: r.version.to_string(),
+                grant_digest: None,
+                grant: None,
+                params: r.params,
+                trace: serde_json::json!([]),
+                outcome: serde_json::json!({"status": r.status, "summary": r.summary, "details": {}}),
+                started_at: at.clone(),
+                ended_at: at,
+                duration_us: 0,
+                fuel_consumed: 0,
+                dry_run: false,
+                incident_id: None,
+                guardrails: None,
+                publisher: r.publisher,
+            },
+        );
+        let envelope = statement.sign(&self.key)?.to_json().into_bytes();
+        let leaf = ev::leaf_hash(&envelope);
+        let index = self
+            .log
+            .append(ev::NewRecord {
+                envelope,
+                invocation_id: r.invocation_id,
+                host_id: self.host().to_string(),
+                runbook: r.name.to_string(),
+                status: r.status.into(),
+                started_at_ms: now,
+            })
+            .await?;
+        Ok(LogRef {
+            origin: self.origin.clone(),
+            index,
+            leaf_hash: ev::hash_hex(&leaf),
+        })
+    }
+
+    pub(crate) async fn refuse(
         &self,
         job: Option<&RunJob>,
         why: &str,
@@ -477,6 +641,7 @@ impl Executor {
             "runwarden-job",
             "",
             ev::Invocation {
+                publisher: None,
                 invocation_id: uuid::Uuid::now_v7().to_string(),
                 tenant: job.map_or_else(|| self.tenant.clone(), |j| j.tenant.clone()),
                 host_id: self.host().to_string(),
@@ -521,8 +686,22 @@ impl Executor {
             host: self.host().to_string(),
             runs: Vec::new(),
             refused: Some(why.to_string()),
+            deployed: None,
         })
     }
+}
+
+/// A record about a component, as [`Executor::record_component`] signs it.
+pub(crate) struct ComponentRecord<'a> {
+    pub invocation_id: String,
+    pub name: &'a str,
+    pub sha256: &'a str,
+    pub status: &'static str,
+    pub summary: String,
+    pub provenance: ev::Provenance,
+    pub params: serde_json::Value,
+    pub version: &'a str,
+    pub publisher: Option<String>,
 }
 
 /// The runtime's outcome in the wire vocabulary.
@@ -620,6 +799,14 @@ pub async fn spawn_local(
     if interrupted > 0 {
         eprintln!(
             "runwarden agent {}: {interrupted} runs were cut off by a stop and are recorded `interrupted`",
+            executor.host()
+        );
+    }
+    // What was deployed before this start, admitted again, before any job is taken.
+    let deployed = executor.load_deployed().await?;
+    if deployed > 0 {
+        eprintln!(
+            "runwarden agent {}: {deployed} deployed component(s) loaded",
             executor.host()
         );
     }

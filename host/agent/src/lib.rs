@@ -7,6 +7,8 @@
 //! one in the same process as the control plane; `runwarden agent` will drive one over
 //! NATS JetStream with the same messages ([`runwarden_proto::bus`]).
 
+pub mod components;
+mod deploy;
 mod executor;
 mod forward;
 mod journal;

@@ -14,6 +14,8 @@ pub struct Context<'a> {
     pub incident_id: Option<&'a str>,
     /// Guardrail verdicts, when it went through the pipeline.
     pub guardrails: Option<serde_json::Value>,
+    /// Key id of the component's publisher (a deployed, signed component).
+    pub publisher: Option<String>,
 }
 
 /// The evidence statement of an invocation.
@@ -22,6 +24,7 @@ pub fn statement(inv: &Invocation, key: &ev::SigningKey, cx: Context<'_>) -> ev:
         &inv.runbook,
         &inv.sha256,
         ev::Invocation {
+            publisher: cx.publisher,
             invocation_id: inv.invocation_id.clone(),
             tenant: cx.tenant.to_string(),
             host_id: inv.host_id.clone(),

@@ -450,6 +450,19 @@ fn registry_paths(bearer: &Value) -> serde_json::Map<String, Value> {
         "published_by": {"type": "string"},
         "new": {"type": "boolean", "description": "whether this call published it"}
     }});
+    let deployment = json!({"type": "object",
+    "required": ["id", "name", "version", "action", "selector", "canary_percent", "state", "detail", "created_at", "created_by", "hosts"],
+    "properties": {
+        "id": {"type": "string"}, "name": {"type": "string"}, "version": {"type": "string"},
+        "action": {"enum": ["deploy", "rollback"]}, "selector": {"type": "string"},
+        "canary_percent": {"type": "integer"},
+        "state": {"enum": ["canary", "rolling", "done", "halted"]}, "detail": {"type": "string"},
+        "created_at": {"type": "string", "format": "date-time"}, "created_by": {"type": "string"},
+        "hosts": {"type": "array", "items": {"type": "object", "required": ["host", "state", "detail", "version", "sha256", "canary", "updated_at"],
+        "properties": {"host": {"type": "string"}, "state": {"enum": ["pending", "held", "deployed", "refused", "halted"]},
+            "detail": {"type": "string"}, "version": {"type": "string"}, "sha256": {"type": "string"},
+            "canary": {"type": "boolean"}, "updated_at": {"type": "string", "format": "date-time"}}}}
+    }});
     let v = json!({
         "/v1/trust": {
             "get": {
@@ -483,7 +496,40 @@ fn registry_paths(bearer: &Value) -> serde_json::Map<String, Value> {
                     }}}}},
                 "responses": responses(json!({"200": json_ok("The release", release)}), &[400, 401, 403, 409, 413, 429, 500])
             }
+        },
+        "/v1/deployments": {
+            "get": {
+                "summary": "The caller's tenant's latest deployments, newest first (scope read)",
+                "security": bearer,
+                "responses": responses(json!({"200": json_ok("Deployments", json!({"type": "object", "required": ["deployments"],
+                    "properties": {"deployments": {"type": "array", "items": deployment.clone()}}}))}), &[401, 403, 429, 500])
+            },
+            "post": {
+                "summary": "Deploy a published release to the tenant's hosts, in stages with canaries, or roll them back (scope admin); recorded in the log",
+                "security": bearer,
+                "requestBody": {"required": true, "content": {"application/json": {"schema": {"type": "object",
+                    "required": ["name", "hosts"],
+                    "properties": {
+                        "name": {"type": "string"},
+                        "version": {"type": "string", "description": "a release the tenant published (not for a rollback)"},
+                        "hosts": {"type": "string", "description": "`*`, host ids and key=value labels, comma separated"},
+                        "rollback": {"type": "boolean"},
+                        "canary_percent": {"type": "integer", "minimum": 1, "maximum": 99},
+                        "soak_secs": {"type": "integer", "minimum": 0},
+                        "max_failure_rate": {"type": "number", "minimum": 0, "maximum": 1}
+                    }}}}},
+                "responses": responses(json!({"200": json_ok("The deployment as it starts", deployment.clone())}), &[400, 401, 403, 404, 409, 413, 429, 500])
+            }
+        },
+        "/v1/deployments/{id}": {
+            "get": {
+                "summary": "One deployment, host by host (scope read)",
+                "security": bearer,
+                "parameters": [{"name": "id", "in": "path", "required": true, "schema": {"type": "string"}}],
+                "responses": responses(json!({"200": json_ok("The deployment", deployment)}), &[401, 403, 404, 429, 500])
+            }
         }
+
     });
     match v {
         Value::Object(m) => m,

@@ -161,6 +161,8 @@ fn router(state: AppState) -> axum::Router {
             "/v1/components",
             get(list_components).post(publish_component),
         )
+        .route("/v1/deployments", get(list_deployments).post(deploy))
+        .route("/v1/deployments/{id}", get(get_deployment))
         .route("/v1/evidence/checkpoint", get(checkpoint))
         .route("/v1/evidence/{index}", get(get_evidence))
         .route("/v1/flywheel/candidates", get(flywheel_candidates))
@@ -584,6 +586,43 @@ async fn list_components(
     let Query(q) = query.map_err(bad_query)?;
     let releases = s.0.controller.releases(&caller, q.name.as_deref()).await?;
     Ok(Json(serde_json::json!({ "components": releases })))
+}
+
+/// `GET /v1/deployments`: the caller's tenant's latest deployments.
+async fn list_deployments(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+) -> ApiResult<Json<serde_json::Value>> {
+    let caller = s.authorize(&headers, Scope::Read).await?;
+    let deployments = s.0.controller.deployments(&caller).await?;
+    Ok(Json(serde_json::json!({ "deployments": deployments })))
+}
+
+/// `GET /v1/deployments/{id}`: one deployment, host by host.
+async fn get_deployment(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    id: Result<Path<String>, PathRejection>,
+) -> ApiResult<Json<runwarden_control::DeploymentView>> {
+    let caller = s.authorize(&headers, Scope::Read).await?;
+    let Path(id) = id.map_err(bad_path)?;
+    Ok(Json(s.0.controller.deployment(&caller, &id).await?))
+}
+
+/// `POST /v1/deployments` (admin): deploy a published release to hosts, or roll back.
+async fn deploy(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    body: Body,
+) -> ApiResult<Json<runwarden_control::DeploymentView>> {
+    let caller = s.authorize(&headers, Scope::Admin).await?;
+    let body = s.read_body(&headers, body).await?;
+    let req: runwarden_control::DeployRequest = serde_json::from_slice(&body).map_err(|e| {
+        ApiError::bad_request(format!(
+            "the body must be {{\"name\", \"version\", \"hosts\", \"rollback\", \"canary_percent\", \"soak_secs\", \"max_failure_rate\"}}: {e}"
+        ))
+    })?;
+    Ok(Json(s.0.controller.deploy(&caller, req).await?))
 }
 
 /// The largest release accepted with a component.

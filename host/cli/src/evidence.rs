@@ -305,6 +305,8 @@ pub fn record(
             },
             incident_id: None,
             guardrails: None,
+            // Run by hand from a file: no release was checked.
+            publisher: None,
         },
     );
     let envelope = statement.sign(&key)?;

@@ -983,6 +983,50 @@ async fn hand_up(client: &jetstream::Client, controller: &Controller, tenant: &s
     }
 }
 
+/// One deployed component of a host, as `hosts list` shows it.
+fn component_line(c: &serde_json::Value) -> String {
+    let text = |k: &str| c[k].as_str().unwrap_or_default().to_string();
+    let running = match text("version").as_str() {
+        "" => "its own".to_string(),
+        v => v.to_string(),
+    };
+    match (text("state").as_str(), text("wanted").as_str()) {
+        ("deployed", _) => format!("{} {running}", text("name")),
+        (state, "") => format!("{} {running} ({state})", text("name")),
+        (state, wanted) => format!("{} {running} ({state} {wanted})", text("name")),
+    }
+}
+
+/// For each deployed component whose hosts run different versions: one line naming them.
+fn version_skew(hosts: &serde_json::Value) -> Vec<String> {
+    let mut by_name: BTreeMap<String, BTreeMap<String, Vec<String>>> = BTreeMap::new();
+    for h in hosts.as_array().into_iter().flatten() {
+        for c in h["components"].as_array().into_iter().flatten() {
+            let version = match c["version"].as_str().unwrap_or_default() {
+                "" => "its own",
+                v => v,
+            };
+            by_name
+                .entry(c["name"].as_str().unwrap_or_default().to_string())
+                .or_default()
+                .entry(version.to_string())
+                .or_default()
+                .push(h["id"].as_str().unwrap_or("?").to_string());
+        }
+    }
+    by_name
+        .into_iter()
+        .filter(|(_, versions)| versions.len() > 1)
+        .map(|(name, versions)| {
+            let parts: Vec<String> = versions
+                .iter()
+                .map(|(v, hosts)| format!("{v} on {}", hosts.join(" ")))
+                .collect();
+            format!("version skew: {name} runs {}", parts.join("; "))
+        })
+        .collect()
+}
+
 /// `runwarden hosts …` (through the control plane's API).
 #[derive(Subcommand)]
 pub enum HostsCommand {
@@ -1105,6 +1149,18 @@ pub fn hosts(cmd: HostsCommand, server: &ServerArgs, data_dir: &Path) -> anyhow:
                             crate::term::clean(&last),
                             crate::term::clean(&labels.join(","))
                         );
+                        let deployed: Vec<String> = h["components"]
+                            .as_array()
+                            .into_iter()
+                            .flatten()
+                            .map(component_line)
+                            .collect();
+                        if !deployed.is_empty() {
+                            outln!("  deployed: {}", crate::term::clean(&deployed.join(", ")));
+                        }
+                    }
+                    for line in version_skew(&v["hosts"]) {
+                        outln!("{}", crate::term::clean(&line));
                     }
                 }
             }

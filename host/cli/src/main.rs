@@ -3,6 +3,7 @@
 #[macro_use]
 mod term;
 mod archive;
+mod deploy;
 mod evidence;
 mod fleet;
 mod flywheel;
@@ -14,6 +15,7 @@ mod report;
 mod rules;
 mod runbook;
 mod serve;
+mod trusted;
 
 use clap::{Parser, Subcommand};
 
@@ -83,6 +85,12 @@ enum Command {
     /// Your tenant's trust policy: which publishers may ship which components.
     #[command(subcommand)]
     Trust(publish::TrustCommand),
+    /// Deploy a published release to hosts (canaries first with --canary N%).
+    Deploy(deploy::DeployArgs),
+    /// Roll hosts back to what they ran before the last deployment of a component.
+    Rollback(deploy::RollbackArgs),
+    /// Your tenant's deployments, or one of them host by host.
+    Deployments(deploy::DeploymentsArgs),
     /// Read the signed evidence log.
     #[command(subcommand)]
     Evidence(evidence::EvidenceCommand),
@@ -184,6 +192,15 @@ fn main() -> ExitCode {
         Command::Publisher(cmd) => publish::publisher(cmd),
         Command::Trust(cmd) => {
             data_dir(cli.data_dir).and_then(|d| publish::trust(cmd, &cli.server, &d))
+        }
+        Command::Deploy(args) => {
+            data_dir(cli.data_dir).and_then(|d| deploy::deploy(args, &cli.server, &d))
+        }
+        Command::Rollback(args) => {
+            data_dir(cli.data_dir).and_then(|d| deploy::rollback(args, &cli.server, &d))
+        }
+        Command::Deployments(args) => {
+            data_dir(cli.data_dir).and_then(|d| deploy::deployments(args, &cli.server, &d))
         }
         Command::Report(cmd) => data_dir(cli.data_dir).and_then(|d| report::run(cmd, &d, &cli.log)),
         Command::Evidence(cmd) => {

@@ -61,7 +61,7 @@ pub fn sign(
     let key = ev::read_signing_key(key)?;
     let rt = crate::runbook::runtime(data_dir)?;
     let loaded = crate::runbook::load(&rt, file)?;
-    let release = runwarden_control::release_for(&loaded);
+    let release = ev::Release::of_runbook(loaded.manifest_json(), loaded.sha256());
     let out = out.unwrap_or_else(|| release_path(file));
     let envelope = release.sign(&key);
     ev::write_atomic(&out, format!("{}\n", envelope.to_json()).as_bytes())
@@ -109,7 +109,8 @@ pub fn verify(
     let verdict = verdict.and_then(|(r, key)| {
         let rt = crate::runbook::runtime(data_dir)?;
         let loaded = crate::runbook::load(&rt, file)?;
-        runwarden_control::release_describes(&r, &loaded).map_err(anyhow::Error::msg)?;
+        r.describes(&loaded.manifest_json())
+            .map_err(anyhow::Error::msg)?;
         Ok((r, key))
     });
     match verdict {
@@ -168,7 +169,7 @@ pub enum TrustCommand {
     },
 }
 
-fn io() -> anyhow::Result<tokio::runtime::Runtime> {
+pub(crate) fn io() -> anyhow::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -55,9 +55,14 @@ pub struct UpArgs {
     /// more. Default: the shipped rules/standard.yaml.
     #[arg(long = "rules")]
     rules: Vec<PathBuf>,
-    /// Also deploy the runbook components in this directory.
+    /// Also deploy the runbook components in this directory: each needs its signed
+    /// release beside it (COMPONENT.release.json), admitted by the trust policy.
     #[arg(long, env = "RUNWARDEN_RUNBOOKS_DIR")]
     runbooks_dir: Option<PathBuf>,
+    /// The trust policy (TOML) that admits components of the runbooks directory
+    /// (default: DATA_DIR/trust.toml when it exists; without one, none is loaded).
+    #[arg(long, env = "RUNWARDEN_TRUST")]
+    trust: Option<PathBuf>,
 }
 
 /// `runwarden.toml`.
@@ -74,8 +79,10 @@ pub struct FileConfig {
     /// Rule sets (YAML or .wasm).
     #[serde(default)]
     rules: Vec<PathBuf>,
-    /// Extra runbook components.
+    /// Extra runbook components (each signed, admitted by the trust policy).
     runbooks_dir: Option<PathBuf>,
+    /// The trust policy that admits them.
+    trust: Option<PathBuf>,
     /// Labels of the local host, for rules' `host_labels`.
     #[serde(default)]
     host_labels: BTreeMap<String, String>,
@@ -281,16 +288,20 @@ pub(crate) fn rule_sets(
     Ok(out)
 }
 
-fn runbooks(dir: Option<&Path>) -> anyhow::Result<Vec<Vec<u8>>> {
+/// The standard runbooks, then the components of the runbooks directory the trust
+/// policy admits (see [`crate::trusted`]).
+fn runbooks(
+    rt: &runwarden_runtime::Runtime,
+    dir: Option<&Path>,
+    trust: Option<&crate::trusted::Trust>,
+) -> anyhow::Result<(Vec<Vec<u8>>, crate::trusted::Components)> {
     let mut out: Vec<Vec<u8>> = runwarden_guests::standard_runbooks()
         .map(|(_, b)| b.to_vec())
         .collect();
-    if let Some(dir) = dir {
-        for p in crate::rules::wasm_files(dir)? {
-            out.push(std::fs::read(&p).with_context(|| format!("read {}", p.display()))?);
-        }
-    }
-    Ok(out)
+    let mut extra = crate::trusted::components(rt, dir, trust)?;
+    crate::trusted::report_refusals(&extra.refused);
+    out.append(&mut extra.admitted);
+    Ok((out, extra))
 }
 
 /// The database: `--evidence-db`, else DATA_DIR/evidence.db.
@@ -444,7 +455,8 @@ pub(crate) fn run_control(
 
     let rt = Arc::new(crate::runbook::runtime(data_dir.clone())?);
     let rule_sets = rule_sets(&rt, &rules_files, runbooks_dir.as_deref())?;
-    let runbooks = runbooks(runbooks_dir.as_deref())?;
+    let trust = crate::trusted::Trust::find(args.trust.or(file.trust), &data_dir)?;
+    let (runbooks, extra) = runbooks(&rt, runbooks_dir.as_deref(), trust.as_ref())?;
     // Blocking threads carry rule evaluations and runs waiting for a slot (at most
     // `runwarden_runtime::MAX_RUNS` run at once): past this many, work queues instead of
     // each waiting incident holding a thread of its own.
@@ -548,6 +560,9 @@ pub(crate) fn run_control(
             let executor = runwarden_agent::spawn_local(
                 rt,
                 runwarden_agent::AgentConfig {
+                    publishers: extra.publishers.clone(),
+                    trust: trust.as_ref().map(|t| t.policy.clone()),
+                    components: Some(data_dir.join("components")),
                     tenant: tenant.clone(),
                     policy,
                     runbooks: Vec::new(),
@@ -560,6 +575,25 @@ pub(crate) fn run_control(
                 agent,
             )
             .await?;
+            // This host's control plane decides with what the agent runs, deployments
+            // included.
+            for l in executor.deployed() {
+                controller.set_host_runbook(&host_id, &l.manifest().name.clone(), Some(l));
+            }
+            {
+                let (controller, host) = (Arc::downgrade(&controller), host_id.clone());
+                executor.on_swap(move |name, now| {
+                    if let Some(c) = controller.upgrade() {
+                        c.set_host_runbook(&host, name, now);
+                    }
+                });
+            }
+            // What the trust policy refused is on this host's record.
+            for r in &extra.refused {
+                executor
+                    .refuse_component(&r.name, &r.sha256, &r.path.display().to_string(), &r.why)
+                    .await?;
+            }
             if let Role::Agent(a) = &role {
                 bus = Some(crate::fleet::AgentBus::start(
                     a,
@@ -570,6 +604,15 @@ pub(crate) fn run_control(
             }
         }
         let events = nats.map(|client| tokio::spawn(crate::fleet::serve_events(client, controller.clone())));
+        // Deployments go out from the control plane that holds the registry (`up`, a
+        // server), not from an agent's own.
+        if !matches!(role, Role::Agent(_)) {
+            tokio::spawn(
+                controller
+                    .clone()
+                    .run_deployments(std::time::Duration::from_secs(2)),
+            );
+        }
         if let Some(plan) = archive {
             let store = controller.evidence_log();
             let key = crate::evidence::export_key(&data_dir, None, &store).await?;

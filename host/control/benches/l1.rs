@@ -113,6 +113,9 @@ fn bench(c: &mut Criterion) {
     io.block_on(runwarden_agent::spawn_local(
         rt.clone(),
         runwarden_agent::AgentConfig {
+            publishers: Default::default(),
+            trust: None,
+            components: None,
             tenant: "bench".into(),
             policy,
             runbooks: Vec::new(),

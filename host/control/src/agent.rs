@@ -75,7 +75,7 @@ impl Controller {
             .recent_runs(tenant, self.planner_config.history)
             .await?;
         let (entries, _) = catalog::build(
-            &self.runbooks,
+            &self.catalog_of(host.id()),
             &host.policy,
             &host.inventory.platform,
             host.id(),

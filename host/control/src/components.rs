@@ -11,7 +11,10 @@ use crate::evidence::{self as evrec, Context as EvContext, Subject};
 use crate::store::ReleaseRow;
 use runwarden_evidence as ev;
 use runwarden_proto::{ReleaseView, Scope};
+use runwarden_runtime::Loaded;
 use serde_json::json;
+use std::collections::BTreeMap;
+use std::sync::Arc;
 
 /// The largest component published (the runtime's own limit on a component is the same).
 pub const MAX_COMPONENT_BYTES: usize = 32 << 20;
@@ -126,7 +129,7 @@ impl Controller {
             .await
             .map_err(|e| ControlError::Setup(format!("loading a published component: {e}")))?;
         let described = match &loaded {
-            Ok(l) => release_describes(&r, l),
+            Ok(l) => r.describes(&l.manifest_json()),
             Err(e) => Err(format!(
                 "it is not a runbook component this runwarden loads: {e}"
             )),
@@ -196,7 +199,7 @@ impl Controller {
 
     /// Sign a registry decision into the control plane's log: its subject the component
     /// (name, version, sha256), its provenance the token that asked.
-    async fn record_registry(
+    pub(crate) async fn record_registry(
         &self,
         caller: &Caller,
         (name, version, sha256): (&str, &str, &str),
@@ -238,70 +241,54 @@ impl Controller {
     }
 }
 
-/// The release a publisher signs for a loaded runbook: what its manifest says, its
-/// SHA-256, signed now.
-pub fn release_for(loaded: &runwarden_runtime::Loaded) -> ev::Release {
-    let m = loaded.manifest();
-    let risk = match serde_json::to_value(m.risk)
-        .ok()
-        .as_ref()
-        .and_then(|v| v.as_str())
-    {
-        Some("high") => ev::RiskLevel::High,
-        Some("medium") => ev::RiskLevel::Medium,
-        _ => ev::RiskLevel::Low,
-    };
-    ev::Release {
-        kind: ev::ComponentKind::Runbook,
-        name: m.name.clone(),
-        version: m.version.clone(),
-        sha256: loaded.sha256().to_string(),
-        risk,
-        manifest: serde_json::to_value(m).unwrap_or_default(),
-        built_from: None,
-        signed_at: ev::now_rfc3339(),
+impl Controller {
+    /// The runbook `name` as host `host` runs it: what a deployment put there, else the
+    /// catalog's.
+    pub(crate) fn runbook_on(&self, host: &str, name: &str) -> Option<Arc<Loaded>> {
+        self.host_runbooks
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(host)
+            .and_then(|m| m.get(name).cloned())
+            .or_else(|| self.runbooks.get(name).cloned())
     }
-}
 
-/// Whether a release tells the truth about the component it signs: a runbook (rule sets
-/// are not published yet), of the same name and version, at the same effective risk, with
-/// the very manifest it declares. A trust policy judges the release's words; this ties them
-/// to the bytes.
-pub fn release_describes(
-    r: &ev::Release,
-    loaded: &runwarden_runtime::Loaded,
-) -> std::result::Result<(), String> {
-    if r.kind != ev::ComponentKind::Runbook {
-        return Err(format!(
-            "its release says it is {}, and only runbooks are published so far",
-            r.kind.as_str()
-        ));
+    /// Host `host`'s whole catalog: the catalog with its deployments in place.
+    pub(crate) fn catalog_of(&self, host: &str) -> BTreeMap<String, Arc<Loaded>> {
+        let mut out = self.runbooks.clone();
+        if let Some(m) = self
+            .host_runbooks
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(host)
+        {
+            out.extend(m.iter().map(|(k, v)| (k.clone(), v.clone())));
+        }
+        out
     }
-    let m = loaded.manifest();
-    if r.name != m.name || r.version != m.version {
-        return Err(format!(
-            "its release names {} {}, but the component is {} {}",
-            ev::escape_control(&r.name),
-            ev::escape_control(&r.version),
-            m.name,
-            ev::escape_control(&m.version)
-        ));
+
+    /// Note that host `host` runs `now` under `name` (a deployment), or, with `None`, its
+    /// own version again (the catalog's).
+    pub fn set_host_runbook(&self, host: &str, name: &str, now: Option<Arc<Loaded>>) {
+        let mut all = self
+            .host_runbooks
+            .write()
+            .unwrap_or_else(|e| e.into_inner());
+        let of_host = all.entry(host.to_string()).or_default();
+        match now {
+            Some(l)
+                if self
+                    .runbooks
+                    .get(name)
+                    .is_none_or(|b| b.sha256() != l.sha256()) =>
+            {
+                of_host.insert(name.to_string(), l);
+            }
+            _ => {
+                of_host.remove(name);
+            }
+        }
     }
-    let risk = serde_json::to_value(m.risk).unwrap_or_default();
-    if risk.as_str() != Some(r.risk.as_str()) {
-        return Err(format!(
-            "its release says {} risk, but the component is {} risk",
-            r.risk.as_str(),
-            risk.as_str().unwrap_or("?")
-        ));
-    }
-    if serde_json::to_value(m).ok().as_ref() != Some(&r.manifest) {
-        return Err(
-            "its release signs another manifest than the component declares (summary, params schema, capabilities or platforms differ)"
-                .into(),
-        );
-    }
-    Ok(())
 }
 
 fn view(r: &ReleaseRow, new: bool) -> ReleaseView {

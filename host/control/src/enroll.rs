@@ -157,6 +157,9 @@ pub struct HostView {
     pub last_record: Option<LastRecord>,
     /// What it is and has.
     pub inventory: crate::Inventory,
+    /// The components deployed to it: the version each runs, and one on its way.
+    #[serde(default)]
+    pub components: Vec<runwarden_proto::HostComponentView>,
 }
 
 /// The newest record of a host's log the control plane holds.
@@ -553,6 +556,7 @@ impl Controller {
             }
         }
         let queues = self.store.processing_by_host().await?;
+        let mut components = self.host_components_by_host(tenant).await?;
         Ok(hosts
             .iter()
             .map(|h| {
@@ -581,6 +585,7 @@ impl Controller {
                     },
                     drained: row.is_some_and(|r| r.drained),
                     inventory: h.inventory.clone(),
+                    components: components.remove(h.id()).unwrap_or_default(),
                 }
             })
             .collect())
@@ -742,17 +747,25 @@ impl Controller {
         let result = self.evidence.mirror(&key, &store_segment).await;
         let (kind, index) = match &result {
             Err(ev::Error::LogGap { held, .. }) => ("evidence-gap", *held),
+            // The host says its own copy has a hole: the records after it reach no one.
+            Err(ev::Error::SignerLogHole { first, .. }) => ("evidence-gap", *first),
             Err(ev::Error::LogFork { index, .. }) => ("evidence-fork", *index),
             _ => return Ok(result?),
         };
         let err = result.err().map(|e| e.to_string()).unwrap_or_default();
-        let first = self
+        let key = (host.to_string(), kind, index);
+        let new = !self
             .raised
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .insert((host.to_string(), kind, index));
-        if first && let Some(h) = self.hosts.get(host) {
+            .contains(&key);
+        if new && let Some(h) = self.hosts.get(host) {
+            // Noted once raised: a raise that failed is tried again with the segment.
             self.raise(&h.tenant, host, kind, &err).await?;
+            self.raised
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(key);
         }
         Err(ControlError::Conflict(err))
     }

@@ -197,6 +197,7 @@ pub fn decision_statement(
         subject.name,
         subject.sha256,
         ev::Invocation {
+            publisher: None,
             invocation_id: time_ordered_id(),
             tenant: cx.tenant.to_string(),
             host_id: host_id.to_string(),

@@ -23,7 +23,7 @@ pub use incident::rule_input;
 pub use inventory::Inventory;
 pub use notify::{Format, WebhookConfig};
 pub use pipeline::agent::{AgentRequest, AgentTool, MAX_REASON};
-pub use pipeline::components::{MAX_COMPONENT_BYTES, release_describes, release_for};
+pub use pipeline::components::MAX_COMPONENT_BYTES;
 pub use pipeline::enroll::{
     CredentialMinter, Enrolled, Enrollment, EnrollmentToken, Gauges, HOST_SYNC_SECS, HostView,
     LastRecord, LinkGauges, MintedCredentials,
@@ -38,8 +38,8 @@ pub use registry::HostConfig;
 pub use runwarden_evidence::{RiskLevel, TrustPolicy, TrustedPublisher};
 /// The vocabulary and views, from [`runwarden_proto`].
 pub use runwarden_proto::{
-    ActionRecord, DecisionRecord, EscalationState, Guardrail, Incident, IncidentError,
-    IncidentRecord, IncidentStatus, NotificationView, PlannerRecord, ReleaseView, Risk,
-    RuleListing, RunRecord, RunStatus, RunbookInfo, Scope, Severity, Tier, Verdict, VerdictKind,
-    parse_rfc3339_ms,
+    ActionRecord, DecisionRecord, DeployRequest, DeploymentView, EscalationState, Guardrail,
+    Incident, IncidentError, IncidentRecord, IncidentStatus, NotificationView, PlannerRecord,
+    ReleaseView, Risk, RuleListing, RunRecord, RunStatus, RunbookInfo, Scope, Severity, Tier,
+    Verdict, VerdictKind, parse_rfc3339_ms,
 };

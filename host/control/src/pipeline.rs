@@ -10,6 +10,8 @@
 pub(crate) mod agent;
 #[path = "components.rs"]
 pub(crate) mod components;
+#[path = "deploy.rs"]
+pub(crate) mod deploy;
 #[path = "enroll.rs"]
 pub(crate) mod enroll;
 #[path = "flywheel.rs"]
@@ -209,6 +211,15 @@ pub struct Controller {
     hosts: Registry,
     guardrails: GuardrailConfig,
     runbooks: BTreeMap<String, Arc<Loaded>>,
+    /// Per host, what a deployment made it run instead of (or beside) `runbooks`.
+    pub(crate) host_runbooks:
+        std::sync::RwLock<std::collections::HashMap<String, BTreeMap<String, Arc<Loaded>>>>,
+    /// Woken when a deployment is made.
+    deployments_wake: Arc<tokio::sync::Notify>,
+    /// (host, component) being sent now.
+    deploying: Mutex<std::collections::HashSet<(String, String)>>,
+    /// Whether what hosts run by deployment was put back into their catalogs.
+    deployments_restored: std::sync::atomic::AtomicBool,
     /// The configured rule sets, then the flywheel's promoted rules (each for its tenant).
     rule_sets: std::sync::RwLock<Vec<Scoped>>,
     /// One promotion at a time.
@@ -396,6 +407,10 @@ impl Controller {
             notifier,
             breaches_announced: Mutex::default(),
             raised: Mutex::default(),
+            host_runbooks: Default::default(),
+            deployments_wake: Arc::default(),
+            deploying: Mutex::default(),
+            deployments_restored: Default::default(),
             minter: std::sync::OnceLock::new(),
             bus_users_revoked: Arc::default(),
             gauges: std::sync::OnceLock::new(),
@@ -1187,7 +1202,7 @@ impl Controller {
             ));
         } else {
             for a in &actions {
-                match self.runbooks.get(&a.runbook) {
+                match self.runbook_on(host.id(), &a.runbook) {
                     None => {
                         unknown = Some(format!("runbook {:?} is not deployed", a.runbook));
                         break;
@@ -1197,7 +1212,7 @@ impl Controller {
                             unknown = Some(why);
                             break;
                         }
-                        if let Some(why) = Self::unknown_service(&host, l, &a.params) {
+                        if let Some(why) = Self::unknown_service(&host, &l, &a.params) {
                             unknown = Some(why);
                             break;
                         }
@@ -1488,6 +1503,7 @@ impl Controller {
             host: job.host.clone(),
             runs: Vec::new(),
             refused: Some(why),
+            deployed: None,
         };
         // An enrolled host whose agent went silent gets no job: nothing is sent that
         // could run after a human took the incident over. (A dispatch that gets no answer
@@ -1595,7 +1611,7 @@ impl Controller {
             .recent_runs(&rec.tenant, self.planner_config.history)
             .await?;
         let (catalog, _excluded) = catalog::build(
-            &self.runbooks,
+            &self.catalog_of(host.id()),
             &host.policy,
             &host.inventory.platform,
             &rec.incident.host,
@@ -1715,21 +1731,23 @@ impl Controller {
         status: Option<&'static str>,
         now: i64,
     ) -> Result<()> {
-        let (name, version, sha, params) =
-            match action.and_then(|a| self.runbooks.get(&a.runbook).map(|l| (a, l))) {
-                Some((a, l)) => (
-                    l.manifest().name.clone(),
-                    l.manifest().version.clone(),
-                    l.sha256().to_string(),
-                    a.params.clone(),
-                ),
-                None => (
-                    action.map(|a| a.runbook.clone()).unwrap_or_default(),
-                    String::new(),
-                    hex::encode(Sha256::digest(b"")),
-                    action.map(|a| a.params.clone()).unwrap_or_default(),
-                ),
-            };
+        let (name, version, sha, params) = match action.and_then(|a| {
+            self.runbook_on(&rec.incident.host, &a.runbook)
+                .map(|l| (a, l))
+        }) {
+            Some((a, l)) => (
+                l.manifest().name.clone(),
+                l.manifest().version.clone(),
+                l.sha256().to_string(),
+                a.params.clone(),
+            ),
+            None => (
+                action.map(|a| a.runbook.clone()).unwrap_or_default(),
+                String::new(),
+                hex::encode(Sha256::digest(b"")),
+                action.map(|a| a.params.clone()).unwrap_or_default(),
+            ),
+        };
         self.record_decision(
             rec,
             Subject {
@@ -1955,7 +1973,7 @@ impl Controller {
         }
         let runnable = match (&proposal, decision) {
             (Some(p), crate::Decision::Approve) => {
-                let l = self.runbooks.get(&p.runbook).cloned().ok_or_else(|| {
+                let l = self.runbook_on(&esc.row.host, &p.runbook).ok_or_else(|| {
                     ControlError::Conflict(format!(
                         "escalation {id} proposes {}, which is not deployed here",
                         p.runbook

@@ -53,9 +53,11 @@ macro_rules! on_db {
 }
 
 // After the macros it uses.
+mod deployments;
 mod hosts;
 mod month;
 mod registry;
+pub use deployments::{DeploymentRow, HostComponentRow};
 pub use hosts::{EnrollmentTokenRow, HostKeyRow, HostRow};
 pub use month::{MonthEscalation, MonthIncident, MonthRun};
 pub use registry::ReleaseRow;

@@ -194,6 +194,20 @@ pub enum Error {
         first: u64,
     },
 
+    /// A log's signer sent records without a checkpoint: its own copy misses a record
+    /// before them (deleted from its buffer), so it can sign no checkpoint past the hole.
+    #[error(
+        "the signer of log {origin} misses a record before {first} in its own copy (deleted from its buffer?) and can sign no checkpoint past it; {held} records are held here: restore its log or enroll the host again"
+    )]
+    SignerLogHole {
+        /// The log.
+        origin: String,
+        /// Records held.
+        held: u64,
+        /// Where the records offered without a checkpoint start.
+        first: u64,
+    },
+
     /// A mirrored log disagrees with itself: two different histories under one signature.
     #[error("the log {origin} forked at record {index}: {detail}")]
     LogFork {

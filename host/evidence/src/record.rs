@@ -129,6 +129,11 @@ pub struct Invocation {
     /// The guardrails' verdicts on it, when it went through the incident pipeline.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub guardrails: Option<serde_json::Value>,
+    /// Key id (hex) of the publisher whose signed release admitted the component that
+    /// ran; absent for the standard runbooks built into runwarden, and for records that
+    /// are not runs of a component.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub publisher: Option<String>,
 }
 
 impl Statement {
@@ -219,6 +224,7 @@ mod tests {
             "restart-service",
             "ab12",
             Invocation {
+                publisher: None,
                 invocation_id: "i-1".into(),
                 tenant: "clinic".into(),
                 host_id: "host-1".into(),

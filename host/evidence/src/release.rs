@@ -136,6 +136,65 @@ pub fn component_sha256(bytes: &[u8]) -> String {
 }
 
 impl Release {
+    /// The release a publisher signs for a runbook whose manifest (as the component
+    /// declares it, JSON) is `manifest` and whose bytes hash to `sha256`: its name,
+    /// version and risk from the manifest, signed now.
+    pub fn of_runbook(manifest: serde_json::Value, sha256: &str) -> Release {
+        let text = |k: &str| manifest[k].as_str().unwrap_or_default().to_string();
+        let risk = match manifest["risk"].as_str() {
+            Some("high") => RiskLevel::High,
+            Some("medium") => RiskLevel::Medium,
+            _ => RiskLevel::Low,
+        };
+        Release {
+            kind: ComponentKind::Runbook,
+            name: text("name"),
+            version: text("version"),
+            sha256: sha256.to_string(),
+            risk,
+            manifest,
+            built_from: None,
+            signed_at: crate::now_rfc3339(),
+        }
+    }
+
+    /// Whether this release tells the truth about the runbook whose manifest (as the
+    /// component declares it, JSON) is `manifest`: a runbook (rule sets are not published
+    /// yet), of the same name and version, at the same risk, with the very manifest it
+    /// declares. A trust policy judges the release's words; this ties them to the bytes.
+    pub fn describes(&self, manifest: &serde_json::Value) -> Result<(), String> {
+        if self.kind != ComponentKind::Runbook {
+            return Err(format!(
+                "its release says it is {}, and only runbooks are published so far",
+                self.kind.as_str()
+            ));
+        }
+        let text = |k: &str| manifest[k].as_str().unwrap_or_default();
+        if self.name != text("name") || self.version != text("version") {
+            return Err(format!(
+                "its release names {} {}, but the component is {} {}",
+                crate::escape_control(&self.name),
+                crate::escape_control(&self.version),
+                crate::escape_control(text("name")),
+                crate::escape_control(text("version"))
+            ));
+        }
+        if text("risk") != self.risk.as_str() {
+            return Err(format!(
+                "its release says {} risk, but the component is {} risk",
+                self.risk.as_str(),
+                crate::escape_control(text("risk"))
+            ));
+        }
+        if *manifest != self.manifest {
+            return Err(
+                "its release signs another manifest than the component declares (summary, params schema, capabilities or platforms differ)"
+                    .into(),
+            );
+        }
+        Ok(())
+    }
+
     /// Sign it with the publisher's key.
     pub fn sign(&self, key: &SigningKey) -> Envelope {
         let statement = ReleaseStatement {

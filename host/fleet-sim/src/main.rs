@@ -296,6 +296,7 @@ fn answer(host: &Host, envelope: &[u8], now: i64) -> (RunReport, i64) {
         host: host.id.clone(),
         runs: Vec::new(),
         refused: Some(why),
+        deployed: None,
     };
     let job = match open(host, envelope) {
         Ok(j) => j,
@@ -349,6 +350,7 @@ fn answer(host: &Host, envelope: &[u8], now: i64) -> (RunReport, i64) {
             host: host.id.clone(),
             runs,
             refused: None,
+            deployed: None,
         },
         job.issued_at_ms,
     )

@@ -19,6 +19,13 @@ pub const JOB_PAYLOAD_TYPE: &str = "application/vnd.runwarden.job.v1+json";
 /// Longest message either side accepts, in bytes (params are bounded far below).
 pub const MAX_MESSAGE_BYTES: usize = 1024 * 1024;
 
+/// The DSSE payload type of a signed [`DeployJob`].
+pub const DEPLOY_PAYLOAD_TYPE: &str = "application/vnd.runwarden.deploy.v1+json";
+
+/// Largest component a [`DeployJob`] carries, in bytes: its base64 inside the job's JSON,
+/// base64 again inside the signed envelope, stays within one message.
+pub const MAX_DEPLOYED_COMPONENT_BYTES: usize = 512 * 1024;
+
 /// The subject commands for `host` of `tenant` travel on.
 pub fn command_subject(tenant: &str, host: &str) -> String {
     format!("rw.v1.cmd.{tenant}.{host}")
@@ -162,6 +169,90 @@ pub struct RunReport {
     /// tenant's or host's, a component it does not have): why, in words. Nothing ran.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub refused: Option<String>,
+    /// The answer to a [`DeployJob`] the agent carried out (then `runs` is empty and
+    /// `incident` is the deployment's id).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deployed: Option<DeployOutcome>,
+}
+
+/// What a [`DeployJob`] asks of a host.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum DeployAction {
+    /// Load this component: new runs of its name use it (runs in flight finish on the
+    /// version they started with).
+    Deploy,
+    /// Load this earlier component again (a rollback to a signed release).
+    Rollback,
+    /// Drop the deployed version of the name: new runs use the one the host had before
+    /// any deployment (built in, or from its runbooks directory), if any.
+    Remove,
+}
+
+impl DeployAction {
+    /// As written.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeployAction::Deploy => "deploy",
+            DeployAction::Rollback => "rollback",
+            DeployAction::Remove => "remove",
+        }
+    }
+}
+
+/// control → agent (the host's command subject, like a [`RunJob`], signed by the control
+/// plane as a DSSE envelope of [`DEPLOY_PAYLOAD_TYPE`]): load one signed component. The
+/// agent checks the release against its own trust policy before anything loads: a
+/// control plane cannot push what the host does not trust.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct DeployJob {
+    /// The job's id: a UUID, the invocation id of the agent's record of it (a job
+    /// delivered again is answered from that record).
+    pub job: String,
+    /// The deployment it belongs to.
+    pub deployment: String,
+    /// The tenant that owns the host.
+    pub tenant: String,
+    /// The host.
+    pub host: String,
+    /// Who asked for the deployment (a token id), recorded by the host.
+    pub requested_by: String,
+    /// What to do.
+    pub action: DeployAction,
+    /// The component's name.
+    pub name: String,
+    /// Its version (`remove`: empty).
+    pub version: String,
+    /// SHA-256 of its bytes (`remove`: empty).
+    pub sha256: String,
+    /// Its publisher's signed release, DSSE JSON as published (`remove`: empty).
+    pub release: String,
+    /// Its bytes, base64 (`remove`: empty); at most [`MAX_DEPLOYED_COMPONENT_BYTES`].
+    pub component: String,
+    /// When the control plane issued it (ms since the epoch).
+    pub issued_at_ms: i64,
+    /// After this the agent refuses it.
+    pub expires_at_ms: i64,
+}
+
+/// How a host carried out a [`DeployJob`].
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct DeployOutcome {
+    /// The component's name.
+    pub name: String,
+    /// What the host now runs under that name: version and sha256 (empty when the name
+    /// is gone), and its publisher's key id (empty for a built-in runbook).
+    pub version: String,
+    /// Its sha256.
+    pub sha256: String,
+    /// Its publisher's key id.
+    pub publisher: String,
+    /// The sha256 it ran before (empty if none).
+    pub previous: String,
+    /// The host's signed record of the swap.
+    pub record: LogRef,
 }
 
 /// agent → control (subject `event_subject(tenant, host, "handup")`): an incident the

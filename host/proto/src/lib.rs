@@ -20,8 +20,9 @@ mod vocab;
 
 pub use incident::{Incident, IncidentError, check_name, parse_rfc3339_ms};
 pub use model::{
-    ActionRecord, DecisionRecord, Escalation, EscalationRef, IncidentRecord, NotificationView,
-    PlannerRecord, ReleaseView, RuleListing, RunRecord, RunbookInfo,
+    ActionRecord, DecisionRecord, DeployRequest, DeploymentView, Escalation, EscalationRef,
+    HostComponentView, HostDeploymentView, IncidentRecord, NotificationView, PlannerRecord,
+    ReleaseView, RuleListing, RunRecord, RunbookInfo,
 };
 pub use vocab::{
     EscalationState, Guardrail, HandedUpFor, IncidentStatus, Risk, RunStatus, Scope, Severity,

@@ -250,3 +250,94 @@ pub struct ReleaseView {
     /// Whether this call published it (false: it was there already).
     pub new: bool,
 }
+
+/// `POST /v1/deployments`: deploy a published release to a tenant's hosts, or roll back.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct DeployRequest {
+    /// The component's name.
+    pub name: String,
+    /// The version to deploy (a release the tenant published); ignored by a rollback.
+    #[serde(default)]
+    pub version: String,
+    /// Which hosts: `*` (all the tenant's), host ids and `key=value` labels, comma
+    /// separated; a host is chosen when it is named or has every label given.
+    pub hosts: String,
+    /// Roll back to what each chosen host ran before instead (`version` unused).
+    #[serde(default)]
+    pub rollback: bool,
+    /// Deploy first to this share of the chosen hosts (1–99 %), watch, then to the rest.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub canary_percent: Option<u8>,
+    /// How long the canaries are watched before the rest follow (seconds; default 300).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub soak_secs: Option<u64>,
+    /// The canaries' share of failed runs of the new version above which the rollout
+    /// halts and the canaries are rolled back (0–1; default 0.2).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_failure_rate: Option<f64>,
+}
+
+/// One host's part in a deployment.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct HostDeploymentView {
+    /// The host.
+    pub host: String,
+    /// `pending` (sent, or waiting for the host to come back), `held` (after the
+    /// canaries), `deployed`, `refused` (the host said why), `halted`.
+    pub state: String,
+    /// Why, or what the host said.
+    pub detail: String,
+    /// The version and sha256 this deployment wants there (empty: the host's own).
+    pub version: String,
+    /// Its sha256.
+    pub sha256: String,
+    /// Whether it is a canary.
+    pub canary: bool,
+    /// When it last changed (RFC 3339).
+    pub updated_at: String,
+}
+
+/// A deployment of one component to a tenant's hosts.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct DeploymentView {
+    /// Its id.
+    pub id: String,
+    /// The component's name.
+    pub name: String,
+    /// The version deployed (a rollback: `rollback`).
+    pub version: String,
+    /// `deploy` or `rollback`.
+    pub action: String,
+    /// The hosts as chosen.
+    pub selector: String,
+    /// The canaries' share (0: none).
+    pub canary_percent: u8,
+    /// `canary` (watching the canaries), `rolling`, `done` (every host answered),
+    /// `halted` (the canaries failed too often: rolled back).
+    pub state: String,
+    /// Why it is in that state, in words.
+    pub detail: String,
+    /// When it was asked for (RFC 3339), and by whom.
+    pub created_at: String,
+    /// Who asked.
+    pub created_by: String,
+    /// Each chosen host.
+    pub hosts: Vec<HostDeploymentView>,
+}
+
+/// What a host runs of one deployed component (`hosts list`).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct HostComponentView {
+    /// The component's name.
+    pub name: String,
+    /// The version it runs (empty: its own, not deployed).
+    pub version: String,
+    /// Its sha256.
+    pub sha256: String,
+    /// `deployed`, `pending` (a newer one is on its way), `refused`, `held`.
+    pub state: String,
+    /// The version on its way, when pending or held.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub wanted: String,
+}

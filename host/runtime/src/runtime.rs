@@ -175,6 +175,11 @@ impl Loaded {
     pub fn manifest(&self) -> &Manifest {
         &self.manifest
     }
+    /// Its manifest as JSON, as the component declares it: what a signed release of it
+    /// must carry.
+    pub fn manifest_json(&self) -> serde_json::Value {
+        serde_json::to_value(&self.manifest).unwrap_or_default()
+    }
     /// Whether the compiled artifact came from the cache (`hit`), was compiled (`miss`),
     /// or was found tampered and recompiled (`rejected`).
     pub fn cache_status(&self) -> &'static str {

@@ -59,6 +59,9 @@ async fn host() -> Host {
         Executor::open(
             rt.clone(),
             AgentConfig {
+                publishers: Default::default(),
+                trust: None,
+                components: None,
                 tenant: "clinic-a".into(),
                 policy: policy.clone(),
                 runbooks,
@@ -367,6 +370,9 @@ async fn a_run_cut_off_by_a_crash_is_recorded_interrupted_at_the_next_start_and_
     let again = Executor::open(
         h.rt.clone(),
         AgentConfig {
+            publishers: Default::default(),
+            trust: None,
+            components: None,
             tenant: "clinic-a".into(),
             policy: h.policy.clone(),
             runbooks: runwarden_guests::standard_runbooks()

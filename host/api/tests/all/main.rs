@@ -107,6 +107,9 @@ async fn controller(dir: &Path) -> Arc<Controller> {
     runwarden_agent::spawn_local(
         rt,
         runwarden_agent::AgentConfig {
+            publishers: Default::default(),
+            trust: None,
+            components: None,
             tenant: "clinic-a".to_string(),
             policy,
             runbooks: Vec::new(),

@@ -139,7 +139,7 @@ async fn another_tenant_can_neither_see_nor_act_on_the_host_on_any_route_or_mcp_
     .unwrap();
     let loaded = rt.load(wasm).unwrap();
     let owner_release = serde_json::from_str::<Value>(
-        &runwarden_control::release_for(&loaded)
+        &runwarden_evidence::Release::of_runbook(loaded.manifest_json(), loaded.sha256())
             .sign(&publisher)
             .to_json(),
     )

@@ -73,6 +73,7 @@ fn report_for(job: &RunJob, host: &str) -> RunReport {
         host: host.to_string(),
         runs: vec![],
         refused: None,
+        deployed: None,
     }
 }
 

@@ -635,6 +635,7 @@ struct SlowFleet {
     url: String,
     agent_data: PathBuf,
     runbooks: PathBuf,
+    trust: PathBuf,
 }
 
 fn slow_fleet(host: &str) -> SlowFleet {
@@ -677,7 +678,11 @@ fn slow_fleet(host: &str) -> SlowFleet {
         format!("rules = [\"{}\"]\n", rules.display()),
     )
     .unwrap();
-    let env = [("RUNWARDEN_RUNBOOKS_DIR", runbooks.to_str().unwrap())];
+    let trust = super::publish::signed_dir(root.path(), &runbooks);
+    let env = [
+        ("RUNWARDEN_RUNBOOKS_DIR", runbooks.to_str().unwrap()),
+        ("RUNWARDEN_TRUST", trust.to_str().unwrap()),
+    ];
     let (server, line) = spawn_env(
         &server_data,
         &["server", "--nats", &nats.url, "--listen", "127.0.0.1:0"],
@@ -718,6 +723,7 @@ fn slow_fleet(host: &str) -> SlowFleet {
         url,
         agent_data,
         runbooks,
+        trust,
     }
 }
 
@@ -727,7 +733,10 @@ impl SlowFleet {
         spawn_env(
             &self.agent_data,
             &["agent", "run", "--nats", &nats, "--listen", "127.0.0.1:0"],
-            &[("RUNWARDEN_RUNBOOKS_DIR", self.runbooks.to_str().unwrap())],
+            &[
+                ("RUNWARDEN_RUNBOOKS_DIR", self.runbooks.to_str().unwrap()),
+                ("RUNWARDEN_TRUST", self.trust.to_str().unwrap()),
+            ],
             "runwarden agent of host",
         )
         .0

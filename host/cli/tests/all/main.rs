@@ -2,6 +2,7 @@
 
 mod archive;
 mod burst;
+mod deploy;
 mod export;
 mod fleet;
 mod integrity;

@@ -134,7 +134,7 @@ fn an_agent_cut_off_from_the_bus_heals_at_l1_hands_up_the_rest_and_forwards_it_a
     let mut fleet = OperatorFleet::start(root.path());
     let host = "clinic-off-01";
     let data = fleet.enroll(root.path(), host);
-    let (_agent, local) = fleet.agent(&data);
+    let (agent, local) = fleet.agent(&data);
     // Connected: one incident through the control plane, healed on the host.
     let first = submit(
         &fleet.data,
@@ -323,6 +323,10 @@ fn an_agent_cut_off_from_the_bus_heals_at_l1_hands_up_the_rest_and_forwards_it_a
         &format!(r#"{{"host":"{host}","type":"fan-noise","severity":"low"}}"#),
     );
     assert_eq!(after["status"], "handed-up", "{after}");
+    // A publish tried while the bus was down stays in the client's buffer and may reach
+    // the server once the link is back: with the agent stopped, the record deleted below
+    // was surely never sent.
+    drop(agent);
     io.block_on(async {
         let host_log =
             runwarden_evidence::Store::open(&data.join("evidence.db").display().to_string())
@@ -342,6 +346,7 @@ fn an_agent_cut_off_from_the_bus_heals_at_l1_hands_up_the_rest_and_forwards_it_a
         pool.close().await;
     });
     fleet.nats.restart();
+    let (_agent, _) = fleet.agent(&data);
     let deadline = Instant::now() + Duration::from_secs(90);
     let gap = loop {
         let out = runwarden(

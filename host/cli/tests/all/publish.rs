@@ -24,25 +24,29 @@ fn out(o: &std::process::Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
-/// A publisher `acme-msp`'s keys in `dir/keys`, and the `trivial` component copied to
-/// `dir/trivial.wasm` and signed by it (its release beside it). Returns (keys, component).
-fn signed_trivial(dir: &Path, data: &Path) -> (std::path::PathBuf, std::path::PathBuf) {
-    let keys = dir.join("keys");
+/// `runwarden publisher keygen` of `name` into `dir`: the public key's text.
+pub(super) fn keygen(data: &Path, dir: &Path, name: &str) -> String {
     let o = runwarden(
         data,
         &[
             "publisher",
             "keygen",
             "--out",
-            keys.to_str().unwrap(),
+            dir.to_str().unwrap(),
             "--name",
-            "acme-msp",
+            name,
         ],
     );
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(out(&o).contains("[[publishers]]"), "{}", out(&o));
-    let wasm = dir.join("trivial.wasm");
-    std::fs::copy(component("trivial"), &wasm).unwrap();
+    std::fs::read_to_string(dir.join(format!("{name}.pub")))
+        .unwrap()
+        .trim()
+        .to_string()
+}
+
+/// `runwarden runbook sign WASM --key KEY` (the release beside it); its stdout.
+pub(super) fn sign(data: &Path, wasm: &Path, key: &Path) -> String {
     let o = runwarden(
         data,
         &[
@@ -50,11 +54,49 @@ fn signed_trivial(dir: &Path, data: &Path) -> (std::path::PathBuf, std::path::Pa
             "sign",
             wasm.to_str().unwrap(),
             "--key",
-            keys.join("acme-msp.key").to_str().unwrap(),
+            key.to_str().unwrap(),
         ],
     );
     assert!(o.status.success(), "{}", stderr(&o));
-    assert!(out(&o).contains("as publisher acme-msp"), "{}", out(&o));
+    out(&o)
+}
+
+/// Every record of the log in `data`'s evidence.db: its status and statement.
+pub(super) fn log_statements(data: &Path) -> Vec<(String, runwarden_evidence::Statement)> {
+    let io = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    io.block_on(async {
+        let log = runwarden_evidence::Store::open(&data.join("evidence.db").display().to_string())
+            .await
+            .unwrap();
+        log.range(0, 100_000)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|r| {
+                let env =
+                    runwarden_evidence::Envelope::from_json(&String::from_utf8_lossy(&r.envelope))
+                        .unwrap();
+                (
+                    r.status,
+                    runwarden_evidence::Statement::from_envelope(&env).unwrap(),
+                )
+            })
+            .collect()
+    })
+}
+
+/// A publisher `acme-msp`'s keys in `dir/keys`, and the `trivial` component copied to
+/// `dir/trivial.wasm` and signed by it (its release beside it). Returns (keys, component).
+fn signed_trivial(dir: &Path, data: &Path) -> (std::path::PathBuf, std::path::PathBuf) {
+    let keys = dir.join("keys");
+    keygen(data, &keys, "acme-msp");
+    let wasm = dir.join("trivial.wasm");
+    std::fs::copy(component("trivial"), &wasm).unwrap();
+    let said = sign(data, &wasm, &keys.join("acme-msp.key"));
+    assert!(said.contains("as publisher acme-msp"), "{said}");
     (keys, wasm)
 }
 
@@ -112,18 +154,7 @@ fn a_signed_component_is_admitted_and_every_wrong_one_is_refused_by_name() {
         stderr(&o)
     );
     // Another publisher's key in the policy.
-    let o = runwarden(
-        &data,
-        &[
-            "publisher",
-            "keygen",
-            "--out",
-            keys.to_str().unwrap(),
-            "--name",
-            "other",
-        ],
-    );
-    assert!(o.status.success(), "{}", stderr(&o));
+    keygen(&data, &keys, "other");
     let other = policy(
         d.path(),
         "other.toml",
@@ -352,4 +383,145 @@ fn a_tenant_publishes_only_what_its_trust_policy_admits_and_each_step_is_recorde
         ],
         "{records:?}"
     );
+}
+
+/// Sign every component of `dir` as publisher `test-msp` (keys in `root/publisher`) and
+/// write `root/trust.toml` trusting it for every name at any risk: what a runbooks
+/// directory needs before `up`, a server or an agent loads anything from it. Returns the
+/// trust policy's path.
+pub(super) fn signed_dir(root: &Path, dir: &Path) -> std::path::PathBuf {
+    let keys = root.join("publisher");
+    let data = root.join("publisher-data");
+    keygen(&data, &keys, "test-msp");
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "wasm") {
+            sign(&data, &path, &keys.join("test-msp.key"));
+        }
+    }
+    std::path::PathBuf::from(policy(
+        root,
+        "trust.toml",
+        &keys.join("test-msp.pub"),
+        "[\"*\"]",
+        "high",
+    ))
+}
+
+#[test]
+fn up_loads_only_what_its_trust_policy_admits_records_each_refusal_and_names_the_publisher() {
+    let d = tempfile::tempdir().unwrap();
+    let data = d.path().join("data");
+    let (keys, signed) = signed_trivial(d.path(), &data);
+    let dir = d.path().join("runbooks");
+    std::fs::create_dir_all(&dir).unwrap();
+    // Admitted: trivial, signed by acme-msp.
+    std::fs::rename(&signed, dir.join("trivial.wasm")).unwrap();
+    let release = d.path().join("trivial.wasm.release.json");
+    std::fs::rename(&release, dir.join("trivial.wasm.release.json")).unwrap();
+    // Unsigned: no release beside it.
+    std::fs::copy(component("adv-lowrisk"), dir.join("adv-lowrisk.wasm")).unwrap();
+    // Altered: other bytes beside trivial's release.
+    std::fs::copy(component("adv-service"), dir.join("adv-service.wasm")).unwrap();
+    std::fs::copy(
+        dir.join("trivial.wasm.release.json"),
+        dir.join("adv-service.wasm.release.json"),
+    )
+    .unwrap();
+    // Untrusted: signed by a publisher the policy does not list.
+    keygen(&data, &keys, "stranger");
+    let limits = dir.join("adv-limits.wasm");
+    std::fs::copy(component("adv-limits"), &limits).unwrap();
+    sign(&data, &limits, &keys.join("stranger.key"));
+    let trust = policy(
+        d.path(),
+        "trust.toml",
+        &keys.join("acme-msp.pub"),
+        "[\"*\"]",
+        "high",
+    );
+    let acme = std::fs::read_to_string(keys.join("acme-msp.pub")).unwrap();
+    let acme_id = runwarden_evidence::VerifyingKey::from_text(acme.trim())
+        .unwrap()
+        .key_id_hex();
+    let rules = d.path().join("rules.yaml");
+    std::fs::write(
+        &rules,
+        "rules:\n  - id: say-hello\n    match: {type: hello-needed}\n    action:\n      runbook: trivial\n      params: {}\n    cooldown: 0\n",
+    )
+    .unwrap();
+    std::fs::create_dir_all(&data).unwrap();
+    std::fs::write(
+        data.join("runwarden.toml"),
+        format!(
+            "rules = [\"{}\"]\nrunbooks_dir = \"{}\"\ntrust = \"{trust}\"\n",
+            rules.display(),
+            dir.display()
+        ),
+    )
+    .unwrap();
+    let policy_file = d.path().join("policy.toml");
+    std::fs::write(&policy_file, "host_id = \"clinic-trust-01\"\n").unwrap();
+    let up = super::up::start(&data, &policy_file);
+
+    // The admitted one runs, and its record names its publisher.
+    let incident = d.path().join("hello.json");
+    std::fs::write(
+        &incident,
+        r#"{"host":"clinic-trust-01","type":"hello-needed","severity":"low"}"#,
+    )
+    .unwrap();
+    let o = super::up::cli(
+        &data,
+        &up,
+        &["incident", "submit", incident.to_str().unwrap(), "--json"],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let rec: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(rec["tier"], "L1", "{rec}");
+    assert_eq!(rec["status"], "no-op", "{rec}");
+
+    let statements = log_statements(&data);
+    let run = statements
+        .iter()
+        .find(|(_, s)| s.subject[0].name == "trivial")
+        .expect("the run of trivial is in the log");
+    assert_eq!(run.1.predicate.publisher.as_deref(), Some(acme_id.as_str()));
+    // Each refusal is a signed record of the host, naming the component and why.
+    let refusal = |name: &str| {
+        let (status, s) = statements
+            .iter()
+            .find(|(_, s)| s.subject[0].name == name)
+            .unwrap_or_else(|| panic!("no record of {name} refused"));
+        assert_eq!(status, "refused");
+        assert_eq!(s.predicate.publisher, None);
+        s.predicate.outcome["summary"].as_str().unwrap().to_string()
+    };
+    let why = refusal("adv-lowrisk");
+    assert!(why.contains("unsigned"), "{why}");
+    let why = refusal("adv-service");
+    assert!(why.contains("altered"), "{why}");
+    let why = refusal("adv-limits");
+    assert!(why.contains("not signed by a trusted publisher"), "{why}");
+    // Refused components are not in the host's catalog.
+    let token = std::fs::read_to_string(data.join("admin-token")).unwrap();
+    let io = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let catalog = io.block_on(async {
+        reqwest::Client::new()
+            .get(format!("{}/v1/runbooks", up.url))
+            .bearer_auth(token.trim())
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    });
+    assert!(catalog.contains("\"trivial\""), "{catalog}");
+    for refused in ["adv-lowrisk", "adv-service", "adv-limits"] {
+        assert!(!catalog.contains(refused), "{refused} loaded: {catalog}");
+    }
 }

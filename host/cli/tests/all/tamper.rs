@@ -537,6 +537,7 @@ fn evidence_list_and_show_escape_what_a_record_holds() {
         evil,
         "c73b7727a07ab051d5b3458b7d72c85ee2ff4b5c2c3e790e6ffa5ec3cabc3c9d",
         Invocation {
+            publisher: None,
             invocation_id: evil.into(),
             tenant: evil.into(),
             host_id: evil.into(),

@@ -505,7 +505,11 @@ fn a_run_cut_off_by_kill_9_is_recorded_interrupted_at_restart_and_not_run_again(
         format!("rules = [\"{}\"]\n", rules.display()),
     )
     .unwrap();
-    let env = [("RUNWARDEN_RUNBOOKS_DIR", runbooks.to_str().unwrap())];
+    let trust = super::publish::signed_dir(d.path(), &runbooks);
+    let env = [
+        ("RUNWARDEN_RUNBOOKS_DIR", runbooks.to_str().unwrap()),
+        ("RUNWARDEN_TRUST", trust.to_str().unwrap()),
+    ];
     let mut up = start_with(&data, &policy, &env);
     let incident = d.path().join("slow.json");
     std::fs::write(

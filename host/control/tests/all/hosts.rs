@@ -115,6 +115,7 @@ fn record(key: &runwarden_evidence::SigningKey, i: u64) -> String {
         "restart-service",
         &"ab".repeat(32),
         runwarden_evidence::Invocation {
+            publisher: None,
             invocation_id: format!("{i:032x}"),
             tenant: "clinic-a".into(),
             host_id: key.name().split('~').next().unwrap().into(),

@@ -148,6 +148,9 @@ pub(crate) async fn attach_agent(
     runwarden_agent::spawn_local(
         s.rt.clone(),
         runwarden_agent::AgentConfig {
+            publishers: Default::default(),
+            trust: None,
+            components: None,
             tenant: "clinic-a".to_string(),
             policy,
             runbooks: Vec::new(),

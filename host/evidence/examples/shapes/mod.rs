@@ -296,6 +296,7 @@ pub fn record(key: &SigningKey, (host, tenant): (&str, &str), i: u64, at_ms: u64
         runbook,
         &format!("{:064x}", mix(runbook.len() as u64, 9) as u128),
         Invocation {
+            publisher: None,
             invocation_id: invocation.clone(),
             tenant: tenant.into(),
             host_id: host.clone(),

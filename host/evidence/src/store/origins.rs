@@ -513,6 +513,13 @@ impl super::Store {
                 first: segment.first,
             });
         }
+        if !rows.is_empty() && segment.checkpoint.is_empty() {
+            return Err(Error::SignerLogHole {
+                origin: origin.to_string(),
+                held,
+                first: segment.first,
+            });
+        }
         let cp = Checkpoint::parse(&segment.checkpoint, std::slice::from_ref(key))?;
         let end = segment.first + segment.envelopes.len() as u64;
         if cp.origin != origin || cp.size != end {

@@ -75,6 +75,7 @@ pub(super) fn record_for(
         "restart-service",
         "c73b7727a07ab051d5b3458b7d72c85ee2ff4b5c2c3e790e6ffa5ec3cabc3c9d",
         Invocation {
+            publisher: None,
             invocation_id: format!("{i:032x}"),
             tenant: tenant.into(),
             host_id: host.into(),

@@ -14,6 +14,7 @@ fn envelope(key: &SigningKey, i: u64, summary: &str) -> Vec<u8> {
         "restart-service",
         "c73b7727a07ab051d5b3458b7d72c85ee2ff4b5c2c3e790e6ffa5ec3cabc3c9d",
         Invocation {
+            publisher: None,
             invocation_id: format!("{i:032x}"),
             tenant: "clinic".into(),
             host_id: key.name().into(),
@@ -117,6 +118,25 @@ async fn mirrors_in_order_and_refuses_gaps_and_forks(server: &Store) {
         Err(Error::LogGap { held, first, .. }) => assert_eq!((held, first), (20, 25)),
         other => panic!("a gap must be refused, got {other:?}"),
     }
+    // Records the host sends without a checkpoint (its own copy lost one before them),
+    // even when they continue what is held: it says so, and nothing is taken.
+    for first in [15, 20] {
+        let mut holed = host.segment(first, 25);
+        holed.checkpoint.clear();
+        match server.mirror(&key, &holed).await {
+            Err(Error::SignerLogHole { held, first: f, .. }) => assert_eq!((held, f), (20, first)),
+            other => panic!("records past a hole must be refused, got {other:?}"),
+        }
+    }
+    assert_eq!(
+        server
+            .mirror_head(&host.origin())
+            .await
+            .unwrap()
+            .unwrap()
+            .size,
+        20
+    );
 
     // A fork: the same key signs another history from record 15 on.
     let mut forked = HostLog {

@@ -725,6 +725,7 @@ fn decision_by(
         "restart-service",
         "c73b7727a07ab051d5b3458b7d72c85ee2ff4b5c2c3e790e6ffa5ec3cabc3c9d",
         Invocation {
+            publisher: None,
             invocation_id: format!("{i:032x}"),
             tenant: "clinic".into(),
             host_id: "host-1".into(),

@@ -1,0 +1,485 @@
+//! Deployments on the host: a signed [`DeployJob`] loads one component, checked against
+//! this host's own trust policy, compiled, kept on disk and swapped in whole — runs in
+//! flight finish on the component they started with; new runs use the new one. Every
+//! swap and every refusal is a signed record in the host's log, under the job's id as its
+//! invocation id: a job delivered again is answered from that record, never done twice.
+//!
+//! On disk (`DATA_DIR/components`): `SHA.wasm` and `SHA.release.json` per component
+//! (content-addressed, written before anything points at them) and `NAME.deployed`
+//! holding the sha256 deployed under NAME (replaced atomically: the pointer is the
+//! commit). At start each pointed-to component is admitted again; one that no longer
+//! passes (the trust policy changed, a file was altered) is refused and recorded.
+
+use crate::components::admit;
+use crate::executor::{AgentError, ComponentRecord, Executor};
+use base64::Engine;
+use runwarden_evidence as ev;
+use runwarden_proto::bus::{
+    DEPLOY_PAYLOAD_TYPE, DeployAction, DeployJob, DeployOutcome, LogRef,
+    MAX_DEPLOYED_COMPONENT_BYTES, RunReport,
+};
+use runwarden_runtime::Loaded;
+use std::path::Path;
+use std::sync::Arc;
+
+/// Told of every swap: the name, and what runs under it now (nothing: the name is gone).
+pub(crate) type OnSwap = Box<dyn Fn(&str, Option<Arc<Loaded>>) + Send + Sync>;
+
+/// Whether `envelope` says it carries a deployment (checked properly when opened).
+pub(crate) fn is_deploy_job(envelope: &[u8]) -> bool {
+    std::str::from_utf8(envelope)
+        .ok()
+        .and_then(|t| ev::Envelope::from_json(t).ok())
+        .is_some_and(|e| e.payload_type == DEPLOY_PAYLOAD_TYPE)
+}
+
+/// Whether `name` can name a file of its own: a component name as manifests have them.
+fn safe_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+}
+
+/// What a record of a deployment step says, as the job's report.
+fn outcome_of(statement: &ev::Statement, record: LogRef) -> DeployOutcome {
+    let p = &statement.predicate;
+    let text = |k: &str| p.params[k].as_str().unwrap_or_default().to_string();
+    DeployOutcome {
+        name: statement
+            .subject
+            .first()
+            .map(|s| s.name.clone())
+            .unwrap_or_default(),
+        version: p.runbook_version.clone(),
+        sha256: statement
+            .subject
+            .first()
+            .and_then(|s| s.digest.get("sha256").cloned())
+            .unwrap_or_default(),
+        publisher: p.publisher.clone().unwrap_or_default(),
+        previous: text("previous"),
+        record,
+    }
+}
+
+impl Executor {
+    /// Be told of every swap from now on (the host's own control plane keeps its catalog
+    /// in step with what runs here).
+    pub fn on_swap(&self, f: impl Fn(&str, Option<Arc<Loaded>>) + Send + Sync + 'static) {
+        self.on_swap
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(Box::new(f));
+    }
+
+    /// The components deployed here (not built in nor from the runbooks directory).
+    pub fn deployed(&self) -> Vec<Arc<Loaded>> {
+        let runbooks = self.runbooks.read().unwrap_or_else(|e| e.into_inner());
+        runbooks
+            .iter()
+            .filter(|(name, l)| {
+                self.base
+                    .get(*name)
+                    .is_none_or(|b| b.sha256() != l.sha256())
+            })
+            .map(|(_, l)| l.clone())
+            .collect()
+    }
+
+    fn swap(&self, name: &str, now: Option<Arc<Loaded>>, publisher: Option<String>) {
+        {
+            let mut runbooks = self.runbooks.write().unwrap_or_else(|e| e.into_inner());
+            match &now {
+                Some(l) => {
+                    if let Some(p) = publisher {
+                        self.publishers
+                            .write()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .insert(l.sha256().to_string(), p);
+                    }
+                    runbooks.insert(name.to_string(), l.clone());
+                }
+                None => {
+                    runbooks.remove(name);
+                }
+            }
+        }
+        for f in self
+            .on_swap
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+        {
+            f(name, now.clone());
+        }
+    }
+
+    /// Load what was deployed before this start (see the module docs); returns how many
+    /// loaded. A component that no longer passes the trust policy is refused, recorded.
+    pub async fn load_deployed(&self) -> Result<usize, AgentError> {
+        let Some(dir) = self.components.clone() else {
+            return Ok(0);
+        };
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            return Ok(0);
+        };
+        let mut pointers: Vec<_> = entries
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|e| e == "deployed"))
+            .collect();
+        pointers.sort();
+        let mut loaded = 0;
+        for pointer in pointers {
+            let name = pointer
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            let sha = std::fs::read_to_string(&pointer)
+                .unwrap_or_default()
+                .trim()
+                .to_string();
+            let source = pointer.display().to_string();
+            if !safe_name(&name) || sha.len() != 64 || !sha.bytes().all(|b| b.is_ascii_hexdigit()) {
+                self.refuse_component(&name, &sha, &source, "a malformed deployment pointer")
+                    .await?;
+                continue;
+            }
+            let bytes = std::fs::read(dir.join(format!("{sha}.wasm")));
+            let release = std::fs::read_to_string(dir.join(format!("{sha}.release.json")));
+            let (bytes, release) = match (bytes, release) {
+                (Ok(b), Ok(r)) => (b, r),
+                (Err(e), _) | (_, Err(e)) => {
+                    let why = format!("its deployed files are unreadable: {e}");
+                    self.refuse_component(&name, &sha, &source, &why).await?;
+                    continue;
+                }
+            };
+            match self.admit_blocking(bytes, release).await? {
+                Ok(a) if a.loaded.manifest().name == name => {
+                    self.swap(&name, Some(a.loaded), Some(a.publisher));
+                    loaded += 1;
+                }
+                Ok(a) => {
+                    let why = format!(
+                        "the component deployed as {name} is named {}",
+                        a.loaded.manifest().name
+                    );
+                    self.refuse_component(&name, &sha, &source, &why).await?;
+                }
+                Err(n) => self.refuse_component(&name, &sha, &source, &n.why).await?,
+            }
+        }
+        Ok(loaded)
+    }
+
+    /// Admit on a blocking thread (compiling is CPU work).
+    async fn admit_blocking(
+        &self,
+        bytes: Vec<u8>,
+        release: String,
+    ) -> Result<Result<crate::components::Admitted, crate::components::NotAdmitted>, AgentError>
+    {
+        let (rt, trust) = (self.runtime.clone(), self.trust.clone());
+        tokio::task::spawn_blocking(move || admit(&rt, &bytes, Some(&release), trust.as_ref()))
+            .await
+            .map_err(|e| AgentError::Worker(e.to_string()))
+    }
+
+    /// Carry out the signed deployment `envelope` (see the module docs).
+    pub(crate) async fn deploy(
+        &self,
+        envelope: &[u8],
+        now_ms: i64,
+    ) -> Result<RunReport, AgentError> {
+        let job: DeployJob = match self.open_signed(envelope, DEPLOY_PAYLOAD_TYPE) {
+            Ok(job) => job,
+            Err(why) => return self.refuse(None, &why, now_ms).await,
+        };
+        // One deployment at a time: each reads what runs now and replaces it.
+        let _one = self.deploying.lock().await;
+        if let Some(r) = self.log().by_invocation(&job.job).await? {
+            return self.answered(&job, r);
+        }
+        let checked = self
+            .addressed(
+                &job.tenant,
+                &job.host,
+                job.issued_at_ms,
+                job.expires_at_ms,
+                now_ms,
+            )
+            .and_then(|()| {
+                uuid::Uuid::try_parse(&job.job)
+                    .map(|_| ())
+                    .map_err(|_| "the deployment's job id is not a UUID".to_string())
+            })
+            .and_then(|()| match safe_name(&job.name) {
+                true => Ok(()),
+                false => Err(format!(
+                    "{:?} is not a component name",
+                    ev::escape_control(&job.name)
+                )),
+            });
+        if let Err(why) = checked {
+            return self.refuse_deployment(&job, &why).await;
+        }
+        let previous = self
+            .runbooks
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&job.name)
+            .map(|l| l.sha256().to_string())
+            .unwrap_or_default();
+        let Some(dir) = self.components.clone() else {
+            return self
+                .refuse_deployment(&job, "this host keeps no deployed components")
+                .await;
+        };
+        if job.action == DeployAction::Remove {
+            return self.remove(&job, &dir, previous).await;
+        }
+        let bytes = match base64::engine::general_purpose::STANDARD.decode(&job.component) {
+            Ok(b) if b.len() <= MAX_DEPLOYED_COMPONENT_BYTES => b,
+            Ok(b) => {
+                let why = format!(
+                    "a component of {} bytes: at most {MAX_DEPLOYED_COMPONENT_BYTES}",
+                    b.len()
+                );
+                return self.refuse_deployment(&job, &why).await;
+            }
+            Err(e) => {
+                let why = format!("the component is not base64: {e}");
+                return self.refuse_deployment(&job, &why).await;
+            }
+        };
+        if ev::component_sha256(&bytes) != job.sha256 {
+            return self
+                .refuse_deployment(
+                    &job,
+                    "the component's bytes are not the sha256 the job names",
+                )
+                .await;
+        }
+        let admitted = match self
+            .admit_blocking(bytes.clone(), job.release.clone())
+            .await?
+        {
+            Ok(a) => a,
+            Err(n) => return self.refuse_deployment(&job, &n.why).await,
+        };
+        if admitted.release.name != job.name || admitted.release.version != job.version {
+            let why = format!(
+                "the job names {} {}, its release {} {}",
+                ev::escape_control(&job.name),
+                ev::escape_control(&job.version),
+                ev::escape_control(&admitted.release.name),
+                ev::escape_control(&admitted.release.version)
+            );
+            return self.refuse_deployment(&job, &why).await;
+        }
+        // Bytes and release first, the pointer last: a crash leaves the old pointer.
+        let kept = (|| -> std::io::Result<()> {
+            ev::create_private_dir(&dir).map_err(std::io::Error::other)?;
+            ev::write_atomic(&dir.join(format!("{}.wasm", job.sha256)), &bytes)
+                .map_err(std::io::Error::other)?;
+            ev::write_atomic(
+                &dir.join(format!("{}.release.json", job.sha256)),
+                job.release.as_bytes(),
+            )
+            .map_err(std::io::Error::other)?;
+            ev::write_atomic(
+                &dir.join(format!("{}.deployed", job.name)),
+                job.sha256.as_bytes(),
+            )
+            .map_err(std::io::Error::other)
+        })();
+        if let Err(e) = kept {
+            let why = format!("keeping it on disk failed: {e}");
+            return self.refuse_deployment(&job, &why).await;
+        }
+        let publisher = admitted.publisher.clone();
+        let status = match job.action {
+            DeployAction::Rollback => "rolled-back",
+            _ => "deployed",
+        };
+        let record = self
+            .record_component(ComponentRecord {
+                invocation_id: job.job.clone(),
+                name: &job.name,
+                sha256: &job.sha256,
+                status,
+                summary: format!(
+                    "{} {} {} (publisher {}){}",
+                    status,
+                    job.name,
+                    job.version,
+                    &publisher[..16.min(publisher.len())],
+                    match previous.is_empty() {
+                        true => String::new(),
+                        false => format!(", replacing {}", &previous[..12.min(previous.len())]),
+                    }
+                ),
+                provenance: ev::Provenance::Manual {
+                    operator: Some(job.requested_by.clone()),
+                },
+                params: serde_json::json!({
+                    "deployment": job.deployment, "action": job.action.as_str(),
+                    "previous": previous,
+                }),
+                version: &job.version,
+                publisher: Some(publisher.clone()),
+            })
+            .await?;
+        self.swap(&job.name, Some(admitted.loaded), Some(publisher.clone()));
+        Ok(self.report(
+            &job,
+            None,
+            Some(DeployOutcome {
+                name: job.name.clone(),
+                version: job.version.clone(),
+                sha256: job.sha256.clone(),
+                publisher,
+                previous,
+                record,
+            }),
+        ))
+    }
+
+    /// Drop the deployed version of `job.name`: the host's own (built in, runbooks
+    /// directory) runs again, if it has one.
+    async fn remove(
+        &self,
+        job: &DeployJob,
+        dir: &Path,
+        previous: String,
+    ) -> Result<RunReport, AgentError> {
+        let pointer = dir.join(format!("{}.deployed", job.name));
+        if let Err(e) = std::fs::remove_file(&pointer)
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            let why = format!("removing {}: {e}", pointer.display());
+            return self.refuse_deployment(job, &why).await;
+        }
+        let base = self.base.get(&job.name).cloned();
+        let now_sha = base
+            .as_ref()
+            .map(|l| l.sha256().to_string())
+            .unwrap_or_default();
+        let version = base
+            .as_ref()
+            .map(|l| l.manifest().version.clone())
+            .unwrap_or_default();
+        let record = self
+            .record_component(ComponentRecord {
+                invocation_id: job.job.clone(),
+                name: &job.name,
+                sha256: &now_sha,
+                status: "rolled-back",
+                summary: match &base {
+                    Some(_) => format!(
+                        "rolled back {} to the host's own version {version}",
+                        job.name
+                    ),
+                    None => format!("removed {}: the host has no version of its own", job.name),
+                },
+                provenance: ev::Provenance::Manual {
+                    operator: Some(job.requested_by.clone()),
+                },
+                params: serde_json::json!({
+                    "deployment": job.deployment, "action": job.action.as_str(),
+                    "previous": previous,
+                }),
+                version: &version,
+                publisher: None,
+            })
+            .await?;
+        self.swap(&job.name, base, None);
+        Ok(self.report(
+            job,
+            None,
+            Some(DeployOutcome {
+                name: job.name.clone(),
+                version,
+                sha256: now_sha,
+                publisher: String::new(),
+                previous,
+                record,
+            }),
+        ))
+    }
+
+    /// Refuse a deployment: recorded under the job's id, nothing loaded.
+    async fn refuse_deployment(&self, job: &DeployJob, why: &str) -> Result<RunReport, AgentError> {
+        self.record_component(ComponentRecord {
+            invocation_id: job.job.clone(),
+            name: &job.name,
+            sha256: &job.sha256,
+            status: "refused",
+            summary: format!("deployment refused, nothing loaded: {why}"),
+            provenance: ev::Provenance::Manual {
+                operator: Some(job.requested_by.clone()),
+            },
+            params: serde_json::json!({
+                "deployment": job.deployment, "action": job.action.as_str(),
+            }),
+            version: &job.version,
+            publisher: None,
+        })
+        .await?;
+        Ok(self.report(job, Some(why.to_string()), None))
+    }
+
+    /// The answer to a job already carried out, from its record.
+    fn answered(&self, job: &DeployJob, r: ev::StoredRecord) -> Result<RunReport, AgentError> {
+        let statement = ev::Envelope::from_json(&String::from_utf8_lossy(&r.envelope))
+            .and_then(|e| ev::Statement::from_envelope(&e))?;
+        let record = LogRef {
+            origin: self.origin().to_string(),
+            index: r.index,
+            leaf_hash: ev::hash_hex(&r.leaf_hash),
+        };
+        Ok(match r.status.as_str() {
+            "refused" => {
+                let why = statement.predicate.outcome["summary"]
+                    .as_str()
+                    .unwrap_or("refused")
+                    .to_string();
+                self.report(job, Some(why), None)
+            }
+            _ => self.report(job, None, Some(outcome_of(&statement, record))),
+        })
+    }
+
+    fn report(
+        &self,
+        job: &DeployJob,
+        refused: Option<String>,
+        deployed: Option<DeployOutcome>,
+    ) -> RunReport {
+        RunReport {
+            job: job.job.clone(),
+            incident: job.deployment.clone(),
+            host: self.host().to_string(),
+            runs: Vec::new(),
+            refused,
+            deployed,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::safe_name;
+
+    #[test]
+    fn names_that_could_leave_the_directory_are_not_names() {
+        assert!(safe_name("restart-service"));
+        assert!(safe_name("rotate_logs2"));
+        for bad in ["", "../x", "a/b", "A", "x.deployed", &"a".repeat(65), "a b"] {
+            assert!(!safe_name(bad), "{bad}");
+        }
+    }
+}
