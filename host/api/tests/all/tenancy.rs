@@ -138,6 +138,10 @@ async fn another_tenant_can_neither_see_nor_act_on_the_host_on_any_route_or_mcp_
     })
     .unwrap();
     let loaded = rt.load(wasm).unwrap();
+    let (name, version) = (
+        loaded.manifest().name.clone(),
+        loaded.manifest().version.clone(),
+    );
     let owner_release = serde_json::from_str::<Value>(
         &runwarden_evidence::Release::of_runbook(loaded.manifest_json(), loaded.sha256())
             .sign(&publisher)
@@ -171,6 +175,23 @@ async fn another_tenant_can_neither_see_nor_act_on_the_host_on_any_route_or_mcp_
     assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
     assert_eq!(
         api.get("/v1/components", &a).await.json()["components"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+    // And deploys it to its hosts: a deployment the other tenant must not see.
+    let r = api
+        .post(
+            "/v1/deployments",
+            &owner_admin,
+            &json!({"name": name, "version": version, "hosts": "*"}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let deployment = r.json()["id"].as_str().unwrap().to_string();
+    assert_eq!(
+        api.get("/v1/deployments", &a).await.json()["deployments"]
             .as_array()
             .unwrap()
             .len(),
@@ -331,6 +352,31 @@ async fn another_tenant_can_neither_see_nor_act_on_the_host_on_any_route_or_mcp_
         Scope::Read,
         Expect::EmptyList("components"),
     ));
+    probes.push(probe(
+        ("/v1/deployments", "get"),
+        Method::GET,
+        "/v1/deployments".into(),
+        Scope::Read,
+        Expect::EmptyList("deployments"),
+    ));
+    probes.push(probe(
+        ("/v1/deployments/{id}", "get"),
+        Method::GET,
+        format!("/v1/deployments/{deployment}"),
+        Scope::Read,
+        Expect::NotFound,
+    ));
+    // Deploying the owner's release to "every host": the other tenant has none of the
+    // owner's hosts to choose (and no such release).
+    let mut p = probe(
+        ("/v1/deployments", "post"),
+        Method::POST,
+        "/v1/deployments".into(),
+        Scope::Admin,
+        Expect::NotFound,
+    );
+    p.body = Some(json!({"name": name, "version": version, "hosts": "*"}));
+    probes.push(p);
     let mut p = probe(
         ("/v1/trust", "put"),
         Method::PUT,

@@ -10,6 +10,7 @@ mod mcp;
 mod offline;
 mod publish;
 mod report;
+mod rollout;
 use runwarden_testkit as pg;
 mod tamper;
 mod tour;
