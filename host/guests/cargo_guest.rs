@@ -4,6 +4,9 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+#[path = "reproducible.rs"]
+mod reproducible;
+
 /// The repository root, from a crate two levels below it.
 pub fn repo_root() -> PathBuf {
     PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").unwrap())
@@ -38,6 +41,7 @@ pub fn build(root: &Path, ws: &str) -> PathBuf {
             "--target",
             "wasm32-wasip2",
             "--workspace",
+            "--locked",
             "--target-dir",
         ])
         .arg(&target_dir);
@@ -53,6 +57,11 @@ pub fn build(root: &Path, ws: &str) -> PathBuf {
     ] {
         cmd.env_remove(var);
     }
+    // The same bytes wherever the repository is checked out (see reproducible.rs).
+    cmd.env(
+        "CARGO_ENCODED_RUSTFLAGS",
+        reproducible::encoded_rustflags(root),
+    );
     let status = cmd
         .status()
         .expect("cannot run cargo for the guest workspaces");

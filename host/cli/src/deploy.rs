@@ -149,7 +149,7 @@ fn start(
     if !wait.no_wait {
         let deadline = Instant::now() + Duration::from_secs(wait.wait_secs);
         while !matches!(d.state.as_str(), "done" | "halted") && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(500));
+            std::thread::sleep(Duration::from_millis(200));
             let v = rt.block_on(
                 client.send(
                     client

@@ -61,7 +61,22 @@ pub fn sign(
     let key = ev::read_signing_key(key)?;
     let rt = crate::runbook::runtime(data_dir)?;
     let loaded = crate::runbook::load(&rt, file)?;
-    let release = ev::Release::of_runbook(loaded.manifest_json(), loaded.sha256());
+    let mut release = ev::Release::of_runbook(loaded.manifest_json(), loaded.sha256());
+    // What `runbook build` noted it was built from, signed with it.
+    let info = crate::runbook::build_info_path(file);
+    if info.is_file() {
+        let text = std::fs::read_to_string(&info)
+            .with_context(|| format!("cannot read {}", info.display()))?;
+        let v: serde_json::Value = serde_json::from_str(&text).with_context(|| {
+            format!("{} is not JSON: build the component again", info.display())
+        })?;
+        anyhow::ensure!(
+            v.is_object() && text.len() <= 64 * 1024,
+            "{} is not the build info `runbook build` writes",
+            info.display()
+        );
+        release.built_from = Some(v);
+    }
     let out = out.unwrap_or_else(|| release_path(file));
     let envelope = release.sign(&key);
     ev::write_atomic(&out, format!("{}\n", envelope.to_json()).as_bytes())

@@ -7,6 +7,9 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 
+#[path = "../../guests/reproducible.rs"]
+mod reproducible;
+
 #[derive(Subcommand)]
 pub enum RunbookCommand {
     /// Scaffold a new runbook crate from the SDK template.
@@ -20,7 +23,9 @@ pub enum RunbookCommand {
         #[arg(long)]
         sdk: Option<PathBuf>,
     },
-    /// Build a runbook crate to a component and print the .wasm path.
+    /// Build a runbook crate to a component, reproducibly (paths remapped, dependencies
+    /// pinned by Cargo.lock), and print the .wasm path; what it was built from goes to
+    /// COMPONENT.wasm.build.json, which `runbook sign` puts into the release.
     Build {
         /// The crate (or guest workspace) directory.
         dir: PathBuf,
@@ -310,20 +315,46 @@ pub fn build(dir: &Path) -> anyhow::Result<PathBuf> {
         );
     }
     ensure_wasip2_target()?;
-    let out =
-        std::process::Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
-            .args([
-                "build",
-                "--release",
-                "--target",
-                "wasm32-wasip2",
-                "--message-format=json-render-diagnostics",
-                "--manifest-path",
-            ])
-            .arg(&manifest)
-            .stderr(std::process::Stdio::inherit())
-            .output()
-            .context("cannot run cargo")?;
+    let dir = dir
+        .canonicalize()
+        .with_context(|| format!("cannot read {}", dir.display()))?;
+    let workspace = workspace_root(&dir.join("Cargo.toml"))?;
+    // Everything the build reads from the checkout is under the source root: the git
+    // repository's top (path dependencies such as the SDK live beside the crate), else
+    // the workspace.
+    let source_root = git(&dir, &["rev-parse", "--show-toplevel"])
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace.clone());
+    let locked = workspace.join("Cargo.lock").is_file();
+    if !locked {
+        errln!(
+            "warning: {} has no Cargo.lock: dependencies are not pinned, so this build cannot be reproduced until one is committed",
+            workspace.display()
+        );
+    }
+    let mut cmd =
+        std::process::Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    cmd.args([
+        "build",
+        "--release",
+        "--target",
+        "wasm32-wasip2",
+        "--message-format=json-render-diagnostics",
+    ]);
+    if locked {
+        cmd.arg("--locked");
+    }
+    cmd.arg("--manifest-path")
+        .arg(dir.join("Cargo.toml"))
+        .env_remove("RUSTFLAGS")
+        .env(
+            "CARGO_ENCODED_RUSTFLAGS",
+            reproducible::encoded_rustflags(&source_root),
+        );
+    let out = cmd
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .context("cannot run cargo")?;
     if !out.status.success() {
         bail!("cargo build failed for {}", dir.display());
     }
@@ -340,8 +371,8 @@ pub fn build(dir: &Path) -> anyhow::Result<PathBuf> {
             }
         }
     }
-    match wasm.as_slice() {
-        [one] => Ok(one.clone()),
+    let built = match wasm.as_slice() {
+        [one] => one.clone(),
         [] => bail!(
             "cargo built no .wasm in {}: is it a `crate-type = [\"cdylib\"]` runbook crate?",
             dir.display()
@@ -351,7 +382,144 @@ pub fn build(dir: &Path) -> anyhow::Result<PathBuf> {
             dir.display(),
             many.len()
         ),
+    };
+    let info = build_info(&dir, &workspace, &source_root, locked)?;
+    let info_file = build_info_path(&built);
+    runwarden_evidence::write_atomic(&info_file, format!("{info:#}\n").as_bytes())
+        .with_context(|| format!("cannot write {}", info_file.display()))?;
+    let bytes =
+        std::fs::read(&built).with_context(|| format!("cannot read {}", built.display()))?;
+    errln!(
+        "built {} (sha256 {}) from source {}; build info in {}",
+        built.display(),
+        runwarden_evidence::component_sha256(&bytes),
+        info["source_sha256"].as_str().unwrap_or("?"),
+        info_file.display()
+    );
+    Ok(built)
+}
+
+/// Where `runbook build` notes what a component was built from: `COMPONENT.build.json`.
+pub fn build_info_path(component: &Path) -> PathBuf {
+    let mut name = component.as_os_str().to_owned();
+    name.push(".build.json");
+    PathBuf::from(name)
+}
+
+/// The workspace root of the crate whose manifest is `manifest`.
+fn workspace_root(manifest: &Path) -> anyhow::Result<PathBuf> {
+    let out =
+        std::process::Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
+            .args([
+                "locate-project",
+                "--workspace",
+                "--message-format",
+                "plain",
+                "--manifest-path",
+            ])
+            .arg(manifest)
+            .output()
+            .context("cannot run cargo")?;
+    if !out.status.success() {
+        bail!(
+            "cargo cannot find the workspace of {}: {}",
+            manifest.display(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
     }
+    let path = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+    Ok(path.parent().map(Path::to_path_buf).unwrap_or(path))
+}
+
+/// `git -C dir ARGS`' output, if git answers.
+fn git(dir: &Path, args: &[&str]) -> Option<String> {
+    let out = std::process::Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args(args)
+        .output()
+        .ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
+fn tool_version(tool: &str) -> String {
+    std::process::Command::new(tool)
+        .arg("-V")
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default()
+}
+
+/// What a component was built from: the SHA-256 over the crate's files and its
+/// workspace's Cargo.toml and Cargo.lock (each path, relative to the source root, and
+/// its bytes, in path order; `target/` and hidden files left out), the git commit when
+/// the checkout is clean, the toolchain and how it was built.
+fn build_info(
+    dir: &Path,
+    workspace: &Path,
+    source_root: &Path,
+    locked: bool,
+) -> anyhow::Result<serde_json::Value> {
+    let mut files = Vec::new();
+    collect_sources(dir, &mut files)?;
+    for f in ["Cargo.toml", "Cargo.lock"] {
+        let p = workspace.join(f);
+        if p.is_file() && !files.contains(&p) {
+            files.push(p);
+        }
+    }
+    let rel = |p: &Path| {
+        p.strip_prefix(source_root)
+            .unwrap_or(p)
+            .display()
+            .to_string()
+    };
+    files.sort_by_key(|p| rel(p));
+    let mut stream = Vec::new();
+    for f in &files {
+        let bytes = std::fs::read(f).with_context(|| format!("cannot read {}", f.display()))?;
+        stream.extend_from_slice(rel(f).as_bytes());
+        stream.push(0);
+        stream.extend_from_slice(bytes.len().to_string().as_bytes());
+        stream.push(0);
+        stream.extend_from_slice(&bytes);
+    }
+    let clean =
+        git(source_root, &["status", "--porcelain", "--", "."]).is_some_and(|s| s.is_empty());
+    Ok(serde_json::json!({
+        "source_sha256": runwarden_evidence::component_sha256(&stream),
+        "source_files": files.len(),
+        "crate": rel(dir),
+        "git_commit": if clean { git(source_root, &["rev-parse", "HEAD"]) } else { None },
+        "toolchain": tool_version("rustc"),
+        "cargo": tool_version("cargo"),
+        "target": "wasm32-wasip2",
+        "profile": "release",
+        "locked": locked,
+        "paths": {"source_root": "/src", "cargo_home": "/cargo"},
+    }))
+}
+
+fn collect_sources(dir: &Path, out: &mut Vec<PathBuf>) -> anyhow::Result<()> {
+    for entry in std::fs::read_dir(dir).with_context(|| format!("cannot read {}", dir.display()))? {
+        let entry = entry?;
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if name.starts_with('.') || name == "target" {
+            continue;
+        }
+        let kind = entry.file_type()?;
+        if kind.is_dir() {
+            collect_sources(&entry.path(), out)?;
+        } else if kind.is_file() {
+            out.push(entry.path());
+        }
+    }
+    Ok(())
 }
 
 fn ensure_wasip2_target() -> anyhow::Result<()> {

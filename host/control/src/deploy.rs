@@ -103,8 +103,24 @@ impl Controller {
                 "components are deployed with an admin token".into(),
             ));
         }
-        runwarden_proto::check_name("name", &req.name)
-            .map_err(|e| ControlError::BadRequest(e.to_string()))?;
+        // A component's name as its manifest has it (what a host accepts).
+        let named = !req.name.is_empty()
+            && req.name.len() <= 64
+            && req
+                .name
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+        if !named {
+            return Err(ControlError::BadRequest(format!(
+                "name {:?}: a component's name is 1 to 64 of a-z, 0-9 and -",
+                ev::escape_control(&req.name)
+            )));
+        }
+        if req.rollback && req.canary_percent.is_some_and(|p| p > 0) {
+            return Err(ControlError::BadRequest(
+                "a rollback goes to every chosen host at once: no canaries".into(),
+            ));
+        }
         if req.hosts.trim().is_empty() || req.hosts.len() > 1024 {
             return Err(ControlError::BadRequest(
                 "choose hosts: `*`, host ids or key=value labels, comma separated".into(),
@@ -394,9 +410,11 @@ impl Controller {
     pub async fn reconcile_deployments(self: &Arc<Self>) -> Result<()> {
         if !self
             .deployments_restored
-            .swap(true, std::sync::atomic::Ordering::SeqCst)
+            .load(std::sync::atomic::Ordering::SeqCst)
         {
             self.restore_deployed().await?;
+            self.deployments_restored
+                .store(true, std::sync::atomic::Ordering::SeqCst);
         }
         let now = now_ms();
         let rows = self.store.host_components(None, None).await?;
@@ -417,16 +435,25 @@ impl Controller {
             }
             let (me, row) = (self.clone(), row.clone());
             tokio::spawn(async move {
-                if let Err(e) = me.send_deployment(&row).await {
-                    eprintln!(
-                        "warning: deploying {} to host {}: {e}; tried again",
-                        row.name, row.host
-                    );
-                }
+                let answered = match me.send_deployment(&row).await {
+                    Ok(answered) => answered,
+                    Err(e) => {
+                        eprintln!(
+                            "warning: deploying {} to host {}: {e}; tried again",
+                            row.name, row.host
+                        );
+                        false
+                    }
+                };
                 me.deploying
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
                     .remove(&key);
+                // An answer may end a rollout or a canary's watch: look at once (not
+                // after a failed delivery: that waits for the next round).
+                if answered {
+                    me.deployments_wake.notify_one();
+                }
             });
         }
         for d in self.store.deployments(None, Some("canary"), 1000).await? {
@@ -500,8 +527,9 @@ impl Controller {
             .map_err(|e| ControlError::Setup(format!("loading component {sha256}: {e}")))
     }
 
-    /// Send `row` to its host and note the answer.
-    async fn send_deployment(&self, row: &HostComponentRow) -> Result<()> {
+    /// Send `row` to its host and note the answer; whether the host answered (or the
+    /// job was refused here) rather than the delivery failing.
+    async fn send_deployment(&self, row: &HostComponentRow) -> Result<bool> {
         let action = match row.action.as_str() {
             "remove" => DeployAction::Remove,
             "rollback" => DeployAction::Rollback,
@@ -549,6 +577,24 @@ impl Controller {
         let signed = ev::Envelope::sign(DEPLOY_PAYLOAD_TYPE, &payload, &self.control_key)
             .to_json()
             .into_bytes();
+        if signed.len() > runwarden_proto::bus::MAX_MESSAGE_BYTES {
+            let why = format!(
+                "the signed job is {} bytes (the component, its release, base64 twice); the bus carries at most {}",
+                signed.len(),
+                runwarden_proto::bus::MAX_MESSAGE_BYTES
+            );
+            self.store
+                .set_host_component_state(
+                    &row.host,
+                    &row.name,
+                    &row.deployment,
+                    "refused",
+                    &why,
+                    now,
+                )
+                .await?;
+            return Ok(true);
+        }
         let to = runwarden_bus::Address {
             tenant: row.tenant.clone(),
             host: row.host.clone(),
@@ -568,21 +614,17 @@ impl Controller {
                         now_ms(),
                     )
                     .await?;
-                return Ok(());
+                return Ok(false);
             }
         };
         match (report.refused, report.deployed) {
             (None, Some(o)) => {
                 // Dropped: the host runs its own again, which the registry need not hold.
-                let (loaded, sha, version) = match action {
-                    DeployAction::Remove => (None, "", ""),
-                    _ => (
-                        Some(self.load_component(&row.tenant, &o.sha256).await?),
-                        o.sha256.as_str(),
-                        o.version.as_str(),
-                    ),
+                let (sha, version) = match action {
+                    DeployAction::Remove => ("", ""),
+                    _ => (o.sha256.as_str(), o.version.as_str()),
                 };
-                self.set_host_runbook(&row.host, &row.name, loaded);
+                // What the host said is noted first: it did it, whatever follows here.
                 let detail = format!("record {} of {}", o.record.index, o.record.origin);
                 self.store
                     .host_component_deployed(
@@ -595,6 +637,20 @@ impl Controller {
                         now_ms(),
                     )
                     .await?;
+                let loaded = match action {
+                    DeployAction::Remove => None,
+                    _ => match self.load_component(&row.tenant, &o.sha256).await {
+                        Ok(l) => Some(l),
+                        Err(e) => {
+                            eprintln!(
+                                "warning: host {} runs {} {}, which this control plane cannot load ({e}): its jobs for it will be refused until it can",
+                                row.host, row.name, o.version
+                            );
+                            return Ok(true);
+                        }
+                    },
+                };
+                self.set_host_runbook(&row.host, &row.name, loaded);
             }
             (why, _) => {
                 let why = why.unwrap_or_else(|| "the agent's answer says nothing".into());
@@ -610,7 +666,7 @@ impl Controller {
                     .await?;
             }
         }
-        Ok(())
+        Ok(true)
     }
 
     /// Once every canary of `d` answered and its soak time passed: halt and roll them

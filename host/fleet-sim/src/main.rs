@@ -19,7 +19,10 @@ use clap::Parser;
 use runwarden_bus::jetstream;
 use runwarden_evidence as ev;
 use runwarden_proto::RunStatus;
-use runwarden_proto::bus::{JOB_PAYLOAD_TYPE, LogRef, RunJob, RunOutcome, RunReport};
+use runwarden_proto::bus::{
+    DEPLOY_PAYLOAD_TYPE, DeployJob, DeployOutcome, JOB_PAYLOAD_TYPE, LogRef, RunJob, RunOutcome,
+    RunReport,
+};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -65,6 +68,10 @@ struct Args {
     /// Written once every agent is enrolled and taking jobs.
     #[arg(long)]
     ready_file: Option<std::path::PathBuf>,
+    /// The trust policy (TOML) deployments are checked against, as a real agent's: with
+    /// it, a simulated agent takes a deployment it admits (it compiles nothing).
+    #[arg(long)]
+    trust: Option<std::path::PathBuf>,
 }
 
 /// What every simulated agent adds to.
@@ -82,6 +89,8 @@ struct Host {
     id: String,
     key: ev::SigningKey,
     control: ev::VerifyingKey,
+    /// What deployments it admits.
+    trust: Option<Arc<ev::TrustPolicy>>,
     /// Records signed so far (its log, counted).
     next_index: AtomicU64,
 }
@@ -104,6 +113,17 @@ async fn run(args: Args) -> anyhow::Result<()> {
         .trim()
         .to_string();
     let http = reqwest::Client::new();
+    let trust = match &args.trust {
+        Some(p) => {
+            let text =
+                std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
+            Some(Arc::new(
+                toml::from_str::<ev::TrustPolicy>(&text)
+                    .with_context(|| format!("trust policy {}", p.display()))?,
+            ))
+        }
+        None => None,
+    };
     let started = Instant::now();
     // Enroll, 16 at a time.
     let mut hosts = Vec::with_capacity(args.agents);
@@ -119,7 +139,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
             set.spawn(async move { enroll(&http, &server, &admin, &id, &grant).await });
         }
         while let Some(h) = set.join_next().await {
-            hosts.push(Arc::new(h??));
+            let mut h = h??;
+            h.trust = trust.clone();
+            hosts.push(Arc::new(h));
         }
     }
     eprintln!(
@@ -251,6 +273,7 @@ async fn enroll(
         id: id.to_string(),
         key,
         control,
+        trust: None,
         next_index: AtomicU64::new(0),
     })
 }
@@ -290,6 +313,9 @@ async fn serve(client: jetstream::Client, host: Arc<Host>, stats: Arc<Stats>, pu
 /// Check `envelope` as an agent does and answer it: one signed record per run, all
 /// healed. Also when it was issued (ms).
 fn answer(host: &Host, envelope: &[u8], now: i64) -> (RunReport, i64) {
+    if let Ok(job) = open_as::<DeployJob>(host, envelope, DEPLOY_PAYLOAD_TYPE) {
+        return (deploy(host, job, now), now);
+    }
     let refuse = |why: String| RunReport {
         job: String::new(),
         incident: String::new(),
@@ -356,12 +382,82 @@ fn answer(host: &Host, envelope: &[u8], now: i64) -> (RunReport, i64) {
     )
 }
 
+/// Check a deployment as a real agent does — signed, for this host, fresh, the bytes the
+/// sha256 names, the release admitted by the trust policy — and answer it with a signed
+/// record (nothing is compiled or kept).
+fn deploy(host: &Host, job: DeployJob, now: i64) -> RunReport {
+    use base64::Engine;
+    let checked = (|| {
+        if job.tenant != host.tenant || job.host != host.id || now > job.expires_at_ms {
+            return Err("not this host's, or expired".to_string());
+        }
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(&job.component)
+            .map_err(|e| e.to_string())?;
+        if ev::component_sha256(&bytes) != job.sha256 {
+            return Err("the bytes are not the sha256 named".into());
+        }
+        let trust = host.trust.as_ref().ok_or("no trust policy")?;
+        let (_, key) = trust
+            .admit(&job.release, &bytes)
+            .map_err(|e| e.to_string())?;
+        Ok(key.key_id_hex())
+    })();
+    let mut report = RunReport {
+        job: job.job.clone(),
+        incident: job.deployment.clone(),
+        host: host.id.clone(),
+        runs: Vec::new(),
+        refused: None,
+        deployed: None,
+    };
+    match checked {
+        Err(why) => report.refused = Some(why),
+        Ok(publisher) => {
+            let statement = serde_json::json!({
+                "_type": ev::STATEMENT_TYPE,
+                "subject": [{"name": job.name, "digest": {"sha256": job.sha256}}],
+                "predicateType": ev::PREDICATE_TYPE,
+                "predicate": {"invocation_id": job.job, "host_id": host.id, "status": "deployed",
+                              "publisher": publisher, "simulated": true},
+            });
+            let env = ev::Envelope::sign(
+                ev::PAYLOAD_TYPE,
+                statement.to_string().as_bytes(),
+                &host.key,
+            );
+            report.deployed = Some(DeployOutcome {
+                name: job.name,
+                version: job.version,
+                sha256: job.sha256,
+                publisher,
+                previous: String::new(),
+                record: LogRef {
+                    origin: ev::log_origin(host.key.name()),
+                    index: host.next_index.fetch_add(1, Ordering::Relaxed),
+                    leaf_hash: ev::hash_hex(&ev::leaf_hash(env.to_json().as_bytes())),
+                },
+            });
+        }
+    }
+    report
+}
+
 /// The job in `envelope`, if the control plane signed it.
 fn open(host: &Host, envelope: &[u8]) -> Result<RunJob, String> {
+    open_as(host, envelope, JOB_PAYLOAD_TYPE)
+}
+
+/// The message of `payload_type` in `envelope`, if the control plane signed it.
+fn open_as<T: serde::de::DeserializeOwned>(
+    host: &Host,
+    envelope: &[u8],
+    payload_type: &str,
+) -> Result<T, String> {
     let text = std::str::from_utf8(envelope).map_err(|_| "not UTF-8".to_string())?;
     let env = ev::Envelope::from_json(text).map_err(|e| e.to_string())?;
-    if env.payload_type != JOB_PAYLOAD_TYPE {
-        return Err("not a job".into());
+    if env.payload_type != payload_type {
+        return Err(format!("not a {payload_type}"));
     }
     env.verify(std::slice::from_ref(&host.control))
         .map_err(|e| format!("not signed by the control plane: {e}"))?;

@@ -303,8 +303,9 @@ fn new_scaffolds_a_runbook_that_builds_describes_and_runs() {
     let crate_dir = d.path().join("check-disk");
     assert!(crate_dir.join("src/lib.rs").is_file());
 
-    // Share compiled guest dependencies with the rest of the test suite.
-    let target = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/guests");
+    // A target directory of its own: the build remaps this crate's directory, so its
+    // compiler flags differ from the embedded guests' (sharing theirs would rebuild both).
+    let target = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/guests-scaffold");
     let o = Command::new(env!("CARGO_BIN_EXE_runwarden"))
         .args(["runbook", "build", crate_dir.to_str().unwrap()])
         .env("CARGO_TARGET_DIR", &target)
@@ -313,6 +314,21 @@ fn new_scaffolds_a_runbook_that_builds_describes_and_runs() {
     assert!(o.status.success(), "{}", stderr(&o));
     let wasm = String::from_utf8_lossy(&o.stdout).trim().to_string();
     assert!(wasm.ends_with("check_disk.wasm"), "{wasm}");
+    // What it was built from, beside it; no Cargo.lock yet: said, and not pinned.
+    assert!(stderr(&o).contains("no Cargo.lock"), "{}", stderr(&o));
+    let info: Value =
+        serde_json::from_str(&std::fs::read_to_string(format!("{wasm}.build.json")).unwrap())
+            .unwrap();
+    assert_eq!(info["locked"], false, "{info}");
+    assert_eq!(
+        info["source_sha256"].as_str().map(str::len),
+        Some(64),
+        "{info}"
+    );
+    assert!(
+        info["toolchain"].as_str().unwrap().starts_with("rustc "),
+        "{info}"
+    );
 
     let o = runwarden(d.path(), &["runbook", "describe", &wasm, "--json"]);
     let v: Value = serde_json::from_slice(&o.stdout).unwrap();

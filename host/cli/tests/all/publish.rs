@@ -110,6 +110,25 @@ fn a_signed_component_is_admitted_and_every_wrong_one_is_refused_by_name() {
     let release = d.path().join("trivial.wasm.release.json");
     let env: Value = serde_json::from_str(&std::fs::read_to_string(&release).unwrap()).unwrap();
     assert_eq!(env["payloadType"], "application/vnd.in-toto+json");
+    // What `runbook build` noted beside a component is signed into its release.
+    std::fs::write(
+        d.path().join("trivial.wasm.build.json"),
+        r#"{"source_sha256": "5ca1ab1e", "toolchain": "rustc 1.95.0"}"#,
+    )
+    .unwrap();
+    sign(&data, &wasm, &keys.join("acme-msp.key"));
+    let env: Value = serde_json::from_str(&std::fs::read_to_string(&release).unwrap()).unwrap();
+    use base64::Engine as _;
+    let statement: Value = serde_json::from_slice(
+        &base64::engine::general_purpose::STANDARD
+            .decode(env["payload"].as_str().unwrap())
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        statement["predicate"]["built_from"]["source_sha256"], "5ca1ab1e",
+        "{statement}"
+    );
 
     let trusted = policy(d.path(), "trust.toml", &public, "[\"*\"]", "high");
     let o = runwarden(&data, &["runbook", "verify", wasm_s, "--trust", &trusted]);

@@ -166,7 +166,8 @@ impl ControlStore {
                 sqlx::query(sql(pg, &format!("INSERT INTO host_components ({HOST_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
                     ON CONFLICT (host, name) DO UPDATE SET deployment = excluded.deployment, action = excluded.action, \
                     sha256 = excluded.sha256, version = excluded.version, canary = excluded.canary, state = excluded.state, \
-                    detail = excluded.detail, updated_at_ms = excluded.updated_at_ms")))
+                    detail = excluded.detail, updated_at_ms = excluded.updated_at_ms \
+                    WHERE host_components.tenant = excluded.tenant")))
                     .bind(&h.tenant).bind(&h.host).bind(&h.name).bind(&h.deployment).bind(&h.action)
                     .bind(&h.sha256).bind(&h.version).bind(h.canary as i64).bind(&h.state).bind(&h.detail)
                     .bind(&h.running_sha256).bind(&h.running_version).bind(&h.previous_sha256)
@@ -260,7 +261,9 @@ impl ControlStore {
     }
 
     /// `host` took what deployment `deployment` wanted under `name`: it now runs
-    /// `sha256` (`version`), and what it ran before is kept to roll back to.
+    /// `sha256` (`version`). A deployment keeps what ran before to roll back to; a
+    /// rollback uses that up (rolling back again goes to the host's own version), so a
+    /// rollback never brings back what it rolled back from.
     #[allow(clippy::too_many_arguments)]
     pub async fn host_component_deployed(
         &self,
@@ -274,8 +277,8 @@ impl ControlStore {
     ) -> Result<bool> {
         on_db!(&self.write, p, pg => {
             Ok(sqlx::query(sql(pg, "UPDATE host_components SET \
-                previous_sha256 = CASE WHEN running_sha256 = ? THEN previous_sha256 ELSE running_sha256 END, \
-                previous_version = CASE WHEN running_sha256 = ? THEN previous_version ELSE running_version END, \
+                previous_sha256 = CASE WHEN action <> 'deploy' THEN '' WHEN running_sha256 = ? THEN previous_sha256 ELSE running_sha256 END, \
+                previous_version = CASE WHEN action <> 'deploy' THEN '' WHEN running_sha256 = ? THEN previous_version ELSE running_version END, \
                 running_sha256 = ?, running_version = ?, state = 'deployed', detail = ?, deployed_at_ms = ?, updated_at_ms = ? \
                 WHERE host = ? AND name = ? AND deployment = ?"))
                 .bind(sha256).bind(sha256).bind(sha256).bind(version).bind(detail).bind(now_ms).bind(now_ms)
