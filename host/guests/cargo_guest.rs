@@ -15,10 +15,15 @@ pub fn repo_root() -> PathBuf {
         .unwrap()
 }
 
-/// `cargo build --release --target wasm32-wasip2` in `root/ws`, into `target/guests`;
-/// returns the directory the components are in.
+/// `cargo build --release --target wasm32-wasip2` in `root/ws`, into `target/guests`
+/// (the standard runbooks) or `target/guests-WS` (another guest workspace: its compiler
+/// flags name its own directory, so sharing one target directory would rebuild the
+/// dependencies of each in turn); returns the directory the components are in.
 pub fn build(root: &Path, ws: &str) -> PathBuf {
-    let target_dir = root.join("target/guests");
+    let target_dir = match ws {
+        "runbooks" => root.join("target/guests"),
+        other => root.join(format!("target/guests-{}", other.replace('/', "-"))),
+    };
     for dir in [ws, "sdk/rust", "wit"] {
         println!("cargo:rerun-if-changed={}", root.join(dir).display());
     }
@@ -60,7 +65,7 @@ pub fn build(root: &Path, ws: &str) -> PathBuf {
     // The same bytes wherever the repository is checked out (see reproducible.rs).
     cmd.env(
         "CARGO_ENCODED_RUSTFLAGS",
-        reproducible::encoded_rustflags(root),
+        reproducible::encoded_rustflags(&root.join(ws), &target_dir),
     );
     let status = cmd
         .status()

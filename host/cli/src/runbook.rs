@@ -318,13 +318,7 @@ pub fn build(dir: &Path) -> anyhow::Result<PathBuf> {
     let dir = dir
         .canonicalize()
         .with_context(|| format!("cannot read {}", dir.display()))?;
-    let workspace = workspace_root(&dir.join("Cargo.toml"))?;
-    // Everything the build reads from the checkout is under the source root: the git
-    // repository's top (path dependencies such as the SDK live beside the crate), else
-    // the workspace.
-    let source_root = git(&dir, &["rev-parse", "--show-toplevel"])
-        .map(PathBuf::from)
-        .unwrap_or_else(|| workspace.clone());
+    let (workspace, target_dir) = workspace_of(&dir.join("Cargo.toml"))?;
     let locked = workspace.join("Cargo.lock").is_file();
     if !locked {
         errln!(
@@ -349,7 +343,7 @@ pub fn build(dir: &Path) -> anyhow::Result<PathBuf> {
         .env_remove("RUSTFLAGS")
         .env(
             "CARGO_ENCODED_RUSTFLAGS",
-            reproducible::encoded_rustflags(&source_root),
+            reproducible::encoded_rustflags(&workspace, &target_dir),
         );
     let out = cmd
         .stderr(std::process::Stdio::inherit())
@@ -383,7 +377,7 @@ pub fn build(dir: &Path) -> anyhow::Result<PathBuf> {
             many.len()
         ),
     };
-    let info = build_info(&dir, &workspace, &source_root, locked)?;
+    let info = build_info(&dir, &workspace, locked)?;
     let info_file = build_info_path(&built);
     runwarden_evidence::write_atomic(&info_file, format!("{info:#}\n").as_bytes())
         .with_context(|| format!("cannot write {}", info_file.display()))?;
@@ -406,15 +400,16 @@ pub fn build_info_path(component: &Path) -> PathBuf {
     PathBuf::from(name)
 }
 
-/// The workspace root of the crate whose manifest is `manifest`.
-fn workspace_root(manifest: &Path) -> anyhow::Result<PathBuf> {
+/// The workspace root of the crate whose manifest is `manifest`, and its target
+/// directory.
+fn workspace_of(manifest: &Path) -> anyhow::Result<(PathBuf, PathBuf)> {
     let out =
         std::process::Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
             .args([
-                "locate-project",
-                "--workspace",
-                "--message-format",
-                "plain",
+                "metadata",
+                "--format-version",
+                "1",
+                "--no-deps",
                 "--manifest-path",
             ])
             .arg(manifest)
@@ -422,13 +417,18 @@ fn workspace_root(manifest: &Path) -> anyhow::Result<PathBuf> {
             .context("cannot run cargo")?;
     if !out.status.success() {
         bail!(
-            "cargo cannot find the workspace of {}: {}",
+            "cargo cannot read the workspace of {}: {}",
             manifest.display(),
             String::from_utf8_lossy(&out.stderr).trim()
         );
     }
-    let path = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
-    Ok(path.parent().map(Path::to_path_buf).unwrap_or(path))
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).context("cargo metadata")?;
+    let path = |k: &str| {
+        v[k].as_str()
+            .map(PathBuf::from)
+            .with_context(|| format!("cargo metadata says no {k}"))
+    };
+    Ok((path("workspace_root")?, path("target_directory")?))
 }
 
 /// `git -C dir ARGS`' output, if git answers.
@@ -455,15 +455,11 @@ fn tool_version(tool: &str) -> String {
 }
 
 /// What a component was built from: the SHA-256 over the crate's files and its
-/// workspace's Cargo.toml and Cargo.lock (each path, relative to the source root, and
+/// workspace's Cargo.toml and Cargo.lock (each path, relative to the workspace, and
 /// its bytes, in path order; `target/` and hidden files left out), the git commit when
 /// the checkout is clean, the toolchain and how it was built.
-fn build_info(
-    dir: &Path,
-    workspace: &Path,
-    source_root: &Path,
-    locked: bool,
-) -> anyhow::Result<serde_json::Value> {
+fn build_info(dir: &Path, workspace: &Path, locked: bool) -> anyhow::Result<serde_json::Value> {
+    let source_root = workspace;
     let mut files = Vec::new();
     collect_sources(dir, &mut files)?;
     for f in ["Cargo.toml", "Cargo.lock"] {
@@ -500,7 +496,7 @@ fn build_info(
         "target": "wasm32-wasip2",
         "profile": "release",
         "locked": locked,
-        "paths": {"source_root": "/src", "cargo_home": "/cargo"},
+        "paths": {"workspace": "/src", "cargo_home": "/cargo", "target": "/target"},
     }))
 }
 
