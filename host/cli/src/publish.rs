@@ -46,8 +46,13 @@ pub fn publisher(cmd: PublisherCommand) -> anyhow::Result<ExitCode> {
 
 /// Where a component's release is kept unless told: beside it, `COMPONENT.release.json`.
 pub fn release_path(component: &Path) -> PathBuf {
+    beside(component, ".release.json")
+}
+
+/// The file beside `component` named after it with `suffix` appended.
+pub fn beside(component: &Path, suffix: &str) -> PathBuf {
     let mut name = component.as_os_str().to_owned();
-    name.push(".release.json");
+    name.push(suffix);
     PathBuf::from(name)
 }
 

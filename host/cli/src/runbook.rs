@@ -395,9 +395,7 @@ pub fn build(dir: &Path) -> anyhow::Result<PathBuf> {
 
 /// Where `runbook build` notes what a component was built from: `COMPONENT.build.json`.
 pub fn build_info_path(component: &Path) -> PathBuf {
-    let mut name = component.as_os_str().to_owned();
-    name.push(".build.json");
-    PathBuf::from(name)
+    crate::publish::beside(component, ".build.json")
 }
 
 /// The workspace root of the crate whose manifest is `manifest`, and its target

@@ -583,16 +583,7 @@ impl Controller {
                 signed.len(),
                 runwarden_proto::bus::MAX_MESSAGE_BYTES
             );
-            self.store
-                .set_host_component_state(
-                    &row.host,
-                    &row.name,
-                    &row.deployment,
-                    "refused",
-                    &why,
-                    now,
-                )
-                .await?;
+            self.note_row(row, "refused", &why, now).await?;
             return Ok(true);
         }
         let to = runwarden_bus::Address {
@@ -604,16 +595,7 @@ impl Controller {
             Err(e) => {
                 let detail =
                     format!("not delivered yet ({e}); sent again when the host is heard from");
-                self.store
-                    .set_host_component_state(
-                        &row.host,
-                        &row.name,
-                        &row.deployment,
-                        "pending",
-                        &detail,
-                        now_ms(),
-                    )
-                    .await?;
+                self.note_row(row, "pending", &detail, now_ms()).await?;
                 return Ok(false);
             }
         };
@@ -654,19 +636,30 @@ impl Controller {
             }
             (why, _) => {
                 let why = why.unwrap_or_else(|| "the agent's answer says nothing".into());
-                self.store
-                    .set_host_component_state(
-                        &row.host,
-                        &row.name,
-                        &row.deployment,
-                        "refused",
-                        &crate::planner::catalog::cut(&why, 1000),
-                        now_ms(),
-                    )
-                    .await?;
+                self.note_row(
+                    row,
+                    "refused",
+                    &crate::planner::catalog::cut(&why, 1000),
+                    now_ms(),
+                )
+                .await?;
             }
         }
         Ok(true)
+    }
+
+    /// Set `row`'s state and detail, if its deployment still decides it.
+    async fn note_row(
+        &self,
+        row: &HostComponentRow,
+        state: &str,
+        detail: &str,
+        now: i64,
+    ) -> Result<()> {
+        self.store
+            .set_host_component_state(&row.host, &row.name, &row.deployment, state, detail, now)
+            .await?;
+        Ok(())
     }
 
     /// Once every canary of `d` answered and its soak time passed: halt and roll them
