@@ -168,6 +168,7 @@ fn main() {
             sha256: sha.clone(),
             release: release.clone(),
             component: base64::engine::general_purpose::STANDARD.encode(bytes),
+            size: 0,
             issued_at_ms: now,
             expires_at_ms: now + 60_000,
         };

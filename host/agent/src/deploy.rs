@@ -16,7 +16,7 @@ use base64::Engine;
 use runwarden_evidence as ev;
 use runwarden_proto::bus::{
     DEPLOY_PAYLOAD_TYPE, DeployAction, DeployJob, DeployOutcome, LogRef,
-    MAX_DEPLOYED_COMPONENT_BYTES, RunReport,
+    MAX_DEPLOYED_COMPONENT_BYTES, MAX_INLINE_COMPONENT_BYTES, RunReport,
 };
 use runwarden_runtime::Loaded;
 use std::path::Path;
@@ -193,6 +193,7 @@ impl Executor {
         &self,
         envelope: &[u8],
         now_ms: i64,
+        blobs: Option<&dyn runwarden_bus::Blobs>,
     ) -> Result<RunReport, AgentError> {
         let job: DeployJob = match self.open_signed(envelope, DEPLOY_PAYLOAD_TYPE) {
             Ok(job) => job,
@@ -241,19 +242,9 @@ impl Executor {
         if job.action == DeployAction::Remove {
             return self.remove(&job, &dir, previous).await;
         }
-        let bytes = match base64::engine::general_purpose::STANDARD.decode(&job.component) {
-            Ok(b) if b.len() <= MAX_DEPLOYED_COMPONENT_BYTES => b,
-            Ok(b) => {
-                let why = format!(
-                    "a component of {} bytes: at most {MAX_DEPLOYED_COMPONENT_BYTES}",
-                    b.len()
-                );
-                return self.refuse_deployment(&job, &why).await;
-            }
-            Err(e) => {
-                let why = format!("the component is not base64: {e}");
-                return self.refuse_deployment(&job, &why).await;
-            }
+        let bytes = match self.component_of(&job, blobs).await? {
+            Ok(b) => b,
+            Err(why) => return self.refuse_deployment(&job, &why).await,
         };
         if ev::component_sha256(&bytes) != job.sha256 {
             return self
@@ -346,6 +337,56 @@ impl Executor {
                 record,
             }),
         ))
+    }
+
+    /// The component `job` deploys: inline, or fetched from `blobs` by reference; or why
+    /// the job is refused. Only its size is checked here (before anything is fetched);
+    /// its sha256 by the caller. A store that cannot answer now is an error: the job is
+    /// given back to come again, not refused.
+    async fn component_of(
+        &self,
+        job: &DeployJob,
+        blobs: Option<&dyn runwarden_bus::Blobs>,
+    ) -> Result<Result<Vec<u8>, String>, AgentError> {
+        if job.size == 0 {
+            if job.component.len() > MAX_INLINE_COMPONENT_BYTES.div_ceil(3) * 4 {
+                return Ok(Err(format!(
+                    "an inline component of {} base64 characters: at most {MAX_INLINE_COMPONENT_BYTES} bytes travel inline",
+                    job.component.len()
+                )));
+            }
+            return Ok(base64::engine::general_purpose::STANDARD
+                .decode(&job.component)
+                .map_err(|e| format!("the component is not base64: {e}")));
+        }
+        if !job.component.is_empty() {
+            return Ok(Err(
+                "the job both carries a component and names one by reference".into(),
+            ));
+        }
+        if job.size > MAX_DEPLOYED_COMPONENT_BYTES as u64 {
+            return Ok(Err(format!(
+                "a component of {} bytes: this host takes at most {MAX_DEPLOYED_COMPONENT_BYTES}",
+                job.size
+            )));
+        }
+        let Some(blobs) = blobs else {
+            return Ok(Err(
+                "the job names its component by reference, and this link carries none".into(),
+            ));
+        };
+        let bytes = blobs
+            .fetch(&job.sha256, job.size)
+            .await
+            .map_err(|e| AgentError::Fetch(format!("component {}: {e}", job.sha256)))?;
+        if bytes.len() as u64 != job.size {
+            return Ok(Err(format!(
+                "the component fetched is {} bytes, the job says {}",
+                bytes.len(),
+                job.size
+            )));
+        }
+        Ok(Ok(bytes))
     }
 
     /// Drop the deployed version of `job.name`: the host's own (built in, runbooks

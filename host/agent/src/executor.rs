@@ -73,6 +73,10 @@ pub enum AgentError {
     /// A runbook did not load.
     #[error("loading a runbook: {0}")]
     Runbook(#[from] runwarden_runtime::Error),
+    /// What a deployment names by reference could not be fetched now: the job is given
+    /// back, to come again.
+    #[error("fetching {0}; the job comes again")]
+    Fetch(String),
 }
 
 /// The host side: runs checked jobs on this host, exactly once each.
@@ -241,8 +245,19 @@ impl Executor {
     /// clock. The report names every record; a refused job's report says why, and the
     /// refusal is itself a signed record.
     pub async fn execute(&self, envelope: &[u8], now_ms: i64) -> Result<RunReport, AgentError> {
+        self.execute_with(envelope, now_ms, None).await
+    }
+
+    /// [`Executor::execute`], fetching what a deployment names by reference from
+    /// `blobs` (the transport's store; `None`: such a deployment is refused).
+    pub async fn execute_with(
+        &self,
+        envelope: &[u8],
+        now_ms: i64,
+        blobs: Option<&dyn runwarden_bus::Blobs>,
+    ) -> Result<RunReport, AgentError> {
         if crate::deploy::is_deploy_job(envelope) {
-            return self.deploy(envelope, now_ms).await;
+            return self.deploy(envelope, now_ms, blobs).await;
         }
         let job = match self.open_job(envelope) {
             Ok(job) => job,
@@ -759,7 +774,10 @@ pub async fn serve(executor: Arc<Executor>, mut link: impl runwarden_bus::Jobs) 
         let executor = executor.clone();
         tasks.spawn(async move {
             let now = now_ms();
-            match executor.execute(&delivery.job, now).await {
+            match executor
+                .execute_with(&delivery.job, now, delivery.blobs())
+                .await
+            {
                 Ok(report) => delivery.reply(report).await,
                 Err(e) => {
                     eprintln!("runwarden agent {}: {e}", executor.host());

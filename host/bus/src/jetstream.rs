@@ -6,6 +6,7 @@
 //! |---|---|---|
 //! | a job for `host` of `tenant` | `rw.v1.cmd.{tenant}.{host}` ([`command_subject`]) | [`CMD_STREAM`] `RW_CMD`: work queue, file storage, 2 min duplicate window, messages up to [`MAX_MESSAGE_BYTES`] |
 //! | the agent's report of a job | `rw.v1.evt.{tenant}.{host}.report` ([`event_subject`]) | [`EVT_STREAM`] `RW_EVT`: limits, file storage, kept 7 days, 2 min duplicate window |
+//! | chunk `i` of a component a deployment job names by sha256 | `rw.v1.blob.{tenant}.{sha256}.{i}` ([`blob_subject`]) | [`BLOB_STREAM`] `RW_BLOB`: limits, file storage, one message per subject, direct get, kept 30 days (stored again when a job names it) |
 //!
 //! A tenant or host name is one subject token: the names of `runwarden-proto`
 //! (`check_name`) without `.` (NATS reads `.` as a token separator, so `acme.web1` + `x`
@@ -24,6 +25,11 @@
 //! `$JS.ACK.RW_CMD.<name>.>`), to publish on `rw.v1.evt.{tenant}.{host}.>` and to
 //! subscribe `_INBOX.>`. Work-queue streams refuse overlapping filters, so no two
 //! consumers ever share a host's jobs.
+//!
+//! An agent reads a component's chunks with direct gets by subject
+//! (`$JS.API.DIRECT.GET.RW_BLOB.rw.v1.blob.{tenant}.>`: its own tenant's only), so a
+//! component of any size up to `MAX_DEPLOYED_COMPONENT_BYTES` reaches it while every
+//! job stays small; the job's signed sha256 is what the agent trusts, not the stream.
 //!
 //! Each [`JetStreamDispatch`] reads reports through an ordered (ephemeral, in-memory)
 //! consumer on `rw.v1.evt.*.*.report` that starts at the end of the stream: several
@@ -55,7 +61,7 @@
 //! and nats-server ≥ 2.11 ([`connect`] refuses older ones: Debian's 2.9.10 silently
 //! ignores newer consumer settings).
 
-use crate::{Address, BusError, Delivery, Dispatch, Jobs, Reply};
+use crate::{Address, Blobs, BusError, Delivery, Dispatch, Jobs, Reply};
 use async_nats::jetstream::{self, consumer, stream};
 use futures_util::StreamExt;
 use runwarden_proto::bus::{MAX_MESSAGE_BYTES, RunReport, command_subject, event_subject};
@@ -75,6 +81,14 @@ pub const EVT_STREAM: &str = "RW_EVT";
 pub const DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
 /// How long `RW_EVT` keeps an event.
 pub const EVENT_MAX_AGE: Duration = Duration::from_secs(7 * 24 * 3600);
+/// The stream of components deployment jobs name by sha256, in chunks.
+pub const BLOB_STREAM: &str = "RW_BLOB";
+/// Bytes of a component per message of `RW_BLOB`.
+pub const BLOB_CHUNK_BYTES: usize = 512 * 1024;
+/// How long `RW_BLOB` keeps a chunk (a dispatch stores it again if it is gone).
+pub const BLOB_MAX_AGE: Duration = Duration::from_secs(30 * 24 * 3600);
+/// How long the control plane trusts its note that a component is stored.
+const BLOB_NOTED: Duration = Duration::from_secs(600);
 /// The oldest nats-server accepted.
 pub const MIN_SERVER_VERSION: (u64, u64, u64) = (2, 11, 0);
 
@@ -182,7 +196,7 @@ fn nats_err(what: &str, e: impl std::fmt::Display) -> BusError {
     BusError::Transport(format!("{what}: {e}"))
 }
 
-/// Create or update the streams `RW_CMD` and `RW_EVT` (see the module's documentation).
+/// Create or update the streams `RW_CMD`, `RW_EVT` and `RW_BLOB` (see the module's documentation).
 /// Idempotent: several control-plane processes may call it.
 pub async fn ensure_streams(client: &Client) -> Result<(), BusError> {
     let js = jetstream::new(client.clone());
@@ -208,7 +222,20 @@ pub async fn ensure_streams(client: &Client) -> Result<(), BusError> {
         max_message_size,
         ..Default::default()
     };
-    for config in [cmd, evt] {
+    let blob = stream::Config {
+        name: BLOB_STREAM.to_string(),
+        description: Some("runwarden components named by deployment jobs".to_string()),
+        subjects: vec!["rw.v1.blob.>".to_string()],
+        retention: stream::RetentionPolicy::Limits,
+        storage: stream::StorageType::File,
+        duplicate_window: DUPLICATE_WINDOW,
+        max_age: BLOB_MAX_AGE,
+        max_messages_per_subject: 1,
+        allow_direct: true,
+        max_message_size,
+        ..Default::default()
+    };
+    for config in [cmd, evt, blob] {
         let name = config.name.clone();
         js.create_or_update_stream(config)
             .await
@@ -250,6 +277,25 @@ fn subject_token(field: &'static str, v: &str) -> Result<(), BusError> {
         )));
     }
     Ok(())
+}
+
+/// The subject of chunk `index` of the component `sha256` of `tenant`.
+pub fn blob_subject(tenant: &str, sha256: &str, index: usize) -> String {
+    format!("rw.v1.blob.{tenant}.{sha256}.{index}")
+}
+
+fn check_sha256(sha256: &str) -> Result<(), BusError> {
+    if sha256.len() == 64
+        && sha256
+            .bytes()
+            .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+    {
+        return Ok(());
+    }
+    Err(BusError::Refused(format!(
+        "{:?} is not a sha256 (64 lowercase hex digits)",
+        escape(sha256)
+    )))
 }
 
 /// The durable consumer name of the agent of `host` of `tenant`: `agent-{t}__{h}` where
@@ -419,6 +465,8 @@ fn next_backoff(b: Duration) -> Duration {
 /// The control plane's end: publishes jobs on `RW_CMD` and waits for their reports.
 pub struct JetStreamDispatch {
     js: jetstream::Context,
+    /// Components known stored on `RW_BLOB`, by (tenant, sha256), and when that was seen.
+    blobs: Mutex<HashMap<(String, String), Instant>>,
     shared: Arc<Shared>,
     answer_timeout: Duration,
     unclaimed: Mutex<Option<mpsc::Receiver<RunReport>>>,
@@ -509,6 +557,7 @@ impl JetStreamDispatch {
         let reader = tokio::spawn(read_reports(js.clone(), shared.clone(), messages, last));
         Ok(JetStreamDispatch {
             js,
+            blobs: Mutex::default(),
             shared,
             answer_timeout,
             unclaimed: Mutex::new(Some(rx)),
@@ -766,6 +815,80 @@ impl Dispatch for JetStreamDispatch {
             Err(_) => Err(BusError::Timeout(to.host.clone())),
         }
     }
+
+    /// Store `bytes` on `RW_BLOB` in chunks ([`blob_subject`]), each publish confirmed,
+    /// the last chunk last: a component whose last chunk is there is there whole. One
+    /// already stored (noted here in the last 10 minutes, or its last chunk found) is not
+    /// sent again.
+    async fn store_blob(&self, tenant: &str, sha256: &str, bytes: &[u8]) -> Result<bool, BusError> {
+        if bytes.is_empty() {
+            return Ok(false);
+        }
+        subject_token("tenant", tenant)?;
+        check_sha256(sha256)?;
+        let key = (tenant.to_string(), sha256.to_string());
+        let noted = self
+            .blobs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&key)
+            .is_some_and(|at| at.elapsed() < BLOB_NOTED);
+        if noted {
+            return Ok(true);
+        }
+        let chunks: Vec<&[u8]> = bytes.chunks(BLOB_CHUNK_BYTES).collect();
+        let last = chunks.len() - 1;
+        if !self
+            .has_chunk(tenant, sha256, last, chunks[last].len())
+            .await?
+        {
+            for (i, chunk) in chunks.iter().enumerate() {
+                self.js
+                    .send_publish(
+                        blob_subject(tenant, sha256, i),
+                        jetstream::message::PublishMessage::build()
+                            .payload(chunk.to_vec().into())
+                            .message_id(format!("blob-{sha256}-{i}")),
+                    )
+                    .await
+                    .map_err(|e| nats_err(&format!("cannot store component {sha256}"), e))?
+                    .await
+                    .map_err(|e| {
+                        nats_err(&format!("component {sha256} was not confirmed stored"), e)
+                    })?;
+            }
+        }
+        self.blobs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(key, Instant::now());
+        Ok(true)
+    }
+}
+
+impl JetStreamDispatch {
+    /// Whether chunk `index` of `sha256` of `tenant` is on `RW_BLOB` with `len` bytes.
+    async fn has_chunk(
+        &self,
+        tenant: &str,
+        sha256: &str,
+        index: usize,
+        len: usize,
+    ) -> Result<bool, BusError> {
+        let stream = self
+            .js
+            .get_stream_no_info(BLOB_STREAM)
+            .await
+            .map_err(|e| nats_err(&format!("cannot use stream {BLOB_STREAM}"), e))?;
+        match stream
+            .direct_get_last_for_subject(blob_subject(tenant, sha256, index))
+            .await
+        {
+            Ok(m) => Ok(m.payload.len() == len),
+            Err(e) if matches!(e.kind(), stream::DirectGetErrorKind::NotFound) => Ok(false),
+            Err(e) => Err(nats_err(&format!("cannot read stream {BLOB_STREAM}"), e)),
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -795,6 +918,44 @@ pub struct JetStreamJobs {
     stop_tx: Arc<watch::Sender<bool>>,
     stop: watch::Receiver<bool>,
     complained: bool,
+    blobs: Arc<JetStreamBlobs>,
+}
+
+/// Where an agent fetches the components its tenant's deployment jobs name: `RW_BLOB`,
+/// by direct get (see the module's documentation).
+pub struct JetStreamBlobs {
+    js: jetstream::Context,
+    tenant: String,
+}
+
+#[async_trait::async_trait]
+impl Blobs for JetStreamBlobs {
+    /// The chunks of `sha256` in order, `size` bytes in all; stops once more than `size`
+    /// came (the caller refuses what is not `size` bytes of `sha256`).
+    async fn fetch(&self, sha256: &str, size: u64) -> Result<Vec<u8>, BusError> {
+        check_sha256(sha256)?;
+        let size = usize::try_from(size)
+            .map_err(|_| BusError::Refused(format!("a component of {size} bytes")))?;
+        let stream = self
+            .js
+            .get_stream_no_info(BLOB_STREAM)
+            .await
+            .map_err(|e| nats_err(&format!("cannot use stream {BLOB_STREAM}"), e))?;
+        let mut out = Vec::with_capacity(size);
+        for i in 0..size.div_ceil(BLOB_CHUNK_BYTES) {
+            let m = stream
+                .direct_get_last_for_subject(blob_subject(&self.tenant, sha256, i))
+                .await
+                .map_err(|e| {
+                    nats_err(&format!("cannot read chunk {i} of component {sha256}"), e)
+                })?;
+            out.extend_from_slice(&m.payload);
+            if out.len() > size {
+                break;
+            }
+        }
+        Ok(out)
+    }
 }
 
 impl JetStreamJobs {
@@ -815,6 +976,10 @@ impl JetStreamJobs {
             stop_tx: Arc::new(stop_tx),
             stop,
             complained: false,
+            blobs: Arc::new(JetStreamBlobs {
+                js: jetstream::new(client.clone()),
+                tenant: tenant.to_string(),
+            }),
         })
     }
 
@@ -934,6 +1099,7 @@ impl JetStreamJobs {
                 abandon_delay: self.abandon_delay,
             }),
         )
+        .with_blobs(self.blobs.clone())
     }
 }
 

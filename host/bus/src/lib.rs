@@ -71,6 +71,27 @@ pub trait Dispatch: Send + Sync + 'static {
     fn connected(&self) -> bool {
         true
     }
+
+    /// Keep `bytes` (whose SHA-256 is `sha256`) where the agents of `tenant` can fetch
+    /// them ([`Blobs`]), so that a job can name a component rather than carry it.
+    /// `Ok(false)`: this link keeps no blobs (jobs carry components inline).
+    async fn store_blob(
+        &self,
+        _tenant: &str,
+        _sha256: &str,
+        _bytes: &[u8],
+    ) -> Result<bool, BusError> {
+        Ok(false)
+    }
+}
+
+/// Where an agent fetches what a job names by reference (a component too large to
+/// carry inline). The transport is trusted with nothing here either: the agent checks
+/// the bytes against the signed job's SHA-256 before it uses them.
+#[async_trait::async_trait]
+pub trait Blobs: Send + Sync + 'static {
+    /// The `size` bytes stored under `sha256` for this agent's tenant.
+    async fn fetch(&self, sha256: &str, size: u64) -> Result<Vec<u8>, BusError>;
 }
 
 /// Where an agent takes its jobs from.
@@ -95,12 +116,29 @@ pub struct Delivery {
     /// The signed envelope.
     pub job: Vec<u8>,
     reply: Box<dyn Reply>,
+    blobs: Option<std::sync::Arc<dyn Blobs>>,
 }
 
 impl Delivery {
     /// A delivery of `job` answered through `reply` (for transports).
     pub fn new(job: Vec<u8>, reply: Box<dyn Reply>) -> Delivery {
-        Delivery { job, reply }
+        Delivery {
+            job,
+            reply,
+            blobs: None,
+        }
+    }
+
+    /// The same, with the store where what the job names by reference is fetched.
+    pub fn with_blobs(mut self, blobs: std::sync::Arc<dyn Blobs>) -> Delivery {
+        self.blobs = Some(blobs);
+        self
+    }
+
+    /// Where what the job names by reference is fetched (`None`: this link carries
+    /// everything inline).
+    pub fn blobs(&self) -> Option<&dyn Blobs> {
+        self.blobs.as_deref()
     }
 
     /// Answer it.
@@ -129,6 +167,21 @@ impl Reply for ChannelReply {
 pub struct ServerLink {
     host: String,
     tx: mpsc::Sender<Delivery>,
+    blobs: std::sync::Arc<MemoryBlobs>,
+}
+
+/// The blobs of an in-process link: the components its jobs named, in memory.
+#[derive(Default)]
+struct MemoryBlobs(std::sync::Mutex<std::collections::HashMap<String, std::sync::Arc<[u8]>>>);
+
+#[async_trait::async_trait]
+impl Blobs for MemoryBlobs {
+    async fn fetch(&self, sha256: &str, _size: u64) -> Result<Vec<u8>, BusError> {
+        let held = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        held.get(sha256)
+            .map(|b| b.to_vec())
+            .ok_or_else(|| BusError::Transport(format!("no component {sha256} on this link")))
+    }
 }
 
 /// The agent's end of an in-process link.
@@ -151,6 +204,7 @@ pub fn in_process(host: &str, capacity: usize) -> (ServerLink, AgentLink) {
         ServerLink {
             host: host.to_string(),
             tx,
+            blobs: Default::default(),
         },
         AgentLink { rx },
     )
@@ -168,10 +222,29 @@ impl Dispatch for ServerLink {
             return Err(BusError::NoAgent(to.host.clone()));
         }
         let (reply, answer) = oneshot::channel();
+        let delivery =
+            Delivery::new(job, Box::new(ChannelReply(reply))).with_blobs(self.blobs.clone());
         self.tx
-            .send(Delivery::new(job, Box::new(ChannelReply(reply))))
+            .send(delivery)
             .await
             .map_err(|_| BusError::Gone(to.host.clone()))?;
         answer.await.map_err(|_| BusError::Gone(to.host.clone()))
+    }
+
+    /// Kept in memory for this link's agent (the control plane names each component it
+    /// deploys, so few are ever held).
+    async fn store_blob(
+        &self,
+        _tenant: &str,
+        sha256: &str,
+        bytes: &[u8],
+    ) -> Result<bool, BusError> {
+        self.blobs
+            .0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(sha256.to_string())
+            .or_insert_with(|| bytes.into());
+        Ok(true)
     }
 }

@@ -66,6 +66,8 @@ use std::fmt;
 
 /// The JetStream stream commands travel on (work queue, one durable consumer per host).
 pub const COMMAND_STREAM: &str = "RW_CMD";
+/// The stream of components named by deployment jobs (`jetstream::BLOB_STREAM`).
+pub const BLOB_STREAM: &str = "RW_BLOB";
 
 /// Longest tenant, host, user or consumer name accepted.
 pub const MAX_NAME_LEN: usize = 64;
@@ -452,7 +454,9 @@ impl Permissions {
     /// - `rw.v1.evt.{tenant}.{host}.>` (its events; the PubAck comes to its inbox),
     /// - `$JS.API.CONSUMER.MSG.NEXT.RW_CMD.{consumer}` (pull),
     /// - `$JS.API.CONSUMER.INFO.RW_CMD.{consumer}` (bind to the consumer),
-    /// - `$JS.ACK.RW_CMD.{consumer}.>` (ack, nak, in-progress, term).
+    /// - `$JS.ACK.RW_CMD.{consumer}.>` (ack, nak, in-progress, term),
+    /// - `$JS.API.DIRECT.GET.RW_BLOB.rw.v1.blob.{tenant}.>` (read a component its
+    ///   tenant's deployment jobs name, by subject: no other tenant's).
     ///
     /// Subscribe: `_INBOX_{host}.>` only ([`agent_inbox_prefix`]): the agent must connect
     /// with that inbox prefix. Bind with `get_stream_no_info` / `get_consumer_from_stream`:
@@ -469,6 +473,7 @@ impl Permissions {
                 format!("$JS.API.CONSUMER.MSG.NEXT.{s}.{consumer}"),
                 format!("$JS.API.CONSUMER.INFO.{s}.{consumer}"),
                 format!("$JS.ACK.{s}.{consumer}.>"),
+                format!("$JS.API.DIRECT.GET.{BLOB_STREAM}.rw.v1.blob.{tenant}.>"),
             ],
             subscribe: vec![format!("{inbox}.>")],
             inbox_prefix: Some(inbox),
@@ -1094,6 +1099,7 @@ mod tests {
                 "$JS.API.CONSUMER.MSG.NEXT.RW_CMD.agent-h1",
                 "$JS.API.CONSUMER.INFO.RW_CMD.agent-h1",
                 "$JS.ACK.RW_CMD.agent-h1.>",
+                "$JS.API.DIRECT.GET.RW_BLOB.rw.v1.blob.acme.>",
             ]
         );
         assert_eq!(p.subscribe(), ["_INBOX_h1.>"]);

@@ -406,6 +406,10 @@ impl Dispatch for FleetDispatch {
     fn connected(&self) -> bool {
         jetstream::is_connected(&self.client)
     }
+
+    async fn store_blob(&self, tenant: &str, sha256: &str, bytes: &[u8]) -> Result<bool, BusError> {
+        self.inner.store_blob(tenant, sha256, bytes).await
+    }
 }
 
 /// Take agents' events for as long as the server runs: log segments mirrored (in order,

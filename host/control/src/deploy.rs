@@ -325,7 +325,7 @@ impl Controller {
         let bytes = self.component_bytes(tenant, &r.sha256).await?;
         if bytes.len() > MAX_DEPLOYED_COMPONENT_BYTES {
             return Err(ControlError::BadRequest(format!(
-                "{name} {version} is {} bytes; a deployment carries at most {MAX_DEPLOYED_COMPONENT_BYTES} over the bus",
+                "{name} {version} is {} bytes; a host takes components of at most {MAX_DEPLOYED_COMPONENT_BYTES} bytes",
                 bytes.len()
             )));
         }
@@ -556,6 +556,25 @@ impl Controller {
                 )
             }
         };
+        let to = runwarden_bus::Address {
+            tenant: row.tenant.clone(),
+            host: row.host.clone(),
+        };
+        // Over a link that keeps blobs the job names the component; else it carries it.
+        let by_reference = match self
+            .dispatch
+            .store_blob(&row.tenant, &row.sha256, &bytes)
+            .await
+        {
+            Ok(stored) => stored,
+            Err(e) => {
+                let detail = format!(
+                    "the component could not be stored for the host yet ({e}); sent again when the host is heard from"
+                );
+                self.note_row(row, "pending", &detail, now_ms()).await?;
+                return Ok(false);
+            }
+        };
         let deployment = self.store.deployment(&row.tenant, &row.deployment).await?;
         let now = now_ms();
         let job = DeployJob {
@@ -569,7 +588,14 @@ impl Controller {
             version: row.version.clone(),
             sha256: row.sha256.clone(),
             release,
-            component: base64::engine::general_purpose::STANDARD.encode(&bytes),
+            component: match by_reference {
+                true => String::new(),
+                false => base64::engine::general_purpose::STANDARD.encode(&bytes),
+            },
+            size: match by_reference {
+                true => bytes.len() as u64,
+                false => 0,
+            },
             issued_at_ms: now,
             expires_at_ms: now + DEPLOY_TTL_MS,
         };
@@ -586,10 +612,6 @@ impl Controller {
             self.note_row(row, "refused", &why, now).await?;
             return Ok(true);
         }
-        let to = runwarden_bus::Address {
-            tenant: row.tenant.clone(),
-            host: row.host.clone(),
-        };
         let report = match self.dispatch.dispatch(&to, &job.job, signed).await {
             Ok(r) => r,
             Err(e) => {

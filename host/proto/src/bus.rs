@@ -22,9 +22,13 @@ pub const MAX_MESSAGE_BYTES: usize = 1024 * 1024;
 /// The DSSE payload type of a signed [`DeployJob`].
 pub const DEPLOY_PAYLOAD_TYPE: &str = "application/vnd.runwarden.deploy.v1+json";
 
-/// Largest component a [`DeployJob`] carries, in bytes: its base64 inside the job's JSON,
-/// base64 again inside the signed envelope, stays within one message.
-pub const MAX_DEPLOYED_COMPONENT_BYTES: usize = 512 * 1024;
+/// Largest component a [`DeployJob`] carries inline, in bytes: its base64 inside the
+/// job's JSON, base64 again inside the signed envelope, stays within one message. A
+/// larger one travels by reference ([`DeployJob::size`]).
+pub const MAX_INLINE_COMPONENT_BYTES: usize = 512 * 1024;
+
+/// Largest component a host takes at all, in bytes (inline or by reference).
+pub const MAX_DEPLOYED_COMPONENT_BYTES: usize = 32 * 1024 * 1024;
 
 /// The subject commands for `host` of `tenant` travel on.
 pub fn command_subject(tenant: &str, host: &str) -> String {
@@ -228,8 +232,14 @@ pub struct DeployJob {
     pub sha256: String,
     /// Its publisher's signed release, DSSE JSON as published (`remove`: empty).
     pub release: String,
-    /// Its bytes, base64 (`remove`: empty); at most [`MAX_DEPLOYED_COMPONENT_BYTES`].
+    /// Its bytes, base64, at most [`MAX_INLINE_COMPONENT_BYTES`]; empty for `remove`, and
+    /// when the component travels by reference: the agent fetches `size` bytes stored
+    /// under `sha256` from the transport's blob store and checks them against `sha256`.
     pub component: String,
+    /// Its size in bytes when it travels by reference (0: inline, or `remove`); at most
+    /// [`MAX_DEPLOYED_COMPONENT_BYTES`].
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub size: u64,
     /// When the control plane issued it (ms since the epoch).
     pub issued_at_ms: i64,
     /// After this the agent refuses it.
@@ -290,4 +300,8 @@ pub struct LogSegment {
     pub envelopes: Vec<String>,
     /// The signed checkpoint note at the segment's end.
     pub checkpoint: String,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }

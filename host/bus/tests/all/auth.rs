@@ -365,6 +365,68 @@ async fn agent_is_refused_other_hosts_subjects_at_the_server() {
 }
 
 #[tokio::test]
+async fn agent_reads_its_own_tenants_components_and_no_others() {
+    let fleet = Fleet::start().await;
+    // RW_BLOB as `ensure_streams` makes it: every tenant's components in one stream of
+    // the account, read by direct get per subject.
+    let ctl = jetstream::new(fleet.a_ctl.clone());
+    ctl.create_stream(stream::Config {
+        name: "RW_BLOB".into(),
+        subjects: vec!["rw.v1.blob.>".into()],
+        max_messages_per_subject: 1,
+        allow_direct: true,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let sha = "ab".repeat(32);
+    for tenant in ["A", "Z"] {
+        ctl.publish(
+            format!("rw.v1.blob.{tenant}.{sha}.0"),
+            format!("component of {tenant}").into(),
+        )
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    }
+    let (agent, mut errors) = fleet.agent_a("h1").await;
+    let mut js = jetstream::new(agent);
+    js.set_timeout(Duration::from_secs(1));
+    let blobs = js.get_stream_no_info("RW_BLOB").await.unwrap();
+
+    let own = blobs
+        .direct_get_last_for_subject(format!("rw.v1.blob.A.{sha}.0"))
+        .await
+        .expect("its own tenant's component");
+    assert_eq!(&own.payload[..], b"component of A");
+
+    // Another tenant's subject, by sequence (no subject), and the stream's own get.
+    let other = blobs
+        .direct_get_last_for_subject(format!("rw.v1.blob.Z.{sha}.0"))
+        .await;
+    assert!(other.is_err());
+    expect_violation(
+        &mut errors,
+        "publish",
+        &format!("$JS.API.DIRECT.GET.RW_BLOB.rw.v1.blob.Z.{sha}.0"),
+    )
+    .await;
+    assert!(blobs.direct_get(2).await.is_err());
+    expect_violation(&mut errors, "publish", "$JS.API.DIRECT.GET.RW_BLOB").await;
+    assert!(blobs.get_raw_message(2).await.is_err());
+    expect_violation(&mut errors, "publish", "$JS.API.STREAM.MSG.GET.RW_BLOB").await;
+    // Nor can it store one.
+    let stored = js
+        .publish(format!("rw.v1.blob.A.{sha}.1"), "forged".into())
+        .await;
+    if let Ok(ack) = stored {
+        assert!(ack.await.is_err(), "no PubAck for a forged component");
+    }
+    expect_violation(&mut errors, "publish", &format!("rw.v1.blob.A.{sha}.1")).await;
+}
+
+#[tokio::test]
 async fn agent_without_its_inbox_prefix_cannot_even_bind() {
     let fleet = Fleet::start().await;
     let perms = Permissions::agent("A", "h1", &consumer_name("h1")).unwrap();

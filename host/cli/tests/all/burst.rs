@@ -210,20 +210,27 @@ fn killing_nats_during_a_burst_of_1000_incidents_loses_none_and_runs_none_twice(
     let io = runtime();
     // The cut, a third of the way in, while the server has jobs in flight; the bus is
     // back two seconds later.
+    // What the server said was in flight at the cut, checked once the bus is back (a
+    // failed check inside the cut would leave it down and hide the reason).
+    let at_cut = std::sync::Mutex::new(Vec::new());
     let cut = async {
         fleet.lock().unwrap().nats.kill();
-        let v = get(
-            &reqwest::Client::new(),
-            &url,
-            &token,
-            "/v1/incidents?status=processing&limit=1",
-        )
-        .await;
-        assert_eq!(
-            v["incidents"].as_array().map(Vec::len),
-            Some(1),
-            "incidents in flight at the cut: {v}"
-        );
+        let http = reqwest::Client::new();
+        for _ in 0..20 {
+            let v = get(
+                &http,
+                &url,
+                &token,
+                "/v1/incidents?status=processing&limit=1",
+            )
+            .await;
+            let listed = v["incidents"].is_array();
+            at_cut.lock().unwrap().push(v);
+            if listed {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
         tokio::time::sleep(Duration::from_secs(2)).await;
         fleet.lock().unwrap().nats.restart();
     };
@@ -235,6 +242,15 @@ fn killing_nats_during_a_burst_of_1000_incidents_loses_none_and_runs_none_twice(
         INCIDENTS,
         INCIDENTS / 3,
         cut,
+    );
+    let at_cut = at_cut.into_inner().unwrap();
+    assert_eq!(
+        at_cut
+            .last()
+            .and_then(|v| v["incidents"].as_array())
+            .map(Vec::len),
+        Some(1),
+        "incidents in flight at the cut (what the server answered): {at_cut:?}"
     );
     assert_eq!(ids.len(), INCIDENTS, "every incident was acknowledged");
     let records = concluded(&io, &url, &token, &ids, Duration::from_secs(300));

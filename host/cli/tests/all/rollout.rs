@@ -85,6 +85,11 @@ fn canaries_halt_a_bad_release_a_returning_agent_converges_and_a_rollback_takes_
     let next = r.join("trivial-next.wasm");
     std::fs::copy(component("trivial-next"), &next).unwrap();
     sign(&signer, &next, &keys.join("acme-msp.key"));
+    // 0.3.0 is larger than a job carries inline: it reaches hosts by reference.
+    let large = r.join("trivial-large.wasm");
+    std::fs::copy(component("trivial-large"), &large).unwrap();
+    assert!(std::fs::metadata(&large).unwrap().len() > 512 * 1024);
+    sign(&signer, &large, &keys.join("acme-msp.key"));
     let rules = r.join("rules.yaml");
     std::fs::write(
         &rules,
@@ -119,8 +124,10 @@ fn canaries_halt_a_bad_release_a_returning_agent_converges_and_a_rollback_takes_
             .status
             .success()
     );
-    let o = admin(&["runbook", "publish", next.to_str().unwrap()]);
-    assert!(o.status.success(), "{}", stderr(&o));
+    for c in [&next, &large] {
+        let o = admin(&["runbook", "publish", c.to_str().unwrap()]);
+        assert!(o.status.success(), "{}", stderr(&o));
+    }
     for host in HOSTS {
         assert_eq!(incident(&fleet, host, "hello-needed")["status"], "no-op");
     }
@@ -171,12 +178,12 @@ fn canaries_halt_a_bad_release_a_returning_agent_converges_and_a_rollback_takes_
         "no-op"
     );
 
-    // A host down during a deployment: the others take it, the skew shows, and it
-    // converges when its agent is back.
+    // A host down during a deployment (of the large release): the others take it, the
+    // skew shows, and it converges when its agent is back.
     agents[2] = None;
     let o = admin(&[
         "deploy",
-        "trivial@0.2.0",
+        "trivial@0.3.0",
         "--hosts",
         "*",
         "--no-wait",
@@ -191,7 +198,7 @@ fn canaries_halt_a_bad_release_a_returning_agent_converges_and_a_rollback_takes_
     let listing = String::from_utf8_lossy(&o.stdout).into_owned();
     assert!(
         listing.contains(
-            "version skew: trivial runs 0.2.0 on clinic-ro-01 clinic-ro-02; its own on clinic-ro-03"
+            "version skew: trivial runs 0.3.0 on clinic-ro-01 clinic-ro-02; its own on clinic-ro-03"
         ),
         "{listing}"
     );
@@ -239,9 +246,9 @@ fn canaries_halt_a_bad_release_a_returning_agent_converges_and_a_rollback_takes_
     assert_eq!(
         versions,
         [
-            ("clinic-ro-01".to_string(), "0.2.0".to_string()),
+            ("clinic-ro-01".to_string(), "0.3.0".to_string()),
             ("clinic-ro-02".to_string(), String::new()),
-            ("clinic-ro-03".to_string(), "0.2.0".to_string()),
+            ("clinic-ro-03".to_string(), "0.3.0".to_string()),
         ]
     );
 
@@ -257,6 +264,7 @@ fn canaries_halt_a_bad_release_a_returning_agent_converges_and_a_rollback_takes_
     assert_eq!(
         decisions,
         [
+            "published",
             "published",
             "deploy",
             "deploy-halted",
