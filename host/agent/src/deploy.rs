@@ -25,6 +25,9 @@ use std::sync::Arc;
 /// Told of every swap: the name, and what runs under it now (nothing: the name is gone).
 pub(crate) type OnSwap = Box<dyn Fn(&str, Option<Arc<Loaded>>) + Send + Sync>;
 
+/// How the record of a refused deployment begins its summary (the reason follows).
+const REFUSED: &str = "deployment refused, nothing loaded: ";
+
 /// Whether `envelope` says it carries a deployment (checked properly when opened).
 pub(crate) fn is_deploy_job(envelope: &[u8]) -> bool {
     std::str::from_utf8(envelope)
@@ -459,7 +462,7 @@ impl Executor {
             name: &job.name,
             sha256: &job.sha256,
             status: "refused",
-            summary: format!("deployment refused, nothing loaded: {why}"),
+            summary: format!("{REFUSED}{why}"),
             provenance: ev::Provenance::Manual {
                 operator: Some(job.requested_by.clone()),
             },
@@ -484,13 +487,23 @@ impl Executor {
         };
         Ok(match r.status.as_str() {
             "refused" => {
-                let why = statement.predicate.outcome["summary"]
+                let summary = statement.predicate.outcome["summary"]
                     .as_str()
-                    .unwrap_or("refused")
-                    .to_string();
-                self.report(job, Some(why), None)
+                    .unwrap_or("refused");
+                let why = summary.strip_prefix(REFUSED).unwrap_or(summary);
+                self.report(job, Some(why.to_string()), None)
             }
-            _ => self.report(job, None, Some(outcome_of(&statement, record))),
+            "deployed" | "rolled-back" => {
+                self.report(job, None, Some(outcome_of(&statement, record)))
+            }
+            other => self.report(
+                job,
+                Some(format!(
+                    "the job's id is that of a record of another kind ({}) in this host's log",
+                    ev::escape_control(other)
+                )),
+                None,
+            ),
         })
     }
 

@@ -2,6 +2,8 @@
 //! runs once and its record verifies under the host key; anything the agent cannot trust
 //! is refused, and the refusal is itself a signed record.
 
+mod deploy;
+
 use runwarden_agent::{AgentConfig, Executor, now_ms};
 use runwarden_evidence as ev;
 use runwarden_proto::bus::{JOB_PAYLOAD_TYPE, PlannedRun, Provenance, RunJob, RunReport};
