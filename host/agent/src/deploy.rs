@@ -10,7 +10,7 @@
 //! commit). At start each pointed-to component is admitted again; one that no longer
 //! passes (the trust policy changed, a file was altered) is refused and recorded.
 
-use crate::components::admit;
+use crate::components::{AdmittedDeployable, Deployable, admit_deployable};
 use crate::executor::{AgentError, ComponentRecord, Executor};
 use base64::Engine;
 use runwarden_evidence as ev;
@@ -23,7 +23,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 /// Told of every swap: the name, and what runs under it now (nothing: the name is gone).
-pub(crate) type OnSwap = Box<dyn Fn(&str, Option<Arc<Loaded>>) + Send + Sync>;
+pub(crate) type OnSwap = Box<dyn Fn(&str, Option<Deployable>) + Send + Sync>;
 
 /// How the record of a refused deployment begins its summary (the reason follows).
 const REFUSED: &str = "deployment refused, nothing loaded: ";
@@ -70,7 +70,7 @@ fn outcome_of(statement: &ev::Statement, record: LogRef) -> DeployOutcome {
 impl Executor {
     /// Be told of every swap from now on (the host's own control plane keeps its catalog
     /// in step with what runs here).
-    pub fn on_swap(&self, f: impl Fn(&str, Option<Arc<Loaded>>) + Send + Sync + 'static) {
+    pub fn on_swap(&self, f: impl Fn(&str, Option<Deployable>) + Send + Sync + 'static) {
         self.on_swap
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -91,21 +91,45 @@ impl Executor {
             .collect()
     }
 
-    fn swap(&self, name: &str, now: Option<Arc<Loaded>>, publisher: Option<String>) {
+    /// The L1 rule sets deployed here, by name.
+    pub fn deployed_rules(&self) -> Vec<(String, Arc<runwarden_runtime::RuleSet>)> {
+        let sets = self.rule_sets.read().unwrap_or_else(|e| e.into_inner());
+        let mut sets: Vec<_> = sets.iter().map(|(n, s)| (n.clone(), s.clone())).collect();
+        sets.sort_by(|a, b| a.0.cmp(&b.0));
+        sets
+    }
+
+    /// What runs under `name` now: its sha256 and whether it is a rule set.
+    fn running(&self, name: &str) -> Option<(String, bool)> {
+        let runbooks = self.runbooks.read().unwrap_or_else(|e| e.into_inner());
+        if let Some(l) = runbooks.get(name) {
+            return Some((l.sha256().to_string(), false));
+        }
+        let sets = self.rule_sets.read().unwrap_or_else(|e| e.into_inner());
+        sets.get(name).map(|s| (s.sha256().to_string(), true))
+    }
+
+    fn swap(&self, name: &str, now: Option<Deployable>, publisher: Option<String>) {
         {
             let mut runbooks = self.runbooks.write().unwrap_or_else(|e| e.into_inner());
+            let mut sets = self.rule_sets.write().unwrap_or_else(|e| e.into_inner());
+            if let (Some(c), Some(p)) = (&now, publisher) {
+                self.publishers
+                    .write()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(c.sha256().to_string(), p);
+            }
+            // One name, one component: a runbook or a rule set.
             match &now {
-                Some(l) => {
-                    if let Some(p) = publisher {
-                        self.publishers
-                            .write()
-                            .unwrap_or_else(|e| e.into_inner())
-                            .insert(l.sha256().to_string(), p);
-                    }
+                Some(Deployable::Runbook(l)) => {
                     runbooks.insert(name.to_string(), l.clone());
+                }
+                Some(Deployable::Rules(r)) => {
+                    sets.insert(name.to_string(), r.clone());
                 }
                 None => {
                     runbooks.remove(name);
+                    sets.remove(name);
                 }
             }
         }
@@ -161,18 +185,18 @@ impl Executor {
                 }
             };
             match self.admit_blocking(bytes, release).await? {
-                Ok(a) if a.loaded.manifest().name == name => {
-                    self.swap(&name, Some(a.loaded), Some(a.publisher));
+                Ok(a) if a.release.name == name => {
+                    self.swap(&name, Some(a.component), Some(a.publisher));
                     loaded += 1;
                 }
                 Ok(a) => {
                     let why = format!(
                         "the component deployed as {name} is named {}",
-                        a.loaded.manifest().name
+                        ev::escape_control(&a.release.name)
                     );
                     self.refuse_component(&name, &sha, &source, &why).await?;
                 }
-                Err(n) => self.refuse_component(&name, &sha, &source, &n.why).await?,
+                Err(why) => self.refuse_component(&name, &sha, &source, &why).await?,
             }
         }
         Ok(loaded)
@@ -183,10 +207,9 @@ impl Executor {
         &self,
         bytes: Vec<u8>,
         release: String,
-    ) -> Result<Result<crate::components::Admitted, crate::components::NotAdmitted>, AgentError>
-    {
+    ) -> Result<Result<AdmittedDeployable, String>, AgentError> {
         let (rt, trust) = (self.runtime.clone(), self.trust.clone());
-        tokio::task::spawn_blocking(move || admit(&rt, &bytes, Some(&release), trust.as_ref()))
+        tokio::task::spawn_blocking(move || admit_deployable(&rt, &bytes, &release, trust.as_ref()))
             .await
             .map_err(|e| AgentError::Worker(e.to_string()))
     }
@@ -230,20 +253,16 @@ impl Executor {
         if let Err(why) = checked {
             return self.refuse_deployment(&job, &why).await;
         }
-        let previous = self
-            .runbooks
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(&job.name)
-            .map(|l| l.sha256().to_string())
-            .unwrap_or_default();
+        let running = self.running(&job.name);
+        let previous = running.clone().map(|r| r.0).unwrap_or_default();
         let Some(dir) = self.components.clone() else {
             return self
                 .refuse_deployment(&job, "this host keeps no deployed components")
                 .await;
         };
         if job.action == DeployAction::Remove {
-            return self.remove(&job, &dir, previous).await;
+            let rules = running.is_some_and(|r| r.1);
+            return self.remove(&job, &dir, previous, rules).await;
         }
         let bytes = match self.component_of(&job, blobs).await? {
             Ok(b) => b,
@@ -262,8 +281,21 @@ impl Executor {
             .await?
         {
             Ok(a) => a,
-            Err(n) => return self.refuse_deployment(&job, &n.why).await,
+            Err(why) => return self.refuse_deployment(&job, &why).await,
         };
+        // One name, one kind: a rule set does not replace a runbook, nor the reverse.
+        let is_rules = matches!(admitted.component, Deployable::Rules(_));
+        if let Some((_, was_rules)) = running
+            && was_rules != is_rules
+        {
+            let why = format!(
+                "a {} runs here under the name {}; a {} cannot replace it",
+                if was_rules { "rule set" } else { "runbook" },
+                job.name,
+                if is_rules { "rule set" } else { "runbook" },
+            );
+            return self.refuse_deployment(&job, &why).await;
+        }
         if admitted.release.name != job.name || admitted.release.version != job.version {
             let why = format!(
                 "the job names {} {}, its release {} {}",
@@ -327,7 +359,7 @@ impl Executor {
                 publisher: Some(publisher.clone()),
             })
             .await?;
-        self.swap(&job.name, Some(admitted.loaded), Some(publisher.clone()));
+        self.swap(&job.name, Some(admitted.component), Some(publisher.clone()));
         Ok(self.report(
             &job,
             None,
@@ -399,6 +431,7 @@ impl Executor {
         job: &DeployJob,
         dir: &Path,
         previous: String,
+        rules: bool,
     ) -> Result<RunReport, AgentError> {
         let pointer = dir.join(format!("{}.deployed", job.name));
         if let Err(e) = std::fs::remove_file(&pointer)
@@ -407,7 +440,11 @@ impl Executor {
             let why = format!("removing {}: {e}", pointer.display());
             return self.refuse_deployment(job, &why).await;
         }
-        let base = self.base.get(&job.name).cloned();
+        // A rule set has no version of the host's own to go back to.
+        let base = match rules {
+            true => None,
+            false => self.base.get(&job.name).cloned(),
+        };
         let now_sha = base
             .as_ref()
             .map(|l| l.sha256().to_string())
@@ -440,7 +477,7 @@ impl Executor {
                 publisher: None,
             })
             .await?;
-        self.swap(&job.name, base, None);
+        self.swap(&job.name, base.map(Deployable::Runbook), None);
         Ok(self.report(
             job,
             None,

@@ -92,6 +92,9 @@ pub struct Executor {
     pub(crate) publishers: RwLock<HashMap<String, String>>,
     pub(crate) trust: Option<ev::TrustPolicy>,
     pub(crate) components: Option<std::path::PathBuf>,
+    /// The L1 rule sets deployed here, by name (the host's own control plane decides
+    /// with them).
+    pub(crate) rule_sets: RwLock<HashMap<String, Arc<runwarden_runtime::RuleSet>>>,
     /// Told of every swap: (name, what runs under it now, if anything).
     pub(crate) on_swap: Mutex<Vec<crate::deploy::OnSwap>>,
     /// Held while a deployment reads and replaces what runs.
@@ -132,6 +135,7 @@ impl Executor {
             publishers: RwLock::new(config.publishers),
             trust: config.trust,
             components: config.components,
+            rule_sets: RwLock::default(),
             on_swap: Mutex::new(Vec::new()),
             deploying: tokio::sync::Mutex::new(()),
             key: config.key,

@@ -65,8 +65,67 @@ pub fn sign(
 ) -> anyhow::Result<ExitCode> {
     let key = ev::read_signing_key(key)?;
     let rt = crate::runbook::runtime(data_dir)?;
-    let loaded = crate::runbook::load(&rt, file)?;
-    let mut release = ev::Release::of_runbook(loaded.manifest_json(), loaded.sha256());
+    let bytes = std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
+    let loaded = match rt.load(&bytes) {
+        Ok(l) => l,
+        Err(e) => {
+            anyhow::ensure!(
+                rt.load_rules(&bytes).is_err(),
+                "{} is an L1 rule set: sign it with `runwarden rules sign {} --name NAME --version VERSION --key KEY`",
+                file.display(),
+                file.display()
+            );
+            return Err(anyhow::Error::from(e).context(file.display().to_string()));
+        }
+    };
+    let release = ev::Release::of_runbook(loaded.manifest_json(), loaded.sha256());
+    write_release(release, file, &key, out)
+}
+
+/// `runwarden rules sign RULES --name N --version V --key KEY [--out FILE]`.
+pub fn sign_rules(
+    rt: &runwarden_runtime::Runtime,
+    file: &Path,
+    name: &str,
+    version: &str,
+    key: &Path,
+    out: Option<PathBuf>,
+) -> anyhow::Result<ExitCode> {
+    let key = ev::read_signing_key(key)?;
+    let bytes = std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
+    let set = rt
+        .load_rules(&bytes)
+        .with_context(|| format!("{} is not an L1 rule component", file.display()))?;
+    anyhow::ensure!(
+        !name.is_empty()
+            && name.len() <= 64
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_'),
+        "{:?} cannot name a rule set: use lowercase letters, digits, - and _ (at most 64)",
+        crate::term::clean(name)
+    );
+    anyhow::ensure!(
+        version.len() <= 64
+            && version.starts_with(|c: char| c.is_ascii_digit())
+            && version
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b".-+".contains(&b)),
+        "{:?} is not a version (MAJOR.MINOR.PATCH, e.g. 1.0.0)",
+        crate::term::clean(version)
+    );
+    let release = ev::Release::of_rules(name, version, set.sha256(), set.manifest_json());
+    write_release(release, file, &key, out)
+}
+
+/// Sign `release` of the component at `file` (with what `runbook build` noted it was
+/// built from) and write it to `out` (default: beside the component).
+fn write_release(
+    mut release: ev::Release,
+    file: &Path,
+    key: &ev::SigningKey,
+    out: Option<PathBuf>,
+) -> anyhow::Result<ExitCode> {
     // What `runbook build` noted it was built from, signed with it.
     let info = crate::runbook::build_info_path(file);
     if info.is_file() {
@@ -83,11 +142,12 @@ pub fn sign(
         release.built_from = Some(v);
     }
     let out = out.unwrap_or_else(|| release_path(file));
-    let envelope = release.sign(&key);
+    let envelope = release.sign(key);
     ev::write_atomic(&out, format!("{}\n", envelope.to_json()).as_bytes())
         .with_context(|| format!("cannot write {}", out.display()))?;
     outln!(
-        "signed {} {} (sha256 {}, {} risk) as publisher {}: {}",
+        "signed {} {} {} (sha256 {}, {} risk) as publisher {}: {}",
+        release.kind.as_str(),
         crate::term::clean(&release.name),
         crate::term::clean(&release.version),
         release.sha256,
@@ -124,15 +184,13 @@ pub fn verify(
     let envelope = std::fs::read_to_string(&release_file)
         .with_context(|| format!("cannot read release {}", release_file.display()))?;
     let bytes = std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
-    let verdict = policy.admit(&envelope, &bytes).map_err(anyhow::Error::from);
-    // The component must say what the release signed about it.
-    let verdict = verdict.and_then(|(r, key)| {
-        let rt = crate::runbook::runtime(data_dir)?;
-        let loaded = crate::runbook::load(&rt, file)?;
-        r.describes(&loaded.manifest_json())
-            .map_err(anyhow::Error::msg)?;
-        Ok((r, key))
-    });
+    // The same admission as a host's: the policy, then the component must be what the
+    // release says it is (a runbook with that manifest, a rule set with those rules).
+    let rt = crate::runbook::runtime(data_dir)?;
+    let verdict =
+        runwarden_agent::components::admit_deployable(&rt, &bytes, &envelope, Some(&policy))
+            .map(|a| (a.release, a.key))
+            .map_err(anyhow::Error::msg);
     match verdict {
         Ok((r, key)) => {
             if json {

@@ -23,6 +23,26 @@ pub enum RulesCommand {
         #[arg(long)]
         runbooks: Option<PathBuf>,
     },
+    /// Sign a rule component as a release of publisher KEY (DSSE, Ed25519): its sha256,
+    /// the name and version given, and the rules it holds. Publish and deploy it like a
+    /// runbook (`runwarden runbook publish`, `runwarden deploy NAME@VERSION`).
+    #[command(disable_version_flag = true)]
+    Sign {
+        /// The rule component (`runwarden rules compile`).
+        rules: PathBuf,
+        /// The rule set's name (lowercase letters, digits, - and _).
+        #[arg(long)]
+        name: String,
+        /// Its version (MAJOR.MINOR.PATCH).
+        #[arg(long = "version", id = "set_version", value_name = "VERSION")]
+        set_version: String,
+        /// The publisher's private key (`runwarden publisher keygen`).
+        #[arg(long)]
+        key: PathBuf,
+        /// Where to write the release. Default: RULES.release.json.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
     /// List the rules a rule component holds.
     List {
         /// The rule component.
@@ -147,6 +167,13 @@ pub fn run(cmd: RulesCommand, data_dir: PathBuf) -> anyhow::Result<ExitCode> {
             );
             Ok(ExitCode::SUCCESS)
         }
+        RulesCommand::Sign {
+            rules,
+            name,
+            set_version,
+            key,
+            out,
+        } => crate::publish::sign_rules(&rt, &rules, &name, &set_version, &key, out),
         RulesCommand::List { rules, json } => {
             let bytes =
                 std::fs::read(&rules).with_context(|| format!("read {}", rules.display()))?;

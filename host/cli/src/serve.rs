@@ -580,11 +580,15 @@ pub(crate) fn run_control(
             for l in executor.deployed() {
                 controller.set_host_runbook(&host_id, &l.manifest().name.clone(), Some(l));
             }
+            for (name, set) in executor.deployed_rules() {
+                let set = runwarden_agent::components::Deployable::Rules(set);
+                controller.set_host_component(&host_id, &name, Some(set));
+            }
             {
                 let (controller, host) = (Arc::downgrade(&controller), host_id.clone());
                 executor.on_swap(move |name, now| {
                     if let Some(c) = controller.upgrade() {
-                        c.set_host_runbook(&host, name, now);
+                        c.set_host_component(&host, name, now);
                     }
                 });
             }

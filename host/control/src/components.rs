@@ -9,9 +9,10 @@
 use super::{Caller, ControlError, Controller, Result, now_ms};
 use crate::evidence::{self as evrec, Context as EvContext, Subject};
 use crate::store::ReleaseRow;
+use runwarden_agent::components::{Deployable, admit_deployable};
 use runwarden_evidence as ev;
 use runwarden_proto::{ReleaseView, Scope};
-use runwarden_runtime::Loaded;
+use runwarden_runtime::{Loaded, RuleSet};
 use serde_json::json;
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -112,8 +113,20 @@ impl Controller {
                 .await?;
             return Err(ControlError::Conflict(why));
         };
-        let (r, publisher) = match policy.admit(release, component) {
-            Ok(admitted) => admitted,
+        // The policy's check, then the component must be what the release says (a
+        // runbook with that manifest, or a rule set listing those rules): it is loaded to see.
+        let (rt, bytes, envelope) = (
+            self.runtime.clone(),
+            component.to_vec(),
+            release.to_string(),
+        );
+        let admitted = tokio::task::spawn_blocking(move || {
+            admit_deployable(&rt, &bytes, &envelope, Some(&policy))
+        })
+        .await
+        .map_err(|e| ControlError::Setup(format!("loading a published component: {e}")))?;
+        let (r, publisher) = match admitted {
+            Ok(a) => (a.release, a.key),
             Err(e) => {
                 let why = format!("publication refused: {e}");
                 self.record_registry(caller, ("?", "", &sha256), "refused", &why, json!({}))
@@ -121,25 +134,6 @@ impl Controller {
                 return Err(ControlError::Conflict(why));
             }
         };
-        // What the release says of the component (the name, risk and kind the policy
-        // judged) must be what the component declares: it is loaded to see.
-        let rt = self.runtime.clone();
-        let bytes = component.to_vec();
-        let loaded = tokio::task::spawn_blocking(move || rt.load(&bytes))
-            .await
-            .map_err(|e| ControlError::Setup(format!("loading a published component: {e}")))?;
-        let described = match &loaded {
-            Ok(l) => r.describes(&l.manifest_json()),
-            Err(e) => Err(format!(
-                "it is not a runbook component this runwarden loads: {e}"
-            )),
-        };
-        if let Err(why) = described {
-            let why = format!("publication refused: {why}");
-            self.record_registry(caller, ("?", "", &sha256), "refused", &why, json!({}))
-                .await?;
-            return Err(ControlError::Conflict(why));
-        }
         let row = ReleaseRow {
             tenant: caller.tenant.clone(),
             sha256: r.sha256.clone(),
@@ -265,6 +259,42 @@ impl Controller {
             out.extend(m.iter().map(|(k, v)| (k.clone(), v.clone())));
         }
         out
+    }
+
+    /// The rule sets deployed to host `host`, in name order.
+    pub(crate) fn rule_sets_deployed_on(&self, host: &str) -> Vec<Arc<RuleSet>> {
+        self.host_rule_sets
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(host)
+            .map(|m| m.values().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// Note that host `host` runs `now` under `name` (a deployment: a runbook, or a rule
+    /// set that decides its incidents first), or, with `None`, nothing deployed under it
+    /// any more (its own runbook of that name again, if the catalog has one).
+    pub fn set_host_component(&self, host: &str, name: &str, now: Option<Deployable>) {
+        let rules = match &now {
+            Some(Deployable::Rules(r)) => Some(r.clone()),
+            _ => None,
+        };
+        {
+            let mut all = self
+                .host_rule_sets
+                .write()
+                .unwrap_or_else(|e| e.into_inner());
+            let of_host = all.entry(host.to_string()).or_default();
+            match rules {
+                Some(r) => of_host.insert(name.to_string(), r),
+                None => of_host.remove(name),
+            };
+        }
+        let runbook = match now {
+            Some(Deployable::Runbook(l)) => Some(l),
+            _ => None,
+        };
+        self.set_host_runbook(host, name, runbook);
     }
 
     /// Note that host `host` runs `now` under `name` (a deployment), or, with `None`, its

@@ -19,6 +19,7 @@
 use super::{Caller, ControlError, Controller, Result, now_ms};
 use crate::store::{DeploymentRow, HostComponentRow};
 use base64::Engine;
+use runwarden_agent::components::Deployable;
 use runwarden_evidence as ev;
 use runwarden_proto::bus::{
     DEPLOY_PAYLOAD_TYPE, DeployAction, DeployJob, MAX_DEPLOYED_COMPONENT_BYTES,
@@ -316,10 +317,10 @@ impl Controller {
                     ev::escape_control(version)
                 ))
             })?;
-        if r.kind != "runbook" {
+        if r.kind != "runbook" && r.kind != "rules" {
             return Err(ControlError::BadRequest(format!(
-                "{name} {version} is a {}: only runbooks are deployed so far",
-                r.kind
+                "{name} {version} is a {}: runbooks and rule sets are deployed",
+                ev::escape_control(&r.kind)
             )));
         }
         let bytes = self.component_bytes(tenant, &r.sha256).await?;
@@ -504,7 +505,7 @@ impl Controller {
                 continue;
             }
             match self.load_component(&r.tenant, &r.running_sha256).await {
-                Ok(l) => self.set_host_runbook(&r.host, &r.name, Some(l)),
+                Ok(c) => self.set_host_component(&r.host, &r.name, Some(c)),
                 Err(e) => eprintln!(
                     "warning: host {} runs {} {}, which does not load here: {e}",
                     r.host, r.name, r.running_version
@@ -514,17 +515,24 @@ impl Controller {
         Ok(())
     }
 
-    async fn load_component(
-        &self,
-        tenant: &str,
-        sha256: &str,
-    ) -> Result<Arc<runwarden_runtime::Loaded>> {
+    /// The published component `sha256` of `tenant`, loaded as the kind its release
+    /// says (a runbook, or a rule set).
+    async fn load_component(&self, tenant: &str, sha256: &str) -> Result<Deployable> {
+        let rules = self
+            .store
+            .releases(tenant, None)
+            .await?
+            .iter()
+            .any(|r| r.sha256 == sha256 && r.kind == "rules");
         let bytes = self.component_bytes(tenant, sha256).await?;
         let rt = self.runtime.clone();
-        tokio::task::spawn_blocking(move || rt.load(&bytes))
-            .await
-            .map_err(|e| ControlError::Setup(e.to_string()))?
-            .map_err(|e| ControlError::Setup(format!("loading component {sha256}: {e}")))
+        tokio::task::spawn_blocking(move || match rules {
+            true => rt.load_rules(&bytes).map(Deployable::Rules),
+            false => rt.load(&bytes).map(Deployable::Runbook),
+        })
+        .await
+        .map_err(|e| ControlError::Setup(e.to_string()))?
+        .map_err(|e| ControlError::Setup(format!("loading component {sha256}: {e}")))
     }
 
     /// Send `row` to its host and note the answer; whether the host answered (or the
@@ -654,7 +662,7 @@ impl Controller {
                         }
                     },
                 };
-                self.set_host_runbook(&row.host, &row.name, loaded);
+                self.set_host_component(&row.host, &row.name, loaded);
             }
             (why, _) => {
                 let why = why.unwrap_or_else(|| "the agent's answer says nothing".into());

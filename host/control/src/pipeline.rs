@@ -214,6 +214,10 @@ pub struct Controller {
     /// Per host, what a deployment made it run instead of (or beside) `runbooks`.
     pub(crate) host_runbooks:
         std::sync::RwLock<std::collections::HashMap<String, BTreeMap<String, Arc<Loaded>>>>,
+    /// Per host, the L1 rule sets deployed to it by name: they decide its incidents
+    /// before the configured and promoted ones.
+    pub(crate) host_rule_sets:
+        std::sync::RwLock<std::collections::HashMap<String, BTreeMap<String, Arc<RuleSet>>>>,
     /// Woken when a deployment is made.
     deployments_wake: Arc<tokio::sync::Notify>,
     /// (host, component) being sent now.
@@ -408,6 +412,7 @@ impl Controller {
             breaches_announced: Mutex::default(),
             raised: Mutex::default(),
             host_runbooks: Default::default(),
+            host_rule_sets: Default::default(),
             deployments_wake: Arc::default(),
             deploying: Mutex::default(),
             deployments_restored: Default::default(),
@@ -1035,7 +1040,9 @@ impl Controller {
         let sets = if directed.is_some() {
             Vec::new()
         } else {
-            self.rule_sets(Some(&rec.tenant))
+            let mut sets = self.rule_sets_deployed_on(host.id());
+            sets.extend(self.rule_sets(Some(&rec.tenant)));
+            sets
         };
         for set in &sets {
             let set2 = set.clone();

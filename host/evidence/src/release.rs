@@ -158,14 +158,57 @@ impl Release {
         }
     }
 
+    /// The release of the L1 rule set at `sha256` that its publisher names `name`,
+    /// version `version`; `rules` is what the rule component lists (its rules' ids,
+    /// summaries and the runbooks each may choose, JSON). A rule set touches nothing by
+    /// itself (the rule engine gets no host capability; the runbooks it chooses are
+    /// admitted on their own), so its risk is `low`.
+    pub fn of_rules(name: &str, version: &str, sha256: &str, rules: serde_json::Value) -> Release {
+        Release {
+            kind: ComponentKind::Rules,
+            name: name.to_string(),
+            version: version.to_string(),
+            sha256: sha256.to_string(),
+            risk: RiskLevel::Low,
+            manifest: rules,
+            built_from: None,
+            signed_at: crate::now_rfc3339(),
+        }
+    }
+
+    /// Whether this release tells the truth about the rule set whose rule component
+    /// lists `rules` ([`Release::of_rules`]): a rule set, at low risk, listing the very
+    /// rules the component holds.
+    pub fn describes_rules(&self, rules: &serde_json::Value) -> Result<(), String> {
+        if self.kind != ComponentKind::Rules {
+            return Err(format!(
+                "its release says it is a {}, and the component is a rule set",
+                self.kind.as_str()
+            ));
+        }
+        if self.risk != RiskLevel::Low {
+            return Err(format!(
+                "its release says {} risk; a rule set is low risk",
+                self.risk.as_str()
+            ));
+        }
+        if *rules != self.manifest {
+            return Err(
+                "its release lists other rules than the rule component holds (ids, summaries or runbooks differ)"
+                    .into(),
+            );
+        }
+        Ok(())
+    }
+
     /// Whether this release tells the truth about the runbook whose manifest (as the
-    /// component declares it, JSON) is `manifest`: a runbook (rule sets are not published
-    /// yet), of the same name and version, at the same risk, with the very manifest it
-    /// declares. A trust policy judges the release's words; this ties them to the bytes.
+    /// component declares it, JSON) is `manifest`: a runbook, of the same name and
+    /// version, at the same risk, with the very manifest it declares. A trust policy
+    /// judges the release's words; this ties them to the bytes.
     pub fn describes(&self, manifest: &serde_json::Value) -> Result<(), String> {
         if self.kind != ComponentKind::Runbook {
             return Err(format!(
-                "its release says it is {}, and only runbooks are published so far",
+                "its release says it is a {}, and the component is a runbook",
                 self.kind.as_str()
             ));
         }

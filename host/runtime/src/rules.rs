@@ -63,6 +63,17 @@ impl RuleSet {
     pub fn rules(&self) -> &[RuleInfo] {
         &self.rules
     }
+
+    /// What a rule set's signed release lists: `{"rules": [{"id", "summary",
+    /// "runbooks"}, …]}` in evaluation order.
+    pub fn manifest_json(&self) -> serde_json::Value {
+        let rules: Vec<serde_json::Value> = self
+            .rules
+            .iter()
+            .map(|r| serde_json::json!({"id": r.id, "summary": r.summary, "runbooks": r.runbooks}))
+            .collect();
+        serde_json::json!({ "rules": rules })
+    }
 }
 
 impl Runtime {

@@ -425,13 +425,23 @@ async fn a_deployment_the_agent_cannot_trust_is_refused_recorded_and_nothing_loa
             "travel inline",
         ),
         (
-            "bytes that are not a component",
+            "bytes that are not a component, signed as a runbook",
             DeployJob {
                 component: b64(b"not wasm"),
                 sha256: ev::component_sha256(b"not wasm"),
+                release: h
+                    .publish_as(
+                        b"not wasm",
+                        &ev::Release {
+                            sha256: ev::component_sha256(b"not wasm"),
+                            ..h.release_of(&v2.bytes)
+                        },
+                        &h.publisher,
+                    )
+                    .release,
                 ..h.job(&v2)
             },
-            "it does not load",
+            "it does not load as a runbook",
         ),
         (
             "a release that is not a release",

@@ -11,6 +11,7 @@ mod offline;
 mod publish;
 mod report;
 mod rollout;
+mod rulesets;
 use runwarden_testkit as pg;
 mod tamper;
 mod tour;

@@ -216,7 +216,7 @@ fn a_signed_component_is_admitted_and_every_wrong_one_is_refused_by_name() {
     .unwrap();
     for (field, value, says) in [
         ("name", "restart-x", "its release names restart-x"),
-        ("kind", "rules", "only runbooks are published"),
+        ("kind", "rules", "it does not load as a rule set"),
     ] {
         let mut lie: runwarden_evidence::Release =
             serde_json::from_value(honest["predicate"].clone()).unwrap();

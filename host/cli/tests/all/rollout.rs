@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 const HOSTS: [&str; 3] = ["clinic-ro-01", "clinic-ro-02", "clinic-ro-03"];
 
-fn json(o: &std::process::Output) -> Value {
+pub(super) fn json(o: &std::process::Output) -> Value {
     serde_json::from_slice(&o.stdout)
         .unwrap_or_else(|e| panic!("{e}: {}{}", String::from_utf8_lossy(&o.stdout), stderr(o)))
 }
