@@ -20,6 +20,11 @@ pub enum FlywheelCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Print the public key the control plane signs promoted rule sets with (created in
+    /// DATA_DIR/flywheel/ when absent), as a trust policy entry: once a tenant's policy and
+    /// its hosts' trust it, every promotion is deployed to the tenant's hosts as the rule
+    /// set `flywheel`.
+    Key,
     /// Show a candidate's rule and its replay against stored incidents; deploy it once
     /// confirmed (asked on a terminal, or --yes). Needs an admin token.
     Promote {
@@ -126,7 +131,48 @@ fn confirm(id: &str) -> anyhow::Result<bool> {
 }
 
 /// `runwarden flywheel …`.
+/// The key promoted rule sets are signed with: `DATA_DIR/flywheel/flywheel-publisher.key`,
+/// made (0600) the first time it is asked for.
+pub(crate) fn publisher_key(data_dir: &Path) -> anyhow::Result<runwarden_evidence::SigningKey> {
+    use runwarden_evidence as ev;
+    let dir = data_dir.join("flywheel");
+    let key = dir.join("flywheel-publisher.key");
+    if !key.exists() {
+        ev::create_private_dir(&dir)?;
+        match ev::write_key_pair(&dir, "flywheel-publisher") {
+            // Another process made it meanwhile: read that one.
+            Ok(_) | Err(ev::Error::KeyFileExists { .. }) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(ev::read_signing_key(&key)?)
+}
+
 pub fn run(cmd: FlywheelCommand, server: &ServerArgs, data_dir: &Path) -> anyhow::Result<ExitCode> {
+    match cmd {
+        FlywheelCommand::Key => print_key(data_dir),
+        cmd => remote(cmd, server, data_dir),
+    }
+}
+
+/// `runwarden flywheel key`: the publisher key as a trust policy entry.
+fn print_key(data_dir: &Path) -> anyhow::Result<ExitCode> {
+    let key = publisher_key(data_dir)?.verifying_key();
+    outln!(
+        "# The flywheel's publisher key (key id {}): trust it for the rule set",
+        key.key_id_hex()
+    );
+    outln!("# `flywheel` in the tenant's trust policy and in each host's.");
+    outln!("[[publishers]]");
+    outln!("key = \"{}\"", key.to_text());
+    outln!("components = [\"flywheel\"]");
+    outln!("max_risk = \"low\"");
+    outln!("rules = true");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The commands that ask the control plane.
+fn remote(cmd: FlywheelCommand, server: &ServerArgs, data_dir: &Path) -> anyhow::Result<ExitCode> {
     let client = Client::new(server, data_dir)?;
     let io = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -134,6 +180,7 @@ pub fn run(cmd: FlywheelCommand, server: &ServerArgs, data_dir: &Path) -> anyhow
         .context("cannot start the async runtime")?;
     io.block_on(async {
         match cmd {
+            FlywheelCommand::Key => print_key(data_dir),
             FlywheelCommand::Candidates { all, json } => {
                 let v = client
                     .send(
@@ -207,6 +254,9 @@ pub fn run(cmd: FlywheelCommand, server: &ServerArgs, data_dir: &Path) -> anyhow
                         crate::term::clean(done["path"].as_str().unwrap_or("?")),
                         done["evidence_index"]
                     );
+                    if let Some(d) = done["distributed"].as_str() {
+                        outln!("to the hosts: {}", crate::term::clean(d));
+                    }
                 }
                 Ok(ExitCode::SUCCESS)
             }

@@ -101,8 +101,8 @@ pub fn sign_rules(
             && name.len() <= 64
             && name
                 .bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_'),
-        "{:?} cannot name a rule set: use lowercase letters, digits, - and _ (at most 64)",
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-'),
+        "{:?} cannot name a rule set: use lowercase letters, digits and - (at most 64)",
         crate::term::clean(name)
     );
     anyhow::ensure!(

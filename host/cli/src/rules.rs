@@ -30,7 +30,7 @@ pub enum RulesCommand {
     Sign {
         /// The rule component (`runwarden rules compile`).
         rules: PathBuf,
-        /// The rule set's name (lowercase letters, digits, - and _).
+        /// The rule set's name (lowercase letters, digits and -).
         #[arg(long)]
         name: String,
         /// Its version (MAJOR.MINOR.PATCH).

@@ -544,6 +544,10 @@ pub(crate) fn run_control(
             )
             .await?,
         );
+        if !matches!(role, Role::Agent(_)) {
+            // Promoted rules reach hosts as a rule set signed by this key.
+            controller.set_flywheel_publisher(crate::flywheel::publisher_key(&data_dir)?);
+        }
         if let Some(operator) = minter {
             controller.set_credential_minter(operator.minter.clone());
             tokio::spawn(operator.keep_revocations(controller.clone()));

@@ -125,7 +125,18 @@ pub struct Promotion {
     /// The evidence record of the promotion.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub evidence_index: Option<u64>,
+    /// How the tenant's promoted rules reached its hosts once promoted: published as the
+    /// signed rule set `flywheel` (every promoted rule of the tenant) and deployed to all
+    /// its hosts — or why not (in words).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub distributed: Option<String>,
+    /// The deployment of that rule set, when one was made.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub deployment: Option<String>,
 }
+
+/// The name of the rule set the flywheel publishes for a tenant: every rule it promoted.
+pub const FLYWHEEL_RULE_SET: &str = "flywheel";
 
 fn ok(status: &str) -> bool {
     matches!(status, "healed" | "no-op")
@@ -162,16 +173,20 @@ pub(crate) fn compile_rules(
     file: &str,
     yaml: &str,
 ) -> std::result::Result<Arc<RuleSet>, String> {
-    let program = rulesfmt::compile(
-        &[(file.to_string(), yaml.to_string())],
-        Some(&params_catalog(runbooks)),
-    )
-    .map_err(|e| e.to_string())?;
-    let bytes = rulesfmt::embed(runwarden_guests::rule_engine(), &program.to_bytes())
-        .map_err(|e| format!("{file}: {e}"))?;
+    let bytes = rule_component(runbooks, &[(file.to_string(), yaml.to_string())])?;
     runtime
         .load_rules(&bytes)
         .map_err(|e| format!("{file}: {e}"))
+}
+
+/// Compile YAML rule files (name, text), in order, into one rule component's bytes.
+fn rule_component(
+    runbooks: &BTreeMap<String, Arc<Loaded>>,
+    sources: &[(String, String)],
+) -> std::result::Result<Vec<u8>, String> {
+    let program =
+        rulesfmt::compile(sources, Some(&params_catalog(runbooks))).map_err(|e| e.to_string())?;
+    rulesfmt::embed(runwarden_guests::rule_engine(), &program.to_bytes()).map_err(|e| e.to_string())
 }
 
 /// Where `tenant`'s promoted rules live: `DIR/TENANT`. Tenant names that could leave the
@@ -500,6 +515,8 @@ impl Controller {
             deployed: false,
             path: None,
             evidence_index: None,
+            distributed: None,
+            deployment: None,
         };
         let Some(reviewed) = confirm else {
             return Ok(promotion);
@@ -597,7 +614,116 @@ impl Controller {
         promotion.evidence_index = Some(index);
         promotion.candidate.state = "promoted".into();
         promotion.candidate.why = "deployed as an L1 rule".into();
+        // Live here; then to the tenant's hosts, through the same path as any rule set.
+        match self.distribute_promoted(caller, &dir).await {
+            Ok((note, deployment)) => {
+                promotion.distributed = Some(note);
+                promotion.deployment = deployment;
+            }
+            Err(e) => promotion.distributed = Some(format!("not deployed to hosts: {e}")),
+        }
         Ok(promotion)
+    }
+
+    /// Sign the rule sets of promoted rules with `key` from now on (once; later calls
+    /// change nothing): without one, promotions stay at the control plane.
+    pub fn set_flywheel_publisher(&self, key: ev::SigningKey) {
+        let _ = self.flywheel_publisher.set(key);
+    }
+
+    /// The key promotions are signed with, if any.
+    pub fn flywheel_publisher(&self) -> Option<ev::VerifyingKey> {
+        self.flywheel_publisher.get().map(|k| k.verifying_key())
+    }
+
+    /// Publish every rule promoted for `caller`'s tenant (the files in `dir`, in order)
+    /// as the rule set [`FLYWHEEL_RULE_SET`], signed by the flywheel's publisher key, then
+    /// deploy it to all the tenant's hosts. The tenant's trust policy (and each host's)
+    /// decides whether that key may ship it, as for any publisher. What happened, in
+    /// words, and the deployment's id.
+    async fn distribute_promoted(
+        &self,
+        caller: &Caller,
+        dir: &Path,
+    ) -> Result<(String, Option<String>)> {
+        let Some(key) = self.flywheel_publisher.get() else {
+            return Ok((
+                "live at the control plane only: it has no flywheel publisher key".into(),
+                None,
+            ));
+        };
+        let d = dir.to_path_buf();
+        let files = blocking(move || promoted_files(&d))
+            .await?
+            .map_err(|e| ControlError::Setup(format!("reading {}: {e}", dir.display())))?;
+        let mut sources = Vec::new();
+        for f in &files {
+            let text = std::fs::read_to_string(f)
+                .map_err(|e| ControlError::Setup(format!("reading {}: {e}", f.display())))?;
+            let name = f
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            sources.push((name, text));
+        }
+        let (rt, runbooks) = (self.runtime.clone(), self.runbooks.clone());
+        let loaded = blocking(move || {
+            let bytes = rule_component(&runbooks, &sources)?;
+            let set = rt.load_rules(&bytes).map_err(|e| e.to_string())?;
+            Ok::<_, String>((bytes, set))
+        })
+        .await?;
+        let (bytes, set) = loaded.map_err(|e| {
+            ControlError::Conflict(format!("the promoted rules do not compile together: {e}"))
+        })?;
+        // One more promoted file, one more version: versions only grow.
+        let version = format!("1.0.{}", files.len());
+        let release = ev::Release::of_rules(
+            FLYWHEEL_RULE_SET,
+            &version,
+            set.sha256(),
+            set.manifest_json(),
+        );
+        let envelope = release.sign(key).to_json();
+        if let Err(e) = self.publish(caller, &bytes, &envelope).await {
+            return Ok((
+                format!(
+                    "live at the control plane only: publishing it as rule set {FLYWHEEL_RULE_SET} {version} was refused ({e}); trust the flywheel's key (`runwarden flywheel key`) for it with rules = true"
+                ),
+                None,
+            ));
+        }
+        let deployed = self
+            .deploy(
+                caller,
+                runwarden_proto::DeployRequest {
+                    name: FLYWHEEL_RULE_SET.into(),
+                    version: version.clone(),
+                    hosts: "*".into(),
+                    rollback: false,
+                    canary_percent: None,
+                    soak_secs: None,
+                    max_failure_rate: None,
+                },
+            )
+            .await;
+        Ok(match deployed {
+            Ok(d) => (
+                format!(
+                    "published as rule set {FLYWHEEL_RULE_SET} {version} (sha256 {}) and deployed to the tenant's hosts (deployment {})",
+                    set.sha256(),
+                    d.id
+                ),
+                Some(d.id),
+            ),
+            Err(e) => (
+                format!(
+                    "published as rule set {FLYWHEEL_RULE_SET} {version} (sha256 {}); not deployed to hosts: {e}",
+                    set.sha256()
+                ),
+                None,
+            ),
+        })
     }
 
     /// Evaluate `set` against `tenant`'s stored incidents.

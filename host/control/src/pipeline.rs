@@ -226,6 +226,8 @@ pub struct Controller {
     deployments_restored: std::sync::atomic::AtomicBool,
     /// The configured rule sets, then the flywheel's promoted rules (each for its tenant).
     rule_sets: std::sync::RwLock<Vec<Scoped>>,
+    /// Signs the rule set of each tenant's promoted rules (`DATA_DIR/flywheel-publisher.key`).
+    pub(crate) flywheel_publisher: std::sync::OnceLock<ev::SigningKey>,
     /// One promotion at a time.
     promoting: tokio::sync::Mutex<()>,
     /// Where promoted rules are written (`DATA_DIR/rules`).
@@ -399,6 +401,7 @@ impl Controller {
             guardrails: config.guardrails,
             runbooks: deployed,
             rule_sets: std::sync::RwLock::new(sets),
+            flywheel_publisher: std::sync::OnceLock::new(),
             promoting: tokio::sync::Mutex::new(()),
             promoted_dir,
             planner,

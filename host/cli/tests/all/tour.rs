@@ -81,6 +81,13 @@ reload = ["/bin/sh", "-c", "true"]
     )
     .unwrap();
     let model = model_server(&answers);
+    // The flywheel's publisher key, trusted for its rule set by the host and (below) the
+    // tenant: promotions then reach the host as a signed rule set.
+    let o = runwarden(&data, &["flywheel", "key"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let trust = d.path().join("trust.toml");
+    std::fs::write(&trust, &o.stdout).unwrap();
+    std::fs::copy(&trust, data.join("trust.toml")).unwrap();
     let config = repo().join("examples/demo.toml");
     let up = start_with(
         &data,
@@ -216,6 +223,9 @@ reload = ["/bin/sh", "-c", "true"]
         "{approval}"
     );
 
+    let o = cli(&data, &up, &["trust", "set", trust.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+
     // The flywheel: the demo proposes after one success.
     let o = cli(&data, &up, &["flywheel", "candidates", "--json"]);
     assert!(o.status.success(), "{}", stderr(&o));
@@ -253,7 +263,32 @@ reload = ["/bin/sh", "-c", "true"]
     let text = String::from_utf8_lossy(&o.stdout);
     assert!(o.status.success(), "{text}{}", stderr(&o));
     assert!(text.contains(&format!("deployed {id}")), "{text}");
+    assert!(
+        text.contains("to the hosts: published as rule set flywheel 1.0.1"),
+        "{text}"
+    );
     assert!(data.join(format!("rules/local/{id}.yaml")).exists());
+    // The same path as any rule set: signed, published, deployed, on the host's record.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let o = cli(&data, &up, &["deployments", "--json"]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        let listed = String::from_utf8_lossy(&o.stdout).into_owned();
+        let flywheel = listed
+            .lines()
+            .map(|l| serde_json::from_str::<Value>(l).unwrap())
+            .find(|d| d["name"] == "flywheel")
+            .unwrap_or_default();
+        if flywheel["state"] == "done" {
+            assert_eq!(flywheel["version"], "1.0.1", "{flywheel}");
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the flywheel's rule set not deployed in 60 s: {listed}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(300));
+    }
     // The next http-502 is matched by the new rule (L1); a repeat within 15 minutes, it
     // goes to a human rather than running again.
     let o = cli(
@@ -268,6 +303,11 @@ reload = ["/bin/sh", "-c", "true"]
     let text = String::from_utf8_lossy(&o.stdout);
     assert!(
         text.contains(&format!("rule:{id}")) && text.contains("promoted"),
+        "{text}"
+    );
+    assert!(
+        text.lines()
+            .any(|l| l.contains(" flywheel ") && l.contains("deployed")),
         "{text}"
     );
 }
