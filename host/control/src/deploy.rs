@@ -33,6 +33,9 @@ use std::sync::Arc;
 
 /// How long an agent has to take a deployment job before it is sent again.
 const DEPLOY_TTL_MS: i64 = 120_000;
+/// How long a process's claim on a deployment lasts without being renewed (the
+/// reconciler renews it every round, every 2 s).
+const CLAIM_MS: i64 = 30_000;
 /// How long canaries are watched unless told.
 pub const DEFAULT_SOAK_SECS: u64 = 300;
 /// The canaries' failure rate above which a rollout halts, unless told.
@@ -419,7 +422,29 @@ impl Controller {
         }
         let now = now_ms();
         let rows = self.store.host_components(None, None).await?;
-        for row in rows.iter().filter(|r| r.state == "pending") {
+        // Only what this process holds the claim of (see `claim_deployment`).
+        let mut active: std::collections::BTreeSet<String> = rows
+            .iter()
+            .filter(|r| r.state == "pending")
+            .map(|r| r.deployment.clone())
+            .collect();
+        let judged = self.store.deployments(None, Some("canary"), 1000).await?;
+        let rolling = self.store.deployments(None, Some("rolling"), 1000).await?;
+        active.extend(judged.iter().chain(&rolling).map(|d| d.id.clone()));
+        let mut mine = std::collections::HashSet::new();
+        for id in active {
+            if self
+                .store
+                .claim_deployment(&id, &self.instance, now, now + CLAIM_MS)
+                .await?
+            {
+                mine.insert(id);
+            }
+        }
+        for row in rows
+            .iter()
+            .filter(|r| r.state == "pending" && mine.contains(&r.deployment))
+        {
             if self.hosts.owned(&row.tenant, &row.host).is_none()
                 || self.host_silent(&row.host, now).await?
             {
@@ -457,10 +482,10 @@ impl Controller {
                 }
             });
         }
-        for d in self.store.deployments(None, Some("canary"), 1000).await? {
-            self.judge_canaries(&d, &rows, now).await?;
+        for d in judged.iter().filter(|d| mine.contains(&d.id)) {
+            self.judge_canaries(d, &rows, now).await?;
         }
-        for d in self.store.deployments(None, Some("rolling"), 1000).await? {
+        for d in rolling.iter().filter(|d| mine.contains(&d.id)) {
             let mine: Vec<&HostComponentRow> =
                 rows.iter().filter(|r| r.deployment == d.id).collect();
             if mine
@@ -475,7 +500,7 @@ impl Controller {
                 mine.len(),
                 mine.len() - refused
             );
-            self.record_deployment_step(&d, "deploy-done", &detail)
+            self.record_deployment_step(d, "deploy-done", &detail)
                 .await?;
             self.store
                 .set_deployment_state(&d.id, "done", &detail, now)

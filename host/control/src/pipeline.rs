@@ -222,6 +222,9 @@ pub struct Controller {
     deployments_wake: Arc<tokio::sync::Notify>,
     /// (host, component) being sent now.
     deploying: Mutex<std::collections::HashSet<(String, String)>>,
+    /// This process, as it claims the deployments it drives (several control planes may
+    /// share one database).
+    pub(crate) instance: String,
     /// Whether what hosts run by deployment was put back into their catalogs.
     deployments_restored: std::sync::atomic::AtomicBool,
     /// The configured rule sets, then the flywheel's promoted rules (each for its tenant).
@@ -418,6 +421,7 @@ impl Controller {
             host_rule_sets: Default::default(),
             deployments_wake: Arc::default(),
             deploying: Mutex::default(),
+            instance: uuid::Uuid::now_v7().to_string(),
             deployments_restored: Default::default(),
             minter: std::sync::OnceLock::new(),
             bus_users_revoked: Arc::default(),

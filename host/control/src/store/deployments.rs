@@ -223,6 +223,27 @@ impl ControlStore {
         Ok(())
     }
 
+    /// Claim deployment `id` for the process `me` until `until_ms`, unless another
+    /// process holds a claim that has not expired by `now_ms`: whether `me` holds it now.
+    /// Only the holder sends a deployment's jobs and judges it, so control planes sharing
+    /// one database never do a step twice; a holder that died is replaced once its claim
+    /// expires.
+    pub async fn claim_deployment(
+        &self,
+        id: &str,
+        me: &str,
+        now_ms: i64,
+        until_ms: i64,
+    ) -> Result<bool> {
+        on_db!(&self.write, p, pg => {
+            Ok(sqlx::query(sql(pg, "UPDATE deployments SET claimed_by = ?, claimed_until_ms = ? \
+                WHERE id = ? AND (claimed_by = ? OR claimed_until_ms < ?)"))
+                .bind(me).bind(until_ms).bind(id).bind(me).bind(now_ms)
+                .execute(p).await.map_err(db_err("claiming a deployment"))?
+                .rows_affected() == 1)
+        })
+    }
+
     /// Host rows: of deployment `deployment` when given, else of `tenant` (every
     /// tenant's with `None`), by host and name.
     pub async fn host_components(

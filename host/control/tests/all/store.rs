@@ -5,7 +5,9 @@
 
 use super::pipeline::{service_down, setup, standard_rules, start};
 use runwarden_control::GuardrailConfig;
-use runwarden_control::store::{ControlStore, IncidentRow, RECENT_RUNS, RunRow, Write};
+use runwarden_control::store::{
+    ControlStore, DeploymentRow, IncidentRow, RECENT_RUNS, RunRow, Write,
+};
 
 use runwarden_testkit as pg;
 
@@ -301,4 +303,79 @@ async fn the_registry_on_postgres() {
     let pg = pg::Postgres::start();
     let store = ControlStore::open(&pg.url).await.unwrap();
     registry_keeps_one_copy_and_each_tenant_its_own(&store).await;
+}
+
+/// Two control planes on one database (two stores, as two processes open it): only one
+/// drives a deployment at a time; the other takes over once the holder's claim expired.
+async fn one_process_drives_a_deployment_at_a_time(a: &ControlStore, b: &ControlStore) {
+    let d = DeploymentRow {
+        id: "dep-1".into(),
+        tenant: "t".into(),
+        name: "trivial".into(),
+        version: "0.2.0".into(),
+        sha256: "ab".repeat(32),
+        action: "deploy".into(),
+        selector: "*".into(),
+        canary_percent: 0,
+        soak_ms: 0,
+        max_failure_rate: 0.2,
+        state: "rolling".into(),
+        detail: String::new(),
+        created_at_ms: 1,
+        created_by: "tok".into(),
+        updated_at_ms: 1,
+    };
+    a.create_deployment(&d, &[]).await.unwrap();
+    assert!(
+        a.claim_deployment("dep-1", "A", 1_000, 31_000)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !b.claim_deployment("dep-1", "B", 2_000, 32_000)
+            .await
+            .unwrap(),
+        "A holds it"
+    );
+    assert!(
+        a.claim_deployment("dep-1", "A", 3_000, 33_000)
+            .await
+            .unwrap(),
+        "A renews its own claim"
+    );
+    assert!(
+        !b.claim_deployment("dep-1", "B", 32_999, 62_999)
+            .await
+            .unwrap(),
+        "not expired yet"
+    );
+    assert!(
+        b.claim_deployment("dep-1", "B", 33_001, 63_001)
+            .await
+            .unwrap(),
+        "A's claim expired: B takes over"
+    );
+    assert!(
+        !a.claim_deployment("dep-1", "A", 34_000, 64_000)
+            .await
+            .unwrap()
+    );
+    assert!(!a.claim_deployment("no-such", "A", 1, 2).await.unwrap());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deployment_claims_on_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c.db");
+    let a = ControlStore::open(path.to_str().unwrap()).await.unwrap();
+    let b = ControlStore::open(path.to_str().unwrap()).await.unwrap();
+    one_process_drives_a_deployment_at_a_time(&a, &b).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deployment_claims_on_postgres() {
+    let pg = pg::Postgres::start();
+    let a = ControlStore::open(&pg.url).await.unwrap();
+    let b = ControlStore::open(&pg.url).await.unwrap();
+    one_process_drives_a_deployment_at_a_time(&a, &b).await;
 }
