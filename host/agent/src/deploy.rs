@@ -174,6 +174,29 @@ impl Executor {
                     .await?;
                 continue;
             }
+            // The pointer is written before the record of the swap: a stop in between
+            // leaves a pointer no record vouches for. That component is not loaded (its
+            // job comes again and is carried out afresh); what the last record put in
+            // place is, if its files are still here.
+            let recorded = self.recorded_deployment(&name).await?;
+            let sha = match recorded {
+                Some(r) if r == sha => sha,
+                recorded => {
+                    let why = "no record of its deployment in this host's log (the agent \
+                               stopped before it was signed): not loaded; its deployment \
+                               job comes again";
+                    self.refuse_component(&name, &sha, &source, why).await?;
+                    let back = recorded.filter(|r| dir.join(format!("{r}.wasm")).is_file());
+                    let undone = match &back {
+                        Some(r) => ev::write_atomic(&pointer, r.as_bytes()).is_ok(),
+                        None => std::fs::remove_file(&pointer).is_ok(),
+                    };
+                    match back {
+                        Some(r) if undone => r,
+                        _ => continue,
+                    }
+                }
+            };
             let bytes = std::fs::read(dir.join(format!("{sha}.wasm")));
             let release = std::fs::read_to_string(dir.join(format!("{sha}.release.json")));
             let (bytes, release) = match (bytes, release) {
@@ -200,6 +223,36 @@ impl Executor {
             }
         }
         Ok(loaded)
+    }
+
+    /// The sha256 that the latest signed swap of `name` in this host's log put in place
+    /// (a `deployed` or `rolled-back` record of a deployment), if any.
+    async fn recorded_deployment(&self, name: &str) -> Result<Option<String>, AgentError> {
+        let mut latest: Option<ev::StoredRecord> = None;
+        for status in ["deployed", "rolled-back"] {
+            let filter = ev::Filter {
+                runbook: Some(name.to_string()),
+                status: Some(status.to_string()),
+                ..Default::default()
+            };
+            for r in self.log().list(&filter).await? {
+                if latest.as_ref().is_none_or(|l| l.index < r.index) {
+                    latest = Some(r);
+                }
+            }
+        }
+        let Some(r) = latest else {
+            return Ok(None);
+        };
+        let statement = ev::Envelope::from_json(&String::from_utf8_lossy(&r.envelope))
+            .and_then(|e| ev::Statement::from_envelope(&e))?;
+        if statement.predicate.params.get("deployment").is_none() {
+            return Ok(None);
+        }
+        Ok(statement
+            .subject
+            .first()
+            .and_then(|s| s.digest.get("sha256").cloned()))
     }
 
     /// Admit on a blocking thread (compiling is CPU work).

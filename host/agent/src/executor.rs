@@ -30,6 +30,7 @@ pub const MAX_RUNS_PER_JOB: usize = 16;
 const MAX_SKEW_MS: i64 = 60_000;
 
 /// What an agent needs.
+#[derive(Clone)]
 pub struct AgentConfig {
     /// The tenant that owns this host.
     pub tenant: String,

@@ -42,6 +42,8 @@ struct Host {
     control: ev::SigningKey,
     publisher: ev::SigningKey,
     components: PathBuf,
+    /// What the agent was started with, to start it again.
+    config: AgentConfig,
 }
 
 /// What a refusal must leave as it was.
@@ -73,23 +75,19 @@ async fn host_trusting(trust: &str) -> Host {
     let host_key = key.verifying_key();
     let control = ev::SigningKey::generate("runwarden-control").unwrap();
     let components = root.join("components");
-    let agent = Executor::open(
-        rt.clone(),
-        AgentConfig {
-            tenant: "clinic-a".into(),
-            policy,
-            runbooks: Vec::new(),
-            publishers: Default::default(),
-            trust: Some(trust),
-            components: Some(components.clone()),
-            key,
-            control_keys: vec![control.verifying_key()],
-            log: log.clone(),
-            journal: root.join("agent-journal.db"),
-        },
-    )
-    .await
-    .unwrap();
+    let config = AgentConfig {
+        tenant: "clinic-a".into(),
+        policy,
+        runbooks: Vec::new(),
+        publishers: Default::default(),
+        trust: Some(trust),
+        components: Some(components.clone()),
+        key,
+        control_keys: vec![control.verifying_key()],
+        log: log.clone(),
+        journal: root.join("agent-journal.db"),
+    };
+    let agent = Executor::open(rt.clone(), config.clone()).await.unwrap();
     Host {
         dir,
         rt,
@@ -99,6 +97,7 @@ async fn host_trusting(trust: &str) -> Host {
         control,
         publisher,
         components,
+        config,
     }
 }
 
@@ -853,4 +852,67 @@ async fn a_refused_deployment_delivered_again_gets_the_same_report() {
     let first = h.send(&job).await;
     assert!(first.refused.is_some());
     assert_eq!(h.send(&job).await, first);
+}
+
+/// The agent stopped between keeping a component (its pointer written) and signing the
+/// record of the swap: at the next start the component no record vouches for is not
+/// loaded (refused, on the record), what the last record put in place runs again, and
+/// the job, delivered again, is carried out afresh.
+#[tokio::test]
+async fn a_component_kept_without_its_record_is_not_loaded_at_the_next_start() {
+    let h = host().await;
+    let (v1, v2) = (h.publish("trivial"), h.publish("trivial-next"));
+    let report = h.send(&h.job(&v1)).await;
+    assert!(report.deployed.is_some(), "{report:?}");
+    // The stop: v2's files and pointer on disk, no record of its swap.
+    for (file, bytes) in [
+        (format!("{}.wasm", v2.sha256), v2.bytes.clone()),
+        (
+            format!("{}.release.json", v2.sha256),
+            v2.release.clone().into_bytes(),
+        ),
+        (
+            "trivial.deployed".to_string(),
+            v2.sha256.clone().into_bytes(),
+        ),
+    ] {
+        std::fs::write(h.components.join(file), bytes).unwrap();
+    }
+    let size = h.log.size().await.unwrap();
+    let again = Executor::open(h.rt.clone(), h.config.clone())
+        .await
+        .unwrap();
+    assert_eq!(again.load_deployed().await.unwrap(), 1);
+    let running: Vec<String> = again
+        .deployed()
+        .iter()
+        .map(|l| l.sha256().to_string())
+        .collect();
+    assert_eq!(running, [v1.sha256.as_str()], "what the last record put in place");
+    assert_eq!(
+        std::fs::read_to_string(h.components.join("trivial.deployed")).unwrap(),
+        v1.sha256
+    );
+    assert_eq!(
+        h.log.size().await.unwrap(),
+        size + 1,
+        "one refusal recorded"
+    );
+    let r = h.log.get(size).await.unwrap().unwrap();
+    assert_eq!(
+        (r.runbook.as_str(), r.status.as_str()),
+        ("trivial", "refused")
+    );
+    // The job comes again: carried out, recorded, and kept across the next start.
+    let job = h.job(&v2);
+    let payload = serde_json::to_vec(&job).unwrap();
+    let env = ev::Envelope::sign(DEPLOY_PAYLOAD_TYPE, &payload, &h.control).to_json();
+    let report = again.execute(env.as_bytes(), now_ms()).await.unwrap();
+    assert!(report.deployed.is_some(), "{report:?}");
+    drop(again);
+    let third = Executor::open(h.rt.clone(), h.config.clone())
+        .await
+        .unwrap();
+    assert_eq!(third.load_deployed().await.unwrap(), 1);
+    assert_eq!(third.deployed()[0].sha256(), v2.sha256);
 }
