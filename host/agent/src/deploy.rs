@@ -91,10 +91,13 @@ impl Executor {
             .collect()
     }
 
-    /// The L1 rule sets deployed here, by name.
-    pub fn deployed_rules(&self) -> Vec<(String, Arc<runwarden_runtime::RuleSet>)> {
+    /// The L1 rule sets deployed here: name, version (as released), the set; by name.
+    pub fn deployed_rules(&self) -> Vec<(String, String, Arc<runwarden_runtime::RuleSet>)> {
         let sets = self.rule_sets.read().unwrap_or_else(|e| e.into_inner());
-        let mut sets: Vec<_> = sets.iter().map(|(n, s)| (n.clone(), s.clone())).collect();
+        let mut sets: Vec<_> = sets
+            .iter()
+            .map(|(n, (s, v))| (n.clone(), v.clone(), s.clone()))
+            .collect();
         sets.sort_by(|a, b| a.0.cmp(&b.0));
         sets
     }
@@ -106,10 +109,12 @@ impl Executor {
             return Some((l.sha256().to_string(), false));
         }
         let sets = self.rule_sets.read().unwrap_or_else(|e| e.into_inner());
-        sets.get(name).map(|s| (s.sha256().to_string(), true))
+        sets.get(name).map(|(s, _)| (s.sha256().to_string(), true))
     }
 
-    fn swap(&self, name: &str, now: Option<Deployable>, publisher: Option<String>) {
+    /// Run `now` under `name` (`None`: nothing deployed under it), released as `version`
+    /// by `publisher`.
+    fn swap(&self, name: &str, now: Option<Deployable>, version: &str, publisher: Option<String>) {
         {
             let mut runbooks = self.runbooks.write().unwrap_or_else(|e| e.into_inner());
             let mut sets = self.rule_sets.write().unwrap_or_else(|e| e.into_inner());
@@ -125,7 +130,7 @@ impl Executor {
                     runbooks.insert(name.to_string(), l.clone());
                 }
                 Some(Deployable::Rules(r)) => {
-                    sets.insert(name.to_string(), r.clone());
+                    sets.insert(name.to_string(), (r.clone(), version.to_string()));
                 }
                 None => {
                     runbooks.remove(name);
@@ -209,7 +214,12 @@ impl Executor {
             };
             match self.admit_blocking(bytes, release).await? {
                 Ok(a) if a.release.name == name => {
-                    self.swap(&name, Some(a.component), Some(a.publisher));
+                    self.swap(
+                        &name,
+                        Some(a.component),
+                        &a.release.version,
+                        Some(a.publisher),
+                    );
                     loaded += 1;
                 }
                 Ok(a) => {
@@ -412,7 +422,12 @@ impl Executor {
                 publisher: Some(publisher.clone()),
             })
             .await?;
-        self.swap(&job.name, Some(admitted.component), Some(publisher.clone()));
+        self.swap(
+            &job.name,
+            Some(admitted.component),
+            &job.version,
+            Some(publisher.clone()),
+        );
         Ok(self.report(
             &job,
             None,
@@ -530,7 +545,7 @@ impl Executor {
                 publisher: None,
             })
             .await?;
-        self.swap(&job.name, base.map(Deployable::Runbook), None);
+        self.swap(&job.name, base.map(Deployable::Runbook), &version, None);
         Ok(self.report(
             job,
             None,

@@ -95,7 +95,7 @@ pub struct Executor {
     pub(crate) components: Option<std::path::PathBuf>,
     /// The L1 rule sets deployed here, by name (the host's own control plane decides
     /// with them).
-    pub(crate) rule_sets: RwLock<HashMap<String, Arc<runwarden_runtime::RuleSet>>>,
+    pub(crate) rule_sets: RwLock<HashMap<String, (Arc<runwarden_runtime::RuleSet>, String)>>,
     /// Told of every swap: (name, what runs under it now, if anything).
     pub(crate) on_swap: Mutex<Vec<crate::deploy::OnSwap>>,
     /// Held while a deployment reads and replaces what runs.

@@ -543,6 +543,11 @@ pub(crate) async fn serve_events(client: jetstream::Client, controller: Arc<Cont
                 {
                     errln!("warning: noting {}'s heartbeat: {e}", ev.host);
                 }
+                if let Some(runs) = reported_components(&beat)
+                    && let Err(e) = controller.note_host_runs(&ev.tenant, &ev.host, &runs).await
+                {
+                    errln!("warning: noting what {} runs: {e}", ev.host);
+                }
                 ev.ack().await;
             }
         }
@@ -932,8 +937,21 @@ async fn forward(
         hand_up(&client, &controller, &tenant, &host).await;
         if last_beat.elapsed() >= HEARTBEAT_EVERY {
             let size = executor.log().size().await.ok();
+            // What runs here by deployment, so that the control plane notes what this
+            // host refused at its start.
+            let mut components: Vec<serde_json::Value> = executor
+                .deployed()
+                .iter()
+                .map(|l| {
+                    serde_json::json!({"name": l.manifest().name, "version": l.manifest().version, "sha256": l.sha256()})
+                })
+                .collect();
+            components.extend(executor.deployed_rules().iter().map(|(name, version, set)| {
+                serde_json::json!({"name": name, "version": version, "sha256": set.sha256()})
+            }));
             let beat = serde_json::json!({
                 "version": env!("CARGO_PKG_VERSION"), "forwarded": from, "log_size": size,
+                "components": components,
             });
             let id = format!("hb-{tenant}-{host}-{}", runwarden_agent::now_ms());
             if jetstream::publish_event(
@@ -952,6 +970,30 @@ async fn forward(
         }
         tokio::time::sleep(FORWARD_EVERY).await;
     }
+}
+
+/// What a heartbeat says its host runs by deployment (name → (sha256, version)); `None`
+/// when it does not say (an older agent) or says it in a form not accepted.
+fn reported_components(beat: &serde_json::Value) -> Option<BTreeMap<String, (String, String)>> {
+    let list = beat["components"].as_array()?;
+    if list.len() > 1024 {
+        return None;
+    }
+    let mut out = BTreeMap::new();
+    for c in list {
+        let (name, sha, version) = (
+            c["name"].as_str()?,
+            c["sha256"].as_str()?,
+            c["version"].as_str()?,
+        );
+        let fits = |t: &str| t.len() <= 64 && t.chars().all(|ch| ch.is_ascii_graphic());
+        let hex = sha.len() == 64 && sha.bytes().all(|b| b.is_ascii_hexdigit());
+        if !(fits(name) && fits(version) && hex) {
+            return None;
+        }
+        out.insert(name.to_string(), (sha.to_string(), version.to_string()));
+    }
+    Some(out)
 }
 
 /// Send what this host's control plane handed up and has not sent yet.

@@ -584,7 +584,7 @@ pub(crate) fn run_control(
             for l in executor.deployed() {
                 controller.set_host_runbook(&host_id, &l.manifest().name.clone(), Some(l));
             }
-            for (name, set) in executor.deployed_rules() {
+            for (name, _, set) in executor.deployed_rules() {
                 let set = runwarden_agent::components::Deployable::Rules(set);
                 controller.set_host_component(&host_id, &name, Some(set));
             }

@@ -36,6 +36,8 @@ const DEPLOY_TTL_MS: i64 = 120_000;
 /// How long a process's claim on a deployment lasts without being renewed (the
 /// reconciler renews it every round, every 2 s).
 const CLAIM_MS: i64 = 30_000;
+/// How long after a step a host's word on what it runs is not taken against it.
+const SETTLE_MS: i64 = 20_000;
 /// How long canaries are watched unless told.
 pub const DEFAULT_SOAK_SECS: u64 = 300;
 /// The canaries' failure rate above which a rollout halts, unless told.
@@ -505,6 +507,66 @@ impl Controller {
             self.store
                 .set_deployment_state(&d.id, "done", &detail, now)
                 .await?;
+        }
+        Ok(())
+    }
+
+    /// What host `host` of `tenant` says it runs by deployment (its heartbeat: name →
+    /// (sha256, version)). Where that differs from what was noted — it refused a kept
+    /// component at its last start (the trust policy changed, a file was altered), or
+    /// lost one — the host's word is noted, and the catalog here follows it, so that no
+    /// job names a component the host does not run. A row that changed in the last
+    /// 20 s is left alone: a heartbeat may have left before that step.
+    pub async fn note_host_runs(
+        &self,
+        tenant: &str,
+        host: &str,
+        runs: &BTreeMap<String, (String, String)>,
+    ) -> Result<()> {
+        let now = now_ms();
+        let rows = self.store.host_components(Some(tenant), None).await?;
+        for r in rows.iter().filter(|r| r.host == host) {
+            let (sha, version) = runs.get(&r.name).cloned().unwrap_or_default();
+            if sha == r.running_sha256 || now - r.updated_at_ms < SETTLE_MS {
+                continue;
+            }
+            let (state, detail) = match sha.is_empty() {
+                true => (
+                    match r.state.as_str() {
+                        "deployed" => "refused",
+                        other => other,
+                    },
+                    format!(
+                        "the host no longer runs {} {} (it refused it at its last start: see the host's log)",
+                        r.name, r.running_version
+                    ),
+                ),
+                false => (
+                    r.state.as_str(),
+                    format!(
+                        "the host says it runs {version} ({})",
+                        &sha[..12.min(sha.len())]
+                    ),
+                ),
+            };
+            self.store
+                .host_component_runs(
+                    host,
+                    &r.name,
+                    &r.deployment,
+                    &sha,
+                    &version,
+                    state,
+                    &detail,
+                    now,
+                )
+                .await?;
+            eprintln!("warning: host {host}: {detail}");
+            let now_running = match sha.is_empty() {
+                true => None,
+                false => self.load_component(tenant, &sha).await.ok(),
+            };
+            self.set_host_component(host, &r.name, now_running);
         }
         Ok(())
     }

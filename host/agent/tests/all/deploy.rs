@@ -888,7 +888,11 @@ async fn a_component_kept_without_its_record_is_not_loaded_at_the_next_start() {
         .iter()
         .map(|l| l.sha256().to_string())
         .collect();
-    assert_eq!(running, [v1.sha256.as_str()], "what the last record put in place");
+    assert_eq!(
+        running,
+        [v1.sha256.as_str()],
+        "what the last record put in place"
+    );
     assert_eq!(
         std::fs::read_to_string(h.components.join("trivial.deployed")).unwrap(),
         v1.sha256

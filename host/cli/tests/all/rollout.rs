@@ -252,6 +252,36 @@ fn canaries_halt_a_bad_release_a_returning_agent_converges_and_a_rollback_takes_
         ]
     );
 
+    // A host that no longer trusts what it runs refuses it at its next start; its
+    // heartbeat says so, and the control plane notes it.
+    agents[2] = None;
+    std::fs::write(
+        datas[2].join("trust.toml"),
+        trust.replace("components = [\"*\"]", "components = [\"something-else\"]"),
+    )
+    .unwrap();
+    agents[2] = Some(start_agent(&fleet, &datas[2], &runbooks));
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let hosts = json(&admin(&["hosts", "list", "--json"]));
+        let c = hosts
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|h| h["id"] == HOSTS[2])
+            .map(|h| h["components"][0].clone())
+            .unwrap_or_default();
+        if c["state"] == "refused" {
+            assert_eq!(c["version"], "", "{c}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the refusal at start not noted in 120 s: {c}"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+
     // The control plane's decisions are in its log.
     let o = admin(&["evidence", "list", "--json"]);
     assert!(o.status.success(), "{}", stderr(&o));

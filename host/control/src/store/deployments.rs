@@ -309,6 +309,30 @@ impl ControlStore {
         })
     }
 
+    /// What `host` runs under `name` by its own word (its heartbeat): `sha256` and
+    /// `version` (empty: nothing deployed), with `state` and `detail`.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn host_component_runs(
+        &self,
+        host: &str,
+        name: &str,
+        deployment: &str,
+        sha256: &str,
+        version: &str,
+        state: &str,
+        detail: &str,
+        now_ms: i64,
+    ) -> Result<bool> {
+        on_db!(&self.write, p, pg => {
+            Ok(sqlx::query(sql(pg, "UPDATE host_components SET running_sha256 = ?, running_version = ?, \
+                state = ?, detail = ?, updated_at_ms = ? WHERE host = ? AND name = ? AND deployment = ?"))
+                .bind(sha256).bind(version).bind(state).bind(detail).bind(now_ms)
+                .bind(host).bind(name).bind(deployment)
+                .execute(p).await.map_err(db_err("noting what a host runs"))?
+                .rows_affected() == 1)
+        })
+    }
+
     /// Runs of `runbook` on `host` since `since_ms` that were not dry runs: (how many,
     /// how many did not heal or find nothing to do).
     pub async fn runs_since(&self, host: &str, runbook: &str, since_ms: i64) -> Result<(u64, u64)> {
