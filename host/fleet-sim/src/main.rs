@@ -292,7 +292,7 @@ async fn serve(client: jetstream::Client, host: Arc<Host>, stats: Arc<Stats>, pu
         let (host, stats) = (host.clone(), stats.clone());
         tokio::spawn(async move {
             let now = now_ms();
-            let (report, issued) = answer(&host, &delivery.job, now);
+            let (report, issued) = answer(&host, &delivery.job, delivery.blobs(), now).await;
             let refused = report.refused.is_some();
             delivery.reply(report).await;
             if refused {
@@ -311,10 +311,24 @@ async fn serve(client: jetstream::Client, host: Arc<Host>, stats: Arc<Stats>, pu
 }
 
 /// Check `envelope` as an agent does and answer it: one signed record per run, all
-/// healed. Also when it was issued (ms).
-fn answer(host: &Host, envelope: &[u8], now: i64) -> (RunReport, i64) {
+/// healed. Also when it was issued (ms). A deployment's component is fetched from `blobs`
+/// when the job names it by reference.
+async fn answer(
+    host: &Host,
+    envelope: &[u8],
+    blobs: Option<&dyn runwarden_bus::Blobs>,
+    now: i64,
+) -> (RunReport, i64) {
     if let Ok(job) = open_as::<DeployJob>(host, envelope, DEPLOY_PAYLOAD_TYPE) {
-        return (deploy(host, job, now), now);
+        let bytes = match job.size {
+            0 => base64::Engine::decode(&base64::engine::general_purpose::STANDARD, &job.component)
+                .map_err(|e| e.to_string()),
+            size => match blobs {
+                Some(b) => b.fetch(&job.sha256, size).await.map_err(|e| e.to_string()),
+                None => Err("named by reference, and no blob store".to_string()),
+            },
+        };
+        return (deploy(host, job, bytes, now), now);
     }
     let refuse = |why: String| RunReport {
         job: String::new(),
@@ -382,18 +396,15 @@ fn answer(host: &Host, envelope: &[u8], now: i64) -> (RunReport, i64) {
     )
 }
 
-/// Check a deployment as a real agent does — signed, for this host, fresh, the bytes the
-/// sha256 names, the release admitted by the trust policy — and answer it with a signed
-/// record (nothing is compiled or kept).
-fn deploy(host: &Host, job: DeployJob, now: i64) -> RunReport {
-    use base64::Engine;
+/// Check a deployment as a real agent does — signed, for this host, fresh, the bytes
+/// (inline or fetched) the sha256 names, the release admitted by the trust policy — and
+/// answer it with a signed record (nothing is compiled or kept).
+fn deploy(host: &Host, job: DeployJob, bytes: Result<Vec<u8>, String>, now: i64) -> RunReport {
     let checked = (|| {
         if job.tenant != host.tenant || job.host != host.id || now > job.expires_at_ms {
             return Err("not this host's, or expired".to_string());
         }
-        let bytes = base64::engine::general_purpose::STANDARD
-            .decode(&job.component)
-            .map_err(|e| e.to_string())?;
+        let bytes = bytes?;
         if ev::component_sha256(&bytes) != job.sha256 {
             return Err("the bytes are not the sha256 named".into());
         }
