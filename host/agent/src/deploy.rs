@@ -102,6 +102,16 @@ impl Executor {
         sets
     }
 
+    /// What runs here by deployment (runbooks and rule sets): name → (sha256, version),
+    /// a deployed runbook included when it is the very build the host has of its own.
+    pub fn deployed_components(&self) -> std::collections::BTreeMap<String, (String, String)> {
+        let deployed = self.deployed_now.read().unwrap_or_else(|e| e.into_inner());
+        deployed
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
+    }
+
     /// What runs under `name` now: its sha256 and whether it is a rule set.
     fn running(&self, name: &str) -> Option<(String, bool)> {
         let runbooks = self.runbooks.read().unwrap_or_else(|e| e.into_inner());
@@ -118,13 +128,15 @@ impl Executor {
         {
             let mut runbooks = self.runbooks.write().unwrap_or_else(|e| e.into_inner());
             let mut sets = self.rule_sets.write().unwrap_or_else(|e| e.into_inner());
-            if let (Some(c), Some(p)) = (&now, publisher) {
+            if let (Some(c), Some(p)) = (&now, publisher.clone()) {
                 self.publishers
                     .write()
                     .unwrap_or_else(|e| e.into_inner())
                     .insert(c.sha256().to_string(), p);
             }
             // One name, one component: a runbook or a rule set.
+            runbooks.remove(name);
+            sets.remove(name);
             match &now {
                 Some(Deployable::Runbook(l)) => {
                     runbooks.insert(name.to_string(), l.clone());
@@ -132,9 +144,19 @@ impl Executor {
                 Some(Deployable::Rules(r)) => {
                     sets.insert(name.to_string(), (r.clone(), version.to_string()));
                 }
-                None => {
-                    runbooks.remove(name);
-                    sets.remove(name);
+                None => {}
+            }
+            // What runs by deployment (a release's publisher came with it), by name.
+            let mut deployed = self.deployed_now.write().unwrap_or_else(|e| e.into_inner());
+            match (&now, &publisher) {
+                (Some(c), Some(_)) => {
+                    deployed.insert(
+                        name.to_string(),
+                        (c.sha256().to_string(), version.to_string()),
+                    );
+                }
+                _ => {
+                    deployed.remove(name);
                 }
             }
         }

@@ -96,6 +96,8 @@ pub struct Executor {
     /// The L1 rule sets deployed here, by name (the host's own control plane decides
     /// with them).
     pub(crate) rule_sets: RwLock<HashMap<String, (Arc<runwarden_runtime::RuleSet>, String)>>,
+    /// What runs by deployment: name → (sha256, version as released).
+    pub(crate) deployed_now: RwLock<HashMap<String, (String, String)>>,
     /// Told of every swap: (name, what runs under it now, if anything).
     pub(crate) on_swap: Mutex<Vec<crate::deploy::OnSwap>>,
     /// Held while a deployment reads and replaces what runs.
@@ -137,6 +139,7 @@ impl Executor {
             trust: config.trust,
             components: config.components,
             rule_sets: RwLock::default(),
+            deployed_now: RwLock::default(),
             on_swap: Mutex::new(Vec::new()),
             deploying: tokio::sync::Mutex::new(()),
             key: config.key,

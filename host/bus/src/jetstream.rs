@@ -848,7 +848,7 @@ impl Dispatch for JetStreamDispatch {
                         blob_subject(tenant, sha256, i),
                         jetstream::message::PublishMessage::build()
                             .payload(chunk.to_vec().into())
-                            .message_id(format!("blob-{sha256}-{i}")),
+                            .message_id(format!("blob-{tenant}-{sha256}-{i}")),
                     )
                     .await
                     .map_err(|e| nats_err(&format!("cannot store component {sha256}"), e))?

@@ -543,8 +543,11 @@ pub(crate) async fn serve_events(client: jetstream::Client, controller: Arc<Cont
                 {
                     errln!("warning: noting {}'s heartbeat: {e}", ev.host);
                 }
-                if let Some(runs) = reported_components(&beat)
-                    && let Err(e) = controller.note_host_runs(&ev.tenant, &ev.host, &runs).await
+                if let (Some(runs), Some(at_ms)) =
+                    (reported_components(&beat), beat["at_ms"].as_i64())
+                    && let Err(e) = controller
+                        .note_host_runs(&ev.tenant, &ev.host, &runs, at_ms)
+                        .await
                 {
                     errln!("warning: noting what {} runs: {e}", ev.host);
                 }
@@ -938,20 +941,17 @@ async fn forward(
         if last_beat.elapsed() >= HEARTBEAT_EVERY {
             let size = executor.log().size().await.ok();
             // What runs here by deployment, so that the control plane notes what this
-            // host refused at its start.
-            let mut components: Vec<serde_json::Value> = executor
-                .deployed()
+            // host refused at its start; and when that was read (this host's clock).
+            let components: Vec<serde_json::Value> = executor
+                .deployed_components()
                 .iter()
-                .map(|l| {
-                    serde_json::json!({"name": l.manifest().name, "version": l.manifest().version, "sha256": l.sha256()})
+                .map(|(name, (sha, version))| {
+                    serde_json::json!({"name": name, "version": version, "sha256": sha})
                 })
                 .collect();
-            components.extend(executor.deployed_rules().iter().map(|(name, version, set)| {
-                serde_json::json!({"name": name, "version": version, "sha256": set.sha256()})
-            }));
             let beat = serde_json::json!({
                 "version": env!("CARGO_PKG_VERSION"), "forwarded": from, "log_size": size,
-                "components": components,
+                "components": components, "at_ms": runwarden_agent::now_ms(),
             });
             let id = format!("hb-{tenant}-{host}-{}", runwarden_agent::now_ms());
             if jetstream::publish_event(

@@ -261,6 +261,24 @@ impl Controller {
         out
     }
 
+    /// SHA-256 of what host `host` runs under `name` by deployment as noted here (`None`:
+    /// nothing noted; a deployed runbook that is the catalog's own build is not noted).
+    pub(crate) fn deployed_sha_on(&self, host: &str, name: &str) -> Option<String> {
+        let runbook = self
+            .host_runbooks
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(host)
+            .and_then(|m| m.get(name).map(|l| l.sha256().to_string()));
+        runbook.or_else(|| {
+            self.host_rule_sets
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .get(host)
+                .and_then(|m| m.get(name).map(|r| r.sha256().to_string()))
+        })
+    }
+
     /// The rule sets deployed to host `host`, in name order.
     pub(crate) fn rule_sets_deployed_on(&self, host: &str) -> Vec<Arc<RuleSet>> {
         self.host_rule_sets

@@ -23,6 +23,7 @@ use runwarden_agent::components::Deployable;
 use runwarden_evidence as ev;
 use runwarden_proto::bus::{
     DEPLOY_PAYLOAD_TYPE, DeployAction, DeployJob, MAX_DEPLOYED_COMPONENT_BYTES,
+    MAX_INLINE_COMPONENT_BYTES,
 };
 use runwarden_proto::{
     DeployRequest, DeploymentView, HostComponentView, HostDeploymentView, Scope,
@@ -182,6 +183,12 @@ impl Controller {
                 let r = self
                     .deployable(&caller.tenant, &req.name, &req.version)
                     .await?;
+                if r.kind == "rules" && canary > 0 {
+                    return Err(ControlError::BadRequest(format!(
+                        "{} {} is a rule set: canaries judge the runs of a runbook, and a rule set's decisions are not counted yet — deploy it to a few hosts by name first",
+                        req.name, r.version
+                    )));
+                }
                 ("deploy", r.version, r.sha256)
             }
         };
@@ -424,6 +431,7 @@ impl Controller {
         }
         let now = now_ms();
         let rows = self.store.host_components(None, None).await?;
+        self.follow_catalogs(&rows).await;
         // Only what this process holds the claim of (see `claim_deployment`).
         let mut active: std::collections::BTreeSet<String> = rows
             .iter()
@@ -434,6 +442,10 @@ impl Controller {
         let rolling = self.store.deployments(None, Some("rolling"), 1000).await?;
         active.extend(judged.iter().chain(&rolling).map(|d| d.id.clone()));
         let mut mine = std::collections::HashSet::new();
+        // Cut off from the agents, this process lets another drive (its claims lapse).
+        if !self.dispatch.connected() {
+            active.clear();
+        }
         for id in active {
             if self
                 .store
@@ -511,43 +523,114 @@ impl Controller {
         Ok(())
     }
 
-    /// What host `host` of `tenant` says it runs by deployment (its heartbeat: name →
-    /// (sha256, version)). Where that differs from what was noted — it refused a kept
-    /// component at its last start (the trust policy changed, a file was altered), or
-    /// lost one — the host's word is noted, and the catalog here follows it, so that no
-    /// job names a component the host does not run. A row that changed in the last
-    /// 20 s is left alone: a heartbeat may have left before that step.
+    /// Keep the catalogs here in step with what the store says each host runs (another
+    /// control plane on the same database may have deployed it, or heard the host say so).
+    async fn follow_catalogs(&self, rows: &[HostComponentRow]) {
+        for r in rows {
+            let noted = self.deployed_sha_on(&r.host, &r.name);
+            let in_step = match &noted {
+                Some(sha) => *sha == r.running_sha256,
+                None => {
+                    r.running_sha256.is_empty()
+                        || self
+                            .runbooks
+                            .get(&r.name)
+                            .is_some_and(|l| l.sha256() == r.running_sha256)
+                }
+            };
+            let key = (r.host.clone(), r.name.clone(), r.running_sha256.clone());
+            let failed = self
+                .unloadable
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .contains(&key);
+            if in_step || failed {
+                continue;
+            }
+            if r.running_sha256.is_empty() {
+                self.set_host_component(&r.host, &r.name, None);
+                continue;
+            }
+            match self
+                .load_component(&r.tenant, &r.name, &r.running_sha256)
+                .await
+            {
+                Ok(c) => self.set_host_component(&r.host, &r.name, Some(c)),
+                Err(e) => {
+                    eprintln!(
+                        "warning: host {} runs {} {}, which does not load here: {e}",
+                        r.host, r.name, r.running_version
+                    );
+                    self.unloadable
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .insert(key);
+                }
+            }
+        }
+    }
+
+    /// What host `host` of `tenant` says it runs by deployment (its heartbeat, read at
+    /// `at_ms` by the host's clock: name → (sha256, version)). Where that differs from
+    /// what was noted — it refused a kept component at its last start (the trust policy
+    /// changed, a file was altered), or lost one — the host's word is noted, and the
+    /// catalog here follows it, so that no job names a component the host does not run.
+    /// The host is believed only about what a deployment gave it: nothing, or the
+    /// release its row names now, runs or ran before; and not about a row that changed in
+    /// the 20 s before the heartbeat was read or received (it may predate that step).
     pub async fn note_host_runs(
         &self,
         tenant: &str,
         host: &str,
         runs: &BTreeMap<String, (String, String)>,
+        at_ms: i64,
     ) -> Result<()> {
         let now = now_ms();
         let rows = self.store.host_components(Some(tenant), None).await?;
         for r in rows.iter().filter(|r| r.host == host) {
-            let (sha, version) = runs.get(&r.name).cloned().unwrap_or_default();
-            if sha == r.running_sha256 || now - r.updated_at_ms < SETTLE_MS {
+            let (sha, _) = runs.get(&r.name).cloned().unwrap_or_default();
+            let settled =
+                now - r.updated_at_ms >= SETTLE_MS && at_ms - r.updated_at_ms >= SETTLE_MS;
+            if sha == r.running_sha256 || !settled {
                 continue;
             }
-            let (state, detail) = match sha.is_empty() {
-                true => (
-                    match r.state.as_str() {
-                        "deployed" => "refused",
-                        other => other,
-                    },
+            let version = if sha.is_empty() {
+                String::new()
+            } else if sha == r.sha256 {
+                r.version.clone()
+            } else if sha == r.previous_sha256 {
+                r.previous_version.clone()
+            } else {
+                eprintln!(
+                    "warning: host {host} says it runs {} {sha}, which no deployment gave it: not believed",
+                    r.name
+                );
+                continue;
+            };
+            let (state, detail) = match (sha.is_empty(), r.state.as_str()) {
+                (true, "deployed") => (
+                    "refused",
                     format!(
                         "the host no longer runs {} {} (it refused it at its last start: see the host's log)",
                         r.name, r.running_version
                     ),
                 ),
-                false => (
-                    r.state.as_str(),
-                    format!(
-                        "the host says it runs {version} ({})",
-                        &sha[..12.min(sha.len())]
-                    ),
+                (true, other) => (other, format!("the host runs no deployed {}", r.name)),
+                (false, _) if sha == r.sha256 => (
+                    "deployed",
+                    format!("the host says it runs {} {version}", r.name),
                 ),
+                (false, other) => (other, format!("the host says it runs {} {version}", r.name)),
+            };
+            let now_running = match sha.is_empty() {
+                true => None,
+                false => match self.load_component(tenant, &r.name, &sha).await {
+                    Ok(c) => Some(c),
+                    Err(e) => {
+                        eprintln!("warning: host {host} runs {} {sha}: {e}", r.name);
+                        continue;
+                    }
+                },
             };
             self.store
                 .host_component_runs(
@@ -562,10 +645,6 @@ impl Controller {
                 )
                 .await?;
             eprintln!("warning: host {host}: {detail}");
-            let now_running = match sha.is_empty() {
-                true => None,
-                false => self.load_component(tenant, &sha).await.ok(),
-            };
             self.set_host_component(host, &r.name, now_running);
         }
         Ok(())
@@ -591,7 +670,10 @@ impl Controller {
             if r.running_sha256.is_empty() {
                 continue;
             }
-            match self.load_component(&r.tenant, &r.running_sha256).await {
+            match self
+                .load_component(&r.tenant, &r.name, &r.running_sha256)
+                .await
+            {
                 Ok(c) => self.set_host_component(&r.host, &r.name, Some(c)),
                 Err(e) => eprintln!(
                     "warning: host {} runs {} {}, which does not load here: {e}",
@@ -602,15 +684,16 @@ impl Controller {
         Ok(())
     }
 
-    /// The published component `sha256` of `tenant`, loaded as the kind its release
-    /// says (a runbook, or a rule set).
-    async fn load_component(&self, tenant: &str, sha256: &str) -> Result<Deployable> {
-        let rules = self
-            .store
-            .releases(tenant, None)
-            .await?
-            .iter()
-            .any(|r| r.sha256 == sha256 && r.kind == "rules");
+    /// The component `sha256` that `tenant` published as `name`, loaded as the kind its
+    /// release says (a runbook, or a rule set).
+    async fn load_component(&self, tenant: &str, name: &str, sha256: &str) -> Result<Deployable> {
+        let releases = self.store.releases(tenant, Some(name)).await?;
+        let Some(release) = releases.iter().find(|r| r.sha256 == sha256) else {
+            return Err(ControlError::NotFound(format!(
+                "tenant {tenant} published no {name} of sha256 {sha256}"
+            )));
+        };
+        let rules = release.kind == "rules";
         let bytes = self.component_bytes(tenant, sha256).await?;
         let rt = self.runtime.clone();
         tokio::task::spawn_blocking(move || match rules {
@@ -655,12 +738,17 @@ impl Controller {
             tenant: row.tenant.clone(),
             host: row.host.clone(),
         };
-        // Over a link that keeps blobs the job names the component; else it carries it.
-        let by_reference = match self
-            .dispatch
-            .store_blob(&row.tenant, &row.sha256, &bytes)
-            .await
-        {
+        // A component that fits travels inside its job (what every agent takes); a larger
+        // one is stored on the link and named by the job.
+        let stored = match bytes.len() > MAX_INLINE_COMPONENT_BYTES {
+            true => {
+                self.dispatch
+                    .store_blob(&row.tenant, &row.sha256, &bytes)
+                    .await
+            }
+            false => Ok(false),
+        };
+        let by_reference = match stored {
             Ok(stored) => stored,
             Err(e) => {
                 let detail = format!(
@@ -738,7 +826,7 @@ impl Controller {
                     .await?;
                 let loaded = match action {
                     DeployAction::Remove => None,
-                    _ => match self.load_component(&row.tenant, &o.sha256).await {
+                    _ => match self.load_component(&row.tenant, &row.name, &o.sha256).await {
                         Ok(l) => Some(l),
                         Err(e) => {
                             eprintln!(

@@ -676,8 +676,16 @@ impl Controller {
         let (bytes, set) = loaded.map_err(|e| {
             ControlError::Conflict(format!("the promoted rules do not compile together: {e}"))
         })?;
-        // One more promoted file, one more version: versions only grow.
-        let version = format!("1.0.{}", files.len());
+        // Versions only grow: one past the latest published (by any control plane).
+        let latest = self
+            .store
+            .releases(&caller.tenant, Some(FLYWHEEL_RULE_SET))
+            .await?
+            .iter()
+            .filter_map(|r| r.version.strip_prefix("1.0.")?.parse::<u64>().ok())
+            .max()
+            .unwrap_or(0);
+        let version = format!("1.0.{}", latest + 1);
         let release = ev::Release::of_rules(
             FLYWHEEL_RULE_SET,
             &version,

@@ -222,6 +222,8 @@ pub struct Controller {
     deployments_wake: Arc<tokio::sync::Notify>,
     /// (host, component) being sent now.
     deploying: Mutex<std::collections::HashSet<(String, String)>>,
+    /// (host, name, sha256) of deployed components that did not load here (said once).
+    pub(crate) unloadable: Mutex<std::collections::HashSet<(String, String, String)>>,
     /// This process, as it claims the deployments it drives (several control planes may
     /// share one database).
     pub(crate) instance: String,
@@ -422,6 +424,7 @@ impl Controller {
             deployments_wake: Arc::default(),
             deploying: Mutex::default(),
             instance: uuid::Uuid::now_v7().to_string(),
+            unloadable: Mutex::default(),
             deployments_restored: Default::default(),
             minter: std::sync::OnceLock::new(),
             bus_users_revoked: Arc::default(),
