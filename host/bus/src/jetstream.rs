@@ -928,6 +928,18 @@ pub struct JetStreamBlobs {
     tenant: String,
 }
 
+impl JetStreamBlobs {
+    /// The components of `tenant`'s deployment jobs, read through `client` (an agent's
+    /// [`JetStreamJobs`] hands its deliveries one of these).
+    pub fn new(client: &Client, tenant: &str) -> Result<JetStreamBlobs, BusError> {
+        subject_token("tenant", tenant)?;
+        Ok(JetStreamBlobs {
+            js: jetstream::new(client.clone()),
+            tenant: tenant.to_string(),
+        })
+    }
+}
+
 #[async_trait::async_trait]
 impl Blobs for JetStreamBlobs {
     /// The chunks of `sha256` in order, `size` bytes in all; stops once more than `size`

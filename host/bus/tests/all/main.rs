@@ -180,3 +180,41 @@ async fn each_agent_gets_only_its_hosts_jobs() {
         assert_eq!(n, 3, "{to:?}");
     }
 }
+
+/// A component stored for two tenants (the same bytes, within the duplicate window) is
+/// there for each, whole, in chunks; one stored again is not sent again; bytes of
+/// another size or a sha256 never stored are not handed out as if they were.
+#[tokio::test]
+async fn components_are_stored_once_per_tenant_and_read_back_whole() {
+    use runwarden_bus::{Blobs, Dispatch};
+    let (_nats, client) = start().await;
+    let d = JetStreamDispatch::start(&client, Duration::from_secs(10))
+        .await
+        .unwrap();
+    // Three chunks and a bit: not a multiple of the chunk size.
+    let bytes: Vec<u8> = (0..(jetstream::BLOB_CHUNK_BYTES * 3 + 1234))
+        .map(|i| (i % 251) as u8)
+        .collect();
+    let sha = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&bytes));
+    for tenant in ["acme", "bravo"] {
+        assert!(d.store_blob(tenant, &sha, &bytes).await.unwrap());
+    }
+    let stored = stream_messages(&client, jetstream::BLOB_STREAM).await;
+    assert_eq!(stored, 8, "four chunks for each tenant");
+    assert!(d.store_blob("acme", &sha, &bytes).await.unwrap());
+    assert_eq!(
+        stream_messages(&client, jetstream::BLOB_STREAM).await,
+        stored
+    );
+    for tenant in ["acme", "bravo"] {
+        let blobs = jetstream::JetStreamBlobs::new(&client, tenant).unwrap();
+        let got = blobs.fetch(&sha, bytes.len() as u64).await.unwrap();
+        assert!(got == bytes, "{tenant}: the bytes stored");
+    }
+    let other = jetstream::JetStreamBlobs::new(&client, "charlie").unwrap();
+    assert!(other.fetch(&sha, bytes.len() as u64).await.is_err());
+    assert!(
+        d.store_blob("acme", "not-a-sha", &bytes).await.is_err(),
+        "a name that is not a sha256"
+    );
+}

@@ -151,6 +151,17 @@ fn a_signed_rule_set_deployed_to_a_host_decides_its_incidents_there_and_at_the_s
 
     // Deployed to one host: its incidents are decided by the rule set, on the host (its
     // own control plane, link or no link) and at the server, each naming its sha256.
+    // Canaries judge runbook runs; a rule set's decisions are not counted: refused.
+    let o = admin(&[
+        "deploy",
+        "clinic-rules@1.0.0",
+        "--hosts",
+        "*",
+        "--canary",
+        "50%",
+    ]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("is a rule set"), "{}", stderr(&o));
     let o = admin(&["deploy", "clinic-rules@1.0.0", "--hosts", HOST, "--json"]);
     assert!(o.status.success(), "{}", stderr(&o));
     assert_eq!(
