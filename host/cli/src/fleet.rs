@@ -11,7 +11,7 @@ use clap::{Args, Subcommand};
 use runwarden_bus::{Address, BusError, Dispatch};
 use runwarden_bus::{jetstream, nats_auth};
 use runwarden_control::Controller;
-use runwarden_proto::bus::{HandUp, LogSegment, RunReport};
+use runwarden_proto::bus::{HandUp, Heartbeat, LogSegment, RunReport, RunningComponent};
 use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -532,24 +532,36 @@ pub(crate) async fn serve_events(client: jetstream::Client, controller: Arc<Cont
                         }
                     });
                 }
-                let beat: serde_json::Value =
-                    serde_json::from_slice(&ev.payload).unwrap_or_default();
-                let version = beat["version"]
-                    .as_str()
-                    .filter(|v| v.len() <= 64 && v.chars().all(|c| c.is_ascii_graphic()));
+                let beat = serde_json::from_slice::<Heartbeat>(&ev.payload)
+                    .ok()
+                    .filter(Heartbeat::is_plausible);
+                let Some(beat) = beat else {
+                    errln!(
+                        "warning: a heartbeat of {} that is not one: dropped",
+                        crate::term::clean(&ev.host)
+                    );
+                    ev.ack().await;
+                    continue;
+                };
                 if let Err(e) = controller
-                    .heard_from(&ev.host, version, beat["log_size"].as_u64())
+                    .heard_from(&ev.host, Some(&beat.version), beat.log_size)
                     .await
                 {
                     errln!("warning: noting {}'s heartbeat: {e}", ev.host);
                 }
-                if let (Some(runs), Some(at_ms)) =
-                    (reported_components(&beat), beat["at_ms"].as_i64())
-                    && let Err(e) = controller
-                        .note_host_runs(&ev.tenant, &ev.host, &runs, at_ms)
-                        .await
+                if let Some(list) = &beat.components
+                    && beat.at_ms > 0
                 {
-                    errln!("warning: noting what {} runs: {e}", ev.host);
+                    let runs: BTreeMap<String, (String, String)> = list
+                        .iter()
+                        .map(|c| (c.name.clone(), (c.sha256.clone(), c.version.clone())))
+                        .collect();
+                    if let Err(e) = controller
+                        .note_host_runs(&ev.tenant, &ev.host, &runs, beat.at_ms)
+                        .await
+                    {
+                        errln!("warning: noting what {} runs: {e}", ev.host);
+                    }
                 }
                 ev.ack().await;
             }
@@ -942,17 +954,23 @@ async fn forward(
             let size = executor.log().size().await.ok();
             // What runs here by deployment, so that the control plane notes what this
             // host refused at its start; and when that was read (this host's clock).
-            let components: Vec<serde_json::Value> = executor
-                .deployed_components()
-                .iter()
-                .map(|(name, (sha, version))| {
-                    serde_json::json!({"name": name, "version": version, "sha256": sha})
-                })
-                .collect();
-            let beat = serde_json::json!({
-                "version": env!("CARGO_PKG_VERSION"), "forwarded": from, "log_size": size,
-                "components": components, "at_ms": runwarden_agent::now_ms(),
-            });
+            let beat = Heartbeat {
+                version: env!("CARGO_PKG_VERSION").to_string(),
+                forwarded: from,
+                log_size: size,
+                at_ms: runwarden_agent::now_ms(),
+                components: Some(
+                    executor
+                        .deployed_components()
+                        .into_iter()
+                        .map(|(name, (sha256, version))| RunningComponent {
+                            name,
+                            version,
+                            sha256,
+                        })
+                        .collect(),
+                ),
+            };
             let id = format!("hb-{tenant}-{host}-{}", runwarden_agent::now_ms());
             if jetstream::publish_event(
                 &client,
@@ -960,7 +978,7 @@ async fn forward(
                 &host,
                 "heartbeat",
                 &id,
-                beat.to_string().into_bytes(),
+                serde_json::to_vec(&beat).expect("a heartbeat serializes"),
             )
             .await
             .is_ok()
@@ -970,30 +988,6 @@ async fn forward(
         }
         tokio::time::sleep(FORWARD_EVERY).await;
     }
-}
-
-/// What a heartbeat says its host runs by deployment (name → (sha256, version)); `None`
-/// when it does not say (an older agent) or says it in a form not accepted.
-fn reported_components(beat: &serde_json::Value) -> Option<BTreeMap<String, (String, String)>> {
-    let list = beat["components"].as_array()?;
-    if list.len() > 1024 {
-        return None;
-    }
-    let mut out = BTreeMap::new();
-    for c in list {
-        let (name, sha, version) = (
-            c["name"].as_str()?,
-            c["sha256"].as_str()?,
-            c["version"].as_str()?,
-        );
-        let fits = |t: &str| t.len() <= 64 && t.chars().all(|ch| ch.is_ascii_graphic());
-        let hex = sha.len() == 64 && sha.bytes().all(|b| b.is_ascii_hexdigit());
-        if !(fits(name) && fits(version) && hex) {
-            return None;
-        }
-        out.insert(name.to_string(), (sha.to_string(), version.to_string()));
-    }
-    Some(out)
 }
 
 /// Send what this host's control plane handed up and has not sent yet.

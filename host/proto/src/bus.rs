@@ -280,6 +280,58 @@ pub struct HandUp {
     pub waited_ms: u64,
 }
 
+/// agent → control (subject `event_subject(tenant, host, "heartbeat")`, every 10 s while
+/// the link is up): the agent is alive, how far its log is forwarded, and what runs on
+/// it by deployment. Not signed: only the host's NATS credentials may publish it, and the
+/// control plane believes it only about the host itself.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct Heartbeat {
+    /// The agent's runwarden version.
+    pub version: String,
+    /// Records of its log forwarded so far.
+    #[serde(default)]
+    pub forwarded: u64,
+    /// Records in its log, if it could tell.
+    #[serde(default)]
+    pub log_size: Option<u64>,
+    /// When it was made, ms since the epoch by the host's clock (0: not said — an agent
+    /// older than this field).
+    #[serde(default)]
+    pub at_ms: i64,
+    /// What runs by deployment (`None`: not said — an older agent).
+    #[serde(default)]
+    pub components: Option<Vec<RunningComponent>>,
+}
+
+/// A component a host runs by deployment, as its heartbeat says.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RunningComponent {
+    /// Its name.
+    pub name: String,
+    /// Its version, as released.
+    pub version: String,
+    /// SHA-256 of its bytes.
+    pub sha256: String,
+}
+
+impl Heartbeat {
+    /// Whether what it says is within bounds a control plane takes: a version, names and
+    /// versions of at most 64 printable ASCII characters, sha256s as 64 hex digits, at
+    /// most 1024 components.
+    pub fn is_plausible(&self) -> bool {
+        let fits = |t: &str| t.len() <= 64 && t.chars().all(|c| c.is_ascii_graphic());
+        let hex = |t: &str| t.len() == 64 && t.bytes().all(|b| b.is_ascii_hexdigit());
+        fits(&self.version)
+            && self.components.as_ref().is_none_or(|list| {
+                list.len() <= 1024
+                    && list
+                        .iter()
+                        .all(|c| fits(&c.name) && fits(&c.version) && hex(&c.sha256))
+            })
+    }
+}
+
 /// Consecutive records of a host's log, from index `first`, with the host's signed
 /// checkpoint of its log at `first + envelopes.len()` records: what an agent forwards so
 /// the control plane mirrors its log (subject `event_subject(tenant, host, "log")`). The

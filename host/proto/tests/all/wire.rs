@@ -219,3 +219,47 @@ fn a_job_and_its_report_have_a_fixed_shape_and_refuse_fields_they_do_not_know() 
     assert_eq!(report.runs[0].status, RunStatus::Healed);
     assert_eq!(report.refused, None);
 }
+
+/// A heartbeat of an agent older than `components` still reads (nothing said about what
+/// runs), a current one round-trips, and one out of bounds is not plausible.
+#[test]
+fn heartbeats_old_and_new() {
+    use runwarden_proto::bus::{Heartbeat, RunningComponent};
+    let old: Heartbeat =
+        serde_json::from_str(r#"{"version":"0.1.0","forwarded":3,"log_size":7}"#).unwrap();
+    assert_eq!((old.at_ms, old.components.is_none()), (0, true));
+    assert!(old.is_plausible());
+    let now = Heartbeat {
+        version: "0.1.0".into(),
+        forwarded: 3,
+        log_size: Some(7),
+        at_ms: 1_765_000_000_000,
+        components: Some(vec![RunningComponent {
+            name: "trivial".into(),
+            version: "0.3.0".into(),
+            sha256: "ab".repeat(32),
+        }]),
+    };
+    let text = serde_json::to_string(&now).unwrap();
+    assert_eq!(serde_json::from_str::<Heartbeat>(&text).unwrap(), now);
+    assert!(now.is_plausible());
+    for bad in [
+        Heartbeat {
+            version: "0.1.0\u{1b}[2J".into(),
+            ..now.clone()
+        },
+        Heartbeat {
+            components: Some(vec![RunningComponent {
+                sha256: "not hex".into(),
+                ..now.components.clone().unwrap()[0].clone()
+            }]),
+            ..now.clone()
+        },
+        Heartbeat {
+            components: Some(vec![now.components.clone().unwrap()[0].clone(); 1025]),
+            ..now.clone()
+        },
+    ] {
+        assert!(!bad.is_plausible(), "{bad:?}");
+    }
+}
