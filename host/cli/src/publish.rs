@@ -97,11 +97,7 @@ pub fn sign_rules(
         .load_rules(&bytes)
         .with_context(|| format!("{} is not an L1 rule component", file.display()))?;
     anyhow::ensure!(
-        !name.is_empty()
-            && name.len() <= 64
-            && name
-                .bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-'),
+        runwarden_proto::is_component_name(name),
         "{:?} cannot name a rule set: use lowercase letters, digits and - (at most 64)",
         crate::term::clean(name)
     );

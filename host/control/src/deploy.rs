@@ -111,13 +111,7 @@ impl Controller {
             ));
         }
         // A component's name as its manifest has it (what a host accepts).
-        let named = !req.name.is_empty()
-            && req.name.len() <= 64
-            && req
-                .name
-                .bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
-        if !named {
+        if !runwarden_proto::is_component_name(&req.name) {
             return Err(ControlError::BadRequest(format!(
                 "name {:?}: a component's name is 1 to 64 of a-z, 0-9 and -",
                 ev::escape_control(&req.name)
@@ -616,11 +610,10 @@ impl Controller {
                     ),
                 ),
                 (true, other) => (other, format!("the host runs no deployed {}", r.name)),
-                (false, _) if sha == r.sha256 => (
-                    "deployed",
+                (false, other) => (
+                    if sha == r.sha256 { "deployed" } else { other },
                     format!("the host says it runs {} {version}", r.name),
                 ),
-                (false, other) => (other, format!("the host says it runs {} {version}", r.name)),
             };
             let now_running = match sha.is_empty() {
                 true => None,

@@ -28,3 +28,13 @@ pub use vocab::{
     EscalationState, Guardrail, HandedUpFor, IncidentStatus, Risk, RunStatus, Scope, Severity,
     Tier, UnknownWord, Verdict, VerdictKind,
 };
+
+/// Whether `name` is a deployable component's name (a runbook's as its manifest has it,
+/// or a rule set's as its release names it): 1 to 64 of `a-z`, `0-9` and `-`.
+pub fn is_component_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+}
