@@ -58,6 +58,9 @@ pub enum EvidenceCommand {
         /// months are in it. Carried in the bundle, under its seal.
         #[arg(long, env = "RUNWARDEN_TIME_ZONE", default_value = "UTC")]
         time_zone: String,
+        /// Print what was exported as one JSON object (no progress line).
+        #[arg(long)]
+        json: bool,
     },
     /// Archive the log to S3 under Object Lock (WORM): every record not yet archived, in
     /// sealed segments (records and the signed checkpoint that covers them) locked in
@@ -384,6 +387,15 @@ pub(crate) async fn export_key(
     }
 }
 
+/// The export's progress line: on a terminal, none with --json.
+fn export_progress(json: bool) -> crate::term::Progress {
+    let mut p = crate::term::Progress::new("exporting", 0);
+    if json {
+        p.off();
+    }
+    p
+}
+
 /// `evidence export --tenant T`: T's view of the control log and every log of T's
 /// enrolled hosts, as this database mirrors them, under a statement signed by `key`;
 /// written as it is read, to a temporary file renamed once whole.
@@ -397,6 +409,7 @@ async fn export_tenant(
     key: &ev::SigningKey,
     time_zone: &ev::TimeZone,
     out: &Path,
+    json: bool,
 ) -> anyhow::Result<ExitCode> {
     let database = match &log.evidence_db {
         Some(t) => t.clone(),
@@ -423,7 +436,7 @@ async fn export_tenant(
     let tmp = out.with_extension("partial");
     let file =
         std::fs::File::create(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
-    let progress = crate::term::Progress::new("exporting", 0);
+    let progress = export_progress(json);
     let tell = |done: u64, total: u64| progress.at_of(done, total);
     let written = ev::export_tenant(
         store,
@@ -452,6 +465,26 @@ async fn export_tenant(
     };
     std::fs::rename(&tmp, out).with_context(|| format!("cannot write {}", out.display()))?;
     let records: u64 = statement.logs.iter().map(|l| l.records).sum();
+    if json {
+        let logs: Vec<serde_json::Value> = statement
+            .logs
+            .iter()
+            .map(|l| {
+                serde_json::json!({
+                    "host": l.host, "records": l.records, "tree_size": l.tree_size,
+                    "complete": l.complete,
+                })
+            })
+            .collect();
+        println!(
+            "{}",
+            crate::term::json_line(&serde_json::json!({
+                "bundle": out.display().to_string(), "tenant": tenant, "records": records,
+                "logs": logs,
+            }))
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
     println!(
         "exported {records} record(s) of tenant {} from {} log(s) to {}",
         ev::escape_control(tenant),
@@ -562,17 +595,17 @@ pub fn evidence(cmd: EvidenceCommand, data_dir: &Path, log: &LogArgs) -> anyhow:
                 }
                 Ok(ExitCode::SUCCESS)
             }
-            EvidenceCommand::Export { filter, out, signing_key, time_zone } => {
+            EvidenceCommand::Export { filter, out, signing_key, time_zone, json } => {
                 let time_zone = ev::TimeZone::load(&time_zone).map_err(|e| anyhow::anyhow!("--time-zone: {e}"))?;
                 let key = export_key(data_dir, signing_key.as_deref(), &store).await?;
                 let filter = filter.to_filter()?;
                 if let Some(tenant) = filter.tenant.clone() {
-                    return export_tenant(data_dir, log, &store, &filter, &tenant, &key, &time_zone, &out).await;
+                    return export_tenant(data_dir, log, &store, &filter, &tenant, &key, &time_zone, &out, json).await;
                 }
                 // Written as it is read, to a temporary file renamed once whole.
                 let tmp = out.with_extension("partial");
                 let file = std::fs::File::create(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
-                let progress = crate::term::Progress::new("exporting", 0);
+                let progress = export_progress(json);
                 let tell = |done: u64, total: u64| progress.at_of(done, total);
                 let written = ev::export_stream(&store, &filter, &key, Some(&time_zone), local_public_keys(data_dir), std::io::BufWriter::with_capacity(1 << 20, file), &tell).await;
                 progress.done();
@@ -587,6 +620,17 @@ pub fn evidence(cmd: EvidenceCommand, data_dir: &Path, log: &LogArgs) -> anyhow:
                     }
                 };
                 std::fs::rename(&tmp, &out).with_context(|| format!("cannot write {}", out.display()))?;
+                if json {
+                    println!(
+                        "{}",
+                        crate::term::json_line(&serde_json::json!({
+                            "bundle": out.display().to_string(), "origin": manifest.origin,
+                            "records": manifest.record_count, "tree_size": manifest.tree_size,
+                            "complete": manifest.complete, "filter": manifest.filter,
+                        }))
+                    );
+                    return Ok(ExitCode::SUCCESS);
+                }
                 println!(
                     "exported {} record(s) of {} to {} (checkpoint size {}, {})",
                     manifest.record_count,

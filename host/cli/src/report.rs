@@ -85,9 +85,12 @@ pub fn run(
             .month_incidents(&tenant, from_ms, to_ms, |i| month_data.incident(i))
             .await?;
         // Runs that healed an incident of the month may end after it: a week's grace.
-        let runs = control
-            .month_runs(&tenant, from_ms, to_ms + 7 * 86_400_000)
-            .await?;
+        // Until the grace is over the figures are provisional, taken as of now; after it
+        // they are final, taken as of its end, and the same log gives the same report
+        // (the same PDF, byte for byte) whenever it is made.
+        let closed_at = to_ms + GRACE_MS;
+        let as_of = now_ms().min(closed_at);
+        let runs = control.month_runs(&tenant, from_ms, closed_at).await?;
         let escalations = control.month_escalations(&tenant, from_ms, to_ms).await?;
         let promoted = store
             .list(&ev::Filter {
@@ -98,11 +101,11 @@ pub fn run(
                 ..Default::default()
             })
             .await?;
-        let now = now_ms();
-        let mut figures = month_data.finish(&runs, &escalations, now);
+        let mut figures = month_data.finish(&runs, &escalations, as_of);
         figures.tenant = tenant.clone();
         figures.time_zone = time_zone.clone();
-        figures.generated_at = zone.local(now);
+        figures.as_of = zone.local(as_of);
+        figures.provisional = as_of < closed_at;
         figures.promoted_rules = promoted
             .iter()
             .map(|r| report::Promotion {
@@ -144,6 +147,10 @@ pub fn run(
     );
     Ok(ExitCode::SUCCESS)
 }
+
+/// How long after a month its runs are still counted (a run that healed one of its
+/// incidents may end after it); the month's figures are final after that.
+const GRACE_MS: i64 = 7 * 86_400_000;
 
 fn now_ms() -> i64 {
     std::time::SystemTime::now()
@@ -250,7 +257,8 @@ impl<'z> Month<'z> {
         self.incidents.insert(i.id, i.received_at_ms);
     }
 
-    fn finish(self, runs: &[MonthRun], escalations: &[MonthEscalation], now_ms: i64) -> Figures {
+    /// The figures as they stood at `as_of`: a decision made later is not yet made.
+    fn finish(self, runs: &[MonthRun], escalations: &[MonthEscalation], as_of: i64) -> Figures {
         let Month {
             month,
             days,
@@ -305,9 +313,10 @@ impl<'z> Month<'z> {
         let (mut in_sla, mut breached, mut open) = (0, 0, 0);
         let mut approvers: BTreeMap<String, u64> = BTreeMap::new();
         for e in escalations {
-            let late = match e.decided_at_ms {
+            let decided_at = e.decided_at_ms.filter(|at| *at <= as_of);
+            let late = match decided_at {
                 Some(at) => at > e.sla_deadline_ms,
-                None => now_ms > e.sla_deadline_ms,
+                None => as_of > e.sla_deadline_ms,
             };
             let h = hosts
                 .entry(e.host.clone())
@@ -318,15 +327,15 @@ impl<'z> Month<'z> {
             if late {
                 breached += 1;
                 h.breached += 1;
-            } else if e.decided_at_ms.is_some() {
+            } else if decided_at.is_some() {
                 in_sla += 1;
             } else {
                 open += 1;
             }
-            if e.decided_at_ms.is_none() {
+            if decided_at.is_none() {
                 h.open_escalations += 1;
             }
-            if e.state == "approved" && !e.decided_by.is_empty() {
+            if decided_at.is_some() && e.state == "approved" && !e.decided_by.is_empty() {
                 *approvers.entry(e.decided_by.clone()).or_default() += 1;
             }
         }
@@ -451,6 +460,8 @@ mod tests {
             escalation("denied", "ben", Some(100), 200),
             escalation("open", "", None, now - 1),
             escalation("open", "", None, now + 1),
+            // Decided after the figures were taken: still open then, and not yet due.
+            escalation("approved", "carl", Some(now + 5), now + 10),
         ];
         let f = m.finish(&runs, &escalations, now);
         assert_eq!((f.incidents, f.healed, f.healed_automatically), (5, 3, 2));
@@ -467,7 +478,7 @@ mod tests {
                 f.escalations_breached,
                 f.escalations_open
             ),
-            (5, 2, 2, 1)
+            (6, 2, 2, 2)
         );
         assert_eq!(f.approvals.len(), 1);
         assert_eq!(
@@ -498,7 +509,7 @@ mod tests {
                 f.hosts_attention[0].open_escalations,
                 f.hosts_attention[0].breached
             ),
-            (2, 2)
+            (3, 2)
         );
         assert_eq!(f.hosts_attention[1].failed, 1);
     }

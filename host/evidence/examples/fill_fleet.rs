@@ -18,19 +18,13 @@
 //! then each host's log), without the enrollment tables a real server would read the
 //! hosts from.
 
-#[path = "shapes/mod.rs"]
-mod shapes;
-
 use runwarden_evidence::{
     Checkpoint, CompactTree, Filter, LogRole, LogSource, Segment, SigningKey, Store, TenantLog,
     leaf_hash,
 };
+use runwarden_testkit::evidence::{self as shapes, TENANT, YEAR_MS, YEAR_START_MS};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
-
-const TENANT: &str = "clinic-bench";
-const YEAR_START_MS: u64 = 1_764_547_200_000;
-const YEAR_MS: u64 = 365 * 24 * 3600 * 1000;
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();

@@ -83,7 +83,9 @@ pub struct Manifest {
     pub time_zone: Option<TimeZone>,
     /// Format 4 only: the report's layout. 2: the records it lists link to where they are
     /// in the bundle, and the summaries to them. 3: also how many escalations a person
-    /// decided within their SLA, and how many late. Absent: as every bundle made before it.
+    /// decided within their SLA, and how many late. 4: also, per month, host and runbook,
+    /// the runs denied a call and the runs a person approved; the export's time in the
+    /// bundle's time zone. Absent: as every bundle made before it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub report: Option<u32>,
 }
@@ -596,7 +598,7 @@ fn cap(m: &Manifest, kind: Kind, name: &str) -> Result<u64, BundleError> {
 }
 
 /// What a tar entry type is, for a message refusing it.
-fn type_name(t: tar::EntryType) -> String {
+pub(crate) fn type_name(t: tar::EntryType) -> String {
     use tar::EntryType as T;
     match t {
         T::Link => "a hard link".into(),

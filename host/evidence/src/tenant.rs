@@ -453,10 +453,12 @@ type LogResults = Vec<Option<Result<Verified, BundleError>>>;
 /// A member's name and size, if it is a regular file.
 fn regular<R: Read>(entry: &tar::Entry<'_, R>) -> Result<(String, u64), BundleError> {
     let name = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
-    if entry.header().entry_type() != tar::EntryType::Regular {
+    let etype = entry.header().entry_type();
+    if etype != tar::EntryType::Regular {
         return Err(bad(format!(
-            "bundle member {} refused: a tenant bundle holds only regular files",
-            shown(&name)
+            "bundle member {} refused: it is {}; a tenant bundle holds only regular files; re-export the bundle",
+            shown(&name),
+            crate::bundle::type_name(etype)
         )));
     }
     let size = entry
@@ -506,7 +508,18 @@ fn logs_of_format_2<R: Read>(
             Some((name, data)) => (name, data.len() as u64, Some(data)),
             None => {
                 let Some(e) = entries.next() else { break };
-                let e = e.map_err(|e| bad(format!("corrupt or truncated bundle: {e}")))?;
+                let e = e.map_err(|e| {
+                    // A log refused on a header that claims more than the file holds ends
+                    // the stream while it is passed over: the refusal is the reason.
+                    let failed = skipping.and_then(|at| results[at].as_ref()?.as_ref().err());
+                    match (skipping, failed) {
+                        (Some(at), Some(why)) => bad(format!(
+                            "corrupt or truncated bundle ({e}) after its log {} failed: {why}",
+                            shown(&st.logs[at].member)
+                        )),
+                        _ => bad(format!("corrupt or truncated bundle: {e}")),
+                    }
+                })?;
                 let (name, size) = regular(&e)?;
                 entry = Some(e);
                 (name, size, None)

@@ -299,16 +299,21 @@ const NOTHING: &str = "—";
 pub(crate) fn build(f: &Figures) -> Report {
     let month = month_title(&f.month);
     let meta = format!(
-        "All times are in {}. Report made {}.",
+        "All times are in {}. Figures as of {}{}.",
         if f.time_zone.is_empty() {
             "UTC"
         } else {
             &f.time_zone
         },
-        if f.generated_at.is_empty() {
+        if f.as_of.is_empty() {
             NOTHING
         } else {
-            &f.generated_at
+            &f.as_of
+        },
+        if f.provisional {
+            " (provisional: runs are counted until a week after the month)"
+        } else {
+            ""
         }
     );
     Report {
@@ -874,7 +879,9 @@ fn provenance(f: &Figures) -> Section {
         Block::Para(
             "Every action runwarden takes is signed and added to a tamper-evident log (a Merkle \
              tree): nothing in it can be changed or removed without it showing. These figures \
-             count the log's records up to this signed checkpoint:"
+             are counted from runwarden's own account of the month's incidents, runs and \
+             escalations, each of which it also signed into that log, which held this many \
+             records at this signed checkpoint:"
                 .to_owned(),
         ),
         Block::Facts(vec![
@@ -900,8 +907,9 @@ fn provenance(f: &Figures) -> Section {
             .to_owned(),
     ));
     blocks.push(Block::Para(
-        "It checks every signature, and proves that the log still holds, unchanged, every \
-         record these figures were made from."
+        "It checks every signature and proves that the log still holds, unchanged, every \
+         record up to the checkpoint; the bundle's own report counts the runs, their \
+         outcomes and the escalations decided in time from those signed records alone."
             .to_owned(),
     ));
     section("evidence", "Where these figures come from", blocks)

@@ -13,8 +13,13 @@ pub struct Figures {
     /// IANA name of the clinic's time zone (`Europe/Berlin`), or `UTC`: every time shown
     /// and the month's bounds are in it.
     pub time_zone: String,
-    /// When the report was made, local time (`2026-12-01 08:00 CET`).
-    pub generated_at: String,
+    /// The instant the figures were taken at, local time (`2026-12-08 00:00 CET`): the
+    /// end of the week after the month once that is over, else when the report was made.
+    pub as_of: String,
+    /// Whether the month's runs may still change the figures (made before `as_of` was
+    /// the end of the week after the month).
+    #[serde(default)]
+    pub provisional: bool,
     /// Incidents received in the month.
     pub incidents: u64,
     /// Incidents by the tier that concluded them (`L1`, `L2`, `L3`) and by outcome.

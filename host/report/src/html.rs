@@ -358,7 +358,8 @@ mod tests {
             tenant: s(),
             month: s(),
             time_zone: s(),
-            generated_at: s(),
+            as_of: s(),
+            provisional: true,
             incidents: 10,
             by_tier: vec![TierRow {
                 tier: s(),
@@ -443,7 +444,8 @@ mod tests {
             tenant: "Lindenhof Dental".into(),
             month: "2026-11".into(),
             time_zone: "Europe/Berlin".into(),
-            generated_at: "2026-12-01 08:00 CET".into(),
+            as_of: "2026-12-08 00:00 CET".into(),
+            provisional: false,
             incidents: 12_004,
             by_tier: vec![
                 TierRow {

@@ -25,9 +25,21 @@ fn export(fleet: &OperatorFleet, tenant: &str, out: &Path) {
             tenant,
             "-o",
             out.to_str().unwrap(),
+            "--json",
         ],
     );
     assert!(o.status.success(), "{}", stderr(&o));
+    // --json: one object naming each log, and no progress line.
+    let v: Value = serde_json::from_slice(&o.stdout).expect("one JSON object");
+    assert_eq!(v["tenant"], tenant, "{v}");
+    let logs = v["logs"].as_array().unwrap();
+    assert!(
+        logs[0]["host"].is_null(),
+        "the control plane's view first: {v}"
+    );
+    let sum: u64 = logs.iter().map(|l| l["records"].as_u64().unwrap()).sum();
+    assert_eq!(v["records"].as_u64(), Some(sum), "{v}");
+    assert!(o.stderr.is_empty(), "{}", stderr(&o));
 }
 
 fn verify(bundle: &Path, key: &Path) -> Output {

@@ -12,6 +12,7 @@ mod publish;
 mod report;
 mod rollout;
 mod rulesets;
+mod scale;
 use runwarden_testkit as pg;
 mod tamper;
 mod tour;

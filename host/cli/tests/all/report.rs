@@ -6,6 +6,13 @@ use super::{runwarden, stderr};
 use serde_json::Value;
 use std::process::Command;
 
+/// `YYYY-MM` moved by `by` months.
+fn month_shift(month: &str, by: i32) -> String {
+    let (y, m) = month.split_once('-').unwrap();
+    let n = y.parse::<i32>().unwrap() * 12 + m.parse::<i32>().unwrap() - 1 + by;
+    format!("{:04}-{:02}", n.div_euclid(12), n.rem_euclid(12) + 1)
+}
+
 fn this_month() -> String {
     let ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -57,26 +64,32 @@ fn the_monthly_report_counts_what_up_did_and_signs_its_figures() {
     assert!(o.status.success(), "{}", stderr(&o));
     drop(up);
 
+    // `report monthly` of `month` into DIR/`dir`: its figures and its PDF.
+    let monthly = |dir: &str, month: &str| {
+        let out = d.path().join(dir);
+        let o = runwarden(
+            &data,
+            &[
+                "report",
+                "monthly",
+                "--tenant",
+                "local",
+                "--month",
+                month,
+                "--out",
+                out.to_str().unwrap(),
+                "--time-zone",
+                "UTC",
+            ],
+        );
+        assert!(o.status.success(), "{}", stderr(&o));
+        let figures: Value =
+            serde_json::from_slice(&std::fs::read(out.join("figures.json")).unwrap()).unwrap();
+        (figures, std::fs::read(out.join("report.pdf")).unwrap())
+    };
     let out = d.path().join("report");
     let month = this_month();
-    let o = runwarden(
-        &data,
-        &[
-            "report",
-            "monthly",
-            "--tenant",
-            "local",
-            "--month",
-            &month,
-            "--out",
-            out.to_str().unwrap(),
-            "--time-zone",
-            "UTC",
-        ],
-    );
-    assert!(o.status.success(), "{}", stderr(&o));
-    let figures: Value =
-        serde_json::from_slice(&std::fs::read(out.join("figures.json")).unwrap()).unwrap();
+    let (figures, _) = monthly("report", &month);
     assert_eq!(figures["tenant"], "local");
     assert_eq!(figures["month"], month.as_str());
     assert_eq!(figures["incidents"], 2);
@@ -125,15 +138,39 @@ fn the_monthly_report_counts_what_up_did_and_signs_its_figures() {
         .expect("pdftotext (Debian poppler-utils, installed by scripts/setup) runs");
     let text = String::from_utf8_lossy(&text.stdout);
     assert!(text.contains("local") && text.contains(&month), "{text}");
+    // The month is not over: its figures say they may still change.
+    assert_eq!(figures["provisional"], true, "{figures}");
+    assert!(text.contains("(provisional:"), "{text}");
+
+    // A month whose runs are all in is final: taken as of the end of the week after it,
+    // not when the report is made, so the same log gives the same PDF byte for byte.
+    let (old, after) = (month_shift(&month, -2), month_shift(&month, -1));
+    let (first, pdf_a) = monthly("closed-a", &old);
+    let (second, pdf_b) = monthly("closed-b", &old);
+    assert_eq!(first["as_of"], format!("{after}-08 00:00 UTC"), "{first}");
+    assert_eq!(first["provisional"], false, "{first}");
+    assert_eq!(first, second);
+    assert!(pdf_a == pdf_b, "two reports of a closed month differ");
 
     // The auditor's bundle of the same log counts the escalation as handed to a person,
     // and verifies.
     let bundle = d.path().join("bundle.tar");
     let o = runwarden(
         &data,
-        &["evidence", "export", "-o", bundle.to_str().unwrap()],
+        &[
+            "evidence",
+            "export",
+            "-o",
+            bundle.to_str().unwrap(),
+            "--json",
+        ],
     );
     assert!(o.status.success(), "{}", stderr(&o));
+    // --json: one object on stdout, nothing else anywhere.
+    let exported: Value = serde_json::from_slice(&o.stdout).expect("one JSON object");
+    assert_eq!(exported["complete"], true, "{exported}");
+    assert_eq!(exported["records"], exported["tree_size"], "{exported}");
+    assert!(o.stderr.is_empty(), "{}", stderr(&o));
     let key_file = data.join("signing-keys/clinic-demo-01.pub");
     let o = runwarden(
         &data,

@@ -568,3 +568,134 @@ fn a_run_cut_off_by_kill_9_is_recorded_interrupted_at_restart_and_not_run_again(
     assert_eq!(runs[0]["status"], "interrupted", "{records:?}");
     drop(up);
 }
+
+/// No ESC and no bidi override reaches the terminal raw.
+#[track_caller]
+fn assert_no_raw_controls(o: &Output, args: &[&str]) {
+    for (what, bytes) in [("stdout", &o.stdout), ("stderr", &o.stderr)] {
+        let text = String::from_utf8_lossy(bytes);
+        assert!(
+            !text.contains('\x1b') && !text.contains('\u{202e}'),
+            "{args:?}: raw controls on {what}: {text:?}"
+        );
+    }
+}
+
+/// An incident's free text, a guest's summary that quotes the incident's label, and a
+/// person's note on its escalation all hold an escape sequence, a bidi override and a
+/// newline: `incident` and `escalation` show each escaped, on one line; names that
+/// cannot hold them are refused before the network.
+#[test]
+fn what_an_incident_a_guest_or_a_note_says_is_escaped_on_the_terminal() {
+    let d = tempfile::tempdir().unwrap();
+    let data = d.path().join("data");
+    // A granted directory whose name switches the terminal to line drawing and reverses
+    // the text after it (no glob characters: a dir param may not hold those).
+    let work = d.path().join("w\x1b(0\u{202e}\nX");
+    let shown = "w\\x1b(0\\u{202e}\\x0aX/tmp";
+    std::fs::create_dir_all(work.join("tmp")).unwrap();
+    std::fs::write(work.join("tmp/stale.part"), "x").unwrap();
+    std::fs::File::options()
+        .write(true)
+        .open(work.join("tmp/stale.part"))
+        .unwrap()
+        .set_modified(std::time::UNIX_EPOCH + Duration::from_secs(86_400))
+        .unwrap();
+    let policy = d.path().join("policy.toml");
+    std::fs::write(
+        &policy,
+        format!(
+            "host_id = \"clinic-demo-01\"\n[grants]\nwrite_dirs = [{}]\n",
+            serde_json::to_string(work.to_str().unwrap()).unwrap()
+        ),
+    )
+    .unwrap();
+    let message = "disk full\x1b[31m\u{202e}\nforged line";
+    let incident = d.path().join("incident.json");
+    std::fs::write(
+        &incident,
+        serde_json::json!({
+            "host": "clinic-demo-01", "type": "disk-full", "severity": "high",
+            "message": message, "labels": {"dir": work.join("tmp")},
+        })
+        .to_string(),
+    )
+    .unwrap();
+    let up = start(&data, &policy);
+    let run = |args: &[&str]| {
+        let o = cli(&data, &up, args);
+        assert_no_raw_controls(&o, args);
+        o
+    };
+    let inc = incident.to_str().unwrap();
+
+    // clear-tmp ran in the directory the label names; its summary quotes it, on one line.
+    let ran = |o: &Output| {
+        let text = String::from_utf8_lossy(&o.stdout).into_owned();
+        let line = format!("/{shown} (evidence record 0)");
+        assert!(
+            text.lines().any(|l| {
+                l.starts_with("  ran clear-tmp: healed — removed 1 file(s)") && l.ends_with(&line)
+            }),
+            "{text}"
+        );
+        text
+    };
+    let o = run(&["incident", "submit", inc]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let text = ran(&o);
+    let id = text
+        .strip_prefix("incident ")
+        .and_then(|t| t.split(':').next())
+        .unwrap_or_else(|| panic!("no incident id in {text}"))
+        .to_string();
+    ran(&run(&["incident", "show", &id]));
+    // As JSON: escaped inside its strings, and what was submitted reads back whole.
+    let o = run(&["incident", "show", &id, "--json"]);
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["incident"]["message"], message);
+    let o = run(&["incident", "list"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    run(&["incident", "list", "--json"]);
+
+    // The repeat escalates; a person declines it with a note of the same kind.
+    let o = run(&["incident", "submit", inc]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let text = String::from_utf8_lossy(&o.stdout).into_owned();
+    let esc = text
+        .split("escalation ")
+        .nth(1)
+        .and_then(|r| r.split(':').next())
+        .unwrap_or_else(|| panic!("no escalation in {text}"))
+        .to_string();
+    let note = "known\x1b[31m\u{202e}\nforged line";
+    for args in [
+        &["escalation", "deny", &esc, "--note", note][..],
+        &["escalation", "show", &esc],
+    ] {
+        let o = run(args);
+        assert!(o.status.success(), "{args:?}: {}", stderr(&o));
+        let text = String::from_utf8_lossy(&o.stdout);
+        assert!(
+            text.lines()
+                .any(|l| l.ends_with(": known\\x1b[31m\\u{202e}\\x0aforged line")),
+            "{args:?}: {text}"
+        );
+    }
+    run(&["escalation", "list"]);
+
+    // Names are refused outright, quoted escaped, before anything is sent.
+    std::fs::write(
+        &incident,
+        serde_json::json!({"host": "clinic\x1b[31m\u{202e}", "type": "disk-full", "severity": "high"})
+            .to_string(),
+    )
+    .unwrap();
+    let o = run(&["incident", "submit", inc]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).contains("invalid incident: host: \"clinic\\u{1b}[31m\\u{202e}\" may hold only"),
+        "{}",
+        stderr(&o)
+    );
+}

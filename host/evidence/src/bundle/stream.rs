@@ -50,7 +50,7 @@ const MAX_REPORT: u64 = 16 << 20;
 const SEAL_BASE: u64 = 16 << 10;
 const SEAL_PER_MEMBER: u64 = 512;
 /// The report's layout this code writes (see [`Manifest::report`]).
-const REPORT_LAYOUT: u32 = 3;
+const REPORT_LAYOUT: u32 = 4;
 /// How many records needing attention the report lists (the latest).
 const ATTENTION: usize = 1000;
 /// Distinct hosts, runbooks, months or approvers the report tallies by name; the rest are
@@ -537,16 +537,25 @@ const CLASSES: [&str; 8] = [
     "to a person",
 ];
 
-/// Runs by outcome class ([`CLASSES`]); and people's decisions on escalations, by
-/// their SLA: kept, missed (layout 3).
+/// Runs by outcome class ([`CLASSES`]); people's decisions on escalations, by their
+/// SLA: kept, missed (layout 3); runs denied a call and runs a person approved (layout
+/// 4, [`NOTED`]).
 #[derive(Default, Clone)]
-struct Counts([u64; 8], [u64; 2]);
+struct Counts([u64; 8], [u64; 2], [u64; 2]);
+
+/// The columns of [`Counts`]' third part.
+const NOTED: [&str; 2] = ["denied a call", "approved by a person"];
 
 impl Counts {
     fn add(&mut self, class: &str) {
         if let Some(i) = CLASSES.iter().position(|c| *c == class) {
             self.0[i] += 1;
         }
+    }
+
+    fn noted(&mut self, f: &Facts) {
+        self.2[0] += u64::from(f.denied_calls > 0);
+        self.2[1] += u64::from(f.approver.is_some());
     }
 
     fn decided(&mut self, in_sla: Option<bool>) {
@@ -571,7 +580,7 @@ struct ByName {
 }
 
 impl ByName {
-    fn add(&mut self, name: &str, class: &str, in_sla: Option<bool>) {
+    fn add(&mut self, name: &str, class: &str, in_sla: Option<bool>, f: &Facts) {
         let c = if let Some(c) = self.names.get_mut(name) {
             c
         } else if self.names.len() < MAX_NAMES {
@@ -582,6 +591,7 @@ impl ByName {
         };
         c.add(class);
         c.decided(in_sla);
+        c.noted(f);
     }
 }
 
@@ -608,6 +618,9 @@ struct Tally {
     links: bool,
     /// Whether it counts people's decisions on escalations by their SLA (layout 3 on).
     sla: bool,
+    /// Whether it counts runs denied a call and runs a person approved per row, and shows
+    /// the export's time in the zone (layout 4 on).
+    noted: bool,
 }
 
 impl Tally {
@@ -629,6 +642,7 @@ impl Tally {
                 }
             },
             sla: manifest.report.is_some_and(|l| l >= 3),
+            noted: manifest.report.is_some_and(|l| l >= 4),
             ..Tally::default()
         })
     }
@@ -653,6 +667,7 @@ impl Tally {
         let in_sla = f.in_sla.filter(|_| self.sla && f.tier == "L3");
         self.all.add(class);
         self.all.decided(in_sla);
+        self.all.noted(f);
         let local = self.zone.as_ref().and_then(|z| {
             runwarden_report::tz::parse_utc_ms(&f.started_at).map(|ms| z.local_date(ms))
         });
@@ -660,9 +675,9 @@ impl Tally {
             Some(date) => date.get(..7),
             None => f.started_at.get(..7),
         };
-        self.months.add(month.unwrap_or("?"), class, in_sla);
-        self.hosts.add(&f.host, class, in_sla);
-        self.runbooks.add(&f.runbook, class, in_sla);
+        self.months.add(month.unwrap_or("?"), class, in_sla, f);
+        self.hosts.add(&f.host, class, in_sla, f);
+        self.runbooks.add(&f.runbook, class, in_sla, f);
         let tier = if self.tiers.contains_key(&f.tier) || self.tiers.len() < 16 {
             f.tier.clone()
         } else {
@@ -670,7 +685,7 @@ impl Tally {
         };
         *self.tiers.entry(tier).or_default() += 1;
         if let Some(a) = &f.approver {
-            self.approvers.add(a, class, in_sla);
+            self.approvers.add(a, class, in_sla, f);
         }
         self.denied_calls += f.denied_calls;
         if self.first.is_none() {
@@ -694,10 +709,12 @@ impl Tally {
             CLASSES.len() - 1
         };
         let sla_columns = if self.sla { 2 } else { 0 };
+        let noted_columns = if self.noted { NOTED.len() } else { 0 };
         let head = |n: &str| {
             let cols: String = CLASSES[..columns]
                 .iter()
                 .chain(&["decided in SLA", "decided late"][..sla_columns])
+                .chain(&NOTED[..noted_columns])
                 .map(|c| format!("<th>{c}</th>"))
                 .collect();
             format!("<tr><th>{n}</th><th>runs</th>{cols}</tr>\n")
@@ -706,6 +723,7 @@ impl Tally {
             let cells: String = c.0[..columns]
                 .iter()
                 .chain(&c.1[..sla_columns])
+                .chain(&c.2[..noted_columns])
                 .map(|n| format!("<td>{n}</td>"))
                 .collect();
             format!(
@@ -762,7 +780,11 @@ Check it with <code>runwarden evidence verify BUNDLE --key KEY.pub</code>; this 
             first = esc(&self.first.as_deref().map_or_else(|| "—".to_string(), |t| self.when(t))),
             last = esc(&self.last.as_deref().map_or_else(|| "—".to_string(), |t| self.when(t))),
             zone = esc(&zone),
-            created = esc(&manifest.created_at),
+            created = esc(&if self.noted {
+                self.when(&manifest.created_at)
+            } else {
+                manifest.created_at.clone()
+            }),
             kind = if let Some(seg) = manifest.segment.as_ref().filter(|s| s.from > 0) {
                 format!(
                     "This is a segment of the log, its records {} to {}: verification proves they are every record of that range and follow the log's earlier records, which are in the segments before it.",
@@ -908,6 +930,14 @@ Check it with <code>runwarden evidence verify BUNDLE --key KEY.pub</code>; this 
             );
             out.push_str(
                 "<dt>decided in SLA, late</dt><dd>a person approved, denied or resolved an escalation by the deadline its incident's severity set (the SLA), or after it; counted where the decision is recorded (an approved run, in the log of the host it ran on)</dd>",
+            );
+        }
+        if self.noted {
+            out.push_str(
+                "<dt>denied a call</dt><dd>runs in which the host's policy refused at least one call the runbook made (the run may still have healed)</dd>",
+            );
+            out.push_str(
+                "<dt>approved by a person</dt><dd>runs that ran because a person approved them; who approved is under Approvals</dd>",
             );
         }
         out.push_str("</dl>\n<h2>Signing keys</h2><ul>");
@@ -1576,6 +1606,16 @@ pub(crate) fn verify_stream<R: Read>(
         let mut raw = entry.path_bytes().into_owned();
         if let Some(w) = &mut within {
             let Some(inner) = raw.strip_prefix(w.prefix.as_bytes()) else {
+                let etype = entry.header().entry_type();
+                if etype != tar::EntryType::Regular && !etype.is_dir() {
+                    return Err(refused(
+                        &raw,
+                        format!(
+                            "it is {}; a bundle holds only regular files",
+                            type_name(etype)
+                        ),
+                    ));
+                }
                 let size = entry.header().entry_size().unwrap_or(u64::MAX);
                 if entry.header().entry_type() == tar::EntryType::Regular && size <= w.spill_max {
                     let data = read_entry(&mut entry, &raw, size)?;

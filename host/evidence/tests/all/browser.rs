@@ -4,7 +4,8 @@
 //! `target/screenshots/` for a person to look at. How fast it opens at 1.8M records is a
 //! benchmark (`scripts/bench-report-browser`, BENCHMARKS.md), not a test.
 
-use super::bundle::{members, record_for};
+use super::bundle::record_for;
+use super::craft::members;
 use runwarden_evidence::{
     BundleRecord, BundleWriter, Checkpoint, Manifest, MerkleTree, SigningKey, TimeZone, leaf_hash,
     rfc3339_ms, verify_bundle,

@@ -3,60 +3,15 @@
 //! unsigned report must be the report of the verified records; and what the bundle says is
 //! escaped before anyone prints it.
 
+use super::craft::{
+    Members, NOT_REGULAR, allocated_by, assert_refused, get, members, raw_member, refused,
+    sparse_member, spliced, tar_of,
+};
 use runwarden_evidence::{
     BundleContents, BundleRecord, Checkpoint, Invocation, Manifest, MerkleTree, Provenance,
     SigningKey, Statement, VerifyingKey, leaf_hash, rfc3339_ms, verify_bundle,
 };
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
-use std::io::Read;
 use tar::EntryType;
-
-/// Counts the bytes each thread allocates, so a test can show that refusing a bundle did
-/// not allocate what its headers claim.
-struct Counting;
-
-thread_local! {
-    static ALLOCATED: Cell<u64> = const { Cell::new(0) };
-}
-
-fn count(bytes: usize) {
-    let _ = ALLOCATED.try_with(|a| a.set(a.get().saturating_add(bytes as u64)));
-}
-
-// SAFETY: every call is passed on to the system allocator unchanged; only a thread-local
-// counter (const-initialised, so it never allocates) is updated besides.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        count(layout.size());
-        // SAFETY: the caller's obligations are the same as System's.
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        count(layout.size());
-        // SAFETY: as above.
-        unsafe { System.alloc_zeroed(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: as above.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        count(new_size);
-        // SAFETY: as above.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
-
-#[global_allocator]
-static ALLOCATOR: Counting = Counting;
-
-/// Bytes this thread allocates while `f` runs.
-fn allocated_by<T>(f: impl FnOnce() -> T) -> (T, u64) {
-    let before = ALLOCATED.with(Cell::get);
-    let out = f();
-    (out, ALLOCATED.with(Cell::get) - before)
-}
 
 /// A signed record of a run whose outcome summary is `summary`.
 pub(super) fn record(i: u64, key: &SigningKey, summary: &str) -> String {
@@ -149,26 +104,6 @@ fn bundle(n: u64) -> (Vec<u8>, VerifyingKey) {
     bundle_with(n, "could not restart nginx.service")
 }
 
-pub(super) type Members = Vec<(String, Vec<u8>)>;
-
-pub(super) fn members(bytes: &[u8]) -> Members {
-    let mut a = tar::Archive::new(bytes);
-    a.entries()
-        .unwrap()
-        .map(|e| {
-            let mut e = e.unwrap();
-            let name = e.path().unwrap().display().to_string();
-            let mut data = Vec::new();
-            e.read_to_end(&mut data).unwrap();
-            (name, data)
-        })
-        .collect()
-}
-
-pub(super) fn get<'a>(m: &'a mut Members, name: &str) -> &'a mut Vec<u8> {
-    &mut m.iter_mut().find(|(n, _)| n == name).unwrap().1
-}
-
 /// Rewrite the manifest's declared sizes to the members' actual ones, as a forger would.
 fn declare_actual_sizes(m: &mut Members) {
     let sizes: serde_json::Map<String, serde_json::Value> = m
@@ -180,49 +115,6 @@ fn declare_actual_sizes(m: &mut Members) {
     let mut v: serde_json::Value = serde_json::from_slice(manifest).unwrap();
     v["members"] = sizes.into();
     *manifest = serde_json::to_vec_pretty(&v).unwrap();
-}
-
-/// One raw tar header and its data: any name, any type, any size claimed, no checks.
-pub(super) fn raw_member(out: &mut Vec<u8>, name: &[u8], ty: EntryType, claimed: u64, data: &[u8]) {
-    let mut h = tar::Header::new_gnu();
-    h.as_old_mut().name[..name.len()].copy_from_slice(name);
-    h.set_mode(0o644);
-    h.set_entry_type(ty);
-    h.set_size(claimed);
-    h.set_cksum();
-    out.extend_from_slice(h.as_bytes());
-    out.extend_from_slice(data);
-    out.resize(out.len().next_multiple_of(512), 0);
-}
-
-pub(super) fn tar_of(m: &Members) -> Vec<u8> {
-    let mut out = Vec::new();
-    for (name, data) in m {
-        raw_member(
-            &mut out,
-            name.as_bytes(),
-            EntryType::Regular,
-            data.len() as u64,
-            data,
-        );
-    }
-    out.extend_from_slice(&[0; 1024]);
-    out
-}
-
-/// The message verification fails with.
-#[track_caller]
-pub(super) fn refused(bytes: &[u8], key: &VerifyingKey) -> String {
-    match verify_bundle(bytes, std::slice::from_ref(key), None) {
-        Ok(v) => panic!("verified, but must be refused: {v}"),
-        Err(e) => e.to_string(),
-    }
-}
-
-#[track_caller]
-pub(super) fn assert_refused(bytes: &[u8], key: &VerifyingKey, expect: &str) {
-    let msg = refused(bytes, key);
-    assert!(msg.contains(expect), "expected {expect:?} in {msg:?}");
 }
 
 #[test]
@@ -304,18 +196,7 @@ fn a_sparse_member_claiming_4_gib_is_refused_before_anything_is_read() {
         &m[0].1,
     );
     // A GNU sparse member: 512 bytes stored, a map that expands it to 4 GiB of zeros.
-    let mut h = tar::Header::new_gnu();
-    h.as_old_mut().name[..13].copy_from_slice(b"records.jsonl");
-    h.set_mode(0o644);
-    h.set_entry_type(EntryType::GNUSparse);
-    h.set_size(512);
-    let gnu = h.as_gnu_mut().unwrap();
-    gnu.set_real_size(4 << 30);
-    gnu.sparse[0].set_offset((4 << 30) - 512);
-    gnu.sparse[0].set_length(512);
-    h.set_cksum();
-    out.extend_from_slice(h.as_bytes());
-    out.extend_from_slice(&[b'x'; 512]);
+    sparse_member(&mut out, b"records.jsonl", 4 << 30);
     out.extend_from_slice(&[0; 1024]);
     assert!(out.len() < 10_000, "a small file: {}", out.len());
     let (_, counted) = allocated_by(|| std::hint::black_box(vec![0u8; 4 << 20]));
@@ -433,37 +314,8 @@ fn a_member_a_bundle_does_not_have_is_refused() {
 fn links_devices_fifos_and_tar_extensions_are_refused() {
     let (bytes, key) = bundle(2);
     let m = members(&bytes);
-    for (ty, what) in [
-        (EntryType::Symlink, "a symbolic link"),
-        (EntryType::Link, "a hard link"),
-        (EntryType::Char, "a device"),
-        (EntryType::Block, "a device"),
-        (EntryType::Fifo, "a FIFO"),
-        (EntryType::Directory, "a directory"),
-        (EntryType::XHeader, "a pax extended header"),
-        (EntryType::XGlobalHeader, "a pax extended header"),
-        (EntryType::GNULongName, "a GNU long-name header"),
-        (EntryType::Continuous, "a tar entry of type '7'"),
-    ] {
-        let mut out = Vec::new();
-        raw_member(
-            &mut out,
-            m[0].0.as_bytes(),
-            EntryType::Regular,
-            m[0].1.len() as u64,
-            &m[0].1,
-        );
-        raw_member(&mut out, b"records.jsonl", ty, 0, &[]);
-        for (name, data) in &m[1..] {
-            raw_member(
-                &mut out,
-                name.as_bytes(),
-                EntryType::Regular,
-                data.len() as u64,
-                data,
-            );
-        }
-        out.extend_from_slice(&[0; 1024]);
+    for (ty, what) in NOT_REGULAR {
+        let out = spliced(&m, 1, |out| raw_member(out, b"records.jsonl", ty, 0, &[]));
         assert_refused(
             &out,
             &key,

@@ -3,6 +3,7 @@
 
 mod browser;
 mod bundle;
+mod craft;
 mod crash;
 mod end_to_end;
 mod integrity;

@@ -2,7 +2,8 @@
 //! from signed data alone, that its records are exactly the log's leaves `from..to`, and
 //! that chain into the whole log.
 
-use super::bundle::{assert_refused, get, members, record, tar_of};
+use super::bundle::record;
+use super::craft::{assert_refused, get, members, tar_of};
 use runwarden_evidence::{
     CompactTree, EMPTY_ROOT, Manifest, NewRecord, SigningKey, Store, export_segment, verify_bundle,
 };

@@ -2,7 +2,11 @@
 //! log proved complete by its own leaves, a filtered one by proofs, and everything under
 //! the exporter's seal — tampered with every way a chunked bundle invites.
 
-use super::bundle::{Members, assert_refused, get, members, raw_member, record, tar_of};
+use super::bundle::record;
+use super::craft::{
+    Members, NOT_REGULAR, ODD_NAMES, allocated_by, assert_refused, at, get, members, raw_member,
+    refused, sparse_member, spliced, tar_of,
+};
 use runwarden_evidence::{
     BundleRecord, BundleWriter, Checkpoint, Envelope, Filter, Invocation, Manifest, MerkleTree,
     NewRecord, Provenance, SigningKey, Statement, Store, VerifyingKey, leaf_hash, rfc3339_ms,
@@ -541,6 +545,130 @@ fn a_bundle_repacked_with_tar_and_its_directories_still_verifies() {
     );
 }
 
+#[test]
+fn links_devices_fifos_and_tar_extensions_are_refused() {
+    let (bytes, key) = complete(3);
+    let m = members(&bytes);
+    let chunk = at(&m, "records/00000000.jsonl");
+    for (ty, what) in NOT_REGULAR {
+        let out = spliced(&m, chunk, |out| {
+            raw_member(out, b"records/00000000.jsonl", ty, 0, &[])
+        });
+        assert_eq!(
+            refused(&out, &key.verifying_key()),
+            format!(
+                "bundle member \"records/00000000.jsonl\" refused: it is {what}; a bundle holds only regular files; re-export the bundle"
+            )
+        );
+    }
+}
+
+#[test]
+fn a_path_that_leaves_the_bundle_or_hides_what_it_is_is_refused() {
+    let (bytes, key) = complete(2);
+    let k = key.verifying_key();
+    let m = members(&bytes);
+    for (name, shown, why) in ODD_NAMES {
+        let out = spliced(&m, 1, |out| {
+            raw_member(out, name, tar::EntryType::Regular, 2, b"{}")
+        });
+        assert_eq!(
+            refused(&out, &k),
+            format!("bundle member \"{shown}\" refused: {why}; re-export the bundle")
+        );
+    }
+    // A ustar header whose name is plain and whose prefix field climbs out: read as the
+    // one path they make, as `tar -x` reads it.
+    let out = spliced(&m, 1, |out| {
+        let mut h = tar::Header::new_ustar();
+        h.as_ustar_mut().unwrap().prefix[..2].copy_from_slice(b"..");
+        h.as_old_mut().name[..14].copy_from_slice(b"checkpoint.txt");
+        h.set_mode(0o644);
+        h.set_size(0);
+        h.set_cksum();
+        out.extend_from_slice(h.as_bytes());
+    });
+    assert_eq!(
+        refused(&out, &k),
+        "bundle member \"../checkpoint.txt\" refused: path leaves the bundle; re-export the bundle"
+    );
+}
+
+/// Each member's header is held to its kind's cap before a byte of it is read: a small
+/// file whose last header claims one byte more is refused without allocating the claim.
+#[test]
+fn a_member_claiming_more_than_its_kind_may_hold_is_refused_before_it_is_read() {
+    let (bytes, key) = complete(3);
+    let k = key.verifying_key();
+    let m = members(&bytes);
+    let key_file = format!("keys/{}.pub", k.key_id_hex());
+    // The seal: 16 KiB and 512 bytes for each member it lists (all but it and the manifest).
+    let seal = (16 << 10) + 512 * (m.len() as u64 - 2);
+    for (name, cap) in [
+        ("checkpoint.txt", 64 << 10),
+        ("consistency.json", 64 << 20),
+        (key_file.as_str(), 4 << 10),
+        ("records/00000000.jsonl", 32 << 20),
+        ("report.html", 16 << 20),
+        ("seal.dsse.json", seal),
+    ] {
+        let i = at(&m, name);
+        let out = spliced(&m[..i], i, |out| {
+            raw_member(
+                out,
+                name.as_bytes(),
+                tar::EntryType::Regular,
+                cap + 1,
+                &m[i].1,
+            )
+        });
+        assert!(out.len() < 64 << 10, "a small file: {}", out.len());
+        let (result, allocated) =
+            allocated_by(|| verify_bundle(out.as_slice(), std::slice::from_ref(&k), None));
+        assert_eq!(
+            result.unwrap_err().to_string(),
+            format!(
+                "bundle member \"{name}\" refused: it is {} bytes; at most {cap} may be here; re-export the bundle",
+                cap + 1
+            )
+        );
+        assert!(
+            allocated < 1 << 20,
+            "{name}: refusing it allocated {allocated} bytes"
+        );
+    }
+    // The manifest, read before the format is known, is held to its own cap.
+    let out = spliced(&m[..0], 0, |out| {
+        raw_member(
+            out,
+            b"runwarden-bundle.json",
+            tar::EntryType::Regular,
+            (1 << 20) + 1,
+            &m[0].1,
+        )
+    });
+    assert_refused(
+        &out,
+        &k,
+        "bundle member \"runwarden-bundle.json\" refused: it is 1048577 bytes but at most 1048576 are allowed",
+    );
+    // A chunk as a GNU sparse file expanding to 4 GiB.
+    let chunk = at(&m, "records/00000000.jsonl");
+    let out = spliced(&m[..chunk], chunk, |out| {
+        sparse_member(out, b"records/00000000.jsonl", 4 << 30)
+    });
+    let (result, allocated) =
+        allocated_by(|| verify_bundle(out.as_slice(), std::slice::from_ref(&k), None));
+    assert_eq!(
+        result.unwrap_err().to_string(),
+        "bundle member \"records/00000000.jsonl\" refused: it is a sparse file; a bundle holds only regular files; re-export the bundle"
+    );
+    assert!(
+        allocated < 1 << 20,
+        "refusing it allocated {allocated} bytes"
+    );
+}
+
 /// The scale test's smaller sibling (the benchmark is `scripts/bench-evidence 1800000`):
 /// 50,000 records through a real store, exported to a file as a stream, verified from the
 /// file — 13 chunks, every one checked, the log proved complete by its leaves.
@@ -784,6 +912,17 @@ fn the_report_counts_people_s_decisions_by_their_sla_from_the_signed_records() {
     assert!(
         report.contains("<td>token tok_ops (operate scope, tenant clinic)</td><td>3</td>")
             && report.contains("<td>2</td><td>1</td></tr>"),
+        "{report}"
+    );
+    // Layout 4 also counts, per summary row, the runs a person approved (three of the
+    // person's decisions here) and the runs denied a call (none).
+    let bytes = write_in_layout(&key, &log, |_| true, true, &key, Some(4));
+    verify_bundle(bytes.as_slice(), &[key.verifying_key()], None).unwrap();
+    let report = String::from_utf8(get(&mut members(&bytes), "report.html").clone()).unwrap();
+    assert!(
+        report.contains(
+            "<th>decided late</th><th>denied a call</th><th>approved by a person</th></tr>"
+        ) && report.contains("<td>2</td><td>1</td><td>0</td><td>3</td></tr>"),
         "{report}"
     );
     // A bundle written in layout 2 reads as it was made: no SLA columns, and it verifies.

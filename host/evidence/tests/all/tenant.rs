@@ -1,7 +1,11 @@
 //! Tenant bundles: the control plane's records of one tenant and every log of the
 //! tenant's hosts, in one file, under one statement the control plane signs.
 
-use super::bundle::{get, members, record_for, tar_of};
+use super::bundle::record_for;
+use super::craft::{
+    NOT_REGULAR, ODD_NAMES, allocated_by, at, get, members, raw_member, sparse_member, spliced,
+    tar_of,
+};
 use runwarden_evidence::{
     Checkpoint, Filter, LogRole, LogSource, MerkleTree, NewRecord, Segment, SigningKey, Statement,
     Store, TenantLog, TenantStatement, TenantVerified, export_tenant, leaf_hash,
@@ -576,5 +580,184 @@ async fn a_host_log_holding_another_tenants_record_is_not_exported() {
         e.to_string()
             .contains("record 3 of runwarden/clinic-01 is made for tenant \"other\""),
         "{e}"
+    );
+}
+
+/// What verifying a tenant bundle refuses as a whole.
+#[track_caller]
+fn refused_whole(bytes: &[u8], key: &SigningKey) -> String {
+    match verify_tenant_bundle(bytes, &[key.verifying_key()]) {
+        Ok(v) => panic!("verified, but must be refused: {v}"),
+        Err(e) => e.to_string(),
+    }
+}
+
+#[tokio::test]
+async fn links_devices_fifos_and_tar_extensions_are_refused_in_a_log_and_between_logs() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, key, hosts) = fleet(dir.path(), 4, &["clinic-01", "clinic-02"], 5).await;
+    let (bytes, _) = export(&store, &key, &hosts).await;
+    let m = members(&bytes);
+    let chunk = at(&m, "logs/00001-host/records/00000000.jsonl");
+    let next = at(&m, "logs/00002-host/runwarden-bundle.json");
+    for (ty, what) in NOT_REGULAR {
+        // In a host's log: that log fails, naming the member; the others still verify.
+        let out = spliced(&m, chunk, |out| {
+            raw_member(out, m[chunk].0.as_bytes(), ty, 0, &[])
+        });
+        let v = verify(&out, &key);
+        assert_eq!(
+            results(&v),
+            [
+                Ok(2),
+                Err(format!(
+                    "bundle member \"records/00000000.jsonl\" refused: it is {what}; a bundle holds only regular files; re-export the bundle"
+                )),
+                Ok(5)
+            ]
+        );
+        // Where the next log starts: the bundle is refused.
+        let out = spliced(&m, next, |out| {
+            raw_member(out, m[next].0.as_bytes(), ty, 0, &[])
+        });
+        assert_eq!(
+            refused_whole(&out, &key),
+            format!(
+                "bundle member \"logs/00002-host/runwarden-bundle.json\" refused: it is {what}; a tenant bundle holds only regular files; re-export the bundle"
+            )
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_path_that_leaves_its_log_or_the_bundle_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, key, hosts) = fleet(dir.path(), 4, &["clinic-01"], 5).await;
+    let (bytes, _) = export(&store, &key, &hosts).await;
+    let m = members(&bytes);
+    let checkpoint = at(&m, "logs/00001-host/checkpoint.txt");
+    for (name, shown, why) in ODD_NAMES {
+        // Under a host's log: what follows its directory is held to a bundle's names.
+        let out = spliced(&m, checkpoint, |out| {
+            let name = [b"logs/00001-host/", name].concat();
+            raw_member(out, &name, tar::EntryType::Regular, 2, b"{}")
+        });
+        let v = verify(&out, &key);
+        assert_eq!(
+            results(&v),
+            [
+                Ok(2),
+                Err(format!(
+                    "bundle member \"{shown}\" refused: {why}; re-export the bundle"
+                ))
+            ]
+        );
+    }
+    // Outside every log's directory: no log of the signed statement holds it.
+    let index = at(&m, "index.html");
+    for name in [
+        "../index.html",
+        "/index.html",
+        "logs/../index.html",
+        "logs/00001-host",
+    ] {
+        let out = spliced(&m, index, |out| {
+            raw_member(out, name.as_bytes(), tar::EntryType::Regular, 2, b"{}")
+        });
+        assert_eq!(
+            refused_whole(&out, &key),
+            format!(
+                "bundle member \"{name}\" refused: the signed statement lists no log it belongs to"
+            )
+        );
+    }
+}
+
+/// The tenant bundle's own members are held to their caps on the header, like a log's:
+/// a small file claiming 4 GiB is refused without allocating it.
+#[tokio::test]
+async fn a_member_claiming_more_than_it_may_hold_is_refused_before_it_is_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, key, hosts) = fleet(dir.path(), 4, &["clinic-01"], 5).await;
+    let (bytes, _) = export(&store, &key, &hosts).await;
+    let m = members(&bytes);
+    let claim = |name: &str| {
+        let i = at(&m, name);
+        spliced(&m[..i], i, |out| {
+            raw_member(
+                out,
+                name.as_bytes(),
+                tar::EntryType::Regular,
+                4 << 30,
+                &m[i].1,
+            )
+        })
+    };
+    for (name, expect) in [
+        (
+            "tenant-bundle.dsse.json",
+            "tenant-bundle.dsse.json is 4294967296 bytes, more than 16777216",
+        ),
+        (
+            "logs/00001-host/runwarden-bundle.json",
+            "bundle member \"logs/00001-host/runwarden-bundle.json\" is 4294967296 bytes, more than 1048576",
+        ),
+        (
+            "index.html",
+            "index.html is not the page of this bundle's signed statement (altered): do not rely on it",
+        ),
+    ] {
+        let out = claim(name);
+        assert!(out.len() < 1 << 20, "a small file: {}", out.len());
+        let (result, allocated) =
+            allocated_by(|| verify_tenant_bundle(out.as_slice(), &[key.verifying_key()]));
+        assert_eq!(result.unwrap_err().to_string(), expect);
+        assert!(
+            allocated < 1 << 20,
+            "{name}: refusing it allocated {allocated} bytes"
+        );
+    }
+    // In a log, its own caps: the log is refused on the header, and the file ending where
+    // the header says it goes on is named with that reason.
+    let chunk = at(&m, "logs/00001-host/records/00000000.jsonl");
+    let out = spliced(&m[..chunk], chunk, |out| {
+        raw_member(
+            out,
+            m[chunk].0.as_bytes(),
+            tar::EntryType::Regular,
+            4 << 30,
+            &m[chunk].1,
+        )
+    });
+    let (result, allocated) =
+        allocated_by(|| verify_tenant_bundle(out.as_slice(), &[key.verifying_key()]));
+    let msg = result.unwrap_err().to_string();
+    assert!(
+        msg.starts_with("corrupt or truncated bundle (")
+            && msg.ends_with(
+                ") after its log \"logs/00001-host/\" failed: bundle member \"records/00000000.jsonl\" refused: it is 4294967296 bytes; at most 33554432 may be here; re-export the bundle"
+            ),
+        "{msg}"
+    );
+    assert!(
+        allocated < 1 << 20,
+        "refusing it allocated {allocated} bytes"
+    );
+    // A chunk as a GNU sparse file expanding to 4 GiB: that log fails, the rest is read.
+    let out = spliced(&m, chunk, |out| {
+        sparse_member(out, m[chunk].0.as_bytes(), 4 << 30)
+    });
+    let (result, allocated) =
+        allocated_by(|| verify_tenant_bundle(out.as_slice(), &[key.verifying_key()]));
+    assert_eq!(
+        results(&result.unwrap()),
+        [
+            Ok(2),
+            Err("bundle member \"records/00000000.jsonl\" refused: it is a sparse file; a bundle holds only regular files; re-export the bundle".into())
+        ]
+    );
+    assert!(
+        allocated < 1 << 20,
+        "refusing it allocated {allocated} bytes"
     );
 }

@@ -1,12 +1,83 @@
-//! Records of the shapes the pipeline writes, for the audit-scale benchmarks' examples
-//! (`fill_log`, `fill_fleet`): built with the same types, about 5 KB each, in the mix of a
-//! clinic fleet's year. Deterministic: the same arguments give the same records.
+//! Evidence logs at audit scale (issue #14): records of the shapes the pipeline writes,
+//! built with the same types, about 5 KB each, in the mix of a clinic fleet's year, and a
+//! host's data directory filled with them. Deterministic: the same arguments give the same
+//! records. One source for the benchmarks' examples (`fill_log`, `fill_fleet` in
+//! runwarden-evidence) and the CLI's 50,000-record test.
 
-use runwarden_evidence::{Invocation, NewRecord, Provenance, SigningKey, Statement, rfc3339_ms};
+use runwarden_evidence::{
+    Invocation, NewRecord, Provenance, SigningKey, Statement, Store, rfc3339_ms,
+};
 use serde_json::{Value, json};
+use std::path::Path;
+
+/// The host whose log [`fill_log`] writes: its key is `signing-keys/bench-host.key`.
+pub const HOST: &str = "bench-host";
+/// The tenant [`fill_log`]'s records are made for.
+pub const TENANT: &str = "clinic-bench";
+/// 2025-12-01T00:00:00Z: the filled logs' records are spread over the year from it.
+pub const YEAR_START_MS: u64 = 1_764_547_200_000;
+/// A year, in milliseconds.
+pub const YEAR_MS: u64 = 365 * 24 * 3600 * 1000;
+/// Appends in flight at once (the store commits them in batches).
+const IN_FLIGHT: usize = 256;
+
+/// What [`fill_log`] did.
+#[derive(Debug, Clone, Copy)]
+pub struct Filled {
+    /// Their envelopes' bytes, together.
+    pub envelope_bytes: u64,
+    /// Records in the log now.
+    pub size: u64,
+}
+
+/// Appends `records` records to the log of [`HOST`] in data directory `dir`, laid out as
+/// `runwarden up` lays out its own: `dir/evidence.db`, and the key that signs the log,
+/// `dir/signing-keys/bench-host.{key,pub}` (made if missing). Spread evenly over the year
+/// from [`YEAR_START_MS`], each signed with the host key; a log already there is added
+/// to. `progress` is told the count at every 100,000th record.
+pub async fn fill_log(dir: &Path, records: u64, mut progress: impl FnMut(u64)) -> Filled {
+    let keys = dir.join("signing-keys");
+    std::fs::create_dir_all(&keys).expect("the data directory");
+    let key_file = keys.join(format!("{HOST}.key"));
+    if !key_file.exists() {
+        runwarden_evidence::write_key_pair(&keys, HOST).expect("the host key");
+    }
+    let key = runwarden_evidence::read_signing_key(&key_file).expect("the host key");
+    let store = Store::open_sqlite(&dir.join("evidence.db"))
+        .await
+        .expect("the evidence database");
+    let held = store.size().await.expect("the log's size");
+    let mut envelope_bytes = 0u64;
+    let mut pending = tokio::task::JoinSet::new();
+    for i in held..held + records {
+        let at = YEAR_START_MS + (i - held) * (YEAR_MS / records.max(1));
+        let record = record(&key, (HOST, TENANT), i, at);
+        envelope_bytes += record.envelope.len() as u64;
+        let s = store.clone();
+        pending.spawn(async move { s.append(record).await });
+        if pending.len() >= IN_FLIGHT {
+            pending
+                .join_next()
+                .await
+                .unwrap()
+                .unwrap()
+                .expect("appended");
+        }
+        if (i - held + 1) % 100_000 == 0 {
+            progress(i - held + 1);
+        }
+    }
+    while let Some(r) = pending.join_next().await {
+        r.unwrap().expect("appended");
+    }
+    Filled {
+        envelope_bytes,
+        size: store.size().await.expect("the log's size"),
+    }
+}
 
 /// A small deterministic generator (the same log for the same arguments).
-pub fn mix(i: u64, salt: u64) -> u64 {
+fn mix(i: u64, salt: u64) -> u64 {
     let mut x = i
         .wrapping_mul(0x9E37_79B9_7F4A_7C15)
         .wrapping_add(salt.wrapping_mul(0xBF58_476D_1CE4_E5B9));
